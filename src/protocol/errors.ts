@@ -1,0 +1,118 @@
+// Error categories shared by every part. Parts return or throw a ShoalError with one
+// of these codes; only the edges (HTTP handlers, the CLI) turn a code into a status
+// or an exit code, through the two tables below. (containerd's errdefs, Knative's
+// "status only at the edge".)
+
+export type ErrorCode =
+  | 'invalid' // the caller sent something malformed; `field` names what
+  | 'not-found'
+  | 'conflict' // state forbids it now (name taken, capacity exhausted)
+  | 'unauthorized' // no or wrong credentials
+  | 'forbidden' // credentials fine, action refused (forged token)
+  | 'too-large'
+  | 'digest-mismatch' // content does not hash to the digest it claims
+  | 'unsupported' // a media type, algorithm or feature we do not handle
+  | 'unavailable' // try again later (queue full, dependency down)
+  | 'timeout'
+  | 'internal';
+
+export class ShoalError extends Error {
+  readonly code: ErrorCode;
+  /** JSON-pointer-ish path of the offending input field, when there is one. */
+  readonly field: string | undefined;
+  readonly detail: unknown;
+
+  constructor(code: ErrorCode, message: string, options: { field?: string; detail?: unknown; cause?: unknown } = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = 'ShoalError';
+    this.code = code;
+    this.field = options.field;
+    this.detail = options.detail;
+  }
+
+  toJSON(): ErrorBody {
+    return {
+      error: {
+        code: this.code,
+        message: this.message,
+        ...(this.field === undefined ? {} : { field: this.field }),
+        ...(this.detail === undefined ? {} : { detail: this.detail }),
+      },
+    };
+  }
+}
+
+/** The JSON body of every non-2xx control-API reply. */
+export interface ErrorBody {
+  error: { code: ErrorCode; message: string; field?: string; detail?: unknown };
+}
+
+export function isShoalError(e: unknown): e is ShoalError {
+  return e instanceof ShoalError;
+}
+
+export function httpStatusFor(code: ErrorCode): number {
+  switch (code) {
+    case 'invalid':
+    case 'digest-mismatch':
+      return 400;
+    case 'unauthorized':
+      return 401;
+    case 'forbidden':
+      return 403;
+    case 'not-found':
+      return 404;
+    case 'conflict':
+      return 409;
+    case 'too-large':
+      return 413;
+    case 'unsupported':
+      return 415;
+    case 'internal':
+      return 500;
+    case 'unavailable':
+      return 503;
+    case 'timeout':
+      return 504;
+    default: {
+      const never: never = code;
+      return never;
+    }
+  }
+}
+
+/** CLI exit codes: 1 generic failure, 2 usage/invalid input, 3 not found, 4 conflict, 5 unavailable. */
+export function exitCodeFor(code: ErrorCode): number {
+  switch (code) {
+    case 'invalid':
+    case 'digest-mismatch':
+    case 'too-large':
+    case 'unsupported':
+      return 2;
+    case 'not-found':
+      return 3;
+    case 'conflict':
+      return 4;
+    case 'unavailable':
+    case 'timeout':
+      return 5;
+    case 'unauthorized':
+    case 'forbidden':
+      return 6;
+    case 'internal':
+      return 1;
+    default: {
+      const never: never = code;
+      return never;
+    }
+  }
+}
+
+/** Result type for boundaries where a failure is an expected outcome, not a bug. */
+export type Result<T, E extends ErrorCode = ErrorCode> =
+  | { ok: true; value: T }
+  | { ok: false; code: E; message: string; field?: string };
+
+export const ok = <T>(value: T): Result<T, never> => ({ ok: true, value });
+export const fail = <E extends ErrorCode>(code: E, message: string, field?: string): Result<never, E> =>
+  field === undefined ? { ok: false, code, message } : { ok: false, code, message, field };

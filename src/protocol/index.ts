@@ -1,0 +1,4 @@
+export * from './errors.ts';
+export * from './digest.ts';
+export * from './oci.ts';
+export * from './image-ref.ts';
