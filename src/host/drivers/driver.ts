@@ -1,0 +1,106 @@
+// The one interface every instance driver implements (Nomad's DriverPlugin in small).
+// The host agent talks only to this; placement reads `capabilities`, never a driver's name.
+
+export type Isolation = 'none' | 'namespaces' | 'vm' | 'isolate' | 'wasm';
+
+/** What the code of a driver can do: one static value per driver. */
+export interface DriverCapabilities {
+  isolation: Isolation;
+  canPause: boolean;
+  /** Commit the instance's writable layer / memory to something restorable. */
+  canSnapshot: boolean;
+  canMigrate: boolean;
+  canClone: boolean;
+  /** Enforces the plan's memory / cpu / pids limits. */
+  enforcesLimits: boolean;
+}
+
+/** What this host can do now with the driver (runc present? root?), sent with reports. */
+export interface DriverFingerprint {
+  healthy: boolean;
+  detail: string;
+  attributes: Record<string, string>;
+}
+
+export interface InstanceResources {
+  memoryBytes: number;
+  /** CPU share in millicores (1000 = one core). */
+  cpuMillis: number;
+  pids: number;
+}
+
+/** Everything a driver needs to start one instance; the host agent prepares it. */
+export interface InstanceSpec {
+  id: string;
+  /** The assembled root file system (an overlayfs mount for runc; a plain dir for process). */
+  rootfs: string;
+  /** Read-only lower layer dirs and the instance's own upper, for drivers that mount themselves. */
+  args: string[];
+  env: string[];
+  cwd: string;
+  /** uid:gid the service runs as inside. */
+  user: { uid: number; gid: number };
+  resources: InstanceResources;
+  /** Host directory mounted at /run/shoal inside: holds app.sock (SHOAL_LISTEN) and imports/. */
+  socketDir: string;
+  /** Where the driver writes the instance's stdout+stderr. */
+  logFile: string;
+  /** Per-instance scratch space for the driver (bundle dir, pid files, …). */
+  stateDir: string;
+}
+
+export type ExitReason = 'exited' | 'crashed' | 'oom' | 'killed';
+
+export interface InstanceExit {
+  reason: ExitReason;
+  /** Exit code when the process exited; undefined if only a signal or nothing is known. */
+  code: number | undefined;
+  signal: string | undefined;
+  at: number;
+}
+
+export interface InstanceStats {
+  memoryBytes: number | undefined;
+  cpuUsageNanos: number | undefined;
+  pids: number | undefined;
+}
+
+export interface RunningInstance {
+  readonly id: string;
+  /** Host pid of the instance's init, when known. */
+  readonly pid: number | undefined;
+  /** Resolves once, when the instance stops for any reason (promptly: within a second). */
+  readonly exited: Promise<InstanceExit>;
+  stop(options?: { graceMs?: number }): Promise<void>;
+  stats(): Promise<InstanceStats>;
+}
+
+export interface PausableInstance extends RunningInstance {
+  pause(): Promise<void>;
+  resume(): Promise<void>;
+}
+
+export function isPausable(i: RunningInstance): i is PausableInstance {
+  return typeof (i as Partial<PausableInstance>).pause === 'function';
+}
+
+/** An instance found on disk / by the runtime after a host restart. */
+export interface RecoveredInstance {
+  id: string;
+  status: 'running' | 'paused' | 'stopped';
+  instance: RunningInstance | undefined;
+}
+
+export interface Driver {
+  readonly name: string;
+  readonly capabilities: DriverCapabilities;
+  fingerprint(): Promise<DriverFingerprint>;
+  /** Create and start. Resolves when the process is started (readiness is the agent's job). */
+  start(spec: InstanceSpec): Promise<RunningInstance>;
+  /** Re-attach to what this driver left running (ids the agent knows of), clean the rest. */
+  recover(known: Array<{ id: string; stateDir: string }>): Promise<RecoveredInstance[]>;
+  /** Remove everything of an instance that start() created (idempotent). */
+  destroy(id: string, stateDir: string): Promise<void>;
+  /** Optional: prepare instances ahead of demand (pre-created containers). */
+  close(): Promise<void>;
+}
