@@ -34,7 +34,7 @@ export interface InstanceSpec {
   id: string;
   /** The assembled root file system (an overlayfs mount for runc; a plain dir for process). */
   rootfs: string;
-  /** Read-only lower layer dirs and the instance's own upper, for drivers that mount themselves. */
+  /** The program and its arguments, resolved inside the root. */
   args: string[];
   env: string[];
   cwd: string;
@@ -101,6 +101,6 @@ export interface Driver {
   recover(known: Array<{ id: string; stateDir: string }>): Promise<RecoveredInstance[]>;
   /** Remove everything of an instance that start() created (idempotent). */
   destroy(id: string, stateDir: string): Promise<void>;
-  /** Optional: prepare instances ahead of demand (pre-created containers). */
+  /** Release what the driver holds (pre-created containers, watchers); running instances stay. */
   close(): Promise<void>;
 }
