@@ -51,6 +51,11 @@ test('garbage is malformed', () => {
     assert.deepEqual(verifyRouteToken(garbage, key, now), { ok: false, reason: 'malformed' }, JSON.stringify(garbage.slice(0, 60)));
   }
   assert.deepEqual(verifyRouteToken(undefined as unknown as string, key, now), { ok: false, reason: 'malformed' });
+  // The last signature character carries two spare bits: a second spelling of the same
+  // signature bytes is refused, so each token has exactly one spelling.
+  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
+  const respelled = token.slice(0, -1) + alphabet[alphabet.indexOf(token.at(-1)!) ^ 1];
+  assert.deepEqual(verifyRouteToken(respelled, key, now), { ok: false, reason: 'malformed' });
 });
 
 test('a correctly signed payload that is not claims is malformed', async () => {
