@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs the Debian packages Shoal needs on a machine of this kind (Debian bookworm,
+# run as root). Idempotent: packages already present are left alone.
+#
+#   skopeo       OCI tool the store is proven against (push/pull round trips), and the
+#                peer in the pull-throughput benchmark
+#   debootstrap  builds the template://debian/bookworm template
+#   runc         the container driver (namespaces, cgroups, seccomp)
+#   attr         setfattr: marks opaque directories in unpacked layers for overlayfs
+#   gcc, libc6-dev  compiles the small runc shim (reaps containers, keeps exit codes)
+#   nginx-light  the peer in the forwarding benchmark, and the overlay-size table's
+#                "nginx on debian" row installs it inside the template
+#   wrk          load generator for the benchmarks
+#   iproute2     `ip` for inspecting network namespaces in tests
+set -euo pipefail
+
+packages=(skopeo debootstrap runc attr gcc libc6-dev nginx-light wrk iproute2 ca-certificates)
+
+missing=()
+for p in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+    missing+=("$p")
+  fi
+done
+
+if [ "${#missing[@]}" -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "setup-system: need root to install: ${missing[*]}" >&2
+    exit 1
+  fi
+  echo "setup-system: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}"
+else
+  echo "setup-system: all packages present"
+fi
