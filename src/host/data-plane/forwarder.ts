@@ -1,0 +1,226 @@
+// The host's data-plane HTTP server (DESIGN.md, flow step 6). It keeps no route table: the
+// signed route token in each request names the instance (the seeds' reference parameters),
+// and the host only maps an instance id to its Unix socket.
+//
+// URL shape: everything under the fixed prefix /i is forwarded verbatim, minus the prefix:
+//   <method> /i/<rest>?<query>   →   <method> /<rest>?<query>   on the instance's socket
+//   (/i and /i?<query> go to / and /?<query>). The request must carry `x-shoal-route: <token>`.
+//
+// Replies the forwarder makes itself are JSON `{"error":{"code","message"}}`:
+//   401 no token · 403 forged, altered or expired token · 404 instance not on this host, or a
+//   path outside /i · 503 instance not ready (Retry-After: 1) · 413 body over the limit ·
+//   502 instance socket refuses · 504 instance silent for requestTimeoutMs.
+
+import { Agent, createServer, request as httpRequest, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { ShoalError } from '../../protocol/errors.ts';
+import { closeServer, relay, replyError, readRequestHead, ROUTE_HEADER } from './relay.ts';
+import { verifyRouteToken, type RouteClaims, type RouteTokenFailure } from './route-token.ts';
+
+export type InstanceState = 'ready' | 'paused' | 'starting' | 'stopping';
+
+export interface ForwardEvent {
+  instance: string;
+  service: string;
+  status: number;
+  durationMs: number;
+  bytesIn: number;
+  bytesOut: number;
+}
+
+export interface ForwarderOptions {
+  /** Route-token keys: tokens signed with any of them pass (the first is the current one). */
+  keys: Uint8Array[];
+  /** instance id → socket path, or undefined if the host has no such instance (removed/unknown). Must be O(1), no I/O. */
+  resolveInstance(id: string): { socketPath: string; state: InstanceState } | undefined;
+  /** Longest the instance may stay silent, before or during its reply. Default 30 s. */
+  requestTimeoutMs?: number;
+  /** Largest request body forwarded. Default 10 MiB. */
+  maxBodyBytes?: number;
+  /** Called once per request that carried a valid token (for metrics); status 499 = client left first. */
+  onRequest?(event: ForwardEvent): void;
+}
+
+export interface Forwarder {
+  handle(req: IncomingMessage, res: ServerResponse): void;
+  /** Drops the kept-alive connections to an instance (by id or socket path) once it is gone. */
+  forget(instanceOrSocketPath: string): void;
+  close(): Promise<void>;
+}
+
+const DEFAULT_TIMEOUT_MS = 30_000;
+const DEFAULT_MAX_BODY = 10 * 1024 * 1024;
+/** Verified tokens remembered; a provider reuses one token per endpoint for many messages. */
+const TOKEN_CACHE_SIZE = 1024;
+
+export function createForwarder(options: ForwarderOptions): Forwarder {
+  if (options.keys.length === 0) throw new ShoalError('invalid', 'the forwarder needs at least one route-token key', { field: 'keys' });
+  const keys = options.keys.slice();
+  const timeoutMs = options.requestTimeoutMs ?? DEFAULT_TIMEOUT_MS;
+  const maxBodyBytes = options.maxBodyBytes ?? DEFAULT_MAX_BODY;
+  const onRequest = options.onRequest;
+
+  // token → claims it was verified to carry. Insertion-ordered, oldest evicted first; expiry
+  // is checked on every hit, and only verified tokens get in (forgeries cannot flood it).
+  const verified = new Map<string, RouteClaims>();
+  // socket path → keep-alive agent; instance id → the socket path its agent serves.
+  const agents = new Map<string, Agent>();
+  const socketOf = new Map<string, string>();
+
+  function check(token: string): RouteClaims | RouteTokenFailure {
+    const now = Date.now();
+    const hit = verified.get(token);
+    if (hit !== undefined) {
+      if (now < hit.expiresAt) return hit;
+      verified.delete(token);
+      return 'expired';
+    }
+    const result = verifyRouteToken(token, keys, now);
+    if (!result.ok) return result.reason;
+    if (verified.size >= TOKEN_CACHE_SIZE) verified.delete(verified.keys().next().value!);
+    verified.set(token, result.claims);
+    return result.claims;
+  }
+
+  function agentFor(instance: string, socketPath: string): Agent {
+    let agent = agents.get(socketPath);
+    if (agent === undefined) {
+      // LIFO hands out the most recently used connection, so spare ones go idle and close.
+      agent = new Agent({ keepAlive: true, scheduling: 'lifo' });
+      agents.set(socketPath, agent);
+    }
+    const known = socketOf.get(instance);
+    if (known !== socketPath) {
+      if (known !== undefined) dropAgent(known);
+      socketOf.set(instance, socketPath);
+    }
+    return agent;
+  }
+
+  function dropAgent(socketPath: string): void {
+    agents.get(socketPath)?.destroy();
+    agents.delete(socketPath);
+  }
+
+  function forget(instanceOrSocketPath: string): void {
+    const socketPath = socketOf.get(instanceOrSocketPath);
+    if (socketPath !== undefined) {
+      socketOf.delete(instanceOrSocketPath);
+      dropAgent(socketPath);
+      return;
+    }
+    for (const [instance, path] of socketOf) if (path === instanceOrSocketPath) socketOf.delete(instance);
+    dropAgent(instanceOrSocketPath);
+  }
+
+  function handle(req: IncomingMessage, res: ServerResponse): void {
+    const url = req.url ?? '';
+    let path: string;
+    if (url.startsWith('/i/')) path = url.slice(2);
+    else if (url === '/i') path = '/';
+    else if (url.startsWith('/i?')) path = '/' + url.slice(2);
+    else {
+      replyError(res, 404, 'not-found', `no route for ${url.slice(0, 200)}: data-plane requests go to /i/<path> with an ${ROUTE_HEADER} token`);
+      return;
+    }
+
+    const head = readRequestHead(req.rawHeaders);
+    if (head.route === undefined) {
+      replyError(res, 401, 'unauthorized', `route token missing: send the ${ROUTE_HEADER} header the endpoint reference gave you`);
+      return;
+    }
+    const claims = check(head.route);
+    if (typeof claims === 'string') {
+      replyError(res, 403, 'forbidden', `route token ${TOKEN_FAILURE[claims]}`);
+      return;
+    }
+
+    const started = onRequest === undefined ? 0 : performance.now();
+    const instance = options.resolveInstance(claims.instance);
+    if (instance === undefined) {
+      forget(claims.instance);
+      replyError(res, 404, 'not-found', `instance ${claims.instance} (service ${claims.service}) is not on this host`);
+      report(claims, started, 404, 0, 0);
+      return;
+    }
+    const replyHeaders = ['x-shoal-instance', claims.instance];
+    if (instance.state !== 'ready') {
+      replyError(res, 503, 'unavailable', `instance ${claims.instance} (service ${claims.service}) is ${instance.state}, not ready`, [...replyHeaders, 'retry-after', '1']);
+      report(claims, started, 503, 0, 0);
+      return;
+    }
+    if (head.contentLength > maxBodyBytes) {
+      // Refused before reading it; closing the connection spares us reading the body.
+      replyError(res, 413, 'too-large', `request body of ${head.contentLength} bytes is larger than the limit of ${maxBodyBytes} bytes`, [...replyHeaders, 'connection', 'close']);
+      report(claims, started, 413, 0, 0);
+      return;
+    }
+
+    relay(req, res, {
+      send: httpRequest,
+      options: {
+        socketPath: instance.socketPath,
+        agent: agentFor(claims.instance, instance.socketPath),
+        method: req.method,
+        path,
+        headers: head.headers,
+        timeout: timeoutMs,
+      },
+      head,
+      maxBodyBytes,
+      replyHeaders,
+      describe: `instance ${claims.instance} (service ${claims.service})`,
+      done: onRequest === undefined ? undefined : (status, bytesIn, bytesOut) => report(claims, started, status, bytesIn, bytesOut),
+    });
+  }
+
+  function report(claims: RouteClaims, started: number, status: number, bytesIn: number, bytesOut: number): void {
+    if (onRequest === undefined) return;
+    try {
+      onRequest({ instance: claims.instance, service: claims.service, status, durationMs: performance.now() - started, bytesIn, bytesOut });
+    } catch {
+      // Metrics must never break forwarding.
+    }
+  }
+
+  async function close(): Promise<void> {
+    for (const agent of agents.values()) agent.destroy();
+    agents.clear();
+    socketOf.clear();
+    verified.clear();
+  }
+
+  return { handle, forget, close };
+}
+
+const TOKEN_FAILURE: Record<RouteTokenFailure, string> = {
+  malformed: 'is malformed',
+  'bad-signature': 'has a bad signature (forged or altered)',
+  expired: 'has expired',
+};
+
+export interface ListeningForwarder {
+  address: { host: string; port: number };
+  forget(instanceOrSocketPath: string): void;
+  close(): Promise<void>;
+}
+
+/** Starts the forwarder on host:port (port 0 picks a free one). */
+export async function listenForwarder(options: ForwarderOptions & { host: string; port: number }): Promise<ListeningForwarder> {
+  const forwarder = createForwarder(options);
+  // Callers (providers) keep connections open between messages; hold them longer than node's 5 s.
+  const server = createServer({ keepAliveTimeout: 30_000 }, forwarder.handle);
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(options.port, options.host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const port = (server.address() as AddressInfo).port;
+  return {
+    address: { host: options.host, port },
+    forget: forwarder.forget,
+    close: () => closeServer(server, forwarder.close),
+  };
+}
