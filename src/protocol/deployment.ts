@@ -60,7 +60,12 @@ export const DeploymentPlan = Type.Object(
     store: Type.String({ pattern: '^https?://[^\\s]+$', maxLength: 2048 }),
     driver: Type.Optional(DriverName),
     resources: PlanResources,
-    env: Type.Optional(Type.Record(Type.String({ pattern: ENV_NAME_PATTERN }), Type.String({ maxLength: 65536 }))),
+    env: Type.Optional(
+      Type.Record(Type.String({ pattern: ENV_NAME_PATTERN }), Type.String({ maxLength: 65536 }), {
+        additionalProperties: false,
+        description: 'names: letters, digits and _; SHOAL_* is reserved',
+      }),
+    ),
     imports: Type.Optional(Type.Array(ImportBinding, { maxItems: 64 })),
     readiness: Type.Optional(Readiness),
     /** Replaces the image's entrypoint+cmd. */
@@ -75,6 +80,8 @@ export const EndpointReference = Type.Object({
   instance: Type.String(),
   service: ServiceRef,
   host: Type.Object({ dataUrl: Type.String() }),
+  /** Where to send messages: append the operation's path (`${url}/Echo`). */
+  url: Type.String(),
   /** Sent with every message to the data plane (see src/host/data-plane/route-token.ts). */
   token: Type.String(),
   /** Epoch ms after which the token is refused. */

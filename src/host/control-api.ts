@@ -1,0 +1,281 @@
+// The host's control API (Hono): deployments, instances, events, report, metrics.
+// Every /v1 route and /metrics need the host's bearer token; a missing or wrong one gets
+// 401 before anything else runs. Bodies are validated against the TypeBox schemas that
+// also make up /openapi.json. Error codes become HTTP statuses here and only here.
+import { createHash, timingSafeEqual } from 'node:crypto';
+import { Hono, type Context } from 'hono';
+import { bodyLimit } from 'hono/body-limit';
+import { streamSSE } from 'hono/streaming';
+import { Value } from '@sinclair/typebox/value';
+import { Type, type TSchema } from '@sinclair/typebox';
+import type { Agent } from './agent.ts';
+import type { EventBus } from './events.ts';
+import type { HostMetrics } from './metrics.ts';
+import {
+  DeploymentPlan,
+  DeploymentResult,
+  HostEvent,
+  HostReport,
+  InstanceInfo,
+} from '../protocol/deployment.ts';
+import { ShoalError, httpStatusFor, isShoalError, type ErrorBody } from '../protocol/errors.ts';
+import { parseImageRef } from '../protocol/image-ref.ts';
+
+export interface ControlApiOptions {
+  agent: Agent;
+  token: string;
+  events: EventBus;
+  metrics: HostMetrics;
+  report(): Promise<HostReport>;
+  /** Largest deployment plan accepted. Default 1 MiB. */
+  maxBodyBytes?: number;
+  /** SSE keep-alive comment interval. Default 15 s. */
+  keepAliveMs?: number;
+  version?: string;
+}
+
+const MAX_LOG_TAIL = 10_000;
+
+export function createControlApi(options: ControlApiOptions): Hono {
+  const { agent, events, metrics } = options;
+  if (options.token.length < 8) throw new ShoalError('invalid', 'the host token must be at least 8 characters', { field: 'token' });
+  const tokenHash = createHash('sha256').update(options.token).digest();
+  const app = new Hono();
+
+  app.onError((err, c) => {
+    const e = isShoalError(err) ? err : new ShoalError('internal', String((err as Error)?.message ?? err));
+    return c.json(e.toJSON(), httpStatusFor(e.code) as 400);
+  });
+  app.notFound((c) => c.json(errorBody('not-found', `no route ${c.req.method} ${c.req.path}`), 404));
+
+  app.get('/healthz', (c) => c.json({ ok: true }));
+  app.get('/openapi.json', (c) => c.json(openApiDocument(options.version ?? '0.1.0')));
+
+  const authorize = async (c: Context, next: () => Promise<void>): Promise<Response | void> => {
+    const header = c.req.header('authorization') ?? '';
+    const m = /^Bearer\s+(.+)$/i.exec(header);
+    const given = createHash('sha256').update(m?.[1]?.trim() ?? '').digest();
+    if (!m || !timingSafeEqual(given, tokenHash)) {
+      c.header('www-authenticate', 'Bearer realm="shoal-host"');
+      return c.json(errorBody('unauthorized', m ? 'wrong host token' : 'missing host token: send Authorization: Bearer <token>'), 401);
+    }
+    await next();
+  };
+  app.use('/v1/*', authorize);
+  app.use('/metrics', authorize);
+
+  app.get('/metrics', async (c) => {
+    const { contentType, body } = await metrics.render();
+    return c.body(body, 200, { 'content-type': contentType });
+  });
+
+  app.post(
+    '/v1/instances',
+    bodyLimit({
+      maxSize: options.maxBodyBytes ?? 1024 * 1024,
+      onError: (c) => c.json(errorBody('too-large', 'deployment plan too large'), 413),
+    }),
+    async (c) => {
+      const started = performance.now();
+      let plan: DeploymentPlan;
+      try {
+        plan = validatePlan(await readJson(c));
+      } catch (e) {
+        metrics.deployment('invalid');
+        throw e;
+      }
+      try {
+        const result = await agent.deploy(plan);
+        metrics.deployment('ok', performance.now() - started);
+        return c.json(result, 201);
+      } catch (e) {
+        metrics.deployment(isShoalError(e) && e.code === 'conflict' ? 'refused' : 'failed');
+        throw e;
+      }
+    },
+  );
+
+  app.get('/v1/instances', (c) => c.json({ instances: agent.list() }));
+  app.get('/v1/instances/:id', async (c) => c.json(await agent.get(c.req.param('id'))));
+  app.delete('/v1/instances/:id', async (c) => {
+    const id = c.req.param('id');
+    await agent.remove(id);
+    return c.json({ id, removed: true });
+  });
+  app.post('/v1/instances/:id/pause', async (c) => c.json(await agent.pause(c.req.param('id'))));
+  app.post('/v1/instances/:id/resume', async (c) => c.json(await agent.resume(c.req.param('id'))));
+  app.get('/v1/instances/:id/logs', async (c) => {
+    const raw = c.req.query('tail') ?? '100';
+    if (!/^\d+$/.test(raw) || Number(raw) < 1 || Number(raw) > MAX_LOG_TAIL) {
+      throw new ShoalError('invalid', `tail must be an integer from 1 to ${MAX_LOG_TAIL}, got ${JSON.stringify(raw)}`, { field: 'tail' });
+    }
+    return c.text(await agent.logs(c.req.param('id'), Number(raw)));
+  });
+
+  app.get('/v1/report', async (c) => c.json(await options.report()));
+
+  app.get('/v1/events', (c) => {
+    const lastId = Number(c.req.header('last-event-id') ?? c.req.query('since') ?? NaN);
+    const only = c.req.query('instance');
+    return streamSSE(c, async (stream) => {
+      // An opening comment lets clients know the stream is live.
+      let chain: Promise<void> = stream.write(': connected\n\n').then(() => {});
+      const send = (e: HostEvent): void => {
+        if (only !== undefined && e.instance !== only) return;
+        chain = chain.then(() => stream.writeSSE({ id: String(e.seq), event: e.type, data: JSON.stringify(e) })).catch(() => {});
+      };
+      const off = events.subscribe(send);
+      if (Number.isFinite(lastId)) for (const e of events.since(lastId)) send(e);
+      const keepAlive = setInterval(() => {
+        chain = chain.then(() => stream.write(': keep-alive\n\n')).then(() => {}, () => {});
+      }, options.keepAliveMs ?? 15_000);
+      await new Promise<void>((resolve) => stream.onAbort(resolve));
+      clearInterval(keepAlive);
+      off();
+    });
+  });
+
+  return app;
+}
+
+function errorBody(code: ErrorBody['error']['code'], message: string, field?: string): ErrorBody {
+  return { error: { code, message, ...(field === undefined ? {} : { field }) } };
+}
+
+async function readJson(c: Context): Promise<unknown> {
+  const type = c.req.header('content-type') ?? '';
+  if (!/^application\/json\b/i.test(type)) {
+    throw new ShoalError('unsupported', `send the plan as application/json (got ${JSON.stringify(type || 'no content-type')})`, { field: 'content-type' });
+  }
+  const text = await c.req.text();
+  try {
+    return JSON.parse(text);
+  } catch (e) {
+    throw new ShoalError('invalid', `invalid deployment plan: body: not JSON (${(e as Error).message})`, { field: 'body' });
+  }
+}
+
+/** JSON pointer → dotted field name: /imports/0/name → imports[0].name */
+export function fieldName(pointer: string): string {
+  const parts = pointer.split('/').slice(1).map((p) => p.replace(/~1/g, '/').replace(/~0/g, '~'));
+  let out = '';
+  for (const p of parts) out += /^\d+$/.test(p) ? `[${p}]` : out === '' ? p : `.${p}`;
+  return out || 'body';
+}
+
+/** Schema check, then the rules a schema cannot say. Throws ShoalError('invalid') naming the field. */
+export function validatePlan(body: unknown): DeploymentPlan {
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) {
+    throw new ShoalError('invalid', 'invalid deployment plan: body: must be a JSON object', { field: 'body' });
+  }
+  const first = Value.Errors(DeploymentPlan, body).First();
+  if (first) {
+    const field = fieldName(first.path);
+    let message = first.message;
+    if (message === 'Unexpected property') message = 'unknown field';
+    else if (message === 'Expected required property') message = 'required field missing';
+    throw new ShoalError('invalid', `invalid deployment plan: ${field}: ${message}`, { field });
+  }
+  const plan = body as DeploymentPlan;
+  try {
+    parseImageRef(plan.image, 'image');
+  } catch (e) {
+    throw new ShoalError('invalid', `invalid deployment plan: image: ${(e as Error).message}`, { field: 'image' });
+  }
+  try {
+    new URL(plan.store);
+  } catch {
+    throw new ShoalError('invalid', `invalid deployment plan: store: not a URL: ${JSON.stringify(plan.store)}`, { field: 'store' });
+  }
+  for (const k of Object.keys(plan.env ?? {})) {
+    if (k.startsWith('SHOAL_')) throw new ShoalError('invalid', `invalid deployment plan: env.${k}: SHOAL_* names are set by the host`, { field: `env.${k}` });
+  }
+  const seen = new Set<string>();
+  (plan.imports ?? []).forEach((imp, i) => {
+    if (seen.has(imp.name)) throw new ShoalError('invalid', `invalid deployment plan: imports[${i}].name: ${imp.name} is bound twice`, { field: `imports[${i}].name` });
+    seen.add(imp.name);
+    try {
+      new URL(imp.url);
+    } catch {
+      throw new ShoalError('invalid', `invalid deployment plan: imports[${i}].url: not a URL`, { field: `imports[${i}].url` });
+    }
+  });
+  return plan;
+}
+
+const ErrorSchema = Type.Object({
+  error: Type.Object({
+    code: Type.String(),
+    message: Type.String(),
+    field: Type.Optional(Type.String()),
+    detail: Type.Optional(Type.Unknown()),
+  }),
+});
+
+/** OpenAPI 3.1: its schema objects are JSON Schema, which is what TypeBox values are. */
+export function openApiDocument(version: string): object {
+  const json = (schema: TSchema) => ({ content: { 'application/json': { schema: strip(schema) } } });
+  const error = (description: string) => ({ description, ...json(ErrorSchema) });
+  const id = { name: 'id', in: 'path', required: true, schema: { type: 'string' } };
+  const common = { '401': error('missing or wrong host token'), '404': error('no such instance') };
+  return {
+    openapi: '3.1.0',
+    info: { title: 'Shoal host control API', version },
+    components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } },
+    security: [{ bearer: [] }],
+    paths: {
+      '/v1/instances': {
+        post: {
+          summary: 'Admit, deploy and start an instance; answers when it is ready',
+          requestBody: { required: true, ...json(DeploymentPlan) },
+          responses: {
+            '201': { description: 'ready', ...json(DeploymentResult) },
+            '400': error('malformed plan (error.field names the field); nothing was created'),
+            '401': error('missing or wrong host token'),
+            '409': error('refused by admission control (error.message says why)'),
+            '503': error('the instance exited before it was ready (error.detail.log has the tail of its log)'),
+            '504': error('not ready within the readiness deadline'),
+          },
+        },
+        get: { summary: 'List instances', responses: { '200': { description: 'instances', ...json(Type.Object({ instances: Type.Array(InstanceInfo) })) }, '401': common['401'] } },
+      },
+      '/v1/instances/{id}': {
+        parameters: [id],
+        get: { summary: 'State, timeline, resources and resource use', responses: { '200': { description: 'the instance', ...json(InstanceInfo) }, ...common } },
+        delete: {
+          summary: 'Stop and remove the instance (unmounts, removes its writable layer)',
+          responses: { '200': { description: 'removed', ...json(Type.Object({ id: Type.String(), removed: Type.Boolean() })) }, ...common },
+        },
+      },
+      '/v1/instances/{id}/pause': {
+        parameters: [id],
+        post: { summary: 'Freeze the instance', responses: { '200': { description: 'paused', ...json(InstanceInfo) }, ...common, '409': error('not ready') } },
+      },
+      '/v1/instances/{id}/resume': {
+        parameters: [id],
+        post: { summary: 'Thaw the instance', responses: { '200': { description: 'ready', ...json(InstanceInfo) }, ...common, '409': error('not paused') } },
+      },
+      '/v1/instances/{id}/logs': {
+        parameters: [id, { name: 'tail', in: 'query', schema: { type: 'integer', minimum: 1, maximum: MAX_LOG_TAIL, default: 100 } }],
+        get: { summary: 'The last lines of the instance log', responses: { '200': { description: 'log lines', content: { 'text/plain': { schema: { type: 'string' } } } }, ...common } },
+      },
+      '/v1/events': {
+        get: {
+          summary: 'Server-sent events: started, ready, exited, crashed, oom, paused, resumed, removed',
+          parameters: [
+            { name: 'instance', in: 'query', schema: { type: 'string' } },
+            { name: 'Last-Event-ID', in: 'header', schema: { type: 'integer' } },
+          ],
+          responses: { '200': { description: 'event stream; each data line is a HostEvent', content: { 'text/event-stream': { schema: strip(HostEvent) } } }, '401': common['401'] },
+        },
+      },
+      '/v1/report': { get: { summary: 'Capacity, reservations, load, cached layers, drivers', responses: { '200': { description: 'report', ...json(HostReport) }, '401': common['401'] } } },
+      '/metrics': { get: { summary: 'Prometheus metrics', responses: { '200': { description: 'text exposition format' } } } },
+      '/healthz': { get: { summary: 'Liveness', security: [], responses: { '200': { description: 'ok' } } } },
+    },
+  };
+}
+
+function strip(schema: TSchema): unknown {
+  return JSON.parse(JSON.stringify(schema));
+}
