@@ -61,7 +61,7 @@ function setup() {
 
 test('a missing or wrong token gets 401 and nothing runs', async () => {
   const { app, deployed, post } = setup();
-  for (const headers of <Record<string, string>[]>[{}, { authorization: 'Bearer nope-nope-nope' }, { authorization: TOKEN }]) {
+  for (const headers of [{}, { authorization: 'Bearer nope-nope-nope' }, { authorization: TOKEN }] as Array<Record<string, string>>) {
     const res = await post(good, headers);
     assert.equal(res.status, 401);
     assert.equal(((await res.json()) as { error: { code: string } }).error.code, 'unauthorized');
