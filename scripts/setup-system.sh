@@ -35,3 +35,10 @@ if [ "${#missing[@]}" -gt 0 ]; then
 else
   echo "setup-system: all packages present"
 fi
+
+# PostgreSQL: the provider's registry can live in it (SHOAL_DATABASE_URL); the tests run
+# the same registry suite against SQLite and against this server.
+if ! dpkg-query -W -f='${Status}' postgresql 2>/dev/null | grep -q 'install ok installed'; then
+  echo "setup-system: installing postgresql"
+  apt-get install -y -qq --no-install-recommends postgresql
+fi
