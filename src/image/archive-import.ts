@@ -423,6 +423,12 @@ async function planFromOciLayout(view: FileView, label: string, opts: ImportOpti
   }
   const configBytes = await readVerifiedBlob(view, m.config, label, 'config');
   const config = parseConfig(configBytes, label, m.layers.length);
+  for (const [i, l] of m.layers.entries()) {
+    if (!isDigest(l.digest)) throw new ShoalError('invalid', `${label}: layer ${i} has a bad digest ${JSON.stringify(l.digest)}`, { field: `layers/${i}/digest` });
+    if ((await view.size(blobName(l.digest))) === undefined) {
+      throw new ShoalError('invalid', `${label}: layer ${i} ${l.digest} named by the manifest is missing from the archive`, { field: 'input', detail: { digest: l.digest } });
+    }
+  }
   return {
     configName: blobName(m.config.digest),
     configBytes,
