@@ -1,0 +1,132 @@
+import assert from 'node:assert/strict';
+import { chmod, chown, mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { capabilities, createProcessDriver } from '../../../../src/host/drivers/process/index.ts';
+import { delay, isAlive } from '../../../../src/host/drivers/shared/proc.ts';
+import { runDriverContract, type ContractInstance } from '../contract.ts';
+import { buildFlatRootfs, request, serviceArgs, waitReady } from '../harness.ts';
+
+const asRoot = process.getuid?.() === 0;
+let dir = '';
+let rootfs = '';
+
+before(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'shoal-proc-'));
+  // As root the instances run as nobody, which must reach the rootfs and sockets.
+  await chmod(dir, 0o755);
+  rootfs = await buildFlatRootfs(join(dir, 'rootfs'));
+});
+after(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+async function instance(id: string): Promise<ContractInstance> {
+  const base = join(dir, 'i', id);
+  const socketDir = join(base, 'sock');
+  const stateDir = join(base, 'state');
+  await mkdir(socketDir, { recursive: true });
+  await mkdir(stateDir, { recursive: true });
+  await chmod(join(dir, 'i'), 0o755);
+  await chmod(base, 0o755);
+  if (asRoot) await chown(socketDir, 65534, 65534);
+  return {
+    socketPath: join(socketDir, 'app.sock'),
+    spec: {
+      id,
+      rootfs,
+      args: serviceArgs,
+      // No /run/shoal bind mount with this driver: the instance gets host paths.
+      env: ['PATH=/usr/local/bin:/bin', `SHOAL_LISTEN=${join(socketDir, 'app.sock')}`, `SHOAL_IMPORTS=${join(socketDir, 'imports')}`],
+      cwd: '/app',
+      user: { uid: 65534, gid: 65534 },
+      resources: { memoryBytes: 128 * 1024 * 1024, cpuMillis: 500, pids: 64 },
+      socketDir,
+      logFile: join(base, 'log'),
+      stateDir,
+    },
+    release: () => rm(base, { recursive: true, force: true }),
+  };
+}
+
+const quiet = (): void => undefined;
+
+runDriverContract({
+  name: 'process',
+  create: () => createProcessDriver({ log: quiet }),
+  instance,
+});
+
+describe('process driver', () => {
+  it('declares that it does not isolate', () => {
+    assert.equal(capabilities.isolation, 'none');
+    assert.equal(capabilities.enforcesLimits, false);
+  });
+
+  it('warns once, loudly, when created', async () => {
+    const lines: string[] = [];
+    const driver = createProcessDriver({ log: (m) => lines.push(m) });
+    assert.equal(lines.length, 1);
+    assert.match(lines[0] as string, /does NOT isolate/);
+    await driver.close();
+  });
+
+  it('runs the program from the rootfs with host paths, as the spec user when root', async () => {
+    const driver = createProcessDriver({ log: quiet });
+    const ci = await instance('p-paths');
+    try {
+      const inst = await driver.start(ci.spec);
+      await waitReady(ci.socketPath);
+      const info = (await request(ci.socketPath, 'POST', '/Inspect', {})).body;
+      assert.equal(info.cwd, join(rootfs, 'app'));
+      assert.equal(info.pid, inst.pid);
+      if (asRoot) assert.equal(info.uid, 65534);
+      // A bare program name is looked up on the spec's PATH inside the rootfs.
+      const again = await instance('p-bare');
+      const bare = await driver.start({ ...again.spec, args: ['node', 'server.mjs'] });
+      await waitReady(again.socketPath);
+      await bare.stop({ graceMs: 1000 });
+      await driver.destroy(again.spec.id, again.spec.stateDir);
+      await again.release();
+      await inst.stop({ graceMs: 1000 });
+    } finally {
+      await driver.destroy(ci.spec.id, ci.spec.stateDir);
+      await ci.release();
+      await driver.close();
+    }
+  });
+
+  it('kills what the program left in its group when it exits', async () => {
+    const driver = createProcessDriver({ log: quiet });
+    const ci = await instance('p-group');
+    try {
+      const inst = await driver.start(ci.spec);
+      await waitReady(ci.socketPath);
+      const spawned = await request(ci.socketPath, 'POST', '/Spawn', { n: 2, keep: true });
+      assert.equal(spawned.body.started, 2);
+      const pids = spawned.body.pids as number[];
+      for (const pid of pids) assert.ok(await isAlive(pid, undefined), `child ${pid} runs`);
+      await request(ci.socketPath, 'POST', '/Crash', { code: 1 });
+      assert.equal((await inst.exited).reason, 'crashed');
+      await delay(100);
+      for (const pid of pids) assert.equal(await isAlive(pid, undefined), false, `child ${pid} was left running`);
+    } finally {
+      await driver.destroy(ci.spec.id, ci.spec.stateDir);
+      await ci.release();
+      await driver.close();
+    }
+  });
+
+  it('refuses a program that is not in the rootfs', async () => {
+    const driver = createProcessDriver({ log: quiet });
+    const ci = await instance('p-missing');
+    try {
+      await assert.rejects(driver.start({ ...ci.spec, args: ['no-such-program'] }), (e: { code?: string; field?: string }) => e.code === 'invalid' && e.field === 'args[0]');
+      await assert.rejects(driver.start({ ...ci.spec, args: ['/bin/no-such'] }), (e: { code?: string }) => e.code === 'invalid');
+    } finally {
+      await ci.release();
+      await driver.close();
+    }
+  });
+});
