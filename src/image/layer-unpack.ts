@@ -84,10 +84,15 @@ function decompressorFor(mediaType: string): (() => NodeJS.ReadWriteStream) | nu
   }
 }
 
-function corrupt(e: unknown): ShoalError {
+function corrupt(e: unknown, entry: string | undefined): ShoalError {
   if (isShoalError(e)) return e;
   const message = e instanceof Error ? e.message : String(e);
-  return new ShoalError('invalid', `layer is truncated or corrupt: ${message}`, { field: 'layer', cause: e });
+  const where = entry === undefined ? '' : ` (in or after entry ${JSON.stringify(entry)})`;
+  return new ShoalError('invalid', `layer is truncated or corrupt: ${message}${where}`, {
+    field: 'layer',
+    detail: { entry: entry ?? null },
+    cause: e,
+  });
 }
 
 function fsFailure(entry: string, e: unknown): ShoalError {
@@ -149,6 +154,15 @@ export async function scanLayer(
   let bytes = 0;
   let failure: ShoalError | undefined;
   const extract = tarExtract();
+  // The last header parsed, to say where a corrupt stream or a crossed limit was.
+  let current: string | undefined;
+  extract.on('entry', (header: { name: string }) => {
+    current = header.name;
+  });
+  let parseError: unknown;
+  extract.on('error', (e: unknown) => {
+    parseError ??= e;
+  });
   const source = toReadable(input);
   const tarBytes: Readable = makeDecompressor
     ? (pipeline(source, makeDecompressor(), () => {}) as unknown as Readable)
@@ -170,19 +184,27 @@ export async function scanLayer(
         try {
           safe = checker.check(entry.header as Parameters<ArchiveChecker['check']>[0]);
         } catch (e) {
-          fail(corrupt(e));
+          fail(corrupt(e, current));
           return;
         }
         try {
           await onEntry(safe, entry as unknown as Readable);
         } catch (e) {
-          fail(failure ?? fsFailure(safe.path, e));
+          if (failure) return;
+          if (isShoalError(e) || (e as NodeJS.ErrnoException).syscall !== undefined) {
+            fail(fsFailure(safe.path, e));
+          } else {
+            // The entry's stream broke: the archive ended or broke mid-entry. The parser's
+            // own error, which says why, comes a tick later.
+            await new Promise((r) => setImmediate(r));
+            fail(corrupt(parseError ?? e, current));
+          }
           return;
         }
         if (failure) return;
       }
     } catch (e) {
-      fail(corrupt(e));
+      fail(corrupt(e, current));
     }
   })();
 
@@ -194,10 +216,12 @@ export async function scanLayer(
         bytes += buf.length;
         if (bytes > limits.maxTotalBytes) {
           fail(
-            new ShoalError('too-large', `layer is over the limit of ${limits.maxTotalBytes} uncompressed bytes`, {
-              field: 'layer',
-              detail: { entry: null, limit: limits.maxTotalBytes },
-            }),
+            new ShoalError(
+              'too-large',
+              `layer is over the limit of ${limits.maxTotalBytes} uncompressed bytes` +
+                (current === undefined ? '' : ` (at entry ${JSON.stringify(current)})`),
+              { field: 'layer', detail: { entry: current ?? null, limit: limits.maxTotalBytes } },
+            ),
           );
           break;
         }
@@ -206,7 +230,7 @@ export async function scanLayer(
       }
       if (!failure) extract.end(undefined);
     } catch (e) {
-      fail(corrupt(e));
+      fail(corrupt(e, current));
     }
   })();
 

@@ -202,8 +202,11 @@ export class ArchiveChecker {
         kind = 'hardlink';
         const to = header.linkname ?? '';
         if (to === '') throw invalidEntry(raw, 'hardlink has an empty target');
-        linkname = normalizeEntryName(to, 'hardlink target');
-        // normalizeEntryName names the target in its message; say which entry it was.
+        try {
+          linkname = normalizeEntryName(to, 'hardlink target');
+        } catch (e) {
+          throw invalidEntry(raw, `hardlink target ${JSON.stringify(to)} leads out of the layer (${(e as Error).message})`);
+        }
         if (linkname === path || !this.#files.has(linkname) || this.#throughSymlink(linkname) !== undefined) {
           throw invalidEntry(raw, `hardlink target ${JSON.stringify(to)} is not an earlier regular file of this layer`);
         }
