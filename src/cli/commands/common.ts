@@ -1,0 +1,43 @@
+import type { Command } from 'commander';
+import { ShoalError } from '../../protocol/errors.ts';
+
+export const DEFAULT_URL = 'http://127.0.0.1:7070';
+
+export function storeUrl(opts: { store?: string }): string {
+  return normalizeUrl(opts.store ?? process.env.SHOAL_STORE ?? DEFAULT_URL, 'store');
+}
+
+export function normalizeUrl(url: string, field: string): string {
+  try {
+    const u = new URL(url);
+    if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new Error('not http');
+    return u.toString().replace(/\/$/, '');
+  } catch {
+    throw new ShoalError('invalid', `--${field} must be an http(s) URL, got ${JSON.stringify(url)}`, { field });
+  }
+}
+
+/** Parses HOST:PORT (port 0 lets the OS choose). */
+export function parseListen(text: string, field = 'listen'): { host: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(text);
+  const port = Number(m?.[3]);
+  if (!m || port > 65535) throw new ShoalError('invalid', `--${field} must be HOST:PORT, got ${JSON.stringify(text)}`, { field });
+  return { host: (m[1] ?? m[2]) as string, port };
+}
+
+export function withStoreOption(cmd: Command): Command {
+  return cmd.option('--store <url>', `store URL (env SHOAL_STORE, default ${DEFAULT_URL})`).option('--json', 'print JSON');
+}
+
+/** Resolves on SIGINT/SIGTERM, so long-running commands can shut down in order. */
+export function untilSignal(): Promise<NodeJS.Signals> {
+  return new Promise((resolve) => {
+    const on = (sig: NodeJS.Signals) => {
+      process.off('SIGINT', on);
+      process.off('SIGTERM', on);
+      resolve(sig);
+    };
+    process.on('SIGINT', on);
+    process.on('SIGTERM', on);
+  });
+}

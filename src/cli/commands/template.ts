@@ -1,0 +1,45 @@
+import type { Command } from 'commander';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { formatBytes, printResult } from '../output.ts';
+import { storeUrl, withStoreOption } from './common.ts';
+
+export function registerTemplateCommands(program: Command): void {
+  const template = program.command('template').description('build the well-known templates services are built on');
+
+  withStoreOption(
+    template
+      .command('node')
+      .description('build template://node/<major> from the Node.js runtime Shoal runs on (binary, libraries, minimal /etc)'),
+  ).action(async (opts: { store?: string; json?: boolean }) => {
+    const { createRegistryClient, buildNodeTemplate } = await import('../../image/index.ts');
+    const client = createRegistryClient({ baseUrl: storeUrl(opts) });
+    const result = await buildNodeTemplate({ client });
+    printResult(opts, result, () => `${result.name} = ${result.reference}\nsize ${formatBytes(result.imageSize)} compressed, ${formatBytes(result.imageUncompressedSize)} unpacked`);
+  });
+
+  withStoreOption(
+    template
+      .command('debian')
+      .description('build template://debian/<suite> with debootstrap from the Debian archive this machine uses')
+      .option('--suite <name>', 'Debian suite', 'bookworm')
+      .option('--mirror <url>', 'archive URL (default: the one apt is configured with)'),
+  ).action(async (opts: { store?: string; json?: boolean; suite: string; mirror?: string }) => {
+    const { createRegistryClient, buildDebianTemplate } = await import('../../image/index.ts');
+    const client = createRegistryClient({ baseUrl: storeUrl(opts) });
+    const work = await mkdtemp(join(tmpdir(), 'shoal-debian-'));
+    try {
+      const result = await buildDebianTemplate({
+        client,
+        suite: opts.suite,
+        ...(opts.mirror ? { mirror: opts.mirror } : {}),
+        workDir: work,
+        log: opts.json ? undefined : (line) => process.stderr.write(`  ${line}\n`),
+      });
+      printResult(opts, result, () => `${result.name} = ${result.reference}\nsize ${formatBytes(result.imageSize)} compressed, ${formatBytes(result.imageUncompressedSize)} unpacked`);
+    } finally {
+      await rm(work, { recursive: true, force: true });
+    }
+  });
+}

@@ -1,0 +1,42 @@
+// The `shoal` command. Each sub-command lives in ./commands/ and is imported only when
+// it runs, so `shoal --help` and quick client commands start fast.
+import { Command, CommanderError } from 'commander';
+import { reportError } from './output.ts';
+import { registerStoreCommands } from './commands/store.ts';
+import { registerImageCommands } from './commands/image.ts';
+import { registerTemplateCommands } from './commands/template.ts';
+import { registerUpCommand } from './commands/up.ts';
+import { registerHostCommand } from './commands/host.ts';
+
+export function createProgram(): Command {
+  const program = new Command('shoal')
+    .description('Deploy isolated services on demand and compose them with typed TypeScript')
+    .version('0.1.0')
+    .showHelpAfterError()
+    .exitOverride();
+  registerUpCommand(program);
+  registerStoreCommands(program);
+  registerHostCommand(program);
+  registerTemplateCommands(program);
+  registerImageCommands(program);
+  return program;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const program = createProgram();
+  try {
+    await program.parseAsync(argv, { from: 'user' });
+    return 0;
+  } catch (error) {
+    if (error instanceof CommanderError) {
+      // Help and version exit 0; usage errors exit 2 (commander already printed them).
+      return error.exitCode === 0 ? 0 : 2;
+    }
+    return reportError(error, argv.includes('--json'));
+  }
+}
+
+const code = await main(process.argv.slice(2));
+// Long-running commands (up, store, host) keep the event loop alive and never return
+// here until they stop; everything else exits with its code.
+process.exitCode = code;
