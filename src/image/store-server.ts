@@ -1,0 +1,132 @@
+// The store as a process (`shoal store`) or in-process (`shoal up`, tests): the OCI
+// distribution API under /v2/, the control API under /api/v1/, /openapi.json and
+// /healthz, on a plain node:http server (Hono through @hono/node-server's request
+// listener, so blob handlers can reach the raw request and response).
+import { createReadStream } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { getRequestListener } from '@hono/node-server';
+import { Hono } from 'hono';
+import { createBlobStore, type BlobStore } from './blob-store.ts';
+import { createControlApp } from './control-api.ts';
+import { createImageStore, type ImageStore, type VetLayer } from './image-store.ts';
+import { checkLayer } from './layer-unpack.ts';
+import { createRegistryApp, type RegistryEnv } from './registry-api.ts';
+
+export interface StoreLogger {
+  info(obj: object, msg?: string): void;
+  warn(obj: object, msg?: string): void;
+  error(obj: object, msg?: string): void;
+}
+
+export interface StoreAppOptions {
+  store: ImageStore;
+  blobs?: BlobStore;
+  limits?: { maxBlobBytes?: number };
+  logger?: StoreLogger;
+}
+
+/** The whole store as one Hono app: mount it in a bigger server with app.route('/', …). */
+export function createStoreApp(options: StoreAppOptions): Hono<RegistryEnv> {
+  const app = new Hono<RegistryEnv>();
+  app.route('/', createRegistryApp({ store: options.store, ...(options.blobs ? { blobs: options.blobs } : {}), ...(options.limits ? { limits: options.limits } : {}), ...(options.logger ? { logger: options.logger } : {}) }));
+  app.route('/', createControlApp({ store: options.store, ...(options.logger ? { logger: options.logger } : {}) }));
+  return app;
+}
+
+/**
+ * Refuses hostile layers at push time with the same checks the host's unpacker makes
+ * (no `..`, no absolute paths, no links out, no devices, size and entry limits, the
+ * config's diffId). Reads the blob once, writes nothing.
+ */
+export function layerVetter(blobs: BlobStore): VetLayer {
+  return async (digest, mediaType, { diffId }) => {
+    const stats = await checkLayer(createReadStream(blobs.path(digest)), {
+      mediaType,
+      ...(diffId ? { expectDiffId: diffId } : {}),
+    });
+    return { diffId: stats.diffId };
+  };
+}
+
+export interface StartStoreOptions {
+  dataDir: string;
+  /** Default 127.0.0.1. */
+  host?: string;
+  /** 0 (default): the OS picks. */
+  port?: number;
+  /** Default: layerVetter (checkLayer from layer-unpack.ts). false: accept layers unchecked. */
+  vetLayer?: VetLayer | false;
+  limits?: { maxBlobBytes?: number; maxManifestBytes?: number };
+  /** Chunked uploads idle for longer than this are cancelled (default 1 h). */
+  uploadTtlMs?: number;
+  logger?: StoreLogger;
+}
+
+export interface RunningStore {
+  /** http://HOST:PORT */
+  url: string;
+  store: ImageStore;
+  blobs: BlobStore;
+  server: Server;
+  close(): Promise<void>;
+}
+
+export async function startStore(options: StartStoreOptions): Promise<RunningStore> {
+  const blobs = createBlobStore({ dir: options.dataDir });
+  const vetLayer = options.vetLayer === false ? undefined : (options.vetLayer ?? layerVetter(blobs));
+  const store = createImageStore({
+    dir: options.dataDir,
+    blobs,
+    ...(vetLayer ? { vetLayer } : {}),
+    ...(options.limits?.maxManifestBytes ? { limits: { maxManifestBytes: options.limits.maxManifestBytes } } : {}),
+  });
+  const app = createStoreApp({
+    store,
+    blobs,
+    ...(options.limits?.maxBlobBytes ? { limits: { maxBlobBytes: options.limits.maxBlobBytes } } : {}),
+    ...(options.logger ? { logger: options.logger } : {}),
+  });
+  const server = createServer(getRequestListener(app.fetch));
+  // Layers can be gigabytes on a slow link: no cap on a whole request, only on silence.
+  server.requestTimeout = 0;
+  server.timeout = 5 * 60_000;
+
+  const host = options.host ?? '127.0.0.1';
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(options.port ?? 0, host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const { port } = server.address() as AddressInfo;
+  const url = `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
+
+  const ttl = options.uploadTtlMs ?? 60 * 60_000;
+  await blobs.expireUploads(ttl).catch(() => 0);
+  const timer = setInterval(
+    () => {
+      blobs.expireUploads(ttl).catch((e: unknown) => options.logger?.warn({ err: e }, 'expiring uploads failed'));
+    },
+    Math.min(ttl, 10 * 60_000),
+  );
+  timer.unref();
+  options.logger?.info({ url, dataDir: options.dataDir }, 'store listening');
+
+  let closed: Promise<void> | undefined;
+  return {
+    url,
+    store,
+    blobs,
+    server,
+    close() {
+      closed ??= new Promise<void>((resolve) => {
+        clearInterval(timer);
+        server.close(() => resolve());
+        server.closeAllConnections();
+      });
+      return closed;
+    },
+  };
+}
