@@ -1,0 +1,140 @@
+/*
+ * shoal-shim: a tiny container monitor (conmon in small) for Shoal's runc driver.
+ *
+ *   shoal-shim <exit-file> <pid-file> <runc> [runc args…]   # the runc args say `create`
+ *
+ * It makes itself a child subreaper, runs `runc create …`, and so becomes the parent of
+ * the container's init once runc exits. It then waits for that init and reports its exit
+ * status, which the agent could not get otherwise (the init is not the agent's child).
+ *
+ * Reports go to fd 3 when it is open (a pipe to the agent), one line each:
+ *   created <init-pid>      runc create succeeded
+ *   failed <status>         runc create failed (its error is in runc's --log file)
+ *   exit <code> <signal>    the init exited: code -1 when killed by a signal, signal 0 otherwise
+ *                           (both -1 / 0: it exited, status unknown)
+ * The `exit` line is also written to <exit-file> (atomically) so that an agent that
+ * restarted meanwhile still learns the status. The shim ignores SIGINT/SIGTERM/SIGHUP so
+ * it outlives the agent; it exits right after the init does.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static int report_fd = 3;
+
+static void report(const char *line) {
+  if (report_fd < 0) return;
+  if (write(report_fd, line, strlen(line)) < 0) report_fd = -1; /* the agent went away */
+}
+
+static void write_exit_file(const char *path, const char *line) {
+  char tmp[4096];
+  if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp) return;
+  int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return;
+  ssize_t n = write(fd, line, strlen(line));
+  close(fd);
+  if (n == (ssize_t)strlen(line)) rename(tmp, path);
+}
+
+static pid_t read_pid(const char *path) {
+  FILE *f = fopen(path, "re");
+  if (!f) return -1;
+  long pid = -1;
+  if (fscanf(f, "%ld", &pid) != 1) pid = -1;
+  fclose(f);
+  return (pid_t)pid;
+}
+
+static int finish(const char *exit_file, int status) {
+  char line[64];
+  if (WIFEXITED(status)) snprintf(line, sizeof line, "exit %d 0\n", WEXITSTATUS(status));
+  else if (WIFSIGNALED(status)) snprintf(line, sizeof line, "exit -1 %d\n", WTERMSIG(status));
+  else snprintf(line, sizeof line, "exit -1 0\n");
+  write_exit_file(exit_file, line);
+  report(line);
+  return 0;
+}
+
+int main(int argc, char **argv) {
+  if (argc < 4) {
+    fprintf(stderr, "usage: shoal-shim <exit-file> <pid-file> <runc> [runc args...]\n");
+    return 2;
+  }
+  const char *exit_file = argv[1], *pid_file = argv[2];
+  if (fcntl(report_fd, F_SETFD, FD_CLOEXEC) < 0) report_fd = -1; /* no pipe: file only */
+
+  int ignored[] = {SIGPIPE, SIGINT, SIGTERM, SIGHUP};
+  for (size_t i = 0; i < sizeof ignored / sizeof *ignored; i++) signal(ignored[i], SIG_IGN);
+  if (prctl(PR_SET_CHILD_SUBREAPER, 1) != 0) {
+    perror("shoal-shim: prctl(PR_SET_CHILD_SUBREAPER)");
+    report("failed -1\n");
+    return 1;
+  }
+
+  pid_t runc = fork();
+  if (runc < 0) {
+    perror("shoal-shim: fork");
+    report("failed -1\n");
+    return 1;
+  }
+  if (runc == 0) {
+    /* Ignored signals survive exec: give runc (and the container) the defaults back. */
+    for (size_t i = 0; i < sizeof ignored / sizeof *ignored; i++) signal(ignored[i], SIG_DFL);
+    execvp(argv[3], argv + 3);
+    perror("shoal-shim: exec runc");
+    _exit(127);
+  }
+
+  /* Children reaped before runc create returned (so before we knew the init's pid). */
+  struct { pid_t pid; int status; } early[64];
+  int n_early = 0;
+  pid_t init = -1;
+  for (;;) {
+    int status;
+    pid_t pid = waitpid(-1, &status, 0);
+    if (pid < 0) {
+      if (errno == EINTR) continue;
+      /* ECHILD with a known init: it went without our seeing it (should not happen while we
+       * are its reaper). Report the exit with an unknown status. */
+      if (init > 0) {
+        write_exit_file(exit_file, "exit -1 0\n");
+        report("exit -1 0\n");
+        return 0;
+      }
+      report("failed -3\n");
+      return 1;
+    }
+    if (pid == runc) {
+      if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        char line[64];
+        snprintf(line, sizeof line, "failed %d\n", WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
+        report(line);
+        return 1;
+      }
+      init = read_pid(pid_file);
+      if (init <= 0) {
+        report("failed -2\n");
+        return 1;
+      }
+      char line[64];
+      snprintf(line, sizeof line, "created %d\n", (int)init);
+      report(line);
+      for (int i = 0; i < n_early; i++)
+        if (early[i].pid == init) return finish(exit_file, early[i].status);
+      continue;
+    }
+    if (init > 0 && pid == init) return finish(exit_file, status);
+    if (init < 0 && n_early < 64) {
+      early[n_early].pid = pid;
+      early[n_early].status = status;
+      n_early++;
+    }
+  }
+}

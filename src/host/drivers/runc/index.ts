@@ -1,0 +1,600 @@
+// The `runc` driver: each instance is an OCI container run by runc, in new pid, mount,
+// ipc, uts and network namespaces (only lo), with cgroup limits, no capabilities,
+// no_new_privs and a seccomp allow-list, its root an overlay with a private upper dir.
+//
+// Two ways to launch, chosen once per driver (`mode`):
+// - 'shim' (preferred): native/shim/shoal-shim.c makes itself a child subreaper, runs
+//   `runc create`, becomes the parent of the container's init and reports its exit
+//   status; the agent then runs `runc start`. Exit codes survive an agent restart (the
+//   shim also writes them to a file), the monitor costs ~1 MB instead of runc's ~10 MB,
+//   and `prepare()` can create containers ahead of time so start() is only `runc start`.
+// - 'foreground': `runc run --keep` as the agent's child (its exit status is the
+//   container's). Needs no compiler; a container killed by signal N shows as 128+N.
+//
+// Files per instance, all in <stateDir>/bundle: config.json, pid, exit (the shim's
+// report), runc.log (runc's own JSON log: the reason when create fails).
+import { spawn, type ChildProcess } from 'node:child_process';
+import { watch, type FSWatcher } from 'node:fs';
+import { mkdir, open, readFile, rm, writeFile } from 'node:fs/promises';
+import { release } from 'node:os';
+import { join } from 'node:path';
+import type { Readable } from 'node:stream';
+import { ShoalError } from '../../../protocol/errors.ts';
+import type {
+  DriverCapabilities,
+  DriverFingerprint,
+  InstanceExit,
+  InstanceSpec,
+  InstanceStats,
+  PausableInstance,
+  PreparingDriver,
+  RecoveredInstance,
+} from '../driver.ts';
+import { delay, readProcStat, signalName, watchExit, within } from '../shared/proc.ts';
+import { cgroupMode, cgroupPathsOf, readCgroupStats, readOomKills, type CgroupPaths } from './cgroups.ts';
+import { createRuncCli, lastRuncError, type RuncCli } from './runc-cli.ts';
+import { ensureShim } from './shim.ts';
+import { buildRuntimeSpec, validateInstanceId } from './spec.ts';
+
+export { ensureShim } from './shim.ts';
+export { buildRuntimeSpec, cpuControls } from './spec.ts';
+export { defaultSeccompProfile } from './seccomp.ts';
+
+export const capabilities = {
+  isolation: 'namespaces',
+  canPause: true,
+  canSnapshot: false,
+  canMigrate: false,
+  canClone: false,
+  enforcesLimits: true,
+} as const satisfies DriverCapabilities;
+
+export interface RuncDriverOptions {
+  /** runc's state dir (`runc --root`). Ours alone: recover() deletes containers it finds there that nobody claims. */
+  runcRoot: string;
+  /** The runc binary (default 'runc' on PATH). */
+  runc?: string;
+  /**
+   * Instances go to the cgroup `<cgroupParent>/<id>`. A relative path lands under the
+   * agent's own cgroup in each hierarchy (default 'shoal').
+   */
+  cgroupParent?: string;
+  /** How start() launches runc (default 'auto': the shim when it builds, else foreground). */
+  mode?: 'auto' | 'shim' | 'foreground';
+  /** Where the compiled shim is cached (default $XDG_CACHE_HOME/shoal or ~/.cache/shoal). */
+  shimDir?: string;
+  /** Apply the seccomp profile (default true; turn off only to debug a program). */
+  seccomp?: boolean;
+  /** Size of each instance's /tmp (default 64 MiB). */
+  tmpSizeBytes?: number;
+  log?: (message: string) => void;
+}
+
+type Mode = { kind: 'shim'; shim: string } | { kind: 'foreground' };
+
+const DEFAULT_GRACE_MS = 5000;
+
+function files(stateDir: string) {
+  const bundle = join(stateDir, 'bundle');
+  return {
+    bundle,
+    config: join(bundle, 'config.json'),
+    pid: join(bundle, 'pid'),
+    exit: join(bundle, 'exit'),
+    runcLog: join(bundle, 'runc.log'),
+    launch: join(bundle, 'launch'),
+  };
+}
+
+/** Parses the shim's "exit <code> <signal>" line. */
+function parseExitLine(line: string): { code: number | undefined; signal: string | undefined } | undefined {
+  const m = /^exit (-?\d+) (\d+)/.exec(line.trim());
+  if (!m) return undefined;
+  const code = Number(m[1]);
+  const sig = Number(m[2]);
+  return { code: code < 0 ? undefined : code, signal: sig > 0 ? signalName(sig) ?? `SIG${sig}` : undefined };
+}
+
+export function createRuncDriver(options: RuncDriverOptions) {
+  const runc = createRuncCli(options.runc ?? 'runc', options.runcRoot);
+  const cgroupParent = (options.cgroupParent ?? 'shoal').replace(/\/+$/, '');
+  const log = options.log ?? ((m: string) => console.warn(m));
+  const live = new Map<string, RuncInstance>();
+  /** Config of each created-but-not-started container, to check start() asks for the same. */
+  const prepared = new Map<string, string>();
+  let closed = false;
+  let modePromise: Promise<Mode> | undefined;
+
+  function mode(): Promise<Mode> {
+    modePromise ??= (async (): Promise<Mode> => {
+      if (options.mode === 'foreground') return { kind: 'foreground' };
+      try {
+        return { kind: 'shim', shim: await ensureShim(options.shimDir ? { cacheDir: options.shimDir } : {}) };
+      } catch (e) {
+        if (options.mode === 'shim') throw e;
+        log(`runc driver: ${(e as Error).message}; falling back to foreground \`runc run\` (slower start, no pre-created containers)`);
+        return { kind: 'foreground' };
+      }
+    })();
+    return modePromise;
+  }
+
+  function runtimeConfig(spec: InstanceSpec): string {
+    const config = buildRuntimeSpec(spec, {
+      cgroupsPath: `${cgroupParent}/${spec.id}`,
+      seccomp: options.seccomp !== false,
+      ...(options.tmpSizeBytes === undefined ? {} : { tmpSizeBytes: options.tmpSizeBytes }),
+    });
+    return JSON.stringify(config, null, 2);
+  }
+
+  async function writeBundle(spec: InstanceSpec, config: string, launch: Mode['kind']): Promise<ReturnType<typeof files>> {
+    const f = files(spec.stateDir);
+    await rm(f.bundle, { recursive: true, force: true });
+    await mkdir(f.bundle, { recursive: true });
+    await writeFile(f.config, config);
+    await writeFile(f.launch, launch);
+    return f;
+  }
+
+  async function failCreate(spec: InstanceSpec, f: ReturnType<typeof files>, what: string, cause: unknown): Promise<never> {
+    const reason = (await lastRuncError(f.runcLog)) ?? (cause instanceof Error ? cause.message : String(cause));
+    await runc.delete(spec.id, { force: true }).catch(() => undefined);
+    await rm(f.bundle, { recursive: true, force: true });
+    // The program itself is missing or not executable: the spec is at fault, not the host.
+    const badProgram = /exec: .*(no such file|permission denied|not found|exec format)/i.test(reason);
+    throw new ShoalError(badProgram ? 'invalid' : 'internal', `${what} container ${spec.id} failed: ${reason}`, { field: badProgram ? 'args' : 'id', cause });
+  }
+
+  /** `runc create` under the shim; resolves with the instance in state created. */
+  async function createWithShim(spec: InstanceSpec, config: string, shim: string): Promise<RuncInstance> {
+    const f = await writeBundle(spec, config, 'shim');
+    const logHandle = await open(spec.logFile, 'a');
+    let child: ChildProcess;
+    try {
+      child = spawn(
+        shim,
+        [f.exit, f.pid, runc.binary, ...runc.globalArgs(f.runcLog), 'create', '--bundle', f.bundle, '--pid-file', f.pid, spec.id],
+        { stdio: ['ignore', logHandle.fd, logHandle.fd, 'pipe'], detached: true },
+      );
+      await new Promise<void>((resolve, reject) => {
+        child.once('spawn', resolve);
+        child.once('error', reject);
+      });
+    } catch (e) {
+      await logHandle.close();
+      return failCreate(spec, f, 'starting the shim for', e);
+    }
+    await logHandle.close();
+
+    const pipe = child.stdio[3] as Readable;
+    const lines = lineReader(pipe);
+    let pid: number;
+    try {
+      const first = await lines.next();
+      const m = /^created (\d+)/.exec(first ?? '');
+      if (!m) throw new Error(first ? `shim reported: ${first}` : 'the shim exited before runc create finished');
+      pid = Number(m[1]);
+    } catch (e) {
+      return failCreate(spec, f, 'creating', e);
+    }
+
+    const inst = new RuncInstance(spec.id, pid, runc, log);
+    inst.bundle = f.bundle;
+    inst.cgroups = await cgroupPathsOf(pid).catch(() => undefined);
+    let reported = false;
+    const onLine = (line: string): void => {
+      const exit = parseExitLine(line);
+      if (!exit) return;
+      reported = true;
+      void inst.onExit(exit.code, exit.signal);
+    };
+    lines.onLine(onLine);
+    // The shim should always report; if it died instead, the init is an orphan of the
+    // host's init and we can only watch it go.
+    const onShimExit = (): void => {
+      setTimeout(() => {
+        if (reported || inst.done) return;
+        void readExitFile(f.exit).then((exit) => {
+          if (exit) void inst.onExit(exit.code, exit.signal);
+          else inst.detach = watchExit(pid, undefined, () => void inst.onExit(undefined, undefined));
+        });
+      }, 50);
+    };
+    child.once('exit', onShimExit);
+    inst.detach = () => {
+      lines.close();
+      child.off('exit', onShimExit);
+      child.unref();
+    };
+    track(inst);
+    return inst;
+  }
+
+  /** `runc run --keep` as our child; resolves once the container is running. */
+  async function runForeground(spec: InstanceSpec, config: string): Promise<RuncInstance> {
+    const f = await writeBundle(spec, config, 'foreground');
+    const logHandle = await open(spec.logFile, 'a');
+    let child: ChildProcess;
+    try {
+      child = spawn(
+        runc.binary,
+        [...runc.globalArgs(f.runcLog), 'run', '--keep', '--bundle', f.bundle, '--pid-file', f.pid, spec.id],
+        { stdio: ['ignore', logHandle.fd, logHandle.fd], detached: true },
+      );
+      await new Promise<void>((resolve, reject) => {
+        child.once('spawn', resolve);
+        child.once('error', reject);
+      });
+    } catch (e) {
+      await logHandle.close();
+      return failCreate(spec, f, 'running', e);
+    }
+    await logHandle.close();
+    let exitStatus: { code: number | null; signal: NodeJS.Signals | null } | undefined;
+    let onExit: ((code: number | null, signal: NodeJS.Signals | null) => void) | undefined;
+    child.once('exit', (code, signal) => {
+      exitStatus = { code, signal };
+      onExit?.(code, signal);
+    });
+    // runc writes the pid file once the container exists (just before starting it).
+    let pid: number | undefined;
+    for (let waited = 0; pid === undefined; waited += 5) {
+      if (exitStatus) return failCreate(spec, f, 'running', new Error(`runc run exited with ${exitStatus.code ?? exitStatus.signal}`));
+      if (waited > 30_000) {
+        child.kill('SIGKILL');
+        return failCreate(spec, f, 'running', new Error('runc run did not create the container within 30 s'));
+      }
+      pid = await readPidFile(f.pid);
+      if (pid === undefined) await delay(5);
+    }
+    const inst = new RuncInstance(spec.id, pid, runc, log);
+    inst.bundle = f.bundle;
+    inst.started = true;
+    inst.cgroups = await cgroupPathsOf(pid).catch(() => undefined);
+    onExit = (code, signal) => {
+      // runc run exits with the container's status, 128+N when signal N killed it.
+      if (code !== null && code > 128 && signalName(code - 128)) void inst.onExit(undefined, signalName(code - 128));
+      else void inst.onExit(code ?? undefined, signal ?? undefined);
+    };
+    if (exitStatus) onExit(exitStatus.code, exitStatus.signal);
+    inst.detach = () => {
+      onExit = undefined;
+      child.unref();
+    };
+    track(inst);
+    return inst;
+  }
+
+  function track(inst: RuncInstance): void {
+    live.set(inst.id, inst);
+    void inst.exited.then(() => {
+      if (live.get(inst.id) === inst) live.delete(inst.id);
+      prepared.delete(inst.id);
+    });
+  }
+
+  async function startCreated(inst: RuncInstance): Promise<void> {
+    try {
+      await runc.start(inst.id);
+      inst.started = true;
+      prepared.delete(inst.id);
+    } catch (e) {
+      await inst.stop({ graceMs: 0 }).catch(() => undefined);
+      throw new ShoalError('internal', `runc start ${inst.id} failed: ${(e as Error).message}`, { field: 'id', cause: e });
+    }
+  }
+
+  async function prepare(spec: InstanceSpec): Promise<void> {
+    if (closed) throw new ShoalError('unavailable', 'the runc driver is closed');
+    if (live.has(spec.id)) throw new ShoalError('conflict', `instance ${spec.id} already exists`, { field: 'id' });
+    const config = runtimeConfig(spec);
+    const m = await mode();
+    if (m.kind !== 'shim') throw new ShoalError('unsupported', 'pre-creating containers needs the shim (no C compiler?)');
+    await createWithShim(spec, config, m.shim);
+    prepared.set(spec.id, config);
+  }
+
+  async function start(spec: InstanceSpec): Promise<RuncInstance> {
+    if (closed) throw new ShoalError('unavailable', 'the runc driver is closed');
+    const config = runtimeConfig(spec);
+    const existing = live.get(spec.id);
+    if (existing) {
+      if (existing.started) throw new ShoalError('conflict', `instance ${spec.id} is already running`, { field: 'id' });
+      if (prepared.get(spec.id) === config) {
+        await startCreated(existing);
+        return existing;
+      }
+      log(`runc driver: instance ${spec.id} was prepared with another spec; creating it anew`);
+      await existing.stop({ graceMs: 0 });
+    }
+    const m = await mode();
+    if (m.kind === 'foreground') return runForeground(spec, config);
+    const inst = await createWithShim(spec, config, m.shim);
+    await startCreated(inst);
+    return inst;
+  }
+
+  async function recover(known: Array<{ id: string; stateDir: string }>): Promise<RecoveredInstance[]> {
+    const containers = new Map((await runc.list()).map((c) => [c.id, c]));
+    const out: RecoveredInstance[] = [];
+    const claimed = new Set<string>();
+    for (const { id, stateDir } of known) {
+      claimed.add(id);
+      const f = files(stateDir);
+      const mine = live.get(id);
+      if (mine?.started) {
+        out.push({ id, status: mine.paused ? 'paused' : 'running', instance: mine });
+        continue;
+      }
+      const c = containers.get(id);
+      const st = c && c.pid > 0 ? await readProcStat(c.pid) : undefined;
+      if (c && (c.status === 'running' || c.status === 'paused') && st && st.state !== 'Z') {
+        const inst = await reattach(id, c.pid, st.startTime, f, c.status === 'paused');
+        out.push({ id, status: c.status, instance: inst });
+        continue;
+      }
+      // Stopped, only created (a pre-created container the old agent never started), or gone.
+      if (c) await removeContainer(id);
+      await rm(f.bundle, { recursive: true, force: true });
+      out.push({ id, status: 'stopped', instance: undefined });
+    }
+    for (const id of containers.keys()) {
+      if (claimed.has(id) || live.has(id)) continue;
+      log(`runc driver: removing container ${id}, which no known instance claims`);
+      await removeContainer(id);
+    }
+    return out;
+  }
+
+  async function reattach(id: string, pid: number, startTime: number, f: ReturnType<typeof files>, paused: boolean): Promise<RuncInstance> {
+    const inst = new RuncInstance(id, pid, runc, log);
+    inst.bundle = f.bundle;
+    inst.started = true;
+    inst.paused = paused;
+    inst.cgroups = await cgroupPathsOf(pid).catch(() => undefined);
+    const launch = await readFile(f.launch, 'utf8').catch(() => 'unknown');
+    let watcher: FSWatcher | undefined;
+    const gone = async (): Promise<void> => {
+      stopPolling();
+      watcher?.close();
+      // The shim writes the status right after reaping the init: give it a moment.
+      let exit = await readExitFile(f.exit);
+      for (let i = 0; !exit && launch === 'shim' && i < 20; i++) {
+        await delay(10);
+        exit = await readExitFile(f.exit);
+      }
+      await inst.onExit(exit?.code, exit?.signal);
+    };
+    // Polling /proc notices within 250 ms; the exit file's appearance, at once.
+    const stopPolling = watchExit(pid, startTime, () => void gone());
+    try {
+      watcher = watch(f.bundle, (_event, name) => {
+        if (name === 'exit') void gone();
+      });
+    } catch {
+      watcher = undefined;
+    }
+    inst.detach = () => {
+      stopPolling();
+      watcher?.close();
+    };
+    track(inst);
+    return inst;
+  }
+
+  /** Kill, wait for the init to go, delete; without `delete --force`'s 100 ms sleep. */
+  async function removeContainer(id: string): Promise<void> {
+    const st = await runc.state(id);
+    if (!st) return;
+    if (st.status !== 'stopped') {
+      if (st.status === 'paused') await runc.resume(id).catch(() => undefined);
+      await runc.kill(id, 'KILL').catch(() => undefined);
+      for (let i = 0; i < 200; i++) {
+        const now = await runc.state(id);
+        if (!now || now.status === 'stopped') break;
+        await delay(10);
+      }
+    }
+    try {
+      await runc.delete(id);
+    } catch {
+      await runc.delete(id, { force: true });
+    }
+  }
+
+  async function destroy(id: string, stateDir: string): Promise<void> {
+    validateInstanceId(id);
+    const inst = live.get(id);
+    if (inst) await inst.stop({ graceMs: 0 });
+    await removeContainer(id);
+    prepared.delete(id);
+    await rm(files(stateDir).bundle, { recursive: true, force: true });
+  }
+
+  async function fingerprint(): Promise<DriverFingerprint> {
+    const attributes: Record<string, string> = { isolation: 'namespaces', kernel: release() };
+    const problems: string[] = [];
+    try {
+      attributes.runc = await runc.version();
+    } catch {
+      problems.push(`runc (${runc.binary}) not found`);
+    }
+    const root = process.getuid?.() === 0;
+    attributes.root = String(root);
+    if (!root) problems.push('not root');
+    const cg = await cgroupMode();
+    attributes.cgroups = cg;
+    if (cg === 'none') problems.push('no cgroup hierarchy mounted');
+    const actions = await readFile('/proc/sys/kernel/seccomp/actions_avail', 'utf8').catch(() => '');
+    attributes.seccomp = actions.includes('errno') ? 'yes' : 'no';
+    if (options.seccomp !== false && attributes.seccomp === 'no') problems.push('the kernel has no seccomp filters');
+    try {
+      attributes.launch = (await mode()).kind;
+    } catch (e) {
+      problems.push((e as Error).message);
+    }
+    return {
+      healthy: problems.length === 0,
+      detail: problems.length === 0 ? `runc ${attributes.runc}, cgroups ${cg}, launch via ${attributes.launch}` : problems.join('; '),
+      attributes,
+    };
+  }
+
+  async function close(): Promise<void> {
+    closed = true;
+    for (const inst of [...live.values()]) {
+      if (!inst.started) {
+        // Pre-created containers are the driver's own: they go.
+        await inst.stop({ graceMs: 0 }).catch(() => undefined);
+        if (inst.bundle) await rm(inst.bundle, { recursive: true, force: true });
+      } else {
+        inst.detach();
+      }
+    }
+    live.clear();
+    prepared.clear();
+  }
+
+  return { name: 'runc', capabilities, fingerprint, prepare, start, recover, destroy, close } satisfies PreparingDriver;
+}
+
+class RuncInstance implements PausableInstance {
+  readonly id: string;
+  readonly pid: number;
+  readonly exited: Promise<InstanceExit>;
+  cgroups: CgroupPaths | undefined;
+  bundle: string | undefined;
+  started = false;
+  paused = false;
+  done = false;
+  /** Stops watching the instance (close(): it keeps running without us). */
+  detach: () => void = () => undefined;
+  private stopping = false;
+  private readonly runc: RuncCli;
+  private readonly log: (m: string) => void;
+  private resolveExit!: (e: InstanceExit) => void;
+
+  constructor(id: string, pid: number, runc: RuncCli, log: (m: string) => void) {
+    this.id = id;
+    this.pid = pid;
+    this.runc = runc;
+    this.log = log;
+    this.exited = new Promise((r) => {
+      this.resolveExit = r;
+    });
+  }
+
+  /** The init has exited: read the OOM counter while the cgroup exists, delete, report. */
+  async onExit(code: number | undefined, signal: string | undefined): Promise<void> {
+    if (this.done) return;
+    this.done = true;
+    this.detach();
+    const ooms = this.cgroups ? await readOomKills(this.cgroups) : undefined;
+    const reason = this.stopping ? 'killed' : (ooms ?? 0) > 0 && code !== 0 ? 'oom' : code === 0 ? 'exited' : 'crashed';
+    try {
+      await this.runc.delete(this.id);
+    } catch {
+      await this.runc.delete(this.id, { force: true }).catch((e: unknown) => this.log(`runc driver: deleting ${this.id}: ${(e as Error).message}`));
+    }
+    this.resolveExit({ reason, code, signal, at: Date.now() });
+  }
+
+  async stop(options: { graceMs?: number } = {}): Promise<void> {
+    if (this.done) {
+      await this.exited;
+      return;
+    }
+    this.stopping = true;
+    const grace = this.started ? options.graceMs ?? DEFAULT_GRACE_MS : 0;
+    if (grace > 0) {
+      await this.runc.kill(this.id, 'TERM').catch(() => undefined);
+      // A frozen process cannot act on the signal (nor, on cgroup v1, die of SIGKILL).
+      if (this.paused) await this.resume().catch(() => undefined);
+      if ((await within(this.exited, grace)) !== undefined) return;
+    }
+    if (this.paused) await this.resume().catch(() => undefined);
+    await this.runc.kill(this.id, 'KILL').catch(() => undefined);
+    // Note: pid 1 of a pid namespace ignores signals it has no handler for, but not
+    // SIGKILL sent from outside; so this always ends it.
+    await this.exited;
+  }
+
+  async pause(): Promise<void> {
+    if (!this.started || this.done) throw new ShoalError('conflict', `instance ${this.id} is not running`);
+    await this.runc.pause(this.id);
+    this.paused = true;
+  }
+
+  async resume(): Promise<void> {
+    if (!this.started || this.done) throw new ShoalError('conflict', `instance ${this.id} is not running`);
+    await this.runc.resume(this.id);
+    this.paused = false;
+  }
+
+  async stats(): Promise<InstanceStats> {
+    if (!this.cgroups || this.done) return { memoryBytes: undefined, cpuUsageNanos: undefined, pids: undefined };
+    return readCgroupStats(this.cgroups);
+  }
+}
+
+async function readPidFile(file: string): Promise<number | undefined> {
+  try {
+    const n = Number.parseInt(await readFile(file, 'utf8'), 10);
+    return n > 0 ? n : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+async function readExitFile(file: string): Promise<{ code: number | undefined; signal: string | undefined } | undefined> {
+  try {
+    return parseExitLine(await readFile(file, 'utf8'));
+  } catch {
+    return undefined;
+  }
+}
+
+/** Reads '\n'-terminated lines: next() for the first ones, onLine() for the rest. */
+function lineReader(stream: Readable) {
+  let buffer = '';
+  const queue: string[] = [];
+  let ended = false;
+  let waiter: (() => void) | undefined;
+  let listener: ((line: string) => void) | undefined;
+  stream.setEncoding('utf8');
+  stream.on('data', (chunk: string) => {
+    buffer += chunk;
+    let nl: number;
+    while ((nl = buffer.indexOf('\n')) >= 0) {
+      const line = buffer.slice(0, nl);
+      buffer = buffer.slice(nl + 1);
+      if (listener) listener(line);
+      else queue.push(line);
+    }
+    waiter?.();
+  });
+  const end = (): void => {
+    ended = true;
+    waiter?.();
+  };
+  stream.on('end', end);
+  stream.on('close', end);
+  stream.on('error', end);
+  return {
+    async next(): Promise<string | undefined> {
+      while (queue.length === 0 && !ended) await new Promise<void>((r) => (waiter = r));
+      waiter = undefined;
+      return queue.shift();
+    },
+    onLine(fn: (line: string) => void): void {
+      listener = fn;
+      for (const line of queue.splice(0)) fn(line);
+    },
+    close(): void {
+      listener = undefined;
+      stream.removeAllListeners('data');
+      stream.destroy();
+    },
+  };
+}

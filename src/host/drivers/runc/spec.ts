@@ -1,0 +1,149 @@
+// The OCI runtime spec (config.json) of one instance: what `runc spec` generates, with
+// Shoal's edits (no capabilities, no network but lo, limits, seccomp, /run/shoal).
+import { ShoalError } from '../../../protocol/errors.ts';
+import type { InstanceResources, InstanceSpec } from '../driver.ts';
+import { defaultSeccompProfile, type SeccompProfile } from './seccomp.ts';
+
+export interface OciMount {
+  destination: string;
+  type: string;
+  source: string;
+  options?: string[];
+}
+
+/** The subset of the OCI runtime spec (1.0.2) that we fill in. */
+export interface OciRuntimeSpec {
+  ociVersion: string;
+  process: {
+    terminal: boolean;
+    user: { uid: number; gid: number };
+    args: string[];
+    env: string[];
+    cwd: string;
+    capabilities: { bounding: string[]; effective: string[]; inheritable: string[]; permitted: string[]; ambient: string[] };
+    rlimits: Array<{ type: string; hard: number; soft: number }>;
+    noNewPrivileges: boolean;
+  };
+  root: { path: string; readonly: boolean };
+  hostname: string;
+  mounts: OciMount[];
+  linux: {
+    cgroupsPath: string;
+    resources: {
+      devices: Array<{ allow: boolean; access: string }>;
+      memory: { limit: number; swap: number };
+      cpu: { shares: number; quota: number; period: number };
+      pids: { limit: number };
+    };
+    namespaces: Array<{ type: string }>;
+    maskedPaths: string[];
+    readonlyPaths: string[];
+    seccomp?: SeccompProfile;
+  };
+}
+
+export interface RuntimeSpecOptions {
+  /** `linux.cgroupsPath`; relative paths land under runc's own cgroup in each hierarchy. */
+  cgroupsPath: string;
+  /** Apply the default seccomp profile (default true). */
+  seccomp?: boolean;
+  /** Size of the instance's /tmp tmpfs (default 64 MiB). */
+  tmpSizeBytes?: number;
+}
+
+export const DEFAULT_TMP_BYTES = 64 * 1024 * 1024;
+const CPU_PERIOD_US = 100_000;
+
+/** runc's container-id rule (and ours): letters, digits, _ + - . */
+const ID_PATTERN = /^[\w+\-.]+$/;
+
+export function validateInstanceId(id: string): void {
+  if (!ID_PATTERN.test(id) || id.length > 128) {
+    throw new ShoalError('invalid', `instance id ${JSON.stringify(id)} must be 1-128 characters of letters, digits, _ + - .`, { field: 'id' });
+  }
+}
+
+/**
+ * CPU controls for a share of `cpuMillis` millicores: shares weigh instances against
+ * each other under contention (1024 = one core's worth), and quota/period caps the
+ * instance at that share of CPU time in every 100 ms.
+ */
+export function cpuControls(cpuMillis: number): { shares: number; quota: number; period: number } {
+  return {
+    shares: Math.max(2, Math.round((1024 * cpuMillis) / 1000)),
+    quota: Math.max(1000, Math.round((cpuMillis * CPU_PERIOD_US) / 1000)),
+    period: CPU_PERIOD_US,
+  };
+}
+
+function validateResources(r: InstanceResources): void {
+  const checks: Array<[keyof InstanceResources, number]> = [
+    ['memoryBytes', 4 * 1024 * 1024],
+    ['cpuMillis', 1],
+    ['pids', 1],
+  ];
+  for (const [field, min] of checks) {
+    const v = r[field];
+    if (!Number.isSafeInteger(v) || v < min) {
+      throw new ShoalError('invalid', `resources.${field} must be an integer of at least ${min}, got ${v}`, { field: `resources.${field}` });
+    }
+  }
+}
+
+export function buildRuntimeSpec(spec: InstanceSpec, options: RuntimeSpecOptions): OciRuntimeSpec {
+  validateInstanceId(spec.id);
+  validateResources(spec.resources);
+  if (spec.args.length === 0) throw new ShoalError('invalid', 'spec.args is empty: nothing to run', { field: 'args' });
+  if (!spec.cwd.startsWith('/')) throw new ShoalError('invalid', `spec.cwd must be absolute inside the root: ${spec.cwd}`, { field: 'cwd' });
+  const tmpBytes = options.tmpSizeBytes ?? DEFAULT_TMP_BYTES;
+  const runtime: OciRuntimeSpec = {
+    ociVersion: '1.0.2-dev',
+    process: {
+      terminal: false,
+      user: { uid: spec.user.uid, gid: spec.user.gid },
+      args: spec.args,
+      env: spec.env,
+      cwd: spec.cwd,
+      capabilities: { bounding: [], effective: [], inheritable: [], permitted: [], ambient: [] },
+      rlimits: [{ type: 'RLIMIT_NOFILE', hard: 1024, soft: 1024 }],
+      noNewPrivileges: true,
+    },
+    // Writable on purpose: spec.rootfs is an overlay whose upper dir belongs to this
+    // instance alone, so writes land there and the image's layers stay untouched (the
+    // instance has a read-only view of everything but its upper layer and /tmp). A
+    // writable upper is also what a snapshot commits as a new overlay layer.
+    root: { path: spec.rootfs, readonly: false },
+    hostname: spec.id.slice(0, 63),
+    mounts: [
+      { destination: '/proc', type: 'proc', source: 'proc' },
+      { destination: '/dev', type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'strictatime', 'mode=755', 'size=65536k'] },
+      { destination: '/dev/pts', type: 'devpts', source: 'devpts', options: ['nosuid', 'noexec', 'newinstance', 'ptmxmode=0666', 'mode=0620', 'gid=5'] },
+      { destination: '/dev/shm', type: 'tmpfs', source: 'shm', options: ['nosuid', 'noexec', 'nodev', 'mode=1777', 'size=65536k'] },
+      { destination: '/dev/mqueue', type: 'mqueue', source: 'mqueue', options: ['nosuid', 'noexec', 'nodev'] },
+      { destination: '/sys', type: 'sysfs', source: 'sysfs', options: ['nosuid', 'noexec', 'nodev', 'ro'] },
+      { destination: '/sys/fs/cgroup', type: 'cgroup', source: 'cgroup', options: ['nosuid', 'noexec', 'nodev', 'relatime', 'ro'] },
+      { destination: '/tmp', type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'nodev', 'mode=1777', `size=${Math.ceil(tmpBytes / 1024)}k`] },
+      // The instance's socket (SHOAL_LISTEN) and its imports' sockets (SHOAL_IMPORTS).
+      { destination: '/run/shoal', type: 'bind', source: spec.socketDir, options: ['rbind', 'rw', 'nosuid', 'nodev', 'noexec'] },
+    ],
+    linux: {
+      cgroupsPath: options.cgroupsPath,
+      resources: {
+        devices: [{ allow: false, access: 'rwm' }],
+        // swap = memory: no swap on top of the limit.
+        memory: { limit: spec.resources.memoryBytes, swap: spec.resources.memoryBytes },
+        cpu: cpuControls(spec.resources.cpuMillis),
+        pids: { limit: spec.resources.pids },
+      },
+      // A new network namespace holds only lo: the instance cannot reach the host's network.
+      namespaces: [{ type: 'pid' }, { type: 'network' }, { type: 'ipc' }, { type: 'uts' }, { type: 'mount' }],
+      maskedPaths: [
+        '/proc/acpi', '/proc/asound', '/proc/kcore', '/proc/keys', '/proc/latency_stats', '/proc/timer_list',
+        '/proc/timer_stats', '/proc/sched_debug', '/sys/firmware', '/proc/scsi',
+      ],
+      readonlyPaths: ['/proc/bus', '/proc/fs', '/proc/irq', '/proc/sys', '/proc/sysrq-trigger'],
+    },
+  };
+  if (options.seccomp !== false) runtime.linux.seccomp = defaultSeccompProfile();
+  return runtime;
+}

@@ -1,0 +1,356 @@
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { access, chown, mkdir, mkdtemp, readdir, readFile, rm, rmdir, stat } from 'node:fs/promises';
+import { createServer, type Server } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, afterEach, before, describe, it } from 'node:test';
+import { promisify } from 'node:util';
+import { canPrepare, isPausable, type Driver } from '../../../../src/host/drivers/driver.ts';
+import { cgroupPathsOf } from '../../../../src/host/drivers/runc/cgroups.ts';
+import { capabilities, createRuncDriver, type RuncDriverOptions } from '../../../../src/host/drivers/runc/index.ts';
+import { listMounts, mountOverlay, unmountOverlay } from '../../../../src/host/rootfs/overlay.ts';
+import { missing, skipUnless } from '../../fixtures/requirements.ts';
+import { exitWithin, runDriverContract, type ContractInstance } from '../contract.ts';
+import { buildServiceLayers, request, serviceArgs, waitReady } from '../harness.ts';
+
+const run = promisify(execFile);
+const unavailable = skipUnless(['root', 'runc', 'cc']);
+const cgroupParent = `shoal-test-${process.pid}`;
+const quiet = (): void => undefined;
+
+let dir = '';
+let layers = { nodeLayer: '', appLayer: '' };
+
+before(async () => {
+  if (unavailable) return;
+  dir = await mkdtemp(join(tmpdir(), 'shoal-runc-'));
+  layers = await buildServiceLayers(join(dir, 'layers'));
+  // A probe for the seccomp tests: the syscalls a container must not make.
+  await writeProbe(join(layers.appLayer, 'app', 'probe'));
+  // A dir the service user may write to, as an image would declare one.
+  await mkdir(join(layers.appLayer, 'app', 'data'));
+  await chown(join(layers.appLayer, 'app', 'data'), 65534, 65534);
+});
+
+after(async () => {
+  if (unavailable) return;
+  for (const root of await readdir(dir).then((n) => n.filter((x) => x.startsWith('runc-'))).catch(() => [])) {
+    assert.deepEqual(await runcList(join(dir, root)), [], `containers left under ${root}`);
+  }
+  assert.deepEqual(await listMounts(dir), []);
+  // The parent cgroup runc created in each hierarchy (empty by now).
+  for (const p of await cgroupParents()) await rmdir(p).catch(() => undefined);
+  await rm(dir, { recursive: true, force: true });
+});
+
+async function writeProbe(out: string): Promise<void> {
+  const src = `${out}.c`;
+  const { writeFile } = await import('node:fs/promises');
+  await writeFile(
+    src,
+    `#define _GNU_SOURCE
+#include <errno.h>
+#include <sched.h>
+#include <stdio.h>
+#include <sys/mount.h>
+#include <sys/ptrace.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+int main(void) {
+  int u = unshare(CLONE_NEWUSER) == 0 ? 0 : errno;
+  int m = mount("none", "/tmp", "tmpfs", 0, NULL) == 0 ? 0 : errno;
+  int p = syscall(SYS_ptrace, PTRACE_TRACEME, 0, 0, 0) == 0 ? 0 : errno;
+  int k = syscall(SYS_keyctl, 0 /* KEYCTL_GET_KEYRING_ID */, -3, 0) >= 0 ? 0 : errno;
+  printf("{\\"unshare\\":%d,\\"mount\\":%d,\\"ptrace\\":%d,\\"keyctl\\":%d}\\n", u, m, p, k);
+  return 0;
+}
+`,
+  );
+  await run('cc', ['-O2', '-o', out, src]);
+  await rm(src);
+}
+
+async function runcList(root: string): Promise<string[]> {
+  try {
+    const { stdout } = await run('runc', ['--root', root, 'list', '--quiet']);
+    return stdout.split('\n').filter(Boolean);
+  } catch {
+    return []; // no root dir: nothing there
+  }
+}
+
+/** <cgroupParent> in each hierarchy, relative to this process's cgroups (where runc puts it). */
+async function cgroupParents(): Promise<string[]> {
+  const own = await cgroupPathsOf(process.pid);
+  const dirs = [...Object.values(own.v1), ...(own.unified ? [own.unified] : [])].map((d) => join(d, cgroupParent));
+  return [...new Set(dirs)];
+}
+
+async function leftoverCgroups(): Promise<string[]> {
+  const out: string[] = [];
+  for (const p of await cgroupParents()) {
+    const entries = await readdir(p, { withFileTypes: true }).catch(() => []);
+    for (const e of entries) if (e.isDirectory()) out.push(join(p, e.name));
+  }
+  return out;
+}
+
+async function assertClean(): Promise<void> {
+  for (const mode of ['shim', 'foreground']) assert.deepEqual(await runcList(join(dir, `runc-${mode}`)), [], `runc-${mode} containers left`);
+  assert.deepEqual(await listMounts(join(dir, 'i')), [], 'mounts left');
+  assert.deepEqual(await leftoverCgroups(), [], 'cgroups left');
+}
+
+async function instance(id: string, resources = { memoryBytes: 128 * 1024 * 1024, cpuMillis: 1000, pids: 64 }): Promise<ContractInstance & { upperDir: string }> {
+  const base = join(dir, 'i', id);
+  const d = { upper: join(base, 'upper'), work: join(base, 'work'), rootfs: join(base, 'rootfs'), sock: join(base, 'sock'), state: join(base, 'state') };
+  for (const p of Object.values(d)) await mkdir(p, { recursive: true });
+  await chown(d.sock, 65534, 65534);
+  await mountOverlay({ lowerDirs: [layers.appLayer, layers.nodeLayer], upperDir: d.upper, workDir: d.work, target: d.rootfs });
+  return {
+    upperDir: d.upper,
+    socketPath: join(d.sock, 'app.sock'),
+    spec: {
+      id,
+      rootfs: d.rootfs,
+      args: serviceArgs,
+      env: ['PATH=/usr/local/bin:/bin', 'SHOAL_LISTEN=/run/shoal/app.sock', 'SHOAL_IMPORTS=/run/shoal/imports'],
+      cwd: '/app',
+      user: { uid: 65534, gid: 65534 },
+      resources,
+      socketDir: d.sock,
+      logFile: join(base, 'log'),
+      stateDir: d.state,
+    },
+    release: async () => {
+      await unmountOverlay(d.rootfs);
+      await rm(base, { recursive: true, force: true });
+    },
+  };
+}
+
+function driverOptions(mode: 'shim' | 'foreground', extra: Partial<RuncDriverOptions> = {}): RuncDriverOptions {
+  return { runcRoot: join(dir, `runc-${mode}`), mode, cgroupParent, shimDir: join(dir, 'shim'), log: quiet, ...extra };
+}
+
+for (const mode of ['shim', 'foreground'] as const) {
+  runDriverContract({
+    name: `runc-${mode}`,
+    create: () => createRuncDriver(driverOptions(mode)),
+    instance: (id) => instance(id),
+    assertClean,
+    unavailable,
+  });
+}
+
+describe('runc driver', { skip: unavailable }, () => {
+  let cleanups: Array<() => Promise<void>> = [];
+  let seq = 0;
+  afterEach(async () => {
+    for (const c of cleanups.reverse()) await c();
+    cleanups = [];
+    await assertClean();
+  });
+
+  async function setup(options: { mode?: 'shim' | 'foreground'; resources?: Parameters<typeof instance>[1]; driver?: Partial<RuncDriverOptions> } = {}) {
+    const driver = createRuncDriver(driverOptions(options.mode ?? 'shim', options.driver));
+    const ci = await instance(`r-${process.pid}-${seq++}`, options.resources);
+    cleanups.push(async () => {
+      await driver.destroy(ci.spec.id, ci.spec.stateDir);
+      await ci.release();
+      await driver.close();
+    });
+    return { driver, ci };
+  }
+
+  async function started(options: Parameters<typeof setup>[0] = {}) {
+    const { driver, ci } = await setup(options);
+    const inst = await driver.start(ci.spec);
+    await waitReady(ci.socketPath);
+    return { driver, ci, inst };
+  }
+
+  it('declares namespace isolation with limits', () => {
+    assert.equal(capabilities.isolation, 'namespaces');
+    assert.equal(capabilities.enforcesLimits, true);
+    assert.equal(capabilities.canPause, true);
+  });
+
+  it('isolates: own pid namespace, hostname, no capabilities, no_new_privs, seccomp', async () => {
+    const { ci } = await started();
+    const info = (await request(ci.socketPath, 'POST', '/Inspect', {})).body;
+    assert.equal(info.pid, 1);
+    assert.deepEqual(info.procPids, ['1']);
+    assert.equal(info.hostname, ci.spec.id);
+    assert.equal(info.uid, 65534);
+    assert.equal(info.gid, 65534);
+    assert.equal(info.capEff, '0000000000000000');
+    assert.equal(info.capBnd, '0000000000000000');
+    assert.equal(info.noNewPrivs, '1');
+    assert.equal(info.seccomp, '2'); // filter mode
+    assert.equal(info.cwd, '/app');
+  });
+
+  it('has only lo and cannot reach a host loopback port', async () => {
+    const server: Server = createServer((s) => {
+      accepted++;
+      s.destroy();
+    });
+    let accepted = 0;
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const port = (server.address() as { port: number }).port;
+    try {
+      const { ci } = await started();
+      const info = (await request(ci.socketPath, 'POST', '/Inspect', {})).body;
+      assert.deepEqual(info.interfaces, ['lo']);
+      const r = (await request(ci.socketPath, 'POST', '/Connect', { port })).body;
+      assert.equal(r.connected, undefined);
+      assert.equal(r.error, 'ECONNREFUSED');
+      assert.equal(accepted, 0);
+    } finally {
+      server.close();
+    }
+  });
+
+  it('denies namespace, mount, ptrace and keyring syscalls by seccomp (and only seccomp denies some)', async () => {
+    const { ci } = await started();
+    const probe = (await request(ci.socketPath, 'POST', '/Exec', { file: '/app/probe' })).body;
+    assert.equal(probe.code, 0, probe.stderr);
+    assert.deepEqual(JSON.parse(probe.stdout), { unshare: 1, mount: 1, ptrace: 1, keyctl: 1 }); // EPERM
+    // Control: without the profile, unshare(CLONE_NEWUSER) and ptrace(TRACEME) succeed for
+    // the same unprivileged user, so it is the profile that refuses them above.
+    const loose = await started({ driver: { seccomp: false } });
+    const info = (await request(loose.ci.socketPath, 'POST', '/Inspect', {})).body;
+    assert.equal(info.seccomp, '0');
+    const open = JSON.parse((await request(loose.ci.socketPath, 'POST', '/Exec', { file: '/app/probe' })).body.stdout);
+    assert.equal(open.ptrace, 0);
+    assert.equal(open.unshare, 0);
+    assert.equal(open.mount, 1); // no capabilities
+  });
+
+  it('sends writes to the instance upper dir; /tmp is a private tmpfs; /proc/sys is read-only', async () => {
+    const { ci, inst } = await started();
+    const upper = (ci as Awaited<ReturnType<typeof instance>>).upperDir;
+    const write = async (path: string): Promise<unknown> => (await request(ci.socketPath, 'POST', '/Write', { path, text: 'w' })).body;
+    assert.deepEqual(await write('/app/data/out'), { written: true });
+    assert.equal(await readFile(join(upper, 'app/data/out'), 'utf8'), 'w');
+    await assert.rejects(access(join(layers.appLayer, 'app/data/out')), 'the image layer is never written');
+    assert.deepEqual(await write('/tmp/scratch'), { written: true });
+    await assert.rejects(access(join(upper, 'tmp/scratch')), '/tmp is not in the upper dir');
+    // The image's own files belong to root: the service user cannot change them.
+    assert.deepEqual(await write('/app/server.mjs'), { error: 'EACCES' });
+    assert.deepEqual(await write('/proc/sys/kernel/hostname'), { error: 'EROFS' });
+    await inst.stop({ graceMs: 1000 });
+  });
+
+  it('enforces the memory limit and reports oom', async () => {
+    const { ci, inst } = await started({ resources: { memoryBytes: 64 * 1024 * 1024, cpuMillis: 1000, pids: 64 } });
+    await request(ci.socketPath, 'POST', '/Hog', {});
+    const exit = await exitWithin(inst, 10_000);
+    assert.equal(exit.reason, 'oom');
+    assert.equal(exit.signal, 'SIGKILL');
+  });
+
+  it('enforces the pids limit', async () => {
+    const { ci, inst } = await started({ resources: { memoryBytes: 256 * 1024 * 1024, cpuMillis: 1000, pids: 24 } });
+    const r = (await request(ci.socketPath, 'POST', '/Spawn', { n: 40 }, 20_000)).body;
+    assert.ok(r.started < 40, `started ${r.started} of 40 children under a limit of 24 tasks`);
+    assert.ok(r.errors.includes('EAGAIN'), `errors ${JSON.stringify(r.errors)}`);
+    const s = await inst.stats();
+    assert.ok(s.pids !== undefined && s.pids <= 24);
+  });
+
+  it('applies cpu and memory settings to the cgroup', async () => {
+    const { inst } = await started({ resources: { memoryBytes: 96 * 1024 * 1024, cpuMillis: 250, pids: 32 } });
+    const paths = await cgroupPathsOf(inst.pid as number);
+    const read = async (ctrl: string, file: string): Promise<string> => (await readFile(join(paths.v1[ctrl] ?? paths.unified ?? '', file), 'utf8')).trim();
+    if (paths.v1.memory) {
+      assert.equal(await read('memory', 'memory.limit_in_bytes'), String(96 * 1024 * 1024));
+      assert.equal(await read('cpu', 'cpu.shares'), '256');
+      assert.equal(await read('cpu', 'cpu.cfs_quota_us'), '25000');
+      assert.equal(await read('cpu', 'cpu.cfs_period_us'), '100000');
+      assert.equal(await read('pids', 'pids.max'), '32');
+    }
+    assert.match(paths.v1.memory ?? paths.unified ?? '', new RegExp(`${cgroupParent}/${inst.id}$`));
+  });
+
+  it('prepares a container ahead and starts it on demand', async () => {
+    const { driver, ci } = await setup();
+    assert.ok(canPrepare(driver));
+    await driver.prepare(ci.spec);
+    const st = JSON.parse((await run('runc', ['--root', join(dir, 'runc-shim'), 'state', ci.spec.id])).stdout) as { status: string };
+    assert.equal(st.status, 'created');
+    await assert.rejects(access(ci.socketPath)); // not running yet
+    const inst = await driver.start(ci.spec);
+    await waitReady(ci.socketPath);
+    assert.equal((await request(ci.socketPath, 'POST', '/Crash', { code: 7 })).status, 200);
+    assert.deepEqual({ ...(await exitWithin(inst)), at: 0 }, { reason: 'crashed', code: 7, signal: undefined, at: 0 });
+  });
+
+  it('close() discards prepared containers and leaves started ones running', async () => {
+    const { driver, ci } = await setup();
+    const other = await instance(`r-${process.pid}-${seq++}`);
+    cleanups.push(async () => {
+      const again = createRuncDriver(driverOptions('shim'));
+      await again.destroy(other.spec.id, other.spec.stateDir);
+      await again.close();
+      await other.release();
+    });
+    assert.ok(canPrepare(driver));
+    await driver.prepare(ci.spec);
+    await driver.start(other.spec);
+    await waitReady(other.socketPath);
+    await driver.close();
+    assert.deepEqual(await runcList(join(dir, 'runc-shim')), [other.spec.id]);
+    assert.equal((await request(other.socketPath, 'GET', '/healthz')).status, 200);
+    await assert.rejects(stat(join(ci.spec.stateDir, 'bundle')));
+  });
+
+  it('recover() deletes containers that no known instance claims', async () => {
+    const { driver, ci } = await setup();
+    await driver.start(ci.spec);
+    await waitReady(ci.socketPath);
+    await driver.close();
+    const second = createRuncDriver(driverOptions('shim'));
+    assert.deepEqual(await second.recover([]), []);
+    assert.deepEqual(await runcList(join(dir, 'runc-shim')), []);
+    await assert.rejects(request(ci.socketPath, 'GET', '/healthz', undefined, 1000));
+    await second.close();
+  });
+
+  it('re-attaches a paused instance as paused', async () => {
+    const { driver, ci, inst } = await started();
+    assert.ok(isPausable(inst));
+    await inst.pause();
+    await driver.close();
+    const second: Driver = createRuncDriver(driverOptions('shim'));
+    cleanups.push(() => second.close());
+    const [found] = await second.recover([{ id: ci.spec.id, stateDir: ci.spec.stateDir }]);
+    assert.equal(found?.status, 'paused');
+    assert.ok(found?.instance && isPausable(found.instance));
+    await found.instance.resume();
+    assert.equal((await request(ci.socketPath, 'GET', '/healthz')).status, 200);
+    await found.instance.stop({ graceMs: 1000 });
+    assert.equal((await found.instance.exited).reason, 'killed');
+  });
+
+  it('a failed create says why and leaves nothing behind', async () => {
+    const { driver, ci } = await setup();
+    await assert.rejects(driver.start({ ...ci.spec, args: ['/no/such/program'] }), (e: { code?: string; field?: string; message: string }) => e.code === 'invalid' && e.field === 'args' && /\/no\/such\/program.*no such file/.test(e.message));
+    assert.deepEqual(await runcList(join(dir, 'runc-shim')), []);
+    await assert.rejects(stat(join(ci.spec.stateDir, 'bundle')));
+  });
+
+  it('refuses invalid ids and resources with the field named', async () => {
+    const { driver, ci } = await setup();
+    await assert.rejects(driver.start({ ...ci.spec, id: 'bad/id' }), (e: { field?: string }) => e.field === 'id');
+    await assert.rejects(driver.start({ ...ci.spec, resources: { ...ci.spec.resources, pids: 0 } }), (e: { field?: string }) => e.field === 'resources.pids');
+  });
+});
+
+if (unavailable) {
+  describe('runc driver', () => {
+    it('needs root, runc and cc', { skip: missing(['root', 'runc', 'cc']) ?? false }, () => undefined);
+  });
+}
