@@ -1,0 +1,43 @@
+import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import { createDriver, defaultDriverName, drivers, findOnPath, processCapabilities, runcCapabilities } from '../../../src/host/drivers/index.ts';
+import { missing } from '../fixtures/requirements.ts';
+
+describe('driver registry', () => {
+  it('maps each name to a factory whose driver carries that name and its capabilities', async () => {
+    assert.deepEqual(Object.keys(drivers).sort(), ['process', 'runc']);
+    const dir = await mkdtemp(join(tmpdir(), 'shoal-reg-'));
+    try {
+      const p = await createDriver('process', { dataDir: dir, log: () => undefined });
+      assert.equal(p.name, 'process');
+      assert.equal(p.capabilities, processCapabilities);
+      await p.close();
+      const r = await createDriver('runc', { dataDir: dir, log: () => undefined });
+      assert.equal(r.name, 'runc');
+      assert.equal(r.capabilities, runcCapabilities);
+      await r.close();
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('defaults to runc when root with runc on PATH, else process', async () => {
+    const expected = missing(['root', 'runc']) === undefined ? 'runc' : 'process';
+    assert.equal(await defaultDriverName(), expected);
+    const saved = process.env.PATH;
+    process.env.PATH = '/nonexistent';
+    try {
+      assert.equal(await defaultDriverName(), 'process');
+    } finally {
+      process.env.PATH = saved;
+    }
+  });
+
+  it('finds executables on a PATH', async () => {
+    assert.equal(await findOnPath('sh', '/nonexistent:/bin'), '/bin/sh');
+    assert.equal(await findOnPath('no-such-binary-here', '/bin'), undefined);
+  });
+});

@@ -1,0 +1,88 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import type { InstanceSpec } from '../../../../src/host/drivers/driver.ts';
+import { buildRuntimeSpec, cpuControls, validateInstanceId } from '../../../../src/host/drivers/runc/spec.ts';
+import { isShoalError } from '../../../../src/protocol/errors.ts';
+
+const spec: InstanceSpec = {
+  id: 'svc-1',
+  rootfs: '/data/instances/svc-1/rootfs',
+  args: ['/usr/local/bin/node', '/app/server.js'],
+  env: ['PATH=/usr/local/bin:/bin', 'SHOAL_LISTEN=/run/shoal/app.sock'],
+  cwd: '/app',
+  user: { uid: 65534, gid: 65534 },
+  resources: { memoryBytes: 128 * 1024 * 1024, cpuMillis: 500, pids: 64 },
+  socketDir: '/data/instances/svc-1/run',
+  logFile: '/data/instances/svc-1/log',
+  stateDir: '/data/instances/svc-1/state',
+};
+
+describe('runc runtime spec', () => {
+  it('turns millicores into shares and a quota per 100 ms', () => {
+    assert.deepEqual(cpuControls(1000), { shares: 1024, quota: 100_000, period: 100_000 });
+    assert.deepEqual(cpuControls(500), { shares: 512, quota: 50_000, period: 100_000 });
+    assert.deepEqual(cpuControls(2500), { shares: 2560, quota: 250_000, period: 100_000 });
+    // The kernel's minimums: 2 shares, 1 ms of quota.
+    assert.deepEqual(cpuControls(1), { shares: 2, quota: 1000, period: 100_000 });
+  });
+
+  it('runs the spec program unprivileged, without a terminal', () => {
+    const c = buildRuntimeSpec(spec, { cgroupsPath: 'shoal/svc-1' });
+    assert.equal(c.process.terminal, false);
+    assert.deepEqual(c.process.args, spec.args);
+    assert.deepEqual(c.process.env, spec.env);
+    assert.equal(c.process.cwd, '/app');
+    assert.deepEqual(c.process.user, { uid: 65534, gid: 65534 });
+    assert.deepEqual(c.process.capabilities, { bounding: [], effective: [], inheritable: [], permitted: [], ambient: [] });
+    assert.equal(c.process.noNewPrivileges, true);
+    assert.deepEqual(c.process.rlimits, [{ type: 'RLIMIT_NOFILE', hard: 1024, soft: 1024 }]);
+    assert.equal(c.hostname, 'svc-1');
+  });
+
+  it('isolates with new namespaces (a network one too) and limits', () => {
+    const c = buildRuntimeSpec(spec, { cgroupsPath: 'shoal/svc-1' });
+    assert.deepEqual(c.linux.namespaces.map((n) => n.type).sort(), ['ipc', 'mount', 'network', 'pid', 'uts']);
+    assert.equal(c.linux.cgroupsPath, 'shoal/svc-1');
+    assert.deepEqual(c.linux.resources.memory, { limit: 134217728, swap: 134217728 });
+    assert.deepEqual(c.linux.resources.cpu, { shares: 512, quota: 50_000, period: 100_000 });
+    assert.deepEqual(c.linux.resources.pids, { limit: 64 });
+    assert.deepEqual(c.linux.resources.devices, [{ allow: false, access: 'rwm' }]);
+    assert.ok(c.linux.maskedPaths.includes('/proc/kcore'));
+    assert.ok(c.linux.readonlyPaths.includes('/proc/sys'));
+    assert.equal(c.linux.seccomp?.defaultAction, 'SCMP_ACT_ERRNO');
+    assert.equal(buildRuntimeSpec(spec, { cgroupsPath: 'x', seccomp: false }).linux.seccomp, undefined);
+  });
+
+  it('mounts the rootfs, a bounded /tmp and the socket dir at /run/shoal', () => {
+    const c = buildRuntimeSpec(spec, { cgroupsPath: 'shoal/svc-1' });
+    assert.deepEqual(c.root, { path: spec.rootfs, readonly: false });
+    const byDest = new Map(c.mounts.map((m) => [m.destination, m]));
+    assert.deepEqual(byDest.get('/run/shoal'), { destination: '/run/shoal', type: 'bind', source: spec.socketDir, options: ['rbind', 'rw', 'nosuid', 'nodev', 'noexec'] });
+    assert.deepEqual(byDest.get('/tmp')?.options, ['nosuid', 'nodev', 'mode=1777', 'size=65536k']);
+    assert.ok(byDest.get('/sys')?.options?.includes('ro'));
+    for (const d of ['/proc', '/dev', '/dev/pts', '/dev/shm', '/dev/mqueue']) assert.ok(byDest.has(d), d);
+    const small = buildRuntimeSpec(spec, { cgroupsPath: 'x', tmpSizeBytes: 1024 * 1024 });
+    assert.ok(small.mounts.find((m) => m.destination === '/tmp')?.options?.includes('size=1024k'));
+  });
+
+  it('keeps the hostname within 63 characters', () => {
+    const long = 'a'.repeat(100);
+    assert.equal(buildRuntimeSpec({ ...spec, id: long }, { cgroupsPath: 'x' }).hostname, 'a'.repeat(63));
+  });
+
+  it('refuses bad input, naming the field', () => {
+    const cases: Array<[Partial<InstanceSpec>, string]> = [
+      [{ id: 'has/slash' }, 'id'],
+      [{ id: '' }, 'id'],
+      [{ args: [] }, 'args'],
+      [{ cwd: 'app' }, 'cwd'],
+      [{ resources: { ...spec.resources, memoryBytes: 1024 } }, 'resources.memoryBytes'],
+      [{ resources: { ...spec.resources, cpuMillis: 0.5 } }, 'resources.cpuMillis'],
+      [{ resources: { ...spec.resources, pids: -1 } }, 'resources.pids'],
+    ];
+    for (const [patch, field] of cases) {
+      assert.throws(() => buildRuntimeSpec({ ...spec, ...patch }, { cgroupsPath: 'x' }), (e: unknown) => isShoalError(e) && e.code === 'invalid' && e.field === field, field);
+    }
+    assert.doesNotThrow(() => validateInstanceId('svc_1.a+b-c'));
+  });
+});
