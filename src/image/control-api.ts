@@ -55,6 +55,16 @@ function refParam(c: Context, name = 'ref') {
   return parseImageRef(text, name);
 }
 
+/** The store names the reference `reference`; this API takes it as the query parameter `ref`. */
+async function asRef<T>(p: Promise<T>): Promise<T> {
+  try {
+    return await p;
+  } catch (e) {
+    if (isShoalError(e) && e.field === 'reference') throw new ShoalError(e.code, e.message, { field: 'ref', detail: e.detail, cause: e });
+    throw e;
+  }
+}
+
 export function createControlApp(options: ControlApiOptions): Hono {
   const { store, logger } = options;
   const app = new Hono();
@@ -65,14 +75,14 @@ export function createControlApp(options: ControlApiOptions): Hono {
 
   app.get('/api/v1/images', async (c) => c.json({ images: await store.listImages() } satisfies ImageList));
 
-  app.get('/api/v1/images/inspect', async (c) => c.json(await store.inspect(refParam(c))));
+  app.get('/api/v1/images/inspect', async (c) => c.json(await asRef(store.inspect(refParam(c)))));
 
-  app.get('/api/v1/images/resolve', async (c) => c.json(await store.resolve(refParam(c))));
+  app.get('/api/v1/images/resolve', async (c) => c.json(await asRef(store.resolve(refParam(c)))));
 
   app.delete('/api/v1/images', async (c) => {
     const ref = refParam(c);
     const reference = ref.digest ?? ref.tag!;
-    await store.deleteManifest(ref.repository, reference);
+    await asRef(store.deleteManifest(ref.repository, reference));
     return c.json({
       repository: ref.repository,
       removed: ref.digest ? { digest: ref.digest } : { tag: ref.tag! },
