@@ -138,10 +138,24 @@ class Meter extends Transform {
  * and both sizes.
  */
 export async function buildLayer(options: BuildLayerOptions): Promise<BuiltLayer> {
-  const { source, base, wholeRoot = false, outFile, owner } = options;
-  const compression = options.compression ?? 'gzip';
+  const { source } = options;
   const st = await lstat(source).catch(() => undefined);
   if (!st?.isDirectory()) throw new ShoalError('not-found', `layer source ${source} is not a directory`, { field: 'source' });
+  try {
+    return await build(options, options.compression ?? 'gzip');
+  } catch (err) {
+    if (isShoalError(err)) throw err;
+    const e = err as NodeJS.ErrnoException;
+    // A file the builder may not read is a problem of the source, not of Shoal.
+    throw new ShoalError(e.code === 'EACCES' ? 'invalid' : 'internal', `cannot build layer from ${source}: ${e.message ?? String(err)}`, {
+      field: 'source',
+      cause: err,
+    });
+  }
+}
+
+async function build(options: BuildLayerOptions, compression: 'gzip' | 'zstd'): Promise<BuiltLayer> {
+  const { source, base, wholeRoot = false, outFile, owner } = options;
   const { entries: tree, skipped } = await walk(source);
 
   const uidOf = (e: SourceEntry): number => owner?.uid ?? e.stat.uid;
@@ -239,9 +253,7 @@ export async function buildLayer(options: BuildLayerOptions): Promise<BuiltLayer
     pack.destroy();
     await writing.catch(() => {});
     await rm(tmp, { force: true });
-    if (isShoalError(err)) throw err;
-    const message = err instanceof Error ? err.message : String(err);
-    throw new ShoalError('internal', `cannot build layer from ${source}: ${message}`, { field: 'source', cause: err });
+    throw err;
   }
   return {
     path: outFile,
@@ -267,6 +279,7 @@ function addEntry(pack: ReturnType<typeof tarPack>, header: PackHeader, file: st
       return;
     }
     const sink = pack.entry(header, (err) => (err ? reject(changed(file, err)) : resolve()));
+    sink.on('error', () => {}); // the failure is reported through the promise
     (async () => {
       for await (const chunk of createReadStream(file, { start: 0, end: size - 1, highWaterMark: 1 << 20 })) {
         if (!sink.write(chunk)) await new Promise<void>((r) => {
@@ -280,10 +293,7 @@ function addEntry(pack: ReturnType<typeof tarPack>, header: PackHeader, file: st
         });
       }
       sink.end(undefined);
-    })().catch((err: unknown) => {
-      sink.destroy(err as Error);
-      reject(err);
-    });
+    })().catch((err: unknown) => reject(err)); // the caller destroys the pack
   });
 }
 

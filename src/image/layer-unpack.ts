@@ -25,6 +25,7 @@ import {
   ArchiveChecker,
   isWithin,
   joinPath,
+  parentOf,
   resolveLimits,
   type SafeEntry,
   type UnpackLimits,
@@ -316,6 +317,8 @@ class TreeWriter {
   /** Paths known to be real directories (not symlinks) in the tree. */
   readonly #dirs = new Set<string>(['']);
   readonly #dirMeta = new Map<string, DirMeta>();
+  /** Directories we may write into during this layer (non-root only). */
+  readonly #opened = new Set<string>();
   // apply mode, per layer
   #touched = new Set<string>();
   #whiteouts: string[] = [];
@@ -338,6 +341,7 @@ class TreeWriter {
   }
 
   beginLayer(): void {
+    this.#opened.clear();
     this.#touched = new Set();
     this.#whiteouts = [];
     this.#opaque = [];
@@ -518,31 +522,46 @@ class TreeWriter {
   }
 
   async #ensureParents(path: string): Promise<void> {
+    if (!this.asRoot) await this.#openUp('');
     for (const a of ancestorsOf(path)) {
-      if (this.#dirs.has(a)) continue;
-      const abs = this.#abs(a);
-      const st = await lstatOrUndefined(abs);
-      if (st === undefined) {
-        await mkdir(abs, { mode: 0o755 });
-        await chmod(abs, 0o755); // not the umask's choice
-      } else if (st.isSymbolicLink()) {
-        throw new ShoalError('invalid', `layer entry ${JSON.stringify(path)}: path passes through the symlink ${JSON.stringify(a)}`, {
-          field: 'layer',
-          detail: { entry: path },
-        });
-      } else if (!st.isDirectory()) {
-        throw new ShoalError('invalid', `layer entry ${JSON.stringify(path)}: parent ${JSON.stringify(a)} is not a directory`, {
-          field: 'layer',
-          detail: { entry: path },
-        });
-      } else if (!this.asRoot && (st.mode & 0o300) !== 0o300) {
-        // A directory from a lower layer that we could not write into: open it up and
-        // restore its mode at the end of the layer.
-        await chmod(abs, (st.mode & 0o7777) | 0o700);
-        if (!this.#dirMeta.has(a)) this.#dirMeta.set(a, { mode: st.mode & 0o7777, uid: 0, gid: 0, mtime: undefined, owned: false });
+      if (!this.#dirs.has(a)) {
+        const abs = this.#abs(a);
+        const st = await lstatOrUndefined(abs);
+        if (st === undefined) {
+          await mkdir(abs, { mode: 0o755 });
+          await chmod(abs, 0o755); // not the umask's choice
+          this.#opened.add(a);
+        } else if (st.isSymbolicLink()) {
+          throw new ShoalError('invalid', `layer entry ${JSON.stringify(path)}: path passes through the symlink ${JSON.stringify(a)}`, {
+            field: 'layer',
+            detail: { entry: path },
+          });
+        } else if (!st.isDirectory()) {
+          throw new ShoalError('invalid', `layer entry ${JSON.stringify(path)}: parent ${JSON.stringify(a)} is not a directory`, {
+            field: 'layer',
+            detail: { entry: path },
+          });
+        }
+        this.#dirs.add(a);
       }
-      this.#dirs.add(a);
+      if (!this.asRoot) await this.#openUp(a);
     }
+  }
+
+  /**
+   * Without root, a directory (of a lower layer, or the layer's own after its mode was
+   * set) may not let us add or remove entries: give ourselves rwx until the end of the
+   * layer, when its mode is restored.
+   */
+  async #openUp(dir: string): Promise<void> {
+    if (this.#opened.has(dir)) return;
+    const abs = this.#abs(dir);
+    const st = await lstat(abs);
+    if ((st.mode & 0o700) !== 0o700) {
+      await chmod(abs, (st.mode & 0o7777) | 0o700);
+      if (!this.#dirMeta.has(dir)) this.#dirMeta.set(dir, { mode: st.mode & 0o7777, uid: 0, gid: 0, mtime: undefined, owned: false });
+    }
+    this.#opened.add(dir);
   }
 
   async #parentsAreDirs(path: string): Promise<boolean> {
@@ -557,9 +576,10 @@ class TreeWriter {
   /** Removes what is at `path` (which exists) and forgets everything known below it. */
   async #remove(path: string, st: Stats): Promise<void> {
     await this.#settle();
+    if (!this.asRoot) await this.#openUp(parentOf(path));
     if (st.isDirectory()) {
       await removeTree(this.#abs(path));
-      for (const set of [this.#dirs, this.#devices, this.#opaqueXattr]) {
+      for (const set of [this.#dirs, this.#devices, this.#opaqueXattr, this.#opened]) {
         for (const p of set) if (p !== '' && isWithin(p, path)) set.delete(p);
       }
       for (const p of this.#dirMeta.keys()) if (p !== '' && isWithin(p, path)) this.#dirMeta.delete(p);

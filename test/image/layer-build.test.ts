@@ -27,7 +27,7 @@ async function makeSource(dir: string): Promise<void> {
   await chmod(join(dir, 'tmp'), 0o1777);
   await writeFile(join(dir, 'etc/passwd'), 'root:x:0:0::/:/bin/false\n');
   await writeFile(join(dir, 'etc/shadow'), 'secret');
-  await chmod(join(dir, 'etc/shadow'), 0o000);
+  await chmod(join(dir, 'etc/shadow'), isRoot ? 0o000 : 0o400); // only root reads a 0000 file
   await writeFile(join(dir, 'usr/lib/libz.so.1'), Buffer.alloc(2 << 20, 3));
   await symlink('libz.so.1', join(dir, 'usr/lib/libz.so'));
   await symlink('/usr/lib/libz.so.1', join(dir, 'usr/lib/abs.so'));
@@ -79,7 +79,7 @@ test('a built layer unpacks to the same tree: modes, owners, symlinks, hardlinks
     assert.deepEqual(comparable(after), comparable(before));
     assert.equal(after.get('app/main.js')?.ino, after.get('app/server.js')?.ino, 'hardlink kept');
     assert.equal(after.get('app/server.js')?.mode, 0o4755);
-    assert.equal(after.get('etc/shadow')?.mode, 0o000);
+    assert.equal(after.get('etc/shadow')?.mode, isRoot ? 0o000 : 0o400);
     assert.equal(after.get('tmp')?.mode, 0o1777);
   });
 });
@@ -226,6 +226,17 @@ test('a FIFO in the source fails the build, names it, and leaves no outFile', as
     await mkdir(out);
     await assert.rejects(buildLayer({ source: src, outFile: join(out, 'l.tgz') }), (e: unknown) => isShoalError(e) && e.code === 'invalid' && e.message.includes('"/var/pipe"') && /FIFO/.test(e.message));
     assert.deepEqual(await readdir(out), []);
+  });
+});
+
+test('an unreadable file fails the build with its path', { skip: isRoot ? 'root reads every file' : false }, async () => {
+  await withTempDir(async (dir) => {
+    const src = join(dir, 'src');
+    await mkdir(src);
+    await writeFile(join(src, 'secret'), 'x');
+    await chmod(join(src, 'secret'), 0o000);
+    await assert.rejects(buildLayer({ source: src, outFile: join(dir, 'l.tgz') }), (e: unknown) => isShoalError(e) && e.code === 'invalid' && e.message.includes('secret'));
+    assert.deepEqual(await readdir(dir), ['src']);
   });
 });
 

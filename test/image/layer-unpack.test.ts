@@ -456,10 +456,21 @@ test('flattenLayers applies whiteouts and opaque directories in order', async ()
 
 test('flattenLayers leaves nothing when a later layer is refused', async () => {
   await withTempDir(async (parent) => {
-    const good = await makeTar(fine);
+    const good = await makeTar([...fine, { name: 'ro/', type: 'directory', mode: 0o555 }, { name: 'ro/f', content: 'x' }]);
     const bad = await makeTar([{ name: '../evil', content: 'x' }]);
     await assert.rejects(flattenLayers([layerOf(good), layerOf(bad)], join(parent, 'flat')), (e: unknown) => isShoalError(e) && e.code === 'invalid' && e.message.includes('../evil'));
     assert.deepEqual(await readdir(parent), []);
+  });
+});
+
+test('flattenLayers writes into and deletes from a read-only directory of a lower layer, keeping its mode', async () => {
+  await withTempDir(async (parent) => {
+    const l1 = await makeTar([{ name: 'ro/', type: 'directory', mode: 0o555 }, { name: 'ro/a', content: '1' }]);
+    const l2 = await makeTar([{ name: 'ro/.wh.a' }, { name: 'ro/b', content: '2' }]);
+    const dest = join(parent, 'flat');
+    await flattenLayers([layerOf(l1), layerOf(l2)], dest);
+    assert.deepEqual(await readdir(join(dest, 'ro')), ['b']);
+    assert.equal((await stat(join(dest, 'ro'))).mode & 0o7777, 0o555);
   });
 });
 
