@@ -1,0 +1,121 @@
+// Numbered schema migrations, applied in order on open, all in one transaction, each
+// recorded in schema_migrations. A migration never changes once released: add a new one.
+//
+// Both dialects run the same SQL except where a placeholder below differs. Times are
+// epoch milliseconds (BIGINT), JSON is TEXT (parsed by the registry), so rows read the
+// same from either database.
+import { ShoalError } from '../../protocol/errors.ts';
+import type { Dialect, SqlDriver } from './sql-driver.ts';
+
+export interface Migration {
+  version: number;
+  name: string;
+  sql: (dialect: Dialect) => string;
+}
+
+const serialKey = (d: Dialect) => (d === 'postgres' ? 'BIGSERIAL PRIMARY KEY' : 'INTEGER PRIMARY KEY AUTOINCREMENT');
+
+export const MIGRATIONS: readonly Migration[] = [
+  {
+    version: 1,
+    name: 'services, hosts, deployments, events',
+    sql: (d) => `
+      CREATE TABLE services (
+        name TEXT NOT NULL,
+        version TEXT NOT NULL,
+        description TEXT NOT NULL,
+        is_current INTEGER NOT NULL DEFAULT 0,
+        created_at BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL,
+        PRIMARY KEY (name, version)
+      );
+      -- at most one current version per service name
+      CREATE UNIQUE INDEX services_current ON services (name) WHERE is_current = 1;
+
+      CREATE TABLE hosts (
+        id TEXT PRIMARY KEY,
+        control_url TEXT NOT NULL,
+        data_url TEXT NOT NULL,
+        labels TEXT NOT NULL,
+        capabilities TEXT NOT NULL,
+        last_report TEXT,
+        last_seen BIGINT NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('alive', 'suspect', 'dead')),
+        registered_at BIGINT NOT NULL
+      );
+
+      CREATE TABLE deployments (
+        id TEXT PRIMARY KEY,
+        service TEXT NOT NULL,
+        version TEXT NOT NULL,
+        host_id TEXT,
+        state TEXT NOT NULL CHECK (state IN ('pending', 'deploying', 'ready', 'failed', 'stopped')),
+        instance_id TEXT,
+        endpoint TEXT,
+        timeline TEXT,
+        error TEXT,
+        claimed_by TEXT,
+        lease_until BIGINT,
+        created_at BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL
+      );
+      -- The cold-start coordination: one deployment in flight per service, whichever
+      -- provider (and connection) tries; the loser's INSERT … ON CONFLICT does nothing.
+      CREATE UNIQUE INDEX deployments_one_in_flight ON deployments (service) WHERE state IN ('pending', 'deploying');
+      CREATE INDEX deployments_service_state ON deployments (service, state);
+      CREATE INDEX deployments_host ON deployments (host_id);
+
+      CREATE TABLE events (
+        id ${serialKey(d)},
+        at BIGINT NOT NULL,
+        kind TEXT NOT NULL,
+        service TEXT,
+        host_id TEXT,
+        instance_id TEXT,
+        detail TEXT
+      );
+      CREATE INDEX events_service ON events (service, id);
+    `,
+  },
+];
+
+/** Any constant works; it only has to be the same in every provider sharing a database. */
+const MIGRATION_LOCK_KEY = 0x73686f616c; // "shoal"
+
+export interface MigrationOutcome {
+  /** Versions applied by this call (empty when the schema was already current). */
+  applied: number[];
+  version: number;
+}
+
+/**
+ * Brings the schema up to date. Safe when several providers open one PostgreSQL at the
+ * same moment: a transaction-scoped advisory lock lets one migrate while the others
+ * wait, then find nothing to do. On SQLite, BEGIN IMMEDIATE gives the same exclusion.
+ */
+export async function migrate(driver: SqlDriver, now: number, migrations: readonly Migration[] = MIGRATIONS): Promise<MigrationOutcome> {
+  const latest = migrations.reduce((m, x) => Math.max(m, x.version), 0);
+  return driver.transaction(async (tx) => {
+    if (tx.dialect === 'postgres') await tx.query('SELECT pg_advisory_xact_lock($1)', [MIGRATION_LOCK_KEY]);
+    await tx.exec(
+      'CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)',
+    );
+    const rows = await tx.query<{ version: number | string }>('SELECT version FROM schema_migrations');
+    const done = new Set(rows.map((r) => Number(r.version)));
+    const newest = Math.max(0, ...done);
+    if (newest > latest) {
+      throw new ShoalError(
+        'unsupported',
+        `the registry database has schema version ${newest}, newer than this Shoal knows (${latest}); upgrade Shoal`,
+      );
+    }
+    const applied: number[] = [];
+    for (const m of [...migrations].sort((a, b) => a.version - b.version)) {
+      if (done.has(m.version)) continue;
+      await tx.exec(m.sql(tx.dialect));
+      await tx.query('INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)', [m.version, m.name, now]);
+      applied.push(m.version);
+    }
+    return { applied, version: latest };
+  });
+}
