@@ -9,7 +9,6 @@
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { HttpBindings } from '@hono/node-server';
-import { RESPONSE_ALREADY_SENT } from '@hono/node-server/utils/response';
 import { Hono, type Context } from 'hono';
 import type { BlobStore, Upload } from './blob-store.ts';
 import type { ImageStore } from './image-store.ts';
@@ -72,6 +71,19 @@ class RegistryError extends Error {
     this.detail = detail;
     this.headers = headers;
   }
+}
+
+/**
+ * Tells @hono/node-server that the handler wrote the response itself. Made per call and
+ * with its body touched: a Response built after node-server replaced the global class
+ * is its light "cached" Response, whose fast path ignores this header (so the shared
+ * RESPONSE_ALREADY_SENT constant only works if it was created before the first server).
+ * Middleware must not replace this Response (mount the store app as it is).
+ */
+function alreadySent(): Response {
+  const r = new Response(null, { headers: { 'x-hono-already-sent': 'true' } });
+  void r.body;
+  return r;
 }
 
 type Route =
@@ -185,11 +197,11 @@ export function createRegistryApp(options: RegistryApiOptions): Hono<RegistryEnv
   ): Promise<Response> => {
     const out = c.env?.outgoing;
     // Not for HEAD: Hono answers HEAD by copying the GET handler's Response, which would
-    // lose RESPONSE_ALREADY_SENT's identity and write the headers twice.
+    // lose the already-sent marker and write the headers twice.
     if (out && body) {
       out.writeHead(status, { ...API_VERSION, ...headers });
       await pipeline(body, out).catch(() => body.destroy());
-      return RESPONSE_ALREADY_SENT;
+      return alreadySent();
     }
     const web = body ? (Readable.toWeb(body) as unknown as ReadableStream) : null;
     return new Response(web, { status, headers: { ...API_VERSION, ...headers } });
@@ -435,7 +447,7 @@ export function createRegistryApp(options: RegistryApiOptions): Hono<RegistryEnv
     const out = c.env?.outgoing;
     if (out?.headersSent) {
       out.destroy();
-      return RESPONSE_ALREADY_SENT;
+      return alreadySent();
     }
     const body = JSON.stringify({ errors: [{ code: r.code, message: r.message, ...(r.detail === undefined ? {} : { detail: r.detail }) }] });
     const headers: Record<string, string> = { ...API_VERSION, 'Content-Type': 'application/json', ...r.headers };
