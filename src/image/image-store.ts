@@ -35,6 +35,9 @@ import {
   type ImageManifest,
   type RootfsSpec,
 } from '../protocol/oci.ts';
+import type { GcResult, ImageInspection, ImageSummary, LayerInfo } from '../protocol/store-api.ts';
+
+export type { GcResult, ImageInspection, ImageSummary, LayerInfo };
 
 export interface ImageStoreLimits {
   /** Largest manifest or index accepted (default 4 MiB, as the distribution registry). */
@@ -69,49 +72,6 @@ export interface StoredManifest {
   bytes: Buffer;
   mediaType: string;
   digest: Digest;
-}
-
-export interface LayerInfo {
-  digest: Digest;
-  size: number;
-  mediaType: string;
-  diffId: string;
-}
-
-export interface ImageInspection {
-  repository: string;
-  /** What was asked for, normalised (NAME:TAG, NAME@DIGEST or template://N/V). */
-  reference: string;
-  /** The digest the reference resolves to (an index's, for a multi-platform image). */
-  digest: Digest;
-  mediaType: string;
-  /** Tags of this repository that point at `digest`. */
-  tags: string[];
-  index: ImageIndex | undefined;
-  /** The platform manifest (equal to `digest` unless the image is an index). */
-  manifestDigest: Digest;
-  manifest: ImageManifest;
-  configDigest: Digest;
-  config: ImageConfig;
-  platform: { os: string; architecture: string };
-  created: string | undefined;
-  layers: LayerInfo[];
-  /** Compressed bytes of config + layers: what a host with an empty cache pulls. */
-  totalSize: number;
-}
-
-export interface ImageSummary {
-  repository: string;
-  digest: Digest;
-  mediaType: string;
-  tags: string[];
-  /** Bytes of every blob this manifest reaches (itself, configs, layers), each once. */
-  size: number;
-}
-
-export interface GcResult {
-  removedBlobs: number;
-  freedBytes: number;
 }
 
 export interface ImageStore {
