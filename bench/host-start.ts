@@ -1,0 +1,188 @@
+// Cold start of one Node.js service instance: time from "go" until the first 200 on
+// GET /healthz over its Unix socket, n runs per variant (interleaved), medians.
+//   node bench/host-start.ts [n]            (root, runc and cc needed for the runc rows)
+// or through bench/run.ts (runHostStartBench + formatHostStartBench).
+// Variants:
+//   plain       `node server.mjs` as a child with a clean env (the baseline)
+//   process     the process driver's start()
+//   foreground  the runc driver, `runc run --keep` as a child
+//   shim        the runc driver via shoal-shim: `runc create` + `runc start`
+//   prepared    the runc driver, prepare() done beforehand; timed: start() = `runc start`
+// The overlay mount (3-5 ms) is made before the clock starts for every variant.
+import { spawn } from 'node:child_process';
+import { chmod, chown, mkdir, mkdtemp, rm, rmdir } from 'node:fs/promises';
+import { request as httpRequest } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { Driver, InstanceSpec } from '../src/host/drivers/driver.ts';
+import { canPrepare } from '../src/host/drivers/driver.ts';
+import { createProcessDriver } from '../src/host/drivers/process/index.ts';
+import { cgroupPathsOf } from '../src/host/drivers/runc/cgroups.ts';
+import { createRuncDriver } from '../src/host/drivers/runc/index.ts';
+import { mountOverlay, unmountOverlay } from '../src/host/rootfs/overlay.ts';
+import { buildFlatRootfs, buildServiceLayers, serviceArgs } from '../test/host/drivers/harness.ts';
+
+const asRoot = process.getuid?.() === 0;
+
+export interface HostStartResult {
+  n: number;
+  /** Milliseconds until the first 200, per variant, in run order. */
+  samples: Record<string, number[]>;
+}
+
+function healthz(socketPath: string): Promise<number> {
+  return new Promise((resolve) => {
+    const req = httpRequest({ socketPath, path: '/healthz', agent: false }, (res) => {
+      res.resume();
+      res.on('end', () => resolve(res.statusCode ?? 0));
+    });
+    req.on('error', () => resolve(0));
+    req.end();
+  });
+}
+
+async function untilReady(socketPath: string, t0: number): Promise<number> {
+  while (performance.now() - t0 < 20_000) {
+    if ((await healthz(socketPath)) === 200) return performance.now() - t0;
+    await new Promise((r) => setTimeout(r, 1));
+  }
+  throw new Error(`${socketPath} not ready`);
+}
+
+const median = (xs: number[]): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? (s[(s.length - 1) / 2] as number) : ((s[s.length / 2 - 1] as number) + (s[s.length / 2] as number)) / 2;
+};
+
+export async function runHostStartBench(options: { n?: number; log?: (m: string) => void } = {}): Promise<HostStartResult> {
+  const n = options.n ?? 10;
+  const dir = await mkdtemp(join(tmpdir(), 'shoal-bench-'));
+  await chmod(dir, 0o755);
+  const cgroupParent = `shoal-bench-${process.pid}`;
+  const results: Record<string, number[]> = {};
+  const record = (name: string, ms: number): void => {
+    (results[name] ??= []).push(ms);
+  };
+  try {
+    const flat = await buildFlatRootfs(join(dir, 'flat'));
+    const layers = asRoot ? await buildServiceLayers(join(dir, 'layers')) : undefined;
+    const quiet = (): void => undefined;
+    const processDriver = createProcessDriver({ log: quiet });
+    const runcDrivers: Record<string, Driver> = asRoot
+      ? {
+          foreground: createRuncDriver({ runcRoot: join(dir, 'runc-fg'), mode: 'foreground', cgroupParent, log: quiet }),
+          shim: createRuncDriver({ runcRoot: join(dir, 'runc-shim'), mode: 'shim', cgroupParent, shimDir: join(dir, 'shim'), log: quiet }),
+        }
+      : {};
+    let seq = 0;
+
+    async function instanceSpec(overlay: boolean): Promise<{ spec: InstanceSpec; socket: string; release: () => Promise<void> }> {
+      const id = `b${seq++}`;
+      const base = join(dir, 'i', id);
+      const d = { upper: join(base, 'u'), work: join(base, 'w'), rootfs: join(base, 'r'), sock: join(base, 's'), state: join(base, 'st') };
+      for (const p of Object.values(d)) await mkdir(p, { recursive: true });
+      await chmod(join(dir, 'i'), 0o755);
+      await chmod(base, 0o755);
+      if (asRoot) await chown(d.sock, 65534, 65534);
+      if (overlay && layers) await mountOverlay({ lowerDirs: [layers.appLayer, layers.nodeLayer], upperDir: d.upper, workDir: d.work, target: d.rootfs });
+      const listen = overlay ? '/run/shoal/app.sock' : join(d.sock, 'app.sock');
+      return {
+        socket: join(d.sock, 'app.sock'),
+        spec: {
+          id,
+          rootfs: overlay ? d.rootfs : flat,
+          args: serviceArgs,
+          env: ['PATH=/usr/local/bin:/bin', `SHOAL_LISTEN=${listen}`],
+          cwd: '/app',
+          user: { uid: 65534, gid: 65534 },
+          resources: { memoryBytes: 256 * 1024 * 1024, cpuMillis: 1000, pids: 64 },
+          socketDir: d.sock,
+          logFile: join(base, 'log'),
+          stateDir: d.state,
+        },
+        release: async () => {
+          if (overlay) await unmountOverlay(d.rootfs);
+          await rm(base, { recursive: true, force: true });
+        },
+      };
+    }
+
+    async function viaDriver(name: string, driver: Driver, overlay: boolean, prepared: boolean): Promise<void> {
+      const inst = await instanceSpec(overlay);
+      if (prepared && canPrepare(driver)) await driver.prepare(inst.spec);
+      const t0 = performance.now();
+      const running = await driver.start(inst.spec);
+      record(name, await untilReady(inst.socket, t0));
+      await running.stop({ graceMs: 1000 });
+      await driver.destroy(inst.spec.id, inst.spec.stateDir);
+      await inst.release();
+    }
+
+    async function plain(): Promise<void> {
+      const inst = await instanceSpec(false);
+      const t0 = performance.now();
+      const child = spawn(join(flat, 'usr/local/bin/node'), [join(flat, 'app/server.mjs')], {
+        env: { PATH: '/usr/local/bin:/bin', SHOAL_LISTEN: inst.socket },
+        stdio: 'ignore',
+        ...(asRoot ? { uid: 65534, gid: 65534 } : {}),
+      });
+      record('plain', await untilReady(inst.socket, t0));
+      const gone = new Promise((r) => child.once('exit', r));
+      child.kill('SIGKILL');
+      await gone;
+      await inst.release();
+    }
+
+    // One warm-up round (page cache, shim build), not recorded.
+    const rounds = async (recording: boolean): Promise<void> => {
+      await plain();
+      await viaDriver('process', processDriver, false, false);
+      for (const [name, d] of Object.entries(runcDrivers)) await viaDriver(name, d, true, false);
+      if (runcDrivers.shim) await viaDriver('prepared', runcDrivers.shim, true, true);
+      if (!recording) for (const k of Object.keys(results)) delete results[k];
+    };
+    await rounds(false);
+    for (let i = 0; i < n; i++) {
+      options.log?.(`host-start: round ${i + 1}/${n}`);
+      await rounds(true);
+    }
+
+    await processDriver.close();
+    for (const d of Object.values(runcDrivers)) await d.close();
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+    // runc leaves the parent cgroup it created in each hierarchy; remove it when empty.
+    const own = await cgroupPathsOf(process.pid).catch(() => ({ v1: {}, unified: undefined }));
+    for (const p of new Set([...Object.values(own.v1), ...(own.unified ? [own.unified] : [])])) await rmdir(join(p, cgroupParent)).catch(() => undefined);
+  }
+  return { n, samples: results };
+}
+
+const describe: Record<string, string> = {
+  plain: '`node server.mjs` child, clean env (baseline)',
+  process: 'process driver',
+  foreground: 'runc driver, foreground `runc run`',
+  shim: 'runc driver, shim: `runc create` + `runc start`',
+  prepared: 'runc driver, pre-created (`prepare()` earlier): `runc start` only',
+};
+
+export function formatHostStartBench(r: HostStartResult): string {
+  const base = median(r.samples.plain ?? [1]);
+  const rows = Object.entries(r.samples).map(([name, xs]) => {
+    const m = median(xs);
+    return `| ${describe[name] ?? name} | ${Math.min(...xs).toFixed(0)} | ${m.toFixed(1)} | ${Math.max(...xs).toFixed(0)} | ${(m / base).toFixed(2)} |`;
+  });
+  return [
+    `Time from start until the first 200 on \`GET /healthz\` over the instance's Unix socket, n=${r.n} per variant (interleaved, after one warm-up round), ms. The overlay mount is made before the clock starts.`,
+    '',
+    '| variant | min | median | max | × plain |',
+    '| --- | --- | --- | --- | --- |',
+    ...rows,
+  ].join('\n');
+}
+
+if (import.meta.main) {
+  const r = await runHostStartBench({ n: Number(process.argv[2] ?? 10) });
+  console.log(formatHostStartBench(r));
+}
+
