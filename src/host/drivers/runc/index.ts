@@ -73,6 +73,7 @@ export interface RuncDriverOptions {
 type Mode = { kind: 'shim'; shim: string } | { kind: 'foreground' };
 
 const DEFAULT_GRACE_MS = 5000;
+const CREATE_TIMEOUT_MS = 30_000;
 
 function files(stateDir: string) {
   const bundle = join(stateDir, 'bundle');
@@ -171,7 +172,11 @@ export function createRuncDriver(options: RuncDriverOptions) {
     const lines = lineReader(pipe);
     let pid: number;
     try {
-      const first = await lines.next();
+      const first = await within(lines.next(), CREATE_TIMEOUT_MS);
+      if (first === undefined && child.exitCode === null) {
+        child.kill('SIGKILL'); // it ignores TERM
+        throw new Error(`runc create did not finish within ${CREATE_TIMEOUT_MS / 1000} s`);
+      }
       const m = /^created (\d+)/.exec(first ?? '');
       if (!m) throw new Error(first ? `shim reported: ${first}` : 'the shim exited before runc create finished');
       pid = Number(m[1]);
@@ -241,9 +246,9 @@ export function createRuncDriver(options: RuncDriverOptions) {
     let pid: number | undefined;
     for (let waited = 0; pid === undefined; waited += 5) {
       if (exitStatus) return failCreate(spec, f, 'running', new Error(`runc run exited with ${exitStatus.code ?? exitStatus.signal}`));
-      if (waited > 30_000) {
+      if (waited > CREATE_TIMEOUT_MS) {
         child.kill('SIGKILL');
-        return failCreate(spec, f, 'running', new Error('runc run did not create the container within 30 s'));
+        return failCreate(spec, f, 'running', new Error(`runc run did not create the container within ${CREATE_TIMEOUT_MS / 1000} s`));
       }
       pid = await readPidFile(f.pid);
       if (pid === undefined) await delay(5);
@@ -325,6 +330,11 @@ export function createRuncDriver(options: RuncDriverOptions) {
       const mine = live.get(id);
       if (mine?.started) {
         out.push({ id, status: mine.paused ? 'paused' : 'running', instance: mine });
+        continue;
+      }
+      if (mine) {
+        // Prepared by this very driver and not started yet: not running, but not ours to remove here.
+        out.push({ id, status: 'stopped', instance: undefined });
         continue;
       }
       const c = containers.get(id);
