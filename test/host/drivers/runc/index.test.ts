@@ -10,7 +10,7 @@ import { canPrepare, isPausable, type Driver } from '../../../../src/host/driver
 import { cgroupPathsOf } from '../../../../src/host/drivers/runc/cgroups.ts';
 import { capabilities, createRuncDriver, type RuncDriverOptions } from '../../../../src/host/drivers/runc/index.ts';
 import { listMounts, mountOverlay, unmountOverlay } from '../../../../src/host/rootfs/overlay.ts';
-import { missing, skipUnless } from '../../fixtures/requirements.ts';
+import { skipUnless } from '../../fixtures/requirements.ts';
 import { exitWithin, runDriverContract, type ContractInstance } from '../contract.ts';
 import { buildServiceLayers, request, serviceArgs, waitReady } from '../harness.ts';
 
@@ -349,8 +349,3 @@ describe('runc driver', { skip: unavailable }, () => {
   });
 });
 
-if (unavailable) {
-  describe('runc driver', () => {
-    it('needs root, runc and cc', { skip: missing(['root', 'runc', 'cc']) ?? false }, () => undefined);
-  });
-}
