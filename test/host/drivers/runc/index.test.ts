@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { access, chown, mkdir, mkdtemp, readdir, readFile, rm, rmdir, stat } from 'node:fs/promises';
 import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -317,6 +317,38 @@ describe('runc driver', { skip: unavailable }, () => {
     assert.deepEqual(await runcList(join(dir, 'runc-shim')), []);
     await assert.rejects(request(ci.socketPath, 'GET', '/healthz', undefined, 1000));
     await second.close();
+  });
+
+  it('survives its agent being killed: the shim keeps the exit code for the next agent', async () => {
+    const { ci } = await setup();
+    const driverModule = new URL('../../../../src/host/drivers/runc/index.ts', import.meta.url).href;
+    const script = `
+      const { createRuncDriver } = await import(${JSON.stringify(driverModule)});
+      const [options, spec] = JSON.parse(process.argv[1]);
+      const d = createRuncDriver({ ...options, log: () => {} });
+      await d.start(spec);
+      console.log('started');
+      setInterval(() => {}, 1000);
+    `;
+    const { log: _log, ...options } = driverOptions('shim');
+    const agent = spawn(process.execPath, ['--input-type=module', '-e', script, JSON.stringify([options, ci.spec])], { stdio: ['ignore', 'pipe', 'inherit'] });
+    await new Promise<void>((resolve, reject) => {
+      agent.stdout.on('data', (b: Buffer) => b.toString().includes('started') && resolve());
+      agent.once('exit', (code) => reject(new Error(`agent exited with ${code}`)));
+    });
+    await waitReady(ci.socketPath);
+    agent.kill('SIGKILL');
+    await new Promise((r) => agent.once('exit', r));
+    assert.equal((await request(ci.socketPath, 'GET', '/healthz')).status, 200, 'the instance outlives its agent');
+
+    const second = createRuncDriver(driverOptions('shim'));
+    cleanups.push(() => second.close());
+    const [found] = await second.recover([{ id: ci.spec.id, stateDir: ci.spec.stateDir }]);
+    assert.equal(found?.status, 'running');
+    assert.ok(found?.instance);
+    await request(ci.socketPath, 'POST', '/Crash', { code: 6 });
+    const exit = await exitWithin(found.instance);
+    assert.deepEqual([exit.reason, exit.code], ['crashed', 6]);
   });
 
   it('re-attaches a paused instance as paused', async () => {
