@@ -14,7 +14,7 @@ import { fileURLToPath } from 'node:url';
 import { migrate } from './migrations.ts';
 import { createPostgresDriver } from './postgres-driver.ts';
 import { createRegistryOn } from './registry.ts';
-import { createSqliteDriver } from './sqlite-driver.ts';
+import { openSqliteDriver } from './sqlite-driver.ts';
 import type { SqlDriver } from './sql-driver.ts';
 import type { Registry } from './types.ts';
 
@@ -48,7 +48,7 @@ export async function openRegistry(options: OpenRegistryOptions = {}): Promise<R
     location = withoutPassword(url);
   } else {
     location = url ? sqlitePathOf(url) : (options.sqlitePath ?? DEFAULT_SQLITE_PATH);
-    driver = createSqliteDriver({ path: location, ...(options.busyTimeoutMs === undefined ? {} : { busyTimeoutMs: options.busyTimeoutMs }) });
+    driver = await openSqliteDriver({ path: location, ...(options.busyTimeoutMs === undefined ? {} : { busyTimeoutMs: options.busyTimeoutMs }) });
   }
   try {
     await migrate(driver, Date.now());

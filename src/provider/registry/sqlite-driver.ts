@@ -27,20 +27,28 @@ export interface SqliteDriverOptions {
 const SQLITE_BUSY = 5;
 const SQLITE_LOCKED = 6;
 
-export function createSqliteDriver(options: SqliteDriverOptions): SqlDriver {
+export async function openSqliteDriver(options: SqliteDriverOptions): Promise<SqlDriver> {
   const file = options.path;
   if (file !== ':memory:') mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
   const db = new DatabaseSync(file);
   const busyTimeoutMs = options.busyTimeoutMs ?? 10_000;
-  db.exec('PRAGMA busy_timeout = 0');
-  if (file !== ':memory:') {
-    const mode = db.prepare('PRAGMA journal_mode = WAL').get() as { journal_mode: string } | undefined;
-    if (mode?.journal_mode !== 'wal') {
-      db.close();
-      throw new ShoalError('unsupported', `SQLite at ${file} refused WAL mode (journal_mode=${mode?.journal_mode})`);
+  const retryBusy = <T>(what: string, fn: () => T) => retryWhileBusy(file, busyTimeoutMs, what, fn);
+  try {
+    db.exec('PRAGMA busy_timeout = 0');
+    if (file !== ':memory:') {
+      // Switching a new file to WAL takes an exclusive lock: another opener may hold it.
+      const mode = (await retryBusy('PRAGMA journal_mode', () => db.prepare('PRAGMA journal_mode = WAL').get())) as
+        | { journal_mode: string }
+        | undefined;
+      if (mode?.journal_mode !== 'wal') {
+        throw new ShoalError('unsupported', `SQLite at ${file} refused WAL mode (journal_mode=${mode?.journal_mode})`);
+      }
     }
+    db.exec('PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON');
+  } catch (e) {
+    db.close();
+    throw e;
   }
-  db.exec('PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON');
 
   const statements = new Map<string, StatementSync>();
   const prepare = (sql: string): StatementSync => {
@@ -61,22 +69,6 @@ export function createSqliteDriver(options: SqliteDriverOptions): SqlDriver {
     const next = tail.then(fn, fn);
     tail = next.catch(() => undefined);
     return next;
-  }
-
-  async function retryBusy<T>(what: string, fn: () => T): Promise<T> {
-    const deadline = Date.now() + busyTimeoutMs;
-    for (let attempt = 0; ; attempt++) {
-      try {
-        return fn();
-      } catch (e) {
-        if (!isBusy(e)) throw e;
-        if (Date.now() >= deadline) {
-          throw new ShoalError('unavailable', `SQLite database ${file} stayed locked for ${busyTimeoutMs} ms (${what})`, { cause: e });
-        }
-        // 1, 2, 4 … 32 ms with jitter: short, since SQLite transactions here last well under a millisecond.
-        await sleep(Math.min(32, 1 << Math.min(attempt, 5)) * (0.5 + Math.random()));
-      }
-    }
   }
 
   const inTx: SqlExecutor = {
@@ -118,6 +110,22 @@ export function createSqliteDriver(options: SqliteDriverOptions): SqlDriver {
       db.close();
     },
   };
+}
+
+async function retryWhileBusy<T>(file: string, busyTimeoutMs: number, what: string, fn: () => T): Promise<T> {
+  const deadline = Date.now() + busyTimeoutMs;
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return fn();
+    } catch (e) {
+      if (!isBusy(e)) throw e;
+      if (Date.now() >= deadline) {
+        throw new ShoalError('unavailable', `SQLite database ${file} stayed locked for ${busyTimeoutMs} ms (${what})`, { cause: e });
+      }
+      // 1, 2, 4 … 32 ms with jitter: short, since SQLite transactions here last well under a millisecond.
+      await sleep(Math.min(32, 1 << Math.min(attempt, 5)) * (0.5 + Math.random()));
+    }
+  }
 }
 
 function isBusy(e: unknown): boolean {
