@@ -1,0 +1,370 @@
+// One suite for every registry backend (containerd's testsuite, Hono's common cases):
+// sqlite-driver.test.ts and postgres-driver.test.ts each call runRegistryContract.
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { openRegistry, type Registry, type DeploymentRecord } from '../../../src/provider/registry/index.ts';
+import { MIGRATIONS, migrate } from '../../../src/provider/registry/migrations.ts';
+import { openSqliteDriver } from '../../../src/provider/registry/sqlite-driver.ts';
+import { createPostgresDriver } from '../../../src/provider/registry/postgres-driver.ts';
+import type { SqlDriver } from '../../../src/provider/registry/sql-driver.ts';
+import type { HostReport } from '../../../src/protocol/deployment.ts';
+import { ShoalError } from '../../../src/protocol/errors.ts';
+import type { TestDatabases } from './fixtures/databases.ts';
+
+export interface ContractOptions {
+  /** Skip the whole suite, saying why. */
+  skip?: string;
+}
+
+export function desc(name: string, version: string, extra: Record<string, unknown> = {}): Record<string, unknown> {
+  return {
+    name,
+    version,
+    image: `${name}:${version}`,
+    operations: { Echo: { input: { type: 'object' }, output: { type: 'object' } } },
+    ...extra,
+  };
+}
+
+export function report(hostId: string, at: number, inFlight = 0): HostReport {
+  return {
+    hostId,
+    controlUrl: `http://127.0.0.1:9${hostId.length}00`,
+    dataUrl: `http://127.0.0.1:9${hostId.length}01`,
+    at,
+    capacity: { memoryMb: 4096, cpuMillis: 4000, instances: 32 },
+    reserved: { memoryMb: 128, cpuMillis: 500, instances: 1 },
+    free: { memoryMb: 3968, cpuMillis: 3500, instances: 31 },
+    load: { instances: 1, inFlight, requestsTotal: 10 },
+    layers: [{ digest: `sha256:${'a'.repeat(64)}`, size: 1000, inUse: true }],
+    layerCache: { bytes: 1000, budgetBytes: 1 << 30 },
+    drivers: [{ name: 'runc', default: true, capabilities: { isolation: 'namespaces' }, fingerprint: { healthy: true } }],
+  };
+}
+
+async function rawDriver(url: string): Promise<SqlDriver> {
+  return /^postgres(ql)?:/.test(url) ? createPostgresDriver({ url }) : openSqliteDriver({ path: url });
+}
+
+async function rejectsWith(p: Promise<unknown>, code: string, field?: string): Promise<void> {
+  await assert.rejects(p, (e: unknown) => {
+    assert.ok(e instanceof ShoalError, `expected ShoalError, got ${String(e)}`);
+    assert.equal(e.code, code, e.message);
+    if (field !== undefined) assert.equal(e.field, field, e.message);
+    return true;
+  });
+}
+
+export function runRegistryContract(name: string, databases: () => Promise<TestDatabases>, options: ContractOptions = {}): void {
+  describe(`registry contract: ${name}`, { skip: options.skip ?? false }, () => {
+    let dbs: TestDatabases | undefined;
+    const opened: Registry[] = [];
+
+    before(async () => {
+      dbs = await databases();
+    });
+    after(async () => {
+      for (const r of opened) await r.close().catch(() => undefined);
+      await dbs?.cleanup();
+    });
+
+    /** A fresh empty database; `open` gives a new registry (its own connection or pool) on it each call. */
+    async function fresh(): Promise<{ url: string; open: () => Promise<Registry> }> {
+      assert.ok(dbs);
+      const url = await dbs.newUrl();
+      return {
+        url,
+        open: async () => {
+          const r = await openRegistry({ url });
+          opened.push(r);
+          return r;
+        },
+      };
+    }
+
+    test('migrations: applied once, idempotent on reopen, safe when opened concurrently, refuse a newer schema', async () => {
+      const db = await fresh();
+      const [a, b, c] = await Promise.all([db.open(), db.open(), db.open()]);
+      for (const r of [a, b, c]) assert.equal((await r!.info()).schemaVersion, MIGRATIONS.length);
+      await a!.putService(desc('kept', '1'));
+      await a!.close();
+      const again = await db.open();
+      assert.equal((await again.getService('kept'))?.version, '1', 'data survives reopening');
+
+      const driver = await rawDriver(db.url);
+      try {
+        assert.deepEqual((await migrate(driver, 1)).applied, [], 'nothing left to apply');
+        const future = [...MIGRATIONS, { version: 99, name: 'from the future', sql: () => 'CREATE TABLE future_thing (x INTEGER)' }];
+        assert.deepEqual((await migrate(driver, 2, future)).applied, [99]);
+      } finally {
+        await driver.close();
+      }
+      await rejectsWith(openRegistry({ url: db.url }), 'unsupported');
+    });
+
+    test('services: put, get, versions, list, remove', async () => {
+      const r = await (await fresh()).open();
+      const v1 = await r.putService(desc('echo', '1'), 1000);
+      assert.equal(v1.current, true);
+      assert.equal(v1.createdAt, 1000);
+      assert.deepEqual(v1.description.resources, { memoryMb: 128, cpuMillis: 500, pids: 64 }, 'stored with defaults');
+
+      const v2 = await r.putService(desc('echo', '2', { scaling: { max: 9 } }), 2000);
+      assert.equal((await r.getService('echo'))?.version, '2');
+      assert.equal((await r.getService('echo'))?.description.scaling.max, 9);
+      const old = await r.getService('echo', '1');
+      assert.equal(old?.current, false, 'old version kept, not current');
+      assert.deepEqual(old?.description, v1.description);
+      assert.deepEqual(
+        (await r.listServiceVersions('echo')).map((s) => [s.version, s.current]),
+        [['1', false], ['2', true]],
+      );
+      assert.equal(v2.current, true);
+
+      // Re-putting an older version makes it current again (a rollback).
+      await r.putService(desc('echo', '1'), 3000);
+      assert.equal((await r.getService('echo'))?.version, '1');
+      assert.equal((await r.getService('echo'))?.updatedAt, 1000, 'unchanged description keeps updatedAt');
+      await r.putService(desc('echo', '1', { scaling: { min: 1 } }), 4000);
+      assert.equal((await r.getService('echo'))?.updatedAt, 4000);
+      assert.equal((await r.getService('echo'))?.createdAt, 1000);
+
+      await r.putService(desc('alpha', '1'));
+      assert.deepEqual(
+        (await r.listServices()).map((s) => `${s.name}@${s.version}`),
+        ['alpha@1', 'echo@1'],
+        'one current version per name, by name',
+      );
+      assert.equal(await r.getService('nope'), undefined);
+      assert.equal(await r.getService('echo', '7'), undefined);
+
+      const ready = await r.createDeployment({ service: 'echo', version: '1', state: 'ready', hostId: 'h1', instanceId: 'i1' });
+      await r.createDeployment({ service: 'echo', version: '1', state: 'stopped' });
+      await r.createDeployment({ service: 'alpha', version: '1', state: 'ready' });
+      const toUndeploy = await r.removeService('echo');
+      assert.deepEqual(toUndeploy.map((d) => d.id), [ready.id], 'returns the deployments still running');
+      assert.equal(await r.getService('echo'), undefined);
+      assert.deepEqual(await r.listServiceVersions('echo'), []);
+      assert.deepEqual((await r.listServices()).map((s) => s.name), ['alpha']);
+      await rejectsWith(r.removeService('echo'), 'not-found');
+    });
+
+    test('services: invalid descriptions are refused naming the field, and nothing is stored', async () => {
+      const r = await (await fresh()).open();
+      await rejectsWith(
+        r.putService(desc('echo', '1', { operations: { Echo: { input: 'object', output: { type: 'object' } } } })),
+        'invalid',
+        '/operations/Echo/input',
+      );
+      await rejectsWith(r.putService(desc('Echo', '1')), 'invalid', '/name');
+      await rejectsWith(r.putService(desc('echo', '1', { scaling: { min: 3, max: 2 } })), 'invalid', '/scaling/max');
+      await rejectsWith(r.putService(null), 'invalid', '');
+      assert.deepEqual(await r.listServices(), []);
+    });
+
+    test('hosts: register, report, suspect and dead by the given clock, revive', async () => {
+      const r = await (await fresh()).open();
+      const h = await r.upsertHost({ id: 'h1', controlUrl: 'http://c1', dataUrl: 'http://d1', labels: { zone: 'a' }, capabilities: { drivers: ['runc'] } }, 1000);
+      assert.deepEqual(
+        { state: h.state, lastSeen: h.lastSeen, registeredAt: h.registeredAt, labels: h.labels, capabilities: h.capabilities, lastReport: h.lastReport },
+        { state: 'alive', lastSeen: 1000, registeredAt: 1000, labels: { zone: 'a' }, capabilities: { drivers: ['runc'] }, lastReport: undefined },
+      );
+      await r.upsertHost({ id: 'h2', controlUrl: 'http://c2', dataUrl: 'http://d2' }, 1500);
+      await rejectsWith(r.recordHostReport('ghost', report('ghost', 1), 1), 'not-found');
+
+      const rep = report('h1', 1900, 3);
+      const { host, previousState } = await r.recordHostReport('h1', rep, 2000);
+      assert.equal(previousState, 'alive');
+      assert.equal(host.lastSeen, 2000);
+      assert.deepEqual(host.lastReport, rep);
+      assert.equal(host.controlUrl, rep.controlUrl, 'URLs follow the report');
+
+      const limits = { suspectAfterMs: 5000, deadAfterMs: 15_000 };
+      assert.deepEqual(await r.markHosts(6000, limits), [], 'h2 silent 4.5 s: still alive');
+      const s1 = await r.markHosts(6600, limits);
+      assert.deepEqual(s1.map((c) => [c.host.id, c.from, c.host.state]), [['h2', 'alive', 'suspect']]);
+      assert.deepEqual(await r.markHosts(6600, limits), [], 'a transition is reported once');
+      const s2 = await r.markHosts(17_100, limits);
+      assert.deepEqual(
+        s2.map((c) => [c.host.id, c.from, c.host.state]),
+        [['h1', 'alive', 'dead'], ['h2', 'suspect', 'dead']],
+        'alive straight to dead when silent past deadAfterMs',
+      );
+      assert.deepEqual(await r.markHosts(99_000, limits), []);
+
+      const back = await r.recordHostReport('h2', report('h2', 20_000), 20_000);
+      assert.equal(back.previousState, 'dead');
+      assert.equal(back.host.state, 'alive');
+
+      const re = await r.upsertHost({ id: 'h1', controlUrl: 'http://c1b', dataUrl: 'http://d1b' }, 21_000);
+      assert.equal(re.state, 'alive');
+      assert.equal(re.registeredAt, 1000, 're-registration keeps the first registration time');
+      assert.equal(re.controlUrl, 'http://c1b');
+      assert.deepEqual((await r.listHosts()).map((x) => [x.id, x.state]), [['h1', 'alive'], ['h2', 'alive']]);
+      assert.equal((await r.getHost('h2'))?.lastSeen, 20_000);
+      assert.equal(await r.removeHost('h2'), true);
+      assert.equal(await r.removeHost('h2'), false);
+      assert.equal(await r.getHost('h2'), undefined);
+      await rejectsWith(r.markHosts(1, { suspectAfterMs: 10, deadAfterMs: 5 }), 'invalid', 'deadAfterMs');
+    });
+
+    test('hosts: two registries marking at once report each transition once', async () => {
+      const db = await fresh();
+      const [a, b] = await Promise.all([db.open(), db.open()]);
+      for (let i = 0; i < 10; i++) await a!.upsertHost({ id: `h${i}`, controlUrl: 'http://c', dataUrl: 'http://d' }, 0);
+      const limits = { suspectAfterMs: 10, deadAfterMs: 20 };
+      const results = await Promise.all([a!, b!, a!, b!].map((r) => r.markHosts(100, limits)));
+      const ids = results.flat().map((c) => c.host.id).sort();
+      assert.deepEqual(ids, Array.from({ length: 10 }, (_, i) => `h${i}`).sort());
+    });
+
+    test('deployments: claim, deploying, ready, stopped, filters, conflicts', async () => {
+      const r = await (await fresh()).open();
+      const c = await r.claimDeployment({ service: 'echo', version: '1', providerId: 'p1', now: 1000, leaseMs: 30_000 });
+      assert.ok(c.claimed);
+      const d = c.deployment;
+      assert.deepEqual(
+        { state: d.state, claimedBy: d.claimedBy, leaseUntil: d.leaseUntil, createdAt: d.createdAt, hostId: d.hostId },
+        { state: 'pending', claimedBy: 'p1', leaseUntil: 31_000, createdAt: 1000, hostId: undefined },
+      );
+      const busy = await r.claimDeployment({ service: 'echo', version: '1', providerId: 'p2', now: 2000, leaseMs: 30_000 });
+      assert.ok(!busy.claimed);
+      assert.equal(busy.existing.id, d.id);
+      const busyAdd = await r.claimDeployment({ service: 'echo', version: '1', providerId: 'p2', now: 2000, leaseMs: 30_000, mode: 'add' });
+      assert.ok(!busyAdd.claimed, 'add mode still waits for the one in flight');
+
+      assert.equal(await r.renewClaim(d.id, 'p1', 5000, 30_000), true);
+      assert.equal((await r.getDeployment(d.id))?.leaseUntil, 35_000);
+      assert.equal(await r.renewClaim(d.id, 'p2', 5000, 30_000), false, 'only the claimant renews');
+
+      const deploying = await r.updateDeployment(d.id, { state: 'deploying', hostId: 'h1', now: 6000, ifState: 'pending' });
+      assert.equal(deploying.state, 'deploying');
+      assert.equal(deploying.hostId, 'h1');
+      assert.equal(deploying.updatedAt, 6000);
+      await rejectsWith(r.updateDeployment(d.id, { state: 'ready', ifState: 'pending' }), 'conflict', 'state');
+      await rejectsWith(r.updateDeployment('nope', { state: 'ready' }), 'not-found', 'id');
+
+      const endpoint = {
+        instance: 'i1',
+        service: { name: 'echo', version: '1' },
+        host: { dataUrl: 'http://d1' },
+        url: 'http://d1/i/i1',
+        token: 'tok',
+        expiresAt: 99_999,
+      };
+      const timeline = { startedAt: 6000, phases: [{ name: 'pull' as const, startMs: 0, endMs: 5 }], pull: { bytes: 10, layersFetched: 1, layersCached: 0 }, totalMs: 9 };
+      const ready = await r.updateDeployment(d.id, { state: 'ready', instanceId: 'i1', endpoint, timeline, now: 7000, ifState: ['pending', 'deploying'] });
+      assert.deepEqual(
+        { state: ready.state, instanceId: ready.instanceId, endpoint: ready.endpoint, timeline: ready.timeline },
+        { state: 'ready', instanceId: 'i1', endpoint, timeline },
+      );
+      assert.equal(await r.renewClaim(d.id, 'p1', 8000, 1000), false, 'a finished deployment has no lease to renew');
+
+      const cold = await r.claimDeployment({ service: 'echo', version: '1', providerId: 'p2', now: 8000, leaseMs: 30_000 });
+      assert.ok(!cold.claimed, 'cold claim finds the ready deployment');
+      assert.equal(cold.existing.id, d.id);
+      const add = await r.claimDeployment({ service: 'echo', version: '1', providerId: 'p2', now: 8000, leaseMs: 30_000, mode: 'add', hostId: 'h2' });
+      assert.ok(add.claimed, 'add mode claims a second instance');
+      assert.equal(add.deployment.hostId, 'h2');
+      const failed = await r.updateDeployment(add.deployment.id, { state: 'failed', error: 'admission refused', now: 9000 });
+      assert.equal(failed.error, 'admission refused');
+
+      await rejectsWith(
+        r.createDeployment({ service: 'echo', version: '1', state: 'pending' }).then(() => r.createDeployment({ service: 'echo', version: '1', state: 'deploying' })),
+        'conflict',
+      );
+      const inFlight = await r.listDeployments({ service: 'echo', state: ['pending', 'deploying'] });
+      assert.equal(inFlight.length, 1);
+      const other = await r.createDeployment({ service: 'echo', version: '1', state: 'stopped' });
+      await rejectsWith(r.updateDeployment(other.id, { state: 'pending' }), 'conflict', 'state');
+      await rejectsWith(r.createDeployment({ id: other.id, service: 'echo', version: '1', state: 'stopped' }), 'conflict', 'id');
+
+      const cleared = await r.updateDeployment(ready.id, { state: 'stopped', endpoint: null, error: null });
+      assert.equal(cleared.endpoint, undefined, 'null clears a field');
+      assert.equal(cleared.instanceId, 'i1', 'undefined leaves it');
+
+      await r.createDeployment({ service: 'other', version: '3', state: 'ready', hostId: 'h2' });
+      const all = await r.listDeployments();
+      assert.equal(all.length, 5);
+      assert.deepEqual(all.map((x) => x.createdAt), [...all.map((x) => x.createdAt)].sort((x, y) => x - y), 'oldest first');
+      assert.deepEqual((await r.listDeployments({ service: 'other' })).map((x) => x.version), ['3']);
+      assert.deepEqual((await r.listDeployments({ hostId: 'h2' })).map((x) => x.state).sort(), ['failed', 'ready']);
+      assert.deepEqual((await r.listDeployments({ state: 'stopped' })).length, 2);
+      assert.deepEqual(await r.listDeployments({ state: [] }), []);
+    });
+
+    test('deployments: an expired claim is taken over once', async () => {
+      const db = await fresh();
+      const [a, b] = await Promise.all([db.open(), db.open()]);
+      const first = await a!.claimDeployment({ service: 'svc', version: '1', providerId: 'dead-provider', now: 0, leaseMs: 1000 });
+      assert.ok(first.claimed);
+      const notYet = await b!.claimDeployment({ service: 'svc', version: '1', providerId: 'p2', now: 999, leaseMs: 1000 });
+      assert.ok(!notYet.claimed, 'lease still running');
+      const attempts = await Promise.all(
+        Array.from({ length: 40 }, (_, i) => (i % 2 ? a! : b!).claimDeployment({ service: 'svc', version: '1', providerId: `p${i}`, now: 1001, leaseMs: 1000 })),
+      );
+      const winners = attempts.filter((x) => x.claimed);
+      assert.equal(winners.length, 1);
+      const w = winners[0]!;
+      assert.ok(w.claimed);
+      assert.equal(w.tookOver?.id, first.deployment.id);
+      assert.match(w.tookOver?.error ?? '', /dead-provider/);
+      const states = (await a!.listDeployments({ service: 'svc' })).map((d) => [d.id, d.state]);
+      assert.deepEqual(states, [[first.deployment.id, 'failed'], [w.deployment.id, 'pending']]);
+    });
+
+    test('claim race: two registries, 50 claims each for one cold service, exactly one wins', async () => {
+      const db = await fresh();
+      const [a, b] = await Promise.all([db.open(), db.open()]);
+      await a!.putService(desc('cold', '1'));
+      for (let round = 0; round < 3; round++) {
+        const service = `cold-${round}`;
+        const claims = Array.from({ length: 100 }, (_, i) =>
+          (i % 2 === 0 ? a! : b!).claimDeployment({ service, version: '1', providerId: i % 2 === 0 ? 'pa' : 'pb', now: 1000 + i, leaseMs: 60_000 }),
+        );
+        const results = await Promise.all(claims);
+        const won = results.filter((x) => x.claimed);
+        assert.equal(won.length, 1, `round ${round}: exactly one claim wins`);
+        const winner = won[0]!;
+        assert.ok(winner.claimed);
+        for (const x of results) {
+          if (!x.claimed) assert.equal(x.existing.id, winner.deployment.id, 'every loser is pointed at the winner');
+        }
+        const rows: DeploymentRecord[] = await b!.listDeployments({ service });
+        assert.equal(rows.length, 1, 'one deployment row');
+      }
+    });
+
+    test('events: append, filter, newest window, follow', async () => {
+      const r = await (await fresh()).open();
+      const appended = [];
+      for (let i = 0; i < 6; i++) {
+        appended.push(
+          await r.appendEvent({
+            at: 100 + i,
+            kind: i % 2 ? 'instance.ready' : 'instance.crashed',
+            service: i < 4 ? 'echo' : 'other',
+            hostId: 'h1',
+            instanceId: `i${i}`,
+            detail: { n: i, nested: { ok: true } },
+          }),
+        );
+      }
+      const bare = await r.appendEvent({ kind: 'provider.started', at: 200 });
+      assert.deepEqual(
+        { service: bare.service, hostId: bare.hostId, instanceId: bare.instanceId, detail: bare.detail },
+        { service: undefined, hostId: undefined, instanceId: undefined, detail: undefined },
+      );
+      const ids = appended.map((e) => e.id);
+      assert.deepEqual(ids, [...ids].sort((x, y) => x - y), 'ids increase');
+      assert.deepEqual(appended[2]?.detail, { n: 2, nested: { ok: true } });
+
+      assert.deepEqual((await r.listEvents({ service: 'echo' })).map((e) => e.instanceId), ['i0', 'i1', 'i2', 'i3']);
+      assert.deepEqual((await r.listEvents({ limit: 3 })).map((e) => e.at), [104, 105, 200], 'newest three, oldest first');
+      assert.deepEqual((await r.listEvents({ afterId: ids[3]!, limit: 2 })).map((e) => e.at), [104, 105], 'following from an id');
+      assert.deepEqual((await r.listEvents({ kind: 'instance.ready', service: 'echo' })).map((e) => e.instanceId), ['i1', 'i3']);
+      assert.equal((await r.listEvents({ hostId: 'h1' })).length, 6);
+      assert.equal((await r.listEvents()).length, 7);
+    });
+  });
+}
