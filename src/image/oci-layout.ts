@@ -307,8 +307,12 @@ export interface LayoutWriter {
   finish(): Promise<void>;
 }
 
-/** Opens `dir` for writing, creating it when missing and keeping the index it has. */
-export async function createLayoutWriter(dir: string): Promise<LayoutWriter> {
+/**
+ * Opens `dir` for writing, creating it when missing and keeping the index it has.
+ * With `durable` (default true) files are fsynced before they are renamed into place.
+ */
+export async function createLayoutWriter(dir: string, options: { durable?: boolean } = {}): Promise<LayoutWriter> {
+  const durable = options.durable ?? true;
   await mkdir(join(dir, 'blobs', 'sha256'), { recursive: true });
   let manifests: Descriptor[] = [];
   let indexExtras: Record<string, unknown> = {};
@@ -356,11 +360,11 @@ export async function createLayoutWriter(dir: string): Promise<LayoutWriter> {
               cb(null, chunk);
             },
           });
-          await pipeline(source, counter, createWriteStream(tmp));
+          await pipeline(source, counter, createWriteStream(tmp, { flush: durable }));
         } else {
           size = source.length;
           hash.update(source);
-          await writeFile(tmp, source);
+          await writeFile(tmp, source, { flush: durable });
         }
         const digest: Digest = `sha256:${hash.digest('hex')}`;
         if (expected.digest !== undefined && digest !== expected.digest) {
@@ -391,17 +395,17 @@ export async function createLayoutWriter(dir: string): Promise<LayoutWriter> {
       }
     },
     async finish() {
-      await writeAtomic(join(dir, LAYOUT_FILE), JSON.stringify({ imageLayoutVersion: LAYOUT_VERSION }));
+      await writeAtomic(join(dir, LAYOUT_FILE), JSON.stringify({ imageLayoutVersion: LAYOUT_VERSION }), durable);
       const index = { schemaVersion: 2, mediaType: MediaType.ociIndex, manifests, ...indexExtras };
-      await writeAtomic(join(dir, 'index.json'), JSON.stringify(index));
+      await writeAtomic(join(dir, 'index.json'), JSON.stringify(index), durable);
     },
   };
 }
 
-async function writeAtomic(path: string, text: string): Promise<void> {
+async function writeAtomic(path: string, text: string, durable: boolean): Promise<void> {
   const tmp = `${path}.tmp-${randomBytes(6).toString('hex')}`;
   try {
-    await writeFile(tmp, text);
+    await writeFile(tmp, text, { flush: durable });
     await rename(tmp, path);
   } catch (e) {
     await rm(tmp, { force: true });

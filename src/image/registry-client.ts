@@ -44,13 +44,15 @@ export interface RegistryClient {
   /**
    * Downloads a blob into `destFile`, verifying its digest (and expectedSize) while
    * writing to a temp file that is renamed only when it matches: a mismatch throws
-   * digest-mismatch and leaves no file.
+   * digest-mismatch and leaves no file. With `durable` (default true) the file is
+   * fsynced before the rename, so a crash never leaves a truncated file under a digest
+   * name (what skopeo does too).
    */
   downloadBlob(
     repo: string,
     digest: Digest,
     destFile: string,
-    opts?: { expectedSize?: number; onBytes?(n: number): void; signal?: AbortSignal },
+    opts?: { expectedSize?: number; onBytes?(n: number): void; signal?: AbortSignal; durable?: boolean },
   ): Promise<{ size: number }>;
   /**
    * Uploads a blob unless the repository has it (HEAD first) or can mount it from
@@ -216,7 +218,7 @@ export function createRegistryClient(options: RegistryClientOptions): RegistryCl
       }
       if (!res.body) throw new ShoalError('invalid', `${what}: the store sent no body`);
       const tmp = `${destFile}.tmp-${randomBytes(6).toString('hex')}`;
-      const size = await writeVerified(res.body, tmp, { digest, expectedSize: opts.expectedSize, onBytes: opts.onBytes, what });
+      const size = await writeVerified(res.body, tmp, { digest, expectedSize: opts.expectedSize, onBytes: opts.onBytes, what, durable: opts.durable ?? true });
       await rename(tmp, destFile).catch(async (e: unknown) => {
         await rm(tmp, { force: true });
         throw e;
@@ -394,7 +396,7 @@ export function createRegistryClient(options: RegistryClientOptions): RegistryCl
 async function writeVerified(
   body: ReadableStream<Uint8Array>,
   file: string,
-  opts: { digest: Digest; expectedSize: number | undefined; onBytes: ((n: number) => void) | undefined; what: string },
+  opts: { digest: Digest; expectedSize: number | undefined; onBytes: ((n: number) => void) | undefined; what: string; durable: boolean },
 ): Promise<number> {
   const fh = await open(file, 'w');
   const hash = createHash('sha256');
@@ -432,6 +434,7 @@ async function writeVerified(
     if (actual !== opts.digest) {
       throw new ShoalError('digest-mismatch', `${opts.what}: the bytes received hash to ${actual}`, { detail: { expected: opts.digest, actual } });
     }
+    if (opts.durable) await fh.datasync();
     await fh.close();
     return size;
   } catch (e) {
@@ -600,6 +603,8 @@ export interface PullOptions {
   refName?: string | null;
   onProgress?(p: PullProgress): void;
   signal?: AbortSignal;
+  /** fsync each blob before it gets its name (default true). */
+  durable?: boolean;
 }
 
 export interface PullResult {
@@ -636,7 +641,7 @@ export async function pullImage(client: RegistryClient, ref: ImageRef, dest: { l
     `image ${name}`,
     opts.platform,
   );
-  const writer = await createLayoutWriter(dest.layoutDir);
+  const writer = await createLayoutWriter(dest.layoutDir, { durable: opts.durable ?? true });
   const blobs = uniqueBlobs([resolved.manifest.config, ...resolved.manifest.layers]).sort((a, b) => b.size - a.size);
   let bytes = 0;
   let downloaded = 0;
@@ -653,6 +658,7 @@ export async function pullImage(client: RegistryClient, ref: ImageRef, dest: { l
     const { size } = await client.downloadBlob(ref.repository, digest, writer.blobPath(digest), {
       expectedSize: blob.size,
       signal: combined,
+      durable: opts.durable ?? true,
       onBytes: (n) => {
         got += n;
         opts.onProgress?.({ digest, bytes: got, total: blob.size });
