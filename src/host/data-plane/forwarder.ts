@@ -11,10 +11,11 @@
 //   path outside /i · 503 instance not ready (Retry-After: 1) · 413 body over the limit ·
 //   502 instance socket refuses · 504 instance silent for requestTimeoutMs.
 
-import { Agent, createServer, request as httpRequest, type IncomingMessage, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { connect, type AddressInfo } from 'node:net';
 import { ShoalError } from '../../protocol/errors.ts';
 import { closeServer, relay, replyError, readRequestHead, ROUTE_HEADER } from './relay.ts';
+import { Upstream } from './upstream.ts';
 import { verifyRouteToken, type RouteClaims, type RouteTokenFailure } from './route-token.ts';
 
 export type InstanceState = 'ready' | 'paused' | 'starting' | 'stopping';
@@ -63,8 +64,8 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
   // token → claims it was verified to carry. Insertion-ordered, oldest evicted first; expiry
   // is checked on every hit, and only verified tokens get in (forgeries cannot flood it).
   const verified = new Map<string, RouteClaims>();
-  // socket path → keep-alive agent; instance id → the socket path its agent serves.
-  const agents = new Map<string, Agent>();
+  // socket path → its pool of kept-alive connections; instance id → the socket path it uses.
+  const upstreams = new Map<string, Upstream>();
   const socketOf = new Map<string, string>();
 
   function check(token: string): RouteClaims | RouteTokenFailure {
@@ -82,35 +83,34 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
     return result.claims;
   }
 
-  function agentFor(instance: string, socketPath: string): Agent {
-    let agent = agents.get(socketPath);
-    if (agent === undefined) {
-      // LIFO hands out the most recently used connection, so spare ones go idle and close.
-      agent = new Agent({ keepAlive: true, scheduling: 'lifo' });
-      agents.set(socketPath, agent);
+  function upstreamFor(instance: string, socketPath: string): Upstream {
+    let upstream = upstreams.get(socketPath);
+    if (upstream === undefined) {
+      upstream = new Upstream(() => connect({ path: socketPath }));
+      upstreams.set(socketPath, upstream);
     }
     const known = socketOf.get(instance);
     if (known !== socketPath) {
-      if (known !== undefined) dropAgent(known);
+      if (known !== undefined) dropUpstream(known);
       socketOf.set(instance, socketPath);
     }
-    return agent;
+    return upstream;
   }
 
-  function dropAgent(socketPath: string): void {
-    agents.get(socketPath)?.destroy();
-    agents.delete(socketPath);
+  function dropUpstream(socketPath: string): void {
+    upstreams.get(socketPath)?.destroy();
+    upstreams.delete(socketPath);
   }
 
   function forget(instanceOrSocketPath: string): void {
     const socketPath = socketOf.get(instanceOrSocketPath);
     if (socketPath !== undefined) {
       socketOf.delete(instanceOrSocketPath);
-      dropAgent(socketPath);
+      dropUpstream(socketPath);
       return;
     }
     for (const [instance, path] of socketOf) if (path === instanceOrSocketPath) socketOf.delete(instance);
-    dropAgent(instanceOrSocketPath);
+    dropUpstream(instanceOrSocketPath);
   }
 
   function handle(req: IncomingMessage, res: ServerResponse): void {
@@ -157,16 +157,11 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
     }
 
     relay(req, res, {
-      send: httpRequest,
-      options: {
-        socketPath: instance.socketPath,
-        agent: agentFor(claims.instance, instance.socketPath),
-        method: req.method,
-        path,
-        headers: head.headers,
-        timeout: timeoutMs,
-      },
+      upstream: upstreamFor(claims.instance, instance.socketPath),
+      method: req.method!,
+      path,
       head,
+      timeoutMs,
       maxBodyBytes,
       replyHeaders,
       describe: `instance ${claims.instance} (service ${claims.service})`,
@@ -184,8 +179,8 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
   }
 
   async function close(): Promise<void> {
-    for (const agent of agents.values()) agent.destroy();
-    agents.clear();
+    for (const upstream of upstreams.values()) upstream.destroy();
+    upstreams.clear();
     socketOf.clear();
     verified.clear();
   }

@@ -10,12 +10,14 @@
 // Requests whose path could climb out of the bound URL's path (dot segments, also
 // percent-encoded, or an absolute-form target) are refused with 400.
 
-import { Agent as HttpAgent, createServer, request as httpRequest, validateHeaderName, validateHeaderValue, type Agent, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
+import { createServer, validateHeaderName, validateHeaderValue, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { connect, isIP } from 'node:net';
+import { connect as tlsConnect } from 'node:tls';
 import { chmod, chown, lstat, mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ShoalError } from '../../protocol/errors.ts';
 import { closeServer, relay, replyError, readRequestHead, ROUTE_HEADER } from './relay.ts';
+import { Upstream } from './upstream.ts';
 
 export interface ImportBinding {
   /** The import's name; the socket is `<dir>/<name>.sock`. */
@@ -53,7 +55,7 @@ interface Prepared {
   socketPath: string;
   url: URL;
   basePath: string;
-  agent: Agent;
+  upstream: Upstream;
   drop: Set<string>;
   extra: string[];
 }
@@ -72,7 +74,7 @@ export async function openImportSockets(dir: string, bindings: ImportBinding[], 
   const closeAll = async (): Promise<void> => {
     await Promise.all(
       opened.map(async ({ server, prepared: p }) => {
-        await closeServer(server, async () => p.agent.destroy());
+        await closeServer(server, async () => p.upstream.destroy());
         await rm(p.socketPath, { force: true });
       }),
     );
@@ -143,16 +145,13 @@ function prepare(dir: string, binding: ImportBinding, i: number): Prepared {
     drop.add(name.toLowerCase());
     extra.push(name, value);
   }
-  const agentOptions = { keepAlive: true, scheduling: 'lifo' as const };
-  return {
-    binding,
-    socketPath,
-    url,
-    basePath: url.pathname.replace(/\/+$/, ''),
-    agent: url.protocol === 'https:' ? new HttpsAgent(agentOptions) : new HttpAgent(agentOptions),
-    drop,
-    extra,
-  };
+  const host = url.hostname.replace(/^\[|\]$/g, '');
+  const tls = url.protocol === 'https:';
+  const port = url.port === '' ? (tls ? 443 : 80) : Number(url.port);
+  const open = tls
+    ? () => tlsConnect({ host, port, ALPNProtocols: ['http/1.1'], ...(isIP(host) === 0 ? { servername: host } : {}) })
+    : () => connect({ host, port });
+  return { binding, socketPath, url, basePath: url.pathname.replace(/\/+$/, ''), upstream: new Upstream(open), drop, extra };
 }
 
 function handle(p: Prepared, timeoutMs: number, req: IncomingMessage, res: ServerResponse): void {
@@ -163,19 +162,12 @@ function handle(p: Prepared, timeoutMs: number, req: IncomingMessage, res: Serve
   }
   const head = readRequestHead(req.rawHeaders, p.drop);
   head.headers.push(...p.extra);
-  const https = p.url.protocol === 'https:';
   relay(req, res, {
-    send: https ? httpsRequest : httpRequest,
-    options: {
-      host: p.url.hostname.replace(/^\[|\]$/g, ''),
-      port: p.url.port === '' ? (https ? 443 : 80) : Number(p.url.port),
-      agent: p.agent,
-      method: req.method,
-      path: p.basePath + target,
-      headers: head.headers,
-      timeout: timeoutMs,
-    },
+    upstream: p.upstream,
+    method: req.method!,
+    path: p.basePath + target,
     head,
+    timeoutMs,
     maxBodyBytes: Number.POSITIVE_INFINITY, // the bound endpoint enforces its own limit
     replyHeaders: undefined,
     describe: `import ${p.binding.name} (${p.url.origin})`,

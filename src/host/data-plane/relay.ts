@@ -1,10 +1,12 @@
 // The streaming core shared by the forwarder and the import sockets: relay one HTTP
 // request to an upstream and its reply back, without buffering either body.
-// Plain node:http and flat raw-header arrays (no header objects are built): this is the
-// hot path of every message.
+// node:http serves the client side; the upstream side is the lean client in upstream.ts.
+// Flat raw-header arrays throughout (no header objects are built): this is the hot path
+// of every message.
 
-import type { ClientRequest, IncomingMessage, RequestOptions, Server, ServerResponse } from 'node:http';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { ErrorCode } from '../../protocol/errors.ts';
+import { ChunkedDecoder, headEnd, MAX_HEAD_BYTES, parseReplyHead, ProtocolError, type ReplyHead, type Upstream, type UpstreamConnection, type UpstreamOwner } from './upstream.ts';
 
 /** The route token travels in this request header; it is never passed upstream. */
 export const ROUTE_HEADER = 'x-shoal-route';
@@ -57,23 +59,6 @@ export function readRequestHead(raw: string[], drop?: ReadonlySet<string>, defau
   return { headers: connectionTokens === undefined ? headers : without(headers, connectionTokens), contentLength, chunked, route };
 }
 
-/** The upstream reply's headers minus hop-by-hop ones, plus `extra`. */
-export function responseHeaders(raw: string[], extra: readonly string[] | undefined): string[] {
-  const headers: string[] = [];
-  let connectionTokens: string[] | undefined;
-  for (let i = 0; i < raw.length; i += 2) {
-    const name = raw[i]!;
-    const lower = name.toLowerCase();
-    if (isHopByHop(lower)) {
-      if (lower === 'connection') connectionTokens = extraConnectionTokens(raw[i + 1]!, connectionTokens);
-      continue;
-    }
-    headers.push(name, raw[i + 1]!);
-  }
-  if (extra !== undefined) for (let i = 0; i < extra.length; i++) headers.push(extra[i]!);
-  return connectionTokens === undefined ? headers : without(headers, connectionTokens);
-}
-
 function isHopByHop(lower: string): boolean {
   switch (lower) {
     case 'connection':
@@ -120,11 +105,14 @@ export function replyError(res: ServerResponse, status: number, code: ErrorCode,
 }
 
 export interface RelayPlan {
-  /** http.request or https.request. */
-  send: (options: RequestOptions) => ClientRequest;
-  /** Target, agent, method, path, headers (flat array) and `timeout` (idle ms). */
-  options: RequestOptions & { timeout: number };
+  /** The pool of connections to the endpoint. */
+  upstream: Upstream;
+  method: string;
+  /** Request target sent upstream (origin form, starts with /). */
+  path: string;
   head: RequestHead;
+  /** Longest the upstream may stay silent, before or during its reply. */
+  timeoutMs: number;
   maxBodyBytes: number;
   /** Added to the reply's headers (flat array). */
   replyHeaders: readonly string[] | undefined;
@@ -137,90 +125,254 @@ export interface RelayPlan {
 /**
  * Relays `req` to the upstream and the reply to `res`, streaming both ways with
  * back-pressure. The timeout is an idle timeout (like nginx's proxy_read_timeout): silence
- * before the reply's head → 504; after it → the reply is cut. Upstream refusal → 502.
- * A body past maxBodyBytes → upstream aborted and 413 (or the reply cut if it has started).
- * A client that goes away aborts the upstream request.
+ * before the reply's head → 504; after it → the reply is cut. Upstream refusal or an
+ * invalid reply → 502. A body past maxBodyBytes → upstream aborted and 413. A client that
+ * goes away aborts the upstream exchange.
  */
 export function relay(req: IncomingMessage, res: ServerResponse, plan: RelayPlan): void {
-  const hasBody = plan.head.chunked || plan.head.contentLength > 0;
-  let bytesIn = 0;
-  let bytesOut = 0;
-  let timedOut = false;
-  let retried = false;
-  let stopped = false; // we gave up on the upstream (too large) and answered ourselves
+  new Exchange(req, res, plan).start();
+}
 
-  const onTimeout = (): void => {
-    timedOut = true;
-    up.destroy(new Error('upstream idle timeout'));
-  };
+class Exchange implements UpstreamOwner {
+  private readonly req: IncomingMessage;
+  private readonly res: ServerResponse;
+  private readonly plan: RelayPlan;
+  private readonly hasBody: boolean;
+  private conn: UpstreamConnection | undefined;
+  private bytesIn = 0;
+  private bytesOut = 0;
+  private retried = false;
+  /** The whole request has been written upstream. */
+  private requestSent = false;
+  /** Some reply byte arrived on the current connection. */
+  private gotBytes = false;
+  /** Over: the connection is released or discarded and nothing more goes upstream. */
+  private finished = false;
+  private waitingDrain = false;
+  // reply parsing
+  private headBuf: Buffer | undefined;
+  private reply: ReplyHead | undefined;
+  private remaining = 0;
+  private chunks: ChunkedDecoder | undefined;
 
-  const onError = (err: NodeJS.ErrnoException): void => {
-    if (stopped || res.writableFinished || res.destroyed) return;
-    // A kept-alive connection the upstream closed just as we reused it: a request without a
-    // body has not been seen by anyone, so it is safe to send once more on a new connection.
-    if (!retried && !hasBody && !timedOut && !res.headersSent && up.reusedSocket && (err.code === 'ECONNRESET' || err.code === 'EPIPE')) {
-      retried = true;
-      up = start();
-      up.end();
-      return;
-    }
-    if (timedOut) replyError(res, 504, 'timeout', `${plan.describe} did not answer within ${plan.options.timeout} ms`, plan.replyHeaders);
-    else replyError(res, 502, 'unavailable', `${plan.describe} is not answering (${err.code ?? err.message})`, plan.replyHeaders);
-  };
-
-  const onResponse = (reply: IncomingMessage): void => {
-    if (stopped) {
-      reply.destroy();
-      return;
-    }
-    res.writeHead(reply.statusCode ?? 502, responseHeaders(reply.rawHeaders, plan.replyHeaders));
-    reply.on('data', (chunk: Buffer) => {
-      bytesOut += chunk.length;
-      if (!res.write(chunk)) reply.pause();
-    });
-    res.on('drain', () => reply.resume());
-    reply.on('end', () => res.end());
-    reply.on('error', noop);
-    reply.on('close', () => {
-      if (!reply.complete) res.destroy(); // the upstream died mid-reply: cut ours too
-    });
-  };
-
-  const start = (): ClientRequest => {
-    const request = plan.send(plan.options);
-    request.on('response', onResponse);
-    request.on('error', onError);
-    request.on('timeout', onTimeout);
-    return request;
-  };
-
-  let up = start();
-
-  req.on('error', noop);
-  res.on('close', () => {
-    if (!res.writableFinished) up.destroy();
-    plan.done?.(res.headersSent ? res.statusCode : 499, bytesIn, bytesOut);
-  });
-
-  if (!hasBody) {
-    up.end();
-    return;
+  constructor(req: IncomingMessage, res: ServerResponse, plan: RelayPlan) {
+    this.req = req;
+    this.res = res;
+    this.plan = plan;
+    this.hasBody = plan.head.chunked || plan.head.contentLength > 0;
   }
-  req.on('data', (chunk: Buffer) => {
-    if (stopped) return;
-    bytesIn += chunk.length;
-    if (bytesIn > plan.maxBodyBytes) {
-      stopped = true;
-      up.destroy();
-      replyError(res, 413, 'too-large', `request body is larger than the limit of ${plan.maxBodyBytes} bytes`, ['connection', 'close']);
+
+  start(): void {
+    this.req.on('error', noop);
+    this.res.on('close', () => this.onClientClose());
+    this.send();
+    if (this.hasBody) {
+      this.req.on('data', (chunk: Buffer) => this.onRequestData(chunk));
+      this.req.on('end', () => this.onRequestEnd());
+    }
+  }
+
+  private send(fresh = false): void {
+    const conn = this.plan.upstream.acquire(this, this.plan.timeoutMs, fresh);
+    this.conn = conn;
+    this.gotBytes = false;
+    const h = this.plan.head.headers;
+    let head = `${this.plan.method} ${this.plan.path} HTTP/1.1\r\n`;
+    for (let i = 0; i < h.length; i += 2) head += `${h[i]}: ${h[i + 1]}\r\n`;
+    // Header values hold the bytes node read, one char per byte: latin1 writes them back unchanged.
+    conn.socket.write(head + '\r\n', 'latin1');
+    if (!this.hasBody) this.requestSent = true;
+  }
+
+  // ---- request body: client → upstream ----
+
+  private onRequestData(chunk: Buffer): void {
+    if (this.finished) return; // the reply is over or failed; node drops the rest
+    this.bytesIn += chunk.length;
+    if (this.bytesIn > this.plan.maxBodyBytes) {
+      this.finish(false);
+      replyError(this.res, 413, 'too-large', `request body is larger than the limit of ${this.plan.maxBodyBytes} bytes`, ['connection', 'close']);
       return;
     }
-    if (!up.write(chunk)) req.pause();
-  });
-  up.on('drain', () => req.resume());
-  req.on('end', () => {
-    if (!stopped) up.end();
-  });
+    const socket = this.conn!.socket;
+    let flowing: boolean;
+    if (this.plan.head.chunked) {
+      socket.cork();
+      socket.write(`${chunk.length.toString(16)}\r\n`, 'latin1');
+      socket.write(chunk);
+      flowing = socket.write('\r\n', 'latin1');
+      socket.uncork();
+    } else flowing = socket.write(chunk);
+    if (!flowing) this.req.pause();
+  }
+
+  private onRequestEnd(): void {
+    if (this.finished) return;
+    if (this.plan.head.chunked) this.conn!.socket.write('0\r\n\r\n', 'latin1');
+    this.requestSent = true;
+  }
+
+  onUpstreamDrain(): void {
+    if (!this.finished && this.hasBody) this.req.resume();
+  }
+
+  // ---- reply: upstream → client ----
+
+  onUpstreamData(chunk: Buffer): void {
+    this.gotBytes = true;
+    if (this.finished) return;
+    try {
+      this.parse(chunk);
+    } catch (e) {
+      if (!(e instanceof ProtocolError)) throw e;
+      this.fail(502, `sent an invalid HTTP reply: ${e.message}`);
+    }
+  }
+
+  private parse(chunk: Buffer): void {
+    let buf = chunk;
+    while (this.reply === undefined) {
+      if (this.headBuf !== undefined) {
+        buf = Buffer.concat([this.headBuf, buf]);
+        this.headBuf = undefined;
+      }
+      const end = headEnd(buf);
+      if (end === -1) {
+        if (buf.length > MAX_HEAD_BYTES) throw new ProtocolError(`reply head larger than ${MAX_HEAD_BYTES} bytes`);
+        if (buf.length > 0) this.headBuf = buf;
+        return;
+      }
+      const head = parseReplyHead(buf.toString('latin1', 0, end), this.plan.method);
+      buf = buf.subarray(end + 4);
+      if (head === undefined) continue; // an interim 1xx reply: skipped
+      this.reply = head;
+      if (head.keepAliveMs !== undefined) this.conn!.keepAliveMs = head.keepAliveMs;
+      const headers = this.plan.replyHeaders === undefined ? head.headers : head.headers.concat(this.plan.replyHeaders);
+      try {
+        this.res.writeHead(head.status, headers);
+      } catch (e) {
+        throw new ProtocolError(`unusable reply header (${(e as Error).message})`);
+      }
+      if (head.framing === 'none' || (head.framing === 'length' && head.length === 0)) {
+        this.res.end();
+        this.finish(buf.length === 0);
+        return;
+      }
+      if (head.framing === 'length') this.remaining = head.length;
+      else if (head.framing === 'chunked') this.chunks = new ChunkedDecoder();
+    }
+    if (buf.length === 0) return;
+    switch (this.reply.framing) {
+      case 'length': {
+        const take = Math.min(this.remaining, buf.length);
+        this.remaining -= take;
+        const piece = take === buf.length ? buf : buf.subarray(0, take);
+        this.bytesOut += take;
+        if (this.remaining > 0) {
+          this.write(piece);
+          return;
+        }
+        this.res.end(piece); // one write for a small reply whose body came with its head
+        this.finish(take === buf.length);
+        return;
+      }
+      case 'chunked': {
+        const used = this.chunks!.push(buf, (piece) => {
+          this.bytesOut += piece.length;
+          this.write(piece);
+        });
+        if (this.chunks!.done) {
+          this.res.end();
+          this.finish(used === buf.length);
+        }
+        return;
+      }
+      case 'close':
+        this.bytesOut += buf.length;
+        this.write(buf);
+        return;
+      case 'none':
+        return;
+    }
+  }
+
+  private write(piece: Buffer): void {
+    if (this.res.write(piece) || this.waitingDrain) return;
+    // The client reads slower than the upstream sends: stop reading until it catches up.
+    this.waitingDrain = true;
+    this.conn!.socket.pause();
+    this.res.once('drain', () => {
+      this.waitingDrain = false;
+      this.conn?.socket.resume();
+    });
+  }
+
+  onUpstreamEnd(): void {
+    if (this.finished) return;
+    if (this.reply?.framing === 'close') {
+      this.res.end();
+      this.finish(false);
+      return;
+    }
+    if (this.canRetry()) this.retry();
+    else this.fail(502, this.reply === undefined ? 'closed the connection without answering' : 'closed the connection before its reply was complete');
+  }
+
+  onUpstreamError(err: NodeJS.ErrnoException): void {
+    if (this.finished) return;
+    if (this.canRetry() && (err.code === 'ECONNRESET' || err.code === 'EPIPE')) this.retry();
+    else this.fail(502, `is not answering (${err.code ?? err.message})`);
+  }
+
+  onUpstreamTimeout(): void {
+    if (!this.finished) this.fail(504, `did not answer within ${this.plan.timeoutMs} ms`);
+  }
+
+  /**
+   * A kept-alive connection the upstream closed just as we reused it: a request without a
+   * body has not been seen by anyone, so it is safe to send once more on a new connection.
+   */
+  private canRetry(): boolean {
+    return !this.retried && !this.hasBody && !this.gotBytes && this.reply === undefined && this.conn!.reused;
+  }
+
+  private retry(): void {
+    this.retried = true;
+    this.plan.upstream.discard(this.conn!);
+    this.send(true); // other idle connections may be just as stale
+  }
+
+  // ---- the end ----
+
+  /** The exchange is over; the connection goes back to the pool only if it is clean and in step. */
+  private finish(clean: boolean): void {
+    this.finished = true;
+    const conn = this.conn;
+    this.conn = undefined;
+    if (conn === undefined) return;
+    if (clean && this.requestSent && this.reply?.keepAlive === true) {
+      if (this.waitingDrain) conn.socket.resume();
+      this.plan.upstream.release(conn);
+    } else {
+      this.plan.upstream.discard(conn);
+      if (this.hasBody) this.req.resume(); // let node read and drop what the client still sends
+    }
+  }
+
+  private fail(status: 502 | 504, message: string): void {
+    this.finish(false);
+    if (this.res.headersSent) {
+      this.res.destroy(); // a reply already under way can only be cut, so the client sees it is incomplete
+      return;
+    }
+    if (this.res.destroyed) return;
+    replyError(this.res, status, status === 504 ? 'timeout' : 'unavailable', `${this.plan.describe} ${message}`, this.plan.replyHeaders);
+  }
+
+  private onClientClose(): void {
+    if (!this.res.writableFinished && !this.finished) this.finish(false);
+    this.plan.done?.(this.res.headersSent ? this.res.statusCode : 499, this.bytesIn, this.bytesOut);
+  }
 }
 
 function noop(): void {}
