@@ -203,7 +203,7 @@ export function createRegistryClient(options: RegistryClientOptions): RegistryCl
         throw new ShoalError('unsupported', `${what}: the store ignored the byte range ${opts.range[0]}-${opts.range[1]}`);
       }
       if (!res.body) throw new ShoalError('invalid', `${what}: the store sent no body`);
-      return Readable.fromWeb(res.body as import('node:stream/web').ReadableStream<Uint8Array>, { highWaterMark: 1 });
+      return Readable.fromWeb(res.body as import('node:stream/web').ReadableStream<Uint8Array>);
     },
 
     async downloadBlob(repo, digest, destFile, opts = {}) {

@@ -176,6 +176,17 @@ describe('formats', () => {
     assert.equal((await importImage(file, target('imp/docker:again'))).manifestDigest, result.manifestDigest);
   });
 
+  test('a docker archive whose layer files are already gzipped keeps them as they are', async () => {
+    const { entries, diffIds } = await dockerSaveEntries([{ 'srv/a': 'compressed layer' }]);
+    const layer = entries.find((e) => e.name.endsWith('layer.tar'))!;
+    layer.content = gzipSync(layer.content as Buffer);
+    const result = await importImage(await writeTarFile(entries), target('imp/dockergz:1'));
+    const spec = await resolveRemoteImage(store.client, 'imp/dockergz:1');
+    assert.equal(spec.manifestDigest, result.manifestDigest);
+    assert.equal(spec.layers[0]!.digest, digestOf(layer.content as Buffer), 'the gzip file is the blob');
+    assert.equal(spec.layers[0]!.diffId, diffIds[0]);
+  });
+
   test('a Docker 25+ archive (manifest.json and an OCI layout with tar layers) is read through its index', async () => {
     const tar = await makeTar({ 'usr/bin/tool': 'tool' });
     const config = makeConfig([digestOf(tar)]);
