@@ -1,6 +1,6 @@
 // One suite for every registry backend (containerd's testsuite, Hono's common cases):
 // sqlite-driver.test.ts and postgres-driver.test.ts each call runRegistryContract.
-import { after, before, describe, test } from 'node:test';
+import { after, before, describe, test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { openRegistry, type Registry, type DeploymentRecord } from '../../../src/provider/registry/index.ts';
 import { MIGRATIONS, migrate } from '../../../src/provider/registry/migrations.ts';
@@ -58,32 +58,38 @@ async function rejectsWith(p: Promise<unknown>, code: string, field?: string): P
 export function runRegistryContract(name: string, databases: () => Promise<TestDatabases>, options: ContractOptions = {}): void {
   describe(`registry contract: ${name}`, { skip: options.skip ?? false }, () => {
     let dbs: TestDatabases | undefined;
-    const opened: Registry[] = [];
 
     before(async () => {
       dbs = await databases();
     });
     after(async () => {
-      for (const r of opened) await r.close().catch(() => undefined);
       await dbs?.cleanup();
     });
 
-    /** A fresh empty database; `open` gives a new registry (its own connection or pool) on it each call. */
-    async function fresh(): Promise<{ url: string; open: () => Promise<Registry> }> {
+    /**
+     * A fresh empty database; `open` gives a new registry (its own connection, or its own
+     * pool of 4) on it each call, closed when the test ends so that parallel test files
+     * stay under the server's connection limit.
+     */
+    async function fresh(t: TestContext): Promise<{ url: string; open: () => Promise<Registry> }> {
       assert.ok(dbs);
       const url = await dbs.newUrl();
+      const opened: Registry[] = [];
+      t.after(async () => {
+        for (const r of opened) await r.close().catch(() => undefined);
+      });
       return {
         url,
         open: async () => {
-          const r = await openRegistry({ url });
+          const r = await openRegistry({ url, maxConnections: 4 });
           opened.push(r);
           return r;
         },
       };
     }
 
-    test('migrations: applied once, idempotent on reopen, safe when opened concurrently, refuse a newer schema', async () => {
-      const db = await fresh();
+    test('migrations: applied once, idempotent on reopen, safe when opened concurrently, refuse a newer schema', async (t) => {
+      const db = await fresh(t);
       const [a, b, c] = await Promise.all([db.open(), db.open(), db.open()]);
       for (const r of [a, b, c]) assert.equal((await r!.info()).schemaVersion, MIGRATIONS.length);
       await a!.putService(desc('kept', '1'));
@@ -102,8 +108,8 @@ export function runRegistryContract(name: string, databases: () => Promise<TestD
       await rejectsWith(openRegistry({ url: db.url }), 'unsupported');
     });
 
-    test('services: put, get, versions, list, remove', async () => {
-      const r = await (await fresh()).open();
+    test('services: put, get, versions, list, remove', async (t) => {
+      const r = await (await fresh(t)).open();
       const v1 = await r.putService(desc('echo', '1'), 1000);
       assert.equal(v1.current, true);
       assert.equal(v1.createdAt, 1000);
@@ -149,8 +155,8 @@ export function runRegistryContract(name: string, databases: () => Promise<TestD
       await rejectsWith(r.removeService('echo'), 'not-found');
     });
 
-    test('services: invalid descriptions are refused naming the field, and nothing is stored', async () => {
-      const r = await (await fresh()).open();
+    test('services: invalid descriptions are refused naming the field, and nothing is stored', async (t) => {
+      const r = await (await fresh(t)).open();
       await rejectsWith(
         r.putService(desc('echo', '1', { operations: { Echo: { input: 'object', output: { type: 'object' } } } })),
         'invalid',
@@ -162,8 +168,8 @@ export function runRegistryContract(name: string, databases: () => Promise<TestD
       assert.deepEqual(await r.listServices(), []);
     });
 
-    test('hosts: register, report, suspect and dead by the given clock, revive', async () => {
-      const r = await (await fresh()).open();
+    test('hosts: register, report, suspect and dead by the given clock, revive', async (t) => {
+      const r = await (await fresh(t)).open();
       const h = await r.upsertHost({ id: 'h1', controlUrl: 'http://c1', dataUrl: 'http://d1', labels: { zone: 'a' }, capabilities: { drivers: ['runc'] } }, 1000);
       assert.deepEqual(
         { state: h.state, lastSeen: h.lastSeen, registeredAt: h.registeredAt, labels: h.labels, capabilities: h.capabilities, lastReport: h.lastReport },
@@ -208,8 +214,8 @@ export function runRegistryContract(name: string, databases: () => Promise<TestD
       await rejectsWith(r.markHosts(1, { suspectAfterMs: 10, deadAfterMs: 5 }), 'invalid', 'deadAfterMs');
     });
 
-    test('hosts: two registries marking at once report each transition once', async () => {
-      const db = await fresh();
+    test('hosts: two registries marking at once report each transition once', async (t) => {
+      const db = await fresh(t);
       const [a, b] = await Promise.all([db.open(), db.open()]);
       for (let i = 0; i < 10; i++) await a!.upsertHost({ id: `h${i}`, controlUrl: 'http://c', dataUrl: 'http://d' }, 0);
       const limits = { suspectAfterMs: 10, deadAfterMs: 20 };
@@ -218,8 +224,8 @@ export function runRegistryContract(name: string, databases: () => Promise<TestD
       assert.deepEqual(ids, Array.from({ length: 10 }, (_, i) => `h${i}`).sort());
     });
 
-    test('deployments: claim, deploying, ready, stopped, filters, conflicts', async () => {
-      const r = await (await fresh()).open();
+    test('deployments: claim, deploying, ready, stopped, filters, conflicts', async (t) => {
+      const r = await (await fresh(t)).open();
       const c = await r.claimDeployment({ service: 'echo', version: '1', providerId: 'p1', now: 1000, leaseMs: 30_000 });
       assert.ok(c.claimed);
       const d = c.deployment;
@@ -293,8 +299,8 @@ export function runRegistryContract(name: string, databases: () => Promise<TestD
       assert.deepEqual(await r.listDeployments({ state: [] }), []);
     });
 
-    test('deployments: an expired claim is taken over once', async () => {
-      const db = await fresh();
+    test('deployments: an expired claim is taken over once', async (t) => {
+      const db = await fresh(t);
       const [a, b] = await Promise.all([db.open(), db.open()]);
       const first = await a!.claimDeployment({ service: 'svc', version: '1', providerId: 'dead-provider', now: 0, leaseMs: 1000 });
       assert.ok(first.claimed);
@@ -313,8 +319,8 @@ export function runRegistryContract(name: string, databases: () => Promise<TestD
       assert.deepEqual(states, [[first.deployment.id, 'failed'], [w.deployment.id, 'pending']]);
     });
 
-    test('claim race: two registries, 50 claims each for one cold service, exactly one wins', async () => {
-      const db = await fresh();
+    test('claim race: two registries, 50 claims each for one cold service, exactly one wins', async (t) => {
+      const db = await fresh(t);
       const [a, b] = await Promise.all([db.open(), db.open()]);
       await a!.putService(desc('cold', '1'));
       for (let round = 0; round < 3; round++) {
@@ -335,8 +341,8 @@ export function runRegistryContract(name: string, databases: () => Promise<TestD
       }
     });
 
-    test('events: append, filter, newest window, follow', async () => {
-      const r = await (await fresh()).open();
+    test('events: append, filter, newest window, follow', async (t) => {
+      const r = await (await fresh(t)).open();
       const appended = [];
       for (let i = 0; i < 6; i++) {
         appended.push(
