@@ -293,7 +293,10 @@ async function main(): Promise<void> {
     return;
   }
   const dataDir = await mkdtemp(join(tmpdir(), 'shoal-bench-store-'));
-  const store = await startStoreProcess(dataDir);
+  const store = await startStoreProcess(dataDir).catch(async (e: unknown) => {
+    await rm(dataDir, { recursive: true, force: true });
+    throw e;
+  });
   try {
     log(`store at ${store.url}; pushing the synthetic image…`);
     await pushSyntheticImage(store.url, 'bench/pull:latest');
