@@ -51,7 +51,8 @@ export interface Mounter {
 
 export type OpenImportSockets = (
   dir: string,
-  bindings: Array<{ name: string; url: string; token?: string | undefined }>,
+  bindings: Array<{ name: string; url: string; token?: string }>,
+  options: { uid?: number; gid?: number },
 ) => Promise<{ close(): Promise<void> | void }>;
 
 export interface AgentOptions {
@@ -125,6 +126,7 @@ export function createAgent(options: AgentOptions): Agent {
   const tokenTtlMs = options.tokenTtlMs ?? DEFAULT_TOKEN_TTL_MS;
   const log: Logger = options.logger ?? { info() {}, warn() {}, error() {} };
   let closing = false;
+  let closed: Promise<void> | undefined;
 
   const driverFor = (name: DriverName): Driver => {
     const d = options.drivers[name];
@@ -368,13 +370,14 @@ export function createAgent(options: AgentOptions): Agent {
         await chown(paths.importsDir, user.uid, user.gid);
       }
       if (plan.imports && plan.imports.length > 0) {
-        l.imports = await options.openImportSockets(paths.importsDir, plan.imports);
+        l.imports = await options.openImportSockets(paths.importsDir, plan.imports, { uid: user.uid, gid: user.gid });
       }
       const spec: InstanceSpec = {
         id,
         rootfs: l.record.rootPath!,
         args: plan.args ?? rootfs.process.args,
-        env: buildEnv(rootfs.process.env, plan, id),
+        // Without a mount namespace the service sees host paths, so it is told those.
+        env: buildEnv(rootfs.process.env, plan, id, mode === 'flat' ? paths.socketDir : SOCKET_DIR_INSIDE),
         cwd: rootfs.process.cwd || '/',
         user,
         resources: { memoryBytes: plan.resources.memoryMb * 1024 * 1024, cpuMillis: plan.resources.cpuMillis, pids: plan.resources.pids },
@@ -409,14 +412,15 @@ export function createAgent(options: AgentOptions): Agent {
       log.info({ instance: id, service: plan.service.name, totalMs: timeline.totalMs }, 'instance ready');
       return { endpoint: endpointFor(l), timeline, instance: info(l) };
     } catch (err) {
+      const exitedFirst = l.exit; // before teardown stops it, which sets l.exit too
       const tail = await tailOf(paths.logFile, LOG_TAIL_LINES);
       options.onUnroutable?.(id);
       await teardown(l).catch((e) => log.error({ instance: id, err: String(e) }, 'cleanup after a failed deployment'));
       live.delete(id);
       await state.remove(id).catch(() => {});
       const base = isShoalError(err) ? err : new ShoalError('internal', `deployment failed: ${String((err as Error)?.message ?? err)}`, { cause: err });
-      if (l.exit) {
-        throw new ShoalError('unavailable', `instance exited before it was ready (${describeExit(l.exit)})`, { detail: { log: tail, exit: l.exit } });
+      if (exitedFirst) {
+        throw new ShoalError('unavailable', `instance exited before it was ready (${describeExit(exitedFirst)})`, { detail: { log: tail, exit: exitedFirst } });
       }
       throw new ShoalError(base.code, base.message, {
         ...(base.field === undefined ? {} : { field: base.field }),
@@ -517,7 +521,8 @@ export function createAgent(options: AgentOptions): Agent {
           l.lease = layerCache.retain({ manifestDigest: r.rootfs!.manifestDigest, layers: r.rootfs!.layers }, cacheMode(l.driver));
           if (r.plan.imports && r.plan.imports.length > 0) {
             await clearSockets(paths.importsDir);
-            l.imports = await options.openImportSockets(paths.importsDir, r.plan.imports);
+            const owner = await resolveUser(r.rootPath ?? paths.rootfs, r.rootfs!.process.user).catch(() => NOBODY);
+            l.imports = await options.openImportSockets(paths.importsDir, r.plan.imports, { uid: owner.uid, gid: owner.gid });
           }
           r.state = f!.status === 'paused' ? 'paused' : 'ready';
           live.set(r.id, l);
@@ -594,7 +599,14 @@ export function createAgent(options: AgentOptions): Agent {
       for (const l of live.values()) if (ROUTABLE.has(l.record.state)) n++;
       return n;
     },
-    async close(opts = {}) {
+    close(opts = {}) {
+      closed ??= closeOnce(opts);
+      return closed;
+    },
+  };
+
+  async function closeOnce(opts: { stopInstances?: boolean }): Promise<void> {
+    {
       closing = true;
       const stopInstances = opts.stopInstances ?? true;
       const all = [...live.values()];
@@ -615,10 +627,12 @@ export function createAgent(options: AgentOptions): Agent {
           await Promise.resolve(l.imports?.close()).catch(() => {});
           l.imports = undefined;
         }
+        // They now belong to whichever agent recovers them next.
+        live.clear();
       }
       for (const d of new Set(Object.values(options.drivers))) await d.close().catch(() => {});
-    },
-  };
+    }
+  }
 }
 
 function exitedEarly(exit: InstanceExit): ShoalError {
@@ -633,7 +647,7 @@ function describeExit(exit: InstanceExit): string {
 }
 
 /** The instance's environment: the image's, then the plan's, then Shoal's own (which win). */
-function buildEnv(imageEnv: string[], plan: DeploymentPlan, id: string): string[] {
+function buildEnv(imageEnv: string[], plan: DeploymentPlan, id: string, socketDir: string): string[] {
   const env = new Map<string, string>();
   for (const kv of imageEnv) {
     const eq = kv.indexOf('=');
@@ -641,8 +655,8 @@ function buildEnv(imageEnv: string[], plan: DeploymentPlan, id: string): string[
   }
   if (!env.has('PATH')) env.set('PATH', '/usr/local/bin:/usr/bin:/bin');
   for (const [k, v] of Object.entries(plan.env ?? {})) env.set(k, v);
-  env.set('SHOAL_LISTEN', `${SOCKET_DIR_INSIDE}/app.sock`);
-  env.set('SHOAL_IMPORTS', `${SOCKET_DIR_INSIDE}/imports`);
+  env.set('SHOAL_LISTEN', `${socketDir}/app.sock`);
+  env.set('SHOAL_IMPORTS', `${socketDir}/imports`);
   env.set('SHOAL_SERVICE', plan.service.name);
   env.set('SHOAL_VERSION', plan.service.version);
   env.set('SHOAL_INSTANCE', id);
