@@ -6,7 +6,7 @@ import type { Readable } from 'node:stream';
 import type { Digest } from '../protocol/digest.ts';
 import { ShoalError } from '../protocol/errors.ts';
 import { scanLayer, drain, type LayerSource } from './layer-unpack.ts';
-import { ancestorsOf, baseOf, parentOf, type SafeEntry, type UnpackLimits } from './tar-safety.ts';
+import { baseOf, parentOf, type SafeEntry, type UnpackLimits } from './tar-safety.ts';
 
 export interface IndexEntry {
   type: 'file' | 'directory' | 'symlink';
@@ -66,18 +66,26 @@ class IndexBuilder {
     }
   }
 
-  /** Parents of `path` as directories, as an unpack creates them; never through a symlink or file. */
+  /**
+   * Parents of `path` as directories, as an unpack creates them; never through a symlink
+   * or file. A directory in the index has only directories above it, so the walk stops
+   * at the nearest one.
+   */
   ensureParents(path: string, entryName: string): void {
-    for (const a of ancestorsOf(path)) {
+    const missing: string[] = [];
+    for (let a = parentOf(path); a !== ''; a = parentOf(a)) {
       const e = this.entries.get(a);
-      if (e === undefined) this.set(a, IMPLICIT_DIR);
-      else if (e.type !== 'directory') {
-        throw new ShoalError('invalid', `layer entry ${JSON.stringify(entryName)}: parent ${JSON.stringify(a)} is a ${e.type}, not a directory`, {
-          field: 'layer',
-          detail: { entry: entryName },
-        });
+      if (e === undefined) {
+        missing.push(a);
+        continue;
       }
+      if (e.type === 'directory') break;
+      throw new ShoalError('invalid', `layer entry ${JSON.stringify(entryName)}: parent ${JSON.stringify(a)} is a ${e.type}, not a directory`, {
+        field: 'layer',
+        detail: { entry: entryName },
+      });
     }
+    for (let i = missing.length - 1; i >= 0; i--) this.set(missing[i] as string, { ...IMPLICIT_DIR });
   }
 }
 

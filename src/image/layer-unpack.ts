@@ -10,7 +10,7 @@
 import { execFile } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { constants as fsConstants } from 'node:fs';
-import { chmod, lstat, lutimes, lchown, mkdir, open, readdir, rename, rm, symlink, link, unlink, utimes, chown } from 'node:fs/promises';
+import { chmod, lchown, link, lstat, lutimes, mkdir, open, readdir, rename, rm, symlink, unlink } from 'node:fs/promises';
 import type { Stats } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { pipeline, Readable } from 'node:stream';
@@ -21,9 +21,7 @@ import type { Digest } from '../protocol/digest.ts';
 import { isShoalError, ShoalError } from '../protocol/errors.ts';
 import { MediaType } from '../protocol/oci.ts';
 import {
-  ancestorsOf,
   ArchiveChecker,
-  isWithin,
   joinPath,
   parentOf,
   resolveLimits,
@@ -314,8 +312,9 @@ class TreeWriter {
   readonly root: string;
   readonly mode: WhiteoutMode;
   readonly asRoot = isRoot();
-  /** Paths known to be real directories (not symlinks) in the tree. */
+  /** Paths known to be real directories (not symlinks) in the tree, with their known subdirectories. */
   readonly #dirs = new Set<string>(['']);
+  readonly #dirKids = new Map<string, Set<string>>();
   readonly #dirMeta = new Map<string, DirMeta>();
   /** Directories we may write into during this layer (non-root only). */
   readonly #opened = new Set<string>();
@@ -324,7 +323,8 @@ class TreeWriter {
   #whiteouts: string[] = [];
   #opaque: string[] = [];
   // overlay mode, per layer
-  readonly #devices = new Set<string>();
+  /** Whiteout devices to make, by parent directory. */
+  readonly #devices = new Map<string, Set<string>>();
   readonly #opaqueXattr = new Set<string>();
   // small files finishing in the background (see #file)
   readonly #inflight = new Map<string, Promise<void>>();
@@ -385,7 +385,10 @@ class TreeWriter {
           await this.#settleIf(e.target);
           const st = await lstatOrUndefined(this.#abs(e.target));
           if (st) await this.#remove(e.target, st);
-          this.#devices.add(e.target);
+          const dir = parentOf(e.target);
+          let set = this.#devices.get(dir);
+          if (!set) this.#devices.set(dir, (set = new Set()));
+          set.add(e.target);
         } else {
           await this.#ensureParents(e.path);
           this.#whiteouts.push(e.target);
@@ -415,7 +418,7 @@ class TreeWriter {
         if (st) await this.#remove(e.path, st);
         await mkdir(abs, { mode: 0o700 });
       }
-      this.#dirs.add(e.path);
+      this.#addDir(e.path);
     }
     this.#dirMeta.set(e.path, { mode: e.mode, uid: e.uid, gid: e.gid, mtime: e.mtime, owned: true });
   }
@@ -517,35 +520,67 @@ class TreeWriter {
 
   /** Marks a path and its ancestors as this layer's (apply mode: whiteouts spare them). */
   #touch(path: string, self: boolean): void {
-    for (const a of ancestorsOf(path)) this.#touched.add(a);
     if (self) this.#touched.add(path);
+    // Ancestors are added as whole chains, so the first one already there ends the walk.
+    for (let a = parentOf(path); path !== '' && !this.#touched.has(a); a = parentOf(a)) {
+      this.#touched.add(a);
+      if (a === '') break;
+    }
+  }
+
+  /**
+   * Unknown ancestors of `path`, outermost first. Every known directory's ancestors are
+   * known too, so the walk stops at the nearest one (no quadratic cost for deep paths).
+   */
+  #unknownAncestors(path: string): string[] {
+    const out: string[] = [];
+    for (let a = parentOf(path); path !== '' && !this.#dirs.has(a); a = parentOf(a)) out.push(a);
+    return out.reverse();
+  }
+
+  #addDir(path: string): void {
+    this.#dirs.add(path);
+    const parent = parentOf(path);
+    let kids = this.#dirKids.get(parent);
+    if (!kids) this.#dirKids.set(parent, (kids = new Set()));
+    kids.add(path);
+  }
+
+  /** Forgets a removed directory and everything known below it. */
+  #forgetDir(path: string): void {
+    for (const child of this.#dirKids.get(path) ?? []) this.#forgetDir(child);
+    this.#dirKids.delete(path);
+    this.#dirKids.get(parentOf(path))?.delete(path);
+    this.#dirs.delete(path);
+    this.#dirMeta.delete(path);
+    this.#opened.delete(path);
+    this.#opaqueXattr.delete(path);
+    this.#devices.delete(path);
   }
 
   async #ensureParents(path: string): Promise<void> {
-    if (!this.asRoot) await this.#openUp('');
-    for (const a of ancestorsOf(path)) {
-      if (!this.#dirs.has(a)) {
-        const abs = this.#abs(a);
-        const st = await lstatOrUndefined(abs);
-        if (st === undefined) {
-          await mkdir(abs, { mode: 0o755 });
-          await chmod(abs, 0o755); // not the umask's choice
-          this.#opened.add(a);
-        } else if (st.isSymbolicLink()) {
-          throw new ShoalError('invalid', `layer entry ${JSON.stringify(path)}: path passes through the symlink ${JSON.stringify(a)}`, {
-            field: 'layer',
-            detail: { entry: path },
-          });
-        } else if (!st.isDirectory()) {
-          throw new ShoalError('invalid', `layer entry ${JSON.stringify(path)}: parent ${JSON.stringify(a)} is not a directory`, {
-            field: 'layer',
-            detail: { entry: path },
-          });
-        }
-        this.#dirs.add(a);
+    for (const a of this.#unknownAncestors(path)) {
+      const abs = this.#abs(a);
+      const st = await lstatOrUndefined(abs);
+      if (st === undefined) {
+        if (!this.asRoot) await this.#openUp(parentOf(a));
+        await mkdir(abs, { mode: 0o755 });
+        await chmod(abs, 0o755); // not the umask's choice
+        this.#opened.add(a);
+      } else if (st.isSymbolicLink()) {
+        throw new ShoalError('invalid', `layer entry ${JSON.stringify(path)}: path passes through the symlink ${JSON.stringify(a)}`, {
+          field: 'layer',
+          detail: { entry: path },
+        });
+      } else if (!st.isDirectory()) {
+        throw new ShoalError('invalid', `layer entry ${JSON.stringify(path)}: parent ${JSON.stringify(a)} is not a directory`, {
+          field: 'layer',
+          detail: { entry: path },
+        });
       }
-      if (!this.asRoot) await this.#openUp(a);
+      this.#addDir(a);
     }
+    if (!this.asRoot) await this.#openUp(parentOf(path));
   }
 
   /**
@@ -564,11 +599,12 @@ class TreeWriter {
     this.#opened.add(dir);
   }
 
+  /** Whether every ancestor of `path` is a real directory (never a symlink). */
   async #parentsAreDirs(path: string): Promise<boolean> {
-    for (const a of ancestorsOf(path)) {
-      if (this.#dirs.has(a)) continue;
+    for (const a of this.#unknownAncestors(path)) {
       const st = await lstatOrUndefined(this.#abs(a));
       if (!st?.isDirectory()) return false;
+      this.#addDir(a);
     }
     return true;
   }
@@ -579,13 +615,10 @@ class TreeWriter {
     if (!this.asRoot) await this.#openUp(parentOf(path));
     if (st.isDirectory()) {
       await removeTree(this.#abs(path));
-      for (const set of [this.#dirs, this.#devices, this.#opaqueXattr, this.#opened]) {
-        for (const p of set) if (p !== '' && isWithin(p, path)) set.delete(p);
-      }
-      for (const p of this.#dirMeta.keys()) if (p !== '' && isWithin(p, path)) this.#dirMeta.delete(p);
+      if (this.#dirs.has(path)) this.#forgetDir(path);
     } else {
       await unlink(this.#abs(path));
-      this.#devices.delete(path);
+      this.#devices.get(parentOf(path))?.delete(path);
     }
   }
 
@@ -617,7 +650,7 @@ class TreeWriter {
     if (this.mode === 'overlay') {
       // A later entry of the layer may have taken a whiteout's place (it wins, as in tar).
       const devices: string[] = [];
-      for (const p of this.#devices) {
+      for (const p of [...this.#devices.values()].flatMap((set) => [...set])) {
         if ((await this.#parentsAreDirs(p)) && !(await lstatOrUndefined(this.#abs(p)))) devices.push(this.#abs(p));
       }
       for (let i = 0; i < devices.length; i += BATCH) {
@@ -641,9 +674,11 @@ class TreeWriter {
     const metas = [...this.#dirMeta].sort((a, b) => depth(b[0]) - depth(a[0]));
     for (const [path, m] of metas) {
       const abs = this.#abs(path);
-      if (m.owned && this.asRoot) await chown(abs, m.uid, m.gid);
+      // chmod follows symlinks; make sure this is still the directory it was.
+      if (!(await lstatOrUndefined(abs))?.isDirectory()) continue;
+      if (m.owned && this.asRoot) await lchown(abs, m.uid, m.gid);
       await chmod(abs, m.mode);
-      if (m.mtime) await utimes(abs, m.mtime, m.mtime);
+      if (m.mtime) await lutimes(abs, m.mtime, m.mtime);
     }
     this.#dirMeta.clear();
   }

@@ -146,19 +146,29 @@ export function whiteoutOf(path: string): { kind: 'whiteout' | 'opaque' | 'meta'
   return { kind: 'whiteout', target: joinPath(dir, name) };
 }
 
+/** Linux's PATH_MAX: no longer name can be created, and longer ones only cost time. */
+export const MAX_NAME_BYTES = 4096;
+
+type NodeKind = 'dir' | 'file' | 'symlink' | 'other';
+
 /**
  * The memory of one archive: checks each header in order against what came before.
  * Throws a ShoalError naming the entry for the first thing it refuses.
+ *
+ * It keeps the archive's tree (explicit entries and the directories they imply) with a
+ * child list per directory, so that each check walks up only to the nearest known
+ * directory and a replaced subtree is dropped in time proportional to its size: a
+ * hostile archive cannot make the checks quadratic. Implied directories count against
+ * maxEntries, since an unpack creates them too.
  */
 export class ArchiveChecker {
   readonly limits: UnpackLimits;
+  /** Archive entries seen. */
   entries = 0;
-  /** Paths that are symlinks now (a later entry may replace one). */
-  readonly #symlinks = new Set<string>();
-  /** Paths that are regular files of this archive now: the only valid hardlink targets. */
-  readonly #files = new Set<string>();
-  /** Every path that has had something below it: replacing one with a non-directory forgets its subtree. */
-  readonly #parents = new Set<string>();
+  /** Paths recorded (entries and implied directories): what maxEntries bounds. */
+  #paths = 0;
+  readonly #kinds = new Map<string, NodeKind>();
+  readonly #children = new Map<string, Set<string>>();
 
   constructor(limits: UnpackLimits) {
     this.limits = limits;
@@ -170,6 +180,7 @@ export class ArchiveChecker {
     if (this.entries > this.limits.maxEntries) {
       throw tooLarge(raw, `more than ${this.limits.maxEntries} entries in the layer`, this.limits.maxEntries);
     }
+    if (Buffer.byteLength(raw) > MAX_NAME_BYTES) throw invalidEntry(raw.slice(0, 200) + '…', `name is longer than ${MAX_NAME_BYTES} bytes`);
     const path = normalizeEntryName(raw);
     const size = header.size ?? 0;
     if (!(size >= 0) || !Number.isSafeInteger(size)) throw invalidEntry(raw, `bad size ${String(size)}`);
@@ -193,6 +204,7 @@ export class ArchiveChecker {
         linkname = header.linkname ?? '';
         if (linkname === '') throw invalidEntry(raw, 'symlink has an empty target');
         if (linkname.includes('\0')) throw invalidEntry(raw, 'symlink target contains a NUL byte');
+        if (Buffer.byteLength(linkname) > MAX_NAME_BYTES) throw invalidEntry(raw, `symlink target is longer than ${MAX_NAME_BYTES} bytes`);
         if (resolveSymlinkTarget(path, linkname) === undefined) {
           throw invalidEntry(raw, `symlink target ${JSON.stringify(linkname)} leads out of the layer`);
         }
@@ -202,12 +214,15 @@ export class ArchiveChecker {
         kind = 'hardlink';
         const to = header.linkname ?? '';
         if (to === '') throw invalidEntry(raw, 'hardlink has an empty target');
+        if (Buffer.byteLength(to) > MAX_NAME_BYTES) throw invalidEntry(raw, `hardlink target is longer than ${MAX_NAME_BYTES} bytes`);
         try {
           linkname = normalizeEntryName(to, 'hardlink target');
         } catch (e) {
           throw invalidEntry(raw, `hardlink target ${JSON.stringify(to)} leads out of the layer (${(e as Error).message})`);
         }
-        if (linkname === path || !this.#files.has(linkname) || this.#throughSymlink(linkname) !== undefined) {
+        // A recorded path has only directories above it (a replaced parent drops its
+        // subtree), so 'file' here means: an earlier regular file, reachable without symlinks.
+        if (linkname === path || this.#kinds.get(linkname) !== 'file') {
           throw invalidEntry(raw, `hardlink target ${JSON.stringify(to)} is not an earlier regular file of this layer`);
         }
         break;
@@ -220,10 +235,15 @@ export class ArchiveChecker {
         throw invalidEntry(raw, `unsupported entry type ${JSON.stringify(type)}`);
     }
     if (path === '' && kind !== 'directory') throw invalidEntry(raw, 'the layer root must be a directory');
-    const via = this.#throughSymlink(path);
-    if (via !== undefined) throw invalidEntry(raw, `path passes through the symlink ${JSON.stringify(via)}`);
-    const viaFile = ancestorsOf(path).find((a) => this.#files.has(a));
-    if (viaFile !== undefined) throw invalidEntry(raw, `parent ${JSON.stringify(viaFile)} is not a directory`);
+    // Walk up to the nearest known directory; everything above it was checked before.
+    const implied: string[] = [];
+    for (let a = parentOf(path); path !== '' && a !== ''; a = parentOf(a)) {
+      const k = this.#kinds.get(a);
+      if (k === 'dir') break;
+      if (k === 'symlink') throw invalidEntry(raw, `path passes through the symlink ${JSON.stringify(a)}`);
+      if (k !== undefined) throw invalidEntry(raw, `parent ${JSON.stringify(a)} is not a directory`);
+      implied.push(a);
+    }
     if (kind === 'file') {
       const w = whiteoutOf(path);
       if (w) {
@@ -231,7 +251,12 @@ export class ArchiveChecker {
         target = w.target;
       }
     }
-    this.#record(path, kind);
+    for (let i = implied.length - 1; i >= 0; i--) this.#record(raw, implied[i] as string, 'dir');
+    if (path !== '') {
+      const nodeKind: NodeKind =
+        kind === 'directory' ? 'dir' : kind === 'file' || kind === 'hardlink' ? 'file' : kind === 'symlink' ? 'symlink' : 'other';
+      this.#record(raw, path, nodeKind);
+    }
     return {
       path,
       kind,
@@ -245,24 +270,31 @@ export class ArchiveChecker {
     };
   }
 
-  #throughSymlink(path: string): string | undefined {
-    if (this.#symlinks.size === 0) return undefined;
-    return ancestorsOf(path).find((a) => this.#symlinks.has(a));
+  #record(raw: string, path: string, kind: NodeKind): void {
+    const old = this.#kinds.get(path);
+    if (old === undefined) {
+      this.#paths += 1;
+      if (this.#paths > this.limits.maxEntries) {
+        throw tooLarge(raw, `more than ${this.limits.maxEntries} entries in the layer, counting the directories they imply`, this.limits.maxEntries);
+      }
+      const parent = parentOf(path);
+      let kids = this.#children.get(parent);
+      if (!kids) this.#children.set(parent, (kids = new Set()));
+      kids.add(path);
+    } else if (old === 'dir' && kind !== 'dir') {
+      // A non-directory replaces a directory: what was below it is gone.
+      this.#dropBelow(path);
+    }
+    this.#kinds.set(path, kind);
   }
 
-  #record(path: string, kind: SafeEntry['kind']): void {
-    for (const a of ancestorsOf(path)) this.#parents.add(a);
-    this.#symlinks.delete(path);
-    this.#files.delete(path);
-    if (kind !== 'directory' && this.#parents.has(path)) {
-      // A non-directory replaces a directory: what was below it is gone.
-      for (const set of [this.#symlinks, this.#files, this.#parents]) {
-        for (const p of set) if (p !== path && isWithin(p, path)) set.delete(p);
-      }
-      this.#parents.delete(path);
+  #dropBelow(path: string): void {
+    const kids = this.#children.get(path);
+    if (!kids) return;
+    this.#children.delete(path);
+    for (const child of kids) {
+      this.#dropBelow(child);
+      this.#kinds.delete(child);
     }
-    if (kind === 'symlink') this.#symlinks.add(path);
-    // Whiteouts are not files in every mode, so they are no hardlink targets.
-    if (kind === 'file' || kind === 'hardlink') this.#files.add(path);
   }
 }

@@ -161,6 +161,42 @@ test('refuses too many entries', async () => {
   await expectRefused(gzipSync(await makeTar(many)), { code: 'too-large', entry: 'f5', message: /more than 5 entries/ }, { limits: { maxEntries: 5 } });
 });
 
+test('refuses a name longer than PATH_MAX', async () => {
+  const name = 'x/'.repeat(2100) + 'f';
+  await expectRefused(gzipSync(await makeTar([...fine, { name, content: 'x' }])), { code: 'invalid', message: /longer than 4096 bytes/ });
+});
+
+test('counts the directories an entry implies against maxEntries', async () => {
+  await expectRefused(
+    gzipSync(await makeTar([{ name: 'a/b/c/d/e/f', content: 'x' }])),
+    { code: 'too-large', entry: 'a/b/c/d/e/f', message: /counting the directories they imply/ },
+    { limits: { maxEntries: 4 } },
+  );
+});
+
+test('deep paths and replaced subtrees cost linear time, not quadratic', async () => {
+  // 2000 files at depth ~1000 (names near PATH_MAX), then 2000 directories each replaced
+  // by a file: checks that rescanned every ancestor would take tens of seconds.
+  const deep = 'd/'.repeat(1000);
+  const entries: TarEntry[] = [];
+  for (let i = 0; i < 2000; i++) entries.push({ name: `${deep}f${i}`, content: '' });
+  for (let i = 0; i < 2000; i++) entries.push({ name: `r${i}/x`, content: '' }, { name: `r${i}`, content: '' });
+  const tar = await makeTar(entries);
+  const t0 = performance.now();
+  const r = await checkLayer(streamOf(tar, 1 << 16), { mediaType: TAR });
+  assert.equal(r.entries, 6000);
+  assert.ok(performance.now() - t0 < 10_000, `checked in ${Math.round(performance.now() - t0)} ms`);
+  // The same shapes, smaller, on disk (there the kernel's path walks dominate).
+  await withTempDir(async (parent) => {
+    const small: TarEntry[] = [];
+    for (let i = 0; i < 100; i++) small.push({ name: `${deep}f${i}`, content: 'x' });
+    for (let i = 0; i < 100; i++) small.push({ name: `r${i}/x`, content: '' }, { name: `r${i}`, content: 'file' });
+    await unpackLayer(streamOf(await makeTar(small)), join(parent, 'l'), { mediaType: TAR, whiteouts: 'apply' });
+    assert.equal((await readdir(join(parent, 'l', deep))).length, 100);
+    assert.equal(await readFile(join(parent, 'l/r7'), 'utf8'), 'file');
+  });
+});
+
 test('refuses a gzip bomb (total bytes over the limit)', async () => {
   // 64 MiB of zeros compress to ~64 KiB.
   const bomb = gzipSync(await makeTar([{ name: 'bomb', content: Buffer.alloc(64 << 20) }]));
