@@ -26,15 +26,11 @@ export interface LayerDescriptor {
 /** Where layers come from: writes the blob to destFile, verifying its digest. */
 export type BlobFetcher = (digest: string, destFile: string, onBytes: (n: number) => void) => Promise<void>;
 
-/**
- * Unpacks one compressed layer file. `overlay`: into `dest`, which does not exist yet
- * (the unpacker creates it atomically). `apply`: on top of the existing tree `dest`.
- */
-export type LayerUnpacker = (
-  file: string,
-  dest: string,
-  options: { mediaType: string; whiteouts: 'overlay' | 'apply'; expectDiffId: string },
-) => Promise<void>;
+/** Unpacks one compressed layer file into `dest`, which does not exist yet (atomically, overlay whiteouts). */
+export type LayerUnpacker = (file: string, dest: string, options: { mediaType: string; expectDiffId: string }) => Promise<void>;
+
+/** Applies compressed layer files in order (lowest first) into the fresh directory `dest`, atomically. */
+export type LayerFlattener = (layers: Array<{ file: string; mediaType: string; diffId: string }>, dest: string) => Promise<void>;
 
 export type CacheMode = 'overlay' | 'flat';
 
@@ -92,6 +88,7 @@ export interface LayerCacheOptions {
   dir: string;
   budgetBytes: number;
   unpack: LayerUnpacker;
+  flatten: LayerFlattener;
   onEvict?: (entry: CachedEntry) => void;
   onError?: (message: string, error: unknown) => void;
 }
@@ -99,7 +96,7 @@ export interface LayerCacheOptions {
 const KIND_DIR = { layer: 'layers', blob: 'blobs', flat: 'flat' } as const;
 
 export function createLayerCache(options: LayerCacheOptions): LayerCache {
-  const { dir, budgetBytes, unpack } = options;
+  const { dir, budgetBytes, unpack, flatten } = options;
   const entries = new Map<string, CachedEntry>();
   // One promise per key for whatever is being done to it (fetch or eviction).
   const inflight = new Map<string, Promise<Work>>();
@@ -230,11 +227,7 @@ export function createLayerCache(options: LayerCacheOptions): LayerCache {
       try {
         const downloadEnd = await fetchBlobTo(layer, fetchBlob, file, stats);
         const unpackStart = performance.now();
-        await unpack(file, pathOf('layer', layer.digest), {
-          mediaType: layer.mediaType,
-          whiteouts: 'overlay',
-          expectDiffId: layer.diffId,
-        });
+        await unpack(file, pathOf('layer', layer.digest), { mediaType: layer.mediaType, expectDiffId: layer.diffId });
         return { downloadEnd, unpackStart, unpackEnd: performance.now() };
       } finally {
         await rm(file, { force: true });
@@ -373,18 +366,11 @@ export function createLayerCache(options: LayerCacheOptions): LayerCache {
           if (failed) throw failed.reason;
           for (const r of results) if (r.status === 'fulfilled') blobWorks.push(r.value.work);
           const t0 = performance.now();
-          const tree = tmpPath();
-          await mkdir(tree, { mode: 0o755 });
-          try {
-            for (const l of image.layers) {
-              await unpack(pathOf('blob', l.digest), tree, { mediaType: l.mediaType, whiteouts: 'apply', expectDiffId: l.diffId });
-            }
-            await mkdir(join(dir, KIND_DIR.flat), { recursive: true });
-            await rename(tree, pathOf('flat', image.manifestDigest));
-          } catch (e) {
-            await rm(tree, { recursive: true, force: true });
-            throw e;
-          }
+          await mkdir(join(dir, KIND_DIR.flat), { recursive: true });
+          await flatten(
+            image.layers.map((l) => ({ file: pathOf('blob', l.digest), mediaType: l.mediaType, diffId: l.diffId })),
+            pathOf('flat', image.manifestDigest),
+          );
           flatUnpack = [t0, performance.now()];
           return { downloadEnd: undefined, unpackStart: t0, unpackEnd: flatUnpack[1] };
         } finally {

@@ -49,7 +49,10 @@ async function setup(t: { after(fn: () => Promise<void>): void }, capacity = { m
     dir: join(dataDir, 'cache'),
     budgetBytes: 1 << 30,
     // "unpacking" builds the tree: node (a link to this node) and the echo server
-    unpack: async (_file, dest) => {
+    unpack: async () => {
+      throw new Error('the process driver uses flat trees');
+    },
+    flatten: async (_layers, dest) => {
       await mkdir(join(dest, 'usr/local/bin'), { recursive: true });
       await mkdir(join(dest, 'app'), { recursive: true });
       await symlink(process.execPath, join(dest, 'usr/local/bin/node'));

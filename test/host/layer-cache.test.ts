@@ -4,7 +4,7 @@ import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promis
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { createLayerCache, type BlobFetcher, type LayerDescriptor, type LayerUnpacker } from '../../src/host/layer-cache.ts';
+import { createLayerCache, type BlobFetcher, type LayerDescriptor, type LayerFlattener, type LayerUnpacker } from '../../src/host/layer-cache.ts';
 import { digestOf } from '../../src/protocol/digest.ts';
 
 const layer = (text: string): LayerDescriptor & { text: string } => ({
@@ -28,12 +28,20 @@ function fakeStore(layers: Array<ReturnType<typeof layer>>, delayMs = 20) {
   return { fetch, fetches };
 }
 
-// "Unpacking" a blob writes a file named after its content; 'apply' adds it to the tree.
+// "Unpacking" a blob writes a file named after its content; flattening puts all in one dir.
 const unpack: LayerUnpacker = async (file, dest, opts) => {
   const text = await readFile(file, 'utf8');
   if (opts.expectDiffId !== digestOf(`diff:${text}`)) throw new Error('diff id mismatch');
-  if (opts.whiteouts === 'overlay') await mkdir(dest);
+  await mkdir(dest);
   await writeFile(join(dest, text.slice(0, 8)), text);
+};
+const flatten: LayerFlattener = async (layers, dest) => {
+  await mkdir(dest);
+  for (const l of layers) {
+    const text = await readFile(l.file, 'utf8');
+    if (l.diffId !== digestOf(`diff:${text}`)) throw new Error('diff id mismatch');
+    await writeFile(join(dest, text.slice(0, 8)), text);
+  }
 };
 
 async function tempDir(t: { after(fn: () => Promise<void>): void }): Promise<string> {
@@ -47,7 +55,7 @@ test('concurrent deployments pull and unpack each layer once; bytes count once',
   const l1 = layer('template-layer-'.repeat(100));
   const l2 = layer('overlay-layer');
   const store = fakeStore([l1, l2]);
-  const cache = createLayerCache({ dir, budgetBytes: 1 << 30, unpack });
+  const cache = createLayerCache({ dir, budgetBytes: 1 << 30, unpack, flatten });
   await cache.open();
   const image = { manifestDigest: digestOf('m'), layers: [l1, l2] };
   const results = await Promise.all([1, 2, 3].map(() => cache.prepare(image, store.fetch, 'overlay')));
@@ -79,7 +87,7 @@ test('evicts least-recently-used layers that no instance uses, under the budget'
   const [a, b, c] = [layer('a'.repeat(3000)), layer('b'.repeat(3000)), layer('c'.repeat(3000))];
   const store = fakeStore([a, b, c], 1);
   // each layer dir is 4096 + 3000 bytes: room for two
-  const cache = createLayerCache({ dir, budgetBytes: 15_000, unpack });
+  const cache = createLayerCache({ dir, budgetBytes: 15_000, unpack, flatten });
   await cache.open();
   const img = (l: LayerDescriptor) => ({ manifestDigest: digestOf(l.digest), layers: [l] });
   const ra = await cache.prepare(img(a), store.fetch, 'overlay');
@@ -108,7 +116,7 @@ test('a failed pull fails every deployment waiting on it and leaves nothing', as
   const good = layer('good');
   const missing = layer('missing');
   const store = fakeStore([good]);
-  const cache = createLayerCache({ dir, budgetBytes: 1 << 30, unpack });
+  const cache = createLayerCache({ dir, budgetBytes: 1 << 30, unpack, flatten });
   await cache.open();
   const image = { manifestDigest: digestOf('m'), layers: [good, missing] };
   const results = await Promise.allSettled([cache.prepare(image, store.fetch, 'overlay'), cache.prepare(image, store.fetch, 'overlay')]);
@@ -128,7 +136,7 @@ test('flat mode applies the layers in order into one tree per image, from cached
   const top1 = layer('top-one-bytes');
   const top2 = layer('top-two-bytes');
   const store = fakeStore([base, top1, top2]);
-  const cache = createLayerCache({ dir, budgetBytes: 1 << 30, unpack });
+  const cache = createLayerCache({ dir, budgetBytes: 1 << 30, unpack, flatten });
   await cache.open();
   const [x, y] = await Promise.all([
     cache.prepare({ manifestDigest: digestOf('m1'), layers: [base, top1] }, store.fetch, 'flat'),
@@ -146,12 +154,12 @@ test('open() keeps complete entries and drops partial ones', async (t) => {
   const dir = await tempDir(t);
   const l = layer('persisted');
   const store = fakeStore([l], 1);
-  const first = createLayerCache({ dir, budgetBytes: 1 << 30, unpack });
+  const first = createLayerCache({ dir, budgetBytes: 1 << 30, unpack, flatten });
   await first.open();
   const r = await first.prepare({ manifestDigest: digestOf('m'), layers: [l] }, store.fetch, 'overlay');
   await mkdir(join(dir, 'layers', 'f'.repeat(64))); // partial: no meta
   await writeFile(join(dir, 'tmp', 'leftover'), 'x');
-  const second = createLayerCache({ dir, budgetBytes: 1 << 30, unpack });
+  const second = createLayerCache({ dir, budgetBytes: 1 << 30, unpack, flatten });
   await second.open();
   assert.deepEqual(second.entries().map((e) => e.digest), [l.digest]);
   assert.deepEqual(await readdir(join(dir, 'layers')), [l.digest.slice(7)]);
