@@ -28,7 +28,7 @@ const sha = (b: Buffer): string => `sha256:${createHash('sha256').update(b).dige
 async function expectRefused(
   blob: Buffer,
   expected: { code: ErrorCode; entry?: string; message?: RegExp },
-  options: { mediaType?: string; limits?: Partial<UnpackLimits>; expectDiffId?: string; whiteouts?: WhiteoutMode } = {},
+  options: { mediaType?: string; limits?: Partial<UnpackLimits>; expectDiffId?: string; whiteouts?: WhiteoutMode; unpackOnly?: boolean } = {},
 ): Promise<void> {
   await withTempDir(async (parent) => {
     const dest = join(parent, 'layer');
@@ -46,6 +46,7 @@ async function expectRefused(
     if (expected.entry !== undefined) assert.ok(err.message.includes(JSON.stringify(expected.entry)), `message should name ${expected.entry}: ${err.message}`);
     if (expected.message) assert.match(err.message, expected.message);
     assert.deepEqual(await readdir(parent), [], 'a refused layer leaves nothing behind');
+    if (options.unpackOnly) return;
     // checkLayer makes the same decision without writing.
     const checked = await checkLayer(streamOf(blob), {
       mediaType: options.mediaType ?? GZ,
@@ -434,6 +435,38 @@ test("whiteouts 'overlay': character devices and the opaque xattr, read by a rea
       await run('umount', [merged]);
     }
   });
+});
+
+test("whiteouts 'overlay' without root is refused up front", async () => {
+  const getuid = process.getuid;
+  process.getuid = () => 1000;
+  try {
+    // checkLayer has no whiteout mode: only the unpack is refused.
+    await expectRefused(await makeTar(fine), { code: 'unsupported', message: /needs root/ }, { mediaType: TAR, whiteouts: 'overlay', unpackOnly: true });
+  } finally {
+    process.getuid = getuid;
+  }
+});
+
+test("whiteouts 'overlay' says to install attr when setfattr is missing", async (t) => {
+  if (!isRoot) {
+    if (process.env.CI === 'true') assert.fail("whiteouts 'overlay' needs root, and CI must run it");
+    t.skip('not root');
+    return;
+  }
+  const path = process.env.PATH;
+  process.env.PATH = '/nonexistent';
+  try {
+    await withTempDir(async (parent) => {
+      await assert.rejects(
+        unpackLayer(streamOf(await makeTar([{ name: 'o/.wh..wh..opq' }])), join(parent, 'l'), { mediaType: TAR, whiteouts: 'overlay' }),
+        (e: unknown) => isShoalError(e) && e.code === 'unsupported' && /package "attr"/.test(e.message),
+      );
+      assert.deepEqual(await readdir(parent), []);
+    });
+  } finally {
+    process.env.PATH = path;
+  }
 });
 
 // ---- flattening a stack --------------------------------------------------------------
