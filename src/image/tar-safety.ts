@@ -110,11 +110,6 @@ export function ancestorsOf(path: string): string[] {
   return out;
 }
 
-/** True when `path` is `dir` or lies below it ('' is the root and contains everything). */
-export function isWithin(path: string, dir: string): boolean {
-  return dir === '' || path === dir || path.startsWith(`${dir}/`);
-}
-
 /**
  * Where a symlink at `linkPath` points, resolved lexically against the layer root, or
  * undefined when it climbs out of the root. Absolute targets are root-relative (what
