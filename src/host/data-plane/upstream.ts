@@ -180,7 +180,7 @@ export function parseReplyHead(text: string, requestMethod: string): ReplyHead |
     if (colon <= 0) throw new ProtocolError(`bad header line ${JSON.stringify(line.slice(0, 100))}`);
     const name = line.slice(0, colon);
     if (!TOKEN.test(name)) throw new ProtocolError(`bad header name ${JSON.stringify(name.slice(0, 100))}`);
-    const value = line.slice(colon + 1).replace(/^[ \t]+|[ \t]+$/g, '');
+    const value = trimOws(line, colon + 1);
     const lower = name.toLowerCase();
     switch (lower) {
       case 'content-length': {
@@ -244,6 +244,15 @@ export function parseReplyHead(text: string, requestMethod: string): ReplyHead |
     keepAlive,
     keepAliveMs,
   };
+}
+
+/** line[from..] without leading and trailing spaces and tabs (not String#trim: it also eats 0xA0, a valid value byte). */
+function trimOws(line: string, from: number): string {
+  let start = from;
+  let end = line.length;
+  while (start < end && (line.charCodeAt(start) === 32 || line.charCodeAt(start) === 9)) start++;
+  while (end > start && (line.charCodeAt(end - 1) === 32 || line.charCodeAt(end - 1) === 9)) end--;
+  return line.slice(start, end);
 }
 
 function withoutNames(headers: string[], names: string[]): string[] {

@@ -1,0 +1,400 @@
+// What the host forwarder adds to a message, against nginx doing the same job.
+//
+// One run measures three targets with the same Node load client (keep-alive, a fixed number
+// of connections, a fixed duration each, taken in short turns in rotation so noise from
+// elsewhere hits all alike; then again with one connection, for each hop's own latency
+// without queueing):
+//   direct     the instance's Unix socket itself (the baseline)
+//   forwarder  127.0.0.1:PORT/i/ → forwarder (own process, route token checked) → socket
+//   nginx      127.0.0.1:PORT/   → nginx (one process, upstream keepalive) → socket
+// plus wrk on the two TCP targets (wrk cannot reach a Unix socket).
+// added latency = target p50 − direct p50; the goal is forwarder ≤ 2 × nginx.
+//
+//   node bench/forwarding.ts [--duration-ms 5000] [--connections 32]   prints a markdown table
+
+import { spawn, execFile, type ChildProcess } from 'node:child_process';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { Agent, createServer, request, type RequestOptions } from 'node:http';
+import { createServer as createNetServer, connect, type AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createHistogram } from 'node:perf_hooks';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { listenForwarder } from '../src/host/data-plane/forwarder.ts';
+import { generateRouteKey, signRouteToken } from '../src/host/data-plane/route-token.ts';
+
+const NGINX = '/usr/sbin/nginx';
+const WRK = '/usr/bin/wrk';
+const SELF = fileURLToPath(import.meta.url);
+
+export interface TargetFigures {
+  requests: number;
+  errors: number;
+  rps: number;
+  p50Ms: number;
+  p99Ms: number;
+}
+
+/** The same Node load client (http.Agent, keep-alive) against each target. */
+export interface Comparison {
+  connections: number;
+  durationMs: number;
+  direct: TargetFigures;
+  forwarder: TargetFigures;
+  nginx: TargetFigures | undefined;
+  /** target p50 − direct p50, in ms. */
+  forwarderAddedMs: number;
+  nginxAddedMs: number | undefined;
+  /** forwarderAddedMs / nginxAddedMs; the goal is ≤ 2. */
+  addedRatio: number | undefined;
+}
+
+export interface ForwardingBenchResult {
+  /** `connections` concurrent connections: throughput, and latency under load. */
+  loaded: Comparison;
+  /** One connection: each hop's own latency, without queueing. */
+  unloaded: Comparison;
+  /** wrk (C, one thread) on the TCP targets, when wrk is installed. */
+  wrk: { forwarder: TargetFigures | undefined; nginx: TargetFigures | undefined };
+  notes: string[];
+}
+
+export async function runForwardingBench(options: { durationMs?: number; connections?: number } = {}): Promise<ForwardingBenchResult> {
+  const durationMs = options.durationMs ?? 5000;
+  const connections = options.connections ?? 32;
+  const notes: string[] = [];
+  const dir = await mkdtemp(join(tmpdir(), 'shoal-bench-fwd-'));
+  const children: ChildProcess[] = [];
+  try {
+    const socketPath = join(dir, 'app.sock');
+    children.push(await startChild(['--role=instance', socketPath]));
+
+    const key = generateRouteKey();
+    const token = signRouteToken({ instance: 'bench-1', service: 'bench', expiresAt: Date.now() + 3_600_000 }, key);
+    const forwarderChild = await startChild(['--role=forwarder', socketPath, Buffer.from(key).toString('hex')]);
+    children.push(forwarderChild);
+    const forwarderPort = Number(forwarderChild.ready);
+
+    let nginxPort: number | undefined;
+    if (await executable(NGINX)) {
+      nginxPort = await freePort();
+      children.push(await startNginx(dir, socketPath, nginxPort));
+    } else {
+      notes.push(`${NGINX} not found: nginx not measured`);
+    }
+
+    const targets = {
+      direct: { socketPath, path: '/' },
+      forwarder: { host: '127.0.0.1', port: forwarderPort, path: '/i/', headers: { 'x-shoal-route': token } },
+      nginx: nginxPort === undefined ? undefined : { host: '127.0.0.1', port: nginxPort, path: '/' },
+    };
+    const compare = async (conns: number, ms: number): Promise<Comparison> => {
+      const list: RequestOptions[] = [targets.direct, targets.forwarder];
+      if (targets.nginx !== undefined) list.push(targets.nginx);
+      const [direct, forwarder, nginx] = await measureInterleaved(list, conns, ms);
+      if (direct === undefined || forwarder === undefined) throw new Error('unreachable: two targets measured');
+      const forwarderAddedMs = forwarder.p50Ms - direct.p50Ms;
+      const nginxAddedMs = nginx === undefined ? undefined : nginx.p50Ms - direct.p50Ms;
+      const addedRatio = nginxAddedMs === undefined || nginxAddedMs <= 0 ? undefined : forwarderAddedMs / nginxAddedMs;
+      if (nginxAddedMs !== undefined && nginxAddedMs <= 0) notes.push(`with ${conns} connection(s) nginx added no measurable p50 latency (${nginxAddedMs.toFixed(3)} ms): no ratio`);
+      return { connections: conns, durationMs: ms, direct, forwarder, nginx, forwarderAddedMs, nginxAddedMs, addedRatio };
+    };
+    const loaded = await compare(connections, durationMs);
+    const unloaded = await compare(1, Math.max(500, durationMs / 2));
+
+    const wrk = { forwarder: undefined as TargetFigures | undefined, nginx: undefined as TargetFigures | undefined };
+    if (await executable(WRK)) {
+      wrk.forwarder = await runWrk(`http://127.0.0.1:${forwarderPort}/i/`, token, connections, durationMs);
+      if (nginxPort !== undefined) wrk.nginx = await runWrk(`http://127.0.0.1:${nginxPort}/`, undefined, connections, durationMs);
+    } else {
+      notes.push(`${WRK} not found: wrk figures left out`);
+    }
+    return { loaded, unloaded, wrk, notes };
+  } finally {
+    await Promise.all(children.map(stopChild));
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+// ---- load client ----
+
+/**
+ * Measures each target for `durationMs` in all, in ROUNDS short turns taken in rotation, so
+ * a burst of load from elsewhere on the machine falls on every target alike.
+ */
+async function measureInterleaved(targets: RequestOptions[], connections: number, durationMs: number): Promise<TargetFigures[]> {
+  const agents = targets.map(() => new Agent({ keepAlive: true, maxSockets: connections }));
+  try {
+    const state = targets.map(() => ({ histogram: createHistogram(), requests: 0, errors: 0, ms: 0 }));
+    for (let t = 0; t < targets.length; t++) await loadFor(targets[t]!, agents[t]!, connections, Math.min(1000, durationMs / 5), undefined); // JIT, connections
+    const turn = durationMs / ROUNDS;
+    for (let round = 0; round < ROUNDS; round++) {
+      for (let k = 0; k < targets.length; k++) {
+        const t = (round + k) % targets.length;
+        const s = state[t]!;
+        const started = performance.now();
+        const { requests, errors } = await loadFor(targets[t]!, agents[t]!, connections, turn, s.histogram);
+        s.ms += performance.now() - started;
+        s.requests += requests;
+        s.errors += errors;
+      }
+    }
+    return state.map((s) => ({
+      requests: s.requests,
+      errors: s.errors,
+      rps: s.requests / (s.ms / 1000),
+      p50Ms: s.histogram.percentile(50) / 1e6,
+      p99Ms: s.histogram.percentile(99) / 1e6,
+    }));
+  } finally {
+    for (const agent of agents) agent.destroy();
+  }
+}
+
+const ROUNDS = 5;
+
+async function loadFor(
+  target: RequestOptions,
+  agent: Agent,
+  connections: number,
+  durationMs: number,
+  histogram: ReturnType<typeof createHistogram> | undefined,
+): Promise<{ requests: number; errors: number }> {
+  const options: RequestOptions = { ...target, agent, method: 'GET' };
+  const end = performance.now() + durationMs;
+  let requests = 0;
+  let errors = 0;
+  const one = (): Promise<void> =>
+    new Promise((resolve) => {
+      const t0 = process.hrtime.bigint();
+      const req = request(options, (res) => {
+        res.resume();
+        res.on('end', () => {
+          if (res.statusCode === 200) {
+            requests++;
+            histogram?.record(process.hrtime.bigint() - t0);
+          } else errors++;
+          resolve();
+        });
+      });
+      req.on('error', () => {
+        errors++;
+        resolve();
+      });
+      req.end();
+    });
+  await Promise.all(
+    Array.from({ length: connections }, async () => {
+      while (performance.now() < end) await one();
+    }),
+  );
+  return { requests, errors };
+}
+
+// ---- wrk ----
+
+async function runWrk(url: string, token: string | undefined, connections: number, durationMs: number): Promise<TargetFigures | undefined> {
+  const args = ['-t1', `-c${connections}`, `-d${Math.max(1, Math.round(durationMs / 1000))}s`, '--latency'];
+  if (token !== undefined) args.push('-H', `x-shoal-route: ${token}`);
+  args.push(url);
+  const { stdout } = await promisify(execFile)(WRK, args, { timeout: durationMs + 30_000 });
+  const rps = /Requests\/sec:\s+([\d.]+)/.exec(stdout);
+  const total = /(\d+) requests in/.exec(stdout);
+  const p50 = /^\s+50%\s+([\d.]+)(us|ms|s)$/m.exec(stdout);
+  const p99 = /^\s+99%\s+([\d.]+)(us|ms|s)$/m.exec(stdout);
+  const non2xx = /Non-2xx or 3xx responses:\s+(\d+)/.exec(stdout);
+  const socketErrors = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(stdout);
+  if (rps === null || p50 === null || p99 === null || total === null) return undefined;
+  const ms = (m: RegExpExecArray): number => Number(m[1]) * (m[2] === 'us' ? 1e-3 : m[2] === 's' ? 1e3 : 1);
+  const errors = Number(non2xx?.[1] ?? 0) + (socketErrors === null ? 0 : socketErrors.slice(1).reduce((a, b) => a + Number(b), 0));
+  return { requests: Number(total[1]), errors, rps: Number(rps[1]), p50Ms: ms(p50), p99Ms: ms(p99) };
+}
+
+// ---- nginx ----
+
+async function startNginx(dir: string, socketPath: string, port: number): Promise<ChildProcess> {
+  const prefix = join(dir, 'nginx');
+  const conf = join(dir, 'nginx.conf');
+  await writeFile(
+    conf,
+    `daemon off;
+master_process off;
+worker_processes 1;
+pid ${prefix}.pid;
+error_log ${prefix}-error.log warn;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  client_body_temp_path ${prefix}-body;
+  proxy_temp_path ${prefix}-proxy;
+  fastcgi_temp_path ${prefix}-fastcgi;
+  uwsgi_temp_path ${prefix}-uwsgi;
+  scgi_temp_path ${prefix}-scgi;
+  upstream app {
+    server unix:${socketPath};
+    keepalive 64;
+  }
+  server {
+    listen 127.0.0.1:${port};
+    location / {
+      proxy_pass http://app;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
+}
+`,
+  );
+  const child = spawn(NGINX, ['-p', dir, '-e', `${prefix}-error.log`, '-c', conf], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr!.on('data', (c: Buffer) => (stderr += c.toString()));
+  const deadline = Date.now() + 5000;
+  while (!(await canConnect(port))) {
+    if (child.exitCode !== null || Date.now() > deadline) {
+      await stopChild(child);
+      throw new Error(`nginx did not start on port ${port}: ${stderr.trim()}`);
+    }
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  return child;
+}
+
+// ---- child processes: the instance and the forwarder run apart from the load client ----
+
+type Started = ChildProcess & { ready?: string };
+
+function startChild(args: string[]): Promise<Started> {
+  return new Promise((resolve, reject) => {
+    const child: Started = spawn(process.execPath, [SELF, ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    const onData = (c: Buffer): void => {
+      out += c.toString();
+      const nl = out.indexOf('\n');
+      if (nl === -1) return;
+      child.stdout!.off('data', onData);
+      child.stdout!.resume();
+      child.ready = out.slice(0, nl).trim();
+      resolve(child);
+    };
+    child.stdout!.on('data', onData);
+    child.once('error', reject);
+    child.once('exit', (code) => reject(new Error(`bench child ${args[0]} exited with ${code} before it was ready`)));
+  });
+}
+
+async function stopChild(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  child.kill('SIGTERM');
+  const timer = setTimeout(() => child.kill('SIGKILL'), 3000);
+  await exited;
+  clearTimeout(timer);
+}
+
+async function runInstance(socketPath: string): Promise<void> {
+  const body = JSON.stringify({ ok: true, service: 'bench', message: 'hello from the instance' });
+  const length = String(Buffer.byteLength(body));
+  const server = createServer({ keepAliveTimeout: 60_000 }, (_req, res) => {
+    res.writeHead(200, ['content-type', 'application/json', 'content-length', length]);
+    res.end(body);
+  });
+  await new Promise<void>((resolve) => server.listen(socketPath, resolve));
+  process.on('SIGTERM', () => process.exit(0));
+  process.stdout.write('ready\n');
+}
+
+async function runForwarder(socketPath: string, keyHex: string): Promise<void> {
+  let served = 0; // a metrics hook is on in a real host, so it is on here too
+  const forwarder = await listenForwarder({
+    host: '127.0.0.1',
+    port: 0,
+    keys: [new Uint8Array(Buffer.from(keyHex, 'hex'))],
+    resolveInstance: (id) => (id === 'bench-1' ? { socketPath, state: 'ready' } : undefined),
+    onRequest: () => void served++,
+  });
+  process.on('SIGTERM', () => void forwarder.close().then(() => process.exit(0)));
+  process.stdout.write(`${forwarder.address.port}\n`);
+}
+
+// ---- helpers ----
+
+async function executable(path: string): Promise<boolean> {
+  const { access, constants } = await import('node:fs/promises');
+  return access(path, constants.X_OK).then(
+    () => true,
+    () => false,
+  );
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createNetServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as AddressInfo;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+function canConnect(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = connect(port, '127.0.0.1');
+    socket.once('connect', () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once('error', () => resolve(false));
+  });
+}
+
+export function formatForwardingBench(r: ForwardingBenchResult): string {
+  const f2 = (n: number): string => n.toFixed(2);
+  const f3 = (n: number): string => n.toFixed(3);
+  const row = (name: string, t: TargetFigures | undefined, added: number | undefined): string =>
+    t === undefined
+      ? `| ${name} | – | – | – | – | – |`
+      : `| ${name} | ${Math.round(t.rps)} | ${f3(t.p50Ms)} | ${f3(t.p99Ms)} | ${added === undefined ? '–' : f3(added)} | ${t.errors} |`;
+  const ratio = (c: Comparison): string =>
+    c.addedRatio === undefined ? 'not computed' : `**${f2(c.addedRatio)}** (goal ≤ 2)`;
+  const lines = [
+    `GET of a ${'small JSON'} reply; the instance, the forwarder and nginx (one worker) each run in their own process; the load client is Node (http.Agent, keep-alive), the same for every target.`,
+    '',
+    '| target | req/s | p50 ms | p99 ms | added p50 ms | errors |',
+    '| --- | ---: | ---: | ---: | ---: | ---: |',
+  ];
+  for (const c of [r.loaded, r.unloaded]) {
+    const tag = `${c.connections} conn, ${c.durationMs / 1000} s`;
+    lines.push(
+      row(`direct, Unix socket (${tag})`, c.direct, undefined),
+      row(`forwarder (${tag})`, c.forwarder, c.forwarderAddedMs),
+      row(`nginx (${tag})`, c.nginx, c.nginxAddedMs),
+    );
+  }
+  lines.push(
+    row(`forwarder, wrk (${r.loaded.connections} conn)`, r.wrk.forwarder, undefined),
+    row(`nginx, wrk (${r.loaded.connections} conn)`, r.wrk.nginx, undefined),
+    '',
+    `Forwarder added latency / nginx added latency: ${r.loaded.connections} connections ${ratio(r.loaded)}; 1 connection ${ratio(r.unloaded)}.`,
+  );
+  if (r.loaded.nginx !== undefined) lines.push(`Throughput forwarder / nginx (Node client): ${f2(r.loaded.forwarder.rps / r.loaded.nginx.rps)}.`);
+  if (r.wrk.forwarder !== undefined && r.wrk.nginx !== undefined) lines.push(`Throughput forwarder / nginx (wrk): ${f2(r.wrk.forwarder.rps / r.wrk.nginx.rps)}.`);
+  lines.push(...r.notes.map((n) => `- ${n}`));
+  return lines.join('\n');
+}
+
+if (import.meta.main) {
+  const args = process.argv.slice(2);
+  const role = args.find((a) => a.startsWith('--role='))?.slice('--role='.length);
+  if (role === 'instance') await runInstance(args[1]!);
+  else if (role === 'forwarder') await runForwarder(args[1]!, args[2]!);
+  else {
+    const flag = (name: string): number | undefined => {
+      const i = args.indexOf(name);
+      return i === -1 ? undefined : Number(args[i + 1]);
+    };
+    const result = await runForwardingBench({ durationMs: flag('--duration-ms'), connections: flag('--connections') });
+    console.log(formatForwardingBench(result));
+  }
+}
