@@ -1,15 +1,16 @@
 /*
  * shoal-shim: a tiny container monitor (conmon in small) for Shoal's runc driver.
  *
- *   shoal-shim <exit-file> <pid-file> <runc> [runc args…]   # the runc args say `create`
+ *   shoal-shim <exit-file> <pid-file> <runc> [runc args…]   # `create …` or `run -d …`
  *
- * It makes itself a child subreaper, runs `runc create …`, and so becomes the parent of
- * the container's init once runc exits. It then waits for that init and reports its exit
- * status, which the agent could not get otherwise (the init is not the agent's child).
+ * It makes itself a child subreaper, runs runc (with --pid-file <pid-file>), and so
+ * becomes the parent of the container's init once runc exits. It then waits for that
+ * init and reports its exit status, which the agent could not get otherwise (the init is
+ * not the agent's child).
  *
  * Reports go to fd 3 when it is open (a pipe to the agent), one line each:
- *   created <init-pid>      runc create succeeded
- *   failed <status>         runc create failed (its error is in runc's --log file)
+ *   created <init-pid>      runc succeeded
+ *   failed <status>         runc failed (its error is in runc's --log file)
  *   exit <code> <signal>    the init exited: code -1 when killed by a signal, signal 0 otherwise
  *                           (both -1 / 0: it exited, status unknown)
  * The `exit` line is also written to <exit-file> (atomically) so that an agent that

@@ -4,10 +4,11 @@
 //
 // Two ways to launch, chosen once per driver (`mode`):
 // - 'shim' (preferred): native/shim/shoal-shim.c makes itself a child subreaper, runs
-//   `runc create`, becomes the parent of the container's init and reports its exit
-//   status; the agent then runs `runc start`. Exit codes survive an agent restart (the
-//   shim also writes them to a file), the monitor costs ~1 MB instead of runc's ~10 MB,
-//   and `prepare()` can create containers ahead of time so start() is only `runc start`.
+//   `runc run -d` (start) or `runc create` (prepare), becomes the parent of the
+//   container's init once runc returns, and reports the init's exit status. Exit codes
+//   survive an agent restart (the shim also writes them to a file), the monitor costs
+//   ~1 MB instead of a foreground runc's ~10 MB, and prepare() creates containers ahead
+//   of time, so that start() is then only `runc start`.
 // - 'foreground': `runc run --keep` as the agent's child (its exit status is the
 //   container's). Needs no compiler; a container killed by signal N shows as 128+N.
 //
@@ -147,15 +148,18 @@ export function createRuncDriver(options: RuncDriverOptions) {
     throw new ShoalError(badProgram ? 'invalid' : 'internal', `${what} container ${spec.id} failed: ${reason}`, { field: badProgram ? 'args' : 'id', cause });
   }
 
-  /** `runc create` under the shim; resolves with the instance in state created. */
-  async function createWithShim(spec: InstanceSpec, config: string, shim: string): Promise<RuncInstance> {
+  /**
+   * Under the shim: `runc create` (the instance waits for `runc start`) or `runc run -d`
+   * (create and start in one runc call: the fastest way when nothing was prepared).
+   */
+  async function launchWithShim(spec: InstanceSpec, config: string, shim: string, action: 'create' | 'run'): Promise<RuncInstance> {
     const f = await writeBundle(spec, config, 'shim');
     const logHandle = await open(spec.logFile, 'a');
     let child: ChildProcess;
     try {
       child = spawn(
         shim,
-        [f.exit, f.pid, runc.binary, ...runc.globalArgs(f.runcLog), 'create', '--bundle', f.bundle, '--pid-file', f.pid, spec.id],
+        [f.exit, f.pid, runc.binary, ...runc.globalArgs(f.runcLog), ...(action === 'run' ? ['run', '--detach'] : ['create']), '--bundle', f.bundle, '--pid-file', f.pid, spec.id],
         { stdio: ['ignore', logHandle.fd, logHandle.fd, 'pipe'], detached: true },
       );
       await new Promise<void>((resolve, reject) => {
@@ -186,6 +190,7 @@ export function createRuncDriver(options: RuncDriverOptions) {
 
     const inst = new RuncInstance(spec.id, pid, runc, log);
     inst.bundle = f.bundle;
+    inst.started = action === 'run';
     inst.cgroups = await cgroupPathsOf(pid).catch(() => undefined);
     let reported = false;
     const onLine = (line: string): void => {
@@ -296,7 +301,7 @@ export function createRuncDriver(options: RuncDriverOptions) {
     const config = runtimeConfig(spec);
     const m = await mode();
     if (m.kind !== 'shim') throw new ShoalError('unsupported', 'pre-creating containers needs the shim (no C compiler?)');
-    await createWithShim(spec, config, m.shim);
+    await launchWithShim(spec, config, m.shim, 'create');
     prepared.set(spec.id, config);
   }
 
@@ -315,9 +320,7 @@ export function createRuncDriver(options: RuncDriverOptions) {
     }
     const m = await mode();
     if (m.kind === 'foreground') return runForeground(spec, config);
-    const inst = await createWithShim(spec, config, m.shim);
-    await startCreated(inst);
-    return inst;
+    return launchWithShim(spec, config, m.shim, 'run');
   }
 
   async function recover(known: Array<{ id: string; stateDir: string }>): Promise<RecoveredInstance[]> {
