@@ -2,7 +2,7 @@
 // (instance.json, written atomically), its writable layer, its socket directory and
 // its log. A restarted host reads these back to re-adopt or clean up.
 import { randomBytes } from 'node:crypto';
-import { mkdir, open, readdir, readFile, rename, rm, unlink } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rename, rm, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { DeploymentPlan, DeploymentTimeline, DriverName, InstanceState } from '../protocol/deployment.ts';
 import type { RootfsSpec } from '../protocol/oci.ts';
@@ -106,13 +106,9 @@ export function createHostState(dataDir: string): HostState {
     async write(record) {
       const p = paths(record.id);
       const tmp = `${p.record}.${randomBytes(4).toString('hex')}.tmp`;
-      const fh = await open(tmp, 'w', 0o600);
-      try {
-        await fh.writeFile(JSON.stringify(record, null, 2));
-        await fh.sync();
-      } finally {
-        await fh.close();
-      }
+      // No fsync: the rename keeps the record whole across a crash of the host process,
+      // and after a power loss the mounts and containers it describes are gone anyway.
+      await writeFile(tmp, JSON.stringify(record, null, 2), { mode: 0o600 });
       try {
         await rename(tmp, p.record);
       } catch (e) {

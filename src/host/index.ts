@@ -21,7 +21,8 @@ import { openImportSockets } from './data-plane/import-sockets.ts';
 import { listMounts, mountOverlay, unmountOverlay } from './rootfs/overlay.ts';
 import { createDriver, defaultDriverName } from './drivers/index.ts';
 import type { Driver, DriverFingerprint } from './drivers/driver.ts';
-import { createRegistryClient, flattenLayers, resolveRemoteImage, unpackLayer, type RegistryClient } from '../image/index.ts';
+import { createRegistryClient, flattenLayers, resolveRemoteImage, unpackLayer, type RegistryClient, type RemoteImage } from '../image/index.ts';
+import { parseImageRef } from '../protocol/image-ref.ts';
 import type { Digest } from '../protocol/digest.ts';
 import type { DriverName, HostReport } from '../protocol/deployment.ts';
 import { ShoalError } from '../protocol/errors.ts';
@@ -78,7 +79,10 @@ export async function startHost(options: HostOptions): Promise<Host> {
     );
   }
   const log: Logger = options.logger ?? { info() {}, warn() {}, error() {} };
-  await mkdir(dataDir, { recursive: true, mode: 0o700 });
+  await mkdir(dataDir, { recursive: true });
+  // Traverse-only for others: a process-driver instance running as nobody must reach its
+  // flat tree and socket dir below; nothing here can be listed, and the key is 0600.
+  await chmod(dataDir, 0o711);
   const routeKey = await loadOrCreate(join(dataDir, 'host.key'), () => randomBytes(32));
   const hostId = (await loadOrCreate(join(dataDir, 'host-id'), () => Buffer.from(`host-${randomBytes(4).toString('hex')}`))).toString('utf8').trim();
 
@@ -148,6 +152,7 @@ export async function startHost(options: HostOptions): Promise<Host> {
 
   let metricsRef: ReturnType<typeof createHostMetrics> | undefined;
   const clients = new Map<string, RegistryClient>();
+  const resolved = new Map<string, RemoteImage>();
   const agent = createAgent({
     state,
     admission,
@@ -163,16 +168,26 @@ export async function startHost(options: HostOptions): Promise<Host> {
           clients.set(store, client);
         }
         const c = client;
-        const rootfs = await resolveRemoteImage(c, image).catch((e: unknown) => {
-          if (e instanceof ShoalError) throw e;
-          throw new ShoalError('unavailable', `the store at ${store} did not answer: ${(e as Error).message}`, { field: 'store', cause: e });
-        });
+        // A digest-pinned reference names immutable content: resolve it once.
+        const key = `${store} ${image}`;
+        let rootfs = resolved.get(key);
+        if (!rootfs) {
+          rootfs = await resolveRemoteImage(c, image).catch((e: unknown) => {
+            if (e instanceof ShoalError) throw e;
+            throw new ShoalError('unavailable', `the store at ${store} did not answer: ${(e as Error).message}`, { field: 'store', cause: e });
+          });
+          if (parseImageRef(image).digest !== undefined) {
+            if (resolved.size >= 256) resolved.delete(resolved.keys().next().value!);
+            resolved.set(key, rootfs);
+          }
+        }
+        const image_ = rootfs;
         const sizes = new Map(rootfs.layers.map((l) => [l.digest, l.size]));
         return {
           rootfs,
           fetchBlob: async (digest, destFile, onBytes) => {
             const size = sizes.get(digest);
-            await c.downloadBlob(rootfs.repository, digest as Digest, destFile, {
+            await c.downloadBlob(image_.repository, digest as Digest, destFile, {
               onBytes: (n) => {
                 onBytes(n);
                 metricsRef?.pulled(n, 0);

@@ -55,21 +55,26 @@ function watchEvents(fx: HostFixture): { events: HostEvent[]; next(match: (e: Ho
   };
 }
 
+let fx: StoreFixture;
+before(async () => {
+  fx = await startEchoStore();
+});
+after(async () => {
+  await fx?.close();
+});
+
 describe('host with runc', { skip: missing }, () => {
-  let fx: StoreFixture;
   let h: HostFixture;
   let sse: ReturnType<typeof watchEvents>;
   const ids = new Set<string>();
 
   before(async () => {
-    fx = await startEchoStore();
     h = await startTestHost(fx);
     sse = watchEvents(h);
   });
   after(async () => {
     sse?.stop();
     await h?.close();
-    await fx?.close();
   });
 
   const deployOk = async (over: Parameters<HostFixture['deploy']>[0] = {}): Promise<DeploymentResult> => {
@@ -299,6 +304,32 @@ describe('host with runc', { skip: missing }, () => {
   test('after everything, the main host has nothing left running', async () => {
     await h.close();
     assert.deepEqual(await leftovers(h.dataDir, [...ids]), { mounts: [], containers: [], cgroups: [], instanceDirs: [] });
+  });
+});
+
+describe('host with the process driver', () => {
+  test('deploys the same image as a flat tree, answers through the forwarder, and cleans up', async () => {
+    const h = await startTestHost(fx, { driver: 'process' });
+    try {
+      const r = await h.deploy({});
+      assert.equal(r.status, 201, r.text);
+      const res = r.json as DeploymentResult;
+      assert.equal(res.instance.driver, 'process');
+      assert.deepEqual((await h.call(res.endpoint, 'Echo', { message: 'plain' })).json, { message: 'plain' });
+      const inspect = await h.call(res.endpoint, 'Inspect', {});
+      assert.ok(inspect.json.interfaces.length >= 1);
+      const report = (await h.api('/v1/report')).json;
+      assert.equal(report.drivers[0].capabilities.isolation, 'none');
+      assert.equal(report.layers.length, 2, 'the compressed blobs are cached');
+      const second = await h.deploy({});
+      assert.deepEqual(second.json.timeline.pull, { bytes: 0, layersFetched: 0, layersCached: 2 });
+      for (const id of [res.endpoint.instance, second.json.endpoint.instance]) {
+        assert.equal((await h.api(`/v1/instances/${id}`, { method: 'DELETE' })).status, 200);
+      }
+      assert.deepEqual((await leftovers(h.dataDir, [])).instanceDirs, []);
+    } finally {
+      await h.close();
+    }
   });
 });
 
