@@ -7,7 +7,7 @@ import { request as httpRequest } from 'node:http';
 import { chown, open, readdir, rm, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Driver, InstanceExit, RunningInstance, InstanceSpec } from './drivers/driver.ts';
-import { isPausable } from './drivers/driver.ts';
+import { canPrepare, isPausable } from './drivers/driver.ts';
 import type { Admission, Reservation } from './admission.ts';
 import type { EventBus } from './events.ts';
 import type { HostState, InstancePaths, InstanceRecord } from './host-state.ts';
@@ -74,6 +74,11 @@ export interface AgentOptions {
   /** Called when an instance stops being routable (drop the forwarder's connections). */
   onUnroutable?: (id: string) => void;
   onPhase?: (name: PhaseName, durationMs: number) => void;
+  /**
+   * Containers created ahead for recently deployed plans (drivers that can prepare):
+   * perImage per plan (default 1, 0 turns it off), max in all (default 4).
+   */
+  warmPool?: { perImage?: number; max?: number };
   logger?: Logger;
 }
 
@@ -283,6 +288,147 @@ export function createAgent(options: AgentOptions): Agent {
     }
   };
 
+  const newLive = (id: string, plan: DeploymentPlan, driver: Driver, createdAt: number): Live => ({
+    record: {
+      id,
+      plan,
+      driver: driverName(driver),
+      state: 'starting',
+      createdAt,
+      updatedAt: createdAt,
+      rootfs: undefined,
+      rootPath: undefined,
+      mounted: false,
+      timeline: undefined,
+      exit: undefined,
+    },
+    paths: state.paths(id),
+    driver,
+    running: undefined,
+    reservation: undefined,
+    lease: undefined,
+    imports: undefined,
+    stopping: false,
+    exit: undefined,
+    teardown: undefined,
+    removal: undefined,
+  });
+
+  /**
+   * The instance's root and everything else start() needs: the layers (pulled and
+   * unpacked when missing), the overlay mount, the socket directory, the spec.
+   * `onPulled` marks the end of pull+unpack for the timeline.
+   */
+  const prepareInstance = async (
+    l: Live,
+    rootfs: RootfsSpec,
+    fetchBlob: BlobFetcher,
+    onPulled: (lease: PreparedRoot) => void = () => {},
+  ): Promise<{ spec: InstanceSpec; user: { uid: number; gid: number }; mountStart: number; mountEnd: number }> => {
+    const { plan, id } = l.record;
+    const paths = l.paths;
+    await state.create(id);
+    l.record.rootfs = rootfs;
+    await save(l);
+    const mode = cacheMode(l.driver);
+    l.lease = await layerCache.prepare({ manifestDigest: rootfs.manifestDigest, layers: rootfs.layers }, fetchBlob, mode);
+    onPulled(l.lease);
+
+    const mountStart = performance.now();
+    if (mode === 'overlay') {
+      // overlayfs lists the topmost lower directory first
+      await mounter.mountOverlay({ lowerDirs: [...l.lease.lowerDirs].reverse(), upperDir: paths.upper, workDir: paths.work, target: paths.rootfs });
+      l.record.mounted = true;
+      l.record.rootPath = paths.rootfs;
+    } else {
+      l.record.rootPath = l.lease.flatDir;
+    }
+    await save(l);
+    const mountEnd = performance.now();
+
+    const user = await resolveUser(l.record.rootPath!, rootfs.process.user);
+    if (process.getuid?.() === 0) {
+      await chown(paths.socketDir, user.uid, user.gid);
+      await chown(paths.importsDir, user.uid, user.gid);
+    }
+    const spec: InstanceSpec = {
+      id,
+      rootfs: l.record.rootPath!,
+      args: plan.args ?? rootfs.process.args,
+      // Without a mount namespace the service sees host paths, so it is told those.
+      env: buildEnv(rootfs.process.env, plan, id, mode === 'flat' ? paths.socketDir : SOCKET_DIR_INSIDE),
+      cwd: rootfs.process.cwd || '/',
+      user,
+      resources: { memoryBytes: plan.resources.memoryMb * 1024 * 1024, cpuMillis: plan.resources.cpuMillis, pids: plan.resources.pids },
+      socketDir: paths.socketDir,
+      logFile: paths.logFile,
+      stateDir: paths.stateDir,
+    };
+    if (spec.args.length === 0) throw new ShoalError('invalid', `image ${plan.image} names no program to run, and the plan gives no args`, { field: 'args' });
+    return { spec, user, mountStart, mountEnd };
+  };
+
+  // ---- the warm pool: containers created ahead (driver.prepare) for images just deployed,
+  // so the next deployment of the same plan only starts the program. Pool entries hold no
+  // reservation and are not instances; they are destroyed on close and cleaned on recovery.
+  interface WarmEntry {
+    key: string;
+    live: Live;
+    spec: InstanceSpec;
+    user: { uid: number; gid: number };
+  }
+  const warmPerKey = options.warmPool?.perImage ?? 1;
+  const warmMax = options.warmPool?.max ?? 4;
+  const warm: WarmEntry[] = [];
+  const warming = new Map<string, number>();
+  const warmJobs = new Set<Promise<void>>();
+
+  const warmKey = (driver: Driver, plan: DeploymentPlan, rootfs: RootfsSpec): string =>
+    JSON.stringify([driver.name, rootfs.manifestDigest, plan.service, plan.args ?? null, plan.env ?? {}, plan.resources]);
+
+  const discardWarm = async (e: WarmEntry): Promise<void> => {
+    await teardown(e.live).catch((err) => log.error({ instance: e.live.record.id, err: String(err) }, 'discarding a warm container'));
+    await state.remove(e.live.record.id).catch(() => {});
+  };
+
+  const takeWarm = (key: string): WarmEntry | undefined => {
+    const i = warm.findIndex((e) => e.key === key);
+    if (i < 0) return undefined;
+    return warm.splice(i, 1)[0];
+  };
+
+  const refillWarm = (driver: Driver, plan: DeploymentPlan, rootfs: RootfsSpec, fetchBlob: BlobFetcher): void => {
+    if (closing || warmPerKey <= 0 || warmMax <= 0 || !canPrepare(driver)) return;
+    const key = warmKey(driver, plan, rootfs);
+    const have = warm.filter((e) => e.key === key).length + (warming.get(key) ?? 0);
+    if (have >= warmPerKey) return;
+    if (warm.length + [...warming.values()].reduce((a, b) => a + b, 0) >= warmMax) {
+      const oldest = warm.findIndex((e) => e.key !== key);
+      if (oldest < 0) return;
+      void discardWarm(warm.splice(oldest, 1)[0]!);
+    }
+    warming.set(key, (warming.get(key) ?? 0) + 1);
+    const l = newLive(newInstanceId(plan.service.name), plan, driver, Date.now());
+    const job = (async () => {
+      try {
+        const { spec, user } = await prepareInstance(l, rootfs, fetchBlob);
+        await driver.prepare(spec);
+        if (closing) throw new Error('closing');
+        warm.push({ key, live: l, spec, user });
+      } catch (e) {
+        if (!closing) log.warn({ instance: l.record.id, err: String(e) }, 'could not pre-create a container');
+        await teardown(l).catch(() => {});
+        await state.remove(l.record.id).catch(() => {});
+      } finally {
+        const n = (warming.get(key) ?? 1) - 1;
+        if (n > 0) warming.set(key, n);
+        else warming.delete(key);
+      }
+    })();
+    warmJobs.add(job);
+    void job.finally(() => warmJobs.delete(job));
+  };
+
   const deploy = async (plan: DeploymentPlan): Promise<DeploymentResult> => {
     if (closing) throw new ShoalError('unavailable', 'the host is shutting down');
     const t0 = performance.now();
@@ -295,99 +441,56 @@ export function createAgent(options: AgentOptions): Agent {
     };
 
     const driver = driverFor(plan.driver ?? options.defaultDriver);
-    const id = newInstanceId(plan.service.name);
-    const admitted = admission.reserve(id, { memoryMb: plan.resources.memoryMb, cpuMillis: plan.resources.cpuMillis });
+    const firstId = newInstanceId(plan.service.name);
+    const admitted = admission.reserve(firstId, { memoryMb: plan.resources.memoryMb, cpuMillis: plan.resources.cpuMillis });
     if (!admitted.ok) throw new ShoalError('conflict', `refused: ${admitted.reason}`, { detail: { reason: admitted.reason } });
-    const paths = state.paths(id);
-    const l: Live = {
-      record: {
-        id,
-        plan,
-        driver: driverName(driver),
-        state: 'starting',
-        createdAt: startedAt,
-        updatedAt: startedAt,
-        rootfs: undefined,
-        rootPath: undefined,
-        mounted: false,
-        timeline: undefined,
-        exit: undefined,
-      },
-      paths,
-      driver,
-      running: undefined,
-      reservation: admitted.reservation,
-      lease: undefined,
-      imports: undefined,
-      stopping: false,
-      exit: undefined,
-      teardown: undefined,
-      removal: undefined,
-    };
-    live.set(id, l);
-    let tAdmit = performance.now();
+    let l = newLive(firstId, plan, driver, startedAt);
+    l.reservation = admitted.reservation;
+    live.set(firstId, l);
+    const tAdmit = performance.now();
     phase('admit', t0, tAdmit);
 
     try {
-      await state.create(id);
-      await save(l);
-      tAdmit = performance.now();
-
-      // pull + unpack
       const { rootfs, fetchBlob } = await images.resolve(plan.store, plan.image);
-      l.record.rootfs = rootfs;
-      const mode = cacheMode(driver);
-      l.lease = await layerCache.prepare({ manifestDigest: rootfs.manifestDigest, layers: rootfs.layers }, fetchBlob, mode);
-      const tPulled = performance.now();
-      const { pull, unpack } = l.lease.timings;
-      phase('pull', tAdmit, pull ? pull[1] : tPulled);
-      if (unpack) phase('unpack', unpack[0], unpack[1]);
-      else phase('unpack', tPulled, tPulled);
-
-      // mount
-      const tMount = performance.now();
-      if (mode === 'overlay') {
-        // overlayfs lists the topmost lower directory first
-        await mounter.mountOverlay({
-          lowerDirs: [...l.lease.lowerDirs].reverse(),
-          upperDir: paths.upper,
-          workDir: paths.work,
-          target: paths.rootfs,
-        });
-        l.record.mounted = true;
-        l.record.rootPath = paths.rootfs;
+      let spec: InstanceSpec;
+      let user: { uid: number; gid: number };
+      const hit = takeWarm(warmKey(driver, plan, rootfs));
+      if (hit) {
+        // A container created ahead for this very plan: take over its identity.
+        const w = hit.live;
+        live.delete(firstId);
+        admission.release(l.reservation!);
+        w.reservation = admission.adopt(w.record.id, { memoryMb: plan.resources.memoryMb, cpuMillis: plan.resources.cpuMillis });
+        w.record.plan = plan;
+        w.record.createdAt = startedAt;
+        l = w;
+        live.set(w.record.id, w);
+        await save(w);
+        spec = hit.spec;
+        user = hit.user;
+        const t = performance.now();
+        for (const name of ['pull', 'unpack', 'mount', 'create'] as const) phase(name, tAdmit, t);
       } else {
-        l.record.rootPath = l.lease.flatDir;
+        let tPulled = tAdmit;
+        let lease: PreparedRoot | undefined;
+        const prepared = await prepareInstance(l, rootfs, fetchBlob, (x) => {
+          tPulled = performance.now();
+          lease = x;
+        });
+        const { pull, unpack } = lease!.timings;
+        phase('pull', tAdmit, pull ? pull[1] : tPulled);
+        if (unpack) phase('unpack', unpack[0], unpack[1]);
+        else phase('unpack', tPulled, tPulled);
+        phase('mount', prepared.mountStart, prepared.mountEnd);
+        spec = prepared.spec;
+        user = prepared.user;
       }
-      await save(l);
-      const tMounted = performance.now();
-      phase('mount', tMount, tMounted);
-
-      // create: the socket directory, import sockets, the spec
-      const user = await resolveUser(l.record.rootPath!, rootfs.process.user);
-      if (process.getuid?.() === 0) {
-        await chown(paths.socketDir, user.uid, user.gid);
-        await chown(paths.importsDir, user.uid, user.gid);
-      }
+      const tCreate = performance.now();
       if (plan.imports && plan.imports.length > 0) {
-        l.imports = await options.openImportSockets(paths.importsDir, plan.imports, { uid: user.uid, gid: user.gid });
+        l.imports = await options.openImportSockets(l.paths.importsDir, plan.imports, { uid: user.uid, gid: user.gid });
       }
-      const spec: InstanceSpec = {
-        id,
-        rootfs: l.record.rootPath!,
-        args: plan.args ?? rootfs.process.args,
-        // Without a mount namespace the service sees host paths, so it is told those.
-        env: buildEnv(rootfs.process.env, plan, id, mode === 'flat' ? paths.socketDir : SOCKET_DIR_INSIDE),
-        cwd: rootfs.process.cwd || '/',
-        user,
-        resources: { memoryBytes: plan.resources.memoryMb * 1024 * 1024, cpuMillis: plan.resources.cpuMillis, pids: plan.resources.pids },
-        socketDir: paths.socketDir,
-        logFile: paths.logFile,
-        stateDir: paths.stateDir,
-      };
-      if (spec.args.length === 0) throw new ShoalError('invalid', `image ${plan.image} names no program to run, and the plan gives no args`, { field: 'args' });
       const tCreated = performance.now();
-      phase('create', tMounted, tCreated);
+      if (!hit) phase('create', tCreate, tCreated);
 
       // start
       const running = await driver.start(spec);
@@ -399,21 +502,24 @@ export function createAgent(options: AgentOptions): Agent {
 
       // ready
       const timeoutMs = plan.readiness?.timeoutMs ?? DEFAULT_READY_TIMEOUT_MS;
-      await waitReady(paths.socketPath, plan.readiness?.path ?? '/healthz', timeoutMs, running.exited, () => closing);
+      await waitReady(l.paths.socketPath, plan.readiness?.path ?? '/healthz', timeoutMs, running.exited, () => closing);
       const tReady = performance.now();
       phase('ready', tStarted, tReady);
       if (l.exit) throw exitedEarly(l.exit);
 
-      const timeline: DeploymentTimeline = { startedAt, phases, pull: l.lease.stats, totalMs: rel(tReady) };
+      const pull = hit ? { bytes: 0, layersFetched: 0, layersCached: rootfs.layers.length } : l.lease!.stats;
+      const timeline: DeploymentTimeline = { startedAt, phases, pull, totalMs: rel(tReady) };
       l.record.timeline = timeline;
       l.record.state = 'ready';
       await save(l);
       emit(l, 'ready');
-      log.info({ instance: id, service: plan.service.name, totalMs: timeline.totalMs }, 'instance ready');
+      log.info({ instance: l.record.id, service: plan.service.name, totalMs: timeline.totalMs, warm: hit !== undefined }, 'instance ready');
+      refillWarm(driver, plan, rootfs, fetchBlob);
       return { endpoint: endpointFor(l), timeline, instance: info(l) };
     } catch (err) {
+      const id = l.record.id;
       const exitedFirst = l.exit; // before teardown stops it, which sets l.exit too
-      const tail = await tailOf(paths.logFile, LOG_TAIL_LINES);
+      const tail = await tailOf(l.paths.logFile, LOG_TAIL_LINES);
       options.onUnroutable?.(id);
       await teardown(l).catch((e) => log.error({ instance: id, err: String(e) }, 'cleanup after a failed deployment'));
       live.delete(id);
@@ -608,6 +714,8 @@ export function createAgent(options: AgentOptions): Agent {
   async function closeOnce(opts: { stopInstances?: boolean }): Promise<void> {
     {
       closing = true;
+      await Promise.allSettled([...warmJobs]);
+      await Promise.allSettled(warm.splice(0).map(discardWarm));
       const stopInstances = opts.stopInstances ?? true;
       const all = [...live.values()];
       if (stopInstances) {

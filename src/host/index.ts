@@ -51,6 +51,8 @@ export interface HostOptions {
   tokenTtlMs?: number;
   /** The address put in endpoint references when listening on a wildcard. */
   advertiseHost?: string;
+  /** Containers created ahead for plans just deployed (runc): per plan (default 1; 0 = off) and in all (default 4). */
+  warmPool?: { perImage?: number; max?: number };
   logger?: Logger;
 }
 
@@ -206,6 +208,7 @@ export async function startHost(options: HostOptions): Promise<Host> {
     ...(options.tokenTtlMs === undefined ? {} : { tokenTtlMs: options.tokenTtlMs }),
     onUnroutable: (id) => forwarder.forget(id),
     onPhase: (name, ms) => metricsRef?.phase(name, ms),
+    ...(options.warmPool === undefined ? {} : { warmPool: options.warmPool }),
     logger: log,
   });
   agentRef = agent;

@@ -181,3 +181,14 @@ export async function leftovers(dataDir: string, ids: string[]): Promise<{ mount
   }
   return { mounts, containers, cgroups, instanceDirs };
 }
+
+/** What is left of one instance: its mounts, container, cgroups and directory. */
+export async function leftoversOf(dataDir: string, id: string): Promise<{ mounts: string[]; containers: string[]; cgroups: string[]; instanceDirs: string[] }> {
+  const all = await leftovers(dataDir, [id]);
+  return {
+    mounts: all.mounts.filter((m) => m.includes(`/${id}/`) || m.endsWith(`/${id}`)),
+    containers: all.containers.filter((c) => c === id),
+    cgroups: all.cgroups,
+    instanceDirs: all.instanceDirs.filter((d) => d === id),
+  };
+}

@@ -8,7 +8,7 @@ import { mkdtemp, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { echoPlan, leftovers, runcMissing, startEchoStore, startTestHost, TOKEN, type HostFixture, type StoreFixture } from './host-fixture.ts';
+import { echoPlan, leftovers, leftoversOf, runcMissing, startEchoStore, startTestHost, TOKEN, type HostFixture, type StoreFixture } from './host-fixture.ts';
 import type { DeploymentResult, HostEvent } from '../../src/protocol/deployment.ts';
 
 const run = promisify(execFile);
@@ -99,6 +99,11 @@ describe('host with runc', { skip: missing }, () => {
     assert.equal(report.json.load.instances, 3);
     assert.equal(report.json.reserved.instances, 3);
     assert.ok(report.json.drivers.some((d: { name: string; capabilities: { isolation: string } }) => d.name === 'runc' && d.capabilities.isolation === 'namespaces'));
+    const metrics = await h.api('/metrics');
+    assert.match(metrics.text, /^shoal_host_instances 3$/m);
+    assert.match(metrics.text, /^shoal_host_deployments_total\{result="ok"\} 3$/m);
+    assert.match(metrics.text, new RegExp(`^shoal_host_pulled_bytes_total ${fx.echoLayerBytes}$`, 'm'));
+    assert.equal((await h.api('/openapi.json', { token: null })).json.openapi, '3.1.0');
     first = results[0]!;
     for (const r of results.slice(1)) {
       assert.equal((await h.api(`/v1/instances/${r.endpoint.instance}`, { method: 'DELETE' })).status, 200);
@@ -114,6 +119,22 @@ describe('host with runc', { skip: missing }, () => {
     );
     console.log(`warm deploy: ${r.timeline.totalMs} ms`, r.timeline.phases.map((p) => `${p.name} ${(p.endMs - p.startMs).toFixed(1)}`).join(', '));
     assert.ok(r.timeline.totalMs < 5000, `warm deploy took ${r.timeline.totalMs} ms`);
+    await h.api(`/v1/instances/${r.endpoint.instance}`, { method: 'DELETE' });
+  });
+
+  test('the next deployment of a plan starts a container created ahead', async () => {
+    const runcList = async () => {
+      const { stdout } = await run('runc', ['--root', join(h.dataDir, 'runc'), 'list', '--format', 'json']);
+      return (JSON.parse(stdout || 'null') ?? []) as Array<{ id: string; status: string }>;
+    };
+    await waitFor(async () => (await runcList()).some((c) => c.status === 'created'), 5000);
+    const created = (await runcList()).find((c) => c.status === 'created')!.id;
+    const r = await deployOk();
+    assert.equal(r.endpoint.instance, created);
+    const start = r.timeline.phases.find((p) => p.name === 'start')!;
+    console.log(`deploy from a pre-created container: ${r.timeline.totalMs} ms`, r.timeline.phases.map((p) => `${p.name} ${(p.endMs - p.startMs).toFixed(1)}`).join(', '));
+    assert.deepEqual((await h.call(r.endpoint, 'Echo', { message: 'warm' })).json, { message: 'warm' });
+    assert.ok(start.endMs - start.startMs < 60, `start took ${start.endMs - start.startMs} ms`);
     await h.api(`/v1/instances/${r.endpoint.instance}`, { method: 'DELETE' });
   });
 
@@ -170,7 +191,7 @@ describe('host with runc', { skip: missing }, () => {
     assert.ok((await stat(upper)).isDirectory());
     assert.equal((await h.api(`/v1/instances/${id}`, { method: 'DELETE' })).status, 200);
     await sse.next((e) => e.type === 'removed' && e.instance === id, 2000);
-    const left = await leftovers(h.dataDir, [id]);
+    const left = await leftoversOf(h.dataDir, id);
     assert.deepEqual(left, { mounts: [], containers: [], cgroups: [], instanceDirs: [] });
     await assert.rejects(stat(upper));
     assert.equal((await h.call(first.endpoint, 'Echo', { message: 'gone' })).status, 404);
@@ -178,16 +199,18 @@ describe('host with runc', { skip: missing }, () => {
   });
 
   test('no token or a wrong one: 401 and nothing is created', async () => {
+    const before = await leftovers(h.dataDir, []);
     for (const token of [null, 'wrong-token-wrong']) {
       const r = await h.api('/v1/instances', { method: 'POST', body: echoPlan(fx), token });
       assert.equal(r.status, 401);
       assert.equal(r.json.error.code, 'unauthorized');
     }
     assert.deepEqual((await h.api('/v1/instances')).json.instances, []);
-    assert.deepEqual((await leftovers(h.dataDir, [])).instanceDirs, []);
+    assert.deepEqual(await leftovers(h.dataDir, []), before);
   });
 
   test('malformed plans: 400 naming the field, nothing created', async () => {
+    const before = await leftovers(h.dataDir, []);
     const cases: Array<[unknown, string]> = [
       [{ ...echoPlan(fx), resources: { memoryMb: 64, cpuMillis: 100 } }, 'resources.pids'],
       [{ ...echoPlan(fx), image: 'Not An Image' }, 'image'],
@@ -200,10 +223,7 @@ describe('host with runc', { skip: missing }, () => {
       assert.equal(r.status, 400, r.text);
       assert.equal(r.json.error.field, field);
     }
-    const left = await leftovers(h.dataDir, []);
-    assert.deepEqual(left.instanceDirs, []);
-    assert.deepEqual(left.mounts, []);
-    assert.deepEqual(left.containers, []);
+    assert.deepEqual(await leftovers(h.dataDir, []), before);
   });
 
   test('a crash is a crashed event with its exit code within a second', async () => {
@@ -219,9 +239,9 @@ describe('host with runc', { skip: missing }, () => {
     const info = await h.api(`/v1/instances/${id}`);
     assert.equal(info.json.state, 'crashed');
     // resources were released at once
-    await waitFor(async () => (await leftovers(h.dataDir, [id])).mounts.length === 0, 3000);
+    await waitFor(async () => (await leftoversOf(h.dataDir, id)).mounts.length === 0, 3000);
     assert.equal((await h.api(`/v1/instances/${id}`, { method: 'DELETE' })).status, 200);
-    assert.deepEqual(await leftovers(h.dataDir, [id]), { mounts: [], containers: [], cgroups: [], instanceDirs: [] });
+    assert.deepEqual(await leftoversOf(h.dataDir, id), { mounts: [], containers: [], cgroups: [], instanceDirs: [] });
   });
 
   test('over its memory limit an instance is killed and an oom event says so', async () => {
