@@ -46,12 +46,18 @@ export type PlacementPolicy = 'least-loaded' | 'cache-affinity' | 'host-list' | 
 
 export const placementPolicies: readonly PlacementPolicy[] = ['least-loaded', 'cache-affinity', 'host-list', 'spread'];
 
-/** The policy a service gets when its description names none. */
+/** The policy a service gets when its description names none and lists no hosts. */
 export const defaultPlacementPolicy: PlacementPolicy = 'least-loaded';
 
-/** Capabilities a service needs: each `true` flag is required; `isolation` lists the acceptable modes. */
+/** The policy `place` uses: the spec's, else host-list when it names hosts, else least-loaded. */
+export function effectivePolicy(spec: PlacementSpec): PlacementPolicy {
+  if (spec.policy !== undefined) return spec.policy;
+  return spec.hosts !== undefined && spec.hosts.length > 0 ? 'host-list' : defaultPlacementPolicy;
+}
+
+/** Capabilities a service needs: each `true` flag is required; `isolation` is the acceptable mode(s). */
 export interface RequiredCapabilities {
-  isolation?: readonly Isolation[];
+  isolation?: Isolation | readonly Isolation[];
   canPause?: boolean;
   canSnapshot?: boolean;
   canMigrate?: boolean;
@@ -118,9 +124,8 @@ const REQUIRED_FLAGS = ['canPause', 'canSnapshot', 'canMigrate', 'canClone', 'en
 export function missingCapabilities(capabilities: DriverCapabilities, required: RequiredCapabilities | undefined): string[] {
   if (required === undefined) return [];
   const missing: string[] = [];
-  if (required.isolation !== undefined && required.isolation.length > 0 && !required.isolation.includes(capabilities.isolation)) {
-    missing.push(`isolation ${required.isolation.join('|')}`);
-  }
+  const modes: readonly Isolation[] = typeof required.isolation === 'string' ? [required.isolation] : (required.isolation ?? []);
+  if (modes.length > 0 && !modes.includes(capabilities.isolation)) missing.push(`isolation ${modes.join('|')}`);
   for (const flag of REQUIRED_FLAGS) if (required[flag] === true && !capabilities[flag]) missing.push(flag);
   return missing;
 }
@@ -292,9 +297,9 @@ export const spread: Placer = (request, hosts, rand) => {
   };
 };
 
-/** Place with the policy the request names (default: least loaded). */
+/** Place with the request's policy (see effectivePolicy for the default). */
 export function place(request: PlacementRequest, hosts: readonly HostView[], rand?: () => number): PlacementDecision {
-  const policy = request.placement.policy ?? defaultPlacementPolicy;
+  const policy = effectivePolicy(request.placement);
   switch (policy) {
     case 'least-loaded':
       return leastLoaded(request, hosts, rand);

@@ -2,6 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   cacheAffinity,
+  effectivePolicy,
   feasibleHosts,
   hostList,
   leastLoaded,
@@ -177,6 +178,8 @@ test('missingCapabilities lists exactly what a driver lacks', () => {
     'canClone',
   ]);
   assert.deepEqual(missingCapabilities(namespaces, { isolation: ['namespaces'], canSnapshot: true, enforcesLimits: true }), []);
+  assert.deepEqual(missingCapabilities(namespaces, { isolation: 'namespaces' }), [], 'one mode may be given bare');
+  assert.deepEqual(missingCapabilities(none, { isolation: 'vm' }), ['isolation vm']);
 });
 
 test('listed hosts with no report are named in the reasons', () => {
@@ -330,6 +333,11 @@ test('place() dispatches on the policy, least loaded by default', () => {
     assert.equal(chosen(place(req({ policy, hosts: policy === 'host-list' ? ['fresh', 'idle'] : undefined }), hosts)), want[policy], policy);
   }
   assert.equal(chosen(place(req(), hosts)), 'idle');
+  assert.equal(chosen(place(req({ hosts: ['fresh', 'idle'] }), hosts)), 'fresh', 'hosts named and no policy: host-list');
+  assert.equal(effectivePolicy({}), 'least-loaded');
+  assert.equal(effectivePolicy({ hosts: [] }), 'least-loaded');
+  assert.equal(effectivePolicy({ hosts: ['a'] }), 'host-list');
+  assert.equal(effectivePolicy({ hosts: ['a'], policy: 'spread' }), 'spread');
   assert.throws(
     () => place(req({ policy: 'random' as PlacementPolicy }), hosts),
     (e: unknown) => (e as { code?: string; field?: string }).code === 'invalid' && (e as { field?: string }).field === 'placement.policy',
