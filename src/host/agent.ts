@@ -124,6 +124,8 @@ const ROUTABLE: ReadonlySet<InstanceState> = new Set(['ready', 'paused', 'starti
 const DEFAULT_TOKEN_TTL_MS = 24 * 3600_000;
 const DEFAULT_READY_TIMEOUT_MS = 10_000;
 const LOG_TAIL_LINES = 40;
+/** Ended instances kept for their state and log until deleted. */
+const KEEP_DEAD = 100;
 
 export function createAgent(options: AgentOptions): Agent {
   const { state, admission, layerCache, events, images, mounter } = options;
@@ -264,7 +266,15 @@ export function createAgent(options: AgentOptions): Agent {
     void teardown(l)
       .catch(() => {})
       .then(() => save(l))
-      .catch((e) => log.error({ instance: l.record.id, err: String(e) }, 'saving the exit failed'));
+      .catch((e) => log.error({ instance: l.record.id, err: String(e) }, 'saving the exit failed'))
+      .then(pruneDead);
+  };
+
+  /** Ended instances stay (state, exit, log) until deleted; past a limit the oldest go. */
+  const pruneDead = (): void => {
+    const dead = [...live.values()].filter((x) => !ROUTABLE.has(x.record.state) && !x.removal);
+    dead.sort((a, b) => (a.exit?.at ?? 0) - (b.exit?.at ?? 0));
+    for (const x of dead.slice(0, Math.max(0, dead.length - KEEP_DEAD))) void remove(x.record.id).catch(() => {});
   };
 
   const tailOf = async (file: string, lines: number): Promise<string> => {

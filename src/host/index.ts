@@ -4,8 +4,8 @@
 import { randomBytes } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { createReadStream } from 'node:fs';
-import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { createReadStream, unlinkSync } from 'node:fs';
+import { chmod, mkdir, readFile, unlink, writeFile } from 'node:fs/promises';
 import { join, resolve as resolvePath } from 'node:path';
 import { getRequestListener } from '@hono/node-server';
 import { createAdmission, type Capacity } from './admission.ts';
@@ -68,8 +68,11 @@ export interface Host {
   close(options?: { stopInstances?: boolean }): Promise<void>;
 }
 
-/** Unix socket paths are limited to 107 bytes; instance sockets live at <dataDir>/instances/<id>/run/app.sock. */
-const SOCKET_PATH_OVERHEAD = '/instances/'.length + 29 + '/run/imports/'.length + 20;
+/**
+ * Unix socket paths are limited to 107 bytes; instance sockets live at
+ * <dataDir>/instances/<id ≤ 29>/run/app.sock (import sockets are checked when opened).
+ */
+const SOCKET_PATH_OVERHEAD = '/instances/'.length + 29 + '/run/app.sock'.length;
 
 export async function startHost(options: HostOptions): Promise<Host> {
   const dataDir = resolvePath(options.dataDir);
@@ -82,6 +85,16 @@ export async function startHost(options: HostOptions): Promise<Host> {
   }
   const log: Logger = options.logger ?? { info() {}, warn() {}, error() {} };
   await mkdir(dataDir, { recursive: true });
+  const releaseLock = await lockDataDir(dataDir);
+  try {
+    return await startLocked(options, dataDir, log, releaseLock);
+  } catch (e) {
+    releaseLock();
+    throw e;
+  }
+}
+
+async function startLocked(options: HostOptions, dataDir: string, log: Logger, releaseLock: () => void): Promise<Host> {
   // Traverse-only for others: a process-driver instance running as nobody must reach its
   // flat tree and socket dir below; nothing here can be listed, and the key is 0600.
   await chmod(dataDir, 0o711);
@@ -234,8 +247,15 @@ export async function startHost(options: HostOptions): Promise<Host> {
     log.info({ event: e.type, instance: e.instance, code: e.code, signal: e.signal }, `instance ${e.type}`);
   });
 
-  const recovered = await agent.recover();
-  if (recovered.adopted.length + recovered.cleaned.length > 0) log.info(recovered, 'recovered instances from the state dir');
+  try {
+    const recovered = await agent.recover();
+    if (recovered.adopted.length + recovered.cleaned.length > 0) log.info(recovered, 'recovered instances from the state dir');
+  } catch (e) {
+    await closeServer(dataServer, forwarder.close);
+    await agent.close({ stopInstances: false });
+    releaseLock();
+    throw e;
+  }
 
   let controlUrl = '';
   const report = async (): Promise<HostReport> => {
@@ -275,6 +295,7 @@ export async function startHost(options: HostOptions): Promise<Host> {
   } catch (e) {
     await closeServer(dataServer, forwarder.close);
     await agent.close({ stopInstances: false });
+    releaseLock();
     throw e;
   }
   controlUrl = `http://${advertise(options.listen.host)}:${controlPort}`;
@@ -296,11 +317,57 @@ export async function startHost(options: HostOptions): Promise<Host> {
         await agent.close({ stopInstances: opts.stopInstances ?? true });
         await closeServer(dataServer, forwarder.close);
         await layerCache.settle();
+        releaseLock();
         log.info({ hostId }, 'host stopped');
       })();
       return closing;
     },
   };
+}
+
+const lockedHere = new Set<string>();
+
+/**
+ * One host per data dir: a second one would re-adopt (and fight over) the first one's
+ * instances. The lock file holds the owner's pid; a dead owner's lock is taken over.
+ */
+async function lockDataDir(dataDir: string): Promise<() => void> {
+  const file = join(dataDir, 'host.lock');
+  if (lockedHere.has(dataDir)) throw new ShoalError('conflict', `another host in this process already uses ${dataDir}`, { field: 'dataDir' });
+  for (let attempt = 0; ; attempt++) {
+    try {
+      await writeFile(file, String(process.pid), { flag: 'wx', mode: 0o600 });
+      break;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST' || attempt > 0) throw e;
+      const pid = Number((await readFile(file, 'utf8').catch(() => '')).trim());
+      if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && isAlive(pid)) {
+        throw new ShoalError('conflict', `host process ${pid} already uses ${dataDir} (${file})`, { field: 'dataDir' });
+      }
+      await unlink(file).catch(() => {});
+    }
+  }
+  lockedHere.add(dataDir);
+  let released = false;
+  return () => {
+    if (released) return;
+    released = true;
+    lockedHere.delete(dataDir);
+    try {
+      unlinkSync(file);
+    } catch {
+      // already gone
+    }
+  };
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
 }
 
 function listen(server: Server, host: string, port: number): Promise<number> {
