@@ -19,7 +19,7 @@ test('startHost listens, keeps its key across restarts, and locks its data dir',
   assert.match(a.controlUrl, /^http:\/\/127\.0\.0\.1:\d+$/);
   assert.match(a.dataUrl, /^http:\/\/127\.0\.0\.1:\d+$/);
   assert.equal((await fetch(`${a.controlUrl}/healthz`)).status, 200);
-  const report = await (await fetch(`${a.controlUrl}/v1/report`, { headers: { authorization: `Bearer ${base.token}` } })).json();
+  const report = (await (await fetch(`${a.controlUrl}/v1/report`, { headers: { authorization: `Bearer ${base.token}` } })).json()) as any;
   assert.equal(report.hostId, a.hostId);
   assert.equal(report.drivers[0].name, 'process');
   assert.equal(report.drivers[0].fingerprint.healthy, true);
