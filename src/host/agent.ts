@@ -407,8 +407,9 @@ export function createAgent(options: AgentOptions): Agent {
     return warm.splice(i, 1)[0];
   };
 
+  const cannotPrepare = new Set<Driver>();
   const refillWarm = (driver: Driver, plan: DeploymentPlan, rootfs: RootfsSpec, fetchBlob: BlobFetcher): void => {
-    if (closing || warmPerKey <= 0 || warmMax <= 0 || !canPrepare(driver)) return;
+    if (closing || warmPerKey <= 0 || warmMax <= 0 || !canPrepare(driver) || cannotPrepare.has(driver)) return;
     const key = warmKey(driver, plan, rootfs);
     const have = warm.filter((e) => e.key === key).length + (warming.get(key) ?? 0);
     if (have >= warmPerKey) return;
@@ -426,6 +427,8 @@ export function createAgent(options: AgentOptions): Agent {
         if (closing) throw new Error('closing');
         warm.push({ key, live: l, spec, user });
       } catch (e) {
+        // A driver that cannot prepare here (runc without its shim) is not asked again.
+        if (isShoalError(e) && e.code === 'unsupported') cannotPrepare.add(driver);
         if (!closing) log.warn({ instance: l.record.id, err: String(e) }, 'could not pre-create a container');
         await teardown(l).catch(() => {});
         await state.remove(l.record.id).catch(() => {});

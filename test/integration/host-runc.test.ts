@@ -4,6 +4,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
+import { request as httpRequest } from 'node:http';
 import { mkdtemp, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -150,6 +151,26 @@ describe('host with runc', { skip: missing }, () => {
     assert.deepEqual(r.json.interfaces, ['lo']);
     assert.ok(r.json.processes <= 3, `sees ${r.json.processes} processes`);
     assert.equal(r.json.uid, 65534);
+  });
+
+  test('an import socket beside the instance relays to the endpoint it was bound to', async () => {
+    const b = await deployOk({ service: { name: 'caller', version: '1' }, imports: [{ name: 'peer', url: first.endpoint.url, token: first.endpoint.token }] });
+    const sock = join(h.dataDir, 'instances', b.endpoint.instance, 'run', 'imports', 'peer.sock');
+    const st = await stat(sock);
+    assert.ok(st.isSocket());
+    assert.equal(st.uid, 65534, 'owned by the service user');
+    const reply = await new Promise<string>((resolve, reject) => {
+      const req = httpRequest({ socketPath: sock, path: '/Echo', method: 'POST', headers: { 'content-type': 'application/json' } }, (res) => {
+        let text = '';
+        res.on('data', (c) => (text += c));
+        res.on('end', () => resolve(text));
+      });
+      req.on('error', reject);
+      req.end(JSON.stringify({ message: 'via import' }));
+    });
+    assert.deepEqual(JSON.parse(reply), { message: 'via import' });
+    await h.api(`/v1/instances/${b.endpoint.instance}`, { method: 'DELETE' });
+    await assert.rejects(stat(sock));
   });
 
   test('forged, altered or missing route tokens are refused', async () => {
