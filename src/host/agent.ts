@@ -60,8 +60,10 @@ export interface AgentOptions {
   admission: Admission;
   layerCache: LayerCache;
   events: EventBus;
-  /** Drivers usable on this host, by name. */
+  /** Drivers plans may use on this host, by name. */
   drivers: Partial<Record<DriverName, Driver>>;
+  /** Drivers offered to no new plan, kept to recover (or clean up) what they ran before. */
+  standbyDrivers?: Partial<Record<DriverName, Driver>>;
   defaultDriver: DriverName;
   images: ImageSource;
   mounter: Mounter;
@@ -129,6 +131,7 @@ const KEEP_DEAD = 100;
 
 export function createAgent(options: AgentOptions): Agent {
   const { state, admission, layerCache, events, images, mounter } = options;
+  const allDrivers: Partial<Record<DriverName, Driver>> = { ...options.standbyDrivers, ...options.drivers };
   const live = new Map<string, Live>();
   const tokenTtlMs = options.tokenTtlMs ?? DEFAULT_TOKEN_TTL_MS;
   const log: Logger = options.logger ?? { info() {}, warn() {}, error() {} };
@@ -596,7 +599,7 @@ export function createAgent(options: AgentOptions): Agent {
     const cleaned: string[] = [];
     const byDriver = new Map<Driver, InstanceRecord[]>();
     for (const r of records) {
-      const d = options.drivers[r.driver];
+      const d = allDrivers[r.driver];
       if (!d) {
         log.warn({ instance: r.id, driver: r.driver }, 'instance of a driver this host no longer has: cleaning it up');
         continue;
@@ -604,14 +607,18 @@ export function createAgent(options: AgentOptions): Agent {
       byDriver.set(d, [...(byDriver.get(d) ?? []), r]);
     }
     const found = new Map<string, { driver: Driver; status: string; instance: RunningInstance | undefined }>();
-    for (const d of new Set(Object.values(options.drivers))) {
+    for (const d of new Set(Object.values(allDrivers))) {
       const known = (byDriver.get(d) ?? []).map((r) => ({ id: r.id, stateDir: state.paths(r.id).stateDir }));
-      for (const rec of await d.recover(known)) found.set(rec.id, { driver: d, status: rec.status, instance: rec.instance });
+      try {
+        for (const rec of await d.recover(known)) found.set(rec.id, { driver: d, status: rec.status, instance: rec.instance });
+      } catch (e) {
+        log.error({ driver: d.name, err: String(e) }, 'driver recovery failed: its instances are cleaned up');
+      }
     }
     for (const r of records) {
       const paths = state.paths(r.id);
       const f = found.get(r.id);
-      const driver = options.drivers[r.driver];
+      const driver = allDrivers[r.driver];
       const alive =
         driver !== undefined &&
         f?.instance !== undefined &&
@@ -663,7 +670,7 @@ export function createAgent(options: AgentOptions): Agent {
     for (const id of orphans) {
       const paths = state.paths(id);
       for (const m of (await mounter.listMounts(paths.dir)).sort().reverse()) await mounter.unmountOverlay(m).catch(() => {});
-      for (const d of new Set(Object.values(options.drivers))) await d.destroy(id, paths.stateDir).catch(() => {});
+      for (const d of new Set(Object.values(allDrivers))) await d.destroy(id, paths.stateDir).catch(() => {});
       await state.remove(id);
       cleaned.push(id);
     }
@@ -751,7 +758,7 @@ export function createAgent(options: AgentOptions): Agent {
         // They now belong to whichever agent recovers them next.
         live.clear();
       }
-      for (const d of new Set(Object.values(options.drivers))) await d.close().catch(() => {});
+      for (const d of new Set(Object.values(allDrivers))) await d.close().catch(() => {});
     }
   }
 }

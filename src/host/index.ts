@@ -108,6 +108,14 @@ async function startLocked(options: HostOptions, dataDir: string, log: Logger, r
   for (const name of names) {
     drivers[name] = await createDriver(name, { dataDir, log: (message: string) => log.warn({ driver: name }, message) });
   }
+  // Instances an earlier run started with a driver no longer offered still need it to be
+  // re-adopted or cleaned up.
+  const state = createHostState(dataDir);
+  const standbyDrivers: Partial<Record<DriverName, Driver>> = {};
+  for (const r of (await state.list()).records) {
+    if (drivers[r.driver] || standbyDrivers[r.driver] || !(r.driver === 'runc' || r.driver === 'process')) continue;
+    standbyDrivers[r.driver] = await createDriver(r.driver, { dataDir, log: (message: string) => log.warn({ driver: r.driver }, message) });
+  }
   const fingerprints = new Map<string, { at: number; value: DriverFingerprint }>();
   const fingerprint = async (d: Driver): Promise<DriverFingerprint> => {
     const hit = fingerprints.get(d.name);
@@ -119,11 +127,10 @@ async function startLocked(options: HostOptions, dataDir: string, log: Logger, r
   const def = drivers[defaultDriver]!;
   const fp = await fingerprint(def);
   if (!fp.healthy) {
-    await Promise.allSettled(Object.values(drivers).map((d) => d.close()));
+    await Promise.allSettled([...Object.values(drivers), ...Object.values(standbyDrivers)].map((d) => d.close()));
     throw new ShoalError('unavailable', `driver ${defaultDriver} cannot run here: ${fp.detail}`, { field: 'driver' });
   }
 
-  const state = createHostState(dataDir);
   const admission = createAdmission(options.capacity);
   const events = createEventBus({ onListenerError: (e) => log.error({ err: String(e) }, 'event listener failed') });
   const layerCache = createLayerCache({
@@ -174,6 +181,7 @@ async function startLocked(options: HostOptions, dataDir: string, log: Logger, r
     layerCache,
     events,
     drivers,
+    standbyDrivers,
     defaultDriver,
     images: {
       async resolve(store, image) {

@@ -342,6 +342,26 @@ describe('host with runc', { skip: missing }, () => {
     }
   });
 
+  test('a host restarted with another driver still recovers and cleans up what runc ran', async () => {
+    const dataDir = await mkdtemp(join(tmpdir(), 'shoal-h-'));
+    const a = await startTestHost(fx, { warmPool: { perImage: 0 } }, dataDir);
+    try {
+      const r = (await a.deploy({})).json as DeploymentResult;
+      await a.close({ stopInstances: false });
+      const host = await a.restart({ driver: 'process' });
+      const list = (await a.api('/v1/instances')).json.instances as Array<{ id: string; driver: string }>;
+      assert.deepEqual(list.map((i) => [i.id, i.driver]), [[r.endpoint.instance, 'runc']]);
+      assert.deepEqual((await a.call({ ...r.endpoint, url: `${host.dataUrl}/i` }, 'Echo', { message: 'standby' })).json, { message: 'standby' });
+      const report = (await a.api('/v1/report')).json;
+      assert.deepEqual(report.drivers.map((d: { name: string }) => d.name), ['process'], 'runc is not offered to new plans');
+      await a.close({ stopInstances: true });
+      assert.deepEqual(await leftovers(dataDir, [r.endpoint.instance]), { mounts: [], containers: [], cgroups: [], instanceDirs: [] });
+    } finally {
+      await a.close().catch(() => {});
+      await rm(dataDir, { recursive: true, force: true });
+    }
+  });
+
   test('after everything, the main host has nothing left running', async () => {
     await h.close();
     assert.deepEqual(await leftovers(h.dataDir, [...ids]), { mounts: [], containers: [], cgroups: [], instanceDirs: [] });
