@@ -1,0 +1,467 @@
+// The provider's view of its hosts: registration (with the provider's join token), the
+// latest report of each, their state (alive → suspect → dead when reports stop), each
+// host's event stream (instances crashing, exiting, being removed), and a small client
+// for each host's control API and data plane.
+//
+// Reports are pulled, not pushed: every reportIntervalMs the provider GETs each host's
+// /v1/report. Why: the host agent needs no provider-side code or credentials (startHost
+// is unchanged), the poll doubles as a liveness probe measured from where it matters (can
+// the provider reach the host?), and a host that restarts on a new port re-registers
+// rather than pushing to a stale address. The cost, one small GET per host per interval
+// per provider, is nothing at farm sizes one provider serves. The registry's markHosts
+// demotes silent hosts and reports each transition to exactly one provider, so when
+// several providers share a database only one of them moves a dead host's instances.
+import { Agent, request, type IncomingMessage } from 'node:http';
+import type { DeploymentPlan, DeploymentResult, HostEvent, HostReport, InstanceInfo } from '../protocol/deployment.ts';
+import { ShoalError, type ErrorCode } from '../protocol/errors.ts';
+import type { HostRecord, HostState, Registry } from './registry/index.ts';
+
+export interface Logger {
+  info(obj: object, msg?: string): void;
+  warn(obj: object, msg?: string): void;
+  error(obj: object, msg?: string): void;
+}
+
+// ---- the client of one host ---------------------------------------------------
+
+export interface HostClient {
+  readonly controlUrl: string;
+  /** Pooled keep-alive connections to the host's data plane, shared by every endpoint on it. */
+  readonly dataAgent: Agent;
+  report(signal?: AbortSignal): Promise<HostReport>;
+  deploy(plan: DeploymentPlan, signal?: AbortSignal): Promise<DeploymentResult>;
+  list(): Promise<InstanceInfo[]>;
+  get(instanceId: string): Promise<InstanceInfo | undefined>;
+  /** Stops and removes an instance; true if it was there. */
+  remove(instanceId: string): Promise<boolean>;
+  /** Follows the host's event stream, reconnecting until the returned function is called. */
+  follow(onEvent: (e: HostEvent) => void, onConnected?: (up: boolean) => void): () => void;
+  close(): void;
+}
+
+export function createHostClient(options: { controlUrl: string; token: string; timeoutMs?: number; deployTimeoutMs?: number }): HostClient {
+  const base = new URL(options.controlUrl);
+  const controlAgent = new Agent({ keepAlive: true, maxSockets: 16 });
+  const dataAgent = new Agent({ keepAlive: true, maxSockets: 1024, maxFreeSockets: 256, scheduling: 'lifo' });
+  const timeoutMs = options.timeoutMs ?? 5000;
+  const deployTimeoutMs = options.deployTimeoutMs ?? 10 * 60_000;
+  const auth = `Bearer ${options.token}`;
+  const streams = new Set<() => void>();
+
+  function call<T>(method: string, path: string, body?: unknown, o: { timeoutMs?: number; signal?: AbortSignal | undefined; allow404?: boolean } = {}): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      const data = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
+      const req = request(
+        {
+          agent: controlAgent,
+          hostname: base.hostname.replace(/^\[|\]$/g, ''),
+          port: base.port,
+          method,
+          path,
+          headers: {
+            authorization: auth,
+            accept: 'application/json',
+            ...(data === undefined ? {} : { 'content-type': 'application/json', 'content-length': data.length }),
+          },
+          ...(o.signal === undefined ? {} : { signal: o.signal }),
+        },
+        (res) => {
+          readBody(res).then((text) => {
+            const status = res.statusCode ?? 0;
+            let json: unknown;
+            try {
+              json = text === '' ? undefined : JSON.parse(text);
+            } catch {
+              json = undefined;
+            }
+            if (status >= 200 && status < 300) return resolve(json as T);
+            if (status === 404 && o.allow404) return resolve(undefined as T);
+            const err = (json as { error?: { code?: ErrorCode; message?: string; field?: string; detail?: unknown } } | undefined)?.error;
+            const code: ErrorCode = err?.code ?? (status === 401 ? 'unauthorized' : status >= 500 ? 'unavailable' : 'invalid');
+            reject(
+              new ShoalError(code, `host ${options.controlUrl}: ${method} ${path}: ${err?.message ?? `HTTP ${status}`}`, {
+                detail: { status, ...(err?.detail === undefined ? {} : { host: err.detail }) },
+                ...(err?.field === undefined ? {} : { field: err.field }),
+              }),
+            );
+          }, reject);
+        },
+      );
+      req.setTimeout(o.timeoutMs ?? timeoutMs, () => req.destroy(new ShoalError('timeout', `host ${options.controlUrl}: ${method} ${path}: no answer within ${o.timeoutMs ?? timeoutMs} ms`)));
+      req.on('error', (e: NodeJS.ErrnoException) => {
+        if (e instanceof ShoalError) return reject(e);
+        reject(new ShoalError('unavailable', `host ${options.controlUrl} is unreachable: ${e.code ?? e.message}`, { cause: e }));
+      });
+      req.end(data);
+    });
+  }
+
+  function follow(onEvent: (e: HostEvent) => void, onConnected?: (up: boolean) => void): () => void {
+    let stopped = false;
+    let lastId: number | undefined;
+    let current: ReturnType<typeof request> | undefined;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    let delay = 250;
+    const connect = () => {
+      if (stopped) return;
+      const req = request({
+        hostname: base.hostname.replace(/^\[|\]$/g, ''),
+        port: base.port,
+        path: '/v1/events',
+        headers: { authorization: auth, accept: 'text/event-stream', ...(lastId === undefined ? {} : { 'last-event-id': String(lastId) }) },
+      });
+      current = req;
+      req.on('response', (res: IncomingMessage) => {
+        if (res.statusCode !== 200) {
+          res.resume();
+          return;
+        }
+        delay = 250;
+        onConnected?.(true);
+        res.setEncoding('utf8');
+        let buf = '';
+        res.on('data', (chunk: string) => {
+          buf += chunk;
+          let end: number;
+          while ((end = buf.indexOf('\n\n')) !== -1) {
+            const block = buf.slice(0, end);
+            buf = buf.slice(end + 2);
+            let data = '';
+            for (const line of block.split('\n')) {
+              if (line.startsWith('data:')) data += line.slice(line[5] === ' ' ? 6 : 5);
+              else if (line.startsWith('id:')) lastId = Number(line.slice(3).trim());
+            }
+            if (data === '') continue;
+            try {
+              onEvent(JSON.parse(data) as HostEvent);
+            } catch {
+              // A malformed event is skipped; the periodic reconcile catches up.
+            }
+          }
+        });
+      });
+      const again = () => {
+        if (current !== req) return;
+        current = undefined;
+        onConnected?.(false);
+        if (stopped) return;
+        timer = setTimeout(connect, delay);
+        timer.unref();
+        delay = Math.min(delay * 2, 5000);
+      };
+      req.on('error', again);
+      req.on('close', again);
+      req.end();
+    };
+    connect();
+    const stop = () => {
+      stopped = true;
+      if (timer) clearTimeout(timer);
+      current?.destroy();
+      current = undefined;
+      streams.delete(stop);
+    };
+    streams.add(stop);
+    return stop;
+  }
+
+  return {
+    controlUrl: options.controlUrl,
+    dataAgent,
+    report: (signal) => call<HostReport>('GET', '/v1/report', undefined, { signal }),
+    deploy: (plan, signal) => call<DeploymentResult>('POST', '/v1/instances', plan, { timeoutMs: deployTimeoutMs, signal }),
+    list: async () => (await call<{ instances: InstanceInfo[] }>('GET', '/v1/instances')).instances,
+    get: (id) => call<InstanceInfo | undefined>('GET', `/v1/instances/${encodeURIComponent(id)}`, undefined, { allow404: true }),
+    remove: async (id) => (await call<{ removed: boolean } | undefined>('DELETE', `/v1/instances/${encodeURIComponent(id)}`, undefined, { allow404: true, timeoutMs: 30_000 })) !== undefined,
+    follow,
+    close() {
+      for (const stop of [...streams]) stop();
+      controlAgent.destroy();
+      dataAgent.destroy();
+    },
+  };
+}
+
+function readBody(res: IncomingMessage): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let text = '';
+    res.setEncoding('utf8');
+    res.on('data', (c: string) => (text += c));
+    res.on('end', () => resolve(text));
+    res.on('error', reject);
+  });
+}
+
+// ---- the pool -----------------------------------------------------------------
+
+/** What placement reads about a host. */
+export interface PoolHost {
+  readonly id: string;
+  state: HostState;
+  labels: Record<string, string>;
+  controlUrl: string;
+  dataUrl: string;
+  /** The latest report (undefined until the first one arrives). */
+  report: HostReport | undefined;
+  client: HostClient;
+  /** The event stream is connected. */
+  following: boolean;
+}
+
+export interface HostRegistrationRequest {
+  controlUrl: string;
+  /** The host's control-API bearer token (kept in the registry so a restarted provider can reach it). */
+  token: string;
+  labels?: Record<string, string>;
+}
+
+export interface HostPoolOptions {
+  registry: Registry;
+  log: Logger;
+  reportIntervalMs?: number;
+  suspectAfterMs?: number;
+  deadAfterMs?: number;
+  /** An instance event from a host's stream. */
+  onEvent?(host: PoolHost, event: HostEvent): void;
+  /**
+   * A host changed state (alive/suspect/dead). `decidedHere`: this provider made the
+   * transition (its markHosts call, its poll); false when another provider's was seen.
+   */
+  onState?(host: PoolHost, from: HostState, to: HostState, decidedHere: boolean): void;
+  /** A host was registered (or re-registered) through this provider. */
+  onRegistered?(host: PoolHost): void;
+}
+
+export interface HostPool {
+  register(request: HostRegistrationRequest): Promise<PoolHost>;
+  /** Loads the registered hosts from the registry (on start), and follows them. */
+  load(): Promise<void>;
+  get(id: string): PoolHost | undefined;
+  list(): PoolHost[];
+  /** Alive hosts with a report: what placement may choose from. */
+  placeable(): PoolHost[];
+  /** Polls every host once and demotes silent ones (what the timer does). */
+  tick(): Promise<void>;
+  remove(id: string): Promise<boolean>;
+  start(): void;
+  close(): Promise<void>;
+}
+
+/** Kept with the host's registration; never shown by the API. */
+const TOKEN_KEY = 'controlToken';
+
+export function hostToken(record: HostRecord): string | undefined {
+  const t = record.capabilities[TOKEN_KEY];
+  return typeof t === 'string' ? t : undefined;
+}
+
+/** A host record as the API shows it: without its token. */
+export function publicHost(record: HostRecord): HostRecord {
+  const { [TOKEN_KEY]: _omit, ...capabilities } = record.capabilities;
+  return { ...record, capabilities };
+}
+
+export function createHostPool(options: HostPoolOptions): HostPool {
+  const { registry, log } = options;
+  const interval = options.reportIntervalMs ?? 2000;
+  const suspectAfterMs = options.suspectAfterMs ?? interval * 3;
+  const deadAfterMs = options.deadAfterMs ?? Math.max(suspectAfterMs, interval * 8);
+  const hosts = new Map<string, PoolHost & { stopFollow: () => void; polling: boolean }>();
+  let timer: ReturnType<typeof setInterval> | undefined;
+  let closed = false;
+  let ticking: Promise<void> | undefined;
+
+  function adopt(record: HostRecord, token: string, report: HostReport | undefined): PoolHost {
+    const existing = hosts.get(record.id);
+    if (existing !== undefined && existing.controlUrl === record.controlUrl && hostToken(record) === token) {
+      existing.state = record.state;
+      existing.labels = record.labels;
+      existing.dataUrl = record.dataUrl;
+      if (report) existing.report = report;
+      return existing;
+    }
+    if (existing !== undefined) {
+      existing.stopFollow();
+      existing.client.close();
+    }
+    const client = createHostClient({ controlUrl: record.controlUrl, token });
+    const host: PoolHost & { stopFollow: () => void; polling: boolean } = {
+      id: record.id,
+      state: record.state,
+      labels: record.labels,
+      controlUrl: record.controlUrl,
+      dataUrl: record.dataUrl,
+      report: report ?? record.lastReport,
+      client,
+      following: false,
+      stopFollow: () => {},
+      polling: false,
+    };
+    host.stopFollow = client.follow(
+      (e) => {
+        try {
+          options.onEvent?.(host, e);
+        } catch (err) {
+          log.error({ err: String(err), host: host.id }, 'host event handler failed');
+        }
+      },
+      (up) => {
+        host.following = up;
+      },
+    );
+    hosts.set(record.id, host);
+    return host;
+  }
+
+  async function register(req: HostRegistrationRequest): Promise<PoolHost> {
+    let controlUrl: string;
+    try {
+      const u = new URL(req.controlUrl);
+      if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new Error('not http');
+      controlUrl = u.origin;
+    } catch {
+      throw new ShoalError('invalid', `controlUrl must be an http(s) URL, got ${JSON.stringify(req.controlUrl)}`, { field: 'controlUrl' });
+    }
+    if (typeof req.token !== 'string' || req.token.length < 8) {
+      throw new ShoalError('invalid', 'token must be the host control token (at least 8 characters)', { field: 'token' });
+    }
+    const probe = createHostClient({ controlUrl, token: req.token });
+    let report: HostReport;
+    try {
+      report = await probe.report();
+    } catch (e) {
+      const err = e as ShoalError;
+      if (err.code === 'unauthorized') throw new ShoalError('forbidden', `the host at ${controlUrl} refused the token given for it`, { field: 'token' });
+      throw new ShoalError('unavailable', `cannot reach the host at ${controlUrl} to register it: ${err.message}`, { field: 'controlUrl' });
+    } finally {
+      probe.close();
+    }
+    const now = Date.now();
+    await registry.upsertHost(
+      {
+        id: report.hostId,
+        controlUrl: report.controlUrl || controlUrl,
+        dataUrl: report.dataUrl,
+        labels: req.labels ?? {},
+        capabilities: { drivers: report.drivers.map((d) => ({ name: d.name, default: d.default, capabilities: d.capabilities })), [TOKEN_KEY]: req.token },
+      },
+      now,
+    );
+    const { host: record } = await registry.recordHostReport(report.hostId, report, now);
+    const host = adopt(record, req.token, report);
+    await registry.appendEvent({ kind: 'host-registered', hostId: host.id, detail: { controlUrl: host.controlUrl, dataUrl: host.dataUrl } }).catch(() => undefined);
+    log.info({ host: host.id, controlUrl: host.controlUrl, dataUrl: host.dataUrl }, 'host registered');
+    options.onRegistered?.(host);
+    return host;
+  }
+
+  async function load(): Promise<void> {
+    for (const record of await registry.listHosts()) {
+      const token = hostToken(record);
+      if (token === undefined) {
+        log.warn({ host: record.id }, 'registered host has no control token on record; skipped');
+        continue;
+      }
+      adopt(record, token, undefined);
+    }
+  }
+
+  async function pollOne(host: PoolHost & { polling: boolean }): Promise<void> {
+    if (host.polling) return;
+    host.polling = true;
+    try {
+      const report = await host.client.report(AbortSignal.timeout(Math.max(1000, interval)));
+      if (report.hostId !== host.id) {
+        log.warn({ host: host.id, answered: report.hostId }, 'a different host answers at this address; not counted as a report');
+        return;
+      }
+      host.report = report;
+      const { host: record, previousState } = await registry.recordHostReport(host.id, report, Date.now());
+      host.dataUrl = record.dataUrl;
+      if (previousState !== 'alive') {
+        const before = host.state;
+        host.state = 'alive';
+        options.onState?.(host, before === 'alive' ? previousState : before, 'alive', true);
+      } else if (host.state !== 'alive') {
+        const before = host.state;
+        host.state = 'alive';
+        options.onState?.(host, before, 'alive', true);
+      }
+    } catch {
+      // Silence is what markHosts counts; nothing to record here.
+    } finally {
+      host.polling = false;
+    }
+  }
+
+  async function tick(): Promise<void> {
+    if (ticking) return ticking;
+    ticking = (async () => {
+      await Promise.all([...hosts.values()].map(pollOne));
+      if (closed) return;
+      const changes = await registry.markHosts(Date.now(), { suspectAfterMs, deadAfterMs }).catch((e: unknown) => {
+        log.error({ err: String(e) }, 'marking silent hosts failed');
+        return [];
+      });
+      for (const change of changes) {
+        const host = hosts.get(change.host.id);
+        if (host === undefined) continue;
+        const from = host.state;
+        host.state = change.host.state;
+        log.warn({ host: host.id, from: change.from, to: change.host.state }, `host ${change.host.state}`);
+        await registry.appendEvent({ kind: `host-${change.host.state}`, hostId: host.id, detail: { from: change.from } }).catch(() => undefined);
+        options.onState?.(host, from, change.host.state, true);
+      }
+      // Hosts another provider demoted (or registered) show up in the registry.
+      for (const record of await registry.listHosts().catch(() => [])) {
+        const host = hosts.get(record.id);
+        if (host === undefined) {
+          const token = hostToken(record);
+          if (token !== undefined) adopt(record, token, undefined);
+          continue;
+        }
+        if (host.state !== record.state && record.state !== 'alive') {
+          const from = host.state;
+          host.state = record.state;
+          options.onState?.(host, from, record.state, false);
+        }
+      }
+    })().finally(() => {
+      ticking = undefined;
+    });
+    return ticking;
+  }
+
+  return {
+    register,
+    load,
+    get: (id) => hosts.get(id),
+    list: () => [...hosts.values()],
+    placeable: () => [...hosts.values()].filter((h) => h.state === 'alive' && h.report !== undefined),
+    tick,
+    async remove(id) {
+      const host = hosts.get(id);
+      if (host) {
+        host.stopFollow();
+        host.client.close();
+        hosts.delete(id);
+      }
+      return registry.removeHost(id);
+    },
+    start() {
+      if (timer || closed) return;
+      timer = setInterval(() => void tick(), interval);
+      timer.unref();
+    },
+    async close() {
+      closed = true;
+      if (timer) clearInterval(timer);
+      await ticking?.catch(() => undefined);
+      for (const host of hosts.values()) {
+        host.stopFollow();
+        host.client.close();
+      }
+      hosts.clear();
+    },
+  };
+}

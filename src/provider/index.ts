@@ -1,0 +1,332 @@
+// The provider part's door: startProvider() wires the registry, the host pool, the
+// routing table, the activator, the deployer, the reconciler, the scaler, the message
+// router and the control API together, reconciles with the registry and the hosts, and
+// listens. `shoal provider`, `shoal up` and the tests all start a provider this way.
+import { randomBytes } from 'node:crypto';
+import { EventEmitter } from 'node:events';
+import { hostname } from 'node:os';
+import type { AddressInfo } from 'node:net';
+import { createActivator } from './activator/index.ts';
+import { createInFlightTracker, leastOutstanding } from './balancer/index.ts';
+import { createDeployer, type DeployOutcome } from './deployer.ts';
+import { createHostPool, type HostRegistrationRequest, type Logger, type PoolHost } from './host-pool.ts';
+import { createProviderMetrics } from './metrics.ts';
+import { createReconciler } from './reconciler.ts';
+import { openRegistry, type Registry } from './registry/index.ts';
+import { createRouter } from './router.ts';
+import { compileService, createRoutingTable, type RemovalReason, type RouteEndpoint, type RoutingTable } from './routing-table.ts';
+import { createScaler } from './scaler.ts';
+import { createProviderApi, createProviderServer, type MountedApp } from './server.ts';
+import { createRegistryClient } from '../image/index.ts';
+import { ShoalError } from '../protocol/errors.ts';
+
+export type { RouteEndpoint, RemovalReason, RoutingTable } from './routing-table.ts';
+export type { PoolHost, HostRegistrationRequest, Logger } from './host-pool.ts';
+export type { DeployOutcome } from './deployer.ts';
+export type { Registry } from './registry/index.ts';
+export type { MountedApp } from './server.ts';
+export { openRegistry } from './registry/index.ts';
+export { compileSchema, type SchemaCheck, type SchemaError } from './json-schema.ts';
+
+export interface ProviderTuning {
+  /** How often each host's report is fetched. Default 2000 ms. */
+  reportIntervalMs?: number;
+  /** Silent this long → suspect. Default 3 report intervals. */
+  suspectAfterMs?: number;
+  /** Silent this long → dead (its instances are moved). Default 8 report intervals. */
+  deadAfterMs?: number;
+  /** The scaling loop's period. Default 1000 ms. */
+  scaleIntervalMs?: number;
+  /** Autoscaler stable window before scaling down under load. Default 30 s. */
+  stableWindowMs?: number;
+  /** How often other providers' changes are read from the registry. Default 2000 ms. */
+  syncIntervalMs?: number;
+  /** Messages that may wait per cold service. Default 1000. */
+  queueDepth?: number;
+  /** Longest a message waits for an instance. Default 120 s. */
+  queueTimeoutMs?: number;
+  /** Deployment claim lease. Default 30 s. */
+  leaseMs?: number;
+  /** Attempts per cold start before cooling down. Default 3. */
+  maxAttempts?: number;
+  /** First backoff between attempts. Default 250 ms. */
+  backoffMs?: number;
+  /** Fail-fast period after maxAttempts failures. Default 10 s. */
+  cooldownMs?: number;
+  /** Largest message body. Default 10 MiB. */
+  maxBodyBytes?: number;
+  /** Longest an instance may stay silent on a message. Default 60 s. */
+  requestTimeoutMs?: number;
+  /** Retry-After hint on 503s, seconds. Default 1. */
+  retryAfterSeconds?: number;
+}
+
+export interface ProviderOptions {
+  listen: { host: string; port: number };
+  /**
+   * The registry: a postgres:// URL or a SQLite path (default: SHOAL_DATABASE_URL when
+   * set, else ./.shoal/shoal.db). Ignored when `registry` is given.
+   */
+  database?: string;
+  /** An open registry to use (the caller closes it). */
+  registry?: Registry;
+  /** The store hosts pull images from. Default: this provider's own URL (with `store` mounted). */
+  storeUrl?: string;
+  /** The store's app, served beside the provider on the same address (`shoal up`). */
+  store?: MountedApp;
+  /** Hosts register with this token (Authorization: Bearer). At least 8 characters. */
+  joinToken: string;
+  /** Stable across restarts so a restarted provider recognises its own claims. Default hostname:port. */
+  providerId?: string;
+  /** The address put in URLs when listening on a wildcard. */
+  advertiseHost?: string;
+  logger?: Logger;
+  tuning?: ProviderTuning;
+  version?: string;
+}
+
+export interface ProviderEvents {
+  /** A message is being forwarded to an endpoint. */
+  routed: [endpoint: RouteEndpoint, operation: string];
+  /** An endpoint joined the routing set. */
+  added: [endpoint: RouteEndpoint];
+  /** An endpoint left the routing set. */
+  removed: [endpoint: RouteEndpoint, reason: RemovalReason];
+}
+
+export interface Provider {
+  readonly url: string;
+  readonly providerId: string;
+  readonly registry: Registry;
+  readonly table: RoutingTable;
+  /** Observe the routing set (tests, the dashboard). */
+  readonly events: EventEmitter<ProviderEvents>;
+  registerHost(request: HostRegistrationRequest): Promise<PoolHost>;
+  /** Registers (validates, stores) a service; the same as POST /api/v1/services. */
+  registerService(description: unknown): Promise<void>;
+  /** Deploys `count` instances of a service now; resolves when they are ready (or failed). */
+  deploy(service: string, count?: number): Promise<DeployOutcome>;
+  hosts(): PoolHost[];
+  /** Runs one host-report round now (tests use it instead of waiting for the timer). */
+  pollHosts(): Promise<void>;
+  /** Stops listening and every loop. Instances keep running (hosts own them). */
+  close(): Promise<void>;
+}
+
+export async function startProvider(options: ProviderOptions): Promise<Provider> {
+  const log: Logger = options.logger ?? { info() {}, warn() {}, error() {} };
+  const t = options.tuning ?? {};
+  if (options.joinToken.length < 8) throw new ShoalError('invalid', 'the join token must be at least 8 characters', { field: 'joinToken' });
+  const ownRegistry = options.registry === undefined;
+  const registry = options.registry ?? (await openRegistry(registryLocation(options.database)));
+  try {
+    return await assemble(options, registry, ownRegistry, log, t);
+  } catch (e) {
+    if (ownRegistry) await registry.close().catch(() => undefined);
+    throw e;
+  }
+}
+
+function registryLocation(database: string | undefined): { url?: string } {
+  const url = database ?? process.env.SHOAL_DATABASE_URL;
+  return url === undefined || url === '' ? {} : { url };
+}
+
+async function assemble(options: ProviderOptions, registry: Registry, ownRegistry: boolean, log: Logger, t: ProviderTuning): Promise<Provider> {
+  const events = new EventEmitter<ProviderEvents>();
+  const tracker = createInFlightTracker();
+  const activator = createActivator<RouteEndpoint>({
+    queueDepth: t.queueDepth ?? 1000,
+    timeoutMs: t.queueTimeoutMs ?? 120_000,
+    retryAfterSeconds: t.retryAfterSeconds ?? 1,
+    pick: (eps) => leastOutstanding(tracker.view(eps), Math.random) ?? eps[0]!,
+  });
+  const table = createRoutingTable({
+    activator,
+    tracker,
+    events: {
+      onAdded: (ep) => events.emit('added', ep),
+      onRemoved: (ep, reason) => events.emit('removed', ep, reason),
+    },
+  });
+
+  // Listening comes after reconciling, so the URL is known only then; the store URL the
+  // plans carry may be our own.
+  const port = options.listen.port;
+  const providerId = options.providerId ?? `${hostname()}:${port === 0 ? `ephemeral-${randomBytes(3).toString('hex')}` : port}`;
+  let url = '';
+  const storeUrlOf = () => options.storeUrl ?? url;
+  let storeClient: ReturnType<typeof createRegistryClient> | undefined;
+  const store = {
+    url: storeUrlOf,
+    client: () => (storeClient ??= createRegistryClient({ baseUrl: storeUrlOf(), userAgent: `shoal-provider/${providerId}` })),
+  };
+
+  let metricsRef: ReturnType<typeof createProviderMetrics> | undefined;
+  // The reconciler and the pool refer to each other through these callbacks.
+  let reconcilerRef: ReturnType<typeof createReconciler> | undefined;
+  const pool = createHostPool({
+    registry,
+    log,
+    ...(t.reportIntervalMs === undefined ? {} : { reportIntervalMs: t.reportIntervalMs }),
+    ...(t.suspectAfterMs === undefined ? {} : { suspectAfterMs: t.suspectAfterMs }),
+    ...(t.deadAfterMs === undefined ? {} : { deadAfterMs: t.deadAfterMs }),
+    onEvent: (host, e) => reconcilerRef?.onInstanceEvent(host, e),
+    onState: (host, from, to, decidedHere) => reconcilerRef?.onHostState(host, from, to, decidedHere),
+  });
+  const deployer = createDeployer({
+    registry,
+    pool,
+    table,
+    activator,
+    tracker,
+    providerId,
+    store,
+    log,
+    metrics: {
+      coldStart: (s) => metricsRef?.coldStart(s),
+      deployment: (s, o, sec) => metricsRef?.deployment(s, o, sec),
+    },
+    ...(t.leaseMs === undefined ? {} : { leaseMs: t.leaseMs }),
+    ...(t.maxAttempts === undefined ? {} : { maxAttempts: t.maxAttempts }),
+    ...(t.backoffMs === undefined ? {} : { backoffMs: t.backoffMs }),
+    ...(t.cooldownMs === undefined ? {} : { cooldownMs: t.cooldownMs }),
+  });
+  activator.onDemand((d) => deployer.onDemand(d));
+  const reconciler = createReconciler({
+    registry,
+    pool,
+    table,
+    deployer,
+    providerId,
+    log,
+    ...(t.syncIntervalMs === undefined ? {} : { syncIntervalMs: t.syncIntervalMs }),
+  });
+  reconcilerRef = reconciler;
+  const scaler = createScaler({
+    table,
+    tracker,
+    activator,
+    deployer,
+    ownedBy: (ep) => ep.deployedBy === undefined || ep.deployedBy === providerId,
+    log,
+    ...(t.scaleIntervalMs === undefined ? {} : { intervalMs: t.scaleIntervalMs }),
+    ...(t.stableWindowMs === undefined ? {} : { stableWindowMs: t.stableWindowMs }),
+  });
+  const metrics = createProviderMetrics({
+    queues: () => activator.stats().services.map((s) => ({ service: s.service, queued: s.queued })),
+    endpoints: () => table.services().map((s) => ({ service: s.name, count: table.endpoints(s.name).length })),
+    hosts: () => pool.list().map((h) => ({ state: h.state })),
+    inFlight: () => tracker.total(),
+  });
+  metricsRef = metrics;
+
+  // Unknown names may be another provider's new service: look once, remember misses briefly.
+  const misses = new Map<string, number>();
+  const router = createRouter({
+    table,
+    waiter: activator,
+    tracker,
+    ...(t.maxBodyBytes === undefined ? {} : { maxBodyBytes: t.maxBodyBytes }),
+    ...(t.requestTimeoutMs === undefined ? {} : { timeoutMs: t.requestTimeoutMs }),
+    async resolveService(name) {
+      const missed = misses.get(name);
+      if (missed !== undefined && Date.now() - missed < 2000) return undefined;
+      if (!/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/.test(name)) return undefined;
+      const record = await registry.getService(name);
+      if (record === undefined) {
+        if (misses.size > 10_000) misses.clear();
+        misses.set(name, Date.now());
+        return undefined;
+      }
+      return table.putService(record.description);
+    },
+    hooks: {
+      onRouted: (ep, op) => {
+        if (events.listenerCount('routed') > 0) events.emit('routed', ep, op);
+      },
+      onReply: (ep) => {
+        if (ep.firstReplyPending) deployer.firstReply(ep, performance.now());
+      },
+      onAnswered: (service, op, status, startedAt) => metrics.message(service, op, status, (performance.now() - startedAt) / 1000),
+    },
+  });
+  const api = createProviderApi({
+    registry,
+    table,
+    pool,
+    deployer,
+    tracker,
+    activator,
+    metrics,
+    joinToken: options.joinToken,
+    providerId,
+    version: options.version ?? '0.1.0',
+    ...(options.store === undefined ? {} : { store: options.store }),
+    log,
+  });
+  const server = createServer(router, api, options.store);
+
+  await reconciler.reconcile();
+  const boundPort = await new Promise<number>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(options.listen.port, options.listen.host, () => {
+      server.off('error', reject);
+      resolve((server.address() as AddressInfo).port);
+    });
+  });
+  const h = options.listen.host;
+  const advertised = h === '0.0.0.0' || h === '::' ? (options.advertiseHost ?? '127.0.0.1') : (options.advertiseHost ?? h);
+  url = `http://${advertised.includes(':') ? `[${advertised}]` : advertised}:${boundPort}`;
+  for (const s of table.services()) deployer.prepare(s.name);
+  pool.start();
+  reconciler.start();
+  scaler.start();
+  log.info({ url, providerId, registry: (await registry.info()).location, store: storeUrlOf() }, 'provider listening');
+
+  let closing: Promise<void> | undefined;
+  return {
+    url,
+    providerId,
+    registry,
+    table,
+    events,
+    registerHost: (req) => pool.register(req),
+    async registerService(description) {
+      const res = await api.request('/api/v1/services', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(description) });
+      if (!res.ok) {
+        const body = (await res.json()) as { error: { code: 'invalid'; message: string; field?: string } };
+        throw new ShoalError(body.error.code, body.error.message, body.error.field === undefined ? {} : { field: body.error.field });
+      }
+    },
+    deploy: (service, count = 1) => deployer.deploy(service, { count, reason: 'scale' }),
+    hosts: () => pool.list(),
+    pollHosts: () => pool.tick(),
+    close() {
+      closing ??= (async () => {
+        await scaler.close();
+        await reconciler.close();
+        activator.close();
+        await deployer.close();
+        await new Promise<void>((resolve) => {
+          server.close(() => resolve());
+          server.closeIdleConnections();
+          setTimeout(() => server.closeAllConnections(), 500).unref();
+        });
+        await pool.close();
+        if (ownRegistry) await registry.close();
+        log.info({ providerId }, 'provider stopped');
+      })();
+      return closing;
+    },
+  };
+}
+
+function createServer(router: ReturnType<typeof createRouter>, api: ReturnType<typeof createProviderApi>, store: MountedApp | undefined) {
+  return createProviderServer({ router, api, ...(store === undefined ? {} : { store }) });
+}
+
+/** Compiles a description's input schemas (throws on one that cannot check messages). */
+export function checkDescription(description: Parameters<typeof compileService>[0]): void {
+  compileService(description);
+}

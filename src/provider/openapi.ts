@@ -1,0 +1,130 @@
+// The provider's OpenAPI 3.1 document (its schema objects are JSON Schema, which is what
+// TypeBox values are). `shoal up` merges the store's paths into it, since one address
+// serves both.
+import { Type, type TSchema } from '@sinclair/typebox';
+import { ServiceDescriptionSchema } from '../protocol/service.ts';
+import {
+  DeploymentSummary,
+  DeployRequestBody,
+  EventSummary,
+  HostRegistrationBody,
+  HostSummary,
+  InstanceSummary,
+  ServiceSummary,
+} from '../protocol/provider-api.ts';
+
+const ErrorSchema = Type.Object({
+  error: Type.Object({
+    code: Type.String(),
+    message: Type.String(),
+    field: Type.Optional(Type.String()),
+    detail: Type.Optional(Type.Unknown()),
+  }),
+});
+
+function strip(schema: TSchema): unknown {
+  return JSON.parse(JSON.stringify(schema));
+}
+
+export function providerOpenApi(version: string, extraPaths: Record<string, unknown> = {}): object {
+  const json = (schema: TSchema) => ({ content: { 'application/json': { schema: strip(schema) } } });
+  const error = (description: string) => ({ description, ...json(ErrorSchema) });
+  const name = { name: 'name', in: 'path', required: true, schema: { type: 'string' } };
+  const joinAuth = [{ joinToken: [] }];
+  return {
+    openapi: '3.1.0',
+    info: {
+      title: 'Shoal service provider',
+      version,
+      description:
+        'Consumers send messages to POST /s/{service}/{operation}; the provider deploys the service on the first message, then routes. The control API under /api/v1/ registers services and hosts and shows deployments and instances.',
+    },
+    components: { securitySchemes: { joinToken: { type: 'http', scheme: 'bearer', description: "the provider's join token (hosts only)" } } },
+    paths: {
+      '/s/{service}/{operation}': {
+        post: {
+          summary: "Send a message to a service's operation (deploys the service first if no instance is ready)",
+          parameters: [
+            { name: 'service', in: 'path', required: true, schema: { type: 'string' } },
+            { name: 'operation', in: 'path', required: true, schema: { type: 'string' } },
+          ],
+          requestBody: { required: false, content: { 'application/json': { schema: { description: "the operation's input schema" } } } },
+          responses: {
+            '200': { description: "the instance's reply (any status the instance gives is passed on)" },
+            '400': error('the body is not JSON or does not match the input schema (error.field is the JSON pointer of the offending value)'),
+            '404': error('no such service or operation'),
+            '413': error('body too large'),
+            '502': error('the instance crashed while handling a non-idempotent message, or could not be reached'),
+            '503': error('no instance could be made ready: queue full, deployment failed (error.message says why), or timed out; see Retry-After'),
+          },
+        },
+      },
+      '/api/v1/services': {
+        get: { summary: 'Registered services (current versions)', responses: { '200': { description: 'services', ...json(Type.Object({ services: Type.Array(ServiceSummary) })) } } },
+        post: {
+          summary: 'Register a service (or a new version of it); validated, errors name the field',
+          requestBody: { required: true, ...json(ServiceDescriptionSchema) },
+          responses: { '201': { description: 'registered (defaults applied)' }, '400': error('invalid description (error.field is a JSON pointer)') },
+        },
+      },
+      '/api/v1/services/{name}': {
+        parameters: [name],
+        get: { summary: 'One service: its description, versions, ready instances and recent deployments', responses: { '200': { description: 'the service' }, '404': error('unknown service') } },
+        delete: { summary: 'Unregister a service and undeploy its instances', responses: { '200': { description: 'removed' }, '404': error('unknown service') } },
+      },
+      '/api/v1/services/{name}/deployments': {
+        parameters: [name],
+        post: {
+          summary: 'Deploy instances now (spread across hosts), without waiting for a message',
+          requestBody: { required: false, ...json(DeployRequestBody) },
+          responses: { '201': { description: 'deployed', ...json(Type.Object({ deployments: Type.Array(DeploymentSummary), errors: Type.Array(Type.String()) })) }, '503': error('no host can take it') },
+        },
+      },
+      '/api/v1/hosts': {
+        get: { summary: 'Registered hosts, their state and latest report', responses: { '200': { description: 'hosts', ...json(Type.Object({ hosts: Type.Array(HostSummary) })) } } },
+        post: {
+          summary: "Register a host (the provider checks it can reach the host's control API with the token given)",
+          security: joinAuth,
+          requestBody: { required: true, ...json(HostRegistrationBody) },
+          responses: {
+            '201': { description: 'registered', ...json(HostSummary) },
+            '401': error('missing or wrong join token'),
+            '403': error('the host refused the token given for it'),
+            '503': error('the host cannot be reached'),
+          },
+        },
+      },
+      '/api/v1/hosts/{id}': {
+        parameters: [{ name: 'id', in: 'path', required: true, schema: { type: 'string' } }],
+        delete: { summary: 'Forget a host', security: joinAuth, responses: { '200': { description: 'removed' }, '404': error('unknown host') } },
+      },
+      '/api/v1/deployments': {
+        get: {
+          summary: 'Deployments with their timelines',
+          parameters: [
+            { name: 'service', in: 'query', schema: { type: 'string' } },
+            { name: 'state', in: 'query', schema: { type: 'string' } },
+          ],
+          responses: { '200': { description: 'deployments', ...json(Type.Object({ deployments: Type.Array(DeploymentSummary) })) } },
+        },
+      },
+      '/api/v1/instances': {
+        get: { summary: 'Instances on every reachable host (ps)', responses: { '200': { description: 'instances', ...json(Type.Object({ instances: Type.Array(InstanceSummary), unreachable: Type.Array(Type.String()) })) } } },
+      },
+      '/api/v1/events': {
+        get: {
+          summary: 'Registry events (deployments, crashes, host state changes)',
+          parameters: [
+            { name: 'service', in: 'query', schema: { type: 'string' } },
+            { name: 'after', in: 'query', schema: { type: 'integer' } },
+            { name: 'limit', in: 'query', schema: { type: 'integer', maximum: 10000 } },
+          ],
+          responses: { '200': { description: 'events', ...json(Type.Object({ events: Type.Array(EventSummary) })) } },
+        },
+      },
+      '/metrics': { get: { summary: 'Prometheus metrics', responses: { '200': { description: 'text exposition format' } } } },
+      '/healthz': { get: { summary: 'Liveness', responses: { '200': { description: 'ok' } } } },
+      ...extraPaths,
+    },
+  };
+}

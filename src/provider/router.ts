@@ -1,0 +1,405 @@
+// The message path: POST /s/<service>/<operation> with a JSON body (DESIGN.md, flow
+// steps 1, 2 and 5). Plain node:http, no framework: look the service and operation up
+// in memory, check the body against the operation's compiled input schema, pick the
+// ready endpoint with the fewest outstanding requests, and forward over the host's
+// pooled keep-alive connections with the route token. With no ready endpoint the
+// message waits in the activator (the one method the router needs of it). Nothing here
+// touches the registry database.
+//
+// Failures on the way to an instance:
+// - not delivered (the host says the instance is not there, its socket refuses, or the
+//   host itself cannot be reached): the endpoint leaves the routing set and the message
+//   goes to another endpoint, whatever the operation;
+// - delivered and then lost (the instance closed the connection without answering, a
+//   crash): idempotent operations go to another endpoint, others are answered 502.
+import { request, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { InFlightTracker } from './balancer/index.ts';
+import { leastOutstanding } from './balancer/index.ts';
+import type { CompiledOperation, RemovalReason, RouteEndpoint, RoutingTable, ServiceEntry } from './routing-table.ts';
+import { retryDecision } from './crash-policy.ts';
+import { httpStatusFor, type ErrorCode } from '../protocol/errors.ts';
+
+/** What the router needs of the activator (Knative's one-method Throttler). */
+export interface EndpointWaiter {
+  wait(service: string, signal?: AbortSignal): Promise<RouteEndpoint>;
+}
+
+export interface RouterHooks {
+  /** A message is about to be sent to `endpoint` (tests watch this; metrics count it). */
+  onRouted?(endpoint: RouteEndpoint, operation: string): void;
+  /** A reply from an instance has been passed on in full. */
+  onReply?(endpoint: RouteEndpoint, operation: string, status: number, startedAt: number): void;
+  /** Every message answered, with the status the consumer got. */
+  onAnswered?(service: string, operation: string, status: number, startedAt: number): void;
+  /** The message found no ready endpoint and waited for one. */
+  onQueued?(service: string): void;
+}
+
+export interface RouterOptions {
+  table: RoutingTable;
+  waiter: EndpointWaiter;
+  tracker: InFlightTracker;
+  /** Loads a service this provider has not seen (another provider registered it). Cold path only. */
+  resolveService?(name: string): Promise<ServiceEntry | undefined>;
+  /** Largest request body accepted. Default 10 MiB. */
+  maxBodyBytes?: number;
+  /** Longest an instance may stay silent. Default 60 s. */
+  timeoutMs?: number;
+  /** Further endpoints tried after a failure that allows it. Default 2. */
+  maxRetries?: number;
+  hooks?: RouterHooks;
+}
+
+export interface Router {
+  /** Handles a request whose path starts with /s/. */
+  handle(req: IncomingMessage, res: ServerResponse): void;
+}
+
+export const MESSAGE_PREFIX = '/s/';
+const ROUTE_HEADER = 'x-shoal-route';
+const INSTANCE_HEADER = 'x-shoal-instance';
+
+interface Message {
+  service: ServiceEntry;
+  op: CompiledOperation;
+  body: Buffer;
+  res: ServerResponse;
+  startedAt: number;
+  /** Endpoints already tried. */
+  tried: Set<string> | undefined;
+  attempts: number;
+  signal: AbortSignal | undefined;
+}
+
+export function createRouter(options: RouterOptions): Router {
+  const { table, waiter, tracker } = options;
+  const maxBodyBytes = options.maxBodyBytes ?? 10 * 1024 * 1024;
+  const timeoutMs = options.timeoutMs ?? 60_000;
+  const maxRetries = options.maxRetries ?? 2;
+  const hooks = options.hooks ?? {};
+
+  function handle(req: IncomingMessage, res: ServerResponse): void {
+    const startedAt = performance.now();
+    const url = req.url ?? '/';
+    const q = url.indexOf('?');
+    const path = q === -1 ? url : url.slice(0, q);
+    const slash = path.indexOf('/', MESSAGE_PREFIX.length);
+    const serviceName = slash === -1 ? path.slice(MESSAGE_PREFIX.length) : path.slice(MESSAGE_PREFIX.length, slash);
+    const opName = slash === -1 ? '' : path.slice(slash + 1);
+    if (serviceName === '' || opName === '' || opName.includes('/')) {
+      drain(req);
+      return reply(res, 404, 'not-found', `no route ${path.slice(0, 200)}: messages go to POST /s/<service>/<operation>`, undefined, '', '', startedAt);
+    }
+    const service = table.service(serviceName);
+    if (service === undefined) {
+      if (options.resolveService === undefined) return unknownService(req, res, serviceName, startedAt);
+      // Cold path: perhaps another provider registered it.
+      req.pause();
+      options.resolveService(serviceName).then(
+        (found) => {
+          req.resume();
+          if (found === undefined) unknownService(req, res, serviceName, startedAt);
+          else accept(req, res, found, opName, startedAt);
+        },
+        () => {
+          req.resume();
+          unknownService(req, res, serviceName, startedAt);
+        },
+      );
+      return;
+    }
+    accept(req, res, service, opName, startedAt);
+  }
+
+  function unknownService(req: IncomingMessage, res: ServerResponse, name: string, startedAt: number): void {
+    drain(req);
+    reply(res, 404, 'not-found', `no service named ${JSON.stringify(name)}`, 'service', name, '', startedAt);
+  }
+
+  function accept(req: IncomingMessage, res: ServerResponse, service: ServiceEntry, opName: string, startedAt: number): void {
+    const op = service.operations.get(opName);
+    if (op === undefined) {
+      drain(req);
+      const known = [...service.operations.keys()].join(', ');
+      return reply(res, 404, 'not-found', `service ${service.name} has no operation ${JSON.stringify(opName)} (it has: ${known})`, 'operation', service.name, opName, startedAt);
+    }
+    if (req.method !== 'POST') {
+      drain(req);
+      res.setHeader('allow', 'POST');
+      return reply(res, 405, 'invalid', `send messages with POST, not ${req.method}`, 'method', service.name, op.name, startedAt);
+    }
+    const declared = Number(req.headers['content-length'] ?? -1);
+    if (declared > maxBodyBytes) {
+      res.setHeader('connection', 'close');
+      drain(req);
+      return reply(res, 413, 'too-large', `message body of ${declared} bytes is larger than the limit of ${maxBodyBytes} bytes`, 'body', service.name, op.name, startedAt);
+    }
+    const chunks: Buffer[] = [];
+    let size = 0;
+    let refused = false;
+    req.on('data', (chunk: Buffer) => {
+      if (refused) return;
+      size += chunk.length;
+      if (size > maxBodyBytes) {
+        refused = true;
+        res.setHeader('connection', 'close');
+        reply(res, 413, 'too-large', `message body is larger than the limit of ${maxBodyBytes} bytes`, 'body', service.name, op.name, startedAt);
+        return;
+      }
+      chunks.push(chunk);
+    });
+    req.on('end', () => {
+      if (refused) return;
+      const body = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size);
+      checked(service, op, body, res, startedAt);
+    });
+  }
+
+  function checked(service: ServiceEntry, op: CompiledOperation, raw: Buffer, res: ServerResponse, startedAt: number): void {
+    let value: unknown;
+    let body = raw;
+    if (raw.length === 0) {
+      value = {};
+      body = EMPTY_OBJECT;
+    } else {
+      try {
+        value = JSON.parse(raw.toString('utf8'));
+      } catch (e) {
+        return reply(res, 400, 'invalid', `message body is not JSON: ${(e as Error).message}`, 'body', service.name, op.name, startedAt);
+      }
+    }
+    const problem = op.check(value);
+    if (problem !== undefined) {
+      const field = problem.path === '' ? 'body' : problem.path;
+      return reply(res, 400, 'invalid', `${service.name}.${op.name} input: ${field === 'body' ? 'the body' : field} ${problem.message}`, field, service.name, op.name, startedAt);
+    }
+    table.touch(service.name, Date.now());
+    const msg: Message = { service, op, body, res, startedAt, tried: undefined, attempts: 0, signal: undefined };
+    route(msg);
+  }
+
+  function route(msg: Message): void {
+    const ready = table.endpoints(msg.service.name);
+    const ep = choose(ready, msg.tried);
+    if (ep !== undefined) return forward(msg, ep);
+    // No ready endpoint (or none left untried): wait for one. Only now is a signal worth making.
+    if (msg.signal === undefined) {
+      const controller = new AbortController();
+      msg.res.once('close', () => {
+        if (!msg.res.writableFinished) controller.abort();
+      });
+      msg.signal = controller.signal;
+    }
+    hooks.onQueued?.(msg.service.name);
+    waiter.wait(msg.service.name, msg.signal).then(
+      (got) => {
+        if (msg.res.destroyed) return;
+        // The activator may hand back one we already tried (it knows no history): prefer another.
+        const alt = msg.tried?.has(got.id) ? (choose(table.endpoints(msg.service.name), msg.tried) ?? got) : got;
+        forward(msg, alt);
+      },
+      (err: unknown) => {
+        if (msg.res.destroyed) return;
+        const e = err as { code?: ErrorCode; message?: string; retryAfterSeconds?: number };
+        const code: ErrorCode = e.code ?? 'unavailable';
+        if (e.retryAfterSeconds !== undefined) msg.res.setHeader('retry-after', String(Math.max(1, Math.ceil(e.retryAfterSeconds))));
+        reply(msg.res, httpStatusFor(code), code, e.message ?? String(err), undefined, msg.service.name, msg.op.name, msg.startedAt);
+      },
+    );
+  }
+
+  function choose(ready: readonly RouteEndpoint[], tried: Set<string> | undefined): RouteEndpoint | undefined {
+    if (ready.length === 0) return undefined;
+    if (tried === undefined) return ready.length === 1 ? ready[0] : leastOutstanding(tracker.view(ready), Math.random);
+    const rest = ready.filter((e) => !tried.has(e.id));
+    return rest.length === 0 ? undefined : leastOutstanding(tracker.view(rest), Math.random);
+  }
+
+  /** After a failed attempt: another endpoint if crash-policy allows it, else `otherwise`. */
+  function retry(msg: Message, ep: RouteEndpoint, delivered: boolean, otherwise: () => void): void {
+    (msg.tried ??= new Set()).add(ep.id);
+    msg.attempts++;
+    const decision = retryDecision({ idempotent: msg.op.idempotent, attempts: msg.attempts, maxAttempts: maxRetries + 1, delivered });
+    if (decision !== 'retry' || msg.res.destroyed) return otherwise();
+    route(msg);
+  }
+
+  function forward(msg: Message, ep: RouteEndpoint): void {
+    const release = tracker.acquire(ep.id);
+    hooks.onRouted?.(ep, msg.op.name);
+    const { res, op } = msg;
+    let settled = false;
+    const done = () => {
+      if (settled) return false;
+      settled = true;
+      release();
+      return true;
+    };
+    const upstream = request({
+      agent: ep.agent,
+      hostname: ep.hostname,
+      port: ep.port,
+      method: 'POST',
+      path: `${ep.pathPrefix}/${op.name}`,
+      headers: {
+        'content-type': 'application/json',
+        'content-length': msg.body.length,
+        [ROUTE_HEADER]: ep.token,
+      },
+    });
+    upstream.setTimeout(timeoutMs, () => upstream.destroy(Object.assign(new Error(`no reply within ${timeoutMs} ms`), { code: 'ETIMEDOUT' })));
+    upstream.on('response', (up: IncomingMessage) => {
+      const status = up.statusCode ?? 502;
+      if (status === 404 || status === 502 || status === 503) return judge(msg, ep, up, status, done);
+      if (res.destroyed) {
+        up.resume();
+        done();
+        return;
+      }
+      res.writeHead(status, passHeaders(up.rawHeaders));
+      up.pipe(res);
+      up.once('end', () => {
+        if (done()) finished(msg, ep, status);
+      });
+      up.once('error', () => {
+        done();
+        res.destroy();
+      });
+      up.once('close', () => {
+        if (up.complete) return;
+        done();
+        res.destroy();
+      });
+    });
+    upstream.on('error', (err: NodeJS.ErrnoException) => {
+      if (!done()) {
+        // The reply had begun: it can only be cut, so the consumer sees it is incomplete.
+        if (!res.writableFinished) res.destroy();
+        return;
+      }
+      if (res.headersSent) {
+        res.destroy();
+        return;
+      }
+      const code = err.code ?? '';
+      if (NOT_SENT.has(code)) {
+        // The host is not answering at all: nothing reached the instance.
+        gone(ep, 'unreachable');
+        return retry(msg, ep, false, () => fail(msg, 502, `host ${ep.hostId} of instance ${ep.id} is unreachable (${code})`));
+      }
+      const what = code === 'ETIMEDOUT' ? `instance ${ep.id} did not answer within ${timeoutMs} ms` : `the connection to instance ${ep.id} failed (${code || err.message})`;
+      retry(msg, ep, true, () => fail(msg, code === 'ETIMEDOUT' ? 504 : 502, what));
+    });
+    upstream.end(msg.body);
+  }
+
+  /** A 404, 502 or 503 from the data plane: the host's own error, or the instance's reply? */
+  function judge(msg: Message, ep: RouteEndpoint, up: IncomingMessage, status: number, done: () => boolean): void {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    up.on('data', (c: Buffer) => {
+      size += c.length;
+      if (size <= 64 * 1024) chunks.push(c);
+    });
+    up.once('error', () => {
+      done();
+      fail(msg, 502, `the reply of instance ${ep.id} was cut`);
+    });
+    up.once('end', () => {
+      if (!done()) return;
+      const text = Buffer.concat(chunks).toString('utf8');
+      const fromHost = up.headers[INSTANCE_HEADER] === undefined || hostError(text);
+      if (fromHost && status === 404) {
+        // "not on this host": the instance is gone; it never saw the message.
+        gone(ep, 'gone');
+        return retry(msg, ep, false, () => fail(msg, 502, `instance ${ep.id} is no longer on host ${ep.hostId}`));
+      }
+      if (fromHost && status === 503 && /not ready/.test(text)) {
+        return retry(msg, ep, false, () => passOn(msg, ep, up, status, text));
+      }
+      if (fromHost && status === 502) {
+        const refused = /is not answering \((ECONNREFUSED|ENOENT)/.test(text);
+        // Refused: its socket is gone, nothing reached it. Otherwise it took the message
+        // and died before answering: a crash in flight.
+        gone(ep, refused ? 'gone' : 'crashed');
+        return retry(msg, ep, !refused, () => passOn(msg, ep, up, status, text));
+      }
+      passOn(msg, ep, up, status, text);
+    });
+  }
+
+  function gone(ep: RouteEndpoint, reason: RemovalReason): void {
+    table.remove(ep.id, reason);
+  }
+
+  function passOn(msg: Message, ep: RouteEndpoint, up: IncomingMessage, status: number, text: string): void {
+    const { res } = msg;
+    if (res.headersSent || res.destroyed) return;
+    const body = Buffer.from(text, 'utf8');
+    const headers = passHeaders(up.rawHeaders);
+    const flat: string[] = [];
+    for (let i = 0; i < headers.length; i += 2) {
+      if (headers[i]!.toLowerCase() === 'content-length') continue;
+      flat.push(headers[i]!, headers[i + 1]!);
+    }
+    flat.push('content-length', String(body.length));
+    res.writeHead(status, flat);
+    res.end(body);
+    finished(msg, ep, status);
+  }
+
+  function finished(msg: Message, ep: RouteEndpoint, status: number): void {
+    hooks.onReply?.(ep, msg.op.name, status, msg.startedAt);
+    hooks.onAnswered?.(msg.service.name, msg.op.name, status, msg.startedAt);
+  }
+
+  function fail(msg: Message, status: number, message: string): void {
+    const code: ErrorCode = status === 504 ? 'timeout' : 'unavailable';
+    reply(msg.res, status, code, message, undefined, msg.service.name, msg.op.name, msg.startedAt);
+  }
+
+  function reply(
+    res: ServerResponse,
+    status: number,
+    code: ErrorCode,
+    message: string,
+    field: string | undefined,
+    service: string,
+    operation: string,
+    startedAt: number,
+  ): void {
+    if (res.headersSent || res.destroyed) return;
+    const body = JSON.stringify({ error: { code, message, ...(field === undefined ? {} : { field }) } });
+    res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
+    res.end(body);
+    hooks.onAnswered?.(service, operation, status, startedAt);
+  }
+
+  return { handle };
+}
+
+const EMPTY_OBJECT = Buffer.from('{}');
+
+/** Connection errors that mean the request never reached the host. */
+const NOT_SENT = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN']);
+
+/** The host's forwarder marks its own replies (see src/host/data-plane/forwarder.ts). */
+function hostError(text: string): boolean {
+  return /"code":"(not-found|unavailable|timeout)"/.test(text) && /instance \S+ \(service /.test(text);
+}
+
+const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'transfer-encoding', 'te', 'trailer', 'upgrade', 'proxy-connection', 'date']);
+
+function passHeaders(raw: string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!;
+    if (HOP_BY_HOP.has(name.toLowerCase())) continue;
+    out.push(name, raw[i + 1]!);
+  }
+  return out;
+}
+
+function drain(req: IncomingMessage): void {
+  req.resume();
+}

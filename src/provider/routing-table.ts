@@ -1,0 +1,180 @@
+// What the message path reads, all in memory: the services (with their input schemas
+// compiled once per version) and each service's ready endpoints. The registry is the
+// durable copy; the deployer, the reconciler and the host events keep this table in step
+// with it, and every change of a service's endpoints is handed to the activator as data
+// (an EndpointsUpdate). A warm message never leaves this table for the database.
+import type { Agent } from 'node:http';
+import type { Activator } from './activator/index.ts';
+import type { InFlightTracker } from './balancer/index.ts';
+import { compileSchema, type SchemaCheck } from './json-schema.ts';
+import type { ServiceDescription } from '../protocol/service.ts';
+import type { EndpointReference } from '../protocol/deployment.ts';
+
+export interface CompiledOperation {
+  readonly name: string;
+  readonly idempotent: boolean;
+  readonly check: SchemaCheck;
+}
+
+export interface ServiceEntry {
+  readonly name: string;
+  readonly version: string;
+  readonly description: ServiceDescription;
+  readonly operations: ReadonlyMap<string, CompiledOperation>;
+}
+
+/** One ready instance as the router sees it. */
+export interface RouteEndpoint {
+  /** The instance id (unique across hosts: the host prefixes it with the service name and a random suffix). */
+  readonly id: string;
+  readonly service: string;
+  readonly version: string;
+  readonly deploymentId: string;
+  readonly hostId: string;
+  /** The host's data plane, parsed once. */
+  readonly hostname: string;
+  readonly port: number;
+  /** Path prefix on the data plane ('/i'); the operation is appended. */
+  readonly pathPrefix: string;
+  token: string;
+  expiresAt: number;
+  /** Pooled keep-alive connections to the host's data plane (one agent per host). */
+  readonly agent: Agent;
+  readonly readyAt: number;
+  /** The provider that deployed it (scaling down is left to it). */
+  readonly deployedBy: string | undefined;
+  /** Set until the first reply through this endpoint has been recorded in its timeline. */
+  firstReplyPending: boolean;
+}
+
+export type RemovalReason = 'crashed' | 'oom' | 'exited' | 'removed' | 'host-dead' | 'unreachable' | 'scaled-down' | 'undeployed' | 'gone';
+
+export interface RoutingTableEvents {
+  /** An endpoint left the routing set (synchronously, before any further message is routed). */
+  onRemoved?(endpoint: RouteEndpoint, reason: RemovalReason): void;
+  onAdded?(endpoint: RouteEndpoint): void;
+}
+
+export interface RoutingTable {
+  service(name: string): ServiceEntry | undefined;
+  services(): ServiceEntry[];
+  /** Compiles and installs a service version (replacing the previous one). Throws if a schema cannot be compiled. */
+  putService(description: ServiceDescription): ServiceEntry;
+  /** Forgets the service and drops its endpoints (reason 'undeployed'). */
+  removeService(name: string): RouteEndpoint[];
+
+  /** Ready endpoints of a service (the live array: do not keep it). */
+  endpoints(service: string): readonly RouteEndpoint[];
+  endpoint(instanceId: string): RouteEndpoint | undefined;
+  allEndpoints(): RouteEndpoint[];
+  add(endpoint: RouteEndpoint): void;
+  /** Removes at once; returns the endpoint if it was routable. */
+  remove(instanceId: string, reason: RemovalReason): RouteEndpoint | undefined;
+  /** Updates the route token of a known endpoint (a fresher reference from its host). */
+  refresh(instanceId: string, ref: EndpointReference): void;
+
+  /** When the instance last left the routing set (epoch ms), if within the last minute. */
+  removedAt(instanceId: string): number | undefined;
+
+  /** Last time a message for the service arrived (epoch ms; 0 if none since start). */
+  lastMessageAt(service: string): number;
+  touch(service: string, now: number): void;
+}
+
+export function compileService(description: ServiceDescription): ServiceEntry {
+  const operations = new Map<string, CompiledOperation>();
+  for (const [name, op] of Object.entries(description.operations)) {
+    operations.set(name, { name, idempotent: op.idempotent === true, check: compileSchema(op.input) });
+  }
+  return { name: description.name, version: description.version, description, operations };
+}
+
+export function createRoutingTable(options: {
+  activator: Activator<RouteEndpoint>;
+  tracker: InFlightTracker;
+  events?: RoutingTableEvents;
+}): RoutingTable {
+  const { activator, tracker } = options;
+  const services = new Map<string, ServiceEntry>();
+  const byService = new Map<string, RouteEndpoint[]>();
+  const byInstance = new Map<string, RouteEndpoint>();
+  const lastMessage = new Map<string, number>();
+  // Recent removals, so a background sync that read the registry just before the removal
+  // was recorded does not put a crashed instance back.
+  const removed = new Map<string, number>();
+  const none: readonly RouteEndpoint[] = [];
+
+  const publish = (service: string) => {
+    activator.update({ service, endpoints: byService.get(service) ?? none });
+  };
+
+  const remove = (instanceId: string, reason: RemovalReason): RouteEndpoint | undefined => {
+    const ep = byInstance.get(instanceId);
+    if (ep === undefined) return undefined;
+    byInstance.delete(instanceId);
+    const now = Date.now();
+    removed.set(instanceId, now);
+    if (removed.size > 4096) for (const [id, at] of removed) if (now - at > 60_000 || removed.size > 4096) removed.delete(id);
+    const list = byService.get(ep.service);
+    if (list !== undefined) {
+      // A fresh array: a router iterating the old one finishes on a consistent snapshot.
+      const next = list.filter((e) => e.id !== instanceId);
+      if (next.length === 0) byService.delete(ep.service);
+      else byService.set(ep.service, next);
+    }
+    tracker.forget(instanceId);
+    publish(ep.service);
+    options.events?.onRemoved?.(ep, reason);
+    return ep;
+  };
+
+  return {
+    service: (name) => services.get(name),
+    services: () => [...services.values()],
+    putService(description) {
+      const entry = compileService(description);
+      services.set(entry.name, entry);
+      return entry;
+    },
+    removeService(name) {
+      services.delete(name);
+      const gone = [...(byService.get(name) ?? [])];
+      for (const ep of gone) remove(ep.id, 'undeployed');
+      lastMessage.delete(name);
+      return gone;
+    },
+
+    endpoints: (service) => byService.get(service) ?? none,
+    endpoint: (id) => byInstance.get(id),
+    allEndpoints: () => [...byInstance.values()],
+    add(endpoint) {
+      if (byInstance.has(endpoint.id)) {
+        const known = byInstance.get(endpoint.id)!;
+        known.token = endpoint.token;
+        known.expiresAt = endpoint.expiresAt;
+        return;
+      }
+      byInstance.set(endpoint.id, endpoint);
+      byService.set(endpoint.service, [...(byService.get(endpoint.service) ?? []), endpoint]);
+      options.events?.onAdded?.(endpoint);
+      publish(endpoint.service);
+    },
+    remove,
+    refresh(instanceId, ref) {
+      const ep = byInstance.get(instanceId);
+      if (ep === undefined) return;
+      ep.token = ref.token;
+      ep.expiresAt = ref.expiresAt;
+    },
+
+    removedAt(instanceId) {
+      const at = removed.get(instanceId);
+      return at !== undefined && Date.now() - at < 60_000 ? at : undefined;
+    },
+
+    lastMessageAt: (service) => lastMessage.get(service) ?? 0,
+    touch(service, now) {
+      lastMessage.set(service, now);
+    },
+  };
+}

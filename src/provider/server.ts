@@ -1,0 +1,349 @@
+// The provider's HTTP face. One node:http server:
+//   /s/…              the message path (router.ts: plain node:http, no framework)
+//   /v2/…, store API  the image store's own app, when it is mounted here (`shoal up`)
+//   everything else   the control API (Hono): /api/v1/…, /openapi.json, /metrics, /healthz
+// Error codes become HTTP statuses here and only here (httpStatusFor).
+import { createHash, timingSafeEqual } from 'node:crypto';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { getRequestListener } from '@hono/node-server';
+import { Hono, type Context } from 'hono';
+import { bodyLimit } from 'hono/body-limit';
+import { Value } from '@sinclair/typebox/value';
+import type { Activator } from './activator/index.ts';
+import type { InFlightTracker } from './balancer/index.ts';
+import type { Deployer } from './deployer.ts';
+import { publicHost, type HostPool } from './host-pool.ts';
+import type { ProviderMetrics } from './metrics.ts';
+import { providerOpenApi } from './openapi.ts';
+import type { DeploymentRecord, DeploymentState, Registry } from './registry/index.ts';
+import { MESSAGE_PREFIX, type Router } from './router.ts';
+import { compileService, type RouteEndpoint, type RoutingTable } from './routing-table.ts';
+import { ShoalError, httpStatusFor, isShoalError, type ErrorBody } from '../protocol/errors.ts';
+import { DeployRequestBody, HostRegistrationBody, type DeploymentSummary, type HostSummary, type InstanceSummary, type ServiceSummary } from '../protocol/provider-api.ts';
+import { validateServiceDescription, type ServiceDescription } from '../protocol/service.ts';
+
+/** Anything with Hono's fetch signature: the store's app. */
+export interface MountedApp {
+  fetch(request: Request, env?: unknown): Response | Promise<Response>;
+}
+
+export interface ProviderApiOptions {
+  registry: Registry;
+  table: RoutingTable;
+  pool: HostPool;
+  deployer: Deployer;
+  tracker: InFlightTracker;
+  activator: Pick<Activator<RouteEndpoint>, 'queued'>;
+  metrics: ProviderMetrics;
+  joinToken: string;
+  providerId: string;
+  version: string;
+  /** The store app mounted beside the provider (its API paths go into /openapi.json). */
+  store?: MountedApp;
+  log: { warn(obj: object, msg?: string): void };
+}
+
+const STATES: readonly DeploymentState[] = ['pending', 'deploying', 'ready', 'failed', 'stopped'];
+
+export function createProviderApi(options: ProviderApiOptions): Hono {
+  const { registry, table, pool, deployer, tracker, activator, metrics } = options;
+  if (options.joinToken.length < 8) throw new ShoalError('invalid', 'the join token must be at least 8 characters', { field: 'joinToken' });
+  const joinHash = createHash('sha256').update(options.joinToken).digest();
+  const app = new Hono();
+
+  app.onError((err, c) => {
+    const e = isShoalError(err) ? err : new ShoalError('internal', String((err as Error)?.message ?? err));
+    if (e.code === 'internal') options.log.warn({ err: String((err as Error)?.stack ?? err) }, 'control API error');
+    return c.json(e.toJSON(), httpStatusFor(e.code) as 400);
+  });
+  app.notFound(async (c) => {
+    if (options.store) return options.store.fetch(c.req.raw, c.env);
+    return c.json(errorBody('not-found', `no route ${c.req.method} ${c.req.path}`), 404);
+  });
+
+  app.get('/healthz', (c) => c.json({ ok: true, provider: options.providerId }));
+  let storePaths: Record<string, unknown> | undefined;
+  app.get('/openapi.json', async (c) => {
+    if (options.store && storePaths === undefined) {
+      try {
+        const doc = (await (await options.store.fetch(new Request('http://store/openapi.json'))).json()) as { paths?: Record<string, unknown> };
+        storePaths = Object.fromEntries(Object.entries(doc.paths ?? {}).filter(([p]) => p !== '/healthz' && p !== '/openapi.json'));
+      } catch {
+        storePaths = {};
+      }
+    }
+    return c.json(providerOpenApi(options.version, storePaths ?? {}));
+  });
+  app.get('/metrics', async (c) => {
+    const { contentType, body } = await metrics.render();
+    return c.body(body, 200, { 'content-type': contentType });
+  });
+
+  const joinOnly = async (c: Context, next: () => Promise<void>): Promise<Response | void> => {
+    const m = /^Bearer\s+(.+)$/i.exec(c.req.header('authorization') ?? '');
+    const given = createHash('sha256').update(m?.[1]?.trim() ?? '').digest();
+    if (!m || !timingSafeEqual(given, joinHash)) {
+      c.header('www-authenticate', 'Bearer realm="shoal-provider"');
+      return c.json(errorBody('unauthorized', m ? 'wrong join token' : 'missing join token: send Authorization: Bearer <join token>'), 401);
+    }
+    await next();
+  };
+  const limit = bodyLimit({ maxSize: 4 * 1024 * 1024, onError: (c) => c.json(errorBody('too-large', 'request body larger than 4 MiB'), 413) });
+
+  // ---- services ----
+
+  app.post('/api/v1/services', limit, async (c) => {
+    const desc = validateServiceDescription(await readJson(c));
+    checkSchemasCompile(desc);
+    const previous = table.service(desc.name);
+    const record = await registry.putService(desc);
+    table.putService(record.description);
+    deployer.reset(desc.name);
+    deployer.prepare(desc.name);
+    if (previous !== undefined && previous.version !== record.version) {
+      // A new version: the old version's instances are drained and removed; the next
+      // message deploys the new one.
+      for (const ep of table.endpoints(desc.name).filter((e) => e.version !== record.version)) void deployer.undeploy(ep, 'undeployed');
+    }
+    void registry.appendEvent({ kind: 'service-registered', service: desc.name, detail: { version: desc.version } }).catch(() => undefined);
+    return c.json({ service: record }, previous === undefined || previous.version !== record.version ? 201 : 200);
+  });
+
+  app.get('/api/v1/services', async (c) => {
+    const records = await registry.listServices();
+    const services: ServiceSummary[] = records.map((r) => ({
+      name: r.name,
+      version: r.version,
+      operations: Object.keys(r.description.operations),
+      image: r.description.image,
+      ready: table.endpoints(r.name).length,
+      queued: activator.queued(r.name),
+      createdAt: r.createdAt,
+      updatedAt: r.updatedAt,
+    }));
+    return c.json({ services });
+  });
+
+  app.get('/api/v1/services/:name', async (c) => {
+    const name = c.req.param('name');
+    const record = await registry.getService(name);
+    if (record === undefined) throw new ShoalError('not-found', `no service named ${JSON.stringify(name)}`, { field: 'name' });
+    const versions = (await registry.listServiceVersions(name)).map((v) => ({ version: v.version, current: v.current, createdAt: v.createdAt }));
+    const deployments = (await registry.listDeployments({ service: name })).slice(-20).map(summary);
+    const instances = table.endpoints(name).map((e) => ({ id: e.id, hostId: e.hostId, version: e.version, inFlight: tracker.count(e.id), readyAt: e.readyAt, deploymentId: e.deploymentId }));
+    return c.json({ service: record, versions, instances, queued: activator.queued(name), deployments });
+  });
+
+  app.delete('/api/v1/services/:name', async (c) => {
+    const name = c.req.param('name');
+    const live = await registry.removeService(name);
+    table.removeService(name);
+    await Promise.all(live.map((d) => deployer.stopDeployment(d, 'service removed')));
+    void registry.appendEvent({ kind: 'service-removed', service: name, detail: { stopped: live.length } }).catch(() => undefined);
+    return c.json({ removed: name, stopped: live.length });
+  });
+
+  app.post('/api/v1/services/:name/deployments', limit, async (c) => {
+    const name = c.req.param('name');
+    const text = await c.req.text();
+    const body = text.trim() === '' ? {} : parseJson(text);
+    if (!Value.Check(DeployRequestBody, body)) {
+      const first = Value.Errors(DeployRequestBody, body).First();
+      throw new ShoalError('invalid', `deploy request: ${first?.path || 'body'}: ${first?.message ?? 'invalid'}`, { field: first?.path || 'body' });
+    }
+    if (table.service(name) === undefined) throw new ShoalError('not-found', `no service named ${JSON.stringify(name)}`, { field: 'name' });
+    const outcome = await deployer.deploy(name, { count: body.count ?? 1, reason: 'scale' });
+    if (outcome.deferred) {
+      throw new ShoalError('conflict', `service ${name} has a deployment in flight (${outcome.deferred.id}, by ${outcome.deferred.claimedBy ?? '?'}); try again when it is done`, { field: 'name' });
+    }
+    return c.json({ deployments: outcome.deployments.map(summary), errors: outcome.errors }, outcome.ready.length > 0 ? 201 : 503);
+  });
+
+  // ---- hosts ----
+
+  app.post('/api/v1/hosts', joinOnly, limit, async (c) => {
+    const body = await readJson(c);
+    if (!Value.Check(HostRegistrationBody, body)) {
+      const first = Value.Errors(HostRegistrationBody, body).First();
+      const field = (first?.path ?? '').replace(/^\//, '') || 'body';
+      throw new ShoalError('invalid', `host registration: ${field}: ${first?.message ?? 'invalid'}`, { field });
+    }
+    const host = await pool.register(body);
+    deployer.reset();
+    const record = await registry.getHost(host.id);
+    return c.json(hostSummary(record ? publicHost(record) : undefined, host.id), 201);
+  });
+
+  app.get('/api/v1/hosts', async (c) => {
+    const records = await registry.listHosts();
+    return c.json({ hosts: records.map((r) => hostSummary(publicHost(r), r.id)) });
+  });
+
+  app.delete('/api/v1/hosts/:id', joinOnly, async (c) => {
+    const id = c.req.param('id') ?? '';
+    if (!(await pool.remove(id))) throw new ShoalError('not-found', `no host ${JSON.stringify(id)}`, { field: 'id' });
+    return c.json({ removed: id });
+  });
+
+  function hostSummary(record: Awaited<ReturnType<Registry['getHost']>>, id: string): HostSummary {
+    const live = pool.get(id);
+    if (record === undefined) throw new ShoalError('not-found', `no host ${JSON.stringify(id)}`);
+    return {
+      id: record.id,
+      state: record.state,
+      controlUrl: record.controlUrl,
+      dataUrl: record.dataUrl,
+      labels: record.labels,
+      lastSeen: record.lastSeen,
+      registeredAt: record.registeredAt,
+      following: live?.following ?? false,
+      ...(record.lastReport === undefined ? {} : { report: record.lastReport }),
+    };
+  }
+
+  // ---- deployments, instances, events ----
+
+  app.get('/api/v1/deployments', async (c) => {
+    const service = c.req.query('service');
+    const state = c.req.query('state');
+    if (state !== undefined && !STATES.includes(state as DeploymentState)) {
+      throw new ShoalError('invalid', `state must be one of ${STATES.join(', ')}`, { field: 'state' });
+    }
+    if (service !== undefined && (await registry.getService(service)) === undefined && (await registry.listDeployments({ service })).length === 0) {
+      throw new ShoalError('not-found', `no service named ${JSON.stringify(service)}`, { field: 'service' });
+    }
+    const records = await registry.listDeployments({
+      ...(service === undefined ? {} : { service }),
+      ...(state === undefined ? {} : { state: state as DeploymentState }),
+    });
+    return c.json({ deployments: records.map(summary) });
+  });
+
+  app.get('/api/v1/instances', async (c) => {
+    const ready = await registry.listDeployments({ state: ['ready', 'pending', 'deploying'] });
+    const byInstance = new Map(ready.filter((d) => d.instanceId).map((d) => [d.instanceId!, d]));
+    const unreachable: string[] = [];
+    const instances: InstanceSummary[] = [];
+    await Promise.all(
+      pool.list().map(async (host) => {
+        if (host.state === 'dead') {
+          unreachable.push(host.id);
+          return;
+        }
+        const list = await host.client.list().catch(() => undefined);
+        if (list === undefined) {
+          unreachable.push(host.id);
+          return;
+        }
+        for (const i of list) {
+          const d = byInstance.get(i.id);
+          instances.push({
+            id: i.id,
+            service: i.service.name,
+            version: i.service.version,
+            hostId: host.id,
+            state: i.state,
+            driver: i.driver,
+            createdAt: i.createdAt,
+            routable: table.endpoint(i.id) !== undefined,
+            inFlight: tracker.count(i.id),
+            ...(d === undefined ? {} : { deploymentId: d.id }),
+            memoryMb: i.resources.memoryMb,
+            cpuMillis: i.resources.cpuMillis,
+          });
+        }
+      }),
+    );
+    instances.sort((a, b) => a.service.localeCompare(b.service) || a.createdAt - b.createdAt);
+    return c.json({ instances, unreachable });
+  });
+
+  app.get('/api/v1/events', async (c) => {
+    const service = c.req.query('service');
+    const after = c.req.query('after');
+    const limitText = c.req.query('limit');
+    const events = await registry.listEvents({
+      ...(service === undefined ? {} : { service }),
+      ...(after === undefined ? {} : { afterId: Number(after) }),
+      ...(limitText === undefined ? {} : { limit: Number(limitText) }),
+    });
+    return c.json({ events });
+  });
+
+  return app;
+}
+
+/** A deployment as the API shows it: without its route token. */
+export function summary(d: DeploymentRecord): DeploymentSummary {
+  const { token: _token, ...endpoint } = d.endpoint ?? ({} as Record<string, unknown>);
+  return {
+    id: d.id,
+    service: d.service,
+    version: d.version,
+    state: d.state,
+    ...(d.hostId === undefined ? {} : { hostId: d.hostId }),
+    ...(d.instanceId === undefined ? {} : { instanceId: d.instanceId }),
+    ...(d.endpoint === undefined ? {} : { endpoint: endpoint as DeploymentSummary['endpoint'] }),
+    ...(d.timeline === undefined ? {} : { timeline: d.timeline }),
+    ...(d.error === undefined ? {} : { error: d.error }),
+    ...(d.claimedBy === undefined ? {} : { claimedBy: d.claimedBy }),
+    createdAt: d.createdAt,
+    updatedAt: d.updatedAt,
+  };
+}
+
+/** Each operation's input schema must compile (patterns are regular expressions, $refs resolve). */
+function checkSchemasCompile(desc: ServiceDescription): void {
+  for (const [op, spec] of Object.entries(desc.operations)) {
+    try {
+      compileService({ ...desc, operations: { [op]: spec } });
+    } catch (e) {
+      const field = `/operations/${op}/input`;
+      throw new ShoalError('invalid', `service description: ${field}: cannot be used to check messages: ${(e as Error).message}`, { field });
+    }
+  }
+}
+
+function errorBody(code: ErrorBody['error']['code'], message: string, field?: string): ErrorBody {
+  return { error: { code, message, ...(field === undefined ? {} : { field }) } };
+}
+
+function parseJson(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch (e) {
+    throw new ShoalError('invalid', `body: not JSON (${(e as Error).message})`, { field: 'body' });
+  }
+}
+
+async function readJson(c: Context): Promise<unknown> {
+  const type = c.req.header('content-type') ?? '';
+  if (type !== '' && !/^application\/json\b/i.test(type)) {
+    throw new ShoalError('unsupported', `send JSON (content-type application/json), got ${JSON.stringify(type)}`, { field: 'content-type' });
+  }
+  return parseJson(await c.req.text());
+}
+
+// ---- the server ----------------------------------------------------------------
+
+/** Paths the mounted store answers (its registry API and its own control API). */
+const STORE_PREFIXES = ['/v2', '/api/v1/images', '/api/v1/repositories', '/api/v1/tags', '/api/v1/gc'];
+
+export function createProviderServer(options: { router: Router; api: Hono; store?: MountedApp }): Server {
+  const api = getRequestListener(options.api.fetch);
+  const store = options.store === undefined ? undefined : getRequestListener(options.store.fetch);
+  const server = createServer({ keepAliveTimeout: 30_000 }, (req: IncomingMessage, res: ServerResponse) => {
+    const url = req.url ?? '/';
+    if (url.startsWith(MESSAGE_PREFIX)) return options.router.handle(req, res);
+    if (store !== undefined) {
+      for (const p of STORE_PREFIXES) {
+        if (url.startsWith(p) && (url.length === p.length || url[p.length] === '/' || url[p.length] === '?')) return void store(req, res);
+      }
+    }
+    void api(req, res);
+  });
+  // Layers pushed to a mounted store can be large: no cap on a whole request, only on silence.
+  server.requestTimeout = 0;
+  server.timeout = 5 * 60_000;
+  return server;
+}
