@@ -2,3 +2,5 @@ export * from './errors.ts';
 export * from './digest.ts';
 export * from './oci.ts';
 export * from './image-ref.ts';
+export * from './driver.ts';
+export * from './deployment.ts';

@@ -72,7 +72,7 @@ export const PlacementPolicy = Type.Union([
 ]);
 export type PlacementPolicy = Static<typeof PlacementPolicy>;
 
-/** Same values as the driver's `Isolation` (src/host/drivers/driver.ts), which protocol cannot import. */
+/** Same values as the driver's `Isolation` (src/protocol/driver.ts). */
 export const IsolationMode = Type.Union([
   Type.Literal('none'),
   Type.Literal('namespaces'),

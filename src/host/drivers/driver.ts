@@ -1,19 +1,9 @@
 // The one interface every instance driver implements (Nomad's DriverPlugin in small).
 // The host agent talks only to this; placement reads `capabilities`, never a driver's name.
 
-export type Isolation = 'none' | 'namespaces' | 'vm' | 'isolate' | 'wasm';
+import type { DriverCapabilities, Isolation } from '../../protocol/driver.ts';
 
-/** What the code of a driver can do: one static value per driver. */
-export interface DriverCapabilities {
-  isolation: Isolation;
-  canPause: boolean;
-  /** Commit the instance's writable layer / memory to something restorable. */
-  canSnapshot: boolean;
-  canMigrate: boolean;
-  canClone: boolean;
-  /** Enforces the plan's memory / cpu / pids limits. */
-  enforcesLimits: boolean;
-}
+export type { DriverCapabilities, Isolation };
 
 /** What this host can do now with the driver (runc present? root?), sent with reports. */
 export interface DriverFingerprint {
