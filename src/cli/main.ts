@@ -7,6 +7,12 @@ import { registerImageCommands } from './commands/image.ts';
 import { registerTemplateCommands } from './commands/template.ts';
 import { registerUpCommand } from './commands/up.ts';
 import { registerHostCommand } from './commands/host.ts';
+import { registerProviderCommand } from './commands/provider.ts';
+import { registerServiceCommands } from './commands/service.ts';
+import { registerHostsCommand } from './commands/hosts.ts';
+import { registerDeploymentsCommand } from './commands/deployments.ts';
+import { registerCallCommand } from './commands/call.ts';
+import { registerPsCommand } from './commands/ps.ts';
 
 export function createProgram(): Command {
   const program = new Command('shoal')
@@ -17,6 +23,12 @@ export function createProgram(): Command {
   registerUpCommand(program);
   registerStoreCommands(program);
   registerHostCommand(program);
+  registerProviderCommand(program);
+  registerServiceCommands(program);
+  registerHostsCommand(program);
+  registerDeploymentsCommand(program);
+  registerCallCommand(program);
+  registerPsCommand(program);
   registerTemplateCommands(program);
   registerImageCommands(program);
   return program;

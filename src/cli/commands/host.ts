@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { totalmem, availableParallelism } from 'node:os';
 import { ShoalError } from '../../protocol/errors.ts';
-import { parseListen, untilSignal } from './common.ts';
+import { normalizeUrl, parseListen, untilSignal } from './common.ts';
 
 function positiveInt(text: string, field: string): number {
   const n = Number(text);
@@ -32,6 +32,9 @@ export function registerHostCommand(program: Command): void {
     .option('--instances <n>', 'most instances at once')
     .option('--layer-cache <mb>', 'budget of the unpacked-layer cache in MiB', '10240')
     .option('--keep-instances', 'on SIGTERM leave instances running for the next start to re-adopt')
+    .option('--provider <url>', 'register with this provider once started (needs --join-token)')
+    .option('--join-token <token>', "the provider's join token (env SHOAL_JOIN_TOKEN)")
+    .option('--labels <k=v,...>', 'labels placement can select this host by')
     .action(
       async (opts: {
         listen: string;
@@ -44,6 +47,9 @@ export function registerHostCommand(program: Command): void {
         instances?: string;
         layerCache: string;
         keepInstances?: boolean;
+        provider?: string;
+        joinToken?: string;
+        labels?: string;
       }) => {
         const token = opts.token ?? process.env.SHOAL_HOST_TOKEN;
         if (!token || token.length < 8) {
@@ -51,6 +57,11 @@ export function registerHostCommand(program: Command): void {
         }
         if (opts.driver !== undefined && opts.driver !== 'runc' && opts.driver !== 'process') {
           throw new ShoalError('invalid', `--driver must be runc or process, got ${JSON.stringify(opts.driver)}`, { field: 'driver' });
+        }
+        const labels = parseLabels(opts.labels);
+        const joinToken = opts.joinToken ?? process.env.SHOAL_JOIN_TOKEN;
+        if (opts.provider !== undefined && !joinToken) {
+          throw new ShoalError('invalid', '--provider needs the provider\'s join token (--join-token or SHOAL_JOIN_TOKEN)', { field: 'join-token' });
         }
         const d = defaultCapacity();
         const capacity = {
@@ -71,8 +82,67 @@ export function registerHostCommand(program: Command): void {
           logger: createLogger('host'),
         });
         process.stdout.write(`shoal host ${host.hostId}: control ${host.controlUrl}  data ${host.dataUrl}\n`);
+        const stop = new AbortController();
+        if (opts.provider !== undefined) {
+          const provider = normalizeUrl(opts.provider, 'provider');
+          void registerWithProvider(provider, joinToken!, { controlUrl: host.controlUrl, token, labels }, stop.signal).then(
+            (id) => process.stdout.write(`registered with the provider at ${provider} as ${id}\n`),
+            (e: unknown) => process.stderr.write(`shoal host: registering with ${provider} failed: ${(e as Error).message}\n`),
+          );
+        }
         await untilSignal();
+        stop.abort();
         await host.close({ stopInstances: !opts.keepInstances });
       },
     );
+}
+
+function parseLabels(text: string | undefined): Record<string, string> {
+  const labels: Record<string, string> = {};
+  if (text === undefined || text.trim() === '') return labels;
+  for (const part of text.split(',')) {
+    const m = /^\s*([^=\s]+)=(.*)$/.exec(part);
+    if (!m) throw new ShoalError('invalid', `--labels must be k=v,k=v, got ${JSON.stringify(part)}`, { field: 'labels' });
+    labels[m[1]!] = m[2]!.trim();
+  }
+  return labels;
+}
+
+/**
+ * POST /api/v1/hosts with the join token; the provider then reaches this host with its
+ * control token. Retries while the provider is not up yet (up to about a minute); a
+ * refusal (wrong join token, host unreachable from the provider) is final.
+ */
+async function registerWithProvider(
+  provider: string,
+  joinToken: string,
+  body: { controlUrl: string; token: string; labels: Record<string, string> },
+  signal: AbortSignal,
+): Promise<string> {
+  let delay = 250;
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    try {
+      const res = await fetch(`${provider}/api/v1/hosts`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${joinToken}`, 'content-type': 'application/json' },
+        body: JSON.stringify(body),
+        signal,
+      });
+      const text = await res.text();
+      if (res.ok) return (JSON.parse(text) as { id: string }).id;
+      let message = text;
+      try {
+        message = (JSON.parse(text) as { error: { message: string } }).error.message;
+      } catch {
+        // not JSON
+      }
+      if (res.status < 500 || Date.now() > deadline) throw new Error(`HTTP ${res.status}: ${message}`);
+    } catch (e) {
+      if (signal.aborted) throw e;
+      if ((e as Error).message.startsWith('HTTP ') || Date.now() > deadline) throw e;
+    }
+    await new Promise((r) => setTimeout(r, delay));
+    delay = Math.min(delay * 2, 5000);
+  }
 }

@@ -11,67 +11,132 @@ import { parseListen, untilSignal } from './common.ts';
 export const ECHO_SOURCE = fileURLToPath(new URL('../../../examples/echo/rootfs', import.meta.url));
 export const ECHO_IMAGE = 'echo:1';
 
+/** The echo example as a service (examples/echo/README.md): registered by `shoal up` on first start. */
+export const ECHO_SERVICE = {
+  name: 'echo',
+  version: '1',
+  description: 'The smallest Shoal service: replies with what it is sent (examples/echo)',
+  image: ECHO_IMAGE,
+  operations: {
+    Echo: {
+      description: 'Replies with the same object',
+      input: { type: 'object', properties: { message: { type: 'string' } }, required: ['message'] },
+      output: { type: 'object', properties: { message: { type: 'string' } }, required: ['message'] },
+      idempotent: true,
+    },
+    Inspect: {
+      description: 'What the instance sees of itself: pid, hostname, uid, network interfaces, processes',
+      input: { type: 'object', additionalProperties: false },
+      output: {
+        type: 'object',
+        properties: {
+          pid: { type: 'integer' },
+          hostname: { type: 'string' },
+          uid: { type: 'integer' },
+          interfaces: { type: 'array', items: { type: 'string' } },
+          processes: { type: 'integer' },
+        },
+        required: ['pid', 'hostname', 'uid', 'interfaces', 'processes'],
+      },
+      idempotent: true,
+    },
+  },
+  resources: { memoryMb: 128, cpuMillis: 500, pids: 64 },
+};
+
 export function registerUpCommand(program: Command): void {
   program
     .command('up')
-    .description('the platform on one machine: store + host (and, later, provider), state in ./.shoal/')
-    .option('--listen <host:port>', 'address of the store (and later the provider)', '127.0.0.1:7070')
+    .description('the platform on one machine: store + provider + one host on one address, state in ./.shoal/')
+    .option('--listen <host:port>', 'address of the provider (messages, API) and the store (/v2/)', '127.0.0.1:7070')
     .option('--data <dir>', 'state directory', './.shoal')
     .option('--driver <name>', 'runc | process (default: runc when present and root)')
-    .action(async (opts: { listen: string; data: string; driver?: string }) => {
+    .option('--db <url|path>', 'registry database (env SHOAL_DATABASE_URL; default <data>/shoal.db)')
+    .action(async (opts: { listen: string; data: string; driver?: string; db?: string }) => {
       const listen = parseListen(opts.listen);
       const dataDir = resolve(opts.data);
       await mkdir(dataDir, { recursive: true });
       const image = await import('../../image/index.ts');
+      const { startProvider } = await import('../../provider/index.ts');
       const { createLogger } = await import('../logger.ts');
       const log = createLogger('up');
-
-      const store = await image.startStore({ dataDir: join(dataDir, 'store'), host: listen.host, port: listen.port, logger: log });
-      const client = image.createRegistryClient({ baseUrl: store.url });
       const say = (line: string) => process.stdout.write(`${line}\n`);
 
-      // First start: build the node template and the echo example into the store.
-      const major = process.versions.node.split('.')[0];
-      const templateName = `template://node/${major}`;
-      const templateRef = parseImageRef(templateName);
-      if (!(await client.getManifest(templateRef.repository, templateRef.tag!))) {
-        say(`building ${templateName} from this machine's Node.js…`);
-        const t = await image.buildNodeTemplate({ client });
-        say(`  ${t.name} = ${t.manifestDigest} (${formatBytes(t.imageSize)})`);
-      }
-      const echoRef = parseImageRef(ECHO_IMAGE);
-      if (!(await client.getManifest(echoRef.repository, echoRef.tag!))) {
-        say(`building ${ECHO_IMAGE} on ${templateName}…`);
-        const b = await image.buildImage({
-          client,
-          source: ECHO_SOURCE,
-          template: templateRef,
-          ref: echoRef,
-          owner: { uid: 0, gid: 0 },
-          process: { cmd: ['/usr/local/bin/node', '/app/server.mjs'], workdir: '/app' },
-        });
-        say(`  ${ECHO_IMAGE} = ${b.manifestDigest}: overlay ${formatBytes(b.layer.size)} of ${formatBytes(b.imageSize)}`);
-      }
+      // The store is not a server of its own here: its app is mounted in the provider's
+      // server, so one address serves messages, the provider API and the OCI registry.
+      const storeDir = join(dataDir, 'store');
+      const blobs = image.createBlobStore({ dir: storeDir });
+      const imageStore = image.createImageStore({ dir: storeDir, blobs, vetLayer: image.layerVetter(blobs) });
+      const storeApp = image.createStoreApp({ store: imageStore, blobs, logger: log });
+      await blobs.expireUploads(60 * 60_000).catch(() => 0);
 
-      const { startHost } = await import('../../host/index.ts');
-      const token = randomBytes(18).toString('base64url');
-      const host = await startHost({
-        dataDir: join(dataDir, 'host'),
-        listen: { host: listen.host, port: 0 },
-        token,
-        capacity: defaultCapacity(),
-        ...(opts.driver === 'runc' || opts.driver === 'process' ? { driver: opts.driver } : {}),
+      const database = opts.db ?? process.env.SHOAL_DATABASE_URL ?? join(dataDir, 'shoal.db');
+      const provider = await startProvider({
+        listen,
+        database,
+        store: storeApp,
+        joinToken: randomBytes(18).toString('base64url'),
+        providerId: `up:${listen.port}`,
         logger: log,
       });
+      let host: Awaited<ReturnType<typeof import('../../host/index.ts').startHost>> | undefined;
+      const stopAll = async () => {
+        await provider.close();
+        await host?.close({ stopInstances: true });
+      };
+      try {
+        const client = image.createRegistryClient({ baseUrl: provider.url });
+        // First start: build the node template and the echo example into the store.
+        const major = process.versions.node.split('.')[0];
+        const templateName = `template://node/${major}`;
+        const templateRef = parseImageRef(templateName);
+        if (!(await client.getManifest(templateRef.repository, templateRef.tag!))) {
+          say(`building ${templateName} from this machine's Node.js…`);
+          const t = await image.buildNodeTemplate({ client });
+          say(`  ${t.name} = ${t.manifestDigest} (${formatBytes(t.imageSize)})`);
+        }
+        const echoRef = parseImageRef(ECHO_IMAGE);
+        if (!(await client.getManifest(echoRef.repository, echoRef.tag!))) {
+          say(`building ${ECHO_IMAGE} on ${templateName}…`);
+          const b = await image.buildImage({
+            client,
+            source: ECHO_SOURCE,
+            template: templateRef,
+            ref: echoRef,
+            owner: { uid: 0, gid: 0 },
+            process: { cmd: ['/usr/local/bin/node', '/app/server.mjs'], workdir: '/app' },
+          });
+          say(`  ${ECHO_IMAGE} = ${b.manifestDigest}: overlay ${formatBytes(b.layer.size)} of ${formatBytes(b.imageSize)}`);
+        }
+
+        const { startHost } = await import('../../host/index.ts');
+        const token = randomBytes(18).toString('base64url');
+        host = await startHost({
+          dataDir: join(dataDir, 'host'),
+          listen: { host: listen.host, port: 0 },
+          token,
+          capacity: defaultCapacity(),
+          ...(opts.driver === 'runc' || opts.driver === 'process' ? { driver: opts.driver } : {}),
+          logger: log,
+        });
+        await provider.registerHost({ controlUrl: host.controlUrl, token });
+        if ((await provider.registry.getService(ECHO_SERVICE.name)) === undefined) {
+          await provider.registerService(ECHO_SERVICE);
+          say(`registered the ${ECHO_SERVICE.name} service (operations Echo, Inspect)`);
+        }
+      } catch (e) {
+        await stopAll().catch(() => undefined);
+        throw e;
+      }
 
       say(`shoal up: state in ${dataDir}`);
-      say(`  store      ${store.url}  (OCI registry ${store.url}/v2/, API ${store.url}/openapi.json)`);
-      say(`  host       ${host.controlUrl}  (token ${token})`);
-      say(`  data plane ${host.dataUrl}`);
+      say(`  provider   ${provider.url}  (messages POST ${provider.url}/s/<service>/<operation>, API ${provider.url}/api/v1/, ${provider.url}/openapi.json)`);
+      say(`  store      ${provider.url}  (OCI registry ${provider.url}/v2/)`);
+      say(`  host       ${host.hostId}  control ${host.controlUrl}, data plane ${host.dataUrl}`);
+      say(`  try        shoal call echo Echo '{"message":"hello"}'`);
       say('Ctrl-C stops everything.');
       await untilSignal();
       say('stopping…');
-      await host.close({ stopInstances: true });
-      await store.close();
+      await stopAll();
     });
 }

@@ -1,0 +1,46 @@
+import type { Command } from 'commander';
+import { randomBytes } from 'node:crypto';
+import { ShoalError } from '../../protocol/errors.ts';
+import { normalizeUrl, parseListen, untilSignal } from './common.ts';
+
+export function registerProviderCommand(program: Command): void {
+  program
+    .command('provider')
+    .description('run a service provider: deploys services on their first message, routes, scales, heals; hosts register with it')
+    .option('--listen <host:port>', 'address of the message path and the control API', '127.0.0.1:7070')
+    .option('--db <url|path>', 'registry: postgres://… or a SQLite file (env SHOAL_DATABASE_URL, default ./.shoal/shoal.db)')
+    .option('--store <url>', 'the store hosts pull images from (env SHOAL_STORE)')
+    .option('--join-token <token>', 'token hosts register with (env SHOAL_JOIN_TOKEN; default: a random one, printed)')
+    .option('--provider-id <id>', 'stable id of this provider in a shared registry (default hostname:port)')
+    .action(async (opts: { listen: string; db?: string; store?: string; joinToken?: string; providerId?: string }) => {
+      const listen = parseListen(opts.listen);
+      const store = opts.store ?? process.env.SHOAL_STORE;
+      if (store === undefined) throw new ShoalError('invalid', 'the store hosts pull from is needed: --store URL or SHOAL_STORE', { field: 'store' });
+      const joinToken = opts.joinToken ?? process.env.SHOAL_JOIN_TOKEN ?? randomBytes(18).toString('base64url');
+      if (joinToken.length < 8) throw new ShoalError('invalid', 'the join token must be at least 8 characters', { field: 'join-token' });
+      const { startProvider } = await import('../../provider/index.ts');
+      const { createLogger } = await import('../logger.ts');
+      const database = opts.db ?? process.env.SHOAL_DATABASE_URL;
+      const provider = await startProvider({
+        listen,
+        ...(database === undefined ? {} : { database }),
+        storeUrl: normalizeUrl(store, 'store'),
+        joinToken,
+        ...(opts.providerId === undefined ? {} : { providerId: opts.providerId }),
+        logger: createLogger('provider'),
+      });
+      const info = await provider.registry.info();
+      process.stdout.write(
+        [
+          `shoal provider ${provider.providerId}: ${provider.url}`,
+          `  messages   POST ${provider.url}/s/<service>/<operation>`,
+          `  API        ${provider.url}/api/v1/  (OpenAPI ${provider.url}/openapi.json, metrics ${provider.url}/metrics)`,
+          `  registry   ${info.dialect} ${info.location}`,
+          `  hosts join with: shoal host --provider ${provider.url} --join-token ${opts.joinToken || process.env.SHOAL_JOIN_TOKEN ? '<the join token>' : joinToken}`,
+          '',
+        ].join('\n'),
+      );
+      await untilSignal();
+      await provider.close();
+    });
+}
