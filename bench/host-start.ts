@@ -6,8 +6,9 @@
 //   plain       `node server.mjs` as a child with a clean env (the baseline)
 //   process     the process driver's start()
 //   foreground  the runc driver, `runc run --keep` as a child
-//   shim        the runc driver via shoal-shim: `runc create` + `runc start`
+//   shim        the runc driver via shoal-shim: `runc run -d`
 //   prepared    the runc driver, prepare() done beforehand; timed: start() = `runc start`
+//   prepared-native  the same with the x86_64-only seccomp filter
 // The overlay mount (3-5 ms) is made before the clock starts for every variant.
 import { spawn } from 'node:child_process';
 import { chmod, chown, mkdir, mkdtemp, rm, rmdir } from 'node:fs/promises';
@@ -72,6 +73,7 @@ export async function runHostStartBench(options: { n?: number; log?: (m: string)
       ? {
           foreground: createRuncDriver({ runcRoot: join(dir, 'runc-fg'), mode: 'foreground', cgroupParent, log: quiet }),
           shim: createRuncDriver({ runcRoot: join(dir, 'runc-shim'), mode: 'shim', cgroupParent, shimDir: join(dir, 'shim'), log: quiet }),
+          native: createRuncDriver({ runcRoot: join(dir, 'runc-native'), mode: 'shim', cgroupParent, shimDir: join(dir, 'shim'), seccompArchitectures: 'native', log: quiet }),
         }
       : {};
     let seq = 0;
@@ -137,8 +139,9 @@ export async function runHostStartBench(options: { n?: number; log?: (m: string)
     const rounds = async (recording: boolean): Promise<void> => {
       await plain();
       await viaDriver('process', processDriver, false, false);
-      for (const [name, d] of Object.entries(runcDrivers)) await viaDriver(name, d, true, false);
+      for (const name of ['foreground', 'shim'] as const) if (runcDrivers[name]) await viaDriver(name, runcDrivers[name], true, false);
       if (runcDrivers.shim) await viaDriver('prepared', runcDrivers.shim, true, true);
+      if (runcDrivers.native) await viaDriver('prepared-native', runcDrivers.native, true, true);
       if (!recording) for (const k of Object.keys(results)) delete results[k];
     };
     await rounds(false);
@@ -162,8 +165,9 @@ const describe: Record<string, string> = {
   plain: '`node server.mjs` child, clean env (baseline)',
   process: 'process driver',
   foreground: 'runc driver, foreground `runc run`',
-  shim: 'runc driver, shim: `runc create` + `runc start`',
+  shim: 'runc driver, under shoal-shim: `runc run -d`',
   prepared: 'runc driver, pre-created (`prepare()` earlier): `runc start` only',
+  'prepared-native': 'the same, seccomp filter for x86_64 only',
 };
 
 export function formatHostStartBench(r: HostStartResult): string {

@@ -35,11 +35,12 @@ import { delay, readProcStat, signalName, watchExit, within } from '../shared/pr
 import { cgroupMode, cgroupPathsOf, readCgroupStats, readOomKills, type CgroupPaths } from './cgroups.ts';
 import { createRuncCli, lastRuncError, type RuncCli } from './runc-cli.ts';
 import { ensureShim } from './shim.ts';
+import type { SeccompArchitectures } from './seccomp.ts';
 import { buildRuntimeSpec, validateInstanceId } from './spec.ts';
 
 export { ensureShim } from './shim.ts';
 export { buildRuntimeSpec, cpuControls } from './spec.ts';
-export { defaultSeccompProfile } from './seccomp.ts';
+export { defaultSeccompProfile, type SeccompArchitectures } from './seccomp.ts';
 
 export const capabilities = {
   isolation: 'namespaces',
@@ -66,6 +67,8 @@ export interface RuncDriverOptions {
   shimDir?: string;
   /** Apply the seccomp profile (default true; turn off only to debug a program). */
   seccomp?: boolean;
+  /** ABIs the seccomp filter admits: 'x86-family' (default) or 'native' (x86_64 only, ~17 ms faster start). */
+  seccompArchitectures?: SeccompArchitectures;
   /** Size of each instance's /tmp (default 64 MiB). */
   tmpSizeBytes?: number;
   log?: (message: string) => void;
@@ -125,6 +128,7 @@ export function createRuncDriver(options: RuncDriverOptions) {
     const config = buildRuntimeSpec(spec, {
       cgroupsPath: `${cgroupParent}/${spec.id}`,
       seccomp: options.seccomp !== false,
+      ...(options.seccompArchitectures ? { seccompArchitectures: options.seccompArchitectures } : {}),
       ...(options.tmpSizeBytes === undefined ? {} : { tmpSizeBytes: options.tmpSizeBytes }),
     });
     return JSON.stringify(config, null, 2);

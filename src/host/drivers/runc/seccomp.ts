@@ -118,11 +118,19 @@ export const allowedSyscalls: Record<string, string[]> = {
   ],
 };
 
-export function defaultSeccompProfile(): SeccompProfile {
+/**
+ * Which syscall ABIs the filter admits. 'x86-family' (x86_64, x86, x32: what Docker
+ * does) lets 32-bit programs run; 'native' (x86_64 only) refuses every 32-bit syscall,
+ * and its smaller filter starts each container ~17 ms sooner here (runc compiles the
+ * filter right before exec, so even a pre-created container pays it).
+ */
+export type SeccompArchitectures = 'x86-family' | 'native';
+
+export function defaultSeccompProfile(options: { architectures?: SeccompArchitectures } = {}): SeccompProfile {
   return {
     defaultAction: 'SCMP_ACT_ERRNO',
     defaultErrnoRet: EPERM,
-    architectures: ['SCMP_ARCH_X86_64', 'SCMP_ARCH_X86', 'SCMP_ARCH_X32'],
+    architectures: options.architectures === 'native' ? ['SCMP_ARCH_X86_64'] : ['SCMP_ARCH_X86_64', 'SCMP_ARCH_X86', 'SCMP_ARCH_X32'],
     syscalls: [
       { names: Object.values(allowedSyscalls).flat(), action: 'SCMP_ACT_ALLOW' },
       // Threads and fork, but no new namespaces.

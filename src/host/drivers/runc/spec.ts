@@ -2,7 +2,7 @@
 // Shoal's edits (no capabilities, no network but lo, limits, seccomp, /run/shoal).
 import { ShoalError } from '../../../protocol/errors.ts';
 import type { InstanceResources, InstanceSpec } from '../driver.ts';
-import { defaultSeccompProfile, type SeccompProfile } from './seccomp.ts';
+import { defaultSeccompProfile, type SeccompArchitectures, type SeccompProfile } from './seccomp.ts';
 
 export interface OciMount {
   destination: string;
@@ -47,6 +47,8 @@ export interface RuntimeSpecOptions {
   cgroupsPath: string;
   /** Apply the default seccomp profile (default true). */
   seccomp?: boolean;
+  /** ABIs the seccomp filter admits (default 'x86-family'). */
+  seccompArchitectures?: SeccompArchitectures;
   /** Size of the instance's /tmp tmpfs (default 64 MiB). */
   tmpSizeBytes?: number;
 }
@@ -144,6 +146,8 @@ export function buildRuntimeSpec(spec: InstanceSpec, options: RuntimeSpecOptions
       readonlyPaths: ['/proc/bus', '/proc/fs', '/proc/irq', '/proc/sys', '/proc/sysrq-trigger'],
     },
   };
-  if (options.seccomp !== false) runtime.linux.seccomp = defaultSeccompProfile();
+  if (options.seccomp !== false) {
+    runtime.linux.seccomp = defaultSeccompProfile(options.seccompArchitectures ? { architectures: options.seccompArchitectures } : {});
+  }
   return runtime;
 }

@@ -218,6 +218,10 @@ describe('runc driver', { skip: unavailable }, () => {
     const probe = (await request(ci.socketPath, 'POST', '/Exec', { file: '/app/probe' })).body;
     assert.equal(probe.code, 0, probe.stderr);
     assert.deepEqual(JSON.parse(probe.stdout), { unshare: 1, mount: 1, ptrace: 1, keyctl: 1 }); // EPERM
+    // The x86_64-only filter: the same answers, and Node runs under it as well.
+    const native = await started({ driver: { seccompArchitectures: 'native' } });
+    const nativeProbe = (await request(native.ci.socketPath, 'POST', '/Exec', { file: '/app/probe' })).body;
+    assert.deepEqual(JSON.parse(nativeProbe.stdout), { unshare: 1, mount: 1, ptrace: 1, keyctl: 1 });
     // Control: without the profile, unshare(CLONE_NEWUSER) and ptrace(TRACEME) succeed for
     // the same unprivileged user, so it is the profile that refuses them above.
     const loose = await started({ driver: { seccomp: false } });

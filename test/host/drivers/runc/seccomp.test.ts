@@ -10,6 +10,7 @@ describe('seccomp profile', () => {
     assert.equal(profile.defaultAction, 'SCMP_ACT_ERRNO');
     assert.equal(profile.defaultErrnoRet, 1);
     assert.deepEqual(profile.architectures, ['SCMP_ARCH_X86_64', 'SCMP_ARCH_X86', 'SCMP_ARCH_X32']);
+    assert.deepEqual(defaultSeccompProfile({ architectures: 'native' }).architectures, ['SCMP_ARCH_X86_64']);
   });
 
   it('allows the usual few hundred syscalls, each once', () => {

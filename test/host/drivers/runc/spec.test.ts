@@ -51,6 +51,7 @@ describe('runc runtime spec', () => {
     assert.ok(c.linux.readonlyPaths.includes('/proc/sys'));
     assert.equal(c.linux.seccomp?.defaultAction, 'SCMP_ACT_ERRNO');
     assert.equal(buildRuntimeSpec(spec, { cgroupsPath: 'x', seccomp: false }).linux.seccomp, undefined);
+    assert.deepEqual(buildRuntimeSpec(spec, { cgroupsPath: 'x', seccompArchitectures: 'native' }).linux.seccomp?.architectures, ['SCMP_ARCH_X86_64']);
   });
 
   it('mounts the rootfs, a bounded /tmp and the socket dir at /run/shoal', () => {
