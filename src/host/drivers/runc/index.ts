@@ -67,7 +67,7 @@ export interface RuncDriverOptions {
   shimDir?: string;
   /** Apply the seccomp profile (default true; turn off only to debug a program). */
   seccomp?: boolean;
-  /** ABIs the seccomp filter admits: 'x86-family' (default) or 'native' (x86_64 only, ~17 ms faster start). */
+  /** ABIs the seccomp filter admits: 'x86-family' (default) or 'native' (x86_64 only; ~17 ms faster create). */
   seccompArchitectures?: SeccompArchitectures;
   /** Size of each instance's /tmp (default 64 MiB). */
   tmpSizeBytes?: number;

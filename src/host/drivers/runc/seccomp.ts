@@ -121,8 +121,8 @@ export const allowedSyscalls: Record<string, string[]> = {
 /**
  * Which syscall ABIs the filter admits. 'x86-family' (x86_64, x86, x32: what Docker
  * does) lets 32-bit programs run; 'native' (x86_64 only) refuses every 32-bit syscall,
- * and its smaller filter starts each container ~17 ms sooner here (runc compiles the
- * filter right before exec, so even a pre-created container pays it).
+ * and its smaller filter makes `runc create` ~17 ms faster here (measured: create
+ * 58-72 ms vs 39-54 ms; `runc start` of a pre-created container is ~12 ms either way).
  */
 export type SeccompArchitectures = 'x86-family' | 'native';
 
