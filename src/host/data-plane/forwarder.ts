@@ -34,7 +34,11 @@ export interface ForwarderOptions {
   keys: Uint8Array[];
   /** instance id → socket path, or undefined if the host has no such instance (removed/unknown). Must be O(1), no I/O. */
   resolveInstance(id: string): { socketPath: string; state: InstanceState } | undefined;
-  /** Longest the instance may stay silent, before or during its reply. Default 30 s. */
+  /**
+   * Idle limit of an exchange, default 30 s: how long the instance may stay silent (before
+   * its reply's head → 504; during its body → the reply is cut), and how long a client may
+   * leave the reply unread (the reply is cut).
+   */
   requestTimeoutMs?: number;
   /** Largest request body forwarded. Default 10 MiB. */
   maxBodyBytes?: number;

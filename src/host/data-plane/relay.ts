@@ -114,7 +114,7 @@ export interface RelayPlan {
   /** Longest the upstream may stay silent, before or during its reply. */
   timeoutMs: number;
   maxBodyBytes: number;
-  /** Added to the reply's headers (flat array). */
+  /** Added to the reply's headers (flat array, lower-case names), replacing any the upstream sent. */
   replyHeaders: readonly string[] | undefined;
   /** Names the upstream in error messages: "instance abc", "import payment". */
   describe: string;
@@ -124,8 +124,10 @@ export interface RelayPlan {
 
 /**
  * Relays `req` to the upstream and the reply to `res`, streaming both ways with
- * back-pressure. The timeout is an idle timeout (like nginx's proxy_read_timeout): silence
- * before the reply's head → 504; after it → the reply is cut. Upstream refusal or an
+ * back-pressure. The timeout is an idle timeout on the upstream connection (like nginx's
+ * proxy_read_timeout): silence before the reply's head → 504; after it → the reply is cut.
+ * A client that leaves the reply unread holds the upstream paused, so it is cut alike.
+ * Upstream refusal or an
  * invalid reply → 502. A body past maxBodyBytes → upstream aborted and 413. A client that
  * goes away aborts the upstream exchange.
  */
@@ -247,7 +249,7 @@ class Exchange implements UpstreamOwner {
       if (head === undefined) continue; // an interim 1xx reply: skipped
       this.reply = head;
       if (head.keepAliveMs !== undefined) this.conn!.keepAliveMs = head.keepAliveMs;
-      const headers = this.plan.replyHeaders === undefined ? head.headers : head.headers.concat(this.plan.replyHeaders);
+      const headers = this.plan.replyHeaders === undefined ? head.headers : withOurs(head.headers, this.plan.replyHeaders);
       try {
         this.res.writeHead(head.status, headers);
       } catch (e) {
@@ -373,6 +375,19 @@ class Exchange implements UpstreamOwner {
     if (!this.res.writableFinished && !this.finished) this.finish(false);
     this.plan.done?.(this.res.headersSent ? this.res.statusCode : 499, this.bytesIn, this.bytesOut);
   }
+}
+
+/** The upstream's headers with ours added; an upstream header of the same name is dropped (an instance cannot pose as another). */
+function withOurs(headers: string[], ours: readonly string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < headers.length; i += 2) {
+    const lower = headers[i]!.toLowerCase();
+    let clash = false;
+    for (let j = 0; j < ours.length; j += 2) if (ours[j] === lower) clash = true;
+    if (!clash) out.push(headers[i]!, headers[i + 1]!);
+  }
+  for (let j = 0; j < ours.length; j++) out.push(ours[j]!);
+  return out;
 }
 
 function noop(): void {}

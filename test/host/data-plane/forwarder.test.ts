@@ -68,6 +68,33 @@ function instanceHandler(fake: FakeInstance, req: IncomingMessage, res: ServerRe
       return;
     case '/slow':
       return; // never answers
+    case '/spoof':
+      res.writeHead(200, { 'x-shoal-instance': 'someone-else', 'content-length': 2 });
+      res.end('ok');
+      return;
+    case '/early':
+      // Answers at once without reading the body.
+      res.writeHead(200, { 'content-length': 5 });
+      res.end('early');
+      return;
+    case '/flood': {
+      // Writes 50 MB as fast as the reader lets it; counts what it got out.
+      const chunk = Buffer.alloc(256 * 1024, 2);
+      res.writeHead(200, { 'content-length': 50 * 1024 * 1024 });
+      flood.written = 0;
+      const pump = (): void => {
+        while (flood.written < 50 * 1024 * 1024) {
+          flood.written += chunk.length;
+          if (!res.write(chunk)) {
+            res.once('drain', pump);
+            return;
+          }
+        }
+        res.end();
+      };
+      pump();
+      return;
+    }
     case '/stall': {
       // Reads nothing until the test calls stall.reading(), then counts the body.
       req.pause();
@@ -91,6 +118,7 @@ function instanceHandler(fake: FakeInstance, req: IncomingMessage, res: ServerRe
 }
 
 const stall: { reading: (() => void) | undefined } = { reading: undefined };
+const flood = { written: 0 };
 
 function json(res: ServerResponse, status: number, body: unknown): void {
   const text = JSON.stringify(body);
@@ -269,6 +297,66 @@ test('the forwarder does not buffer: a stalled instance stalls the sender', asyn
   assert.equal(r.status, 200);
   assert.equal(bodyJson(r).bytes, total);
   assert.ok(stalledAt < 24 * 1024 * 1024, `the client got ${(stalledAt / 1048576).toFixed(1)} MB out while the instance read nothing`);
+});
+
+test('the forwarder does not buffer replies: a client that stops reading stalls the instance', async () => {
+  const patient = await listenForwarder({ host: '127.0.0.1', port: 0, keys: [key], resolveInstance: (id) => instances.get(id), requestTimeoutMs: 10_000 });
+  try {
+    let received = 0;
+    let res: IncomingMessage | undefined;
+    const done = new Promise<void>((resolve, reject) => {
+      const req = request({ host: '127.0.0.1', port: patient.address.port, path: '/i/flood', agent: false, headers: { 'x-shoal-route': token() } }, (r) => {
+        res = r;
+        r.pause(); // read nothing for now
+        r.on('data', (c: Buffer) => (received += c.length));
+        r.on('end', resolve);
+        r.on('error', reject);
+      });
+      req.on('error', reject);
+      req.end();
+    });
+    await waitFor(() => res !== undefined && flood.written > 0);
+    await new Promise((r) => setTimeout(r, 400));
+    const writtenWhileStalled = flood.written;
+    res!.resume();
+    await done;
+    assert.equal(received, 50 * 1024 * 1024);
+    assert.ok(writtenWhileStalled < 24 * 1024 * 1024, `the instance got ${(writtenWhileStalled / 1048576).toFixed(1)} MB out while the client read nothing`);
+  } finally {
+    await patient.close();
+  }
+});
+
+test('a client that stops reading for longer than the timeout has its reply cut', async () => {
+  const outcome = await new Promise<string>((resolve) => {
+    const req = request({ host: '127.0.0.1', port, path: '/i/flood', agent: false, headers: { 'x-shoal-route': token() } }, (r) => {
+      r.pause();
+      setTimeout(() => {
+        r.on('data', () => {});
+        r.on('end', () => resolve('complete'));
+        r.on('error', () => resolve('cut'));
+        r.on('aborted', () => resolve('cut'));
+        r.resume();
+      }, 800);
+    });
+    req.on('error', () => resolve('cut'));
+    req.end();
+  });
+  assert.equal(outcome, 'cut');
+});
+
+test('a reply sent before the request body was read reaches the client; the next request is fine', async () => {
+  const r = await call(port, 'POST', '/i/early', { 'x-shoal-route': token() }, Buffer.alloc(4 * 1024 * 1024));
+  assert.equal(r.status, 200);
+  assert.equal(r.body.toString(), 'early');
+  const next = await call(port, 'POST', '/i/echo', { 'x-shoal-route': token() }, 'after');
+  assert.equal(next.body.toString(), 'after');
+});
+
+test('an instance cannot set x-shoal-instance itself', async () => {
+  const r = await call(port, 'GET', '/i/spoof', { 'x-shoal-route': token() });
+  assert.equal(r.headers['x-shoal-instance'], 'inst-a');
+  assert.equal(r.rawHeaders.filter((h) => h.toLowerCase() === 'x-shoal-instance').length, 1);
 });
 
 test('no token → 401; forged, altered, expired or garbage token → 403', async () => {
