@@ -19,7 +19,7 @@ import type { RemovalReason, RouteEndpoint, RoutingTable, ServiceEntry } from '.
 import { resolveRemoteImage, type RegistryClient, type RemoteImage } from '../image/index.ts';
 import type { DeploymentPlan, DeploymentTimeline, DriverName, EndpointReference, TimelinePhase } from '../protocol/deployment.ts';
 import { ShoalError, isShoalError } from '../protocol/errors.ts';
-import type { DriverCapabilities } from '../host/drivers/driver.ts';
+import type { DriverCapabilities } from '../protocol/driver.ts';
 
 export type DeployReason = 'cold' | 'scale' | 'replace';
 
@@ -479,16 +479,14 @@ export function createDeployer(options: DeployerOptions): Deployer {
         return;
       }
       if (outcome.noHost !== undefined) {
-        last = outcome.noHost;
-        activator.fail(service, last);
-        n++;
-        if (exclude.length > 0 && n < maxAttempts) {
-          // Every other host was tried: start over with all of them after the backoff.
+        if (exclude.length > 0) {
+          // Every host that could take it has failed once: try them all again (the
+          // backoff after the last failure has already passed).
           exclude.length = 0;
-          await sleep(delay, controller.signal);
-          delay *= 2;
           continue;
         }
+        last = outcome.noHost;
+        activator.fail(service, last);
         break;
       }
       exclude.push(...outcome.failedHosts);
