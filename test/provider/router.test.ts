@@ -1,0 +1,143 @@
+// The message path: message safety (schema → 400 naming the field), unknown names → 404,
+// least-outstanding balancing, and what happens when an instance fails under a message
+// (not delivered → another instance; delivered and lost → 502 unless idempotent).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { startFarm, until } from './fixtures/provider.ts';
+import { ECHO_TEST_SERVICE } from './fixtures/fake-host.ts';
+
+const quiet = { ...ECHO_TEST_SERVICE, scaling: { targetConcurrency: 1000, idleTimeoutMs: 600_000 } };
+
+test('message safety: a body that fails the input schema is refused 400 naming the field, before any deployment', async (t) => {
+  const farm = await startFarm(t, { hosts: 1 });
+  const missing = await farm.call('Echo', {});
+  assert.equal(missing.status, 400);
+  assert.equal(missing.body.error.code, 'invalid');
+  assert.equal(missing.body.error.field, '/message');
+  assert.match(missing.body.error.message, /\/message is required/);
+  const wrongType = await farm.call('Echo', { message: 42 });
+  assert.equal(wrongType.status, 400);
+  assert.equal(wrongType.body.error.field, '/message');
+  assert.match(wrongType.body.error.message, /must be string, got integer/);
+  const res = await fetch(`${farm.provider.url}/s/echo/Echo`, { method: 'POST', body: '{"message": nope' });
+  assert.equal(res.status, 400);
+  assert.equal(((await res.json()) as any).error.field, 'body');
+  assert.equal(farm.hosts[0]!.plans.length, 0, 'nothing was deployed for refused messages');
+});
+
+test('unknown service or operation → 404 naming which; other methods → 405; an empty body is {}', async (t) => {
+  const farm = await startFarm(t, { hosts: 1 });
+  const noService = await farm.call('Echo', { message: 'x' }, 'nope');
+  assert.equal(noService.status, 404);
+  assert.equal(noService.body.error.field, 'service');
+  const noOp = await farm.call('Nope', {});
+  assert.equal(noOp.status, 404);
+  assert.equal(noOp.body.error.field, 'operation');
+  assert.match(noOp.body.error.message, /has no operation "Nope" \(it has: Echo/);
+  assert.equal((await fetch(`${farm.provider.url}/s/echo`, { method: 'POST' })).status, 404);
+  const get = await fetch(`${farm.provider.url}/s/echo/Echo`);
+  assert.equal(get.status, 405);
+  assert.equal(get.headers.get('allow'), 'POST');
+  const empty = await fetch(`${farm.provider.url}/s/echo/Who`, { method: 'POST' });
+  assert.equal(empty.status, 200);
+  assert.equal(farm.hosts[0]!.plans.length, 1);
+});
+
+test('a body over the limit → 413', async (t) => {
+  const farm = await startFarm(t, { hosts: 1, tuning: { maxBodyBytes: 1024 } });
+  const r = await farm.call('Echo', { message: 'x'.repeat(2000) });
+  assert.equal(r.status, 413);
+  assert.equal(r.body.error.code, 'too-large');
+});
+
+test('replies pass through with their status and headers; the instance is named', async (t) => {
+  const farm = await startFarm(t, { hosts: 1, service: quiet });
+  const r = await farm.call('Echo', { message: 'hi', extra: [1, 2] });
+  assert.equal(r.status, 200);
+  assert.deepEqual(r.body, { message: 'hi', extra: [1, 2] });
+  assert.match(r.headers.get('x-shoal-instance') ?? '', /^echo-/);
+});
+
+test('least outstanding: concurrent messages spread evenly over two instances', async (t) => {
+  const farm = await startFarm(t, { hosts: 2, service: quiet });
+  const out = await farm.provider.deploy('echo', 2);
+  assert.equal(out.ready.length, 2);
+  const replies = await Promise.all(Array.from({ length: 40 }, () => farm.call('Slow', { ms: 100 })));
+  const counts = new Map<string, number>();
+  for (const r of replies) counts.set(r.body.instance, (counts.get(r.body.instance) ?? 0) + 1);
+  assert.deepEqual([...counts.values()], [20, 20]);
+});
+
+test('an instance crashing under a message: non-idempotent → 502, idempotent → answered by another instance', async (t) => {
+  const farm = await startFarm(t, { hosts: 2, service: quiet });
+  await farm.provider.deploy('echo', 1);
+  const [a] = farm.provider.table.endpoints('echo');
+  const hostOf = (id: string) => farm.hosts.find((h) => h.instances.has(id))!;
+  // Both messages go to a (the only instance); then a second instance comes up; then a dies.
+  const write = farm.call('Write', { ms: 1000 });
+  const slow = farm.call('Slow', { ms: 1000 });
+  await until('both on a', () => (hostOf(a!.id).received.get(a!.id) ?? 0) >= 2);
+  await farm.provider.deploy('echo', 1);
+  const b = farm.provider.table.endpoints('echo').find((e) => e.id !== a!.id);
+  assert.ok(b);
+  hostOf(a!.id).crash(a!.id);
+  const [w, s] = await Promise.all([write, slow]);
+  assert.equal(w.status, 502);
+  assert.match(w.body.error.message, /closed the connection without answering/);
+  assert.equal(s.status, 200);
+  assert.equal(s.body.instance, b.id, 'the idempotent message was retried on the other instance');
+});
+
+test('after its crash event no message is routed to the dead instance', async (t) => {
+  const farm = await startFarm(t, { hosts: 2, service: quiet });
+  await farm.provider.deploy('echo', 2);
+  const [dead] = farm.provider.table.endpoints('echo');
+  let removedAt: number | undefined;
+  const routedAfter: string[] = [];
+  farm.provider.events.on('removed', (ep) => {
+    if (ep.id === dead!.id) removedAt = performance.now();
+  });
+  farm.provider.events.on('routed', (ep) => {
+    if (removedAt !== undefined && ep.id === dead!.id) routedAfter.push(ep.id);
+  });
+  // Traffic all along; the instance crashes in the middle of it.
+  let stop = false;
+  const traffic = (async () => {
+    const statuses: number[] = [];
+    while (!stop) statuses.push((await farm.call('Echo', { message: 'x' })).status);
+    return statuses;
+  })();
+  await new Promise((r) => setTimeout(r, 100));
+  farm.hosts.find((h) => h.instances.has(dead!.id))!.crash(dead!.id);
+  await until('removed', () => removedAt !== undefined);
+  await new Promise((r) => setTimeout(r, 200));
+  stop = true;
+  const statuses = await traffic;
+  assert.deepEqual(routedAfter, []);
+  assert.ok(statuses.every((s) => s === 200), `every message answered: ${[...new Set(statuses)]}`);
+  assert.equal(farm.provider.table.endpoint(dead!.id), undefined);
+  await until('recorded as failed', async () => (await farm.provider.registry.listDeployments({ service: 'echo' })).some((d) => d.instanceId === dead!.id && d.state === 'failed'));
+});
+
+test('an instance its host no longer has (404 from the host) leaves routing; the message goes elsewhere', async (t) => {
+  const farm = await startFarm(t, { hosts: 1, service: quiet });
+  await farm.provider.deploy('echo', 2);
+  const [first] = farm.provider.table.endpoints('echo');
+  farm.hosts[0]!.instances.delete(first!.id); // gone, no event
+  for (let i = 0; i < 6; i++) assert.equal((await farm.call('Echo', { message: `m${i}` })).status, 200);
+  assert.equal(farm.provider.table.endpoint(first!.id), undefined);
+});
+
+test('a host that stops answering: its endpoints leave routing, messages go to the other host', async (t) => {
+  const farm = await startFarm(t, { hosts: 2, service: quiet, tuning: { deadAfterMs: 60_000, suspectAfterMs: 60_000 } });
+  await farm.provider.deploy('echo', 2);
+  const eps = farm.provider.table.endpoints('echo');
+  assert.equal(new Set(eps.map((e) => e.hostId)).size, 2);
+  const gone = farm.hosts.find((h) => h.id === eps[0]!.hostId)!;
+  await gone.kill();
+  for (let i = 0; i < 6; i++) {
+    const r = await farm.call('Write', { ms: 1 });
+    assert.equal(r.status, 200, 'not delivered, so even a non-idempotent message is retried');
+  }
+  assert.ok(farm.provider.table.endpoints('echo').every((e) => e.hostId !== gone.id));
+});
