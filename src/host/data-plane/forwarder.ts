@@ -90,7 +90,7 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
   function upstreamFor(instance: string, socketPath: string): Upstream {
     let upstream = upstreams.get(socketPath);
     if (upstream === undefined) {
-      upstream = new Upstream(() => connect({ path: socketPath }));
+      upstream = new Upstream({ open: () => connect({ path: socketPath }), timeoutMs });
       upstreams.set(socketPath, upstream);
     }
     const known = socketOf.get(instance);
@@ -165,7 +165,6 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
       method: req.method!,
       path,
       head,
-      timeoutMs,
       maxBodyBytes,
       replyHeaders,
       describe: `instance ${claims.instance} (service ${claims.service})`,

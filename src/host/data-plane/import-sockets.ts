@@ -61,7 +61,8 @@ interface Prepared {
 }
 
 export async function openImportSockets(dir: string, bindings: ImportBinding[], options: ImportSocketsOptions = {}): Promise<ImportSockets> {
-  const prepared = bindings.map((binding, i) => prepare(dir, binding, i));
+  const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+  const prepared = bindings.map((binding, i) => prepare(dir, binding, i, timeoutMs));
   const seen = new Set<string>();
   prepared.forEach((p, i) => {
     if (seen.has(p.binding.name)) throw new ShoalError('conflict', `import ${p.binding.name} is bound twice`, { field: `bindings[${i}].name` });
@@ -69,7 +70,6 @@ export async function openImportSockets(dir: string, bindings: ImportBinding[], 
   });
 
   await mkdir(dir, { recursive: true });
-  const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
   const opened: Array<{ server: Server; prepared: Prepared }> = [];
   const closeAll = async (): Promise<void> => {
     await Promise.all(
@@ -83,7 +83,7 @@ export async function openImportSockets(dir: string, bindings: ImportBinding[], 
   try {
     for (const p of prepared) {
       await removeStaleSocket(p.socketPath);
-      const server = createServer((req, res) => handle(p, timeoutMs, req, res));
+      const server = createServer((req, res) => handle(p, req, res));
       await new Promise<void>((resolve, reject) => {
         server.once('error', reject);
         server.listen(p.socketPath, () => {
@@ -103,7 +103,7 @@ export async function openImportSockets(dir: string, bindings: ImportBinding[], 
   return { sockets: Object.fromEntries(prepared.map((p) => [p.binding.name, p.socketPath])), close: closeAll };
 }
 
-function prepare(dir: string, binding: ImportBinding, i: number): Prepared {
+function prepare(dir: string, binding: ImportBinding, i: number, timeoutMs: number): Prepared {
   const field = `bindings[${i}]`;
   if (typeof binding.name !== 'string' || !IMPORT_NAME.test(binding.name)) {
     throw new ShoalError('invalid', `import name ${JSON.stringify(binding.name)} is not allowed: it must match ${IMPORT_NAME.source}`, { field: `${field}.name` });
@@ -151,10 +151,10 @@ function prepare(dir: string, binding: ImportBinding, i: number): Prepared {
   const open = tls
     ? () => tlsConnect({ host, port, ALPNProtocols: ['http/1.1'], ...(isIP(host) === 0 ? { servername: host } : {}) })
     : () => connect({ host, port });
-  return { binding, socketPath, url, basePath: url.pathname.replace(/\/+$/, ''), upstream: new Upstream(open), drop, extra };
+  return { binding, socketPath, url, basePath: url.pathname.replace(/\/+$/, ''), upstream: new Upstream({ open, timeoutMs }), drop, extra };
 }
 
-function handle(p: Prepared, timeoutMs: number, req: IncomingMessage, res: ServerResponse): void {
+function handle(p: Prepared, req: IncomingMessage, res: ServerResponse): void {
   const target = req.url ?? '';
   if (!staysInside(target)) {
     replyError(res, 400, 'invalid', `import ${p.binding.name}: request path ${JSON.stringify(target.slice(0, 200))} is refused (it must start with / and have no . or .. segments)`);
@@ -167,7 +167,6 @@ function handle(p: Prepared, timeoutMs: number, req: IncomingMessage, res: Serve
     method: req.method!,
     path: p.basePath + target,
     head,
-    timeoutMs,
     maxBodyBytes: Number.POSITIVE_INFINITY, // the bound endpoint enforces its own limit
     replyHeaders: undefined,
     describe: `import ${p.binding.name} (${p.url.origin})`,

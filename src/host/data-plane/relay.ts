@@ -111,8 +111,6 @@ export interface RelayPlan {
   /** Request target sent upstream (origin form, starts with /). */
   path: string;
   head: RequestHead;
-  /** Longest the upstream may stay silent, before or during its reply. */
-  timeoutMs: number;
   maxBodyBytes: number;
   /** Added to the reply's headers (flat array, lower-case names), replacing any the upstream sent. */
   replyHeaders: readonly string[] | undefined;
@@ -175,7 +173,7 @@ class Exchange implements UpstreamOwner {
   }
 
   private send(fresh = false): void {
-    const conn = this.plan.upstream.acquire(this, this.plan.timeoutMs, fresh);
+    const conn = this.plan.upstream.acquire(this, fresh);
     this.conn = conn;
     this.gotBytes = false;
     const h = this.plan.head.headers;
@@ -327,7 +325,7 @@ class Exchange implements UpstreamOwner {
   }
 
   onUpstreamTimeout(): void {
-    if (!this.finished) this.fail(504, `did not answer within ${this.plan.timeoutMs} ms`);
+    if (!this.finished) this.fail(504, `did not answer within ${this.plan.upstream.timeoutMs} ms`);
   }
 
   /**

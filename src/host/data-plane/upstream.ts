@@ -32,10 +32,15 @@ export class UpstreamConnection {
   idleSince = 0;
   keepAliveMs = DEFAULT_KEEPALIVE_MS;
 
-  constructor(pool: Upstream, socket: Socket) {
+  constructor(pool: Upstream, socket: Socket, timeoutMs: number) {
     this.pool = pool;
     this.socket = socket;
     socket.setNoDelay(true);
+    // One idle timer for the connection's whole life, set once (re-arming it per exchange
+    // costs a timer object each time): busy, it times the exchange out; idle in the pool,
+    // it retires the connection. Unref'd: the client-facing side keeps the process alive.
+    socket.setTimeout(timeoutMs);
+    socket.unref();
     // Listeners are attached once per connection and dispatch to the current owner, so an
     // exchange costs no listener bookkeeping.
     socket.on('data', (chunk: Buffer) => {
@@ -44,7 +49,10 @@ export class UpstreamConnection {
     });
     socket.on('drain', () => this.owner?.onUpstreamDrain());
     socket.on('end', () => this.owner?.onUpstreamEnd());
-    socket.on('timeout', () => this.owner?.onUpstreamTimeout());
+    socket.on('timeout', () => {
+      if (this.owner !== undefined) this.owner.onUpstreamTimeout();
+      else socket.destroy();
+    });
     socket.on('error', (err: NodeJS.ErrnoException) => this.owner?.onUpstreamError(err));
     socket.on('close', () => {
       pool.forgetConnection(this);
@@ -62,24 +70,35 @@ export interface UpstreamOwner {
   onUpstreamError(err: NodeJS.ErrnoException): void;
 }
 
+export interface UpstreamOptions {
+  /** Opens a new connection to the endpoint: net.connect or tls.connect. */
+  open: () => Socket;
+  /** How long an exchange may wait on the endpoint with nothing moving; also an idle connection's longest life. */
+  timeoutMs: number;
+  /** Idle connections kept. Default 64. */
+  maxIdle?: number;
+}
+
 /** One endpoint's pool of kept-alive connections. */
 export class Upstream {
+  readonly timeoutMs: number;
   private readonly open: () => Socket;
   private readonly maxIdle: number;
   private readonly idle: UpstreamConnection[] = [];
   private readonly all = new Set<UpstreamConnection>();
   private destroyed = false;
 
-  constructor(open: () => Socket, maxIdle = 64) {
-    this.open = open;
-    this.maxIdle = maxIdle;
+  constructor(options: UpstreamOptions) {
+    this.open = options.open;
+    this.timeoutMs = options.timeoutMs;
+    this.maxIdle = options.maxIdle ?? 64;
   }
 
   /**
    * A connection for one exchange: the most recently used idle one that is still fresh,
    * else a new one (always a new one when `fresh`, as for a retry).
    */
-  acquire(owner: UpstreamOwner, timeoutMs: number, fresh = false): UpstreamConnection {
+  acquire(owner: UpstreamOwner, fresh = false): UpstreamConnection {
     const now = Date.now();
     let conn: UpstreamConnection | undefined;
     while (!fresh && (conn = this.idle.pop()) !== undefined) {
@@ -87,15 +106,13 @@ export class Upstream {
       conn.socket.destroy();
     }
     if (conn === undefined) {
-      conn = new UpstreamConnection(this, this.open());
+      conn = new UpstreamConnection(this, this.open(), this.timeoutMs);
       this.all.add(conn);
       if (this.destroyed) conn.socket.destroy();
     } else {
-      conn.socket.ref();
       conn.reused = true;
     }
     conn.owner = owner;
-    conn.socket.setTimeout(timeoutMs);
     return conn;
   }
 
@@ -106,8 +123,6 @@ export class Upstream {
       conn.socket.destroy();
       return;
     }
-    conn.socket.setTimeout(0);
-    conn.socket.unref();
     conn.idleSince = Date.now();
     this.idle.push(conn);
   }
