@@ -5,7 +5,7 @@
 // Why not node:http's client: measured on this project's 2-vCPU host it spends ~100 µs of
 // CPU per request (ClientRequest, Agent, IncomingMessage, their events and streams), five
 // times what the server side costs; a raw socket and this parser cost ~10 µs. It is the
-// difference between a forwarder at 5k and at 18k requests/s (bench/forwarding.ts).
+// difference, for a minimal proxy under wrk, between 5.4k and 18.4k requests/s.
 //
 // The peer may be a hostile instance. The parser refuses anything ambiguous (obs-fold, bad
 // header names, a head over 64 KiB, Content-Length with Transfer-Encoding, conflicting
@@ -144,10 +144,6 @@ export class Upstream {
     this.destroyed = true;
     for (const conn of [...this.all]) conn.socket.destroy();
     this.idle.length = 0;
-  }
-
-  get size(): { idle: number; open: number } {
-    return { idle: this.idle.length, open: this.all.size };
   }
 }
 
