@@ -10,6 +10,8 @@ import { createRegistryClient, debootstrapRootfs } from '../src/image/index.ts';
 import { echoOverlayRow, nginxOverlayRow, pushDebianTemplate, type OverlayRow } from './overlay-sizes.ts';
 import { runPullBench, startStoreProcess, type PullBenchResult } from './pull.ts';
 import { formatForwardingBench, runForwardingBench } from './forwarding.ts';
+import { formatHostDeployBench, runHostDeployBench } from './host-deploy.ts';
+import { formatHostStartBench, runHostStartBench } from './host-start.ts';
 
 const HERE = fileURLToPath(new URL('.', import.meta.url));
 const only = process.env.SHOAL_BENCH_ONLY?.split(',').map((s) => s.trim());
@@ -91,13 +93,14 @@ async function main() {
     console.log(sections.at(-1));
   }
   if (wanted('host-start')) {
-    const mod = await import('./host-start.ts').catch(() => undefined);
-    if (mod) {
-      log('host-start: cold start on a warm cache vs plain node');
-      const r = await mod.runHostStartBench();
-      sections.push(`## Cold start on a warm layer cache\n\n${mod.formatHostStartBench(r)}`);
-      console.log(sections.at(-1));
-    }
+    log('host-start: plan → ready on a warm cache vs plain node');
+    const r = await runHostDeployBench({ log });
+    sections.push(`## Cold start on a warm layer cache (host)\n\n${formatHostDeployBench(r)}`);
+    console.log(sections.at(-1));
+    log('host-start: driver-level start variants');
+    const d = await runHostStartBench({ log });
+    sections.push(`## Start variants of the drivers (no host agent)\n\n${formatHostStartBench(d)}`);
+    console.log(sections.at(-1));
   }
   await rm(work, { recursive: true, force: true });
 
