@@ -75,6 +75,10 @@ function isHopByHop(lower: string): boolean {
 
 /** Header names listed in a Connection header, other than the usual keep-alive/close. */
 function extraConnectionTokens(value: string, into: string[] | undefined): string[] | undefined {
+  if (value.length <= 10) {
+    const lower = value.toLowerCase(); // the usual case, one token: no split
+    if (lower === 'keep-alive' || lower === 'close') return into;
+  }
   for (const part of value.split(',')) {
     const token = part.trim().toLowerCase();
     if (token === '' || token === 'keep-alive' || token === 'close') continue;
