@@ -66,7 +66,7 @@ interface CompiledOperation {
   output: TypeCheck<TSchema> | undefined;
 }
 
-export async function serve<S extends AnyService>(def: S, handlers: Handlers<S>, options: ServeOptions = {}): Promise<RunningService> {
+export async function serve<S extends AnyService>(def: S, handlers: NoInfer<Handlers<S>>, options: ServeOptions = {}): Promise<RunningService> {
   if (!isServiceDefinition(def)) throw new TypeError('serve: the first argument must be a definition made by defineService');
   const socketPath = options.listen ?? process.env.SHOAL_LISTEN ?? DEFAULT_LISTEN;
   const importsDir = options.importsDir ?? process.env.SHOAL_IMPORTS ?? DEFAULT_IMPORTS;
