@@ -82,14 +82,17 @@ export async function bundleService(options: BundleOptions): Promise<BundleResul
   // 1. Follow the entry's imports.
   const sources = new Map<string, SourceFile>();
   const typeboxSubpaths = new Set<string>();
-  const queue = [entry];
+  const queue: Array<{ path: string; from?: string; spec?: string }> = [{ path: entry }];
   while (queue.length > 0) {
-    const path = queue.pop()!;
+    const { path, from, spec } = queue.pop()!;
     if (sources.has(path)) continue;
+    if (from !== undefined && !(await stat(path).catch(() => undefined))?.isFile()) {
+      throw new ShoalError('not-found', `bundle: ${from} imports ${JSON.stringify(spec)}, but ${path} is not a file`, { field: 'entry' });
+    }
     const file = await readSource(path);
     sources.set(path, file);
     for (const imp of file.imports) {
-      if (imp.target.type === 'local') queue.push(imp.target.path);
+      if (imp.target.type === 'local') queue.push({ path: imp.target.path, from: path, spec: file.code.slice(imp.start, imp.end) });
       else if (imp.target.type === 'typebox') typeboxSubpaths.add(imp.target.subpath);
     }
   }
