@@ -173,6 +173,8 @@ async function assemble(options: ProviderOptions, registry: Registry, ownRegistr
     ...(t.deadAfterMs === undefined ? {} : { deadAfterMs: t.deadAfterMs }),
     onEvent: (host, e) => reconcilerRef?.onInstanceEvent(host, e),
     onState: (host, from, to, decidedHere) => reconcilerRef?.onHostState(host, from, to, decidedHere),
+    // A host (re-)registering may come back with instances, or without the ones on record.
+    onRegistered: (host) => void reconcilerRef?.reconcileHost(host).catch((e: unknown) => log.warn({ host: host.id, err: String(e) }, 'reconciling a registered host failed')),
   });
   const deployer = createDeployer({
     registry,

@@ -249,8 +249,16 @@ export function createReconciler(options: ReconcilerOptions): Reconciler {
         if (removedAt !== undefined && now - removedAt < 15_000) continue; // it just left routing: let its event be recorded first
         const host = pool.get(d.hostId);
         if (host === undefined || host.state !== 'alive') continue;
-        if (d.endpoint.expiresAt - now < refreshWithin) continue; // the next start-up pass refreshes it
-        table.add(deployer.endpointOf(d.endpoint, d.id, host, d.version, d.claimedBy));
+        // A record is a hint: check with the host before routing to it (another provider
+        // made it, or it is stale from before a restart).
+        const info = await host.client.get(d.instanceId).catch(() => null);
+        if (info === null) continue; // host not answering now: next time
+        if (info === undefined || (info.state !== 'ready' && info.state !== 'paused' && info.state !== 'starting')) {
+          await registry.updateDeployment(d.id, { state: 'stopped', error: `instance ${d.instanceId} is no longer on host ${host.id}`, ifState: 'ready' }).catch(() => undefined);
+          continue;
+        }
+        if (info.state !== 'ready' || info.endpoint === undefined || table.endpoint(d.instanceId) !== undefined) continue;
+        table.add(deployer.endpointOf(info.endpoint, d.id, host, d.version, d.claimedBy));
       }
       // Endpoints whose deployment another provider stopped.
       for (const ep of table.allEndpoints()) {

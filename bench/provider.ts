@@ -1,0 +1,513 @@
+// What the provider adds, measured against the host doing the same job directly, in one run.
+//
+//  cold     one message to a cold service, consumer → reply, through the provider; against
+//           the host's own plan-to-ready for the same deployment (its timeline), and against
+//           a consumer that POSTs the plan to the host itself and then sends the message
+//           straight to the endpoint. Provider share = provider path − direct path (goal ≤ 10 ms).
+//           Hosts' layer caches are warm (the image is pulled once first): this is the start
+//           path, not the pull.
+//  warm     POST /Echo at a fixed concurrency for a fixed time: consumer → provider → host →
+//           instance, against the instance's Unix socket directly, the host's forwarder alone,
+//           and nginx proxying to the same socket. Node keep-alive client (and wrk for the TCP
+//           targets).
+//  spread   deploy one service to 1, 4 and 8 hosts at once (one POST, spread placement):
+//           wall time, ratio to one host (goal: 8 hosts ≤ 1.5 × one).
+//
+// The farm (store + provider + hosts) runs in a child process, the load client in this one.
+//   node bench/provider.ts [--runs 8] [--duration-ms 4000] [--connections 32]    (root + runc)
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { access, constants, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { Agent, request, type RequestOptions } from 'node:http';
+import { createServer as createNetServer, connect, type AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createHistogram } from 'node:perf_hooks';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+
+const SELF = fileURLToPath(import.meta.url);
+const NGINX = '/usr/sbin/nginx';
+const WRK = '/usr/bin/wrk';
+const HOSTS = 8;
+const TOKEN = 'bench-host-token';
+const JOIN = 'bench-join-token';
+const BODY = '{"message":"hello from the bench"}';
+
+export interface LoadFigures {
+  requests: number;
+  errors: number;
+  rps: number;
+  p50Ms: number;
+  p99Ms: number;
+}
+
+export interface ProviderBenchResult {
+  cold: {
+    runs: number;
+    /** Consumer sends → reply, through the provider (median ms). */
+    providerMs: number;
+    /** Consumer POSTs the plan to the host → 201 → message to the endpoint → reply (median ms). */
+    directMs: number;
+    /** The host's own plan-to-ready for the provider's deployments (timeline totals, median ms). */
+    hostPlanToReadyMs: number;
+    /** providerMs − directMs: what the provider adds to a cold start. */
+    addedMs: number;
+    /** Per run: provider path − the host's plan-to-ready of that deployment (median ms). */
+    overHostMs: number;
+    samples: { provider: number[]; direct: number[]; host: number[] };
+  };
+  warm: {
+    durationMs: number;
+    connections: number;
+    direct: LoadFigures;
+    forwarder: LoadFigures;
+    provider: LoadFigures;
+    nginx: LoadFigures | undefined;
+    wrk: { forwarder?: LoadFigures; provider?: LoadFigures; nginx?: LoadFigures };
+  };
+  spread: Array<{ hosts: number; wallMs: number; runsMs: number[]; ratio: number }>;
+  notes: string[];
+}
+
+interface FarmInfo {
+  providerUrl: string;
+  storeUrl: string;
+  hosts: Array<{ id: string; controlUrl: string; dataUrl: string }>;
+}
+
+const median = (xs: number[]): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  if (s.length === 0) return NaN;
+  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
+};
+
+export async function runProviderBench(options: { runs?: number; durationMs?: number; connections?: number; log?: (line: string) => void } = {}): Promise<ProviderBenchResult> {
+  const runs = options.runs ?? 8;
+  const durationMs = options.durationMs ?? 4000;
+  const connections = options.connections ?? 32;
+  const log = options.log ?? ((line: string) => process.stderr.write(`[provider-bench] ${line}\n`));
+  const notes: string[] = [];
+  const dir = await mkdtemp(join(tmpdir(), 'spb-'));
+  const children: ChildProcess[] = [];
+  try {
+    log('starting the farm (store, provider, 8 runc hosts) in a child process');
+    const farmChild = await startChild(['--role=farm', dir]);
+    children.push(farmChild);
+    const farm = JSON.parse(farmChild.ready!) as FarmInfo;
+    const api = (method: string, path: string, body?: unknown) => json(`${farm.providerUrl}${path}`, method, body);
+    const host0 = farm.hosts[0]!;
+    const service = (name: string, extra: Record<string, unknown> = {}) => ({
+      name,
+      version: '1',
+      image: 'echo:1',
+      operations: { Echo: { input: { type: 'object', properties: { message: { type: 'string' } }, required: ['message'] }, output: { type: 'object' }, idempotent: true } },
+      // A whole core: a CPU cap would make the instance, not the path, the bottleneck.
+      resources: { memoryMb: 128, cpuMillis: 1000, pids: 32 },
+      scaling: { targetConcurrency: 100_000, idleTimeoutMs: 3_600_000 },
+      placement: { policy: 'host-list', hosts: [host0.id] },
+      ...extra,
+    });
+
+    // Warm every host's layer cache: one deployment each, then removed.
+    log('warming the layer caches of the hosts');
+    await api('POST', '/api/v1/services', service('warmup', { placement: { policy: 'spread' } }));
+    await api('POST', '/api/v1/services/warmup/deployments', { count: HOSTS });
+    await api('DELETE', '/api/v1/services/warmup');
+
+    // ---- cold ----
+    const samples = { provider: [] as number[], direct: [] as number[], host: [] as number[] };
+    const overHost: number[] = [];
+    const plan = { service: { name: 'direct', version: '1' }, image: 'echo:1', store: farm.storeUrl, resources: { memoryMb: 128, cpuMillis: 1000, pids: 32 } };
+    for (let i = 0; i < runs; i++) {
+      // Through the provider.
+      const name = `cold-${i}`;
+      await api('POST', '/api/v1/services', service(name));
+      const t0 = performance.now();
+      const r = await post(`${farm.providerUrl}/s/${name}/Echo`, BODY);
+      const e2e = performance.now() - t0;
+      if (r.status !== 200) throw new Error(`cold message ${i}: ${r.status} ${r.text}`);
+      const deps = (await api('GET', `/api/v1/deployments?service=${name}`)) as { deployments: Array<{ timeline: { phases: Array<{ name: string; startMs: number; endMs: number }> } }> };
+      const phases = deps.deployments[0]!.timeline.phases;
+      const admit = phases.find((p) => p.name === 'admit')!;
+      const ready = phases.find((p) => p.name === 'ready')!;
+      const hostMs = ready.endMs - admit.startMs;
+      samples.provider.push(e2e);
+      samples.host.push(hostMs);
+      overHost.push(e2e - hostMs);
+      await api('DELETE', `/api/v1/services/${name}`);
+
+      // Directly: plan to the host, then the message to the endpoint.
+      const d0 = performance.now();
+      const res = await json(`${host0.controlUrl}/v1/instances`, 'POST', plan, { authorization: `Bearer ${TOKEN}` });
+      const endpoint = (res as { endpoint: { url: string; token: string; instance: string } }).endpoint;
+      const m = await post(`${endpoint.url}/Echo`, BODY, { 'x-shoal-route': endpoint.token });
+      const direct = performance.now() - d0;
+      if (m.status !== 200) throw new Error(`direct message ${i}: ${m.status} ${m.text}`);
+      samples.direct.push(direct);
+      await json(`${host0.controlUrl}/v1/instances/${endpoint.instance}`, 'DELETE', undefined, { authorization: `Bearer ${TOKEN}` });
+      log(`cold ${i + 1}/${runs}: provider ${e2e.toFixed(1)} ms (host plan-to-ready ${hostMs.toFixed(1)} ms), direct ${direct.toFixed(1)} ms`);
+    }
+    const cold = {
+      runs,
+      providerMs: median(samples.provider),
+      directMs: median(samples.direct),
+      hostPlanToReadyMs: median(samples.host),
+      addedMs: median(samples.provider) - median(samples.direct),
+      overHostMs: median(overHost),
+      samples,
+    };
+
+    // ---- warm ----
+    log('warm path: deploying echo on the first host');
+    await api('POST', '/api/v1/services', service('echo'));
+    const first = await post(`${farm.providerUrl}/s/echo/Echo`, BODY);
+    if (first.status !== 200) throw new Error(`echo: ${first.status} ${first.text}`);
+    const inst = (await json(`${host0.controlUrl}/v1/instances`, 'GET', undefined, { authorization: `Bearer ${TOKEN}` })) as { instances: Array<{ id: string; service: { name: string }; endpoint?: { url: string; token: string } }> };
+    const echo = inst.instances.find((i) => i.service.name === 'echo')!;
+    const socketPath = join(dir, 'h0', 'instances', echo.id, 'run', 'app.sock');
+    const token = echo.endpoint!.token;
+    const dataUrl = new URL(host0.dataUrl);
+
+    let nginxPort: number | undefined;
+    if (await executable(NGINX)) {
+      nginxPort = await freePort();
+      children.push(await startNginx(dir, socketPath, nginxPort));
+    } else notes.push(`${NGINX} not found: nginx not measured`);
+
+    const providerUrl = new URL(farm.providerUrl);
+    log('warm path: direct to the instance socket');
+    const direct = await measure({ socketPath, path: '/Echo' }, connections, durationMs);
+    log('warm path: host forwarder');
+    const forwarder = await measure({ host: dataUrl.hostname, port: Number(dataUrl.port), path: '/i/Echo', headers: { 'x-shoal-route': token } }, connections, durationMs);
+    log('warm path: provider');
+    const provider = await measure({ host: providerUrl.hostname, port: Number(providerUrl.port), path: '/s/echo/Echo' }, connections, durationMs);
+    const nginx = nginxPort === undefined ? undefined : (log('warm path: nginx'), await measure({ host: '127.0.0.1', port: nginxPort, path: '/Echo' }, connections, durationMs));
+    const wrk: ProviderBenchResult['warm']['wrk'] = {};
+    if (await executable(WRK)) {
+      const script = join(dir, 'post.lua');
+      await writeFile(script, `wrk.method = "POST"\nwrk.body = '${BODY}'\nwrk.headers["content-type"] = "application/json"\n`);
+      log('warm path: wrk');
+      const p = await runWrk(`${farm.providerUrl}/s/echo/Echo`, script, undefined, connections, durationMs);
+      const f = await runWrk(`${host0.dataUrl}/i/Echo`, script, token, connections, durationMs);
+      const n = nginxPort === undefined ? undefined : await runWrk(`http://127.0.0.1:${nginxPort}/Echo`, script, undefined, connections, durationMs);
+      if (p) wrk.provider = p;
+      if (f) wrk.forwarder = f;
+      if (n) wrk.nginx = n;
+    } else notes.push(`${WRK} not found: wrk figures left out`);
+    await api('DELETE', '/api/v1/services/echo');
+
+    // ---- spread ----
+    const spread: ProviderBenchResult['spread'] = [];
+    for (const n of [1, 4, 8]) {
+      const runsMs: number[] = [];
+      for (let k = 0; k < 3; k++) {
+        const name = `spread-${n}-${k}`;
+        await api('POST', '/api/v1/services', service(name, { placement: { policy: 'spread' } }));
+        const t0 = performance.now();
+        const out = (await api('POST', `/api/v1/services/${name}/deployments`, { count: n })) as { deployments: Array<{ state: string; hostId: string }> };
+        runsMs.push(performance.now() - t0);
+        const ready = out.deployments.filter((d) => d.state === 'ready');
+        if (ready.length !== n || new Set(ready.map((d) => d.hostId)).size !== n) throw new Error(`spread ${n}: ${JSON.stringify(out)}`);
+        await api('DELETE', `/api/v1/services/${name}`);
+      }
+      spread.push({ hosts: n, wallMs: median(runsMs), runsMs, ratio: 0 });
+      log(`spread to ${n} host(s): ${runsMs.map((x) => x.toFixed(0)).join(', ')} ms`);
+    }
+    for (const s of spread) s.ratio = s.wallMs / spread[0]!.wallMs;
+    return { cold, warm: { durationMs, connections, direct, forwarder, provider, nginx, wrk }, spread, notes };
+  } finally {
+    for (const c of children.reverse()) await stopChild(c);
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+// ---- the farm (child process) ----
+
+async function runFarm(dir: string): Promise<void> {
+  const { startHost } = await import('../src/host/index.ts');
+  const { startProvider } = await import('../src/provider/index.ts');
+  const { startStore } = await import('../src/image/index.ts');
+  const { echoStoreDir } = await import('../test/provider/fixtures/echo-store.ts');
+  const store = await startStore({ dataDir: await echoStoreDir() });
+  const hosts: Array<Awaited<ReturnType<typeof startHost>>> = [];
+  for (let i = 0; i < HOSTS; i++) {
+    hosts.push(
+      await startHost({
+        dataDir: join(dir, `h${i}`),
+        listen: { host: '127.0.0.1', port: 0 },
+        token: TOKEN,
+        capacity: { memoryMb: 4096, cpuMillis: 8000, instances: 32 },
+        driver: 'runc',
+      }),
+    );
+  }
+  const provider = await startProvider({ listen: { host: '127.0.0.1', port: 0 }, database: join(dir, 'shoal.db'), storeUrl: store.url, joinToken: JOIN });
+  for (const h of hosts) await provider.registerHost({ controlUrl: h.controlUrl, token: TOKEN });
+  process.on('SIGTERM', () => {
+    void (async () => {
+      await provider.close();
+      await Promise.all(hosts.map((h) => h.close({ stopInstances: true })));
+      await store.close();
+      process.exit(0);
+    })();
+  });
+  const info: FarmInfo = { providerUrl: provider.url, storeUrl: store.url, hosts: hosts.map((h) => ({ id: h.hostId, controlUrl: h.controlUrl, dataUrl: h.dataUrl })) };
+  process.stdout.write(`${JSON.stringify(info)}\n`);
+}
+
+// ---- clients ----
+
+function post(url: string, body: string, headers: Record<string, string> = {}): Promise<{ status: number; text: string }> {
+  return new Promise((resolve, reject) => {
+    const req = request(url, { method: 'POST', agent: false, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), ...headers } }, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (c: string) => (text += c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, text }));
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+async function json(url: string, method: string, body?: unknown, headers: Record<string, string> = {}): Promise<unknown> {
+  const res = await fetch(url, { method, headers: { ...(body === undefined ? {} : { 'content-type': 'application/json' }), ...headers }, ...(body === undefined ? {} : { body: JSON.stringify(body) }) });
+  const text = await res.text();
+  if (!res.ok) throw new Error(`${method} ${url}: ${res.status} ${text}`);
+  return text ? JSON.parse(text) : undefined;
+}
+
+async function measure(target: RequestOptions, connections: number, durationMs: number): Promise<LoadFigures> {
+  const agent = new Agent({ keepAlive: true, maxSockets: connections });
+  try {
+    await loadFor(target, agent, connections, Math.min(1000, durationMs / 4), undefined);
+    const histogram = createHistogram();
+    const started = performance.now();
+    const { requests, errors } = await loadFor(target, agent, connections, durationMs, histogram);
+    const seconds = (performance.now() - started) / 1000;
+    return { requests, errors, rps: requests / seconds, p50Ms: histogram.percentile(50) / 1e6, p99Ms: histogram.percentile(99) / 1e6 };
+  } finally {
+    agent.destroy();
+  }
+}
+
+async function loadFor(target: RequestOptions, agent: Agent, connections: number, durationMs: number, histogram: ReturnType<typeof createHistogram> | undefined) {
+  const length = String(Buffer.byteLength(BODY));
+  const options: RequestOptions = { ...target, agent, method: 'POST', headers: { ...(target.headers ?? {}), 'content-type': 'application/json', 'content-length': length } };
+  const end = performance.now() + durationMs;
+  let requests = 0;
+  let errors = 0;
+  const one = (): Promise<void> =>
+    new Promise((resolve) => {
+      const t0 = process.hrtime.bigint();
+      const req = request(options, (res) => {
+        res.resume();
+        res.on('end', () => {
+          if (res.statusCode === 200) {
+            requests++;
+            histogram?.record(process.hrtime.bigint() - t0);
+          } else errors++;
+          resolve();
+        });
+      });
+      req.on('error', () => {
+        errors++;
+        resolve();
+      });
+      req.end(BODY);
+    });
+  await Promise.all(
+    Array.from({ length: connections }, async () => {
+      while (performance.now() < end) await one();
+    }),
+  );
+  return { requests, errors };
+}
+
+async function runWrk(url: string, script: string, token: string | undefined, connections: number, durationMs: number): Promise<LoadFigures | undefined> {
+  const args = ['-t1', `-c${connections}`, `-d${Math.max(1, Math.round(durationMs / 1000))}s`, '--latency', '-s', script];
+  if (token !== undefined) args.push('-H', `x-shoal-route: ${token}`);
+  args.push(url);
+  const { stdout } = await promisify(execFile)(WRK, args, { timeout: durationMs + 30_000 });
+  const rps = /Requests\/sec:\s+([\d.]+)/.exec(stdout);
+  const total = /(\d+) requests in/.exec(stdout);
+  const p50 = /^\s+50%\s+([\d.]+)(us|ms|s)$/m.exec(stdout);
+  const p99 = /^\s+99%\s+([\d.]+)(us|ms|s)$/m.exec(stdout);
+  const non2xx = /Non-2xx or 3xx responses:\s+(\d+)/.exec(stdout);
+  if (rps === null || p50 === null || p99 === null || total === null) return undefined;
+  const ms = (m: RegExpExecArray): number => Number(m[1]) * (m[2] === 'us' ? 1e-3 : m[2] === 's' ? 1e3 : 1);
+  return { requests: Number(total[1]), errors: Number(non2xx?.[1] ?? 0), rps: Number(rps[1]), p50Ms: ms(p50), p99Ms: ms(p99) };
+}
+
+// ---- nginx and child processes ----
+
+async function startNginx(dir: string, socketPath: string, port: number): Promise<ChildProcess> {
+  const prefix = join(dir, 'nginx');
+  const conf = join(dir, 'nginx.conf');
+  await writeFile(
+    conf,
+    `daemon off;
+master_process off;
+worker_processes 1;
+pid ${prefix}.pid;
+error_log ${prefix}-error.log warn;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  client_body_temp_path ${prefix}-body;
+  proxy_temp_path ${prefix}-proxy;
+  fastcgi_temp_path ${prefix}-fastcgi;
+  uwsgi_temp_path ${prefix}-uwsgi;
+  scgi_temp_path ${prefix}-scgi;
+  upstream app {
+    server unix:${socketPath};
+    keepalive 64;
+  }
+  server {
+    listen 127.0.0.1:${port};
+    location / {
+      proxy_pass http://app;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
+}
+`,
+  );
+  const child = spawn(NGINX, ['-p', dir, '-e', `${prefix}-error.log`, '-c', conf], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr!.on('data', (c: Buffer) => (stderr += c.toString()));
+  const deadline = Date.now() + 5000;
+  while (!(await canConnect(port))) {
+    if (child.exitCode !== null || Date.now() > deadline) {
+      await stopChild(child);
+      throw new Error(`nginx did not start on port ${port}: ${stderr.trim()}`);
+    }
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  return child;
+}
+
+type Started = ChildProcess & { ready?: string };
+
+function startChild(args: string[]): Promise<Started> {
+  return new Promise((resolve, reject) => {
+    const child: Started = spawn(process.execPath, [SELF, ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    const onData = (c: Buffer): void => {
+      out += c.toString();
+      const nl = out.indexOf('\n');
+      if (nl === -1) return;
+      child.stdout!.off('data', onData);
+      child.stdout!.resume();
+      child.ready = out.slice(0, nl).trim();
+      resolve(child);
+    };
+    child.stdout!.on('data', onData);
+    child.once('error', reject);
+    child.once('exit', (code) => reject(new Error(`bench child ${args[0]} exited with ${code} before it was ready`)));
+  });
+}
+
+async function stopChild(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  child.kill('SIGTERM');
+  const timer = setTimeout(() => child.kill('SIGKILL'), 15_000);
+  await exited;
+  clearTimeout(timer);
+}
+
+async function executable(path: string): Promise<boolean> {
+  return access(path, constants.X_OK).then(
+    () => true,
+    () => false,
+  );
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createNetServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as AddressInfo;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+function canConnect(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = connect(port, '127.0.0.1');
+    socket.once('connect', () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once('error', () => resolve(false));
+  });
+}
+
+// ---- report ----
+
+export function formatProviderBench(r: ProviderBenchResult): string {
+  const f1 = (n: number): string => n.toFixed(1);
+  const f2 = (n: number): string => n.toFixed(2);
+  const row = (name: string, t: LoadFigures | undefined, base: LoadFigures) =>
+    t === undefined
+      ? `| ${name} | – | – | – | – | – |`
+      : `| ${name} | ${Math.round(t.rps)} | ${f2(t.rps / base.rps)} | ${f2(t.p50Ms)} | ${f2(t.p99Ms)} | ${t.errors} |`;
+  const w = r.warm;
+  const wrkRow = (name: string, t: LoadFigures | undefined) => (t === undefined ? '' : `| ${name} (wrk) | ${Math.round(t.rps)} | – | ${f2(t.p50Ms)} | ${f2(t.p99Ms)} | ${t.errors} |`);
+  return [
+    `### Cold first message (${r.cold.runs} runs, warm layer caches, medians)`,
+    '',
+    '| path | ms |',
+    '| --- | ---: |',
+    `| consumer → provider → (deploy) → reply | ${f1(r.cold.providerMs)} |`,
+    `| consumer → host plan → 201 → message to the endpoint → reply | ${f1(r.cold.directMs)} |`,
+    `| the host's own plan-to-ready (its timeline, provider runs) | ${f1(r.cold.hostPlanToReadyMs)} |`,
+    '',
+    `Provider's share of a cold start: **${f1(r.cold.addedMs)} ms** over the direct path (goal ≤ 10 ms); ${f1(r.cold.overHostMs)} ms over the host's own plan-to-ready (that includes the first message's round trip).`,
+    '',
+    `### Warm path: ${w.connections} connections, ${w.durationMs / 1000} s per target, POST of a small JSON body`,
+    '',
+    '| target (Node keep-alive client) | req/s | × direct | p50 ms | p99 ms | errors |',
+    '| --- | ---: | ---: | ---: | ---: | ---: |',
+    row('direct (instance socket)', w.direct, w.direct),
+    row('host forwarder (/i/, token)', w.forwarder, w.direct),
+    row('provider → host → instance (/s/)', w.provider, w.direct),
+    row('nginx → instance socket', w.nginx, w.direct),
+    wrkRow('host forwarder', w.wrk.forwarder),
+    wrkRow('provider', w.wrk.provider),
+    wrkRow('nginx', w.wrk.nginx),
+    '',
+    w.nginx === undefined
+      ? ''
+      : `Provider path vs nginx: throughput ${f2(w.provider.rps / w.nginx.rps)}×, p50 added over direct ${f2(w.provider.p50Ms - w.direct.p50Ms)} ms vs nginx's ${f2(w.nginx.p50Ms - w.direct.p50Ms)} ms.`,
+    '',
+    '### Deploying one service to several hosts at once (spread, warm caches, 3 runs, median)',
+    '',
+    '| hosts | wall ms | runs | × one host |',
+    '| ---: | ---: | --- | ---: |',
+    ...r.spread.map((s) => `| ${s.hosts} | ${Math.round(s.wallMs)} | ${s.runsMs.map((x) => Math.round(x)).join(', ')} | ${f2(s.ratio)} |`),
+    '',
+    `8 hosts / 1 host = **${f2(r.spread.at(-1)!.ratio)}** (goal ≤ 1.5).`,
+    ...r.notes.map((n) => `- ${n}`),
+  ]
+    .filter((l, i, a) => !(l === '' && a[i - 1] === ''))
+    .join('\n');
+}
+
+if (import.meta.main) {
+  const args = process.argv.slice(2);
+  const role = args.find((a) => a.startsWith('--role='))?.slice('--role='.length);
+  if (role === 'farm') await runFarm(args[1]!);
+  else {
+    const flag = (name: string): number | undefined => {
+      const i = args.indexOf(name);
+      return i === -1 ? undefined : Number(args[i + 1]);
+    };
+    const result = await runProviderBench({ runs: flag('--runs'), durationMs: flag('--duration-ms'), connections: flag('--connections') });
+    console.log(formatProviderBench(result));
+  }
+}
