@@ -1,7 +1,7 @@
 // Builds the echo image from its TypeScript source: the service, shoal/service and
 // TypeBox bundled into one small overlay on the node template (src/image/sdk-bundle.ts).
 import { fileURLToPath } from 'node:url';
-import { buildServiceImage } from '../../src/image/sdk-bundle.ts';
+import { buildServiceImage } from '../../src/image/index.ts';
 import type { BuildResult, RegistryClient } from '../../src/image/index.ts';
 import { parseImageRef } from '../../src/protocol/image-ref.ts';
 import { ECHO_IMAGE } from './echo.ts';

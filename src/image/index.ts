@@ -15,3 +15,4 @@ export { buildNodeTemplate, buildDebianTemplate, type TemplateResult } from './t
 export { assembleNodeRootfs } from './templates/node-rootfs.ts';
 export { debootstrapRootfs, aptInstallInto } from './templates/debian-rootfs.ts';
 export { requestGc } from './gc-client.ts';
+export { bundleService, buildServiceImage, findImports, type BundleOptions, type BundleResult } from './sdk-bundle.ts';

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { createRegistryClient } from '../../src/image/index.ts';
-import { buildServiceImage } from '../../src/image/sdk-bundle.ts';
+import { buildServiceImage } from '../../src/image/index.ts';
 import { parseImageRef } from '../../src/protocol/image-ref.ts';
 import type { DeploymentResult, HostEvent } from '../../src/protocol/deployment.ts';
 import { buildEchoImage } from '../../examples/echo/build.ts';

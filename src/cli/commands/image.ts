@@ -46,8 +46,11 @@ export function registerImageCommands(program: Command): void {
 
   withStoreOption(
     image
-      .command('build <dir>')
-      .description("build an image: the template's layers plus one overlay layer of what DIR adds or changes")
+      .command('build <path>')
+      .description(
+        "build an image: the template's layers plus one overlay layer of what PATH adds or changes; " +
+          'PATH is a directory laid out from / or a TypeScript service entry (bundled with shoal/service)',
+      )
       .requiredOption('--template <ref>', 'template to build on, e.g. template://node/24')
       .requiredOption('--tag <name:tag>', 'name of the new image')
       .option('--whole-root', 'DIR is a complete root: what it lacks of the template is deleted (OCI whiteouts)')
@@ -67,8 +70,15 @@ export function registerImageCommands(program: Command): void {
       const cmd = parseCommand(opts.cmd, 'cmd');
       const entrypoint = parseCommand(opts.entrypoint, 'entrypoint');
       const owner = parseOwner(opts.owner) ?? (opts.wholeRoot ? undefined : { uid: 0, gid: 0 });
-      const { buildImage } = await import('../../image/index.ts');
-      const result = await buildImage({
+      const { buildImage, buildServiceImage } = await import('../../image/index.ts');
+      const { stat } = await import('node:fs/promises');
+      const isEntry = (await stat(dir).catch(() => undefined))?.isFile() === true;
+      if (isEntry && (opts.wholeRoot || cmd || entrypoint || opts.workdir)) {
+        throw new ShoalError('invalid', 'a service entry sets its own command and root; --whole-root, --cmd, --entrypoint and --workdir apply to directories', { field: 'path' });
+      }
+      const result = isEntry
+        ? await buildServiceImage({ client: await client(opts), entry: dir, template, ref, ...(owner ? { owner } : {}), ...(opts.env ? { env: opts.env } : {}) })
+        : await buildImage({
         client: await client(opts),
         source: dir,
         template,
@@ -87,7 +97,7 @@ export function registerImageCommands(program: Command): void {
       printResult(opts, result, () =>
         [
           `${formatImageRef(ref)} = ${result.reference}`,
-          `overlay ${formatBytes(result.layer.size)} (${result.layer.entries} entries, ${result.layer.whiteouts} whiteouts) of ${formatBytes(result.imageSize)} image: ${pct.toFixed(2)}%`,
+          `overlay ${formatBytes(result.layer.size)} (${result.layer.entries} entries, ${result.layer.whiteouts} whiteouts) of ${formatBytes(result.imageSize)} image: ${pct < 0.1 ? pct.toPrecision(2) : pct.toFixed(2)}%`,
         ].join('\n'),
       );
     },
