@@ -17,7 +17,7 @@ import { place, type HostView, type PlacementRequest, type RequiredCapabilities 
 import type { DeploymentRecord, Registry } from './registry/index.ts';
 import type { RemovalReason, RouteEndpoint, RoutingTable, ServiceEntry } from './routing-table.ts';
 import { resolveRemoteImage, type RegistryClient, type RemoteImage } from '../image/index.ts';
-import type { DeploymentPlan, DeploymentTimeline, DriverName, EndpointReference, TimelinePhase } from '../protocol/deployment.ts';
+import type { DeploymentPlan, DeploymentTimeline, ImportBinding, DriverName, EndpointReference, TimelinePhase } from '../protocol/deployment.ts';
 import { ShoalError, isShoalError } from '../protocol/errors.ts';
 import type { DriverCapabilities } from '../protocol/driver.ts';
 
@@ -59,6 +59,8 @@ export interface DeployerOptions {
   imageMaxStaleMs?: number;
   /** Longest an instance may take to become ready. Default 60 s. */
   readinessTimeoutMs?: number;
+  /** Where a service's import sockets forward (farm instances: their intermediaries). */
+  importsFor?(service: string): ImportBinding[] | undefined;
   rand?: () => number;
 }
 
@@ -265,6 +267,7 @@ export function createDeployer(options: DeployerOptions): Deployer {
 
   function planFor(entry: ServiceEntry, image: RemoteImage, driver: string): DeploymentPlan {
     const d = entry.description;
+    const imports = options.importsFor?.(d.name);
     return {
       service: { name: d.name, version: d.version },
       image: `${image.repository}@${image.manifestDigest}`,
@@ -272,6 +275,7 @@ export function createDeployer(options: DeployerOptions): Deployer {
       driver: driver as DriverName,
       resources: { ...d.resources },
       readiness: { timeoutMs: readinessTimeoutMs },
+      ...(imports === undefined || imports.length === 0 ? {} : { imports }),
     };
   }
 

@@ -16,6 +16,7 @@ import { openRegistry, type Registry } from './registry/index.ts';
 import { createRouter } from './router.ts';
 import { compileService, createRoutingTable, type RemovalReason, type RouteEndpoint, type RoutingTable } from './routing-table.ts';
 import { createScaler } from './scaler.ts';
+import { createFarmEngine, type FarmEngine } from './intermediaries/farms.ts';
 import { createProviderApi, createProviderServer, type MountedApp } from './server.ts';
 import { createRegistryClient } from '../image/index.ts';
 import { ShoalError } from '../protocol/errors.ts';
@@ -109,6 +110,8 @@ export interface Provider {
   hosts(): PoolHost[];
   /** Runs one host-report round now (tests use it instead of waiting for the timer). */
   pollHosts(): Promise<void>;
+  /** Farms applied here (shoal/compose): their intermediaries and crash rules. */
+  readonly farms: FarmEngine;
   /** Stops listening and every loop. Instances keep running (hosts own them). */
   close(): Promise<void>;
 }
@@ -176,7 +179,9 @@ async function assemble(options: ProviderOptions, registry: Registry, ownRegistr
     // A host (re-)registering may come back with instances, or without the ones on record.
     onRegistered: (host) => void reconcilerRef?.reconcileHost(host).catch((e: unknown) => log.warn({ host: host.id, err: String(e) }, 'reconciling a registered host failed')),
   });
+  let farmsRef: FarmEngine | undefined;
   const deployer = createDeployer({
+    importsFor: (service) => farmsRef?.importsFor(service),
     registry,
     pool,
     table,
@@ -267,7 +272,26 @@ async function assemble(options: ProviderOptions, registry: Registry, ownRegistr
     ...(options.store === undefined ? {} : { store: options.store }),
     log,
   });
-  const server = createServer(router, api, options.store);
+  const farms = createFarmEngine({
+    registry,
+    providerUrl: () => url,
+    registerService: (d) => registerService(d),
+    // A farm instance is one instance: deploy only when none is up (the reconciler may have healed it).
+    deploy: async (service) => (table.endpoints(service).length === 0 ? deployer.deploy(service, { count: 1, reason: 'scale' }) : undefined),
+    log,
+    ...(t.maxBodyBytes === undefined ? {} : { maxBodyBytes: t.maxBodyBytes }),
+    ...(t.requestTimeoutMs === undefined ? {} : { timeoutMs: t.requestTimeoutMs }),
+  });
+  farmsRef = farms;
+  events.on('removed', (ep, reason) => farms.onInstanceGone(ep.service, reason));
+  async function registerService(description: unknown): Promise<void> {
+    const res = await api.request('/api/v1/services', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(description) });
+    if (!res.ok) {
+      const body = (await res.json()) as { error: { code: 'invalid'; message: string; field?: string } };
+      throw new ShoalError(body.error.code, body.error.message, body.error.field === undefined ? {} : { field: body.error.field });
+    }
+  }
+  const server = createProviderServer({ router, api, farms, ...(options.store === undefined ? {} : { store: options.store }) });
 
   await reconciler.reconcile();
   const boundPort = await new Promise<number>((resolve, reject) => {
@@ -280,6 +304,7 @@ async function assemble(options: ProviderOptions, registry: Registry, ownRegistr
   const h = options.listen.host;
   const advertised = h === '0.0.0.0' || h === '::' ? (options.advertiseHost ?? '127.0.0.1') : (options.advertiseHost ?? h);
   url = `http://${advertised.includes(':') ? `[${advertised}]` : advertised}:${boundPort}`;
+  await farms.restore();
   for (const s of table.services()) deployer.prepare(s.name);
   pool.start();
   reconciler.start();
@@ -294,13 +319,8 @@ async function assemble(options: ProviderOptions, registry: Registry, ownRegistr
     table,
     events,
     registerHost: (req) => pool.register(req),
-    async registerService(description) {
-      const res = await api.request('/api/v1/services', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(description) });
-      if (!res.ok) {
-        const body = (await res.json()) as { error: { code: 'invalid'; message: string; field?: string } };
-        throw new ShoalError(body.error.code, body.error.message, body.error.field === undefined ? {} : { field: body.error.field });
-      }
-    },
+    registerService,
+    farms,
     deploy: (service, count = 1) => deployer.deploy(service, { count, reason: 'scale' }),
     hosts: () => pool.list(),
     pollHosts: () => pool.tick(),
@@ -316,16 +336,13 @@ async function assemble(options: ProviderOptions, registry: Registry, ownRegistr
           setTimeout(() => server.closeAllConnections(), 500).unref();
         });
         await pool.close();
+        farms.close();
         if (ownRegistry) await registry.close();
         log.info({ providerId }, 'provider stopped');
       })();
       return closing;
     },
   };
-}
-
-function createServer(router: ReturnType<typeof createRouter>, api: ReturnType<typeof createProviderApi>, store: MountedApp | undefined) {
-  return createProviderServer({ router, api, ...(store === undefined ? {} : { store }) });
 }
 
 /** Compiles a description's input schemas (throws on one that cannot check messages). */

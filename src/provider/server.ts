@@ -329,11 +329,18 @@ async function readJson(c: Context): Promise<unknown> {
 /** Paths the mounted store answers (its registry API and its own control API). */
 const STORE_PREFIXES = ['/v2', '/api/v1/images', '/api/v1/repositories', '/api/v1/tags', '/api/v1/gc'];
 
-export function createProviderServer(options: { router: Router; api: Hono; store?: MountedApp }): Server {
+export function createProviderServer(options: {
+  router: Router;
+  api: Hono;
+  store?: MountedApp;
+  /** Farms (intermediaries/farms.ts): /x/…, exported names under /s/, /api/v1/farms. */
+  farms?: { handles(url: string): boolean; handle(req: IncomingMessage, res: ServerResponse): void };
+}): Server {
   const api = getRequestListener(options.api.fetch);
   const store = options.store === undefined ? undefined : getRequestListener(options.store.fetch);
   const server = createServer({ keepAliveTimeout: 30_000 }, (req: IncomingMessage, res: ServerResponse) => {
     const url = req.url ?? '/';
+    if (options.farms?.handles(url)) return options.farms.handle(req, res);
     if (url.startsWith(MESSAGE_PREFIX)) return options.router.handle(req, res);
     if (store !== undefined) {
       for (const p of STORE_PREFIXES) {
