@@ -13,6 +13,7 @@ import { registerHostsCommand } from './commands/hosts.ts';
 import { registerDeploymentsCommand } from './commands/deployments.ts';
 import { registerCallCommand } from './commands/call.ts';
 import { registerPsCommand } from './commands/ps.ts';
+import { registerFarmCommands } from './commands/farm.ts';
 
 export function createProgram(): Command {
   const program = new Command('shoal')
@@ -29,6 +30,7 @@ export function createProgram(): Command {
   registerDeploymentsCommand(program);
   registerCallCommand(program);
   registerPsCommand(program);
+  registerFarmCommands(program);
   registerTemplateCommands(program);
   registerImageCommands(program);
   return program;

@@ -29,3 +29,5 @@ export {
 } from './farm.ts';
 export { edgesOf, toDot, type FarmGraph, type GraphNode, type GraphEdge, type InstanceNode, type ImportNode, type OrNode, type ParNode, type RefNode, type IntermediaryNode, type CrashAction, type CrashRule, type SnapshotDecl, type ExportDecl } from './graph.ts';
 export { defineService, Type, type Static } from '../service/index.ts';
+export { typeCheckFarm, FARM_COMPILER_OPTIONS, type TypeCheckResult } from './typecheck.ts';
+export { loadFarm, applyFarm, type ApplyOptions, type ApplyOutcome } from './apply.ts';
