@@ -38,9 +38,10 @@ export const OrderProcessing = defineService({
       // Keyed by orderId: a second Process of one order is recognised and not done again.
       idempotent: true,
     },
+    /** The record: how many times each order was processed (1, or the test fails) and how many duplicates were refused. */
     Processed: {
       input: Type.Object({}),
-      output: Type.Object({ orders: Type.Record(Type.String(), Type.Integer()) }),
+      output: Type.Object({ orders: Type.Record(Type.String(), Type.Integer()), duplicates: Type.Integer() }),
     },
   },
 });

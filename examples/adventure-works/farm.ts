@@ -5,14 +5,13 @@
 //   shoal call order-entry SubmitOrder '{"orderId":"o1","customer":"ann","items":[{"sku":"bike","quantity":1}],"card":"4111111111111111"}'
 import { exportEndpoint, farm, importEndpoint, onCrash, or, par, ref, role, update } from '../../src/compose/index.ts';
 import { OrderEntry, OrderProcessing, Payment } from './definitions.ts';
+import { AW_IMAGES } from './images.ts';
 
-/** The image `examples/adventure-works/build.ts` builds (all three services in one overlay). */
-export const IMAGE = process.env.AW_IMAGE ?? 'adventure-works:1';
 /** The credit service outside the farm (examples/adventure-works/credit.ts). */
 export const CREDIT_URL = process.env.AW_CREDIT_URL ?? 'http://127.0.0.1:7411';
 
 export default farm('adventure-works', () => {
-  const paymentRole = role(Payment, { image: IMAGE });
+  const paymentRole = role(Payment, { image: AW_IMAGES.payment });
   const payment1 = paymentRole(undefined, { name: 'payment1' });
   const payment2 = paymentRole(undefined, { name: 'payment2' });
   const credit = importEndpoint(Payment, CREDIT_URL, { name: 'credit' });
@@ -20,8 +19,8 @@ export default farm('adventure-works', () => {
   const [payment, r] = ref(payment1.exports, { name: 'payment-ref' });
   onCrash(payment1.instance, update(r, payment2.exports));
 
-  const processing = role(OrderProcessing, { image: IMAGE })(undefined, { name: 'processing' });
-  const entryRole = role(OrderEntry, { image: IMAGE });
+  const processing = role(OrderProcessing, { image: AW_IMAGES['order-processing'] })(undefined, { name: 'processing' });
+  const entryRole = role(OrderEntry, { image: AW_IMAGES['order-entry'] });
   const imports = { payment: par(payment, credit), processing: processing.exports };
   const entry1 = entryRole(imports, { name: 'entry1' });
   const entry2 = entryRole(imports, { name: 'entry2' });

@@ -112,3 +112,17 @@ test('ref update under load: nothing lost, in-flight finish on the old target, n
   assert.equal(old.live, 0);
   assert.equal(ref.current(), next);
 });
+
+test('or: a retryable failure goes on to another target, once each; others come back as they are', async () => {
+  const dead = fake('dead', () => after(1, { status: 502, body: 'dead' }));
+  const alive = fake('alive', () => after(1, okReply('alive')));
+  const or = createOr('or', [dead, alive], { retryable: (_op, f) => 'reply' in f && f.reply.status === 502 });
+  for (let i = 0; i < 6; i++) assert.equal(JSON.parse((await or.send('Op', '{}')).body).by, 'alive');
+  assert.equal(alive.calls, 6);
+  const both = createOr('or', [dead, fake('dead2', () => after(1, { status: 502, body: 'dead2' }))], { retryable: () => true });
+  assert.equal((await both.send('Op', '{}')).status, 502, 'every target tried once, then the last failure');
+  const noRetry = createOr('or', [dead, alive]);
+  const statuses = [];
+  for (let i = 0; i < 4; i++) statuses.push((await noRetry.send('Op', '{}')).status);
+  assert.deepEqual(statuses.sort(), [200, 200, 502, 502], 'without retryable, a failure is the answer');
+});

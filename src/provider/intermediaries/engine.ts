@@ -22,29 +22,58 @@ export interface OrTarget extends Target {
   outstanding(): number[];
 }
 
+export interface OrOptions {
+  /**
+   * May a message that failed this way be sent to another target? (The provider passes:
+   * the operation is idempotent and the failure is the target's — a 502/503/504 or no reply.)
+   * Default: never.
+   */
+  retryable?(operation: string, failure: { reply: Reply } | { error: unknown }): boolean;
+}
+
 /**
  * Load balancing: each message goes to the target with the fewest messages in flight,
- * ties broken round robin (so an idle farm still spreads its load).
+ * ties broken round robin (so an idle farm still spreads its load). A failure the caller
+ * deems retryable is sent on to the next target not yet tried (at most once each).
  */
-export function createOr(id: string, targets: readonly Target[]): OrTarget {
+export function createOr(id: string, targets: readonly Target[], options: OrOptions = {}): OrTarget {
   if (targets.length === 0) throw new ShoalError('invalid', `or ${id}: no targets`, { field: 'targets' });
   const inFlight = targets.map(() => 0);
   let next = 0;
+  const pick = (tried: ReadonlySet<number>): number => {
+    let best = -1;
+    for (let k = 0; k < targets.length; k++) {
+      const i = (next + k) % targets.length;
+      if (tried.has(i)) continue;
+      if (best === -1 || inFlight[i]! < inFlight[best]!) best = i;
+    }
+    return best;
+  };
   return {
     id,
     outstanding: () => [...inFlight],
     async send(operation, body, signal) {
-      let best = -1;
-      for (let k = 0; k < targets.length; k++) {
-        const i = (next + k) % targets.length;
-        if (best === -1 || inFlight[i]! < inFlight[best]!) best = i;
-      }
-      next = (best + 1) % targets.length;
-      inFlight[best]!++;
-      try {
-        return await targets[best]!.send(operation, body, signal);
-      } finally {
-        inFlight[best]!--;
+      const tried = new Set<number>();
+      for (;;) {
+        const i = pick(tried);
+        tried.add(i);
+        next = (i + 1) % targets.length;
+        inFlight[i]!++;
+        let failure: { reply: Reply } | { error: unknown };
+        try {
+          const reply = await targets[i]!.send(operation, body, signal);
+          if (ok(reply)) return reply;
+          failure = { reply };
+        } catch (error) {
+          failure = { error };
+        } finally {
+          inFlight[i]!--;
+        }
+        const again = tried.size < targets.length && !signal?.aborted && (options.retryable?.(operation, failure) ?? false);
+        if (!again) {
+          if ('reply' in failure) return failure.reply;
+          throw failure.error;
+        }
       }
     },
   };

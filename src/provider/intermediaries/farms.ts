@@ -230,7 +230,13 @@ export function createFarmEngine(options: FarmEngineOptions): FarmEngine {
       let t: Target;
       if (n.kind === 'instance') t = httpLeaf(id, `${options.providerUrl()}/s/${instanceServiceName(graph.name, id)}`);
       else if (n.kind === 'import') t = httpLeaf(id, n.url);
-      else if (n.kind === 'or') t = createOr(id, n.targets.map(make));
+      else if (n.kind === 'or') {
+        const ops = graph.services[n.service]!.operations;
+        // Another target may take a message its first target failed, when doing it twice is safe.
+        t = createOr(id, n.targets.map(make), {
+          retryable: (op, f) => ops[op]?.idempotent === true && ('error' in f || f.reply.status === 502 || f.reply.status === 503 || f.reply.status === 504),
+        });
+      }
       else if (n.kind === 'par') t = createPar(id, n.targets.map(make));
       else {
         // A ref rebound by a crash rule keeps its binding across a re-apply that leaves it as declared.

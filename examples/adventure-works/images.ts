@@ -1,0 +1,6 @@
+// The Adventure Works image tags (built by build.ts, used by farm.ts).
+export const AW_IMAGES = {
+  payment: 'aw-payment:1',
+  'order-processing': 'aw-order-processing:1',
+  'order-entry': 'aw-order-entry:1',
+} as const;
