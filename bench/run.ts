@@ -79,7 +79,7 @@ async function main() {
     }
     if (wanted('pull')) {
       log('pull: shoal vs skopeo, template://debian/bookworm');
-      const r = await runPullBench({ storeUrl: store.url, ref: 'template://debian/bookworm', log });
+      const r = await runPullBench({ storeUrl: store.url, ref: 'template://debian/bookworm', runs: 5, log });
       sections.push(`## Pull throughput: Shoal's client vs skopeo, same store, same run\n\n${pullTable(r)}`);
       console.log(sections.at(-1));
     }
