@@ -40,11 +40,20 @@ test('or spreads load: idle targets take turns, a slow one gets fewer', async ()
   for (let i = 0; i < 30; i++) await or.send('Op', '{}');
   assert.deepEqual([a.calls, b.calls, c.calls], [10, 10, 10]);
 
-  const slow = fake('slow', () => after(50, okReply('slow')));
-  const fast = fake('fast', () => after(1, okReply('fast')));
+  // A target still busy with a message gets no other while an idle one is there (no timers: deterministic).
+  let release: () => void = () => undefined;
+  const stuck = new Promise<void>((r) => (release = r));
+  const slow = fake('slow', async () => { await stuck; return okReply('slow'); });
+  const fast = fake('fast', async () => okReply('fast'));
   const or2 = createOr('or2', [slow, fast]);
-  await Promise.all(Array.from({ length: 40 }, async (_, i) => { await sleep(i); await or2.send('Op', '{}'); }));
-  assert.ok(fast.calls > slow.calls * 3, `least outstanding: fast ${fast.calls}, slow ${slow.calls}`);
+  const sent: Promise<Reply>[] = [];
+  for (let i = 0; i < 20; i++) {
+    sent.push(or2.send('Op', '{}'));
+    await new Promise((r) => setImmediate(r));
+  }
+  assert.deepEqual([slow.calls, fast.calls], [1, 19], 'least outstanding');
+  release();
+  await Promise.all(sent);
 });
 
 test('par: the first success wins, the others are cancelled', async () => {
