@@ -281,18 +281,21 @@ export function createDeployer(options: DeployerOptions): Deployer {
 
   function endpointOf(ref: EndpointReference, deploymentId: string, host: PoolHost, version: string, deployedBy: string | undefined): RouteEndpoint {
     const u = new URL(ref.url);
+    const hostname = u.hostname.replace(/^\[|\]$/g, '');
+    const port = Number(u.port || 80);
     return {
       id: ref.instance,
       service: ref.service.name,
       version,
       deploymentId,
       hostId: host.id,
-      hostname: u.hostname.replace(/^\[|\]$/g, ''),
-      port: Number(u.port || 80),
+      hostname,
+      port,
       pathPrefix: u.pathname.replace(/\/$/, ''),
       token: ref.token,
       expiresAt: ref.expiresAt,
-      agent: host.client.dataAgent,
+      link: host.client.dataLink(hostname, port),
+      authority: u.host,
       readyAt: Date.now(),
       deployedBy,
       firstReplyPending: pendingTimelines.has(deploymentId),

@@ -15,6 +15,7 @@ import { Agent, request, type IncomingMessage } from 'node:http';
 import type { DeploymentPlan, DeploymentResult, HostEvent, HostReport, InstanceInfo } from '../protocol/deployment.ts';
 import { ShoalError, type ErrorCode } from '../protocol/errors.ts';
 import type { HostRecord, HostState, Registry } from './registry/index.ts';
+import { createHostLink, type HostLink } from './host-link.ts';
 
 export interface Logger {
   info(obj: object, msg?: string): void;
@@ -26,8 +27,8 @@ export interface Logger {
 
 export interface HostClient {
   readonly controlUrl: string;
-  /** Pooled keep-alive connections to the host's data plane, shared by every endpoint on it. */
-  readonly dataAgent: Agent;
+  /** Pooled keep-alive connections to a data-plane address of the host, shared by every endpoint there. */
+  dataLink(hostname: string, port: number): HostLink;
   report(signal?: AbortSignal): Promise<HostReport>;
   deploy(plan: DeploymentPlan, signal?: AbortSignal): Promise<DeploymentResult>;
   list(): Promise<InstanceInfo[]>;
@@ -42,7 +43,7 @@ export interface HostClient {
 export function createHostClient(options: { controlUrl: string; token: string; timeoutMs?: number; deployTimeoutMs?: number }): HostClient {
   const base = new URL(options.controlUrl);
   const controlAgent = new Agent({ keepAlive: true, maxSockets: 16 });
-  const dataAgent = new Agent({ keepAlive: true, maxSockets: 1024, maxFreeSockets: 256, scheduling: 'lifo' });
+  const links = new Map<string, HostLink>();
   const timeoutMs = options.timeoutMs ?? 5000;
   const deployTimeoutMs = options.deployTimeoutMs ?? 10 * 60_000;
   const auth = `Bearer ${options.token}`;
@@ -167,7 +168,15 @@ export function createHostClient(options: { controlUrl: string; token: string; t
 
   return {
     controlUrl: options.controlUrl,
-    dataAgent,
+    dataLink(hostname, port) {
+      const key = `${hostname}:${port}`;
+      let link = links.get(key);
+      if (link === undefined) {
+        link = createHostLink(hostname, port);
+        links.set(key, link);
+      }
+      return link;
+    },
     report: (signal) => call<HostReport>('GET', '/v1/report', undefined, { signal }),
     deploy: (plan, signal) => call<DeploymentResult>('POST', '/v1/instances', plan, { timeoutMs: deployTimeoutMs, signal }),
     list: async () => (await call<{ instances: InstanceInfo[] }>('GET', '/v1/instances')).instances,
@@ -177,7 +186,8 @@ export function createHostClient(options: { controlUrl: string; token: string; t
     close() {
       for (const stop of [...streams]) stop();
       controlAgent.destroy();
-      dataAgent.destroy();
+      for (const link of links.values()) link.close();
+      links.clear();
     },
   };
 }

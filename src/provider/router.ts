@@ -12,7 +12,8 @@
 //   goes to another endpoint, whatever the operation;
 // - delivered and then lost (the instance closed the connection without answering, a
 //   crash): idempotent operations go to another endpoint, others are answered 502.
-import { request, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Exchange, ReplyHead } from './host-link.ts';
 import type { InFlightTracker } from './balancer/index.ts';
 import { leastOutstanding } from './balancer/index.ts';
 import type { CompiledOperation, RemovalReason, RouteEndpoint, RoutingTable, ServiceEntry } from './routing-table.ts';
@@ -235,135 +236,121 @@ export function createRouter(options: RouterOptions): Router {
       release();
       return true;
     };
-    const upstream = request({
-      agent: ep.agent,
-      hostname: ep.hostname,
-      port: ep.port,
-      method: 'POST',
-      path: `${ep.pathPrefix}/${op.name}`,
-      headers: {
-        'content-type': 'application/json',
-        'content-length': msg.body.length,
-        [ROUTE_HEADER]: ep.token,
+    let head: ReplyHead | undefined;
+    // Replies the router must read before deciding (errors the host may have made itself)
+    // and small replies (sent on in one write) are collected; others are streamed.
+    let collected: Buffer[] | undefined;
+    let size = 0;
+    let streaming = false;
+    const request =
+      `POST ${ep.pathPrefix}/${op.name} HTTP/1.1\r\nhost: ${ep.authority}\r\ncontent-type: application/json\r\n` +
+      `content-length: ${msg.body.length}\r\n${ROUTE_HEADER}: ${ep.token}`;
+    const exchange: Exchange = ep.link.request(request, msg.body, timeoutMs, {
+      onHead(h) {
+        head = h;
+        const judged = h.status === 404 || h.status === 502 || h.status === 503;
+        if ((judged && h.length <= MAX_JUDGED) || (h.length >= 0 && h.length <= SMALL_REPLY)) {
+          collected = [];
+          return;
+        }
+        if (res.destroyed) {
+          exchange.abort();
+          done();
+          return;
+        }
+        streaming = true;
+        res.writeHead(h.status, h.headers);
+      },
+      onData(chunk) {
+        if (collected !== undefined) {
+          size += chunk.length;
+          if (size > MAX_JUDGED) {
+            // A chunked error reply past the limit: no longer worth reading.
+            exchange.abort();
+            collected = undefined;
+            if (done()) fail(msg, 502, `the reply of instance ${ep.id} is an error larger than ${MAX_JUDGED} bytes`);
+            return;
+          }
+          collected.push(chunk);
+          return;
+        }
+        if (!res.write(chunk)) {
+          exchange.pause();
+          res.once('drain', () => exchange.resume());
+        }
+      },
+      onEnd() {
+        if (!done() || head === undefined) return;
+        if (streaming) {
+          res.end();
+          return finished(msg, ep, head.status);
+        }
+        const body = collected!.length === 1 ? collected![0]! : Buffer.concat(collected!);
+        const status = head.status;
+        if (status === 404 || status === 502 || status === 503) return judge(msg, ep, head, body);
+        if (res.destroyed) return;
+        res.writeHead(status, head.headers);
+        res.end(body);
+        finished(msg, ep, status);
+      },
+      onError(err, sent, replied) {
+        if (!done()) return;
+        if (replied || res.headersSent) {
+          // The reply had begun: it can only be cut, so the consumer sees it is incomplete.
+          res.destroy();
+          return;
+        }
+        const code = err.code ?? '';
+        if (!sent) {
+          // The host is not answering at all: nothing reached the instance.
+          gone(ep, 'unreachable');
+          return retry(msg, ep, false, () => fail(msg, 502, `host ${ep.hostId} of instance ${ep.id} is unreachable (${code || err.message})`));
+        }
+        const what = code === 'ETIMEDOUT' ? `instance ${ep.id} did not answer within ${timeoutMs} ms` : `the connection to instance ${ep.id} failed (${err.message})`;
+        retry(msg, ep, true, () => fail(msg, code === 'ETIMEDOUT' ? 504 : 502, what));
       },
     });
-    upstream.setTimeout(timeoutMs, () => upstream.destroy(Object.assign(new Error(`no reply within ${timeoutMs} ms`), { code: 'ETIMEDOUT' })));
-    upstream.on('response', (up: IncomingMessage) => {
-      const status = up.statusCode ?? 502;
-      if (status === 404 || status === 502 || status === 503) return judge(msg, ep, up, status, done);
-      if (res.destroyed) {
-        up.resume();
-        done();
-        return;
-      }
-      const length = Number(up.headers['content-length'] ?? -1);
-      if (length >= 0 && length <= SMALL_REPLY) {
-        // A small reply goes out in one write with its head (one syscall, not three).
-        const chunks: Buffer[] = [];
-        up.on('data', (c: Buffer) => chunks.push(c));
-        up.once('end', () => {
-          if (!done()) return;
-          if (res.destroyed) return;
-          res.writeHead(status, passHeaders(up.rawHeaders));
-          res.end(chunks.length === 1 ? chunks[0] : Buffer.concat(chunks));
-          finished(msg, ep, status);
-        });
-        up.once('error', () => {
-          done();
-          res.destroy();
-        });
-        return;
-      }
-      res.writeHead(status, passHeaders(up.rawHeaders));
-      up.pipe(res);
-      up.once('end', () => {
-        if (done()) finished(msg, ep, status);
-      });
-      up.once('error', () => {
-        done();
-        res.destroy();
-      });
-      up.once('close', () => {
-        if (up.complete) return;
-        done();
-        res.destroy();
-      });
-    });
-    upstream.on('error', (err: NodeJS.ErrnoException) => {
-      if (!done()) {
-        // The reply had begun: it can only be cut, so the consumer sees it is incomplete.
-        if (!res.writableFinished) res.destroy();
-        return;
-      }
-      if (res.headersSent) {
-        res.destroy();
-        return;
-      }
-      const code = err.code ?? '';
-      if (NOT_SENT.has(code)) {
-        // The host is not answering at all: nothing reached the instance.
-        gone(ep, 'unreachable');
-        return retry(msg, ep, false, () => fail(msg, 502, `host ${ep.hostId} of instance ${ep.id} is unreachable (${code})`));
-      }
-      const what = code === 'ETIMEDOUT' ? `instance ${ep.id} did not answer within ${timeoutMs} ms` : `the connection to instance ${ep.id} failed (${code || err.message})`;
-      retry(msg, ep, true, () => fail(msg, code === 'ETIMEDOUT' ? 504 : 502, what));
-    });
-    upstream.end(msg.body);
   }
 
   /** A 404, 502 or 503 from the data plane: the host's own error, or the instance's reply? */
-  function judge(msg: Message, ep: RouteEndpoint, up: IncomingMessage, status: number, done: () => boolean): void {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    up.on('data', (c: Buffer) => {
-      size += c.length;
-      if (size <= 64 * 1024) chunks.push(c);
-    });
-    up.once('error', () => {
-      done();
-      fail(msg, 502, `the reply of instance ${ep.id} was cut`);
-    });
-    up.once('end', () => {
-      if (!done()) return;
-      const text = Buffer.concat(chunks).toString('utf8');
-      const fromHost = up.headers[INSTANCE_HEADER] === undefined || hostError(text);
-      if (fromHost && status === 404) {
-        // "not on this host": the instance is gone; it never saw the message.
-        gone(ep, 'gone');
-        return retry(msg, ep, false, () => fail(msg, 502, `instance ${ep.id} is no longer on host ${ep.hostId}`));
-      }
-      if (fromHost && status === 503 && /not ready/.test(text)) {
-        return retry(msg, ep, false, () => passOn(msg, ep, up, status, text));
-      }
-      if (fromHost && status === 502) {
-        const refused = /is not answering \((ECONNREFUSED|ENOENT)/.test(text);
-        // Refused: its socket is gone, nothing reached it. Otherwise it took the message
-        // and died before answering: a crash in flight.
-        gone(ep, refused ? 'gone' : 'crashed');
-        return retry(msg, ep, !refused, () => passOn(msg, ep, up, status, text));
-      }
-      passOn(msg, ep, up, status, text);
-    });
+  function judge(msg: Message, ep: RouteEndpoint, head: ReplyHead, body: Buffer): void {
+    const status = head.status;
+    const text = body.toString('utf8');
+    const fromHost = head.get(INSTANCE_HEADER) === undefined || hostError(text);
+    if (fromHost && status === 404) {
+      // "not on this host": the instance is gone; it never saw the message.
+      gone(ep, 'gone');
+      return retry(msg, ep, false, () => fail(msg, 502, `instance ${ep.id} is no longer on host ${ep.hostId}`));
+    }
+    if (fromHost && status === 503 && /not ready/.test(text)) {
+      return retry(msg, ep, false, () => passOn(msg, ep, head, body));
+    }
+    if (fromHost && status === 502) {
+      const refused = /is not answering \((ECONNREFUSED|ENOENT)/.test(text);
+      // Refused: its socket is gone, nothing reached it. Otherwise it took the message
+      // and died before answering: a crash in flight.
+      gone(ep, refused ? 'gone' : 'crashed');
+      return retry(msg, ep, !refused, () => passOn(msg, ep, head, body));
+    }
+    passOn(msg, ep, head, body);
   }
 
   function gone(ep: RouteEndpoint, reason: RemovalReason): void {
     table.remove(ep.id, reason);
   }
 
-  function passOn(msg: Message, ep: RouteEndpoint, up: IncomingMessage, status: number, text: string): void {
+  function passOn(msg: Message, ep: RouteEndpoint, head: ReplyHead, body: Buffer): void {
     const { res } = msg;
     if (res.headersSent || res.destroyed) return;
-    const body = Buffer.from(text, 'utf8');
-    const headers = passHeaders(up.rawHeaders);
     const flat: string[] = [];
-    for (let i = 0; i < headers.length; i += 2) {
-      if (headers[i]!.toLowerCase() === 'content-length') continue;
-      flat.push(headers[i]!, headers[i + 1]!);
+    for (let i = 0; i < head.headers.length; i += 2) {
+      if (head.headers[i]!.toLowerCase() === 'content-length') continue;
+      flat.push(head.headers[i]!, head.headers[i + 1]!);
     }
     flat.push('content-length', String(body.length));
-    res.writeHead(status, flat);
+    res.writeHead(head.status, flat);
     res.end(body);
-    finished(msg, ep, status);
+    finished(msg, ep, head.status);
   }
 
   function finished(msg: Message, ep: RouteEndpoint, status: number): void {
@@ -399,25 +386,12 @@ export function createRouter(options: RouterOptions): Router {
 const EMPTY_OBJECT = Buffer.from('{}');
 /** Replies up to this size are buffered and written at once. */
 const SMALL_REPLY = 64 * 1024;
-
-/** Connection errors that mean the request never reached the host. */
-const NOT_SENT = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN']);
+/** Error replies (404, 502, 503) are read whole to tell the host's own from the instance's, up to this size. */
+const MAX_JUDGED = 1024 * 1024;
 
 /** The host's forwarder marks its own replies (see src/host/data-plane/forwarder.ts). */
 function hostError(text: string): boolean {
   return /"code":"(not-found|unavailable|timeout)"/.test(text) && /instance \S+ \(service /.test(text);
-}
-
-const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'transfer-encoding', 'te', 'trailer', 'upgrade', 'proxy-connection', 'date']);
-
-function passHeaders(raw: string[]): string[] {
-  const out: string[] = [];
-  for (let i = 0; i < raw.length; i += 2) {
-    const name = raw[i]!;
-    if (HOP_BY_HOP.has(name.toLowerCase())) continue;
-    out.push(name, raw[i + 1]!);
-  }
-  return out;
 }
 
 function drain(req: IncomingMessage): void {

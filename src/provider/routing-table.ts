@@ -3,7 +3,7 @@
 // durable copy; the deployer, the reconciler and the host events keep this table in step
 // with it, and every change of a service's endpoints is handed to the activator as data
 // (an EndpointsUpdate). A warm message never leaves this table for the database.
-import type { Agent } from 'node:http';
+import type { HostLink } from './host-link.ts';
 import type { Activator } from './activator/index.ts';
 import type { InFlightTracker } from './balancer/index.ts';
 import { compileSchema, type SchemaCheck } from './json-schema.ts';
@@ -38,8 +38,10 @@ export interface RouteEndpoint {
   readonly pathPrefix: string;
   token: string;
   expiresAt: number;
-  /** Pooled keep-alive connections to the host's data plane (one agent per host). */
-  readonly agent: Agent;
+  /** Pooled keep-alive connections to the host's data plane (one per host address). */
+  readonly link: HostLink;
+  /** The Host header for it. */
+  readonly authority: string;
   readonly readyAt: number;
   /** The provider that deployed it (scaling down is left to it). */
   readonly deployedBy: string | undefined;
