@@ -2,47 +2,15 @@ import type { Command } from 'commander';
 import { randomBytes } from 'node:crypto';
 import { mkdir } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { parseImageRef } from '../../protocol/image-ref.ts';
 import { formatBytes } from '../output.ts';
 import { defaultCapacity } from './host.ts';
 import { parseListen, untilSignal } from './common.ts';
 
-export const ECHO_SOURCE = fileURLToPath(new URL('../../../examples/echo/rootfs', import.meta.url));
-export const ECHO_IMAGE = 'echo:1';
-
-/** The echo example as a service (examples/echo/README.md): registered by `shoal up` on first start. */
-export const ECHO_SERVICE = {
-  name: 'echo',
-  version: '1',
-  description: 'The smallest Shoal service: replies with what it is sent (examples/echo)',
-  image: ECHO_IMAGE,
-  operations: {
-    Echo: {
-      description: 'Replies with the same object',
-      input: { type: 'object', properties: { message: { type: 'string' } }, required: ['message'] },
-      output: { type: 'object', properties: { message: { type: 'string' } }, required: ['message'] },
-      idempotent: true,
-    },
-    Inspect: {
-      description: 'What the instance sees of itself: pid, hostname, uid, network interfaces, processes',
-      input: { type: 'object', additionalProperties: false },
-      output: {
-        type: 'object',
-        properties: {
-          pid: { type: 'integer' },
-          hostname: { type: 'string' },
-          uid: { type: 'integer' },
-          interfaces: { type: 'array', items: { type: 'string' } },
-          processes: { type: 'integer' },
-        },
-        required: ['pid', 'hostname', 'uid', 'interfaces', 'processes'],
-      },
-      idempotent: true,
-    },
-  },
-  resources: { memoryMb: 128, cpuMillis: 500, pids: 64 },
-};
+// The echo example is written against shoal/service (examples/echo/service.ts) and
+// bundled into a small overlay; its description is what the provider registers.
+const echoExample = () => import('../../../examples/echo/build.ts');
+const echoDefinition = () => import('../../../examples/echo/echo.ts');
 
 export function registerUpCommand(program: Command): void {
   program
@@ -95,17 +63,11 @@ export function registerUpCommand(program: Command): void {
           const t = await image.buildNodeTemplate({ client });
           say(`  ${t.name} = ${t.manifestDigest} (${formatBytes(t.imageSize)})`);
         }
+        const { ECHO_IMAGE, echoDescription } = await echoDefinition();
         const echoRef = parseImageRef(ECHO_IMAGE);
         if (!(await client.getManifest(echoRef.repository, echoRef.tag!))) {
-          say(`building ${ECHO_IMAGE} on ${templateName}…`);
-          const b = await image.buildImage({
-            client,
-            source: ECHO_SOURCE,
-            template: templateRef,
-            ref: echoRef,
-            owner: { uid: 0, gid: 0 },
-            process: { cmd: ['/usr/local/bin/node', '/app/server.mjs'], workdir: '/app' },
-          });
+          say(`building ${ECHO_IMAGE} (examples/echo on shoal/service) on ${templateName}…`);
+          const b = await (await echoExample()).buildEchoImage(client, { template: templateName });
           say(`  ${ECHO_IMAGE} = ${b.manifestDigest}: overlay ${formatBytes(b.layer.size)} of ${formatBytes(b.imageSize)}`);
         }
 
@@ -120,9 +82,9 @@ export function registerUpCommand(program: Command): void {
           logger: log,
         });
         await provider.registerHost({ controlUrl: host.controlUrl, token });
-        if ((await provider.registry.getService(ECHO_SERVICE.name)) === undefined) {
-          await provider.registerService(ECHO_SERVICE);
-          say(`registered the ${ECHO_SERVICE.name} service (operations Echo, Inspect)`);
+        if ((await provider.registry.getService(echoDescription.name)) === undefined) {
+          await provider.registerService(echoDescription);
+          say(`registered the ${echoDescription.name} service (operations ${Object.keys(echoDescription.operations).join(', ')})`);
         }
       } catch (e) {
         await stopAll().catch(() => undefined);
