@@ -1,7 +1,7 @@
 // `npm run bench`: every benchmark, one run, figures printed and written to
 // bench/report.md. Each compares Shoal with a baseline or a peer measured in the same
 // run, because these machines are noisy: read the ratios, not the absolute times.
-//   SHOAL_BENCH_ONLY=pull,overlay,forwarding,host-start   run a subset
+//   SHOAL_BENCH_ONLY=pull,overlay,forwarding,host-start,provider,compose   run a subset
 import { mkdir, mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
@@ -12,6 +12,8 @@ import { runPullBench, startStoreProcess, type PullBenchResult } from './pull.ts
 import { formatForwardingBench, runForwardingBench } from './forwarding.ts';
 import { formatHostDeployBench, runHostDeployBench } from './host-deploy.ts';
 import { formatHostStartBench, runHostStartBench } from './host-start.ts';
+import { formatProviderBench, runProviderBench } from './provider.ts';
+import { formatComposeBench, runComposeBench } from './compose.ts';
 
 const HERE = fileURLToPath(new URL('.', import.meta.url));
 const only = process.env.SHOAL_BENCH_ONLY?.split(',').map((s) => s.trim());
@@ -100,6 +102,18 @@ async function main() {
     log('host-start: driver-level start variants');
     const d = await runHostStartBench({ log });
     sections.push(`## Start variants of the drivers (no host agent)\n\n${formatHostStartBench(d)}`);
+    console.log(sections.at(-1));
+  }
+  if (wanted('provider')) {
+    log('provider: cold share, warm path vs direct and nginx, deploy to 1/4/8 hosts');
+    const r = await runProviderBench({ log });
+    sections.push(`## Provider\n\n${formatProviderBench(r)}`);
+    console.log(sections.at(-1));
+  }
+  if (wanted('compose')) {
+    log('compose: added latency per intermediary hop');
+    const r = await runComposeBench({ log });
+    sections.push(`## Composition: added latency per intermediary hop\n\n${formatComposeBench(r)}`);
     console.log(sections.at(-1));
   }
   await rm(work, { recursive: true, force: true });
