@@ -14,7 +14,7 @@
 //           wall time, ratio to one host (goal: 8 hosts ≤ 1.5 × one).
 //
 // The farm (store + provider + hosts) runs in a child process, the load client in this one.
-//   node bench/provider.ts [--runs 8] [--duration-ms 4000] [--connections 32]    (root + runc)
+//   node bench/provider.ts [--runs 8] [--duration-ms 4000] [--connections 32] [--only cold,warm,spread]   (root + runc)
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { access, constants, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { Agent, request, type RequestOptions } from 'node:http';
@@ -42,7 +42,7 @@ export interface LoadFigures {
 }
 
 export interface ProviderBenchResult {
-  cold: {
+  cold?: {
     runs: number;
     /** Consumer sends → reply, through the provider (median ms). */
     providerMs: number;
@@ -58,7 +58,7 @@ export interface ProviderBenchResult {
     /** Median duration of each timeline phase, in the provider's deployments and in the direct ones. */
     phases: Record<string, { provider: number; direct: number }>;
   };
-  warm: {
+  warm?: {
     durationMs: number;
     connections: number;
     direct: LoadFigures;
@@ -84,7 +84,12 @@ const median = (xs: number[]): number => {
   return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
 };
 
-export async function runProviderBench(options: { runs?: number; durationMs?: number; connections?: number; log?: (line: string) => void } = {}): Promise<ProviderBenchResult> {
+export type ProviderBenchSection = 'cold' | 'warm' | 'spread';
+
+export async function runProviderBench(
+  options: { runs?: number; durationMs?: number; connections?: number; only?: readonly ProviderBenchSection[]; log?: (line: string) => void } = {},
+): Promise<ProviderBenchResult> {
+  const want = (s: ProviderBenchSection) => options.only === undefined || options.only.includes(s);
   const runs = options.runs ?? 8;
   const durationMs = options.durationMs ?? 4000;
   const connections = options.connections ?? 32;
@@ -159,7 +164,7 @@ export async function runProviderBench(options: { runs?: number; durationMs?: nu
       await json(`${host0.controlUrl}/v1/instances/${endpoint.instance}`, 'DELETE', undefined, { authorization: `Bearer ${TOKEN}` });
       return direct;
     };
-    for (let i = 0; i < runs; i++) {
+    for (let i = 0; i < (want('cold') ? runs : 0); i++) {
       // Alternate which goes first, so neither always follows the other's teardown.
       let p: number;
       let d: number;
@@ -187,6 +192,8 @@ export async function runProviderBench(options: { runs?: number; durationMs?: nu
     };
 
     // ---- warm ----
+    let warm: ProviderBenchResult['warm'] | undefined;
+    if (want('warm')) {
     log('warm path: deploying echo on the first host');
     await api('POST', '/api/v1/services', service('echo'));
     const first = await post(`${farm.providerUrl}/s/echo/Echo`, BODY);
@@ -211,7 +218,7 @@ export async function runProviderBench(options: { runs?: number; durationMs?: nu
     log('warm path: provider');
     const provider = await measure({ host: providerUrl.hostname, port: Number(providerUrl.port), path: '/s/echo/Echo' }, connections, durationMs);
     const nginx = nginxPort === undefined ? undefined : (log('warm path: nginx'), await measure({ host: '127.0.0.1', port: nginxPort, path: '/Echo' }, connections, durationMs));
-    const wrk: ProviderBenchResult['warm']['wrk'] = {};
+    const wrk: NonNullable<ProviderBenchResult['warm']>['wrk'] = {};
     if (await executable(WRK)) {
       const script = join(dir, 'post.lua');
       await writeFile(script, `wrk.method = "POST"\nwrk.body = '${BODY}'\nwrk.headers["content-type"] = "application/json"\n`);
@@ -224,10 +231,12 @@ export async function runProviderBench(options: { runs?: number; durationMs?: nu
       if (n) wrk.nginx = n;
     } else notes.push(`${WRK} not found: wrk figures left out`);
     await api('DELETE', '/api/v1/services/echo');
+    warm = { durationMs, connections, direct, forwarder, provider, nginx, wrk };
+    }
 
     // ---- spread ----
     const spread: ProviderBenchResult['spread'] = [];
-    for (const n of [1, 4, 8]) {
+    for (const n of want('spread') ? [1, 4, 8] : []) {
       const runsMs: number[] = [];
       const slowestMs: number[] = [];
       for (let k = 0; k < 3; k++) {
@@ -257,7 +266,7 @@ export async function runProviderBench(options: { runs?: number; durationMs?: nu
       log(`spread to ${n} host(s): ${runsMs.map((x) => x.toFixed(0)).join(', ')} ms`);
     }
     for (const s of spread) s.ratio = s.wallMs / spread[0]!.wallMs;
-    return { cold, warm: { durationMs, connections, direct, forwarder, provider, nginx, wrk }, spread, notes };
+    return { ...(want('cold') ? { cold } : {}), ...(warm ? { warm } : {}), spread, notes };
   } finally {
     for (const c of children.reverse()) await stopChild(c);
     await rm(dir, { recursive: true, force: true });
@@ -495,56 +504,67 @@ function canConnect(port: number): Promise<boolean> {
 export function formatProviderBench(r: ProviderBenchResult): string {
   const f1 = (n: number): string => n.toFixed(1);
   const f2 = (n: number): string => n.toFixed(2);
-  const row = (name: string, t: LoadFigures | undefined, base: LoadFigures) =>
-    t === undefined
-      ? `| ${name} | – | – | – | – | – |`
-      : `| ${name} | ${Math.round(t.rps)} | ${f2(t.rps / base.rps)} | ${f2(t.p50Ms)} | ${f2(t.p99Ms)} | ${t.errors} |`;
+  const lines: string[] = [];
+  const c = r.cold;
+  if (c !== undefined) {
+    lines.push(
+      `### Cold first message (${c.runs} runs, warm layer caches, medians)`,
+      '',
+      '| path | ms |',
+      '| --- | ---: |',
+      `| consumer → provider → (deploy) → reply | ${f1(c.providerMs)} |`,
+      `| consumer → host plan → 201 → message to the endpoint → reply | ${f1(c.directMs)} |`,
+      `| the host's own plan-to-ready (its timeline, provider runs) | ${f1(c.hostPlanToReadyMs)} |`,
+      '',
+      '| phase | provider runs (ms) | direct runs (ms) |',
+      '| --- | ---: | ---: |',
+      ...Object.entries(c.phases).map(([name, v]) => `| ${name} | ${f1(v.provider)} | ${Number.isNaN(v.direct) ? '–' : f1(v.direct)} |`),
+      '',
+      `Provider's share of a cold start: **${f1(c.addedMs)} ms** (median of paired runs, provider − direct; goal ≤ 10 ms). The provider's own steps are the queue and place phases above plus recording the deployment; ${f1(c.overHostMs)} ms separate the consumer's reply from the host's plan-to-ready (both hops, the host's 201, the first message).`,
+      '',
+    );
+  }
   const w = r.warm;
-  const wrkRow = (name: string, t: LoadFigures | undefined) => (t === undefined ? '' : `| ${name} (wrk) | ${Math.round(t.rps)} | – | ${f2(t.p50Ms)} | ${f2(t.p99Ms)} | ${t.errors} |`);
-  return [
-    `### Cold first message (${r.cold.runs} runs, warm layer caches, medians)`,
-    '',
-    '| path | ms |',
-    '| --- | ---: |',
-    `| consumer → provider → (deploy) → reply | ${f1(r.cold.providerMs)} |`,
-    `| consumer → host plan → 201 → message to the endpoint → reply | ${f1(r.cold.directMs)} |`,
-    `| the host's own plan-to-ready (its timeline, provider runs) | ${f1(r.cold.hostPlanToReadyMs)} |`,
-    '',
-    '| phase | provider runs (ms) | direct runs (ms) |',
-    '| --- | ---: | ---: |',
-    ...Object.entries(r.cold.phases).map(([name, v]) => `| ${name} | ${f1(v.provider)} | ${Number.isNaN(v.direct) ? '–' : f1(v.direct)} |`),
-    '',
-    `Provider's share of a cold start: **${f1(r.cold.addedMs)} ms** (median of paired runs, provider − direct; goal ≤ 10 ms). The provider's own steps are the queue and place phases above plus recording the deployment; ${f1(r.cold.overHostMs)} ms separate the consumer's reply from the host's plan-to-ready (both hops, the host's 201, the first message).`,
-    '',
-    `### Warm path: ${w.connections} connections, ${w.durationMs / 1000} s per target, POST of a small JSON body`,
-    '',
-    '| target (Node keep-alive client) | req/s | × direct | p50 ms | p99 ms | errors |',
-    '| --- | ---: | ---: | ---: | ---: | ---: |',
-    row('direct (instance socket)', w.direct, w.direct),
-    row('host forwarder (/i/, token)', w.forwarder, w.direct),
-    row('provider → host → instance (/s/)', w.provider, w.direct),
-    row('nginx → instance socket', w.nginx, w.direct),
-    wrkRow('host forwarder', w.wrk.forwarder),
-    wrkRow('provider', w.wrk.provider),
-    wrkRow('nginx', w.wrk.nginx),
-    '',
-    w.nginx === undefined
-      ? ''
-      : `Provider path vs nginx: throughput ${f2(w.provider.rps / w.nginx.rps)}×, p50 added over direct ${f2(w.provider.p50Ms - w.direct.p50Ms)} ms vs nginx's ${f2(w.nginx.p50Ms - w.direct.p50Ms)} ms.`,
-    '',
-    '### Deploying one service to several hosts at once (spread, warm caches, 3 runs, median)',
-    '',
-    '| hosts | wall ms | runs | × one host | slowest host plan-to-ready ms | wall − slowest host ms |',
-    '| ---: | ---: | --- | ---: | ---: | ---: |',
-    ...r.spread.map(
-      (s) => `| ${s.hosts} | ${Math.round(s.wallMs)} | ${s.runsMs.map((x) => Math.round(x)).join(', ')} | ${f2(s.ratio)} | ${Math.round(s.slowestHostMs)} | ${Math.round(s.wallMs - s.slowestHostMs)} |`,
-    ),
-    '',
-    `8 hosts / 1 host = **${f2(r.spread.at(-1)!.ratio)}** (goal ≤ 1.5). All hosts share this machine's ${cpus().length} CPUs, so their runc starts queue for CPU; the last column is what the provider adds on top of the slowest host.`,
-    ...r.notes.map((n) => `- ${n}`),
-  ]
-    .filter((l, i, a) => !(l === '' && a[i - 1] === ''))
-    .join('\n');
+  if (w !== undefined) {
+    const row = (name: string, t: LoadFigures | undefined) =>
+      t === undefined ? `| ${name} | – | – | – | – | – |` : `| ${name} | ${Math.round(t.rps)} | ${f2(t.rps / w.direct.rps)} | ${f2(t.p50Ms)} | ${f2(t.p99Ms)} | ${t.errors} |`;
+    const wrkRow = (name: string, t: LoadFigures | undefined) => (t === undefined ? [] : [`| ${name} (wrk) | ${Math.round(t.rps)} | – | ${f2(t.p50Ms)} | ${f2(t.p99Ms)} | ${t.errors} |`]);
+    lines.push(
+      `### Warm path: ${w.connections} connections, ${w.durationMs / 1000} s per target, POST of a small JSON body`,
+      '',
+      '| target (Node keep-alive client) | req/s | × direct | p50 ms | p99 ms | errors |',
+      '| --- | ---: | ---: | ---: | ---: | ---: |',
+      row('direct (instance socket)', w.direct),
+      row('host forwarder (/i/, token)', w.forwarder),
+      row('provider → host → instance (/s/)', w.provider),
+      row('nginx → instance socket', w.nginx),
+      ...wrkRow('host forwarder', w.wrk.forwarder),
+      ...wrkRow('provider', w.wrk.provider),
+      ...wrkRow('nginx', w.wrk.nginx),
+      '',
+    );
+    if (w.nginx !== undefined) {
+      lines.push(
+        `Provider path vs nginx (Node client): throughput ${f2(w.provider.rps / w.nginx.rps)}×, p50 ${f2(w.provider.p50Ms / w.nginx.p50Ms)}×, p99 ${f2(w.provider.p99Ms / w.nginx.p99Ms)}×; p50 added over direct ${f2(w.provider.p50Ms - w.direct.p50Ms)} ms (nginx ${f2(w.nginx.p50Ms - w.direct.p50Ms)} ms). The provider path has two hops (provider, host forwarder), nginx one.`,
+        '',
+      );
+    }
+  }
+  if (r.spread.length > 0) {
+    lines.push(
+      '### Deploying one service to several hosts at once (spread, warm caches, 3 runs, median)',
+      '',
+      '| hosts | wall ms | runs | × one host | slowest host plan-to-ready ms | wall − slowest host ms |',
+      '| ---: | ---: | --- | ---: | ---: | ---: |',
+      ...r.spread.map(
+        (s) => `| ${s.hosts} | ${Math.round(s.wallMs)} | ${s.runsMs.map((x) => Math.round(x)).join(', ')} | ${f2(s.ratio)} | ${Math.round(s.slowestHostMs)} | ${Math.round(s.wallMs - s.slowestHostMs)} |`,
+      ),
+      '',
+      `8 hosts / 1 host = **${f2(r.spread.at(-1)!.ratio)}** (goal ≤ 1.5). All hosts share this machine's ${cpus().length} CPUs, so their runc starts queue for CPU; the last column is what the provider adds on top of the slowest host.`,
+    );
+  }
+  lines.push(...r.notes.map((n) => `- ${n}`));
+  return lines.join('\n');
 }
 
 if (import.meta.main) {
@@ -556,7 +576,9 @@ if (import.meta.main) {
       const i = args.indexOf(name);
       return i === -1 ? undefined : Number(args[i + 1]);
     };
-    const result = await runProviderBench({ runs: flag('--runs'), durationMs: flag('--duration-ms'), connections: flag('--connections') });
+    const onlyAt = args.indexOf('--only');
+    const only = onlyAt === -1 ? undefined : (args[onlyAt + 1]!.split(',') as ProviderBenchSection[]);
+    const result = await runProviderBench({ runs: flag('--runs'), durationMs: flag('--duration-ms'), connections: flag('--connections'), ...(only ? { only } : {}) });
     console.log(formatProviderBench(result));
   }
 }

@@ -458,6 +458,8 @@ export function createDeployer(options: DeployerOptions): Deployer {
     const exclude: string[] = [];
     let delay = backoffMs;
     let last = '';
+    let skipReady = false;
+    let follows = 0;
     for (let n = 0; n < maxAttempts && !closed; ) {
       const entry = table.service(service);
       if (entry === undefined) {
@@ -466,7 +468,9 @@ export function createDeployer(options: DeployerOptions): Deployer {
       }
       let outcome: Awaited<ReturnType<typeof attempt>>;
       try {
-        outcome = await attempt(entry, 1, 'cold', exclude, timing);
+        // After a ready deployment elsewhere turned out unusable (its host is gone from
+        // here), claim regardless of ready ones ('add'): it would be found again otherwise.
+        outcome = await attempt(entry, 1, skipReady ? 'add' : 'cold', exclude, timing);
       } catch (e) {
         last = (e as Error).message;
         log.error({ service, err: last }, 'deployment attempt failed');
@@ -477,8 +481,16 @@ export function createDeployer(options: DeployerOptions): Deployer {
         continue;
       }
       if (outcome.deferred) {
+        const wasReady = outcome.deferred.state === 'ready';
         const got = await follow(outcome.deferred, Date.now() + leaseMs + readinessTimeoutMs);
         if (got !== 'retry') return;
+        if (wasReady) skipReady = true;
+        if (++follows > maxAttempts * 4) {
+          last = 'other providers keep holding the deployment slot without a usable result';
+          activator.fail(service, last);
+          break;
+        }
+        await sleep(watchMs, controller.signal);
         continue; // the other provider's attempt failed or vanished: claim again (not counted)
       }
       if (outcome.ready.length > 0) {
