@@ -33,7 +33,7 @@ export interface ProviderApiOptions {
   pool: HostPool;
   deployer: Deployer;
   tracker: InFlightTracker;
-  activator: Pick<Activator<RouteEndpoint>, 'queued'>;
+  activator: Pick<Activator<RouteEndpoint>, 'queued' | 'fail'>;
   metrics: ProviderMetrics;
   joinToken: string;
   providerId: string;
@@ -138,6 +138,7 @@ export function createProviderApi(options: ProviderApiOptions): Hono {
     const name = c.req.param('name');
     const live = await registry.removeService(name);
     table.removeService(name);
+    activator.fail(name, `service ${name} was removed`); // messages waiting for it are answered now
     await Promise.all(live.map((d) => deployer.stopDeployment(d, 'service removed')));
     void registry.appendEvent({ kind: 'service-removed', service: name, detail: { stopped: live.length } }).catch(() => undefined);
     return c.json({ removed: name, stopped: live.length });

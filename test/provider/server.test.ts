@@ -139,3 +139,22 @@ test('deployments, instances, events, OpenAPI, metrics, healthz', async (t) => {
   assert.deepEqual((await api(provider.url, 'GET', '/healthz')).body, { ok: true, provider: provider.providerId });
   assert.equal((await api(provider.url, 'GET', '/api/v1/nothing')).status, 404);
 });
+
+test('removing a service answers the messages waiting for it at once', async (t) => {
+  const farm = await startFarm(t, { hosts: 1 });
+  farm.hosts[0]!.deployMs = 1500;
+  const started = Date.now();
+  const waiting = farm.call('Echo', { message: 'w' });
+  await until('queued', async () => (await api(farm.provider.url, 'GET', '/api/v1/services/echo')).body.queued === 1);
+  assert.equal((await api(farm.provider.url, 'DELETE', '/api/v1/services/echo')).status, 200);
+  const r = await waiting;
+  assert.equal(r.status, 503);
+  assert.match(r.body.error.message, /was removed/);
+  assert.ok(Date.now() - started < 1400, 'answered before the deployment would have finished');
+  // The deployment under way finishes, finds the service gone, and removes what it made.
+  await until('its instance removed', () => farm.hosts[0]!.removed.length === 1, 5000);
+  assert.equal(farm.hosts[0]!.instances.size, 0);
+  const records = await farm.provider.registry.listDeployments({ service: 'echo' });
+  assert.deepEqual(records.map((d) => d.state), ['stopped']);
+  assert.equal(farm.hosts[0]!.plans.length, 1);
+});
