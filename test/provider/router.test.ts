@@ -62,7 +62,8 @@ test('least outstanding: concurrent messages spread evenly over two instances', 
   const farm = await startFarm(t, { hosts: 2, service: quiet });
   const out = await farm.provider.deploy('echo', 2);
   assert.equal(out.ready.length, 2);
-  const replies = await Promise.all(Array.from({ length: 40 }, () => farm.call('Slow', { ms: 100 })));
+  // Each reply is held long enough that all 40 are in flight together even on a loaded machine.
+  const replies = await Promise.all(Array.from({ length: 40 }, () => farm.call('Slow', { ms: 1500 })));
   const counts = new Map<string, number>();
   for (const r of replies) counts.set(r.body.instance, (counts.get(r.body.instance) ?? 0) + 1);
   assert.deepEqual([...counts.values()], [20, 20]);
