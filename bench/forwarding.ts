@@ -13,18 +13,17 @@
 //   node bench/forwarding.ts [--duration-ms 5000] [--connections 32]   prints a markdown table
 
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { Agent, createServer, request, type RequestOptions } from 'node:http';
-import { createServer as createNetServer, connect, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createHistogram } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
+import { canConnect, executable, freePort, NGINX, startNginx, stopChild } from './lib/peers.ts';
 import { promisify } from 'node:util';
 import { listenForwarder } from '../src/host/data-plane/forwarder.ts';
 import { generateRouteKey, signRouteToken } from '../src/host/data-plane/route-token.ts';
 
-const NGINX = '/usr/sbin/nginx';
 const WRK = '/usr/bin/wrk';
 const SELF = fileURLToPath(import.meta.url);
 
@@ -112,7 +111,7 @@ export async function runForwardingBench(options: { durationMs?: number; connect
     }
     return { loaded, unloaded, wrk, notes };
   } finally {
-    await Promise.all(children.map(stopChild));
+    await Promise.all(children.map((c) => stopChild(c, 3000)));
     await rm(dir, { recursive: true, force: true });
   }
 }
@@ -213,52 +212,6 @@ async function runWrk(url: string, token: string | undefined, connections: numbe
 
 // ---- nginx ----
 
-async function startNginx(dir: string, socketPath: string, port: number): Promise<ChildProcess> {
-  const prefix = join(dir, 'nginx');
-  const conf = join(dir, 'nginx.conf');
-  await writeFile(
-    conf,
-    `daemon off;
-master_process off;
-worker_processes 1;
-pid ${prefix}.pid;
-error_log ${prefix}-error.log warn;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  client_body_temp_path ${prefix}-body;
-  proxy_temp_path ${prefix}-proxy;
-  fastcgi_temp_path ${prefix}-fastcgi;
-  uwsgi_temp_path ${prefix}-uwsgi;
-  scgi_temp_path ${prefix}-scgi;
-  upstream app {
-    server unix:${socketPath};
-    keepalive 64;
-  }
-  server {
-    listen 127.0.0.1:${port};
-    location / {
-      proxy_pass http://app;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-    }
-  }
-}
-`,
-  );
-  const child = spawn(NGINX, ['-p', dir, '-e', `${prefix}-error.log`, '-c', conf], { stdio: ['ignore', 'ignore', 'pipe'] });
-  let stderr = '';
-  child.stderr!.on('data', (c: Buffer) => (stderr += c.toString()));
-  const deadline = Date.now() + 5000;
-  while (!(await canConnect(port))) {
-    if (child.exitCode !== null || Date.now() > deadline) {
-      await stopChild(child);
-      throw new Error(`nginx did not start on port ${port}: ${stderr.trim()}`);
-    }
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  return child;
-}
 
 // ---- child processes: the instance and the forwarder run apart from the load client ----
 
@@ -283,14 +236,6 @@ function startChild(args: string[]): Promise<Started> {
   });
 }
 
-async function stopChild(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  child.kill('SIGTERM');
-  const timer = setTimeout(() => child.kill('SIGKILL'), 3000);
-  await exited;
-  clearTimeout(timer);
-}
 
 async function runInstance(socketPath: string): Promise<void> {
   const body = JSON.stringify({ ok: true, service: 'bench', message: 'hello from the instance' });
@@ -319,35 +264,8 @@ async function runForwarder(socketPath: string, keyHex: string): Promise<void> {
 
 // ---- helpers ----
 
-async function executable(path: string): Promise<boolean> {
-  const { access, constants } = await import('node:fs/promises');
-  return access(path, constants.X_OK).then(
-    () => true,
-    () => false,
-  );
-}
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createNetServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
-}
 
-function canConnect(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = connect(port, '127.0.0.1');
-    socket.once('connect', () => {
-      socket.destroy();
-      resolve(true);
-    });
-    socket.once('error', () => resolve(false));
-  });
-}
 
 export function formatForwardingBench(r: ForwardingBenchResult): string {
   const f2 = (n: number): string => n.toFixed(2);
