@@ -90,6 +90,12 @@ export function createProcessDriver(options: ProcessDriverOptions = {}) {
     await mkdir(spec.stateDir, { recursive: true });
     const logHandle = await open(spec.logFile, 'a');
     let child: ChildProcess;
+    let earlyExit: [number | null, NodeJS.Signals | null] | undefined;
+    let settleWith: ((code: number | null, signal: NodeJS.Signals | null) => void) | undefined;
+    const onExit = (code: number | null, signal: NodeJS.Signals | null): void => {
+      if (settleWith) settleWith(code, signal);
+      else earlyExit = [code, signal];
+    };
     try {
       child = spawn(program, args, {
         cwd,
@@ -103,6 +109,9 @@ export function createProcessDriver(options: ProcessDriverOptions = {}) {
         child.once('spawn', resolve);
         child.once('error', reject);
       });
+      // Listen for the exit before any further await: a program that dies at once would
+      // otherwise exit unheard, and its instance would never settle.
+      child.once('exit', onExit);
     } catch (e) {
       throw new ShoalError('invalid', `starting ${spec.args[0]} for instance ${spec.id} failed: ${(e as Error).message}`, { field: 'args', cause: e });
     } finally {
@@ -114,10 +123,8 @@ export function createProcessDriver(options: ProcessDriverOptions = {}) {
     await writeFile(join(spec.stateDir, STATE_FILE), JSON.stringify(state));
 
     const inst = new ProcessInstance(spec.id, pid, spec.stateDir);
-    const onExit = (code: number | null, signal: NodeJS.Signals | null): void => {
-      inst.settle(code ?? undefined, signal ?? undefined);
-    };
-    child.once('exit', onExit);
+    settleWith = (code, signal) => inst.settle(code ?? undefined, signal ?? undefined);
+    if (earlyExit) settleWith(...earlyExit);
     detachers.set(spec.id, () => child.off('exit', onExit));
     track(inst);
     return inst;

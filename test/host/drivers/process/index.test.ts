@@ -97,6 +97,27 @@ describe('process driver', () => {
     }
   });
 
+  it('a program that exits at once still settles its instance with the code', async () => {
+    // The exit may come while start() is still writing its state file (under load it did,
+    // and the instance never settled); the listener is now attached before any await.
+    const driver = createProcessDriver({ log: quiet });
+    try {
+      for (let i = 0; i < 10; i++) {
+        const ci = await instance(`p-quick-${i}`);
+        try {
+          const inst = await driver.start({ ...ci.spec, args: ['/usr/local/bin/node', '-e', 'process.exit(5)'] });
+          const exit = await Promise.race([inst.exited, delay(5000).then(() => undefined)]);
+          assert.equal(exit?.code, 5, `run ${i}: the exit was not delivered`);
+        } finally {
+          await driver.destroy(ci.spec.id, ci.spec.stateDir);
+          await ci.release();
+        }
+      }
+    } finally {
+      await driver.close();
+    }
+  });
+
   it('kills what the program left in its group when it exits', async () => {
     const driver = createProcessDriver({ log: quiet });
     const ci = await instance('p-group');
