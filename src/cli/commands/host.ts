@@ -9,11 +9,16 @@ function positiveInt(text: string, field: string): number {
   return n;
 }
 
-/** Default capacity: three quarters of this machine. */
+/**
+ * Default capacity: three quarters of this machine's memory, and its CPU four times over.
+ * CPU is compressible (an instance's cpuMillis is its quota, and idle services use
+ * little), so it is overcommitted the way Kubernetes and Nomad schedulers let requests
+ * exceed cores; memory is not, because running out of it kills.
+ */
 export function defaultCapacity() {
   return {
     memoryMb: Math.floor((totalmem() / 1024 / 1024) * 0.75),
-    cpuMillis: availableParallelism() * 1000,
+    cpuMillis: availableParallelism() * 1000 * 4,
     instances: 64,
   };
 }
