@@ -93,8 +93,11 @@ test('scale to zero after the idle timeout, and back on the next message', async
   assert.equal((await farm.call('Echo', { message: 'a' })).status, 200);
   assert.equal(farm.hosts[0]!.instances.size, 1);
   await until('scaled to zero', () => farm.hosts[0]!.instances.size === 0 && farm.provider.table.endpoints('echo').length === 0, 5000);
-  const records = await farm.provider.registry.listDeployments({ service: 'echo' });
-  assert.deepEqual(records.map((r) => r.state), ['stopped']);
+  // The registry records the stop right after the instance is gone (not in the same tick).
+  await until('the deployment recorded as stopped', async () => {
+    const records = await farm.provider.registry.listDeployments({ service: 'echo' });
+    return records.length === 1 && records[0]!.state === 'stopped';
+  }, 5000);
   const again = await farm.call('Echo', { message: 'b' });
   assert.equal(again.status, 200);
   assert.deepEqual(again.body, { message: 'b' });
