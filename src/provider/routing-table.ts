@@ -52,7 +52,11 @@ export interface RouteEndpoint {
 export type RemovalReason = 'crashed' | 'oom' | 'exited' | 'removed' | 'host-dead' | 'unreachable' | 'scaled-down' | 'undeployed' | 'gone';
 
 export interface RoutingTableEvents {
-  /** An endpoint left the routing set (synchronously, before any further message is routed). */
+  /**
+   * An endpoint left the routing set (synchronously, before any further message is
+   * routed). Called a second time, once, when the router took an instance out on a
+   * guess ('gone', 'unreachable') and its host's verdict (crashed, oom, exited) follows.
+   */
   onRemoved?(endpoint: RouteEndpoint, reason: RemovalReason): void;
   onAdded?(endpoint: RouteEndpoint): void;
 }
@@ -91,6 +95,10 @@ export function compileService(description: ServiceDescription): ServiceEntry {
   return { name: description.name, version: description.version, description, operations };
 }
 
+/** Reasons the router infers from a failed exchange, and the ones a host reports. */
+const GUESSES: ReadonlySet<RemovalReason> = new Set(['gone', 'unreachable']);
+const VERDICTS: ReadonlySet<RemovalReason> = new Set(['crashed', 'oom', 'exited']);
+
 export function createRoutingTable(options: {
   activator: Activator<RouteEndpoint>;
   tracker: InFlightTracker;
@@ -103,7 +111,7 @@ export function createRoutingTable(options: {
   const lastMessage = new Map<string, number>();
   // Recent removals, so a background sync that read the registry just before the removal
   // was recorded does not put a crashed instance back.
-  const removed = new Map<string, number>();
+  const removed = new Map<string, { at: number; endpoint: RouteEndpoint; reason: RemovalReason }>();
   const none: readonly RouteEndpoint[] = [];
 
   const publish = (service: string) => {
@@ -112,11 +120,19 @@ export function createRoutingTable(options: {
 
   const remove = (instanceId: string, reason: RemovalReason): RouteEndpoint | undefined => {
     const ep = byInstance.get(instanceId);
-    if (ep === undefined) return undefined;
+    if (ep === undefined) {
+      // Already out on the router's guess; the host's word on why (a crash rule needs it) still counts.
+      const earlier = removed.get(instanceId);
+      if (earlier !== undefined && GUESSES.has(earlier.reason) && VERDICTS.has(reason)) {
+        earlier.reason = reason;
+        options.events?.onRemoved?.(earlier.endpoint, reason);
+      }
+      return undefined;
+    }
     byInstance.delete(instanceId);
     const now = Date.now();
-    removed.set(instanceId, now);
-    if (removed.size > 4096) for (const [id, at] of removed) if (now - at > 60_000 || removed.size > 4096) removed.delete(id);
+    removed.set(instanceId, { at: now, endpoint: ep, reason });
+    if (removed.size > 4096) for (const [id, r] of removed) if (now - r.at > 60_000 || removed.size > 4096) removed.delete(id);
     const list = byService.get(ep.service);
     if (list !== undefined) {
       // A fresh array: a router iterating the old one finishes on a consistent snapshot.
@@ -170,7 +186,7 @@ export function createRoutingTable(options: {
     },
 
     removedAt(instanceId) {
-      const at = removed.get(instanceId);
+      const at = removed.get(instanceId)?.at;
       return at !== undefined && Date.now() - at < 60_000 ? at : undefined;
     },
 

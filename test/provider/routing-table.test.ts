@@ -1,0 +1,46 @@
+// The routing table's removal events: what crash rules (and anything else) hear about an
+// instance that left the routing set.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createActivator } from '../../src/provider/activator/index.ts';
+import { createInFlightTracker } from '../../src/provider/balancer/index.ts';
+import { createRoutingTable, type RemovalReason, type RouteEndpoint } from '../../src/provider/routing-table.ts';
+
+function setup() {
+  const heard: Array<[string, RemovalReason]> = [];
+  const activator = createActivator<RouteEndpoint>({ queueDepth: 4, timeoutMs: 1000 });
+  const table = createRoutingTable({
+    activator,
+    tracker: createInFlightTracker(),
+    events: { onRemoved: (ep, reason) => heard.push([ep.id, reason]) },
+  });
+  const endpoint = (id: string) => ({ id, service: 'payment', version: '1', deploymentId: `d-${id}`, hostId: 'h1' }) as unknown as RouteEndpoint;
+  return { table, heard, endpoint, close: () => activator.close() };
+}
+
+test('an instance taken out on the router guess is reported again when its host says it crashed', () => {
+  const { table, heard, endpoint, close } = setup();
+  table.add(endpoint('p1'));
+  assert.equal(table.remove('p1', 'gone')?.id, 'p1');
+  assert.equal(table.endpoints('payment').length, 0);
+  // The host's crash event comes after the router found the socket refused.
+  assert.equal(table.remove('p1', 'crashed'), undefined);
+  assert.deepEqual(heard, [['p1', 'gone'], ['p1', 'crashed']]);
+  // Once only: a repeated verdict, or a later removal, is not heard again.
+  table.remove('p1', 'crashed');
+  table.remove('p1', 'removed');
+  assert.deepEqual(heard, [['p1', 'gone'], ['p1', 'crashed']]);
+  close();
+});
+
+test('a removal for a reason the host gave first is heard once', () => {
+  const { table, heard, endpoint, close } = setup();
+  table.add(endpoint('p2'));
+  table.remove('p2', 'crashed');
+  table.remove('p2', 'gone');
+  table.remove('p2', 'crashed');
+  assert.deepEqual(heard, [['p2', 'crashed']]);
+  assert.equal(table.remove('never-added', 'crashed'), undefined);
+  assert.deepEqual(heard, [['p2', 'crashed']]);
+  close();
+});
