@@ -86,6 +86,13 @@ export function createControlApi(options: ControlApiOptions): Hono {
       }
       try {
         const result = await agent.deploy(plan);
+        if (c.req.raw.signal.aborted) {
+          // The caller went away before the answer (a provider killed mid-deploy): nobody
+          // will record or route to this instance, so it must not outlive the request.
+          await agent.remove(result.instance.id).catch(() => undefined);
+          metrics.deployment('failed');
+          return c.json(new ShoalError('unavailable', 'the caller left before the deployment finished; it was undone').toJSON(), 503);
+        }
         metrics.deployment('ok', performance.now() - started);
         return c.json(result, 201);
       } catch (e) {

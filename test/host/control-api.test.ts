@@ -156,3 +156,38 @@ test('the OpenAPI document is 3.1 and carries the plan schema', async () => {
   assert.equal(fieldName('/imports/0/name'), 'imports[0].name');
   assert.throws(() => validatePlan({ ...good, resources: { ...good.resources, cpuMillis: 0 } }), /resources\.cpuMillis/);
 });
+
+test('a deployment whose caller left before the answer is undone', async () => {
+  const removed: string[] = [];
+  const agent = {
+    async deploy() {
+      await new Promise((r) => setTimeout(r, 100));
+      return { endpoint: { instance: 'echo-9' }, timeline: { totalMs: 1 }, instance: { id: 'echo-9' } };
+    },
+    async remove(id: string) {
+      removed.push(id);
+    },
+  } as unknown as Agent;
+  const metrics = createHostMetrics(() => ({
+    instances: 0,
+    reservedMemoryMb: 0,
+    reservedCpuMillis: 0,
+    capacityMemoryMb: 1,
+    capacityCpuMillis: 1,
+    capacityInstances: 1,
+    layerCacheBytes: 0,
+    layerCacheEntries: 0,
+    inFlight: 0,
+  }));
+  const app = createControlApi({ agent, token: TOKEN, events: createEventBus(), metrics, report: async () => ({ hostId: 'h' }) as HostReport, keepAliveMs: 50 });
+  const gone = new AbortController();
+  setTimeout(() => gone.abort(), 20);
+  const res = await app.request('/v1/instances', {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', ...auth },
+    body: JSON.stringify(good),
+    signal: gone.signal,
+  });
+  assert.equal(res.status, 503);
+  assert.deepEqual(removed, ['echo-9']);
+});
