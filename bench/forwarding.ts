@@ -12,28 +12,20 @@
 //
 //   node bench/forwarding.ts [--duration-ms 5000] [--connections 32]   prints a markdown table
 
-import { spawn, execFile, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { Agent, createServer, request, type RequestOptions } from 'node:http';
+import { Agent, createServer, type RequestOptions } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createHistogram } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
-import { canConnect, executable, freePort, NGINX, startNginx, stopChild } from './lib/peers.ts';
-import { promisify } from 'node:util';
+import { executable, freePort, loadFor, NGINX, runWrk, startNginx, stopChild, WRK, type LoadFigures } from './lib/peers.ts';
 import { listenForwarder } from '../src/host/data-plane/forwarder.ts';
 import { generateRouteKey, signRouteToken } from '../src/host/data-plane/route-token.ts';
 
-const WRK = '/usr/bin/wrk';
 const SELF = fileURLToPath(import.meta.url);
 
-export interface TargetFigures {
-  requests: number;
-  errors: number;
-  rps: number;
-  p50Ms: number;
-  p99Ms: number;
-}
+export type TargetFigures = LoadFigures;
 
 /** The same Node load client (http.Agent, keep-alive) against each target. */
 export interface Comparison {
@@ -104,8 +96,8 @@ export async function runForwardingBench(options: { durationMs?: number; connect
 
     const wrk = { forwarder: undefined as TargetFigures | undefined, nginx: undefined as TargetFigures | undefined };
     if (await executable(WRK)) {
-      wrk.forwarder = await runWrk(`http://127.0.0.1:${forwarderPort}/i/`, token, connections, durationMs);
-      if (nginxPort !== undefined) wrk.nginx = await runWrk(`http://127.0.0.1:${nginxPort}/`, undefined, connections, durationMs);
+      wrk.forwarder = await runWrk(`http://127.0.0.1:${forwarderPort}/i/`, { token, connections, durationMs });
+      if (nginxPort !== undefined) wrk.nginx = await runWrk(`http://127.0.0.1:${nginxPort}/`, { connections, durationMs });
     } else {
       notes.push(`${WRK} not found: wrk figures left out`);
     }
@@ -153,62 +145,7 @@ async function measureInterleaved(targets: RequestOptions[], connections: number
 
 const ROUNDS = 5;
 
-async function loadFor(
-  target: RequestOptions,
-  agent: Agent,
-  connections: number,
-  durationMs: number,
-  histogram: ReturnType<typeof createHistogram> | undefined,
-): Promise<{ requests: number; errors: number }> {
-  const options: RequestOptions = { ...target, agent, method: 'GET' };
-  const end = performance.now() + durationMs;
-  let requests = 0;
-  let errors = 0;
-  const one = (): Promise<void> =>
-    new Promise((resolve) => {
-      const t0 = process.hrtime.bigint();
-      const req = request(options, (res) => {
-        res.resume();
-        res.on('end', () => {
-          if (res.statusCode === 200) {
-            requests++;
-            histogram?.record(process.hrtime.bigint() - t0);
-          } else errors++;
-          resolve();
-        });
-      });
-      req.on('error', () => {
-        errors++;
-        resolve();
-      });
-      req.end();
-    });
-  await Promise.all(
-    Array.from({ length: connections }, async () => {
-      while (performance.now() < end) await one();
-    }),
-  );
-  return { requests, errors };
-}
 
-// ---- wrk ----
-
-async function runWrk(url: string, token: string | undefined, connections: number, durationMs: number): Promise<TargetFigures | undefined> {
-  const args = ['-t1', `-c${connections}`, `-d${Math.max(1, Math.round(durationMs / 1000))}s`, '--latency'];
-  if (token !== undefined) args.push('-H', `x-shoal-route: ${token}`);
-  args.push(url);
-  const { stdout } = await promisify(execFile)(WRK, args, { timeout: durationMs + 30_000 });
-  const rps = /Requests\/sec:\s+([\d.]+)/.exec(stdout);
-  const total = /(\d+) requests in/.exec(stdout);
-  const p50 = /^\s+50%\s+([\d.]+)(us|ms|s)$/m.exec(stdout);
-  const p99 = /^\s+99%\s+([\d.]+)(us|ms|s)$/m.exec(stdout);
-  const non2xx = /Non-2xx or 3xx responses:\s+(\d+)/.exec(stdout);
-  const socketErrors = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(stdout);
-  if (rps === null || p50 === null || p99 === null || total === null) return undefined;
-  const ms = (m: RegExpExecArray): number => Number(m[1]) * (m[2] === 'us' ? 1e-3 : m[2] === 's' ? 1e3 : 1);
-  const errors = Number(non2xx?.[1] ?? 0) + (socketErrors === null ? 0 : socketErrors.slice(1).reduce((a, b) => a + Number(b), 0));
-  return { requests: Number(total[1]), errors, rps: Number(rps[1]), p50Ms: ms(p50), p99Ms: ms(p99) };
-}
 
 // ---- nginx ----
 

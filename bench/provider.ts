@@ -15,30 +15,22 @@
 //
 // The farm (store + provider + hosts) runs in a child process, the load client in this one.
 //   node bench/provider.ts [--runs 8] [--duration-ms 4000] [--connections 32] [--only cold,warm,spread]   (root + runc)
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { Agent, request, type RequestOptions } from 'node:http';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createHistogram } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
-import { canConnect, executable, freePort, NGINX, startNginx, stopChild } from './lib/peers.ts';
-import { promisify } from 'node:util';
+import { executable, freePort, loadFor, NGINX, runWrk, startNginx, stopChild, WRK, type LoadFigures } from './lib/peers.ts';
 
 const SELF = fileURLToPath(import.meta.url);
-const WRK = '/usr/bin/wrk';
 const HOSTS = 8;
 const TOKEN = 'bench-host-token';
 const JOIN = 'bench-join-token';
 const BODY = '{"message":"hello from the bench"}';
 
-export interface LoadFigures {
-  requests: number;
-  errors: number;
-  rps: number;
-  p50Ms: number;
-  p99Ms: number;
-}
+export type { LoadFigures };
 
 export interface ProviderBenchResult {
   cold?: {
@@ -222,9 +214,9 @@ export async function runProviderBench(
       const script = join(dir, 'post.lua');
       await writeFile(script, `wrk.method = "POST"\nwrk.body = '${BODY}'\nwrk.headers["content-type"] = "application/json"\n`);
       log('warm path: wrk');
-      const p = await runWrk(`${farm.providerUrl}/s/echo/Echo`, script, undefined, connections, durationMs);
-      const f = await runWrk(`${host0.dataUrl}/i/Echo`, script, token, connections, durationMs);
-      const n = nginxPort === undefined ? undefined : await runWrk(`http://127.0.0.1:${nginxPort}/Echo`, script, undefined, connections, durationMs);
+      const p = await runWrk(`${farm.providerUrl}/s/echo/Echo`, { script, connections, durationMs });
+      const f = await runWrk(`${host0.dataUrl}/i/Echo`, { script, token, connections, durationMs });
+      const n = nginxPort === undefined ? undefined : await runWrk(`http://127.0.0.1:${nginxPort}/Echo`, { script, connections, durationMs });
       if (p) wrk.provider = p;
       if (f) wrk.forwarder = f;
       if (n) wrk.nginx = n;
@@ -331,10 +323,10 @@ async function json(url: string, method: string, body?: unknown, headers: Record
 async function measure(target: RequestOptions, connections: number, durationMs: number): Promise<LoadFigures> {
   const agent = new Agent({ keepAlive: true, maxSockets: connections });
   try {
-    await loadFor(target, agent, connections, Math.min(1000, durationMs / 4), undefined);
+    await loadFor(target, agent, connections, Math.min(1000, durationMs / 4), undefined, BODY);
     const histogram = createHistogram();
     const started = performance.now();
-    const { requests, errors } = await loadFor(target, agent, connections, durationMs, histogram);
+    const { requests, errors } = await loadFor(target, agent, connections, durationMs, histogram, BODY);
     const seconds = (performance.now() - started) / 1000;
     return { requests, errors, rps: requests / seconds, p50Ms: histogram.percentile(50) / 1e6, p99Ms: histogram.percentile(99) / 1e6 };
   } finally {
@@ -342,53 +334,7 @@ async function measure(target: RequestOptions, connections: number, durationMs: 
   }
 }
 
-async function loadFor(target: RequestOptions, agent: Agent, connections: number, durationMs: number, histogram: ReturnType<typeof createHistogram> | undefined) {
-  const length = String(Buffer.byteLength(BODY));
-  const options: RequestOptions = { ...target, agent, method: 'POST', headers: { ...(target.headers ?? {}), 'content-type': 'application/json', 'content-length': length } };
-  const end = performance.now() + durationMs;
-  let requests = 0;
-  let errors = 0;
-  const one = (): Promise<void> =>
-    new Promise((resolve) => {
-      const t0 = process.hrtime.bigint();
-      const req = request(options, (res) => {
-        res.resume();
-        res.on('end', () => {
-          if (res.statusCode === 200) {
-            requests++;
-            histogram?.record(process.hrtime.bigint() - t0);
-          } else errors++;
-          resolve();
-        });
-      });
-      req.on('error', () => {
-        errors++;
-        resolve();
-      });
-      req.end(BODY);
-    });
-  await Promise.all(
-    Array.from({ length: connections }, async () => {
-      while (performance.now() < end) await one();
-    }),
-  );
-  return { requests, errors };
-}
 
-async function runWrk(url: string, script: string, token: string | undefined, connections: number, durationMs: number): Promise<LoadFigures | undefined> {
-  const args = ['-t1', `-c${connections}`, `-d${Math.max(1, Math.round(durationMs / 1000))}s`, '--latency', '-s', script];
-  if (token !== undefined) args.push('-H', `x-shoal-route: ${token}`);
-  args.push(url);
-  const { stdout } = await promisify(execFile)(WRK, args, { timeout: durationMs + 30_000 });
-  const rps = /Requests\/sec:\s+([\d.]+)/.exec(stdout);
-  const total = /(\d+) requests in/.exec(stdout);
-  const p50 = /^\s+50%\s+([\d.]+)(us|ms|s)$/m.exec(stdout);
-  const p99 = /^\s+99%\s+([\d.]+)(us|ms|s)$/m.exec(stdout);
-  const non2xx = /Non-2xx or 3xx responses:\s+(\d+)/.exec(stdout);
-  if (rps === null || p50 === null || p99 === null || total === null) return undefined;
-  const ms = (m: RegExpExecArray): number => Number(m[1]) * (m[2] === 'us' ? 1e-3 : m[2] === 's' ? 1e3 : 1);
-  return { requests: Number(total[1]), errors: Number(non2xx?.[1] ?? 0), rps: Number(rps[1]), p50Ms: ms(p50), p99Ms: ms(p99) };
-}
 
 // ---- nginx and child processes ----
 

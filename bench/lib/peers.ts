@@ -1,11 +1,91 @@
 // Peers and process plumbing the load benchmarks share: nginx as the reference proxy,
-// child processes ended by the pid we started, free loopback ports.
-import { spawn, type ChildProcess } from 'node:child_process';
+// the load clients (a keep-alive Node client and wrk), child processes ended by the pid
+// we started, free loopback ports.
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { access, constants, writeFile } from 'node:fs/promises';
 import { createServer as createNetServer, connect, type AddressInfo } from 'node:net';
+import { request, type Agent, type RequestOptions } from 'node:http';
 import { join } from 'node:path';
+import type { createHistogram } from 'node:perf_hooks';
+import { promisify } from 'node:util';
 
 export const NGINX = '/usr/sbin/nginx';
+export const WRK = '/usr/bin/wrk';
+
+/** What one load run against one target gives. */
+export interface LoadFigures {
+  requests: number;
+  errors: number;
+  rps: number;
+  p50Ms: number;
+  p99Ms: number;
+}
+
+/**
+ * `connections` keep-alive loops against `target` for `durationMs`: GET, or POST of
+ * `body` as JSON when given. Latencies of 200 replies go into `histogram` (ns).
+ */
+export async function loadFor(
+  target: RequestOptions,
+  agent: Agent,
+  connections: number,
+  durationMs: number,
+  histogram: ReturnType<typeof createHistogram> | undefined,
+  body?: string,
+): Promise<{ requests: number; errors: number }> {
+  const options: RequestOptions =
+    body === undefined
+      ? { ...target, agent, method: 'GET' }
+      : { ...target, agent, method: 'POST', headers: { ...(target.headers ?? {}), 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(body)) } };
+  const end = performance.now() + durationMs;
+  let requests = 0;
+  let errors = 0;
+  const one = (): Promise<void> =>
+    new Promise((resolve) => {
+      const t0 = process.hrtime.bigint();
+      const req = request(options, (res) => {
+        res.resume();
+        res.on('end', () => {
+          if (res.statusCode === 200) {
+            requests++;
+            histogram?.record(process.hrtime.bigint() - t0);
+          } else errors++;
+          resolve();
+        });
+      });
+      req.on('error', () => {
+        errors++;
+        resolve();
+      });
+      req.end(body);
+    });
+  await Promise.all(
+    Array.from({ length: connections }, async () => {
+      while (performance.now() < end) await one();
+    }),
+  );
+  return { requests, errors };
+}
+
+/** wrk against a TCP target (`script`: a Lua file, e.g. to POST a body); undefined if its output cannot be read. */
+export async function runWrk(url: string, options: { token?: string | undefined; script?: string; connections: number; durationMs: number }): Promise<LoadFigures | undefined> {
+  const { connections, durationMs } = options;
+  const args = ['-t1', `-c${connections}`, `-d${Math.max(1, Math.round(durationMs / 1000))}s`, '--latency'];
+  if (options.script !== undefined) args.push('-s', options.script);
+  if (options.token !== undefined) args.push('-H', `x-shoal-route: ${options.token}`);
+  args.push(url);
+  const { stdout } = await promisify(execFile)(WRK, args, { timeout: durationMs + 30_000 });
+  const rps = /Requests\/sec:\s+([\d.]+)/.exec(stdout);
+  const total = /(\d+) requests in/.exec(stdout);
+  const p50 = /^\s+50%\s+([\d.]+)(us|ms|s)$/m.exec(stdout);
+  const p99 = /^\s+99%\s+([\d.]+)(us|ms|s)$/m.exec(stdout);
+  const non2xx = /Non-2xx or 3xx responses:\s+(\d+)/.exec(stdout);
+  const socketErrors = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(stdout);
+  if (rps === null || p50 === null || p99 === null || total === null) return undefined;
+  const ms = (m: RegExpExecArray): number => Number(m[1]) * (m[2] === 'us' ? 1e-3 : m[2] === 's' ? 1e3 : 1);
+  const errors = Number(non2xx?.[1] ?? 0) + (socketErrors === null ? 0 : socketErrors.slice(1).reduce((a, b) => a + Number(b), 0));
+  return { requests: Number(total[1]), errors, rps: Number(rps[1]), p50Ms: ms(p50), p99Ms: ms(p99) };
+}
 
 /** SIGTERM, then SIGKILL after `graceMs`; resolves when the child has exited. */
 export async function stopChild(child: ChildProcess, graceMs = 15_000): Promise<void> {
