@@ -39,10 +39,9 @@ function fakeAgent() {
   return { agent, deployed };
 }
 
-function setup() {
-  const { agent, deployed } = fakeAgent();
-  const events = createEventBus();
-  const metrics = createHostMetrics(() => ({
+/** Metrics over an empty host: the API tests need the object, not its figures. */
+function emptyHostMetrics() {
+  return createHostMetrics(() => ({
     instances: 0,
     reservedMemoryMb: 0,
     reservedCpuMillis: 0,
@@ -53,6 +52,12 @@ function setup() {
     layerCacheEntries: 0,
     inFlight: 0,
   }));
+}
+
+function setup() {
+  const { agent, deployed } = fakeAgent();
+  const events = createEventBus();
+  const metrics = emptyHostMetrics();
   const app = createControlApi({ agent, token: TOKEN, events, metrics, report: async () => ({ hostId: 'h' }) as HostReport, keepAliveMs: 50 });
   const post = (body: unknown, headers: Record<string, string> = auth) =>
     app.request('/v1/instances', { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: typeof body === 'string' ? body : JSON.stringify(body) });
@@ -168,17 +173,7 @@ test('a deployment whose caller left before the answer is undone', async () => {
       removed.push(id);
     },
   } as unknown as Agent;
-  const metrics = createHostMetrics(() => ({
-    instances: 0,
-    reservedMemoryMb: 0,
-    reservedCpuMillis: 0,
-    capacityMemoryMb: 1,
-    capacityCpuMillis: 1,
-    capacityInstances: 1,
-    layerCacheBytes: 0,
-    layerCacheEntries: 0,
-    inFlight: 0,
-  }));
+  const metrics = emptyHostMetrics();
   const app = createControlApi({ agent, token: TOKEN, events: createEventBus(), metrics, report: async () => ({ hostId: 'h' }) as HostReport, keepAliveMs: 50 });
   const gone = new AbortController();
   setTimeout(() => gone.abort(), 20);
