@@ -21,6 +21,7 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { digestHex, isDigest, type Digest } from '../protocol/digest.ts';
 import { ShoalError } from '../protocol/errors.ts';
+import { exists, isNoEnt } from './fs-util.ts';
 
 export type ByteSource = Readable | AsyncIterable<Uint8Array> | Iterable<Uint8Array>;
 
@@ -484,18 +485,4 @@ export async function readBlob(reader: BlobReader, digest: Digest, maxBytes: num
 /** Stores bytes already in memory. */
 export function writeBlob(ingester: BlobIngester, bytes: Uint8Array, expected?: Digest): Promise<BlobInfo> {
   return ingester.ingest([bytes], expected === undefined ? {} : { expected });
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await stat(path);
-    return true;
-  } catch (e) {
-    if (isNoEnt(e)) return false;
-    throw e;
-  }
-}
-
-function isNoEnt(e: unknown): boolean {
-  return (e as NodeJS.ErrnoException)?.code === 'ENOENT';
 }

@@ -36,6 +36,7 @@ import {
   type RootfsSpec,
 } from '../protocol/oci.ts';
 import type { GcResult, ImageInspection, ImageSummary, LayerInfo } from '../protocol/store-api.ts';
+import { exists, isNoEnt } from './fs-util.ts';
 
 export type { GcResult, ImageInspection, ImageSummary, LayerInfo };
 
@@ -711,18 +712,4 @@ function createLock() {
     tail = run.catch(() => {});
     return run;
   };
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await stat(path);
-    return true;
-  } catch (e) {
-    if (isNoEnt(e)) return false;
-    throw e;
-  }
-}
-
-function isNoEnt(e: unknown): boolean {
-  return (e as NodeJS.ErrnoException)?.code === 'ENOENT';
 }

@@ -1,0 +1,17 @@
+import { stat } from 'node:fs/promises';
+
+/** True for the error a missing path gives. */
+export function isNoEnt(e: unknown): boolean {
+  return (e as NodeJS.ErrnoException)?.code === 'ENOENT';
+}
+
+/** Whether a path exists; other errors (permissions, I/O) are thrown, not taken as "no". */
+export async function exists(path: string): Promise<boolean> {
+  try {
+    await stat(path);
+    return true;
+  } catch (e) {
+    if (isNoEnt(e)) return false;
+    throw e;
+  }
+}
