@@ -20,6 +20,7 @@ import {
 } from '../protocol/deployment.ts';
 import { ShoalError, httpStatusFor, isShoalError, type ErrorBody } from '../protocol/errors.ts';
 import { parseImageRef } from '../protocol/image-ref.ts';
+import { ErrorBodySchema as ErrorSchema } from '../protocol/error-body.ts';
 
 export interface ControlApiOptions {
   agent: Agent;
@@ -210,14 +211,6 @@ export function validatePlan(body: unknown): DeploymentPlan {
   return plan;
 }
 
-const ErrorSchema = Type.Object({
-  error: Type.Object({
-    code: Type.String(),
-    message: Type.String(),
-    field: Type.Optional(Type.String()),
-    detail: Type.Optional(Type.Unknown()),
-  }),
-});
 
 /** OpenAPI 3.1: its schema objects are JSON Schema, which is what TypeBox values are. */
 export function openApiDocument(version: string): object {

@@ -106,11 +106,4 @@ export const RootfsSpecSchema = Type.Object({
   }),
 });
 
-export const ErrorReply = Type.Object({
-  error: Type.Object({
-    code: Type.String(),
-    message: Type.String(),
-    field: Type.Optional(Type.String()),
-    detail: Type.Optional(Type.Unknown()),
-  }),
-});
+export { ErrorBodySchema as ErrorReply } from './error-body.ts';

@@ -12,15 +12,8 @@ import {
   InstanceSummary,
   ServiceSummary,
 } from '../protocol/provider-api.ts';
+import { ErrorBodySchema as ErrorSchema } from '../protocol/error-body.ts';
 
-const ErrorSchema = Type.Object({
-  error: Type.Object({
-    code: Type.String(),
-    message: Type.String(),
-    field: Type.Optional(Type.String()),
-    detail: Type.Optional(Type.Unknown()),
-  }),
-});
 
 function strip(schema: TSchema): unknown {
   return JSON.parse(JSON.stringify(schema));
