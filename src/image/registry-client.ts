@@ -7,7 +7,7 @@ import { open, rename, rm } from 'node:fs/promises';
 import { Agent as HttpAgent, request as httpRequest, type IncomingMessage } from 'node:http';
 import { Readable } from 'node:stream';
 import { isDigest, type Digest } from '../protocol/digest.ts';
-import { ShoalError, type ErrorCode } from '../protocol/errors.ts';
+import { isErrorCode, ShoalError, type ErrorCode } from '../protocol/errors.ts';
 import { formatImageRef, isRepositoryName, isTagName, type ImageRef } from '../protocol/image-ref.ts';
 import { indexMediaTypes, manifestMediaTypes, type Descriptor } from '../protocol/oci.ts';
 import {
@@ -592,7 +592,7 @@ async function responseError(res: Response, what: string): Promise<ShoalError> {
       detail = body.errors;
     } else if (body.error?.message) {
       message = body.error.message;
-      if (typeof body.error.code === 'string') code = body.error.code as ErrorCode;
+      if (typeof body.error.code === 'string' && isErrorCode(body.error.code)) code = body.error.code;
     }
   } catch {
     message = text.trim().slice(0, 200);

@@ -3,18 +3,28 @@
 // or an exit code, through the two tables below. (containerd's errdefs, Knative's
 // "status only at the edge".)
 
-export type ErrorCode =
-  | 'invalid' // the caller sent something malformed; `field` names what
-  | 'not-found'
-  | 'conflict' // state forbids it now (name taken, capacity exhausted)
-  | 'unauthorized' // no or wrong credentials
-  | 'forbidden' // credentials fine, action refused (forged token)
-  | 'too-large'
-  | 'digest-mismatch' // content does not hash to the digest it claims
-  | 'unsupported' // a media type, algorithm or feature we do not handle
-  | 'unavailable' // try again later (queue full, dependency down)
-  | 'timeout'
-  | 'internal';
+export const errorCodes = [
+  'invalid', // the caller sent something malformed; `field` names what
+  'not-found',
+  'conflict', // state forbids it now (name taken, capacity exhausted)
+  'unauthorized', // no or wrong credentials
+  'forbidden', // credentials fine, action refused (forged token)
+  'too-large',
+  'digest-mismatch', // content does not hash to the digest it claims
+  'unsupported', // a media type, algorithm or feature we do not handle
+  'unavailable', // try again later (queue full, dependency down)
+  'timeout',
+  'internal',
+] as const;
+
+export type ErrorCode = (typeof errorCodes)[number];
+
+const ERROR_CODES: ReadonlySet<string> = new Set(errorCodes);
+
+/** Whether a code from the wire is one of the platform's (services may use their own). */
+export function isErrorCode(code: string): code is ErrorCode {
+  return ERROR_CODES.has(code);
+}
 
 export class ShoalError extends Error {
   readonly code: ErrorCode;

@@ -1,21 +1,7 @@
 // Errors a service's handlers throw and its import clients raise. On the wire every
 // error is `{"error":{"code","message","field"?}}` with an HTTP status; a handler may
 // use the platform's codes (src/protocol/errors.ts) or its own ('card-declined').
-import { httpStatusFor, ShoalError, type ErrorCode } from '../protocol/errors.ts';
-
-const KNOWN_CODES: ReadonlySet<string> = new Set<ErrorCode>([
-  'invalid',
-  'not-found',
-  'conflict',
-  'unauthorized',
-  'forbidden',
-  'too-large',
-  'digest-mismatch',
-  'unsupported',
-  'unavailable',
-  'timeout',
-  'internal',
-]);
+import { httpStatusFor, isErrorCode, ShoalError } from '../protocol/errors.ts';
 
 /** A service's own code (not one of the platform's) that names no status is answered 422. */
 export const DEFAULT_APPLICATION_STATUS = 422;
@@ -62,7 +48,7 @@ export interface WireError {
 }
 
 export function statusForCode(code: string): number {
-  return KNOWN_CODES.has(code) ? httpStatusFor(code as ErrorCode) : DEFAULT_APPLICATION_STATUS;
+  return isErrorCode(code) ? httpStatusFor(code) : DEFAULT_APPLICATION_STATUS;
 }
 
 /**

@@ -2,7 +2,7 @@
 // --url, else SHOAL_URL, else http://127.0.0.1:7070; JSON in and out; a non-2xx reply
 // becomes a ShoalError with the provider's code, so the CLI exits with its category.
 import type { Command } from 'commander';
-import { ShoalError, type ErrorCode } from '../../protocol/errors.ts';
+import { isErrorCode, ShoalError, type ErrorCode } from '../../protocol/errors.ts';
 import { DEFAULT_URL, normalizeUrl } from './common.ts';
 
 export interface ClientOptions {
@@ -18,8 +18,6 @@ export function withProviderOptions(cmd: Command): Command {
   return cmd.option('--url <url>', `provider URL (env SHOAL_URL, default ${DEFAULT_URL})`).option('--json', 'print JSON');
 }
 
-const CODES: ReadonlySet<string> = new Set(['invalid', 'not-found', 'conflict', 'unauthorized', 'forbidden', 'too-large', 'digest-mismatch', 'unsupported', 'unavailable', 'timeout', 'internal']);
-
 /** The provider's error body as a ShoalError (or a generic one for a non-JSON reply). */
 export function errorFrom(status: number, text: string, what: string): ShoalError {
   let body: { error?: { code?: string; message?: string; field?: string; detail?: unknown } } | undefined;
@@ -30,8 +28,8 @@ export function errorFrom(status: number, text: string, what: string): ShoalErro
   }
   const e = body?.error;
   const code: ErrorCode =
-    e?.code !== undefined && CODES.has(e.code)
-      ? (e.code as ErrorCode)
+    e?.code !== undefined && isErrorCode(e.code)
+      ? e.code
       : status === 404
         ? 'not-found'
         : status === 400
