@@ -257,18 +257,13 @@ export interface HostPool {
   close(): Promise<void>;
 }
 
-/** Kept with the host's registration; never shown by the API. */
-const TOKEN_KEY = 'controlToken';
-
 export function hostToken(record: HostRecord): string | undefined {
-  const t = record.capabilities[TOKEN_KEY];
-  return typeof t === 'string' ? t : undefined;
+  return record.controlToken;
 }
 
 /** A host record as the API shows it: without its token. */
 export function publicHost(record: HostRecord): HostRecord {
-  const { [TOKEN_KEY]: _omit, ...capabilities } = record.capabilities;
-  return { ...record, capabilities };
+  return { ...record, controlToken: undefined };
 }
 
 export function createHostPool(options: HostPoolOptions): HostPool {
@@ -353,7 +348,8 @@ export function createHostPool(options: HostPoolOptions): HostPool {
         controlUrl: report.controlUrl || controlUrl,
         dataUrl: report.dataUrl,
         labels: req.labels ?? {},
-        capabilities: { drivers: report.drivers.map((d) => ({ name: d.name, default: d.default, capabilities: d.capabilities })), [TOKEN_KEY]: req.token },
+        capabilities: { drivers: report.drivers.map((d) => ({ name: d.name, default: d.default, capabilities: d.capabilities })) },
+        controlToken: req.token,
       },
       now,
     );

@@ -77,6 +77,23 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX events_service ON events (service, id);
     `,
   },
+  {
+    version: 2,
+    name: 'hosts.control_token: the host token gets its own column, out of capabilities',
+    // Version 1 kept the token inside the capabilities JSON; move it out, and drop the key.
+    sql: (d) =>
+      d === 'postgres'
+        ? `
+      ALTER TABLE hosts ADD COLUMN control_token TEXT;
+      UPDATE hosts SET control_token = capabilities::jsonb ->> 'controlToken',
+                       capabilities = (capabilities::jsonb - 'controlToken')::text;
+    `
+        : `
+      ALTER TABLE hosts ADD COLUMN control_token TEXT;
+      UPDATE hosts SET control_token = json_extract(capabilities, '$.controlToken'),
+                       capabilities = json_remove(capabilities, '$.controlToken');
+    `,
+  },
 ];
 
 /** Any constant works; it only has to be the same in every provider sharing a database. */

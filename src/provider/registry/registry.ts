@@ -100,13 +100,14 @@ export function createRegistryOn(options: RegistryOnOptions): Registry {
   async function upsertHost(host: HostRegistration, now = Date.now()): Promise<HostRecord> {
     const row = await one<HostRow>(
       db,
-      `INSERT INTO hosts (id, control_url, data_url, labels, capabilities, last_report, last_seen, state, registered_at)
-       VALUES ($1, $2, $3, $4, $5, NULL, $6, 'alive', $6)
+      `INSERT INTO hosts (id, control_url, data_url, labels, capabilities, control_token, last_report, last_seen, state, registered_at)
+       VALUES ($1, $2, $3, $4, $5, $7, NULL, $6, 'alive', $6)
        ON CONFLICT (id) DO UPDATE SET
          control_url = excluded.control_url, data_url = excluded.data_url, labels = excluded.labels,
-         capabilities = excluded.capabilities, last_seen = excluded.last_seen, state = 'alive'
+         capabilities = excluded.capabilities, control_token = excluded.control_token,
+         last_seen = excluded.last_seen, state = 'alive'
        RETURNING *`,
-      [host.id, host.controlUrl, host.dataUrl, JSON.stringify(host.labels ?? {}), JSON.stringify(host.capabilities ?? {}), now],
+      [host.id, host.controlUrl, host.dataUrl, JSON.stringify(host.labels ?? {}), JSON.stringify(host.capabilities ?? {}), now, host.controlToken ?? null],
     );
     return toHost(must(row, 'hosts upsert'));
   }
@@ -387,6 +388,7 @@ interface HostRow extends Row {
   data_url: string;
   labels: string;
   capabilities: string;
+  control_token: string | null;
   last_report: string | null;
   last_seen: number | string;
   state: string;
@@ -438,6 +440,7 @@ function toHost(r: HostRow): HostRecord {
     dataUrl: r.data_url,
     labels: JSON.parse(r.labels) as Record<string, string>,
     capabilities: JSON.parse(r.capabilities) as Record<string, unknown>,
+    controlToken: r.control_token ?? undefined,
     lastReport: r.last_report === null ? undefined : (JSON.parse(r.last_report) as HostReport),
     lastSeen: Number(r.last_seen),
     state: r.state as HostState,

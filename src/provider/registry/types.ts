@@ -23,6 +23,8 @@ export interface HostRegistration {
   labels?: Record<string, string>;
   /** Free-form: what the host declared at registration (drivers and their capabilities). */
   capabilities?: Record<string, unknown>;
+  /** The bearer token the provider uses on the host's control API. A secret: never shown by the API. */
+  controlToken?: string;
 }
 
 export interface HostRecord {
@@ -31,6 +33,8 @@ export interface HostRecord {
   dataUrl: string;
   labels: Record<string, string>;
   capabilities: Record<string, unknown>;
+  /** The bearer token for the host's control API (a secret: the API shows records without it). */
+  controlToken: string | undefined;
   /** The latest report, if any arrived since registration. */
   lastReport: HostReport | undefined;
   /** When the provider last heard from the host (registration or report), epoch ms. */

@@ -214,6 +214,30 @@ export function runRegistryContract(name: string, databases: () => Promise<TestD
       await rejectsWith(r.markHosts(1, { suspectAfterMs: 10, deadAfterMs: 5 }), 'invalid', 'deadAfterMs');
     });
 
+    test('hosts: the control token has its own column; a version-1 database moves it out of capabilities', async (t) => {
+      const db = await fresh(t);
+      const driver = await rawDriver(db.url);
+      try {
+        assert.deepEqual((await migrate(driver, 1, MIGRATIONS.slice(0, 1))).applied, [1]);
+        // What version 1 wrote: the token inside the capabilities JSON.
+        await driver.query(
+          `INSERT INTO hosts (id, control_url, data_url, labels, capabilities, last_seen, state, registered_at) VALUES ($1, $2, $3, $4, $5, 0, 'alive', 0)`,
+          ['old', 'http://c', 'http://d', '{}', JSON.stringify({ drivers: [{ name: 'runc' }], controlToken: 'tok-from-v1' })],
+        );
+      } finally {
+        await driver.close();
+      }
+      const r = await db.open();
+      const old = await r.getHost('old');
+      assert.equal(old?.controlToken, 'tok-from-v1');
+      assert.deepEqual(old?.capabilities, { drivers: [{ name: 'runc' }] }, 'the token left the capabilities');
+      const fresh2 = await r.upsertHost({ id: 'new', controlUrl: 'http://c', dataUrl: 'http://d', controlToken: 'tok-12345678' }, 0);
+      assert.equal(fresh2.controlToken, 'tok-12345678');
+      assert.deepEqual(fresh2.capabilities, {});
+      assert.equal((await r.upsertHost({ id: 'new', controlUrl: 'http://c', dataUrl: 'http://d', controlToken: 'tok-rotated' }, 1)).controlToken, 'tok-rotated');
+      assert.equal((await r.upsertHost({ id: 'none', controlUrl: 'http://c', dataUrl: 'http://d' }, 0)).controlToken, undefined);
+    });
+
     test('hosts: two registries marking at once report each transition once', async (t) => {
       const db = await fresh(t);
       const [a, b] = await Promise.all([db.open(), db.open()]);

@@ -10,6 +10,7 @@ import { sqliteDatabases } from './fixtures/databases.ts';
 import { openRegistry } from '../../../src/provider/registry/index.ts';
 import { openSqliteDriver } from '../../../src/provider/registry/sqlite-driver.ts';
 import { toSqlitePlaceholders } from '../../../src/provider/registry/sql-driver.ts';
+import { MIGRATIONS } from '../../../src/provider/registry/migrations.ts';
 
 runRegistryContract('sqlite', sqliteDatabases);
 
@@ -39,7 +40,7 @@ test('opening: WAL, synchronous=FULL, directories created, file: and sqlite: URL
     const r = await openRegistry({ url });
     const info = await r.info();
     await r.close();
-    assert.deepEqual(info, { dialect: 'sqlite', location: file, schemaVersion: 1, journalMode: 'wal', synchronous: 2 });
+    assert.deepEqual(info, { dialect: 'sqlite', location: file, schemaVersion: MIGRATIONS.length, journalMode: 'wal', synchronous: 2 });
   }
   const r = await openRegistry({ sqlitePath: path.join(dir, 'deep', 'er', 'four.db') });
   assert.equal((await r.info()).location, path.join(dir, 'deep', 'er', 'four.db'));
