@@ -41,20 +41,25 @@ export class ShoalError extends Error {
   }
 
   toJSON(): ErrorBody {
-    return {
-      error: {
-        code: this.code,
-        message: this.message,
-        ...(this.field === undefined ? {} : { field: this.field }),
-        ...(this.detail === undefined ? {} : { detail: this.detail }),
-      },
-    };
+    return errorBody(this);
   }
 }
 
-/** The JSON body of every non-2xx control-API reply. */
-export interface ErrorBody {
-  error: { code: ErrorCode; message: string; field?: string; detail?: unknown };
+/** The JSON body of every non-2xx reply; a service's own errors may carry their own codes. */
+export interface ErrorBody<Code extends string = ErrorCode> {
+  error: { code: Code; message: string; field?: string; detail?: unknown };
+}
+
+/** The wire form of an error: absent field and detail are left out, not null. */
+export function errorBody<Code extends string>(e: { code: Code; message: string; field?: string | undefined; detail?: unknown }): ErrorBody<Code> {
+  return {
+    error: {
+      code: e.code,
+      message: e.message,
+      ...(e.field === undefined ? {} : { field: e.field }),
+      ...(e.detail === undefined ? {} : { detail: e.detail }),
+    },
+  };
 }
 
 export function isShoalError(e: unknown): e is ShoalError {

@@ -1,7 +1,7 @@
 // Errors a service's handlers throw and its import clients raise. On the wire every
 // error is `{"error":{"code","message","field"?}}` with an HTTP status; a handler may
 // use the platform's codes (src/protocol/errors.ts) or its own ('card-declined').
-import { httpStatusFor, isErrorCode, ShoalError } from '../protocol/errors.ts';
+import { errorBody, httpStatusFor, isErrorCode, ShoalError, type ErrorBody } from '../protocol/errors.ts';
 
 /** A service's own code (not one of the platform's) that names no status is answered 422. */
 export const DEFAULT_APPLICATION_STATUS = 422;
@@ -32,20 +32,11 @@ export class ServiceError extends Error {
   }
 
   toJSON(): WireError {
-    return {
-      error: {
-        code: this.code,
-        message: this.message,
-        ...(this.field === undefined ? {} : { field: this.field }),
-        ...(this.detail === undefined ? {} : { detail: this.detail }),
-      },
-    };
+    return errorBody(this);
   }
 }
 
-export interface WireError {
-  error: { code: string; message: string; field?: string; detail?: unknown };
-}
+export type WireError = ErrorBody<string>;
 
 export function statusForCode(code: string): number {
   return isErrorCode(code) ? httpStatusFor(code) : DEFAULT_APPLICATION_STATUS;
