@@ -301,23 +301,12 @@ export function createAgent(options: AgentOptions): Agent {
     }
   };
 
-  const newLive = (id: string, plan: DeploymentPlan, driver: Driver, createdAt: number): Live => ({
-    record: {
-      id,
-      plan,
-      driver: driverName(driver),
-      state: 'starting',
-      createdAt,
-      updatedAt: createdAt,
-      rootfs: undefined,
-      rootPath: undefined,
-      mounted: false,
-      timeline: undefined,
-      exit: undefined,
-    },
-    paths: state.paths(id),
+  /** A live entry with nothing held yet: no reservation, lease, imports or pending teardown. */
+  const liveEntry = (record: InstanceRecord, driver: Driver, running: Live['running']): Live => ({
+    record,
+    paths: state.paths(record.id),
     driver,
-    running: undefined,
+    running,
     reservation: undefined,
     lease: undefined,
     imports: undefined,
@@ -326,6 +315,25 @@ export function createAgent(options: AgentOptions): Agent {
     teardown: undefined,
     removal: undefined,
   });
+
+  const newLive = (id: string, plan: DeploymentPlan, driver: Driver, createdAt: number): Live =>
+    liveEntry(
+      {
+        id,
+        plan,
+        driver: driverName(driver),
+        state: 'starting',
+        createdAt,
+        updatedAt: createdAt,
+        rootfs: undefined,
+        rootPath: undefined,
+        mounted: false,
+        timeline: undefined,
+        exit: undefined,
+      },
+      driver,
+      undefined,
+    );
 
   /**
    * The instance's root and everything else start() needs: the layers (pulled and
@@ -625,19 +633,7 @@ export function createAgent(options: AgentOptions): Agent {
         f.status !== 'stopped' &&
         (r.state === 'ready' || r.state === 'paused') &&
         r.rootfs !== undefined;
-      const l: Live = {
-        record: r,
-        paths,
-        driver: driver ?? ({ name: r.driver, destroy: async () => {} } as unknown as Driver),
-        running: f?.instance,
-        reservation: undefined,
-        lease: undefined,
-        imports: undefined,
-        stopping: false,
-        exit: undefined,
-        teardown: undefined,
-        removal: undefined,
-      };
+      const l = liveEntry(r, driver ?? ({ name: r.driver, destroy: async () => {} } as unknown as Driver), f?.instance);
       if (alive) {
         try {
           if (r.mounted && !(await mounter.listMounts(paths.rootfs)).includes(paths.rootfs)) {
