@@ -3,12 +3,12 @@ import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
-import { request } from 'node:http';
 import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { call, post } from '../fixtures/instance-client.ts';
 
 const SERVER = fileURLToPath(new URL('../../examples/echo/rootfs/app/server.mjs', import.meta.url));
 
@@ -43,34 +43,6 @@ async function start(dir: string, name = 'app.sock'): Promise<Running> {
   return { child, socket, exited };
 }
 
-async function call(
-  socketPath: string,
-  method: string,
-  path: string,
-  body?: string,
-): Promise<{ status: number; type: string | undefined; text: string; json: unknown }> {
-  return new Promise((resolve, reject) => {
-    const req = request({ socketPath, method, path, headers: { 'content-type': 'application/json' } }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => {
-        const text = Buffer.concat(chunks).toString('utf8');
-        let json: unknown;
-        try {
-          json = JSON.parse(text);
-        } catch {
-          json = undefined;
-        }
-        resolve({ status: res.statusCode ?? 0, type: res.headers['content-type'], text, json });
-      });
-    });
-    req.on('error', reject);
-    req.end(body);
-  });
-}
-
-const op = (socket: string, name: string, body: unknown) => call(socket, 'POST', `/${name}`, JSON.stringify(body));
-
 describe('examples/echo server', () => {
   let dir: string;
   let echo: Running;
@@ -101,17 +73,18 @@ describe('examples/echo server', () => {
 
   it('Echo returns the same object as JSON', async () => {
     const sent = { message: 'héllo, shoal', extra: [1, 2, { a: null }] };
-    const res = await op(echo.socket, 'Echo', sent);
+    const res = await post(echo.socket, 'Echo', sent);
     assert.equal(res.status, 200);
-    assert.equal(res.type, 'application/json');
+    assert.equal(res.headers['content-type'], 'application/json');
     assert.deepEqual(res.json, sent);
   });
 
   it('Echo without a string message is 400 naming message', async () => {
     for (const body of [{}, { message: 42 }, ['message'], 'message']) {
-      const res = await op(echo.socket, 'Echo', body);
+      // Stringified here: the helper would send a bare string as it is, not as JSON.
+      const res = await post(echo.socket, 'Echo', JSON.stringify(body));
       assert.equal(res.status, 400, JSON.stringify(body));
-      assert.equal(res.type, 'application/json');
+      assert.equal(res.headers['content-type'], 'application/json');
       const err = (res.json as { error: { code: string; message: string; field?: string } }).error;
       assert.equal(err.code, 'invalid');
       assert.equal(err.field, 'message');
@@ -122,17 +95,17 @@ describe('examples/echo server', () => {
   });
 
   it('an unknown operation is a 404 JSON error', async () => {
-    const res = await op(echo.socket, 'NoSuchThing', {});
+    const res = await post(echo.socket, 'NoSuchThing', {});
     assert.equal(res.status, 404);
-    assert.equal(res.type, 'application/json');
+    assert.equal(res.headers['content-type'], 'application/json');
     assert.equal((res.json as { error: { code: string } }).error.code, 'not-found');
     assert.equal((await call(echo.socket, 'GET', '/Echo')).status, 404);
     // Names inherited from Object.prototype are not operations.
-    assert.equal((await op(echo.socket, 'constructor', {})).status, 404);
+    assert.equal((await post(echo.socket, 'constructor', {})).status, 404);
   });
 
   it('Inspect reports what the instance sees, with the right types', async () => {
-    const res = await op(echo.socket, 'Inspect', {});
+    const res = await post(echo.socket, 'Inspect', {});
     assert.equal(res.status, 200);
     const v = res.json as { pid: unknown; hostname: unknown; uid: unknown; interfaces: unknown; processes: unknown };
     assert.equal(v.pid, echo.child.pid);
@@ -150,22 +123,22 @@ describe('examples/echo server', () => {
     await once(listener, 'listening');
     const { port } = listener.address() as AddressInfo;
     try {
-      const yes = await op(echo.socket, 'Connect', { host: '127.0.0.1', port });
+      const yes = await post(echo.socket, 'Connect', { host: '127.0.0.1', port });
       assert.deepEqual(yes.json, { connected: true });
     } finally {
       listener.close();
       await once(listener, 'close');
     }
-    const no = await op(echo.socket, 'Connect', { host: '127.0.0.1', port });
+    const no = await post(echo.socket, 'Connect', { host: '127.0.0.1', port });
     assert.equal((no.json as { connected: boolean }).connected, false);
     assert.equal((no.json as { error: string }).error, 'ECONNREFUSED');
-    const bad = await op(echo.socket, 'Connect', { host: '127.0.0.1', port: 'eighty' });
+    const bad = await post(echo.socket, 'Connect', { host: '127.0.0.1', port: 'eighty' });
     assert.equal(bad.status, 400);
     assert.equal((bad.json as { error: { field: string } }).error.field, 'port');
   });
 
   it('Spawn starts the requested children and reports how many ran', async () => {
-    const res = await op(echo.socket, 'Spawn', { count: 2 });
+    const res = await post(echo.socket, 'Spawn', { count: 2 });
     assert.equal(res.status, 200);
     assert.deepEqual(res.json, { spawned: 2 });
   });
@@ -176,7 +149,7 @@ describe('examples/echo server', () => {
       return Number(/VmRSS:\s+(\d+) kB/.exec(status)?.[1]) * 1024;
     };
     const before = await rss();
-    const res = await op(echo.socket, 'Hog', { mb: 64 });
+    const res = await post(echo.socket, 'Hog', { mb: 64 });
     assert.deepEqual(res.json, { mb: 64 });
     const deadline = Date.now() + 3000;
     while ((await rss()) - before < 48 * 2 ** 20 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
@@ -184,7 +157,7 @@ describe('examples/echo server', () => {
   });
 
   it('Crash replies, then exits with the given code', async () => {
-    const res = await op(echo.socket, 'Crash', { code: 7 });
+    const res = await post(echo.socket, 'Crash', { code: 7 });
     assert.equal(res.status, 200);
     assert.deepEqual(res.json, {});
     const [code] = await echo.exited;

@@ -4,7 +4,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { chmod, copyFile, mkdir, mkdtemp, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
-import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createAdmission } from '../../src/host/admission.ts';
@@ -18,6 +17,7 @@ import { openImportSockets } from '../../src/host/data-plane/import-sockets.ts';
 import type { DeploymentPlan } from '../../src/protocol/deployment.ts';
 import { digestOf } from '../../src/protocol/digest.ts';
 import type { RootfsSpec } from '../../src/protocol/oci.ts';
+import { post } from '../fixtures/instance-client.ts';
 
 const echoServer = new URL('../../examples/echo/rootfs/app/server.mjs', import.meta.url).pathname;
 const layerText = 'echo-layer-v1';
@@ -94,20 +94,6 @@ async function setup(t: { after(fn: () => Promise<void>): void }, capacity = { m
   return { dataDir, events, agent, make, fetches: () => fetches };
 }
 
-function call(socketPath: string, op: string, body: unknown): Promise<{ status: number; json: any }> {
-  return new Promise((resolve, reject) => {
-    const data = JSON.stringify(body);
-    const req = request({ socketPath, path: `/${op}`, method: 'POST', headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(data) } }, (res) => {
-      let text = '';
-      res.setEncoding('utf8');
-      res.on('data', (c) => (text += c));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, json: text ? JSON.parse(text) : undefined }));
-    });
-    req.on('error', reject);
-    req.end(data);
-  });
-}
-
 test('deploys, times every phase, answers on its socket, and removes cleanly', async (t) => {
   const { agent, events, dataDir, fetches } = await setup(t);
   const seen: string[] = [];
@@ -124,8 +110,9 @@ test('deploys, times every phase, answers on its socket, and removes cleanly', a
   assert.equal(r.endpoint.url, 'http://127.0.0.1:1/i');
   const routable = agent.resolve(r.endpoint.instance);
   assert.equal(routable?.state, 'ready');
-  const echo = await call(routable!.socketPath, 'Echo', { message: 'hello' });
-  assert.deepEqual(echo, { status: 200, json: { message: 'hello' } });
+  const echo = await post(routable!.socketPath, 'Echo', { message: 'hello' });
+  assert.equal(echo.status, 200);
+  assert.deepEqual(echo.json, { message: 'hello' });
   assert.deepEqual(seen, ['started', 'ready']);
 
   const second = await agent.deploy(plan());
@@ -151,7 +138,7 @@ test('a crash is an event with its code within a second, and the instance leaves
   const id = r.endpoint.instance;
   const crashed = events.next((e) => e.type === 'crashed' && e.instance === id, 2000);
   const sent = performance.now();
-  await call(agent.resolve(id)!.socketPath, 'Crash', { code: 3 });
+  await post(agent.resolve(id)!.socketPath, 'Crash', { code: 3 });
   const e = await crashed;
   assert.equal(e.code, 3);
   assert.ok(performance.now() - sent < 1000);
@@ -201,7 +188,7 @@ test('a new agent re-adopts live instances and cleans up dead ones', async (t) =
   const { adopted, cleaned } = await next.recover();
   assert.deepEqual(adopted, [live.endpoint.instance]);
   assert.deepEqual(cleaned, [dead.endpoint.instance]);
-  const echo = await call(next.resolve(live.endpoint.instance)!.socketPath, 'Echo', { message: 'still here' });
+  const echo = await post(next.resolve(live.endpoint.instance)!.socketPath, 'Echo', { message: 'still here' });
   assert.equal(echo.json.message, 'still here');
   assert.deepEqual(await readdir(join(dataDir, 'instances')), [live.endpoint.instance]);
 });

@@ -5,7 +5,6 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -13,6 +12,7 @@ import { fileURLToPath } from 'node:url';
 import { gzipSync } from 'node:zlib';
 import { bundleService, findImports } from '../../src/image/sdk-bundle.ts';
 import { ShoalError } from '../../src/protocol/errors.ts';
+import { post } from '../fixtures/instance-client.ts';
 
 const ECHO = fileURLToPath(new URL('../../examples/echo/service.ts', import.meta.url));
 const SDK = fileURLToPath(new URL('../../src/service/index.ts', import.meta.url));
@@ -24,18 +24,6 @@ before(async () => {
 after(async () => {
   await rm(work, { recursive: true, force: true });
 });
-
-function post(socketPath: string, op: string, body: unknown): Promise<{ status: number; json: any }> {
-  return new Promise((resolve, reject) => {
-    const req = request({ socketPath, method: 'POST', path: `/${op}`, agent: false, headers: { 'content-type': 'application/json' } }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, json: JSON.parse(Buffer.concat(chunks).toString('utf8')) }));
-    });
-    req.on('error', reject);
-    req.end(JSON.stringify(body));
-  });
-}
 
 /** Runs a bundled entry with plain node from inside the bundle; returns its socket and a stop function. */
 async function runBundle(root: string, entryInImage: string): Promise<{ socket: string; stderr: () => string; stop(): Promise<number | null> }> {
@@ -150,7 +138,9 @@ describe('bundleService: echo', () => {
   test('runs with plain node and nothing else: Echo answers, bad input is 400 naming the field, no type stripping warning', async () => {
     const running = await runBundle(out, result.entry);
     try {
-      assert.deepEqual(await post(running.socket, 'Echo', { message: 'bundled' }), { status: 200, json: { message: 'bundled' } });
+      const echo = await post(running.socket, 'Echo', { message: 'bundled' });
+      assert.equal(echo.status, 200);
+      assert.deepEqual(echo.json, { message: 'bundled' });
       const bad = await post(running.socket, 'Echo', { message: 1 });
       assert.equal(bad.status, 400);
       assert.equal(bad.json.error.field, '/message');
@@ -196,7 +186,9 @@ describe('bundleService: a service of several files', () => {
 
     const running = await runBundle(out, r.entry);
     try {
-      assert.deepEqual(await post(running.socket, 'Hi', { name: 'ada' }), { status: 200, json: { text: 'hello ada hello ada {"n":1}' } });
+      const hi = await post(running.socket, 'Hi', { name: 'ada' });
+      assert.equal(hi.status, 200);
+      assert.deepEqual(hi.json, { text: 'hello ada hello ada {"n":1}' });
     } finally {
       assert.equal(await running.stop(), 0);
     }

@@ -4,13 +4,13 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { request as httpRequest } from 'node:http';
 import { mkdtemp, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { echoPlan, leftovers, leftoversOf, runcMissing, startEchoStore, startTestHost, TOKEN, type HostFixture, type StoreFixture } from './host-fixture.ts';
 import type { DeploymentResult, HostEvent } from '../../src/protocol/deployment.ts';
+import { post } from '../fixtures/instance-client.ts';
 
 const run = promisify(execFile);
 const missing = await runcMissing();
@@ -161,16 +161,8 @@ describe('host with runc', { skip: missing }, () => {
     const st = await stat(sock);
     assert.ok(st.isSocket());
     assert.equal(st.uid, 65534, 'owned by the service user');
-    const reply = await new Promise<string>((resolve, reject) => {
-      const req = httpRequest({ socketPath: sock, path: '/Echo', method: 'POST', headers: { 'content-type': 'application/json' } }, (res) => {
-        let text = '';
-        res.on('data', (c) => (text += c));
-        res.on('end', () => resolve(text));
-      });
-      req.on('error', reject);
-      req.end(JSON.stringify({ message: 'via import' }));
-    });
-    assert.deepEqual(JSON.parse(reply), { message: 'via import' });
+    const reply = await post(sock, 'Echo', { message: 'via import' });
+    assert.deepEqual(reply.json, { message: 'via import' });
     await h.api(`/v1/instances/${b.endpoint.instance}`, { method: 'DELETE' });
     await assert.rejects(stat(sock));
   });

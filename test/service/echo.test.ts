@@ -8,7 +8,8 @@ import { createServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { post, call, tempDir } from './helpers.ts';
+import { call, post } from '../fixtures/instance-client.ts';
+import { tempDir } from './helpers.ts';
 
 const SERVICE = fileURLToPath(new URL('../../examples/echo/service.ts', import.meta.url));
 

@@ -10,7 +10,8 @@ import { fileURLToPath } from 'node:url';
 import { defineService, serve, ServiceError, Type, type RunningService } from '../../src/service/index.ts';
 import { ShoalError } from '../../src/protocol/errors.ts';
 import { Payment, Shop } from './fixtures/payment.ts';
-import { call, post, tempDir } from './helpers.ts';
+import { call, post } from '../fixtures/instance-client.ts';
+import { tempDir } from './helpers.ts';
 
 const Greeter = defineService({
   name: 'greeter',

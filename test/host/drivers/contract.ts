@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { access, readdir } from 'node:fs/promises';
 import { afterEach, describe, it } from 'node:test';
 import { isPausable, type Driver, type InstanceExit, type InstanceSpec, type RunningInstance } from '../../../src/host/drivers/driver.ts';
-import { request, waitReady } from './harness.ts';
+import { call, waitReady } from '../../fixtures/instance-client.ts';
 
 export interface ContractInstance {
   spec: InstanceSpec;
@@ -107,9 +107,10 @@ export function runDriverContract(options: DriverContractOptions): void {
       const { ci, inst } = await startReady(driver, 'start');
       delete process.env.SHOAL_TEST_SECRET;
       assert.equal(inst.id, ci.spec.id);
-      const echo = await request(ci.socketPath, 'POST', '/Echo', { hello: 'shoal', n: [1, 2] });
-      assert.deepEqual(echo, { status: 200, body: { hello: 'shoal', n: [1, 2] } });
-      const env = (await request(ci.socketPath, 'POST', '/Inspect', {})).body.env as Record<string, string>;
+      const echo = await call(ci.socketPath, 'POST', '/Echo', { hello: 'shoal', n: [1, 2] });
+      assert.equal(echo.status, 200);
+      assert.deepEqual(echo.json, { hello: 'shoal', n: [1, 2] });
+      const env = (await call(ci.socketPath, 'POST', '/Inspect', {})).json.env as Record<string, string>;
       // The instance's environment is the spec's and nothing of the agent's.
       for (const entry of ci.spec.env) {
         const [k, ...v] = entry.split('=');
@@ -125,14 +126,14 @@ export function runDriverContract(options: DriverContractOptions): void {
       await inst.stop({ graceMs: 2000 });
       const exit = await exitWithin(inst, 100); // stop() resolves after the exit
       assert.equal(exit.reason, 'killed');
-      await assert.rejects(request(ci.socketPath, 'GET', '/healthz', undefined, 1000));
+      await assert.rejects(call(ci.socketPath, 'GET', '/healthz', undefined, 1000));
       await inst.stop(); // again: nothing to do
     });
 
     test('delivers the exit code of a crash promptly', async () => {
       const driver = await newDriver();
       const { ci, inst } = await startReady(driver, 'crash');
-      const r = await request(ci.socketPath, 'POST', '/Crash', { code: 3 });
+      const r = await call(ci.socketPath, 'POST', '/Crash', { code: 3 });
       assert.equal(r.status, 200);
       const exit = await exitWithin(inst);
       assert.equal(exit.reason, 'crashed');
@@ -143,7 +144,7 @@ export function runDriverContract(options: DriverContractOptions): void {
     test('reports a clean exit as exited', async () => {
       const driver = await newDriver();
       const { ci, inst } = await startReady(driver, 'clean');
-      await request(ci.socketPath, 'POST', '/Crash', { code: 0 });
+      await call(ci.socketPath, 'POST', '/Crash', { code: 0 });
       const exit = await exitWithin(inst);
       assert.equal(exit.reason, 'exited');
       assert.equal(exit.code, 0);
@@ -156,14 +157,14 @@ export function runDriverContract(options: DriverContractOptions): void {
       assert.ok(isPausable(inst));
       await inst.pause();
       let answered = false;
-      const pending = request(ci.socketPath, 'POST', '/Echo', { while: 'paused' }, 10_000).then((r) => {
+      const pending = call(ci.socketPath, 'POST', '/Echo', { while: 'paused' }, 10_000).then((r) => {
         answered = true;
         return r;
       });
       await new Promise((r) => setTimeout(r, 300));
       assert.equal(answered, false, 'a paused instance must not answer');
       await inst.resume();
-      assert.deepEqual((await pending).body, { while: 'paused' });
+      assert.deepEqual((await pending).json, { while: 'paused' });
       await inst.stop({ graceMs: 2000 });
     });
 
@@ -204,7 +205,7 @@ export function runDriverContract(options: DriverContractOptions): void {
       // The agent goes away (its driver lets go of its instances) ...
       await first.close();
       // ... and meanwhile one instance dies.
-      await request(dead.socketPath, 'POST', '/Crash', { code: 4 });
+      await call(dead.socketPath, 'POST', '/Crash', { code: 4 });
       await new Promise((r) => setTimeout(r, 300));
       void aliveInst;
       void deadInst;
@@ -226,8 +227,8 @@ export function runDriverContract(options: DriverContractOptions): void {
       assert.equal(byId.get(dead.spec.id)?.instance, undefined);
       assert.equal(byId.get(gone)?.status, 'stopped');
       // The re-attached instance still answers, and its exit is still noticed.
-      assert.equal((await request(alive.socketPath, 'POST', '/Echo', { again: true })).status, 200);
-      await request(alive.socketPath, 'POST', '/Crash', { code: 5 });
+      assert.equal((await call(alive.socketPath, 'POST', '/Echo', { again: true })).status, 200);
+      await call(alive.socketPath, 'POST', '/Crash', { code: 5 });
       const exit = await exitWithin(a.instance);
       assert.ok(exit.reason === 'crashed', `reason ${exit.reason}`);
       assert.ok(exit.code === 5 || exit.code === undefined, `code ${exit.code}`);
@@ -248,7 +249,7 @@ export function runDriverContract(options: DriverContractOptions): void {
       const driver = await newDriver();
       const { ci, inst } = await startReady(driver, 'twice');
       await assert.rejects(driver.start(ci.spec), (e: { code?: string }) => e.code === 'conflict');
-      assert.equal((await request(ci.socketPath, 'GET', '/healthz')).status, 200);
+      assert.equal((await call(ci.socketPath, 'GET', '/healthz')).status, 200);
       await inst.stop({ graceMs: 2000 });
       await access(ci.spec.rootfs);
     });

@@ -6,7 +6,8 @@ import { after, before, describe, it } from 'node:test';
 import { capabilities, createProcessDriver } from '../../../../src/host/drivers/process/index.ts';
 import { delay, isAlive } from '../../../../src/host/drivers/shared/proc.ts';
 import { runDriverContract, type ContractInstance } from '../contract.ts';
-import { buildFlatRootfs, request, serviceArgs, waitReady } from '../harness.ts';
+import { call, waitReady } from '../../../fixtures/instance-client.ts';
+import { buildFlatRootfs, serviceArgs } from '../harness.ts';
 
 const asRoot = process.getuid?.() === 0;
 let dir = '';
@@ -78,7 +79,7 @@ describe('process driver', () => {
     try {
       const inst = await driver.start(ci.spec);
       await waitReady(ci.socketPath);
-      const info = (await request(ci.socketPath, 'POST', '/Inspect', {})).body;
+      const info = (await call(ci.socketPath, 'POST', '/Inspect', {})).json;
       assert.equal(info.cwd, join(rootfs, 'app'));
       assert.equal(info.pid, inst.pid);
       if (asRoot) assert.equal(info.uid, 65534);
@@ -124,11 +125,11 @@ describe('process driver', () => {
     try {
       const inst = await driver.start(ci.spec);
       await waitReady(ci.socketPath);
-      const spawned = await request(ci.socketPath, 'POST', '/Spawn', { n: 2, keep: true });
-      assert.equal(spawned.body.started, 2);
-      const pids = spawned.body.pids as number[];
+      const spawned = await call(ci.socketPath, 'POST', '/Spawn', { n: 2, keep: true });
+      assert.equal(spawned.json.started, 2);
+      const pids = spawned.json.pids as number[];
       for (const pid of pids) assert.ok(await isAlive(pid, undefined), `child ${pid} runs`);
-      await request(ci.socketPath, 'POST', '/Crash', { code: 1 });
+      await call(ci.socketPath, 'POST', '/Crash', { code: 1 });
       assert.equal((await inst.exited).reason, 'crashed');
       await delay(100);
       for (const pid of pids) assert.equal(await isAlive(pid, undefined), false, `child ${pid} was left running`);

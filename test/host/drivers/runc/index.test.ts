@@ -12,7 +12,8 @@ import { capabilities, createRuncDriver, type RuncDriverOptions } from '../../..
 import { listMounts, mountOverlay, unmountOverlay } from '../../../../src/host/rootfs/overlay.ts';
 import { skipUnless } from '../../fixtures/requirements.ts';
 import { exitWithin, runDriverContract, type ContractInstance } from '../contract.ts';
-import { buildServiceLayers, request, serviceArgs, waitReady } from '../harness.ts';
+import { call, waitReady } from '../../../fixtures/instance-client.ts';
+import { buildServiceLayers, serviceArgs } from '../harness.ts';
 
 const run = promisify(execFile);
 const unavailable = skipUnless(['root', 'runc', 'cc']);
@@ -179,7 +180,7 @@ describe('runc driver', { skip: unavailable }, () => {
 
   it('isolates: own pid namespace, hostname, no capabilities, no_new_privs, seccomp', async () => {
     const { ci } = await started();
-    const info = (await request(ci.socketPath, 'POST', '/Inspect', {})).body;
+    const info = (await call(ci.socketPath, 'POST', '/Inspect', {})).json;
     assert.equal(info.pid, 1);
     assert.deepEqual(info.procPids, ['1']);
     assert.equal(info.hostname, ci.spec.id);
@@ -202,9 +203,9 @@ describe('runc driver', { skip: unavailable }, () => {
     const port = (server.address() as { port: number }).port;
     try {
       const { ci } = await started();
-      const info = (await request(ci.socketPath, 'POST', '/Inspect', {})).body;
+      const info = (await call(ci.socketPath, 'POST', '/Inspect', {})).json;
       assert.deepEqual(info.interfaces, ['lo']);
-      const r = (await request(ci.socketPath, 'POST', '/Connect', { port })).body;
+      const r = (await call(ci.socketPath, 'POST', '/Connect', { port })).json;
       assert.equal(r.connected, undefined);
       assert.equal(r.error, 'ECONNREFUSED');
       assert.equal(accepted, 0);
@@ -215,19 +216,19 @@ describe('runc driver', { skip: unavailable }, () => {
 
   it('denies namespace, mount, ptrace and keyring syscalls by seccomp (and only seccomp denies some)', async () => {
     const { ci } = await started();
-    const probe = (await request(ci.socketPath, 'POST', '/Exec', { file: '/app/probe' })).body;
+    const probe = (await call(ci.socketPath, 'POST', '/Exec', { file: '/app/probe' })).json;
     assert.equal(probe.code, 0, probe.stderr);
     assert.deepEqual(JSON.parse(probe.stdout), { unshare: 1, mount: 1, ptrace: 1, keyctl: 1 }); // EPERM
     // The x86_64-only filter: the same answers, and Node runs under it as well.
     const native = await started({ driver: { seccompArchitectures: 'native' } });
-    const nativeProbe = (await request(native.ci.socketPath, 'POST', '/Exec', { file: '/app/probe' })).body;
+    const nativeProbe = (await call(native.ci.socketPath, 'POST', '/Exec', { file: '/app/probe' })).json;
     assert.deepEqual(JSON.parse(nativeProbe.stdout), { unshare: 1, mount: 1, ptrace: 1, keyctl: 1 });
     // Control: without the profile, unshare(CLONE_NEWUSER) and ptrace(TRACEME) succeed for
     // the same unprivileged user, so it is the profile that refuses them above.
     const loose = await started({ driver: { seccomp: false } });
-    const info = (await request(loose.ci.socketPath, 'POST', '/Inspect', {})).body;
+    const info = (await call(loose.ci.socketPath, 'POST', '/Inspect', {})).json;
     assert.equal(info.seccomp, '0');
-    const open = JSON.parse((await request(loose.ci.socketPath, 'POST', '/Exec', { file: '/app/probe' })).body.stdout);
+    const open = JSON.parse((await call(loose.ci.socketPath, 'POST', '/Exec', { file: '/app/probe' })).json.stdout);
     assert.equal(open.ptrace, 0);
     assert.equal(open.unshare, 0);
     assert.equal(open.mount, 1); // no capabilities
@@ -236,7 +237,7 @@ describe('runc driver', { skip: unavailable }, () => {
   it('sends writes to the instance upper dir; /tmp is a private tmpfs; /proc/sys is read-only', async () => {
     const { ci, inst } = await started();
     const upper = (ci as Awaited<ReturnType<typeof instance>>).upperDir;
-    const write = async (path: string): Promise<unknown> => (await request(ci.socketPath, 'POST', '/Write', { path, text: 'w' })).body;
+    const write = async (path: string): Promise<unknown> => (await call(ci.socketPath, 'POST', '/Write', { path, text: 'w' })).json;
     assert.deepEqual(await write('/app/data/out'), { written: true });
     assert.equal(await readFile(join(upper, 'app/data/out'), 'utf8'), 'w');
     await assert.rejects(access(join(layers.appLayer, 'app/data/out')), 'the image layer is never written');
@@ -250,7 +251,7 @@ describe('runc driver', { skip: unavailable }, () => {
 
   it('enforces the memory limit and reports oom', async () => {
     const { ci, inst } = await started({ resources: { memoryBytes: 64 * 1024 * 1024, cpuMillis: 1000, pids: 64 } });
-    await request(ci.socketPath, 'POST', '/Hog', {});
+    await call(ci.socketPath, 'POST', '/Hog', {});
     const exit = await exitWithin(inst, 10_000);
     assert.equal(exit.reason, 'oom');
     assert.equal(exit.signal, 'SIGKILL');
@@ -258,7 +259,7 @@ describe('runc driver', { skip: unavailable }, () => {
 
   it('enforces the pids limit', async () => {
     const { ci, inst } = await started({ resources: { memoryBytes: 256 * 1024 * 1024, cpuMillis: 1000, pids: 24 } });
-    const r = (await request(ci.socketPath, 'POST', '/Spawn', { n: 40 }, 20_000)).body;
+    const r = (await call(ci.socketPath, 'POST', '/Spawn', { n: 40 }, 20_000)).json;
     assert.ok(r.started < 40, `started ${r.started} of 40 children under a limit of 24 tasks`);
     assert.ok(r.errors.includes('EAGAIN'), `errors ${JSON.stringify(r.errors)}`);
     const s = await inst.stats();
@@ -288,7 +289,7 @@ describe('runc driver', { skip: unavailable }, () => {
     await assert.rejects(access(ci.socketPath)); // not running yet
     const inst = await driver.start(ci.spec);
     await waitReady(ci.socketPath);
-    assert.equal((await request(ci.socketPath, 'POST', '/Crash', { code: 7 })).status, 200);
+    assert.equal((await call(ci.socketPath, 'POST', '/Crash', { code: 7 })).status, 200);
     assert.deepEqual({ ...(await exitWithin(inst)), at: 0 }, { reason: 'crashed', code: 7, signal: undefined, at: 0 });
   });
 
@@ -307,7 +308,7 @@ describe('runc driver', { skip: unavailable }, () => {
     await waitReady(other.socketPath);
     await driver.close();
     assert.deepEqual(await runcList(join(dir, 'runc-shim')), [other.spec.id]);
-    assert.equal((await request(other.socketPath, 'GET', '/healthz')).status, 200);
+    assert.equal((await call(other.socketPath, 'GET', '/healthz')).status, 200);
     await assert.rejects(stat(join(ci.spec.stateDir, 'bundle')));
   });
 
@@ -319,7 +320,7 @@ describe('runc driver', { skip: unavailable }, () => {
     const second = createRuncDriver(driverOptions('shim'));
     assert.deepEqual(await second.recover([]), []);
     assert.deepEqual(await runcList(join(dir, 'runc-shim')), []);
-    await assert.rejects(request(ci.socketPath, 'GET', '/healthz', undefined, 1000));
+    await assert.rejects(call(ci.socketPath, 'GET', '/healthz', undefined, 1000));
     await second.close();
   });
 
@@ -343,14 +344,14 @@ describe('runc driver', { skip: unavailable }, () => {
     await waitReady(ci.socketPath);
     agent.kill('SIGKILL');
     await new Promise((r) => agent.once('exit', r));
-    assert.equal((await request(ci.socketPath, 'GET', '/healthz')).status, 200, 'the instance outlives its agent');
+    assert.equal((await call(ci.socketPath, 'GET', '/healthz')).status, 200, 'the instance outlives its agent');
 
     const second = createRuncDriver(driverOptions('shim'));
     cleanups.push(() => second.close());
     const [found] = await second.recover([{ id: ci.spec.id, stateDir: ci.spec.stateDir }]);
     assert.equal(found?.status, 'running');
     assert.ok(found?.instance);
-    await request(ci.socketPath, 'POST', '/Crash', { code: 6 });
+    await call(ci.socketPath, 'POST', '/Crash', { code: 6 });
     const exit = await exitWithin(found.instance);
     assert.deepEqual([exit.reason, exit.code], ['crashed', 6]);
   });
@@ -366,7 +367,7 @@ describe('runc driver', { skip: unavailable }, () => {
     assert.equal(found?.status, 'paused');
     assert.ok(found?.instance && isPausable(found.instance));
     await found.instance.resume();
-    assert.equal((await request(ci.socketPath, 'GET', '/healthz')).status, 200);
+    assert.equal((await call(ci.socketPath, 'GET', '/healthz')).status, 200);
     await found.instance.stop({ graceMs: 1000 });
     assert.equal((await found.instance.exited).reason, 'killed');
   });
