@@ -9,6 +9,7 @@ import { parseRange, parseRegistryPath } from '../../src/image/registry-api.ts';
 import { startStore, type RunningStore } from '../../src/image/store-server.ts';
 import { digestOf, type Digest } from '../../src/protocol/digest.ts';
 import { MediaType } from '../../src/protocol/oci.ts';
+import { until } from '../fixtures/until.ts';
 import { makeConfig, makeLayer, makeManifest, makeTar } from './store-fixtures.ts';
 import { gzipSync } from 'node:zlib';
 
@@ -44,24 +45,15 @@ async function tempFiles(): Promise<string[]> {
   return readdir(join(root, 'data', 'ingest'));
 }
 
-async function waitFor(cond: () => Promise<boolean>, what: string, ms = 3000) {
-  const end = Date.now() + ms;
-  while (Date.now() < end) {
-    if (await cond()) return;
-    await new Promise((r) => setTimeout(r, 10));
-  }
-  assert.fail(`timed out waiting for ${what}`);
-}
-
 /** Sends the head of a body that announces more, then destroys the socket. */
-async function interruptedRequest(method: string, path: string, announced: number, sent: Buffer, until: () => Promise<boolean>) {
+async function interruptedRequest(method: string, path: string, announced: number, sent: Buffer, received: () => Promise<boolean>) {
   const u = new URL(path, url);
   await new Promise<void>((resolve) => {
     const req = request({ host: u.hostname, port: u.port, path: u.pathname + u.search, method, headers: { 'Content-Length': String(announced) } });
     req.on('error', () => resolve());
     req.on('response', () => assert.fail('the server answered an incomplete request'));
     req.write(sent);
-    waitFor(until, 'the server to receive bytes').then(() => {
+    until('the server to receive bytes', received, 3000).then(() => {
       req.destroy();
       resolve();
     });
@@ -364,7 +356,7 @@ describe('registry API', () => {
       for (const f of files) if ((await stat(join(root, 'data', 'ingest', f)).catch(() => undefined))?.size) return true;
       return false;
     });
-    await waitFor(async () => (await tempFiles()).length === 0, 'the temp file to go');
+    await until('the temp file to go', async () => (await tempFiles()).length === 0, 3000);
     assert.equal(await s.blobs.has(d), false);
   });
 
@@ -379,7 +371,7 @@ describe('registry API', () => {
     await interruptedRequest('PUT', `${location}?digest=${d}`, bytes.length - 1000, bytes.subarray(1000, 2 * 1024 * 1024), async () => {
       return ((await stat(join(root, 'data', 'ingest', id))).size ?? 0) > 1000;
     });
-    await waitFor(async () => (await stat(join(root, 'data', 'ingest', id))).size === 1000, 'the upload to roll back');
+    await until('the upload to roll back', async () => (await stat(join(root, 'data', 'ingest', id))).size === 1000, 3000);
     assert.equal(await s.blobs.has(d), false);
     res = await fetch(url + location);
     assert.equal(res.status, 204);
@@ -431,7 +423,7 @@ describe('registry API', () => {
     res = await fetch(url + location);
     assert.equal(res.headers.get('range'), '0-0', 'the refused chunk was rolled back');
     await fetch(url + location, { method: 'DELETE' });
-    await waitFor(async () => (await tempFiles()).length === 0, 'no temp file');
+    await until('no temp file', async () => (await tempFiles()).length === 0, 3000);
   });
 
   test('unsupported methods and unknown paths', async () => {

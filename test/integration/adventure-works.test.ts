@@ -17,6 +17,7 @@ import { startProvider, type Provider } from '../../src/provider/index.ts';
 import { applyFarm } from '../../src/compose/apply.ts';
 import { skipUnless } from '../host/fixtures/requirements.ts';
 import { echoStoreDir } from '../provider/fixtures/echo-store.ts';
+import { until } from '../fixtures/until.ts';
 import { buildAdventureWorks } from '../../examples/adventure-works/build.ts';
 import { startCredit, type CreditService } from '../../examples/adventure-works/credit.ts';
 
@@ -25,14 +26,6 @@ const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const FARM = join(ROOT, 'examples/adventure-works/farm.ts');
 const TOKEN = 'host-token-for-tests';
 const INSTANCES = ['payment1', 'payment2', 'processing', 'entry1', 'entry2'].map((n) => `adventure-works-${n}`);
-
-async function until(what: string, check: () => boolean | Promise<boolean>, timeoutMs = 60_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 /** SIGKILL every process of an instance (its cgroup is named by its id): a crash, as the host sees it. */
 async function kill(instanceId: string): Promise<void> {
@@ -83,7 +76,7 @@ describe('Adventure Works on runc', { skip }, () => {
     const first = await applyFarm(FARM, { url: provider.url });
     assert.equal(first.changed, true);
     assert.deepEqual([...first.services].sort(), [...INSTANCES].sort());
-    await until('five instances ready', () => INSTANCES.every((s) => provider.table.endpoints(s).length === 1));
+    await until('five instances ready', () => INSTANCES.every((s) => provider.table.endpoints(s).length === 1), 60_000);
     const again = await applyFarm(FARM, { url: provider.url });
     assert.equal(again.changed, false);
 
@@ -108,11 +101,11 @@ describe('Adventure Works on runc', { skip }, () => {
       }
     };
     const flowing = Promise.all(Array.from({ length: 4 }, worker));
-    await until('orders flowing', () => replies.length >= 10);
+    await until('orders flowing', () => replies.length >= 10, 60_000);
     const entry1 = provider.table.endpoints('adventure-works-entry1')[0]!.id;
     const payment1 = provider.table.endpoints('adventure-works-payment1')[0]!.id;
     await kill(entry1);
-    await until('a few more orders', () => replies.length >= 30);
+    await until('a few more orders', () => replies.length >= 30, 60_000);
     await kill(payment1);
     await flowing;
 

@@ -11,6 +11,7 @@ import { promisify } from 'node:util';
 import { echoPlan, leftovers, leftoversOf, runcMissing, startEchoStore, startTestHost, TOKEN, type HostFixture, type StoreFixture } from './host-fixture.ts';
 import type { DeploymentResult, HostEvent } from '../../src/protocol/deployment.ts';
 import { post } from '../fixtures/instance-client.ts';
+import { until } from '../fixtures/until.ts';
 
 const run = promisify(execFile);
 const missing = await runcMissing();
@@ -127,7 +128,7 @@ describe('host with runc', { skip: missing }, () => {
       const { stdout } = await run('runc', ['--root', join(h.dataDir, 'runc'), 'list', '--format', 'json']);
       return (JSON.parse(stdout || 'null') ?? []) as Array<{ id: string; status: string }>;
     };
-    await waitFor(async () => (await runcList()).some((c) => c.status === 'created'), 5000);
+    await until('a created container', async () => (await runcList()).some((c) => c.status === 'created'), 5000, 50);
     const created = (await runcList()).find((c) => c.status === 'created')!.id;
     const r = await deployOk();
     try {
@@ -254,7 +255,7 @@ describe('host with runc', { skip: missing }, () => {
     const info = await h.api(`/v1/instances/${id}`);
     assert.equal(info.json.state, 'crashed');
     // resources were released at once
-    await waitFor(async () => (await leftoversOf(h.dataDir, id)).mounts.length === 0, 3000);
+    await until('its mounts to go', async () => (await leftoversOf(h.dataDir, id)).mounts.length === 0, 3000, 50);
     assert.equal((await h.api(`/v1/instances/${id}`, { method: 'DELETE' })).status, 200);
     assert.deepEqual(await leftoversOf(h.dataDir, id), { mounts: [], containers: [], cgroups: [], instanceDirs: [] });
   });
@@ -387,11 +388,3 @@ describe('host with the process driver', () => {
     }
   });
 });
-
-async function waitFor(cond: () => Promise<boolean>, timeoutMs: number): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (!(await cond())) {
-    if (Date.now() > end) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}

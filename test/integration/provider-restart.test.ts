@@ -6,7 +6,6 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -14,6 +13,7 @@ import { startHost, type Host } from '../../src/host/index.ts';
 import type { RunningStore } from '../../src/image/index.ts';
 import { openRegistry } from '../../src/provider/registry/index.ts';
 import { skipUnless } from '../host/fixtures/requirements.ts';
+import { freePort } from '../fixtures/free-port.ts';
 import { startEchoStore } from '../provider/fixtures/echo-store.ts';
 
 const skip = skipUnless(['root', 'runc']);
@@ -30,17 +30,6 @@ function service(name: string) {
     resources: { memoryMb: 64, cpuMillis: 200, pids: 32 },
     scaling: { targetConcurrency: 1000, idleTimeoutMs: 600_000 },
   };
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as AddressInfo;
-      s.close(() => resolve(port));
-    });
-  });
 }
 
 /** `shoal provider` as a child process; resolves once it prints its URL. */

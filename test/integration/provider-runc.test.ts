@@ -11,6 +11,7 @@ import type { RunningStore } from '../../src/image/index.ts';
 import { startProvider, type Provider } from '../../src/provider/index.ts';
 import { skipUnless } from '../host/fixtures/requirements.ts';
 import { startEchoStore } from '../provider/fixtures/echo-store.ts';
+import { until } from '../fixtures/until.ts';
 
 const skip = skipUnless(['root', 'runc']);
 
@@ -28,14 +29,6 @@ function echoService(name: string, extra: Record<string, unknown> = {}) {
     resources: { memoryMb: 64, cpuMillis: 200, pids: 32 },
     ...extra,
   };
-}
-
-async function until(what: string, check: () => boolean | Promise<boolean>, timeoutMs = 20_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
 }
 
 describe('provider with runc hosts', { skip }, () => {
@@ -102,7 +95,7 @@ describe('provider with runc hosts', { skip }, () => {
     await p.registerService(echoService('idle', { scaling: { idleTimeoutMs: 800 } }));
     const first = await send(p, 'idle', 'Echo', { message: 'a' });
     assert.equal(first.status, 200);
-    await until('scaled to zero', () => hosts[0]!.agent.list().every((i) => i.service.name !== 'idle'));
+    await until('scaled to zero', () => hosts[0]!.agent.list().every((i) => i.service.name !== 'idle'), 20_000);
     assert.deepEqual((await p.registry.listDeployments({ service: 'idle' })).map((d) => d.state), ['stopped']);
     const again = await send(p, 'idle', 'Echo', { message: 'b' });
     assert.equal(again.status, 200);
@@ -114,7 +107,7 @@ describe('provider with runc hosts', { skip }, () => {
   it('a crashed instance leaves routing at once (no message routed to it after its event) and is replaced up to min', async () => {
     const p = await provider(2);
     await p.registerService(echoService('heal', { scaling: { min: 2, idleTimeoutMs: 600_000 } }));
-    await until('min 2 ready', () => p.table.endpoints('heal').length === 2);
+    await until('min 2 ready', () => p.table.endpoints('heal').length === 2, 20_000);
     let crashed: string | undefined;
     let removedAt: number | undefined;
     const routedToDead: number[] = [];
@@ -138,8 +131,8 @@ describe('provider with runc hosts', { skip }, () => {
     assert.equal(crash.status, 200);
     crashed = crash.instance ?? undefined;
     assert.ok(crashed);
-    await until('the crash event took it out of routing', () => removedAt !== undefined);
-    await until('replaced', () => p.table.endpoints('heal').length === 2 && p.table.endpoints('heal').every((e) => e.id !== crashed));
+    await until('the crash event took it out of routing', () => removedAt !== undefined, 20_000);
+    await until('replaced', () => p.table.endpoints('heal').length === 2 && p.table.endpoints('heal').every((e) => e.id !== crashed), 20_000);
     stop = true;
     const statuses = await traffic;
     assert.ok(['crashed', 'exited', 'gone'].includes(reasons[0]!), reasons.join());
@@ -157,7 +150,7 @@ describe('provider with runc hosts', { skip }, () => {
     const p = await provider(3);
     const [h0, h1, h2] = hosts as [Host, Host, Host];
     await p.registerService(echoService('move', { scaling: { min: 1, idleTimeoutMs: 600_000 }, placement: { policy: 'host-list', hosts: [h2.hostId, h1.hostId, h0.hostId] } }));
-    await until('deployed on the first host of the list', () => p.table.endpoints('move').some((e) => e.hostId === h2.hostId));
+    await until('deployed on the first host of the list', () => p.table.endpoints('move').some((e) => e.hostId === h2.hostId), 20_000);
     assert.equal((await send(p, 'move', 'Echo', { message: 'before' })).status, 200);
     await h2.close({ stopInstances: true });
     await until('moved', () => p.table.endpoints('move').some((e) => e.hostId === h1.hostId), 30_000);
