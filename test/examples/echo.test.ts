@@ -1,6 +1,5 @@
 // The echo example run as a plain child process, spoken to over its Unix socket.
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { createServer, type AddressInfo } from 'node:net';
@@ -8,44 +7,16 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { startChildService, type ChildService } from '../fixtures/child-service.ts';
 import { call, post } from '../fixtures/instance-client.ts';
 
 const SERVER = fileURLToPath(new URL('../../examples/echo/rootfs/app/server.mjs', import.meta.url));
 
-interface Running {
-  child: ChildProcess;
-  socket: string;
-  exited: Promise<[number | null, NodeJS.Signals | null]>;
-}
-
-async function start(dir: string, name = 'app.sock'): Promise<Running> {
-  const socket = join(dir, name);
-  const child = spawn(process.execPath, [SERVER], {
-    env: { ...process.env, SHOAL_LISTEN: socket },
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  const exited = once(child, 'exit') as Promise<[number | null, NodeJS.Signals | null]>;
-  let out = '';
-  await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`echo did not listen within 5 s; said: ${out}`)), 5000);
-    child.stdout?.on('data', (c: Buffer) => {
-      out += c.toString();
-      if (out.includes('listening')) {
-        clearTimeout(timer);
-        resolve();
-      }
-    });
-    void exited.then(([code]) => {
-      clearTimeout(timer);
-      reject(new Error(`echo exited with ${code} before listening; said: ${out}`));
-    });
-  });
-  return { child, socket, exited };
-}
+const start = (dir: string, name = 'app.sock'): Promise<ChildService> => startChildService(SERVER, { socket: join(dir, name) });
 
 describe('examples/echo server', () => {
   let dir: string;
-  let echo: Running;
+  let echo: ChildService;
 
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), 'shoal-echo-'));
@@ -55,10 +26,7 @@ describe('examples/echo server', () => {
   });
 
   after(async () => {
-    if (echo.child.exitCode === null && echo.child.signalCode === null) {
-      echo.child.kill('SIGKILL');
-      await echo.exited;
-    }
+    await echo.kill();
     await rm(dir, { recursive: true, force: true });
   });
 

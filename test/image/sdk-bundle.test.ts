@@ -2,8 +2,6 @@
 // that it runs with nothing but `node` (no node_modules, no type stripping), and what
 // the bundler refuses.
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { once } from 'node:events';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -12,6 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { gzipSync } from 'node:zlib';
 import { bundleService, findImports } from '../../src/image/sdk-bundle.ts';
 import { ShoalError } from '../../src/protocol/errors.ts';
+import { startChildService } from '../fixtures/child-service.ts';
 import { post } from '../fixtures/instance-client.ts';
 
 const ECHO = fileURLToPath(new URL('../../examples/echo/service.ts', import.meta.url));
@@ -27,27 +26,13 @@ after(async () => {
 
 /** Runs a bundled entry with plain node from inside the bundle; returns its socket and a stop function. */
 async function runBundle(root: string, entryInImage: string): Promise<{ socket: string; stderr: () => string; stop(): Promise<number | null> }> {
-  const socket = join(root, 'app.sock');
-  const child = spawn(process.execPath, [join(root, entryInImage)], { cwd: join(root, 'app'), env: { PATH: process.env.PATH ?? '', SHOAL_LISTEN: socket }, stdio: ['ignore', 'pipe', 'pipe'] });
-  const exited = once(child, 'exit') as Promise<[number | null]>;
-  let out = '';
-  let err = '';
-  child.stdout!.on('data', (c: Buffer) => (out += c.toString()));
-  child.stderr!.on('data', (c: Buffer) => (err += c.toString()));
-  const deadline = Date.now() + 10_000;
-  while (!out.includes('listening')) {
-    if (child.exitCode !== null || Date.now() > deadline) {
-      child.kill('SIGKILL');
-      throw new Error(`the bundle did not start: ${out}${err}`);
-    }
-    await new Promise((r) => setTimeout(r, 10));
-  }
+  const running = await startChildService(join(root, entryInImage), { socket: join(root, 'app.sock'), cwd: join(root, 'app'), env: { PATH: process.env.PATH ?? '' }, stderr: 'pipe' });
   return {
-    socket,
-    stderr: () => err,
+    socket: running.socket,
+    stderr: running.stderr,
     async stop() {
-      child.kill('SIGTERM');
-      return (await exited)[0];
+      running.child.kill('SIGTERM');
+      return (await running.exited)[0];
     },
   };
 }

@@ -1,50 +1,29 @@
 // examples/echo on shoal/service, run from its TypeScript source as a child process:
 // every operation behaves as the plain server.mjs does, with the SDK's error shapes.
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { readFile, rm, stat } from 'node:fs/promises';
 import { createServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { startChildService, type ChildService } from '../fixtures/child-service.ts';
 import { call, post } from '../fixtures/instance-client.ts';
 import { tempDir } from './helpers.ts';
 
 const SERVICE = fileURLToPath(new URL('../../examples/echo/service.ts', import.meta.url));
 
-interface Running {
-  child: ChildProcess;
-  socket: string;
-  exited: Promise<[number | null, NodeJS.Signals | null]>;
-}
-
-async function start(dir: string): Promise<Running> {
-  const socket = join(dir, 'app.sock');
-  const child = spawn(process.execPath, [SERVICE], { env: { ...process.env, SHOAL_LISTEN: socket, SHOAL_IMPORTS: join(dir, 'imports') }, stdio: ['ignore', 'pipe', 'inherit'] });
-  const exited = once(child, 'exit') as Promise<[number | null, NodeJS.Signals | null]>;
-  let out = '';
-  child.stdout!.on('data', (c: Buffer) => (out += c.toString()));
-  const deadline = Date.now() + 10_000;
-  while (!out.includes('listening')) {
-    if (child.exitCode !== null || Date.now() > deadline) throw new Error(`echo did not start: ${out}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-  return { child, socket, exited };
-}
+const start = (dir: string): Promise<ChildService> => startChildService(SERVICE, { socket: join(dir, 'app.sock'), env: { ...process.env, SHOAL_IMPORTS: join(dir, 'imports') } });
 
 describe('examples/echo/service.ts', () => {
   let dir: string;
-  let echo: Running;
+  let echo: ChildService;
   before(async () => {
     dir = await tempDir();
     echo = await start(dir);
   });
   after(async () => {
-    if (echo.child.exitCode === null && echo.child.signalCode === null) {
-      echo.child.kill('SIGKILL');
-      await echo.exited;
-    }
+    await echo.kill();
     await rm(dir, { recursive: true, force: true });
   });
 

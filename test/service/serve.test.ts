@@ -10,6 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { defineService, serve, ServiceError, Type, type RunningService } from '../../src/service/index.ts';
 import { ShoalError } from '../../src/protocol/errors.ts';
 import { Payment, Shop } from './fixtures/payment.ts';
+import { startChildService, type ChildService } from '../fixtures/child-service.ts';
 import { call, post } from '../fixtures/instance-client.ts';
 import { tempDir } from './helpers.ts';
 
@@ -267,19 +268,11 @@ describe('serve: draining', () => {
   test('SIGTERM: a child process finishes its in-flight message, refuses new ones, exits 0', async () => {
     const d = await tempDir();
     const path = join(d, 'app.sock');
-    const child = spawn(process.execPath, [fileURLToPath(new URL('./fixtures/slow-service.ts', import.meta.url))], {
-      env: { ...process.env, SHOAL_LISTEN: path, SHOAL_IMPORTS: join(d, 'imports') },
-      stdio: ['ignore', 'pipe', 'inherit'],
-    });
-    const exited = once(child, 'exit') as Promise<[number | null, NodeJS.Signals | null]>;
+    const slowService = fileURLToPath(new URL('./fixtures/slow-service.ts', import.meta.url));
+    let fixture: ChildService | undefined;
     try {
-      let out = '';
-      child.stdout!.on('data', (c: Buffer) => (out += c.toString()));
-      const deadline = Date.now() + 10_000;
-      while (!out.includes('listening')) {
-        if (Date.now() > deadline) throw new Error(`the fixture did not listen; said: ${out}`);
-        await new Promise((r) => setTimeout(r, 10));
-      }
+      fixture = await startChildService(slowService, { socket: path, env: { ...process.env, SHOAL_IMPORTS: join(d, 'imports') } });
+      const { child, exited } = fixture;
       const slow = post(path, 'Sleep', { ms: 600 });
       await new Promise((r) => setTimeout(r, 150));
       child.kill('SIGTERM');
@@ -292,13 +285,13 @@ describe('serve: draining', () => {
       assert.equal(signal, null);
       assert.equal(code, 0);
       await assert.rejects(stat(path), /ENOENT/);
-      const lines = out.trim().split('\n').map((l) => JSON.parse(l) as { msg: string });
+      const lines = fixture.stdout().trim().split('\n').map((l) => JSON.parse(l) as { msg: string });
       assert.deepEqual(
         lines.map((l) => l.msg.split(':')[0]),
         ['listening on ' + path, 'SIGTERM', 'draining', 'stopped'].map((m) => m.split(':')[0]),
       );
     } finally {
-      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      await fixture?.kill();
       await rm(d, { recursive: true, force: true });
     }
   });
