@@ -6,14 +6,18 @@
 //   <method> /i/<rest>?<query>   →   <method> /<rest>?<query>   on the instance's socket
 //   (/i and /i?<query> go to / and /?<query>). The request must carry `x-shoal-route: <token>`.
 //
-// Replies the forwarder makes itself are JSON `{"error":{"code","message"}}`:
-//   401 no token · 403 forged, altered or expired token · 404 instance not on this host, or a
-//   path outside /i · 503 instance not ready (Retry-After: 1) · 413 body over the limit ·
-//   502 instance socket refuses · 504 instance silent for requestTimeoutMs.
+// Replies the forwarder makes itself are JSON `{"error":{"code","message"}}` and carry
+// `x-shoal-error: <reason>` (src/protocol/data-plane.ts), which an instance's reply never
+// does (the forwarder drops it), so callers tell the two apart without reading bodies:
+//   401/403 token (missing · forged, altered or expired) · 404 gone (instance not on this
+//   host) · 404 no-route (a path outside /i) · 503 not-ready (Retry-After: 1) · 413
+//   too-large · 502 refused (socket refuses or is missing) · 502 lost (closed or failed
+//   before a complete reply) · 502 bad-reply (invalid HTTP) · 504 timeout.
 
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { connect, type AddressInfo } from 'node:net';
 import { ShoalError } from '../../protocol/errors.ts';
+import { INSTANCE_HEADER } from '../../protocol/data-plane.ts';
 import { closeServer, relay, replyError, readRequestHead, ROUTE_HEADER } from './relay.ts';
 import { Upstream } from './upstream.ts';
 import { verifyRouteToken, type RouteClaims, type RouteTokenFailure } from './route-token.ts';
@@ -124,18 +128,18 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
     else if (url === '/i') path = '/';
     else if (url.startsWith('/i?')) path = '/' + url.slice(2);
     else {
-      replyError(res, 404, 'not-found', `no route for ${url.slice(0, 200)}: data-plane requests go to /i/<path> with an ${ROUTE_HEADER} token`);
+      replyError(res, 404, 'not-found', 'no-route', `no route for ${url.slice(0, 200)}: data-plane requests go to /i/<path> with an ${ROUTE_HEADER} token`);
       return;
     }
 
     const head = readRequestHead(req.rawHeaders);
     if (head.route === undefined) {
-      replyError(res, 401, 'unauthorized', `route token missing: send the ${ROUTE_HEADER} header the endpoint reference gave you`);
+      replyError(res, 401, 'unauthorized', 'token', `route token missing: send the ${ROUTE_HEADER} header the endpoint reference gave you`);
       return;
     }
     const claims = check(head.route);
     if (typeof claims === 'string') {
-      replyError(res, 403, 'forbidden', `route token ${TOKEN_FAILURE[claims]}`);
+      replyError(res, 403, 'forbidden', 'token', `route token ${TOKEN_FAILURE[claims]}`);
       return;
     }
 
@@ -143,19 +147,19 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
     const instance = options.resolveInstance(claims.instance);
     if (instance === undefined) {
       forget(claims.instance);
-      replyError(res, 404, 'not-found', `instance ${claims.instance} (service ${claims.service}) is not on this host`);
+      replyError(res, 404, 'not-found', 'gone', `instance ${claims.instance} (service ${claims.service}) is not on this host`);
       report(claims, started, 404, 0, 0);
       return;
     }
-    const replyHeaders = ['x-shoal-instance', claims.instance];
+    const replyHeaders = [INSTANCE_HEADER, claims.instance];
     if (instance.state !== 'ready') {
-      replyError(res, 503, 'unavailable', `instance ${claims.instance} (service ${claims.service}) is ${instance.state}, not ready`, [...replyHeaders, 'retry-after', '1']);
+      replyError(res, 503, 'unavailable', 'not-ready', `instance ${claims.instance} (service ${claims.service}) is ${instance.state}, not ready`, [...replyHeaders, 'retry-after', '1']);
       report(claims, started, 503, 0, 0);
       return;
     }
     if (head.contentLength > maxBodyBytes) {
       // Refused before reading it; closing the connection spares us reading the body.
-      replyError(res, 413, 'too-large', `request body of ${head.contentLength} bytes is larger than the limit of ${maxBodyBytes} bytes`, [...replyHeaders, 'connection', 'close']);
+      replyError(res, 413, 'too-large', 'too-large', `request body of ${head.contentLength} bytes is larger than the limit of ${maxBodyBytes} bytes`, [...replyHeaders, 'connection', 'close']);
       report(claims, started, 413, 0, 0);
       return;
     }
@@ -167,6 +171,7 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
       head,
       maxBodyBytes,
       replyHeaders,
+      untrusted: true,
       describe: `instance ${claims.instance} (service ${claims.service})`,
       done: onRequest === undefined ? undefined : (status, bytesIn, bytesOut) => report(claims, started, status, bytesIn, bytesOut),
     });

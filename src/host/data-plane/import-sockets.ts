@@ -157,7 +157,7 @@ function prepare(dir: string, binding: ImportBinding, i: number, timeoutMs: numb
 function handle(p: Prepared, req: IncomingMessage, res: ServerResponse): void {
   const target = req.url ?? '';
   if (!staysInside(target)) {
-    replyError(res, 400, 'invalid', `import ${p.binding.name}: request path ${JSON.stringify(target.slice(0, 200))} is refused (it must start with / and have no . or .. segments)`);
+    replyError(res, 400, 'invalid', 'bad-path', `import ${p.binding.name}: request path ${JSON.stringify(target.slice(0, 200))} is refused (it must start with / and have no . or .. segments)`);
     return;
   }
   const head = readRequestHead(req.rawHeaders, p.drop);
@@ -169,6 +169,7 @@ function handle(p: Prepared, req: IncomingMessage, res: ServerResponse): void {
     head,
     maxBodyBytes: Number.POSITIVE_INFINITY, // the bound endpoint enforces its own limit
     replyHeaders: undefined,
+    untrusted: false, // the bound endpoint is a host's forwarder or a provider: its marks stand
     describe: `import ${p.binding.name} (${p.url.origin})`,
     done: undefined,
   });

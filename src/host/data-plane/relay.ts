@@ -2,14 +2,15 @@
 // request to an upstream and its reply back, without buffering either body.
 // node:http serves the client side; the upstream side is the lean client in upstream.ts.
 // Flat raw-header arrays throughout (no header objects are built): this is the hot path
-// of every message.
+// of every message. Every reply made here rather than relayed carries the x-shoal-error
+// mark (src/protocol/data-plane.ts).
 
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { ErrorCode } from '../../protocol/errors.ts';
-import { ChunkedDecoder, headEnd, MAX_HEAD_BYTES, parseReplyHead, ProtocolError, type ReplyHead, type Upstream, type UpstreamConnection, type UpstreamOwner } from './upstream.ts';
+import { ERROR_HEADER, ROUTE_HEADER, type DataPlaneError } from '../../protocol/data-plane.ts';
+import { ProtocolError, ReplyReader, type ReplyHead, type Upstream, type UpstreamConnection, type UpstreamOwner } from './upstream.ts';
 
-/** The route token travels in this request header; it is never passed upstream. */
-export const ROUTE_HEADER = 'x-shoal-route';
+export { ROUTE_HEADER };
 
 export interface RequestHead {
   /** The headers to send upstream, as a flat [name, value, name, value, …] array. */
@@ -95,14 +96,14 @@ function without(headers: string[], names: string[]): string[] {
   return out;
 }
 
-/** Answers with the JSON error body every Shoal HTTP edge uses. */
-export function replyError(res: ServerResponse, status: number, code: ErrorCode, message: string, extra?: readonly string[]): void {
+/** Answers with the JSON error body every Shoal HTTP edge uses, marked as the host's own with `reason`. */
+export function replyError(res: ServerResponse, status: number, code: ErrorCode, reason: DataPlaneError, message: string, extra?: readonly string[]): void {
   if (res.headersSent) {
     res.destroy(); // a reply already under way can only be cut, so the client sees it is incomplete
     return;
   }
   const body = JSON.stringify({ error: { code, message } });
-  const headers = ['content-type', 'application/json', 'content-length', String(Buffer.byteLength(body))];
+  const headers = ['content-type', 'application/json', 'content-length', String(Buffer.byteLength(body)), ERROR_HEADER, reason];
   if (extra !== undefined) headers.push(...extra);
   res.writeHead(status, headers);
   res.end(body);
@@ -118,6 +119,8 @@ export interface RelayPlan {
   maxBodyBytes: number;
   /** Added to the reply's headers (flat array, lower-case names), replacing any the upstream sent. */
   replyHeaders: readonly string[] | undefined;
+  /** The upstream (an instance) may not mark replies as the host's own: its x-shoal-error header is dropped. */
+  untrusted: boolean;
   /** Names the upstream in error messages: "instance abc", "import payment". */
   describe: string;
   /** Called once when the exchange is over; status 499 when the client left before the reply's head. */
@@ -137,7 +140,7 @@ export function relay(req: IncomingMessage, res: ServerResponse, plan: RelayPlan
   new Exchange(req, res, plan).start();
 }
 
-class Exchange implements UpstreamOwner {
+class Exchange extends ReplyReader implements UpstreamOwner {
   private readonly req: IncomingMessage;
   private readonly res: ServerResponse;
   private readonly plan: RelayPlan;
@@ -153,13 +156,9 @@ class Exchange implements UpstreamOwner {
   /** Over: the connection is released or discarded and nothing more goes upstream. */
   private finished = false;
   private waitingDrain = false;
-  // reply parsing
-  private headBuf: Buffer | undefined;
-  private reply: ReplyHead | undefined;
-  private remaining = 0;
-  private chunks: ChunkedDecoder | undefined;
 
   constructor(req: IncomingMessage, res: ServerResponse, plan: RelayPlan) {
+    super();
     this.req = req;
     this.res = res;
     this.plan = plan;
@@ -195,7 +194,7 @@ class Exchange implements UpstreamOwner {
     this.bytesIn += chunk.length;
     if (this.bytesIn > this.plan.maxBodyBytes) {
       this.finish(false);
-      replyError(this.res, 413, 'too-large', `request body is larger than the limit of ${this.plan.maxBodyBytes} bytes`, ['connection', 'close']);
+      replyError(this.res, 413, 'too-large', 'too-large', `request body is larger than the limit of ${this.plan.maxBodyBytes} bytes`, ['connection', 'close']);
       return;
     }
     const socket = this.conn!.socket;
@@ -226,78 +225,38 @@ class Exchange implements UpstreamOwner {
     this.gotBytes = true;
     if (this.finished) return;
     try {
-      this.parse(chunk);
+      this.readReply(chunk, this.plan.method);
     } catch (e) {
       if (!(e instanceof ProtocolError)) throw e;
-      this.fail(502, `sent an invalid HTTP reply: ${e.message}`);
+      this.fail(502, 'bad-reply', `sent an invalid HTTP reply: ${e.message}`);
     }
   }
 
-  private parse(chunk: Buffer): void {
-    let buf = chunk;
-    while (this.reply === undefined) {
-      if (this.headBuf !== undefined) {
-        buf = Buffer.concat([this.headBuf, buf]);
-        this.headBuf = undefined;
-      }
-      const end = headEnd(buf);
-      if (end === -1) {
-        if (buf.length > MAX_HEAD_BYTES) throw new ProtocolError(`reply head larger than ${MAX_HEAD_BYTES} bytes`);
-        if (buf.length > 0) this.headBuf = buf;
-        return;
-      }
-      const head = parseReplyHead(buf.toString('latin1', 0, end), this.plan.method);
-      buf = buf.subarray(end + 4);
-      if (head === undefined) continue; // an interim 1xx reply: skipped
-      this.reply = head;
-      if (head.keepAliveMs !== undefined) this.conn!.keepAliveMs = head.keepAliveMs;
-      const headers = this.plan.replyHeaders === undefined ? head.headers : withOurs(head.headers, this.plan.replyHeaders);
-      try {
-        this.res.writeHead(head.status, headers);
-      } catch (e) {
-        throw new ProtocolError(`unusable reply header (${(e as Error).message})`);
-      }
-      if (head.framing === 'none' || (head.framing === 'length' && head.length === 0)) {
-        this.res.end();
-        this.finish(buf.length === 0);
-        return;
-      }
-      if (head.framing === 'length') this.remaining = head.length;
-      else if (head.framing === 'chunked') this.chunks = new ChunkedDecoder();
+  protected replyHead(head: ReplyHead): void {
+    if (head.keepAliveMs !== undefined) this.conn!.keepAliveMs = head.keepAliveMs;
+    const { replyHeaders, untrusted } = this.plan;
+    const headers = replyHeaders === undefined && !untrusted ? head.headers : rewrite(head.headers, replyHeaders, untrusted);
+    try {
+      this.res.writeHead(head.status, headers);
+    } catch (e) {
+      throw new ProtocolError(`unusable reply header (${(e as Error).message})`);
     }
-    if (buf.length === 0) return;
-    switch (this.reply.framing) {
-      case 'length': {
-        const take = Math.min(this.remaining, buf.length);
-        this.remaining -= take;
-        const piece = take === buf.length ? buf : buf.subarray(0, take);
-        this.bytesOut += take;
-        if (this.remaining > 0) {
-          this.write(piece);
-          return;
-        }
-        this.res.end(piece); // one write for a small reply whose body came with its head
-        this.finish(take === buf.length);
-        return;
-      }
-      case 'chunked': {
-        const used = this.chunks!.push(buf, (piece) => {
-          this.bytesOut += piece.length;
-          this.write(piece);
-        });
-        if (this.chunks!.done) {
-          this.res.end();
-          this.finish(used === buf.length);
-        }
-        return;
-      }
-      case 'close':
-        this.bytesOut += buf.length;
-        this.write(buf);
-        return;
-      case 'none':
-        return;
+  }
+
+  protected replyData(piece: Buffer): void {
+    if (this.finished) return;
+    this.bytesOut += piece.length;
+    this.write(piece);
+  }
+
+  protected replyEnd(last: Buffer | undefined, clean: boolean): void {
+    if (this.finished) return;
+    if (last === undefined) this.res.end();
+    else {
+      this.bytesOut += last.length;
+      this.res.end(last); // one write for a small reply whose body came with its head
     }
+    this.finish(clean);
   }
 
   private write(piece: Buffer): void {
@@ -319,17 +278,21 @@ class Exchange implements UpstreamOwner {
       return;
     }
     if (this.canRetry()) this.retry();
-    else this.fail(502, this.reply === undefined ? 'closed the connection without answering' : 'closed the connection before its reply was complete');
+    else this.fail(502, 'lost', this.reply === undefined ? 'closed the connection without answering' : 'closed the connection before its reply was complete');
   }
 
   onUpstreamError(err: NodeJS.ErrnoException): void {
     if (this.finished) return;
     if (this.canRetry() && (err.code === 'ECONNRESET' || err.code === 'EPIPE')) this.retry();
-    else this.fail(502, `is not answering (${err.code ?? err.message})`);
+    else {
+      // Refused or missing socket: nothing reached the upstream. Any other failure may follow a delivered request.
+      const refused = err.code === 'ECONNREFUSED' || err.code === 'ENOENT';
+      this.fail(502, refused ? 'refused' : 'lost', `is not answering (${err.code ?? err.message})`);
+    }
   }
 
   onUpstreamTimeout(): void {
-    if (!this.finished) this.fail(504, `did not answer within ${this.plan.upstream.timeoutMs} ms`);
+    if (!this.finished) this.fail(504, 'timeout', `did not answer within ${this.plan.upstream.timeoutMs} ms`);
   }
 
   /**
@@ -363,14 +326,14 @@ class Exchange implements UpstreamOwner {
     }
   }
 
-  private fail(status: 502 | 504, message: string): void {
+  private fail(status: 502 | 504, reason: DataPlaneError, message: string): void {
     this.finish(false);
     if (this.res.headersSent) {
       this.res.destroy(); // a reply already under way can only be cut, so the client sees it is incomplete
       return;
     }
     if (this.res.destroyed) return;
-    replyError(this.res, status, status === 504 ? 'timeout' : 'unavailable', `${this.plan.describe} ${message}`, this.plan.replyHeaders);
+    replyError(this.res, status, status === 504 ? 'timeout' : 'unavailable', reason, `${this.plan.describe} ${message}`, this.plan.replyHeaders);
   }
 
   private onClientClose(): void {
@@ -379,16 +342,20 @@ class Exchange implements UpstreamOwner {
   }
 }
 
-/** The upstream's headers with ours added; an upstream header of the same name is dropped (an instance cannot pose as another). */
-function withOurs(headers: string[], ours: readonly string[]): string[] {
+/**
+ * The upstream's headers with ours added; an upstream header of the same name is dropped
+ * (an instance cannot pose as another), and so is its x-shoal-error when `untrusted` (an
+ * instance cannot pose as the host).
+ */
+function rewrite(headers: string[], ours: readonly string[] | undefined, untrusted: boolean): string[] {
   const out: string[] = [];
   for (let i = 0; i < headers.length; i += 2) {
     const lower = headers[i]!.toLowerCase();
-    let clash = false;
-    for (let j = 0; j < ours.length; j += 2) if (ours[j] === lower) clash = true;
+    let clash = untrusted && lower === ERROR_HEADER;
+    if (ours !== undefined) for (let j = 0; j < ours.length; j += 2) if (ours[j] === lower) clash = true;
     if (!clash) out.push(headers[i]!, headers[i + 1]!);
   }
-  for (let j = 0; j < ours.length; j++) out.push(ours[j]!);
+  if (ours !== undefined) for (let j = 0; j < ours.length; j++) out.push(ours[j]!);
   return out;
 }
 

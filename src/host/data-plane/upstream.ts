@@ -1,16 +1,19 @@
-// A lean HTTP/1.1 client for the data plane's upstream side: a pool of kept-alive
-// connections to one endpoint (an instance's Unix socket, or a TCP/TLS address), and a
-// strict parser for the replies that come back on them.
+// The one lean HTTP/1.1 client of the project: a pool of kept-alive connections to one
+// endpoint (an instance's Unix socket, a TCP/TLS address, a host's data plane), a strict
+// parser for the replies that come back on them, and two ways to use it: the host's
+// relay streams a request through it (relay.ts), and `request` sends one whole request
+// and hands its reply to callbacks (the provider's link to each host's data plane).
 //
 // Why not node:http's client: measured on this project's 2-vCPU host it spends ~100 µs of
 // CPU per request (ClientRequest, Agent, IncomingMessage, their events and streams), five
 // times what the server side costs; a raw socket and this parser cost ~10 µs. It is the
 // difference, for a minimal proxy under wrk, between 5.4k and 18.4k requests/s.
 //
-// The peer may be a hostile instance. The parser refuses anything ambiguous (obs-fold, bad
-// header names, a head over 64 KiB, Content-Length with Transfer-Encoding, conflicting
-// lengths, bad chunk sizes) and such a connection is never reused. Each upstream has its
-// own pool, so a misbehaving instance can only garble its own replies.
+// The peer may be a hostile instance (or a host relaying one). The parser refuses anything
+// ambiguous (obs-fold, bad header names, a head over 64 KiB, Content-Length with
+// Transfer-Encoding, conflicting lengths, bad chunk sizes) and such a connection is never
+// reused. Each upstream has its own pool, so a misbehaving instance can only garble its
+// own replies.
 
 import type { Socket } from 'node:net';
 
@@ -31,16 +34,22 @@ export class UpstreamConnection {
   reused = false;
   idleSince = 0;
   keepAliveMs = DEFAULT_KEEPALIVE_MS;
+  /** The connection was made: a failure after this may follow a request the peer received. */
+  connected = false;
+  /** The socket's idle timeout now. */
+  timeoutMs: number;
 
   constructor(pool: Upstream, socket: Socket, timeoutMs: number) {
     this.pool = pool;
     this.socket = socket;
+    this.timeoutMs = timeoutMs;
     socket.setNoDelay(true);
     // One idle timer for the connection's whole life, set once (re-arming it per exchange
     // costs a timer object each time): busy, it times the exchange out; idle in the pool,
     // it retires the connection. Unref'd: the client-facing side keeps the process alive.
     socket.setTimeout(timeoutMs);
     socket.unref();
+    socket.once('connect', () => (this.connected = true));
     // Listeners are attached once per connection and dispatch to the current owner, so an
     // exchange costs no listener bookkeeping.
     socket.on('data', (chunk: Buffer) => {
@@ -137,6 +146,22 @@ export class Upstream {
     this.all.delete(conn);
     const i = this.idle.indexOf(conn);
     if (i !== -1) this.idle.splice(i, 1);
+  }
+
+  /**
+   * Sends one whole request and reads its reply into `handlers`. `head` is the request
+   * line and headers without the blank line; `timeoutMs` overrides the pool's for this
+   * exchange (the connection keeps it: callers pass the same one each time).
+   */
+  request(head: string, body: Buffer | undefined, handlers: ReplyHandlers, timeoutMs?: number): UpstreamExchange {
+    const exchange = new Request(this, head, body, handlers, timeoutMs ?? this.timeoutMs);
+    exchange.send(false);
+    return exchange;
+  }
+
+  /** Connections open and idle (tests and metrics). */
+  get size(): { idle: number; open: number } {
+    return { idle: this.idle.length, open: this.all.size };
   }
 
   /** Closes every connection, idle or busy; busy exchanges fail as if the peer went away. */
@@ -343,4 +368,252 @@ export class ChunkedDecoder {
     }
     return i;
   }
+}
+
+// ---- reading a reply ----
+
+/**
+ * Reads one reply off a connection as it arrives: the head (interim 1xx replies skipped),
+ * then the body by its framing. Subclasses get the head, the body's pieces and its end;
+ * the reader never touches the connection itself. One object per exchange: the exchange
+ * is the reader.
+ */
+export abstract class ReplyReader {
+  /** The reply's head, once it has arrived. */
+  protected reply: ReplyHead | undefined = undefined;
+  private headBuf: Buffer | undefined = undefined;
+  private remaining = 0;
+  private chunks: ChunkedDecoder | undefined = undefined;
+  private emitPiece: ((piece: Buffer) => void) | undefined = undefined;
+
+  /** The head arrived; throwing a ProtocolError refuses it. */
+  protected abstract replyHead(head: ReplyHead): void;
+  /** A piece of the body; more follows. */
+  protected abstract replyData(piece: Buffer): void;
+  /**
+   * The reply is complete. `last`: the body's final piece when it came with this call (one
+   * write for a small reply). `clean`: no byte followed the reply, so the connection is
+   * still in step. A reply delimited by the connection's close does not end here: the
+   * owner sees the close.
+   */
+  protected abstract replyEnd(last: Buffer | undefined, clean: boolean): void;
+
+  /** Feeds bytes read from the connection. Throws ProtocolError on an invalid reply. */
+  protected readReply(chunk: Buffer, method: string): void {
+    let buf = chunk;
+    while (this.reply === undefined) {
+      if (this.headBuf !== undefined) {
+        buf = Buffer.concat([this.headBuf, buf]);
+        this.headBuf = undefined;
+      }
+      const end = headEnd(buf);
+      if (end === -1) {
+        if (buf.length > MAX_HEAD_BYTES) throw new ProtocolError(`reply head larger than ${MAX_HEAD_BYTES} bytes`);
+        if (buf.length > 0) this.headBuf = buf;
+        return;
+      }
+      const head = parseReplyHead(buf.toString('latin1', 0, end), method);
+      buf = buf.subarray(end + 4);
+      if (head === undefined) continue; // an interim 1xx reply: skipped
+      this.reply = head;
+      this.replyHead(head);
+      if (head.framing === 'none' || (head.framing === 'length' && head.length === 0)) {
+        this.replyEnd(undefined, buf.length === 0);
+        return;
+      }
+      if (head.framing === 'length') this.remaining = head.length;
+      else if (head.framing === 'chunked') this.chunks = new ChunkedDecoder();
+    }
+    if (buf.length === 0) return;
+    switch (this.reply.framing) {
+      case 'length': {
+        const take = Math.min(this.remaining, buf.length);
+        this.remaining -= take;
+        const piece = take === buf.length ? buf : buf.subarray(0, take);
+        if (this.remaining > 0) this.replyData(piece);
+        else this.replyEnd(piece, take === buf.length);
+        return;
+      }
+      case 'chunked': {
+        const used = this.chunks!.push(buf, (this.emitPiece ??= (piece) => this.replyData(piece)));
+        if (this.chunks!.done) this.replyEnd(undefined, used === buf.length);
+        return;
+      }
+      case 'close':
+        this.replyData(buf);
+        return;
+      case 'none':
+        return;
+    }
+  }
+}
+
+// ---- one whole request, its reply to callbacks ----
+
+export interface ReplyHandlers {
+  onHead(head: ReplyHead): void;
+  onData(chunk: Buffer): void;
+  onEnd(): void;
+  /**
+   * The exchange failed; nothing follows. `sent`: the request may have reached the peer
+   * (false only when no connection could be made). `replied`: onHead was called. The
+   * error's code is the socket's (ECONNREFUSED, ECONNRESET, …), or EPROTO for an invalid
+   * reply, ETIMEDOUT for silence past the timeout.
+   */
+  onError(error: NodeJS.ErrnoException, sent: boolean, replied: boolean): void;
+}
+
+/** A request under way. */
+export interface UpstreamExchange {
+  /** Stop reading the reply (the consumer is slow); `resume` reads on. */
+  pause(): void;
+  resume(): void;
+  /** Give up: the connection is dropped and no handler is called again. */
+  abort(): void;
+}
+
+class Request extends ReplyReader implements UpstreamOwner, UpstreamExchange {
+  private readonly pool: Upstream;
+  private readonly head: string;
+  private readonly body: Buffer | undefined;
+  private readonly handlers: ReplyHandlers;
+  private readonly timeoutMs: number;
+  private readonly method: string;
+  private conn: UpstreamConnection | undefined = undefined;
+  private done = false;
+  private paused = false;
+  private gotBytes = false;
+  private retried = false;
+
+  constructor(pool: Upstream, head: string, body: Buffer | undefined, handlers: ReplyHandlers, timeoutMs: number) {
+    super();
+    this.pool = pool;
+    this.head = head;
+    this.body = body === undefined || body.length === 0 ? undefined : body;
+    this.handlers = handlers;
+    this.timeoutMs = timeoutMs;
+    this.method = head.slice(0, head.indexOf(' '));
+  }
+
+  send(fresh: boolean): void {
+    const conn = this.pool.acquire(this, fresh);
+    this.conn = conn;
+    this.gotBytes = false;
+    if (conn.timeoutMs !== this.timeoutMs) {
+      conn.timeoutMs = this.timeoutMs;
+      conn.socket.setTimeout(this.timeoutMs);
+    }
+    // One write for the whole request: head and body in one segment.
+    const headBytes = Buffer.from(`${this.head}\r\n\r\n`, 'latin1');
+    conn.socket.write(this.body === undefined ? headBytes : Buffer.concat([headBytes, this.body], headBytes.length + this.body.length));
+  }
+
+  onUpstreamData(chunk: Buffer): void {
+    this.gotBytes = true;
+    if (this.done) return;
+    try {
+      this.readReply(chunk, this.method);
+    } catch (e) {
+      if (!(e instanceof ProtocolError)) throw e;
+      this.fail(errno('EPROTO', `invalid HTTP reply: ${e.message}`));
+    }
+  }
+
+  protected replyHead(head: ReplyHead): void {
+    if (head.keepAliveMs !== undefined) this.conn!.keepAliveMs = head.keepAliveMs;
+    this.handlers.onHead(head);
+  }
+
+  protected replyData(piece: Buffer): void {
+    if (!this.done) this.handlers.onData(piece);
+  }
+
+  protected replyEnd(last: Buffer | undefined, clean: boolean): void {
+    if (this.done) return;
+    if (last !== undefined) {
+      this.handlers.onData(last);
+      if (this.done) return; // aborted by the handler
+    }
+    this.finish(clean);
+  }
+
+  onUpstreamDrain(): void {}
+
+  onUpstreamEnd(): void {
+    if (this.done) return;
+    if (this.reply?.framing === 'close') return this.finish(false);
+    if (this.canRetry()) return this.retry();
+    this.fail(errno('ECONNRESET', this.reply === undefined ? 'the peer closed the connection without answering' : 'the peer closed the connection in the middle of a reply'));
+  }
+
+  onUpstreamError(err: NodeJS.ErrnoException): void {
+    if (this.done) return;
+    if (this.canRetry() && (err.code === 'ECONNRESET' || err.code === 'EPIPE')) return this.retry();
+    this.fail(err);
+  }
+
+  onUpstreamTimeout(): void {
+    if (!this.done) this.fail(errno('ETIMEDOUT', `no answer within ${this.timeoutMs} ms`));
+  }
+
+  /** As in the relay: a bodiless request on a reused connection the peer had just closed was seen by no one. */
+  private canRetry(): boolean {
+    return !this.retried && this.body === undefined && !this.gotBytes && this.reply === undefined && this.conn!.reused;
+  }
+
+  private retry(): void {
+    this.retried = true;
+    this.pool.discard(this.conn!);
+    this.send(true);
+  }
+
+  private finish(clean: boolean): void {
+    this.done = true;
+    const conn = this.conn!;
+    this.conn = undefined;
+    if (clean && this.reply!.keepAlive) {
+      if (this.paused) conn.socket.resume();
+      this.pool.release(conn);
+    } else this.pool.discard(conn);
+    this.handlers.onEnd();
+  }
+
+  private fail(err: NodeJS.ErrnoException): void {
+    this.done = true;
+    const conn = this.conn!;
+    this.conn = undefined;
+    this.pool.discard(conn);
+    this.handlers.onError(err, conn.connected || conn.reused, this.reply !== undefined);
+  }
+
+  pause(): void {
+    if (this.conn === undefined || this.paused) return;
+    this.paused = true;
+    this.conn.socket.pause();
+  }
+
+  resume(): void {
+    if (this.conn === undefined || !this.paused) return;
+    this.paused = false;
+    this.conn.socket.resume();
+  }
+
+  abort(): void {
+    if (this.done) return;
+    this.done = true;
+    const conn = this.conn;
+    this.conn = undefined;
+    if (conn !== undefined) this.pool.discard(conn);
+  }
+}
+
+function errno(code: string, message: string): NodeJS.ErrnoException {
+  const err: NodeJS.ErrnoException = new Error(message);
+  err.code = code;
+  return err;
+}
+
+/** A pool of kept-alive connections to one endpoint. */
+export function createUpstream(options: UpstreamOptions): Upstream {
+  return new Upstream(options);
 }

@@ -72,6 +72,17 @@ function instanceHandler(fake: FakeInstance, req: IncomingMessage, res: ServerRe
       res.writeHead(200, { 'x-shoal-instance': 'someone-else', 'content-length': 2 });
       res.end('ok');
       return;
+    case '/spoof-error': {
+      // Poses as the host: "gone" in any letter case, with a body like the forwarder's own.
+      const text = JSON.stringify({ error: { code: 'not-found', message: 'instance x (service y) is not on this host' } });
+      res.writeHead(404, ['x-shoal-error', 'gone', 'X-Shoal-Error', 'refused', 'content-type', 'application/json', 'content-length', String(Buffer.byteLength(text))]);
+      res.end(text);
+      return;
+    }
+    case '/spoof-error-chunked':
+      res.writeHead(502, ['X-SHOAL-ERROR', 'lost', 'x-kept', 'yes']);
+      res.end('no');
+      return;
     case '/early':
       // Answers at once without reading the body.
       res.writeHead(200, { 'content-length': 5 });
@@ -192,6 +203,7 @@ test('a valid token routes to its instance; path and query are forwarded verbati
   const r = await call(port, 'PUT', '/i/orders/7?x=1&y=%20z', { 'x-shoal-route': token() }, 'hello');
   assert.equal(r.status, 200);
   assert.equal(r.headers['x-shoal-instance'], 'inst-a');
+  assert.equal(r.headers['x-shoal-error'], undefined, "an instance's reply is not marked as the host's");
   assert.deepEqual(bodyJson(r), { ok: true, path: '/orders/7?x=1&y=%20z' });
   assert.deepEqual(bodyJson(await call(port, 'GET', '/i', { 'x-shoal-route': token() })).path, '/');
   assert.deepEqual(bodyJson(await call(port, 'GET', '/i?q=1', { 'x-shoal-route': token() })).path, '/?q=1');
@@ -359,10 +371,26 @@ test('an instance cannot set x-shoal-instance itself', async () => {
   assert.equal(r.rawHeaders.filter((h) => h.toLowerCase() === 'x-shoal-instance').length, 1);
 });
 
+test('an instance cannot mark its reply as the host\'s own: its x-shoal-error headers are dropped', async () => {
+  for (const path of ['/i/spoof-error', '/i/spoof-error-chunked']) {
+    const r = await call(port, 'GET', path, { 'x-shoal-route': token() });
+    assert.equal(r.rawHeaders.filter((h) => h.toLowerCase() === 'x-shoal-error').length, 0, path);
+    assert.equal(r.headers['x-shoal-instance'], 'inst-a', path);
+  }
+  const r = await call(port, 'GET', '/i/spoof-error', { 'x-shoal-route': token() });
+  assert.equal(r.status, 404, 'the status itself passes through');
+  assert.match(bodyJson(r).error.message, /not on this host/);
+  const chunked = await call(port, 'GET', '/i/spoof-error-chunked', { 'x-shoal-route': token() });
+  assert.equal(chunked.status, 502);
+  assert.equal(chunked.headers['x-kept'], 'yes');
+  assert.equal(chunked.body.toString(), 'no');
+});
+
 test('no token → 401; forged, altered, expired or garbage token → 403', async () => {
   const none = await call(port, 'GET', '/i/x');
   assert.equal(none.status, 401);
   assert.equal(bodyJson(none).error.code, 'unauthorized');
+  assert.equal(none.headers['x-shoal-error'], 'token');
 
   const good = token();
   const [v, , sig] = good.split('.');
@@ -376,6 +404,7 @@ test('no token → 401; forged, altered, expired or garbage token → 403', asyn
   for (const [t, message] of cases) {
     const r = await call(port, 'GET', '/i/x', { 'x-shoal-route': t });
     assert.equal(r.status, 403);
+    assert.equal(r.headers['x-shoal-error'], 'token');
     assert.equal(r.headers['content-type'], 'application/json');
     const body = bodyJson(r);
     assert.equal(body.error.code, 'forbidden');
@@ -401,14 +430,17 @@ test('a valid token for an instance this host does not have → 404; paths outsi
   assert.equal(r.status, 404);
   assert.equal(bodyJson(r).error.code, 'not-found');
   assert.match(bodyJson(r).error.message, /instance inst-removed \(service payment\) is not on this host/);
+  assert.equal(r.headers['x-shoal-error'], 'gone');
   const outside = await call(port, 'GET', '/s/x', { 'x-shoal-route': token() });
   assert.equal(outside.status, 404);
+  assert.equal(outside.headers['x-shoal-error'], 'no-route');
 });
 
 test('an instance that is not ready → 503 with Retry-After', async () => {
   const r = await call(port, 'GET', '/i/x', { 'x-shoal-route': token('inst-starting') });
   assert.equal(r.status, 503);
   assert.equal(r.headers['retry-after'], '1');
+  assert.equal(r.headers['x-shoal-error'], 'not-ready');
   assert.match(bodyJson(r).error.message, /starting/);
 });
 
@@ -418,6 +450,7 @@ test('an instance socket that is missing or refuses → 502', async () => {
     assert.equal(r.status, 502, id);
     assert.equal(bodyJson(r).error.code, 'unavailable');
     assert.match(bodyJson(r).error.message, /(ENOENT|ECONNREFUSED)/);
+    assert.equal(r.headers['x-shoal-error'], 'refused', id);
   }
 });
 
@@ -426,6 +459,7 @@ test('an instance that stays silent → 504', async () => {
   const r = await call(port, 'GET', '/i/slow', { 'x-shoal-route': token() });
   assert.equal(r.status, 504);
   assert.equal(bodyJson(r).error.code, 'timeout');
+  assert.equal(r.headers['x-shoal-error'], 'timeout');
   assert.ok(Date.now() - started < 2000);
 });
 
@@ -436,12 +470,14 @@ test('a body over the limit → 413, by content-length up front or while streami
     const up = await call(small.address.port, 'POST', '/i/hash', { 'x-shoal-route': token() }, Buffer.alloc(2048));
     assert.equal(up.status, 413);
     assert.equal(bodyJson(up).error.code, 'too-large');
+    assert.equal(up.headers['x-shoal-error'], 'too-large');
     assert.equal(instance.requests, before, 'refused by content-length before reaching the instance');
 
     // Chunked: no length declared, so the forwarder counts and stops at the limit.
     const status = await new Promise<number>((resolve, reject) => {
       const req = request({ host: '127.0.0.1', port: small.address.port, method: 'POST', path: '/i/hash', agent: false, headers: { 'x-shoal-route': token() } }, (res) => {
         res.resume();
+        assert.equal(res.headers['x-shoal-error'], 'too-large');
         resolve(res.statusCode!);
       });
       req.on('error', reject);
