@@ -15,7 +15,8 @@ import { Agent, request, type IncomingMessage } from 'node:http';
 import type { DeploymentPlan, DeploymentResult, HostEvent, HostReport, InstanceInfo } from '../protocol/deployment.ts';
 import { ShoalError, type ErrorCode } from '../protocol/errors.ts';
 import type { HostRecord, HostState, Registry } from './registry/index.ts';
-import { createHostLink, type HostLink } from './host-link.ts';
+import { connect } from 'node:net';
+import { createUpstream, type Upstream as HostLink } from '../host/data-plane/index.ts';
 
 export interface Logger {
   info(obj: object, msg?: string): void;
@@ -172,7 +173,8 @@ export function createHostClient(options: { controlUrl: string; token: string; t
       const key = `${hostname}:${port}`;
       let link = links.get(key);
       if (link === undefined) {
-        link = createHostLink(hostname, port);
+        // The router gives each request its own timeout; 256 idle connections cover a busy host.
+        link = createUpstream({ open: () => connect({ host: hostname, port }), timeoutMs: 60_000, maxIdle: 256 });
         links.set(key, link);
       }
       return link;
@@ -186,7 +188,7 @@ export function createHostClient(options: { controlUrl: string; token: string; t
     close() {
       for (const stop of [...streams]) stop();
       controlAgent.destroy();
-      for (const link of links.values()) link.close();
+      for (const link of links.values()) link.destroy();
       links.clear();
     },
   };

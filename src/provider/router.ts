@@ -12,8 +12,11 @@
 //   goes to another endpoint, whatever the operation;
 // - delivered and then lost (the instance closed the connection without answering, a
 //   crash): idempotent operations go to another endpoint, others are answered 502.
+// Which failure it was, the host says in the x-shoal-error header of the replies it makes
+// itself (src/protocol/data-plane.ts); an instance's own reply never carries it.
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { Exchange, ReplyHead } from './host-link.ts';
+import type { ReplyHead, UpstreamExchange } from '../host/data-plane/index.ts';
+import { dataPlaneErrorOf, ROUTE_HEADER, type DataPlaneError } from '../protocol/data-plane.ts';
 import type { InFlightTracker } from './balancer/index.ts';
 import { leastOutstanding } from './balancer/index.ts';
 import type { CompiledOperation, RemovalReason, RouteEndpoint, RoutingTable, ServiceEntry } from './routing-table.ts';
@@ -57,8 +60,6 @@ export interface Router {
 }
 
 export const MESSAGE_PREFIX = '/s/';
-const ROUTE_HEADER = 'x-shoal-route';
-const INSTANCE_HEADER = 'x-shoal-instance';
 
 interface Message {
   service: ServiceEntry;
@@ -237,19 +238,25 @@ export function createRouter(options: RouterOptions): Router {
       return true;
     };
     let head: ReplyHead | undefined;
-    // Replies the router must read before deciding (errors the host may have made itself)
-    // and small replies (sent on in one write) are collected; others are streamed.
+    /** The host's own failure that decides where the message goes next, if the reply is one. */
+    let judged: DataPlaneError | undefined;
+    // Replies the router must read before deciding (the host's own errors) and small
+    // replies (sent on in one write) are collected; others are streamed.
     let collected: Buffer[] | undefined;
     let size = 0;
     let streaming = false;
     const request =
       `POST ${ep.pathPrefix}/${op.name} HTTP/1.1\r\nhost: ${ep.authority}\r\ncontent-type: application/json\r\n` +
       `content-length: ${msg.body.length}\r\n${ROUTE_HEADER}: ${ep.token}`;
-    const exchange: Exchange = ep.link.request(request, msg.body, timeoutMs, {
+    const exchange: UpstreamExchange = ep.link.request(request, msg.body, {
       onHead(h) {
         head = h;
-        const judged = h.status === 404 || h.status === 502 || h.status === 503;
-        if ((judged && h.length <= MAX_JUDGED) || (h.length >= 0 && h.length <= SMALL_REPLY)) {
+        if (h.status >= 400) {
+          const mark = dataPlaneErrorOf(h.headers);
+          if (mark !== undefined && JUDGED.has(mark)) judged = mark;
+        }
+        const length = h.framing === 'length' ? h.length : h.framing === 'none' ? 0 : -1;
+        if ((judged !== undefined && length <= MAX_JUDGED) || (length >= 0 && length <= SMALL_REPLY)) {
           collected = [];
           return;
         }
@@ -287,7 +294,7 @@ export function createRouter(options: RouterOptions): Router {
         }
         const body = collected!.length === 1 ? collected![0]! : Buffer.concat(collected!);
         const status = head.status;
-        if (status === 404 || status === 502 || status === 503) return judge(msg, ep, head, body);
+        if (judged !== undefined) return judge(msg, ep, head, body, judged);
         if (res.destroyed) return;
         res.writeHead(status, head.headers);
         res.end(body);
@@ -309,30 +316,28 @@ export function createRouter(options: RouterOptions): Router {
         const what = code === 'ETIMEDOUT' ? `instance ${ep.id} did not answer within ${timeoutMs} ms` : `the connection to instance ${ep.id} failed (${err.message})`;
         retry(msg, ep, true, () => fail(msg, code === 'ETIMEDOUT' ? 504 : 502, what));
       },
-    });
+    }, timeoutMs);
   }
 
-  /** A 404, 502 or 503 from the data plane: the host's own error, or the instance's reply? */
-  function judge(msg: Message, ep: RouteEndpoint, head: ReplyHead, body: Buffer): void {
-    const status = head.status;
-    const text = body.toString('utf8');
-    const fromHost = head.get(INSTANCE_HEADER) === undefined || hostError(text);
-    if (fromHost && status === 404) {
-      // "not on this host": the instance is gone; it never saw the message.
-      gone(ep, 'gone');
-      return retry(msg, ep, false, () => fail(msg, 502, `instance ${ep.id} is no longer on host ${ep.hostId}`));
+  /** The host's own failure, as its x-shoal-error header names it (one of JUDGED). */
+  function judge(msg: Message, ep: RouteEndpoint, head: ReplyHead, body: Buffer, mark: DataPlaneError): void {
+    switch (mark) {
+      case 'gone':
+      case 'no-route':
+        // The instance is not there; it never saw the message.
+        gone(ep, 'gone');
+        return retry(msg, ep, false, () => fail(msg, 502, `instance ${ep.id} is no longer on host ${ep.hostId}`));
+      case 'not-ready':
+        return retry(msg, ep, false, () => passOn(msg, ep, head, body));
+      case 'refused':
+        // Its socket is gone: nothing reached it.
+        gone(ep, 'gone');
+        return retry(msg, ep, false, () => passOn(msg, ep, head, body));
+      default:
+        // It took the message and died (or garbled its reply) before answering: a crash in flight.
+        gone(ep, 'crashed');
+        return retry(msg, ep, true, () => passOn(msg, ep, head, body));
     }
-    if (fromHost && status === 503 && /not ready/.test(text)) {
-      return retry(msg, ep, false, () => passOn(msg, ep, head, body));
-    }
-    if (fromHost && status === 502) {
-      const refused = /is not answering \((ECONNREFUSED|ENOENT)/.test(text);
-      // Refused: its socket is gone, nothing reached it. Otherwise it took the message
-      // and died before answering: a crash in flight.
-      gone(ep, refused ? 'gone' : 'crashed');
-      return retry(msg, ep, !refused, () => passOn(msg, ep, head, body));
-    }
-    passOn(msg, ep, head, body);
   }
 
   function gone(ep: RouteEndpoint, reason: RemovalReason): void {
@@ -386,13 +391,10 @@ export function createRouter(options: RouterOptions): Router {
 const EMPTY_OBJECT = Buffer.from('{}');
 /** Replies up to this size are buffered and written at once. */
 const SMALL_REPLY = 64 * 1024;
-/** Error replies (404, 502, 503) are read whole to tell the host's own from the instance's, up to this size. */
+/** The host's own errors that decide the next step are read whole, up to this size (they are small). */
 const MAX_JUDGED = 1024 * 1024;
-
-/** The host's forwarder marks its own replies (see src/host/data-plane/forwarder.ts). */
-function hostError(text: string): boolean {
-  return /"code":"(not-found|unavailable|timeout)"/.test(text) && /instance \S+ \(service /.test(text);
-}
+/** The host's own errors that take an endpoint out or send the message elsewhere; others are passed on. */
+const JUDGED: ReadonlySet<DataPlaneError> = new Set<DataPlaneError>(['gone', 'no-route', 'not-ready', 'refused', 'lost', 'bad-reply']);
 
 function drain(req: IncomingMessage): void {
   req.resume();

@@ -3,7 +3,7 @@
 // durable copy; the deployer, the reconciler and the host events keep this table in step
 // with it, and every change of a service's endpoints is handed to the activator as data
 // (an EndpointsUpdate). A warm message never leaves this table for the database.
-import type { HostLink } from './host-link.ts';
+import type { Upstream } from '../host/data-plane/index.ts';
 import type { Activator } from './activator/index.ts';
 import type { InFlightTracker } from './balancer/index.ts';
 import { compileSchema, type SchemaCheck } from './json-schema.ts';
@@ -39,7 +39,7 @@ export interface RouteEndpoint {
   token: string;
   expiresAt: number;
   /** Pooled keep-alive connections to the host's data plane (one per host address). */
-  readonly link: HostLink;
+  readonly link: Upstream;
   /** The Host header for it. */
   readonly authority: string;
   readonly readyAt: number;

@@ -142,3 +142,38 @@ test('a host that stops answering: its endpoints leave routing, messages go to t
   }
   assert.ok(farm.provider.table.endpoints('echo').every((e) => e.hostId !== gone.id));
 });
+
+test("an instance's own 404, 502 or 503, however worded, is passed on: the endpoint stays and nothing is retried", async (t) => {
+  const farm = await startFarm(t, { hosts: 1, service: quiet });
+  await farm.provider.deploy('echo', 2);
+  const before = farm.provider.table.endpoints('echo').map((e) => e.id).sort();
+  const host = farm.hosts[0]!;
+  for (const status of [404, 502, 503]) {
+    const sent = [...host.received.values()].reduce((a, b) => a + b, 0);
+    const r = await farm.call('Mimic', { status });
+    assert.equal(r.status, status);
+    assert.match(r.body.error.message, /not answering \(ECONNREFUSED\), not ready/);
+    assert.equal(r.headers.get('x-shoal-error'), null);
+    assert.equal([...host.received.values()].reduce((a, b) => a + b, 0), sent + 1, `${status}: delivered once, not retried`);
+  }
+  assert.deepEqual(farm.provider.table.endpoints('echo').map((e) => e.id).sort(), before);
+});
+
+test("the host's 503 not-ready (x-shoal-error) sends the message elsewhere and keeps the endpoint; with nowhere else it is passed on", async (t) => {
+  const farm = await startFarm(t, { hosts: 1, service: quiet });
+  await farm.provider.deploy('echo', 2);
+  const [a, b] = farm.provider.table.endpoints('echo');
+  const host = farm.hosts[0]!;
+  host.notReady.add(a!.id);
+  for (let i = 0; i < 6; i++) {
+    const r = await farm.call('Write', { ms: 1 });
+    assert.equal(r.status, 200, 'not delivered, so even a non-idempotent message goes elsewhere');
+    assert.equal(r.body.instance, b!.id);
+  }
+  assert.ok(farm.provider.table.endpoint(a!.id), 'a starting instance stays in routing');
+  host.notReady.add(b!.id);
+  const r = await farm.call('Write', { ms: 1 });
+  assert.equal(r.status, 503);
+  assert.equal(r.headers.get('x-shoal-error'), 'not-ready');
+  assert.match(r.body.error.message, /not ready/);
+});
