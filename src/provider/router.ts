@@ -333,10 +333,13 @@ export function createRouter(options: RouterOptions): Router {
         // Its socket is gone: nothing reached it.
         gone(ep, 'gone');
         return retry(msg, ep, false, () => passOn(msg, ep, head, body));
-      default:
+      case 'lost':
+      case 'bad-reply':
         // It took the message and died (or garbled its reply) before answering: a crash in flight.
         gone(ep, 'crashed');
         return retry(msg, ep, true, () => passOn(msg, ep, head, body));
+      default:
+        return passOn(msg, ep, head, body);
     }
   }
 
