@@ -10,11 +10,12 @@
 //   prepared    the runc driver, prepare() done beforehand; timed: start() = `runc start`
 //   prepared-native  the same with the x86_64-only seccomp filter
 // The overlay mount (3-5 ms) is made before the clock starts for every variant.
+// createStartRig is the same machinery for other benchmarks (the provider's fan-out floor).
 import { spawn } from 'node:child_process';
 import { chmod, chown, mkdir, mkdtemp, rm, rmdir } from 'node:fs/promises';
 import { request as httpRequest } from 'node:http';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { isAbsolute, join } from 'node:path';
 import type { Driver, InstanceSpec } from '../src/host/drivers/driver.ts';
 import { canPrepare } from '../src/host/drivers/driver.ts';
 import { createProcessDriver } from '../src/host/drivers/process/index.ts';
@@ -55,6 +56,130 @@ const median = (xs: number[]): number => {
   return s.length % 2 ? (s[(s.length - 1) / 2] as number) : ((s[s.length / 2 - 1] as number) + (s[s.length / 2] as number)) / 2;
 };
 
+/** One instance's directories and spec. Its overlay root is mounted by mount(), not before. */
+export interface BenchInstance {
+  spec: InstanceSpec;
+  /** The socket as seen from this process. */
+  socket: string;
+  mount(): Promise<void>;
+  release(): Promise<void>;
+}
+
+/** Something started: `ms` from the caller's t0 until the first 200 on /healthz. */
+export interface StartedInstance {
+  ms: number;
+  stop(): Promise<void>;
+}
+
+export interface StartRigOptions {
+  /** Work directory (made traversable: the service runs as uid 65534). */
+  dir: string;
+  /** A plain directory holding the whole root (plain children and the process driver start from it). */
+  flat: string;
+  /** Overlay layers, top-most first (the runc instances' roots); none: runc is not offered. */
+  lowerDirs?: string[];
+  /** The program and its arguments inside the root (default: the driver tests' fixture service). */
+  args?: string[];
+  cwd?: string;
+  resources?: InstanceSpec['resources'];
+}
+
+export interface StartRig {
+  instance(overlay: boolean): Promise<BenchInstance>;
+  /** `args` as a plain child (the root's paths, a clean env, uid 65534 when root). */
+  plain(inst: BenchInstance, t0: number): Promise<StartedInstance>;
+  /** driver.start(); stop() also destroys the driver's state. */
+  onDriver(driver: Driver, inst: BenchInstance, t0: number): Promise<StartedInstance>;
+}
+
+/** Starts the same service the same ways for every benchmark that needs a baseline. */
+export function createStartRig(options: StartRigOptions): StartRig {
+  const { dir, flat, lowerDirs } = options;
+  const args = options.args ?? serviceArgs;
+  const resources = options.resources ?? { memoryBytes: 256 * 1024 * 1024, cpuMillis: 1000, pids: 64 };
+  let seq = 0;
+  return {
+    async instance(overlay) {
+      if (overlay && !lowerDirs) throw new Error('this rig has no layers to mount');
+      const id = `b${process.pid}-${seq++}`;
+      const base = join(dir, 'i', id);
+      const d = { upper: join(base, 'u'), work: join(base, 'w'), rootfs: join(base, 'r'), sock: join(base, 's'), state: join(base, 'st') };
+      for (const p of Object.values(d)) await mkdir(p, { recursive: true });
+      await chmod(dir, 0o755);
+      await chmod(join(dir, 'i'), 0o755);
+      await chmod(base, 0o755);
+      if (asRoot) await chown(d.sock, 65534, 65534);
+      let mounted = false;
+      const listen = overlay ? '/run/shoal/app.sock' : join(d.sock, 'app.sock');
+      return {
+        socket: join(d.sock, 'app.sock'),
+        spec: {
+          id,
+          rootfs: overlay ? d.rootfs : flat,
+          args,
+          env: ['PATH=/usr/local/bin:/bin', `SHOAL_LISTEN=${listen}`],
+          cwd: options.cwd ?? '/app',
+          user: { uid: 65534, gid: 65534 },
+          resources,
+          socketDir: d.sock,
+          logFile: join(base, 'log'),
+          stateDir: d.state,
+        },
+        mount: async () => {
+          if (!overlay || mounted) return;
+          await mountOverlay({ lowerDirs: lowerDirs!, upperDir: d.upper, workDir: d.work, target: d.rootfs });
+          mounted = true;
+        },
+        release: async () => {
+          if (mounted) await unmountOverlay(d.rootfs);
+          await rm(base, { recursive: true, force: true });
+        },
+      };
+    },
+
+    async plain(inst, t0) {
+      const inRoot = (p: string): string => (isAbsolute(p) ? join(flat, p) : p);
+      const child = spawn(inRoot(args[0]!), args.slice(1).map(inRoot), {
+        cwd: inRoot(options.cwd ?? '/app'),
+        env: { PATH: '/usr/local/bin:/bin', SHOAL_LISTEN: inst.socket },
+        stdio: 'ignore',
+        ...(asRoot ? { uid: 65534, gid: 65534 } : {}),
+      });
+      const gone = new Promise((r) => child.once('exit', r));
+      const stop = async (): Promise<void> => {
+        if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+        await gone;
+      };
+      try {
+        return { ms: await untilReady(inst.socket, t0), stop };
+      } catch (e) {
+        await stop();
+        throw e;
+      }
+    },
+
+    async onDriver(driver, inst, t0) {
+      const running = await driver.start(inst.spec);
+      const stop = async (): Promise<void> => {
+        await running.stop({ graceMs: 1000 });
+        await driver.destroy(inst.spec.id, inst.spec.stateDir);
+      };
+      try {
+        return { ms: await untilReady(inst.socket, t0), stop };
+      } catch (e) {
+        await stop();
+        throw e;
+      }
+    },
+  };
+}
+
+/** runc leaves the parent cgroup it created in each hierarchy; removes it when empty. */
+export async function removeCgroupParent(cgroupParent: string): Promise<void> {
+  const own = await cgroupPathsOf(process.pid).catch(() => ({ v1: {}, unified: undefined }));
+  for (const p of new Set([...Object.values(own.v1), ...(own.unified ? [own.unified] : [])])) await rmdir(join(p, cgroupParent)).catch(() => undefined);
+}
+
 export async function runHostStartBench(options: { n?: number; log?: (m: string) => void } = {}): Promise<HostStartResult> {
   const n = options.n ?? 10;
   const dir = await mkdtemp(join(tmpdir(), 'shoal-bench-'));
@@ -67,6 +192,7 @@ export async function runHostStartBench(options: { n?: number; log?: (m: string)
   try {
     const flat = await buildFlatRootfs(join(dir, 'flat'));
     const layers = asRoot ? await buildServiceLayers(join(dir, 'layers')) : undefined;
+    const rig = createStartRig({ dir, flat, ...(layers ? { lowerDirs: [layers.appLayer, layers.nodeLayer] } : {}) });
     const quiet = (): void => undefined;
     const processDriver = createProcessDriver({ log: quiet });
     const runcDrivers: Record<string, Driver> = asRoot
@@ -76,62 +202,22 @@ export async function runHostStartBench(options: { n?: number; log?: (m: string)
           native: createRuncDriver({ runcRoot: join(dir, 'runc-native'), mode: 'shim', cgroupParent, shimDir: join(dir, 'shim'), seccompArchitectures: 'native', log: quiet }),
         }
       : {};
-    let seq = 0;
-
-    async function instanceSpec(overlay: boolean): Promise<{ spec: InstanceSpec; socket: string; release: () => Promise<void> }> {
-      const id = `b${seq++}`;
-      const base = join(dir, 'i', id);
-      const d = { upper: join(base, 'u'), work: join(base, 'w'), rootfs: join(base, 'r'), sock: join(base, 's'), state: join(base, 'st') };
-      for (const p of Object.values(d)) await mkdir(p, { recursive: true });
-      await chmod(join(dir, 'i'), 0o755);
-      await chmod(base, 0o755);
-      if (asRoot) await chown(d.sock, 65534, 65534);
-      if (overlay && layers) await mountOverlay({ lowerDirs: [layers.appLayer, layers.nodeLayer], upperDir: d.upper, workDir: d.work, target: d.rootfs });
-      const listen = overlay ? '/run/shoal/app.sock' : join(d.sock, 'app.sock');
-      return {
-        socket: join(d.sock, 'app.sock'),
-        spec: {
-          id,
-          rootfs: overlay ? d.rootfs : flat,
-          args: serviceArgs,
-          env: ['PATH=/usr/local/bin:/bin', `SHOAL_LISTEN=${listen}`],
-          cwd: '/app',
-          user: { uid: 65534, gid: 65534 },
-          resources: { memoryBytes: 256 * 1024 * 1024, cpuMillis: 1000, pids: 64 },
-          socketDir: d.sock,
-          logFile: join(base, 'log'),
-          stateDir: d.state,
-        },
-        release: async () => {
-          if (overlay) await unmountOverlay(d.rootfs);
-          await rm(base, { recursive: true, force: true });
-        },
-      };
-    }
 
     async function viaDriver(name: string, driver: Driver, overlay: boolean, prepared: boolean): Promise<void> {
-      const inst = await instanceSpec(overlay);
+      const inst = await rig.instance(overlay);
+      await inst.mount();
       if (prepared && canPrepare(driver)) await driver.prepare(inst.spec);
-      const t0 = performance.now();
-      const running = await driver.start(inst.spec);
-      record(name, await untilReady(inst.socket, t0));
-      await running.stop({ graceMs: 1000 });
-      await driver.destroy(inst.spec.id, inst.spec.stateDir);
+      const started = await rig.onDriver(driver, inst, performance.now());
+      record(name, started.ms);
+      await started.stop();
       await inst.release();
     }
 
     async function plain(): Promise<void> {
-      const inst = await instanceSpec(false);
-      const t0 = performance.now();
-      const child = spawn(join(flat, 'usr/local/bin/node'), [join(flat, 'app/server.mjs')], {
-        env: { PATH: '/usr/local/bin:/bin', SHOAL_LISTEN: inst.socket },
-        stdio: 'ignore',
-        ...(asRoot ? { uid: 65534, gid: 65534 } : {}),
-      });
-      record('plain', await untilReady(inst.socket, t0));
-      const gone = new Promise((r) => child.once('exit', r));
-      child.kill('SIGKILL');
-      await gone;
+      const inst = await rig.instance(false);
+      const started = await rig.plain(inst, performance.now());
+      record('plain', started.ms);
+      await started.stop();
       await inst.release();
     }
 
@@ -154,13 +240,10 @@ export async function runHostStartBench(options: { n?: number; log?: (m: string)
     for (const d of Object.values(runcDrivers)) await d.close();
   } finally {
     await rm(dir, { recursive: true, force: true });
-    // runc leaves the parent cgroup it created in each hierarchy; remove it when empty.
-    const own = await cgroupPathsOf(process.pid).catch(() => ({ v1: {}, unified: undefined }));
-    for (const p of new Set([...Object.values(own.v1), ...(own.unified ? [own.unified] : [])])) await rmdir(join(p, cgroupParent)).catch(() => undefined);
+    await removeCgroupParent(cgroupParent);
   }
   return { n, samples: results };
 }
-
 const describe: Record<string, string> = {
   plain: '`node server.mjs` child, clean env (baseline)',
   process: 'process driver',

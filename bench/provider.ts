@@ -11,18 +11,26 @@
 //           and nginx proxying to the same socket. Node keep-alive client (and wrk for the TCP
 //           targets).
 //  spread   deploy one service to 1, 4 and 8 hosts at once (one POST, spread placement):
-//           wall time, ratio to one host (goal: 8 hosts ≤ 1.5 × one).
+//           wall time, ratio to one host (goal: 8 hosts ≤ 1.5 × one). In the same run, the
+//           machine's own floor for starting N of the same service at once without Shoal:
+//           N plain `node server.mjs` children, and N containers of the same image layers
+//           started by the runc driver alone (the host's launch: shim + `runc run -d`, with
+//           the overlay mount), each ready at its first 200 on GET /healthz. All of it shares
+//           this machine's CPUs, so a baseline's own N/1 ratio is what the machine allows.
 //
 // The farm (store + provider + hosts) runs in a child process, the load client in this one.
-//   node bench/provider.ts [--runs 8] [--duration-ms 4000] [--connections 32] [--only cold,warm,spread]   (root + runc)
+//   node bench/provider.ts [--runs 8] [--duration-ms 4000] [--connections 32] [--only cold,warm,spread] [--no-warm-pool]   (root + runc)
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { Agent, request, type RequestOptions } from 'node:http';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createHistogram } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
+import type { Driver } from '../src/host/drivers/driver.ts';
+import { createStartRig, removeCgroupParent, type BenchInstance, type StartedInstance, type StartRig } from './host-start.ts';
 import { executable, freePort, loadFor, NGINX, runWrk, startNginx, stopChild, WRK, type LoadFigures } from './lib/peers.ts';
+import { settle } from './lib/settle.ts';
 
 const SELF = fileURLToPath(import.meta.url);
 const HOSTS = 8;
@@ -59,7 +67,17 @@ export interface ProviderBenchResult {
     wrk: { forwarder?: LoadFigures; provider?: LoadFigures; nginx?: LoadFigures };
   };
   /** slowestHostMs: the slowest host's own plan-to-ready in the run (median over runs). */
-  spread: Array<{ hosts: number; wallMs: number; runsMs: number[]; ratio: number; slowestHostMs: number }>;
+  spread: Array<{
+    hosts: number;
+    wallMs: number;
+    runsMs: number[];
+    ratio: number;
+    slowestHostMs: number;
+    /** Median over runs of the slowest host's timeline phases (ms). */
+    slowestPhases: Record<string, number>;
+    /** The same N started at once without Shoal (see the header); ratio: wall / its own N = 1 wall. */
+    floor: Partial<Record<FloorKind, { wallMs: number; runsMs: number[]; ratio: number }>>;
+  }>;
   notes: string[];
 }
 
@@ -77,8 +95,20 @@ const median = (xs: number[]): number => {
 
 export type ProviderBenchSection = 'cold' | 'warm' | 'spread';
 
+/** plain: `node server.mjs` children; runc: containers by the runc driver alone (no host agent, no provider). */
+export type FloorKind = 'plain' | 'runc';
+const FLOOR_KINDS: readonly FloorKind[] = ['plain', 'runc'];
+
 export async function runProviderBench(
-  options: { runs?: number; durationMs?: number; connections?: number; only?: readonly ProviderBenchSection[]; log?: (line: string) => void } = {},
+  options: {
+    runs?: number;
+    durationMs?: number;
+    connections?: number;
+    only?: readonly ProviderBenchSection[];
+    /** The hosts' warm pool (default on, as hosts start by default). */
+    warmPool?: boolean;
+    log?: (line: string) => void;
+  } = {},
 ): Promise<ProviderBenchResult> {
   const want = (s: ProviderBenchSection) => options.only === undefined || options.only.includes(s);
   const runs = options.runs ?? 8;
@@ -90,7 +120,8 @@ export async function runProviderBench(
   const children: ChildProcess[] = [];
   try {
     log('starting the farm (store, provider, 8 runc hosts) in a child process');
-    const farmChild = await startChild(['--role=farm', dir]);
+    const farmChild = await startChild(['--role=farm', dir, ...(options.warmPool === false ? ['--no-warm-pool'] : [])]);
+    if (options.warmPool === false) notes.push('hosts ran without their warm pool (--no-warm-pool)');
     children.push(farmChild);
     const farm = JSON.parse(farmChild.ready!) as FarmInfo;
     const api = (method: string, path: string, body?: unknown) => json(`${farm.providerUrl}${path}`, method, body);
@@ -111,6 +142,8 @@ export async function runProviderBench(
     log('warming the layer caches of the hosts');
     await api('POST', '/api/v1/services', service('warmup', { placement: { policy: 'spread' } }));
     await api('POST', '/api/v1/services/warmup/deployments', { count: HOSTS });
+    // The floor starts the very image the hosts run: its layers as host 0 unpacked them.
+    const image = want('spread') ? await imageOnHost(join(dir, 'h0')) : undefined;
     await api('DELETE', '/api/v1/services/warmup');
 
     // ---- cold ----
@@ -227,10 +260,9 @@ export async function runProviderBench(
 
     // ---- spread ----
     const spread: ProviderBenchResult['spread'] = [];
-    for (const n of want('spread') ? [1, 4, 8] : []) {
-      const runsMs: number[] = [];
-      const slowestMs: number[] = [];
-      for (let k = 0; k < 3; k++) {
+    const floor = image === undefined ? undefined : await startFloor(image);
+    try {
+      const shoalRun = async (n: number, k: number) => {
         const name = `spread-${n}-${k}`;
         await api('POST', '/api/v1/services', service(name, { placement: { policy: 'spread' } }));
         const t0 = performance.now();
@@ -238,23 +270,62 @@ export async function runProviderBench(
           deployments: Array<{ state: string; hostId: string; timeline?: { phases: Array<{ name: string; startMs: number; endMs: number }> } }>;
         };
         const wall = performance.now() - t0;
-        runsMs.push(wall);
-        // The slowest host's own plan-to-ready: what no provider could shorten.
-        const slowest = Math.max(
-          ...out.deployments.map((d) => {
-            const ph = d.timeline?.phases ?? [];
-            const a = ph.find((p) => p.name === 'admit');
-            const r = ph.find((p) => p.name === 'ready');
-            return a && r ? r.endMs - a.startMs : 0;
-          }),
-        );
-        slowestMs.push(slowest);
         const ready = out.deployments.filter((d) => d.state === 'ready');
         if (ready.length !== n || new Set(ready.map((d) => d.hostId)).size !== n) throw new Error(`spread ${n}: ${JSON.stringify(out)}`);
+        // The slowest host's own plan-to-ready: what no provider could shorten.
+        const timed = out.deployments.map((d) => {
+          const ph = d.timeline?.phases ?? [];
+          const a = ph.find((p) => p.name === 'admit');
+          const r = ph.find((p) => p.name === 'ready');
+          return { ms: a && r ? r.endMs - a.startMs : 0, phases: ph };
+        });
+        const slowest = timed.reduce((x, y) => (y.ms > x.ms ? y : x));
         await api('DELETE', `/api/v1/services/${name}`);
+        return { wall, slowest };
+      };
+      for (const n of want('spread') ? [1, 4, 8] : []) {
+        const runsMs: number[] = [];
+        const slowestMs: number[] = [];
+        const phaseRuns = new Map<string, number[]>();
+        const floorRuns: Record<FloorKind, number[]> = { plain: [], runc: [] };
+        for (let k = 0; k < 3; k++) {
+          // Rotate who goes first; wait for the farm's after-work (teardown, pre-created
+          // containers) to finish before each timed start.
+          const order = ['shoal', ...FLOOR_KINDS] as const;
+          for (let j = 0; j < order.length; j++) {
+            const what = order[(j + k) % order.length]!;
+            if (!(await settle())) notes.push(`spread ${n}, run ${k + 1}: the machine was not idle before the ${what} start`);
+            if (what === 'shoal') {
+              const { wall, slowest } = await shoalRun(n, k);
+              runsMs.push(wall);
+              slowestMs.push(slowest.ms);
+              addPhases(phaseRuns, slowest.phases);
+            } else floorRuns[what].push(await floor!.atOnce(what, n));
+          }
+        }
+        spread.push({
+          hosts: n,
+          wallMs: median(runsMs),
+          runsMs,
+          ratio: 0,
+          slowestHostMs: median(slowestMs),
+          slowestPhases: Object.fromEntries([...phaseRuns].map(([name, xs]) => [name, median(xs)])),
+          floor: Object.fromEntries(FLOOR_KINDS.filter((f) => floorRuns[f].length > 0).map((f) => [f, { wallMs: median(floorRuns[f]), runsMs: floorRuns[f], ratio: 0 }])),
+        });
+        log(
+          `spread to ${n} host(s): ${runsMs.map((x) => x.toFixed(0)).join(', ')} ms; ` +
+            FLOOR_KINDS.map((f) => `${f} ${floorRuns[f].map((x) => x.toFixed(0)).join(', ')} ms`).join('; '),
+        );
       }
-      spread.push({ hosts: n, wallMs: median(runsMs), runsMs, ratio: 0, slowestHostMs: median(slowestMs) });
-      log(`spread to ${n} host(s): ${runsMs.map((x) => x.toFixed(0)).join(', ')} ms`);
+    } finally {
+      await floor?.close();
+    }
+    for (const s of spread) {
+      for (const f of FLOOR_KINDS) {
+        const mine = s.floor[f];
+        const one = spread[0]!.floor[f];
+        if (mine && one) mine.ratio = mine.wallMs / one.wallMs;
+      }
     }
     for (const s of spread) s.ratio = s.wallMs / spread[0]!.wallMs;
     return { ...(want('cold') ? { cold } : {}), ...(warm ? { warm } : {}), spread, notes };
@@ -266,7 +337,7 @@ export async function runProviderBench(
 
 // ---- the farm (child process) ----
 
-async function runFarm(dir: string): Promise<void> {
+async function runFarm(dir: string, warmPool: boolean): Promise<void> {
   const { startHost } = await import('../src/host/index.ts');
   const { startProvider } = await import('../src/provider/index.ts');
   const { startStore } = await import('../src/image/index.ts');
@@ -281,6 +352,7 @@ async function runFarm(dir: string): Promise<void> {
         token: TOKEN,
         capacity: { memoryMb: 4096, cpuMillis: 8000, instances: 32 },
         driver: 'runc',
+        ...(warmPool ? {} : { warmPool: { perImage: 0 } }),
       }),
     );
   }
@@ -296,6 +368,88 @@ async function runFarm(dir: string): Promise<void> {
   });
   const info: FarmInfo = { providerUrl: provider.url, storeUrl: store.url, hosts: hosts.map((h) => ({ id: h.hostId, controlUrl: h.controlUrl, dataUrl: h.dataUrl })) };
   process.stdout.write(`${JSON.stringify(info)}\n`);
+}
+
+// ---- the machine's floor: the same image started N at once without Shoal ----
+
+interface HostImage {
+  /** The layer directories host 0 unpacked, top-most first (overlayfs order). */
+  lowerDirs: string[];
+  args: string[];
+  cwd: string;
+}
+
+/** The image of a live instance on the host in `hostDir`, read from its record and layer cache. */
+async function imageOnHost(hostDir: string): Promise<HostImage> {
+  const instances = join(hostDir, 'instances');
+  for (const id of await readdir(instances)) {
+    const rec = JSON.parse(await readFile(join(instances, id, 'instance.json'), 'utf8').catch(() => 'null')) as {
+      rootfs?: { layers: Array<{ digest: string }>; process: { args: string[]; cwd: string } };
+    } | null;
+    if (!rec?.rootfs) continue;
+    const lowerDirs = rec.rootfs.layers.map((l) => join(hostDir, 'cache', 'layers', l.digest.replace(/^sha256:/, ''))).reverse();
+    for (const d of lowerDirs) if (!(await stat(d).catch(() => undefined))?.isDirectory()) throw new Error(`layer ${d} of ${id} is not in the host's cache`);
+    return { lowerDirs, args: rec.rootfs.process.args, cwd: rec.rootfs.process.cwd || '/' };
+  }
+  throw new Error(`no instance with a root file system under ${instances}`);
+}
+
+interface Floor {
+  /** Starts n at once; ms from go until the last answers 200 on /healthz. */
+  atOnce(kind: FloorKind, n: number): Promise<number>;
+  close(): Promise<void>;
+}
+
+/**
+ * The start rig of bench/host-start.ts on the hosts' own layers. Plain children run the
+ * image's program from one read-only overlay of those layers; containers get an overlay
+ * each, mounted inside the timed window (the host mounts inside its own too), and the
+ * plan's resources.
+ */
+async function startFloor(image: HostImage): Promise<Floor> {
+  const { listMounts, mountOverlay, unmountOverlay } = await import('../src/host/rootfs/overlay.ts');
+  const { createRuncDriver } = await import('../src/host/drivers/runc/index.ts');
+  const dir = await mkdtemp(join(tmpdir(), 'spb-floor-'));
+  await chmod(dir, 0o755);
+  const flat = join(dir, 'flat');
+  await mkdir(flat);
+  await mountOverlay({ lowerDirs: image.lowerDirs, target: flat });
+  const cgroupParent = `shoal-bench-floor-${process.pid}`;
+  // As the hosts launch (mode auto = the shim, its default cache dir), in a runc root of its own.
+  const runc: Driver = createRuncDriver({ runcRoot: join(dir, 'runc'), cgroupParent, log: () => undefined });
+  const rig: StartRig = createStartRig({ dir, flat, lowerDirs: image.lowerDirs, args: image.args, cwd: image.cwd, resources: { memoryBytes: 128 * 1024 * 1024, cpuMillis: 1000, pids: 32 } });
+  const atOnce = async (kind: FloorKind, n: number): Promise<number> => {
+    const insts: BenchInstance[] = await Promise.all(Array.from({ length: n }, () => rig.instance(kind === 'runc')));
+    const t0 = performance.now();
+    const settled = await Promise.allSettled(
+      insts.map(async (inst): Promise<StartedInstance> => {
+        if (kind === 'plain') return rig.plain(inst, t0);
+        await inst.mount();
+        return rig.onDriver(runc, inst, t0);
+      }),
+    );
+    const wall = performance.now() - t0;
+    for (const r of settled) if (r.status === 'fulfilled') await r.value.stop();
+    for (const inst of insts) await inst.release();
+    const failed = settled.find((r) => r.status === 'rejected');
+    if (failed) throw new Error(`floor ${kind} × ${n}: ${String(failed.reason)}`);
+    return wall;
+  };
+  // One of each first, unrecorded: the shim build, the page cache.
+  await atOnce('plain', 1);
+  await atOnce('runc', 1);
+  return {
+    atOnce,
+    async close() {
+      await runc.close();
+      await unmountOverlay(flat);
+      await removeCgroupParent(cgroupParent);
+      // Only once nothing is mounted in it: rm through a mount would reach the layers.
+      const left = await listMounts(dir);
+      if (left.length > 0) throw new Error(`still mounted, ${dir} kept: ${left.join(', ')}`);
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
 }
 
 // ---- clients ----
@@ -416,6 +570,10 @@ export function formatProviderBench(r: ProviderBenchResult): string {
     }
   }
   if (r.spread.length > 0) {
+    const kinds = FLOOR_KINDS.filter((f) => r.spread.every((s) => s.floor[f] !== undefined));
+    const floorName: Record<FloorKind, string> = { plain: 'plain node children', runc: 'runc driver alone' };
+    const last = r.spread.at(-1)!;
+    const phaseNames = [...new Set(r.spread.flatMap((s) => Object.keys(s.slowestPhases)))];
     lines.push(
       '### Deploying one service to several hosts at once (spread, warm caches, 3 runs, median)',
       '',
@@ -425,8 +583,32 @@ export function formatProviderBench(r: ProviderBenchResult): string {
         (s) => `| ${s.hosts} | ${Math.round(s.wallMs)} | ${s.runsMs.map((x) => Math.round(x)).join(', ')} | ${f2(s.ratio)} | ${Math.round(s.slowestHostMs)} | ${Math.round(s.wallMs - s.slowestHostMs)} |`,
       ),
       '',
-      `8 hosts / 1 host = **${f2(r.spread.at(-1)!.ratio)}** (goal ≤ 1.5). All hosts share this machine's ${cpus().length} CPUs, so their runc starts queue for CPU; the last column is what the provider adds on top of the slowest host.`,
+      `8 hosts / 1 host = **${f2(last.ratio)}** (goal ≤ 1.5). The last column is what the provider adds on top of the slowest host.`,
+      '',
     );
+    if (kinds.length > 0) {
+      lines.push(
+        `#### The machine's floor: the same N started at once without Shoal (same run, interleaved, 3 runs each, median)`,
+        '',
+        "Plain: N `node server.mjs` children of the image's own files (clean env, uid 65534). runc: N containers of the hosts' own unpacked layers, the plan's resources, started by the runc driver alone as the hosts start them (overlay mount, shim, `runc run -d`), no host agent, no provider. Each is ready at its first 200 on GET /healthz; wall = go → the last one ready. Before every timed start (Shoal's or a floor's) the bench waits until the CPUs are idle, so one run's teardown and pre-created containers do not land in the next. A floor's own × N=1 is what this machine allows any launcher; Shoal / floor is what the host agent and the provider add at that N.",
+        '',
+        `| N | Shoal wall ms | × N=1 | ${kinds.map((f) => `${floorName[f]} ms | × N=1`).join(' | ')} | ${kinds.map((f) => `Shoal / ${f}`).join(' | ')} |`,
+        `| ---: | ---: | ---: | ${kinds.map(() => '---: | ---:').join(' | ')} | ${kinds.map(() => '---:').join(' | ')} |`,
+        ...r.spread.map(
+          (s) =>
+            `| ${s.hosts} | ${Math.round(s.wallMs)} | ${f2(s.ratio)} | ${kinds.map((f) => `${Math.round(s.floor[f]!.wallMs)} (${s.floor[f]!.runsMs.map((x) => Math.round(x)).join(', ')}) | ${f2(s.floor[f]!.ratio)}`).join(' | ')} | ${kinds.map((f) => f2(s.wallMs / s.floor[f]!.wallMs)).join(' | ')} |`,
+        ),
+        '',
+        `At 8: Shoal ${f2(last.ratio)}× its one-host time; the machine alone ${kinds.map((f) => `${f2(last.floor[f]!.ratio)}× (${f})`).join(', ')}. Shoal's 8-host time is ${kinds.map((f) => `${f2(last.wallMs / last.floor[f]!.wallMs)}× the ${f} floor's`).join(' and ')} (at 1: ${kinds.map((f) => `${f2(r.spread[0]!.wallMs / r.spread[0]!.floor[f]!.wallMs)}×`).join(', ')}).`,
+        '',
+        "The slowest host's phases (median ms):",
+        '',
+        `| N | ${phaseNames.join(' | ')} |`,
+        `| ---: | ${phaseNames.map(() => '---:').join(' | ')} |`,
+        ...r.spread.map((s) => `| ${s.hosts} | ${phaseNames.map((p) => (s.slowestPhases[p] === undefined ? '–' : f1(s.slowestPhases[p]!))).join(' | ')} |`),
+        '',
+      );
+    }
   }
   lines.push(...r.notes.map((n) => `- ${n}`));
   return lines.join('\n');
@@ -435,7 +617,7 @@ export function formatProviderBench(r: ProviderBenchResult): string {
 if (import.meta.main) {
   const args = process.argv.slice(2);
   const role = args.find((a) => a.startsWith('--role='))?.slice('--role='.length);
-  if (role === 'farm') await runFarm(args[1]!);
+  if (role === 'farm') await runFarm(args[1]!, !args.includes('--no-warm-pool'));
   else {
     const flag = (name: string): number | undefined => {
       const i = args.indexOf(name);
@@ -443,7 +625,13 @@ if (import.meta.main) {
     };
     const onlyAt = args.indexOf('--only');
     const only = onlyAt === -1 ? undefined : (args[onlyAt + 1]!.split(',') as ProviderBenchSection[]);
-    const result = await runProviderBench({ runs: flag('--runs'), durationMs: flag('--duration-ms'), connections: flag('--connections'), ...(only ? { only } : {}) });
+    const result = await runProviderBench({
+      runs: flag('--runs'),
+      durationMs: flag('--duration-ms'),
+      connections: flag('--connections'),
+      ...(only ? { only } : {}),
+      ...(args.includes('--no-warm-pool') ? { warmPool: false } : {}),
+    });
     console.log(formatProviderBench(result));
   }
 }
