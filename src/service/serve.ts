@@ -182,7 +182,6 @@ export async function serve<S extends AnyService>(def: S, handlers: NoInfer<Hand
   });
   // The service may run as another uid than whoever connects (the host's forwarder).
   await chmod(socketPath, 0o666);
-  log.info(`listening on ${socketPath}`, { operations: [...operations.keys()], imports: importNames });
 
   let closing: Promise<void> | undefined;
   const close = (): Promise<void> => {
@@ -227,6 +226,9 @@ export async function serve<S extends AnyService>(def: S, handlers: NoInfer<Hand
     process.once('SIGTERM', onSignal);
     process.once('SIGINT', onSignal);
   }
+  // Announced only once SIGTERM is handled: a supervisor that reads "listening" and at once
+  // sends SIGTERM must get the drain and exit 0, not the default death by signal.
+  log.info(`listening on ${socketPath}`, { operations: [...operations.keys()], imports: importNames });
 
   return {
     socketPath,
