@@ -4,3 +4,4 @@ export * from './oci.ts';
 export * from './image-ref.ts';
 export * from './driver.ts';
 export * from './deployment.ts';
+export * from './data-plane.ts';
