@@ -259,10 +259,6 @@ export interface HostPool {
   close(): Promise<void>;
 }
 
-export function hostToken(record: HostRecord): string | undefined {
-  return record.controlToken;
-}
-
 /** A host record as the API shows it: without its token. */
 export function publicHost(record: HostRecord): HostRecord {
   return { ...record, controlToken: undefined };
@@ -280,7 +276,7 @@ export function createHostPool(options: HostPoolOptions): HostPool {
 
   function adopt(record: HostRecord, token: string, report: HostReport | undefined): PoolHost {
     const existing = hosts.get(record.id);
-    if (existing !== undefined && existing.controlUrl === record.controlUrl && hostToken(record) === token) {
+    if (existing !== undefined && existing.controlUrl === record.controlUrl && record.controlToken === token) {
       existing.state = record.state;
       existing.labels = record.labels;
       existing.dataUrl = record.dataUrl;
@@ -365,7 +361,7 @@ export function createHostPool(options: HostPoolOptions): HostPool {
 
   async function load(): Promise<void> {
     for (const record of await registry.listHosts()) {
-      const token = hostToken(record);
+      const token = record.controlToken;
       if (token === undefined) {
         log.warn({ host: record.id }, 'registered host has no control token on record; skipped');
         continue;
@@ -424,7 +420,7 @@ export function createHostPool(options: HostPoolOptions): HostPool {
       for (const record of await registry.listHosts().catch(() => [])) {
         const host = hosts.get(record.id);
         if (host === undefined) {
-          const token = hostToken(record);
+          const token = record.controlToken;
           if (token !== undefined) adopt(record, token, undefined);
           continue;
         }

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createHostPool, hostToken } from '../../src/provider/host-pool.ts';
+import { createHostPool } from '../../src/provider/host-pool.ts';
 import { openRegistry } from '../../src/provider/registry/index.ts';
 import type { HostEvent } from '../../src/protocol/deployment.ts';
 import { startFakeHost } from './fixtures/fake-host.ts';
@@ -47,7 +47,7 @@ test('registration: the report names the host; its token is kept for a restarted
   const record = await registry.getHost(host.id);
   assert.equal(record?.state, 'alive');
   assert.deepEqual(record?.labels, { zone: 'z1' });
-  assert.equal(hostToken(record!), 'tok-12345678');
+  assert.equal(record!.controlToken, 'tok-12345678');
   await assert.rejects(pool.register({ controlUrl: host.controlUrl, token: 'wrong-token-1' }), (e: any) => e.code === 'forbidden' && e.field === 'token');
   await assert.rejects(pool.register({ controlUrl: 'ftp://x', token: 'tok-12345678' }), (e: any) => e.code === 'invalid' && e.field === 'controlUrl');
   assert.deepEqual(pool.placeable().map((p) => p.id), [host.id]);
