@@ -12,14 +12,14 @@
 //
 //   node bench/forwarding.ts [--duration-ms 5000] [--connections 32]   prints a markdown table
 
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { Agent, createServer, type RequestOptions } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createHistogram } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
-import { executable, freePort, loadFor, NGINX, runWrk, startNginx, stopChild, WRK, type LoadFigures } from './lib/peers.ts';
+import { executable, freePort, loadFor, NGINX, runWrk, startBenchChild, startNginx, stopChild, WRK, type LoadFigures } from './lib/peers.ts';
 import { listenForwarder } from '../src/host/data-plane/forwarder.ts';
 import { generateRouteKey, signRouteToken } from '../src/host/data-plane/route-token.ts';
 
@@ -59,11 +59,11 @@ export async function runForwardingBench(options: { durationMs?: number; connect
   const children: ChildProcess[] = [];
   try {
     const socketPath = join(dir, 'app.sock');
-    children.push(await startChild(['--role=instance', socketPath]));
+    children.push(await startBenchChild(SELF, ['--role=instance', socketPath]));
 
     const key = generateRouteKey();
     const token = signRouteToken({ instance: 'bench-1', service: 'bench', expiresAt: Date.now() + 3_600_000 }, key);
-    const forwarderChild = await startChild(['--role=forwarder', socketPath, Buffer.from(key).toString('hex')]);
+    const forwarderChild = await startBenchChild(SELF, ['--role=forwarder', socketPath, Buffer.from(key).toString('hex')]);
     children.push(forwarderChild);
     const forwarderPort = Number(forwarderChild.ready);
 
@@ -145,33 +145,6 @@ async function measureInterleaved(targets: RequestOptions[], connections: number
 
 const ROUNDS = 5;
 
-
-
-// ---- nginx ----
-
-
-// ---- child processes: the instance and the forwarder run apart from the load client ----
-
-type Started = ChildProcess & { ready?: string };
-
-function startChild(args: string[]): Promise<Started> {
-  return new Promise((resolve, reject) => {
-    const child: Started = spawn(process.execPath, [SELF, ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
-    let out = '';
-    const onData = (c: Buffer): void => {
-      out += c.toString();
-      const nl = out.indexOf('\n');
-      if (nl === -1) return;
-      child.stdout!.off('data', onData);
-      child.stdout!.resume();
-      child.ready = out.slice(0, nl).trim();
-      resolve(child);
-    };
-    child.stdout!.on('data', onData);
-    child.once('error', reject);
-    child.once('exit', (code) => reject(new Error(`bench child ${args[0]} exited with ${code} before it was ready`)));
-  });
-}
 
 
 async function runInstance(socketPath: string): Promise<void> {

@@ -20,7 +20,7 @@
 //
 // The farm (store + provider + hosts) runs in a child process, the load client in this one.
 //   node bench/provider.ts [--runs 8] [--duration-ms 4000] [--connections 32] [--only cold,warm,spread] [--no-warm-pool]   (root + runc)
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { chmod, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { Agent, request, type RequestOptions } from 'node:http';
 import { cpus, tmpdir } from 'node:os';
@@ -29,7 +29,7 @@ import { createHistogram } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import type { Driver } from '../src/host/drivers/driver.ts';
 import { createStartRig, removeCgroupParent, type BenchInstance, type StartedInstance, type StartRig } from './host-start.ts';
-import { executable, freePort, loadFor, NGINX, runWrk, startNginx, stopChild, WRK, type LoadFigures } from './lib/peers.ts';
+import { executable, freePort, loadFor, NGINX, runWrk, startBenchChild, startNginx, stopChild, WRK, type LoadFigures } from './lib/peers.ts';
 import { settle } from './lib/settle.ts';
 
 const SELF = fileURLToPath(import.meta.url);
@@ -120,7 +120,7 @@ export async function runProviderBench(
   const children: ChildProcess[] = [];
   try {
     log('starting the farm (store, provider, 8 runc hosts) in a child process');
-    const farmChild = await startChild(['--role=farm', dir, ...(options.warmPool === false ? ['--no-warm-pool'] : [])]);
+    const farmChild = await startBenchChild(SELF, ['--role=farm', dir, ...(options.warmPool === false ? ['--no-warm-pool'] : [])]);
     if (options.warmPool === false) notes.push('hosts ran without their warm pool (--no-warm-pool)');
     children.push(farmChild);
     const farm = JSON.parse(farmChild.ready!) as FarmInfo;
@@ -488,31 +488,6 @@ async function measure(target: RequestOptions, connections: number, durationMs: 
   }
 }
 
-
-
-// ---- nginx and child processes ----
-
-
-type Started = ChildProcess & { ready?: string };
-
-function startChild(args: string[]): Promise<Started> {
-  return new Promise((resolve, reject) => {
-    const child: Started = spawn(process.execPath, [SELF, ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
-    let out = '';
-    const onData = (c: Buffer): void => {
-      out += c.toString();
-      const nl = out.indexOf('\n');
-      if (nl === -1) return;
-      child.stdout!.off('data', onData);
-      child.stdout!.resume();
-      child.ready = out.slice(0, nl).trim();
-      resolve(child);
-    };
-    child.stdout!.on('data', onData);
-    child.once('error', reject);
-    child.once('exit', (code) => reject(new Error(`bench child ${args[0]} exited with ${code} before it was ready`)));
-  });
-}
 
 
 

@@ -173,3 +173,24 @@ export function freePort(): Promise<number> {
   });
 }
 
+/** A bench child: `node script …args`, ready once it prints its first line (kept in `ready`). */
+export type BenchChild = ChildProcess & { ready?: string };
+
+export function startBenchChild(script: string, args: string[]): Promise<BenchChild> {
+  return new Promise((resolve, reject) => {
+    const child: BenchChild = spawn(process.execPath, [script, ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    const onData = (c: Buffer): void => {
+      out += c.toString();
+      const nl = out.indexOf('\n');
+      if (nl === -1) return;
+      child.stdout!.off('data', onData);
+      child.stdout!.resume();
+      child.ready = out.slice(0, nl).trim();
+      resolve(child);
+    };
+    child.stdout!.on('data', onData);
+    child.once('error', reject);
+    child.once('exit', (code) => reject(new Error(`bench child ${args[0]} exited with ${code} before it was ready`)));
+  });
+}
