@@ -419,24 +419,9 @@ export function createAgent(options: AgentOptions): Agent {
   };
 
   const cannotPrepare = new Set<Driver>();
-  // Refills are background work: they wait until no deployment is in flight on this host,
-  // so a burst of deployments does not share the CPU with containers made for later ones
-  // (measured by bench/provider.ts's spread section: a refill costs ~20-30 ms of CPU).
-  let deploying = 0;
-  const deferredRefills = new Map<string, () => void>();
-  const refillWhenIdle = (): void => {
-    if (deploying > 0 || closing) return;
-    const refills = [...deferredRefills.values()];
-    deferredRefills.clear();
-    for (const refill of refills) refill();
-  };
   const refillWarm = (driver: Driver, plan: DeploymentPlan, rootfs: RootfsSpec, fetchBlob: BlobFetcher): void => {
     if (closing || warmPerKey <= 0 || warmMax <= 0 || !canPrepare(driver) || cannotPrepare.has(driver)) return;
     const key = warmKey(driver, plan, rootfs);
-    if (deploying > 0) {
-      deferredRefills.set(key, () => refillWarm(driver, plan, rootfs, fetchBlob));
-      return;
-    }
     const have = warm.filter((e) => e.key === key).length + (warming.get(key) ?? 0);
     if (have >= warmPerKey) return;
     if (warm.length + [...warming.values()].reduce((a, b) => a + b, 0) >= warmMax) {
@@ -469,16 +454,6 @@ export function createAgent(options: AgentOptions): Agent {
   };
 
   const deploy = async (plan: DeploymentPlan): Promise<DeploymentResult> => {
-    deploying++;
-    try {
-      return await deployOne(plan);
-    } finally {
-      deploying--;
-      refillWhenIdle();
-    }
-  };
-
-  const deployOne = async (plan: DeploymentPlan): Promise<DeploymentResult> => {
     if (closing) throw new ShoalError('unavailable', 'the host is shutting down');
     const t0 = performance.now();
     const startedAt = Date.now();

@@ -12,14 +12,12 @@ import { createEventBus, type EventBus } from '../../src/host/events.ts';
 import { createHostState } from '../../src/host/host-state.ts';
 import { createLayerCache } from '../../src/host/layer-cache.ts';
 import { createProcessDriver } from '../../src/host/drivers/process/index.ts';
-import type { Driver, InstanceSpec } from '../../src/host/drivers/driver.ts';
 import { listMounts, mountOverlay, unmountOverlay } from '../../src/host/rootfs/overlay.ts';
 import { openImportSockets } from '../../src/host/data-plane/import-sockets.ts';
 import type { DeploymentPlan } from '../../src/protocol/deployment.ts';
 import { digestOf } from '../../src/protocol/digest.ts';
 import type { RootfsSpec } from '../../src/protocol/oci.ts';
 import { post } from '../fixtures/instance-client.ts';
-import { until } from '../fixtures/until.ts';
 
 const echoServer = new URL('../../examples/echo/rootfs/app/server.mjs', import.meta.url).pathname;
 const layerText = 'echo-layer-v1';
@@ -42,14 +40,7 @@ function plan(over: Partial<DeploymentPlan> = {}): DeploymentPlan {
   };
 }
 
-interface SetupOptions {
-  /** The driver under the name 'process' (default: the process driver). */
-  driver?: Driver;
-  /** Resolving this image waits for the promise (holds a deployment in flight). */
-  hold?: { image: string; until: Promise<void> };
-}
-
-async function setup(t: { after(fn: () => Promise<void>): void }, capacity = { memoryMb: 1024, cpuMillis: 4000, instances: 4 }, opts: SetupOptions = {}) {
+async function setup(t: { after(fn: () => Promise<void>): void }, capacity = { memoryMb: 1024, cpuMillis: 4000, instances: 4 }) {
   const dataDir = await mkdtemp(join(tmpdir(), 'shoal-agent-'));
   await chmod(dataDir, 0o711); // the service runs as nobody when we are root
   const events = createEventBus();
@@ -75,11 +66,10 @@ async function setup(t: { after(fn: () => Promise<void>): void }, capacity = { m
       admission: createAdmission(capacity),
       layerCache,
       events,
-      drivers: { process: opts.driver ?? createProcessDriver({ log: () => {} }) },
+      drivers: { process: createProcessDriver({ log: () => {} }) },
       defaultDriver: 'process',
       images: {
         async resolve(_store, image) {
-          if (opts.hold?.image === image) await opts.hold.until;
           if (image === 'missing:1') throw Object.assign(new Error('image missing:1 not found'), {});
           return {
             rootfs,
@@ -201,34 +191,4 @@ test('a new agent re-adopts live instances and cleans up dead ones', async (t) =
   const echo = await post(next.resolve(live.endpoint.instance)!.socketPath, 'Echo', { message: 'still here' });
   assert.equal(echo.json.message, 'still here');
   assert.deepEqual(await readdir(join(dataDir, 'instances')), [live.endpoint.instance]);
-});
-
-test('the warm pool refills only once no deployment is in flight on the host', async (t) => {
-  // The process driver with a recording prepare(): the agent treats it as a driver that
-  // can create containers ahead, and each refill shows up as one prepare call.
-  const inner = createProcessDriver({ log: () => {} });
-  const prepared: string[] = [];
-  const driver = new Proxy(inner, {
-    get(target, prop) {
-      if (prop === 'prepare') return async (spec: InstanceSpec) => void prepared.push(spec.id);
-      const value: unknown = Reflect.get(target, prop);
-      return typeof value === 'function' ? value.bind(target) : value;
-    },
-  }) as Driver;
-  let release!: () => void;
-  const held = new Promise<void>((resolve) => (release = resolve));
-  const { agent } = await setup(t, undefined, { driver, hold: { image: 'slow:1', until: held } });
-
-  const slow = agent.deploy(plan({ service: { name: 'slow', version: '1' }, image: 'slow:1' }));
-  const fast = await agent.deploy(plan());
-  assert.equal(fast.instance.state, 'ready');
-  await new Promise((r) => setTimeout(r, 50));
-  assert.deepEqual(prepared, [], 'no container is made ahead while another deployment is in flight');
-
-  release();
-  const slowDone = await slow;
-  assert.equal(slowDone.instance.state, 'ready');
-  await until('the deferred refills', () => prepared.length >= 2);
-  await new Promise((r) => setTimeout(r, 50));
-  assert.equal(prepared.length, 2, 'one refill for each plan, run when the host went idle');
 });
