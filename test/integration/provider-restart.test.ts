@@ -14,6 +14,7 @@ import type { RunningStore } from '../../src/image/index.ts';
 import { openRegistry } from '../../src/provider/registry/index.ts';
 import { skipUnless } from '../host/fixtures/requirements.ts';
 import { freePort } from '../fixtures/free-port.ts';
+import { until } from '../fixtures/until.ts';
 import { startEchoStore } from '../provider/fixtures/echo-store.ts';
 
 const skip = skipUnless(['root', 'runc']);
@@ -98,7 +99,8 @@ describe('provider killed with SIGKILL and restarted', { skip }, () => {
         await r?.arrayBuffer().catch(() => undefined);
       }
     });
-    await new Promise((r) => setTimeout(r, 300));
+    // Wait for traffic to flow (however loaded the machine) before the kill.
+    await until('traffic on alpha and beta', () => answered > 10, 60_000);
     const cold = fetch(`${url}/s/gamma/Echo`, { method: 'POST', body: '{"message":"cold"}' }).catch(() => undefined);
     await new Promise((r) => setTimeout(r, 60));
     first.child.kill('SIGKILL');
