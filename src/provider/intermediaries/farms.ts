@@ -1,4 +1,4 @@
-// Farms in the provider's data plane. A farm graph (src/compose/graph.ts) applied here
+// Farms in the provider's data plane. A farm graph (src/protocol/farm-graph.ts) applied here
 // becomes: one provider service per role instance (`<farm>-<node>`, exactly one instance),
 // the intermediaries (engine.ts) composed in process, import bindings that point each
 // instance's import sockets at the node the script wired them to (`/x/<farm>/<instance>/<import>`,
@@ -10,7 +10,7 @@ import { isDeepStrictEqual } from 'node:util';
 import { ShoalError, httpStatusFor, isShoalError } from '../../protocol/errors.ts';
 import type { ImportBinding } from '../../protocol/deployment.ts';
 import type { ServiceDescriptionInput } from '../../protocol/service.ts';
-import type { CrashAction, FarmGraph, GraphNode } from '../../compose/graph.ts';
+import type { CrashAction, FarmGraph, GraphNode } from '../../protocol/farm-graph.ts';
 import { compileSchema, type SchemaCheck } from '../json-schema.ts';
 import { createOr, createPar, createRef, type RefTarget, type Reply, type Target } from './engine.ts';
 
