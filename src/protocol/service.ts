@@ -7,7 +7,7 @@ import { Type, type Static } from '@sinclair/typebox';
 import { Value } from '@sinclair/typebox/value';
 import { ShoalError } from './errors.ts';
 import { parseImageRef } from './image-ref.ts';
-import { DriverName } from './deployment.ts';
+import { DriverName } from './driver.ts';
 
 // Same grammar as ServiceRef in deployment.ts: a DNS label.
 const NAME_PATTERN = '^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$';
