@@ -7,7 +7,7 @@
 // Every message entering a farm is checked against the operation's input schema.
 import { Agent, request, type IncomingMessage, type ServerResponse } from 'node:http';
 import { isDeepStrictEqual } from 'node:util';
-import { ShoalError, httpStatusFor, isShoalError } from '../../protocol/errors.ts';
+import { ShoalError, errorReply, isShoalError } from '../../protocol/errors.ts';
 import type { ImportBinding } from '../../protocol/deployment.ts';
 import type { ServiceDescriptionInput } from '../../protocol/service.ts';
 import type { CrashAction, FarmGraph, GraphNode } from '../../protocol/farm-graph.ts';
@@ -344,8 +344,8 @@ export function createFarmEngine(options: FarmEngineOptions): FarmEngine {
     res.end(text);
   }
   function sendError(res: ServerResponse, e: unknown): void {
-    const err = isShoalError(e) ? e : new ShoalError('unavailable', String((e as Error)?.message ?? e));
-    if (!res.headersSent) send(res, httpStatusFor(err.code), err.toJSON());
+    const { status, body } = errorReply(isShoalError(e) ? e : new ShoalError('unavailable', String((e as Error)?.message ?? e)));
+    if (!res.headersSent) send(res, status, body);
     else res.destroy();
   }
   function readBody(req: IncomingMessage): Promise<string> {
