@@ -133,7 +133,7 @@ export function exitCodeFor(code: ErrorCode): number {
 }
 
 /** An error as an HTTP edge replies with it. */
-export interface ErrorReply {
+export interface HttpErrorReply {
   status: number;
   body: ErrorBody;
 }
@@ -142,7 +142,7 @@ export interface ErrorReply {
  * The one way an error becomes a reply: a ShoalError's code gives the status (the table
  * above); anything else is a bug, answered 500 `internal` with its message.
  */
-export function errorReply(error: unknown): ErrorReply {
+export function errorReply(error: unknown): HttpErrorReply {
   const e = isShoalError(error) ? error : new ShoalError('internal', error instanceof Error ? error.message : String(error));
   return { status: httpStatusFor(e.code), body: errorBody(e) };
 }
