@@ -7,10 +7,9 @@ import { formatBytes } from '../output.ts';
 import { defaultCapacity } from './host.ts';
 import { parseListen, untilSignal } from './common.ts';
 
-// The echo example is written against shoal/service (examples/echo/service.ts) and
-// bundled into a small overlay; its description is what the provider registers.
-const echoExample = () => import('../../../examples/echo/build.ts');
-const echoDefinition = () => import('../../../examples/echo/echo.ts');
+// The starter service (src/cli/starter/) is written against shoal/service and bundled
+// into a small overlay; its description is what the provider registers.
+const starter = () => import('../starter/echo.ts');
 
 export function registerUpCommand(program: Command): void {
   program
@@ -54,7 +53,7 @@ export function registerUpCommand(program: Command): void {
       };
       try {
         const client = image.createRegistryClient({ baseUrl: provider.url });
-        // First start: build the node template and the echo example into the store.
+        // First start: build the node template and the starter echo service into the store.
         const major = process.versions.node.split('.')[0];
         const templateName = `template://node/${major}`;
         const templateRef = parseImageRef(templateName);
@@ -63,12 +62,12 @@ export function registerUpCommand(program: Command): void {
           const t = await image.buildNodeTemplate({ client });
           say(`  ${t.name} = ${t.manifestDigest} (${formatBytes(t.imageSize)})`);
         }
-        const { ECHO_IMAGE, echoDescription } = await echoDefinition();
-        const echoRef = parseImageRef(ECHO_IMAGE);
+        const { STARTER_IMAGE, STARTER_ENTRY, starterDescription: echoDescription } = await starter();
+        const echoRef = parseImageRef(STARTER_IMAGE);
         if (!(await client.getManifest(echoRef.repository, echoRef.tag!))) {
-          say(`building ${ECHO_IMAGE} (examples/echo on shoal/service) on ${templateName}…`);
-          const b = await (await echoExample()).buildEchoImage(client, { template: templateName });
-          say(`  ${ECHO_IMAGE} = ${b.manifestDigest}: overlay ${formatBytes(b.layer.size)} of ${formatBytes(b.imageSize)}`);
+          say(`building ${STARTER_IMAGE} (the starter echo service on shoal/service) on ${templateName}…`);
+          const b = await image.buildServiceImage({ client, entry: STARTER_ENTRY, template: templateRef, ref: echoRef, owner: { uid: 0, gid: 0 } });
+          say(`  ${STARTER_IMAGE} = ${b.manifestDigest}: overlay ${formatBytes(b.layer.size)} of ${formatBytes(b.imageSize)}`);
         }
 
         const { startHost } = await import('../../host/index.ts');
