@@ -148,6 +148,11 @@ test('failures exit with their category and say what failed', async (t) => {
   const down = await shoal(['hosts', '--url', closed]);
   assert.equal(down.code, 5);
   assert.match(down.stderr, new RegExp(`cannot reach the provider at ${closed.replace(/[.]/g, '\\.')}`));
+  // A path that is not there: 3, naming it (before any store is asked).
+  const missing = join(dir, 'no-such-dir');
+  const build = await shoal(['image', 'build', missing, '--template', 'template://node/24', '--tag', 'x:1', '--store', closed]);
+  assert.equal(build.code, 3, build.stderr);
+  assert.match(build.stderr, /no-such-dir: no such file or directory \(field: path\)/);
   // Usage errors: 2, and commander's message.
   const usage = await shoal(['service', 'show']);
   assert.equal(usage.code, 2);

@@ -35,7 +35,8 @@ export function registerUpCommand(program: Command): void {
       const blobs = image.createBlobStore({ dir: storeDir });
       const imageStore = image.createImageStore({ dir: storeDir, blobs, vetLayer: image.layerVetter(blobs) });
       const storeApp = image.createStoreApp({ store: imageStore, blobs, logger: log });
-      await blobs.expireUploads(60 * 60_000).catch(() => 0);
+      // Uploads an earlier run left half-done: failing to drop them costs disk, not a start.
+      await blobs.expireUploads(60 * 60_000).catch((e: unknown) => log.warn({ err: String(e), dir: storeDir }, 'cannot expire stale uploads'));
 
       const database = opts.db ?? process.env.SHOAL_DATABASE_URL ?? join(dataDir, 'shoal.db');
       const provider = await startProvider({
@@ -86,7 +87,8 @@ export function registerUpCommand(program: Command): void {
           say(`registered the ${echoDescription.name} service (operations ${Object.keys(echoDescription.operations).join(', ')})`);
         }
       } catch (e) {
-        await stopAll().catch(() => undefined);
+        // The start's own error is the one to report; a failed cleanup is logged beside it.
+        await stopAll().catch((stopError: unknown) => log.error({ err: String(stopError) }, 'stopping what had started failed too'));
         throw e;
       }
 
