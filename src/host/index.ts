@@ -27,6 +27,7 @@ import type { Digest } from '../protocol/digest.ts';
 import type { HostReport } from '../protocol/deployment.ts';
 import { ShoalError } from '../protocol/errors.ts';
 
+export { driverNames, isDriverName, type DriverName } from './drivers/index.ts';
 export type { Agent } from './agent.ts';
 export type { Capacity } from './admission.ts';
 export type { EventBus } from './events.ts';

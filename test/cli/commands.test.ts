@@ -153,6 +153,10 @@ test('failures exit with their category and say what failed', async (t) => {
   const build = await shoal(['image', 'build', missing, '--template', 'template://node/24', '--tag', 'x:1', '--store', closed]);
   assert.equal(build.code, 3, build.stderr);
   assert.match(build.stderr, /no-such-dir: no such file or directory \(field: path\)/);
+  // A driver no host code has: 2, listing the ones there are (before anything starts).
+  const driver = await shoal(['up', '--driver', 'docker', '--data', join(dir, 'up-state'), '--listen', '127.0.0.1:0']);
+  assert.equal(driver.code, 2);
+  assert.match(driver.stderr, /--driver must be one of .*runc.*, got "docker" \(field: driver\)/);
   // Usage errors: 2, and commander's message.
   const usage = await shoal(['service', 'show']);
   assert.equal(usage.code, 2);

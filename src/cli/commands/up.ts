@@ -5,7 +5,7 @@ import { join, resolve } from 'node:path';
 import { parseImageRef } from '../../protocol/image-ref.ts';
 import { formatBytes } from '../output.ts';
 import { defaultCapacity } from './host.ts';
-import { parseListen, untilSignal } from './common.ts';
+import { parseDriver, parseListen, untilSignal } from './common.ts';
 
 // The starter service (src/cli/starter/) is written against shoal/service and bundled
 // into a small overlay; its description is what the provider registers.
@@ -17,10 +17,11 @@ export function registerUpCommand(program: Command): void {
     .description('the platform on one machine: store + provider + one host on one address, state in ./.shoal/')
     .option('--listen <host:port>', 'address of the provider (messages, API) and the store (/v2/)', '127.0.0.1:7070')
     .option('--data <dir>', 'state directory', './.shoal')
-    .option('--driver <name>', 'runc | process (default: runc when present and root)')
+    .option('--driver <name>', 'instance driver (default: runc when present and root, else process)')
     .option('--db <url|path>', 'registry database (env SHOAL_DATABASE_URL; default <data>/shoal.db)')
     .action(async (opts: { listen: string; data: string; driver?: string; db?: string }) => {
       const listen = parseListen(opts.listen);
+      const driver = await parseDriver(opts.driver);
       const dataDir = resolve(opts.data);
       await mkdir(dataDir, { recursive: true });
       const image = await import('../../image/index.ts');
@@ -78,7 +79,7 @@ export function registerUpCommand(program: Command): void {
           listen: { host: listen.host, port: 0 },
           token,
           capacity: defaultCapacity(),
-          ...(opts.driver === 'runc' || opts.driver === 'process' ? { driver: opts.driver } : {}),
+          ...(driver === undefined ? {} : { driver }),
           logger: log,
         });
         await provider.registerHost({ controlUrl: host.controlUrl, token });
