@@ -15,7 +15,7 @@ const DEPCRUISE = join(ROOT, 'node_modules/dependency-cruiser/bin/dependency-cru
 const CONFIG = join(ROOT, '.dependency-cruiser.cjs');
 
 interface Violation {
-  rule: { name: string };
+  rule: { name: string; severity: string };
   from: string;
   to: string;
 }
@@ -30,8 +30,8 @@ function depcruise(cwd: string, args: string[] = []): Promise<{ code: number; st
 }
 
 /** The violations the checker finds in `cwd`'s src/. */
-async function violationsIn(cwd: string): Promise<Violation[]> {
-  const { code, stdout, stderr } = await depcruise(cwd, ['--output-type', 'json']);
+async function violationsIn(cwd: string, args: string[] = []): Promise<Violation[]> {
+  const { code, stdout, stderr } = await depcruise(cwd, ['--output-type', 'json', ...args]);
   try {
     return (JSON.parse(stdout) as { summary: { violations: Violation[] } }).summary.violations;
   } catch (parseError) {
@@ -103,6 +103,9 @@ test('the checker fails on each kind of wrong import and names its rule', async 
   assert.match(plain.stdout, /only-through-the-door: src\/cli\/bad-door\.ts → src\/host\/agent\.ts/);
 });
 
-test("Shoal's own src/ keeps every rule", async () => {
-  assert.deepEqual(listed(await violationsIn(ROOT)), []);
+// Known violations (.dependency-cruiser-known-violations.json, as `npm test` reads them)
+// are imports another part's work removes; anything new fails.
+test("Shoal's own src/ keeps every rule but the known ones", async () => {
+  const found = await violationsIn(ROOT, ['--ignore-known']);
+  assert.deepEqual(listed(found.filter((v) => v.rule.severity !== 'ignore')), []);
 });
