@@ -5,8 +5,8 @@
 // expected, mixing services in or/par, or exporting a service under another's name, does
 // not compile.
 import { ShoalError } from '../protocol/errors.ts';
-import { isServiceDefinition, toServiceDescription, type AnyService, type InputOf, type OperationName, type OutputOf } from '../service/define.ts';
-import type { CrashAction, FarmGraph, GraphNode } from './graph.ts';
+import { isServiceDefinition, toServiceDescription, type AnyService, type InputOf, type OperationName, type OutputOf } from '../service/index.ts';
+import type { CrashAction, FarmGraph, GraphNode } from '../protocol/farm-graph.ts';
 
 // Phantom members: declared for the type checker only; values never carry them.
 declare const PHANTOM: unique symbol;

@@ -18,13 +18,13 @@ import type {
   DeploymentPlan,
   DeploymentResult,
   DeploymentTimeline,
-  DriverName,
   EndpointReference,
   InstanceInfo,
   InstanceState,
   PhaseName,
   TimelinePhase,
 } from '../protocol/deployment.ts';
+import { isDriverName, type DriverName } from './drivers/index.ts';
 import type { RootfsSpec } from '../protocol/oci.ts';
 import { ShoalError, isShoalError } from '../protocol/errors.ts';
 
@@ -138,8 +138,8 @@ export function createAgent(options: AgentOptions): Agent {
   let closing = false;
   let closed: Promise<void> | undefined;
 
-  const driverFor = (name: DriverName): Driver => {
-    const d = options.drivers[name];
+  const driverFor = (name: string): Driver => {
+    const d = isDriverName(name) ? options.drivers[name] : undefined;
     if (!d) {
       const have = Object.keys(options.drivers).join(', ') || 'none';
       throw new ShoalError('unsupported', `driver ${name} is not available on this host (available: ${have})`, { field: 'driver' });

@@ -18,7 +18,8 @@ import {
   HostReport,
   InstanceInfo,
 } from '../protocol/deployment.ts';
-import { ShoalError, httpStatusFor, isShoalError, type ErrorBody } from '../protocol/errors.ts';
+import { ShoalError, errorReply, isShoalError } from '../protocol/errors.ts';
+import { driverNames, isDriverName } from './drivers/index.ts';
 import { parseImageRef } from '../protocol/image-ref.ts';
 import { ErrorBodySchema as ErrorSchema } from '../protocol/error-body.ts';
 
@@ -44,10 +45,10 @@ export function createControlApi(options: ControlApiOptions): Hono {
   const app = new Hono();
 
   app.onError((err, c) => {
-    const e = isShoalError(err) ? err : new ShoalError('internal', String((err as Error)?.message ?? err));
-    return c.json(e.toJSON(), httpStatusFor(e.code) as 400);
+    const { status, body } = errorReply(err);
+    return c.json(body, status as 400);
   });
-  app.notFound((c) => c.json(errorBody('not-found', `no route ${c.req.method} ${c.req.path}`), 404));
+  app.notFound((c) => replyError(c, new ShoalError('not-found', `no route ${c.req.method} ${c.req.path}`)));
 
   app.get('/healthz', (c) => c.json({ ok: true }));
   app.get('/openapi.json', (c) => c.json(openApiDocument(options.version ?? '0.1.0')));
@@ -58,7 +59,7 @@ export function createControlApi(options: ControlApiOptions): Hono {
     const given = createHash('sha256').update(m?.[1]?.trim() ?? '').digest();
     if (!m || !timingSafeEqual(given, tokenHash)) {
       c.header('www-authenticate', 'Bearer realm="shoal-host"');
-      return c.json(errorBody('unauthorized', m ? 'wrong host token' : 'missing host token: send Authorization: Bearer <token>'), 401);
+      return replyError(c, new ShoalError('unauthorized', m ? 'wrong host token' : 'missing host token: send Authorization: Bearer <token>'));
     }
     await next();
   };
@@ -74,7 +75,7 @@ export function createControlApi(options: ControlApiOptions): Hono {
     '/v1/instances',
     bodyLimit({
       maxSize: options.maxBodyBytes ?? 1024 * 1024,
-      onError: (c) => c.json(errorBody('too-large', 'deployment plan too large'), 413),
+      onError: (c) => replyError(c, new ShoalError('too-large', 'deployment plan too large')),
     }),
     async (c) => {
       const started = performance.now();
@@ -146,10 +147,6 @@ export function createControlApi(options: ControlApiOptions): Hono {
   return app;
 }
 
-function errorBody(code: ErrorBody['error']['code'], message: string, field?: string): ErrorBody {
-  return { error: { code, message, ...(field === undefined ? {} : { field }) } };
-}
-
 async function readJson(c: Context): Promise<unknown> {
   const type = c.req.header('content-type') ?? '';
   if (!/^application\/json\b/i.test(type)) {
@@ -185,6 +182,9 @@ export function validatePlan(body: unknown): DeploymentPlan {
     throw new ShoalError('invalid', `invalid deployment plan: ${field}: ${message}`, { field });
   }
   const plan = body as DeploymentPlan;
+  if (plan.driver !== undefined && !isDriverName(plan.driver)) {
+    throw new ShoalError('invalid', `invalid deployment plan: driver: no driver named ${plan.driver} (known: ${driverNames.join(', ')})`, { field: 'driver' });
+  }
   try {
     parseImageRef(plan.image, 'image');
   } catch (e) {
@@ -278,4 +278,10 @@ export function openApiDocument(version: string): object {
 
 function strip(schema: TSchema): unknown {
   return JSON.parse(JSON.stringify(schema));
+}
+
+/** An error reply through the shared table (errorReply, src/protocol). */
+function replyError(c: Context, e: ShoalError): Response {
+  const { status, body } = errorReply(e);
+  return c.json(body, status as 400);
 }

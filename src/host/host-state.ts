@@ -4,7 +4,8 @@
 import { randomBytes } from 'node:crypto';
 import { mkdir, readdir, readFile, rename, rm, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { DeploymentPlan, DeploymentTimeline, DriverName, InstanceState } from '../protocol/deployment.ts';
+import type { DeploymentPlan, DeploymentTimeline, InstanceState } from '../protocol/deployment.ts';
+import type { DriverName } from './drivers/index.ts';
 import type { RootfsSpec } from '../protocol/oci.ts';
 
 export interface InstancePaths {

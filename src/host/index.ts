@@ -19,14 +19,15 @@ import { createForwarder } from './data-plane/forwarder.ts';
 import { closeServer } from './data-plane/relay.ts';
 import { openImportSockets } from './data-plane/import-sockets.ts';
 import { listMounts, mountOverlay, unmountOverlay } from './rootfs/overlay.ts';
-import { createDriver, defaultDriverName } from './drivers/index.ts';
+import { createDriver, defaultDriverName, isDriverName, type DriverName } from './drivers/index.ts';
 import type { Driver, DriverFingerprint } from './drivers/driver.ts';
 import { createRegistryClient, flattenLayers, resolveRemoteImage, unpackLayer, type RegistryClient, type RemoteImage } from '../image/index.ts';
 import { parseImageRef } from '../protocol/image-ref.ts';
 import type { Digest } from '../protocol/digest.ts';
-import type { DriverName, HostReport } from '../protocol/deployment.ts';
+import type { HostReport } from '../protocol/deployment.ts';
 import { ShoalError } from '../protocol/errors.ts';
 
+export { driverNames, isDriverName, type DriverName } from './drivers/index.ts';
 export type { Agent } from './agent.ts';
 export type { Capacity } from './admission.ts';
 export type { EventBus } from './events.ts';
@@ -113,7 +114,7 @@ async function startLocked(options: HostOptions, dataDir: string, log: Logger, r
   const state = createHostState(dataDir);
   const standbyDrivers: Partial<Record<DriverName, Driver>> = {};
   for (const r of (await state.list()).records) {
-    if (drivers[r.driver] || standbyDrivers[r.driver] || !(r.driver === 'runc' || r.driver === 'process')) continue;
+    if (drivers[r.driver] || standbyDrivers[r.driver] || !isDriverName(r.driver)) continue;
     standbyDrivers[r.driver] = await createDriver(r.driver, { dataDir, log: (message: string) => log.warn({ driver: r.driver }, message) });
   }
   const fingerprints = new Map<string, { at: number; value: DriverFingerprint }>();

@@ -7,7 +7,7 @@ import { Hono, type Context } from 'hono';
 import { Value } from '@sinclair/typebox/value';
 import type { TSchema } from '@sinclair/typebox';
 import type { ImageStore } from './image-store.ts';
-import { ShoalError, httpStatusFor, isShoalError } from '../protocol/errors.ts';
+import { ShoalError, errorReply as toReply, isShoalError } from '../protocol/errors.ts';
 import { parseImageRef } from '../protocol/image-ref.ts';
 import {
   DeleteResult,
@@ -28,9 +28,10 @@ export interface ControlApiOptions {
 }
 
 function errorReply(c: Context, e: unknown, logger: ControlApiOptions['logger']): Response {
-  const err = isShoalError(e) ? e : new ShoalError('internal', 'internal error');
   if (!isShoalError(e)) logger?.error({ err: e, path: c.req.path }, 'control API request failed');
-  return c.json(err.toJSON(), httpStatusFor(err.code) as 400);
+  // The store keeps a bug's message to its log: callers get 'internal error'.
+  const { status, body } = toReply(isShoalError(e) ? e : new ShoalError('internal', 'internal error'));
+  return c.json(body, status as 400);
 }
 
 async function jsonBody<T>(c: Context, schema: TSchema): Promise<T> {

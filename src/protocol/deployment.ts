@@ -3,6 +3,7 @@
 // itself (instances, events, load). TypeBox: each schema is also the static type, and
 // the host's control API validates bodies and writes its OpenAPI document from them.
 import { Type, type Static } from '@sinclair/typebox';
+import { DriverCapabilities, DriverFingerprint, DriverName } from './driver.ts';
 
 const NAME_PATTERN = '^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$';
 const ENV_NAME_PATTERN = '^[A-Za-z_][A-Za-z0-9_]*$';
@@ -15,9 +16,6 @@ export const ServiceRef = Type.Object(
   { additionalProperties: false },
 );
 export type ServiceRef = Static<typeof ServiceRef>;
-
-export const DriverName = Type.Union([Type.Literal('runc'), Type.Literal('process')]);
-export type DriverName = Static<typeof DriverName>;
 
 export const PlanResources = Type.Object(
   {
@@ -225,10 +223,10 @@ export const HostReport = Type.Object({
   layerCache: Type.Object({ bytes: Type.Integer(), budgetBytes: Type.Integer() }),
   drivers: Type.Array(
     Type.Object({
-      name: Type.String(),
+      name: DriverName,
       default: Type.Boolean(),
-      capabilities: Type.Object({}, { additionalProperties: true }),
-      fingerprint: Type.Object({}, { additionalProperties: true }),
+      capabilities: DriverCapabilities,
+      fingerprint: DriverFingerprint,
     }),
   ),
 });

@@ -1,7 +1,8 @@
-// Error categories shared by every part. Parts return or throw a ShoalError with one
-// of these codes; only the edges (HTTP handlers, the CLI) turn a code into a status
-// or an exit code, through the two tables below. (containerd's errdefs, Knative's
-// "status only at the edge".)
+// Error categories shared by every part. Parts throw a ShoalError with one of these
+// codes (there is no Result type: a failure between parts is a thrown ShoalError, a bug
+// is any other exception); only the edges turn a code into a reply: HTTP servers
+// through errorReply (the status table below), the CLI through exitCodeFor.
+// (containerd's errdefs, Knative's "status only at the edge".)
 
 export const errorCodes = [
   'invalid', // the caller sent something malformed; `field` names what
@@ -13,6 +14,8 @@ export const errorCodes = [
   'digest-mismatch', // content does not hash to the digest it claims
   'unsupported', // a media type, algorithm or feature we do not handle
   'unavailable', // try again later (queue full, dependency down)
+  'bad-gateway', // the instance or host a message went to failed or answered nonsense
+  'method-not-allowed',
   'timeout',
   'internal',
 ] as const;
@@ -77,6 +80,8 @@ export function httpStatusFor(code: ErrorCode): number {
       return 403;
     case 'not-found':
       return 404;
+    case 'method-not-allowed':
+      return 405;
     case 'conflict':
       return 409;
     case 'too-large':
@@ -85,6 +90,8 @@ export function httpStatusFor(code: ErrorCode): number {
       return 415;
     case 'internal':
       return 500;
+    case 'bad-gateway':
+      return 502;
     case 'unavailable':
       return 503;
     case 'timeout':
@@ -103,12 +110,14 @@ export function exitCodeFor(code: ErrorCode): number {
     case 'digest-mismatch':
     case 'too-large':
     case 'unsupported':
+    case 'method-not-allowed':
       return 2;
     case 'not-found':
       return 3;
     case 'conflict':
       return 4;
     case 'unavailable':
+    case 'bad-gateway':
     case 'timeout':
       return 5;
     case 'unauthorized':
@@ -123,11 +132,17 @@ export function exitCodeFor(code: ErrorCode): number {
   }
 }
 
-/** Result type for boundaries where a failure is an expected outcome, not a bug. */
-export type Result<T, E extends ErrorCode = ErrorCode> =
-  | { ok: true; value: T }
-  | { ok: false; code: E; message: string; field?: string };
+/** An error as an HTTP edge replies with it. */
+export interface HttpErrorReply {
+  status: number;
+  body: ErrorBody;
+}
 
-export const ok = <T>(value: T): Result<T, never> => ({ ok: true, value });
-export const fail = <E extends ErrorCode>(code: E, message: string, field?: string): Result<never, E> =>
-  field === undefined ? { ok: false, code, message } : { ok: false, code, message, field };
+/**
+ * The one way an error becomes a reply: a ShoalError's code gives the status (the table
+ * above); anything else is a bug, answered 500 `internal` with its message.
+ */
+export function errorReply(error: unknown): HttpErrorReply {
+  const e = isShoalError(error) ? error : new ShoalError('internal', error instanceof Error ? error.message : String(error));
+  return { status: httpStatusFor(e.code), body: errorBody(e) };
+}

@@ -5,3 +5,8 @@ export * from './image-ref.ts';
 export * from './driver.ts';
 export * from './deployment.ts';
 export * from './data-plane.ts';
+export * from './farm-graph.ts';
+export * from './error-body.ts';
+export * from './service.ts';
+export * from './provider-api.ts';
+export * from './store-api.ts';

@@ -7,7 +7,7 @@ import { Type, type Static } from '@sinclair/typebox';
 import { Value } from '@sinclair/typebox/value';
 import { ShoalError } from './errors.ts';
 import { parseImageRef } from './image-ref.ts';
-import { DriverName } from './deployment.ts';
+import { DriverName, Isolation } from './driver.ts';
 
 // Same grammar as ServiceRef in deployment.ts: a DNS label.
 const NAME_PATTERN = '^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$';
@@ -72,15 +72,9 @@ export const PlacementPolicy = Type.Union([
 ]);
 export type PlacementPolicy = Static<typeof PlacementPolicy>;
 
-/** Same values as the driver's `Isolation` (src/protocol/driver.ts). */
-export const IsolationMode = Type.Union([
-  Type.Literal('none'),
-  Type.Literal('namespaces'),
-  Type.Literal('vm'),
-  Type.Literal('isolate'),
-  Type.Literal('wasm'),
-]);
-export type IsolationMode = Static<typeof IsolationMode>;
+/** What a service may require of a driver: the driver's own `Isolation` (src/protocol/driver.ts). */
+export const IsolationMode = Isolation;
+export type IsolationMode = Isolation;
 
 export const PlacementRequirements = Type.Object(
   {

@@ -17,9 +17,9 @@ import { place, type HostView, type PlacementRequest, type RequiredCapabilities 
 import type { DeploymentRecord, Registry } from './registry/index.ts';
 import type { RemovalReason, RouteEndpoint, RoutingTable, ServiceEntry } from './routing-table.ts';
 import { resolveRemoteImage, type RegistryClient, type RemoteImage } from '../image/index.ts';
-import type { DeploymentPlan, DeploymentTimeline, ImportBinding, DriverName, EndpointReference, TimelinePhase } from '../protocol/deployment.ts';
+import type { DeploymentPlan, DeploymentTimeline, ImportBinding, EndpointReference, TimelinePhase } from '../protocol/deployment.ts';
 import { ShoalError, isShoalError } from '../protocol/errors.ts';
-import type { DriverCapabilities } from '../protocol/driver.ts';
+import type { DriverName } from '../protocol/driver.ts';
 
 export type DeployReason = 'cold' | 'scale' | 'replace';
 
@@ -202,8 +202,8 @@ export function createDeployer(options: DeployerOptions): Deployer {
           .map((d) => ({
             key: d.name,
             isDefault: d.default,
-            healthy: (d.fingerprint as { healthy?: boolean }).healthy !== false,
-            capabilities: d.capabilities as unknown as DriverCapabilities,
+            healthy: d.fingerprint.healthy,
+            capabilities: d.capabilities,
           })),
         replicas: replicas.get(h.id) ?? 0,
       });
@@ -272,7 +272,7 @@ export function createDeployer(options: DeployerOptions): Deployer {
       service: { name: d.name, version: d.version },
       image: `${image.repository}@${image.manifestDigest}`,
       store: options.store.url(),
-      driver: driver as DriverName,
+      driver,
       resources: { ...d.resources },
       readiness: { timeoutMs: readinessTimeoutMs },
       ...(imports === undefined || imports.length === 0 ? {} : { imports }),

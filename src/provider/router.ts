@@ -21,7 +21,7 @@ import type { InFlightTracker } from './balancer/index.ts';
 import { leastOutstanding } from './balancer/index.ts';
 import type { CompiledOperation, RemovalReason, RouteEndpoint, RoutingTable, ServiceEntry } from './routing-table.ts';
 import { retryDecision } from './crash-policy.ts';
-import { httpStatusFor, type ErrorCode } from '../protocol/errors.ts';
+import { ShoalError, errorReply, type ErrorCode } from '../protocol/errors.ts';
 
 /** What the router needs of the activator (Knative's one-method Throttler). */
 export interface EndpointWaiter {
@@ -90,7 +90,7 @@ export function createRouter(options: RouterOptions): Router {
     const opName = slash === -1 ? '' : path.slice(slash + 1);
     if (serviceName === '' || opName === '' || opName.includes('/')) {
       drain(req);
-      return reply(res, 404, 'not-found', `no route ${path.slice(0, 200)}: messages go to POST /s/<service>/<operation>`, undefined, '', '', startedAt);
+      return reply(res, 'not-found', `no route ${path.slice(0, 200)}: messages go to POST /s/<service>/<operation>`, undefined, '', '', startedAt);
     }
     const service = table.service(serviceName);
     if (service === undefined) {
@@ -115,7 +115,7 @@ export function createRouter(options: RouterOptions): Router {
 
   function unknownService(req: IncomingMessage, res: ServerResponse, name: string, startedAt: number): void {
     drain(req);
-    reply(res, 404, 'not-found', `no service named ${JSON.stringify(name)}`, 'service', name, '', startedAt);
+    reply(res, 'not-found', `no service named ${JSON.stringify(name)}`, 'service', name, '', startedAt);
   }
 
   function accept(req: IncomingMessage, res: ServerResponse, service: ServiceEntry, opName: string, startedAt: number): void {
@@ -123,18 +123,18 @@ export function createRouter(options: RouterOptions): Router {
     if (op === undefined) {
       drain(req);
       const known = [...service.operations.keys()].join(', ');
-      return reply(res, 404, 'not-found', `service ${service.name} has no operation ${JSON.stringify(opName)} (it has: ${known})`, 'operation', service.name, opName, startedAt);
+      return reply(res, 'not-found', `service ${service.name} has no operation ${JSON.stringify(opName)} (it has: ${known})`, 'operation', service.name, opName, startedAt);
     }
     if (req.method !== 'POST') {
       drain(req);
       res.setHeader('allow', 'POST');
-      return reply(res, 405, 'invalid', `send messages with POST, not ${req.method}`, 'method', service.name, op.name, startedAt);
+      return reply(res, 'method-not-allowed', `send messages with POST, not ${req.method}`, 'method', service.name, op.name, startedAt);
     }
     const declared = Number(req.headers['content-length'] ?? -1);
     if (declared > maxBodyBytes) {
       res.setHeader('connection', 'close');
       drain(req);
-      return reply(res, 413, 'too-large', `message body of ${declared} bytes is larger than the limit of ${maxBodyBytes} bytes`, 'body', service.name, op.name, startedAt);
+      return reply(res, 'too-large', `message body of ${declared} bytes is larger than the limit of ${maxBodyBytes} bytes`, 'body', service.name, op.name, startedAt);
     }
     const chunks: Buffer[] = [];
     let size = 0;
@@ -145,7 +145,7 @@ export function createRouter(options: RouterOptions): Router {
       if (size > maxBodyBytes) {
         refused = true;
         res.setHeader('connection', 'close');
-        reply(res, 413, 'too-large', `message body is larger than the limit of ${maxBodyBytes} bytes`, 'body', service.name, op.name, startedAt);
+        reply(res, 'too-large', `message body is larger than the limit of ${maxBodyBytes} bytes`, 'body', service.name, op.name, startedAt);
         return;
       }
       chunks.push(chunk);
@@ -167,13 +167,13 @@ export function createRouter(options: RouterOptions): Router {
       try {
         value = JSON.parse(raw.toString('utf8'));
       } catch (e) {
-        return reply(res, 400, 'invalid', `message body is not JSON: ${(e as Error).message}`, 'body', service.name, op.name, startedAt);
+        return reply(res, 'invalid', `message body is not JSON: ${(e as Error).message}`, 'body', service.name, op.name, startedAt);
       }
     }
     const problem = op.check(value);
     if (problem !== undefined) {
       const field = problem.path === '' ? 'body' : problem.path;
-      return reply(res, 400, 'invalid', `${service.name}.${op.name} input: ${field === 'body' ? 'the body' : field} ${problem.message}`, field, service.name, op.name, startedAt);
+      return reply(res, 'invalid', `${service.name}.${op.name} input: ${field === 'body' ? 'the body' : field} ${problem.message}`, field, service.name, op.name, startedAt);
     }
     table.touch(service.name, Date.now());
     const msg: Message = { service, op, body, res, startedAt, tried: undefined, attempts: 0, signal: undefined };
@@ -205,7 +205,7 @@ export function createRouter(options: RouterOptions): Router {
         const e = err as { code?: ErrorCode; message?: string; retryAfterSeconds?: number };
         const code: ErrorCode = e.code ?? 'unavailable';
         if (e.retryAfterSeconds !== undefined) msg.res.setHeader('retry-after', String(Math.max(1, Math.ceil(e.retryAfterSeconds))));
-        reply(msg.res, httpStatusFor(code), code, e.message ?? String(err), undefined, msg.service.name, msg.op.name, msg.startedAt);
+        reply(msg.res, code, e.message ?? String(err), undefined, msg.service.name, msg.op.name, msg.startedAt);
       },
     );
   }
@@ -275,7 +275,7 @@ export function createRouter(options: RouterOptions): Router {
             // A chunked error reply past the limit: no longer worth reading.
             exchange.abort();
             collected = undefined;
-            if (done()) fail(msg, 502, `the reply of instance ${ep.id} is an error larger than ${MAX_JUDGED} bytes`);
+            if (done()) fail(msg, 'bad-gateway', `the reply of instance ${ep.id} is an error larger than ${MAX_JUDGED} bytes`);
             return;
           }
           collected.push(chunk);
@@ -311,10 +311,10 @@ export function createRouter(options: RouterOptions): Router {
         if (!sent) {
           // The host is not answering at all: nothing reached the instance.
           gone(ep, 'unreachable');
-          return retry(msg, ep, false, () => fail(msg, 502, `host ${ep.hostId} of instance ${ep.id} is unreachable (${code || err.message})`));
+          return retry(msg, ep, false, () => fail(msg, 'bad-gateway', `host ${ep.hostId} of instance ${ep.id} is unreachable (${code || err.message})`));
         }
         const what = code === 'ETIMEDOUT' ? `instance ${ep.id} did not answer within ${timeoutMs} ms` : `the connection to instance ${ep.id} failed (${err.message})`;
-        retry(msg, ep, true, () => fail(msg, code === 'ETIMEDOUT' ? 504 : 502, what));
+        retry(msg, ep, true, () => fail(msg, code === 'ETIMEDOUT' ? 'timeout' : 'bad-gateway', what));
       },
     }, timeoutMs);
   }
@@ -326,7 +326,7 @@ export function createRouter(options: RouterOptions): Router {
       case 'no-route':
         // The instance is not there; it never saw the message.
         gone(ep, 'gone');
-        return retry(msg, ep, false, () => fail(msg, 502, `instance ${ep.id} is no longer on host ${ep.hostId}`));
+        return retry(msg, ep, false, () => fail(msg, 'bad-gateway', `instance ${ep.id} is no longer on host ${ep.hostId}`));
       case 'not-ready':
         return retry(msg, ep, false, () => passOn(msg, ep, head, body));
       case 'refused':
@@ -366,14 +366,12 @@ export function createRouter(options: RouterOptions): Router {
     hooks.onAnswered?.(msg.service.name, msg.op.name, status, msg.startedAt);
   }
 
-  function fail(msg: Message, status: number, message: string): void {
-    const code: ErrorCode = status === 504 ? 'timeout' : 'unavailable';
-    reply(msg.res, status, code, message, undefined, msg.service.name, msg.op.name, msg.startedAt);
+  function fail(msg: Message, code: 'bad-gateway' | 'timeout', message: string): void {
+    reply(msg.res, code, message, undefined, msg.service.name, msg.op.name, msg.startedAt);
   }
 
   function reply(
     res: ServerResponse,
-    status: number,
     code: ErrorCode,
     message: string,
     field: string | undefined,
@@ -382,7 +380,8 @@ export function createRouter(options: RouterOptions): Router {
     startedAt: number,
   ): void {
     if (res.headersSent || res.destroyed) return;
-    const body = JSON.stringify({ error: { code, message, ...(field === undefined ? {} : { field }) } });
+    const { status, body: error } = errorReply(new ShoalError(code, message, field === undefined ? {} : { field }));
+    const body = JSON.stringify(error);
     res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
     res.end(body);
     hooks.onAnswered?.(service, operation, status, startedAt);

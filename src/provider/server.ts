@@ -18,7 +18,7 @@ import { providerOpenApi } from './openapi.ts';
 import type { DeploymentRecord, DeploymentState, Registry } from './registry/index.ts';
 import { MESSAGE_PREFIX, type Router } from './router.ts';
 import { compileService, type RouteEndpoint, type RoutingTable } from './routing-table.ts';
-import { ShoalError, httpStatusFor, isShoalError, type ErrorBody } from '../protocol/errors.ts';
+import { ShoalError, errorReply } from '../protocol/errors.ts';
 import { DeployRequestBody, HostRegistrationBody, type DeploymentSummary, type HostSummary, type InstanceSummary, type ServiceSummary } from '../protocol/provider-api.ts';
 import { validateServiceDescription, type ServiceDescription } from '../protocol/service.ts';
 
@@ -52,13 +52,13 @@ export function createProviderApi(options: ProviderApiOptions): Hono {
   const app = new Hono();
 
   app.onError((err, c) => {
-    const e = isShoalError(err) ? err : new ShoalError('internal', String((err as Error)?.message ?? err));
-    if (e.code === 'internal') options.log.warn({ err: String((err as Error)?.stack ?? err) }, 'control API error');
-    return c.json(e.toJSON(), httpStatusFor(e.code) as 400);
+    const { status, body } = errorReply(err);
+    if (body.error.code === 'internal') options.log.warn({ err: String((err as Error)?.stack ?? err) }, 'control API error');
+    return c.json(body, status as 400);
   });
   app.notFound(async (c) => {
     if (options.store) return options.store.fetch(c.req.raw, c.env);
-    return c.json(errorBody('not-found', `no route ${c.req.method} ${c.req.path}`), 404);
+    return replyError(c, new ShoalError('not-found', `no route ${c.req.method} ${c.req.path}`));
   });
 
   app.get('/healthz', (c) => c.json({ ok: true, provider: options.providerId }));
@@ -84,11 +84,11 @@ export function createProviderApi(options: ProviderApiOptions): Hono {
     const given = createHash('sha256').update(m?.[1]?.trim() ?? '').digest();
     if (!m || !timingSafeEqual(given, joinHash)) {
       c.header('www-authenticate', 'Bearer realm="shoal-provider"');
-      return c.json(errorBody('unauthorized', m ? 'wrong join token' : 'missing join token: send Authorization: Bearer <join token>'), 401);
+      return replyError(c, new ShoalError('unauthorized', m ? 'wrong join token' : 'missing join token: send Authorization: Bearer <join token>'));
     }
     await next();
   };
-  const limit = bodyLimit({ maxSize: 4 * 1024 * 1024, onError: (c) => c.json(errorBody('too-large', 'request body larger than 4 MiB'), 413) });
+  const limit = bodyLimit({ maxSize: 4 * 1024 * 1024, onError: (c) => replyError(c, new ShoalError('too-large', 'request body larger than 4 MiB')) });
 
   // ---- services ----
 
@@ -305,10 +305,6 @@ function checkSchemasCompile(desc: ServiceDescription): void {
   }
 }
 
-function errorBody(code: ErrorBody['error']['code'], message: string, field?: string): ErrorBody {
-  return { error: { code, message, ...(field === undefined ? {} : { field }) } };
-}
-
 function parseJson(text: string): unknown {
   try {
     return JSON.parse(text);
@@ -354,4 +350,10 @@ export function createProviderServer(options: {
   server.requestTimeout = 0;
   server.timeout = 5 * 60_000;
   return server;
+}
+
+/** An error reply through the shared table (errorReply, src/protocol). */
+function replyError(c: Context, e: ShoalError): Response {
+  const { status, body } = errorReply(e);
+  return c.json(body, status as 400);
 }

@@ -299,8 +299,9 @@ async function removeStaleSocket(path: string): Promise<void> {
   let stat;
   try {
     stat = await lstat(path);
-  } catch {
-    return;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return; // nothing there: the usual case
+    throw e;
   }
   if (!stat.isSocket()) throw new Error(`serve: ${path} exists and is not a socket; refusing to replace it`);
   // A socket left by an earlier run makes listen fail with EADDRINUSE.

@@ -93,7 +93,7 @@ test('errors name the first offending field as a JSON pointer', () => {
     ['host-list without hosts', { ...base, placement: { policy: 'host-list' } }, '/placement/hosts'],
     ['unknown isolation', { ...base, placement: { requires: { isolation: 'chroot' } } }, '/placement/requires/isolation'],
     ['import bad service', { ...base, imports: { db: { service: 'Bad' } } }, '/imports/db/service'],
-    ['unknown driver', { ...base, driver: 'docker' }, '/driver'],
+    ['malformed driver name', { ...base, driver: 'Docker!' }, '/driver'],
     ['unknown top-level field', { ...base, replicas: 3 }, '/replicas'],
   ];
   for (const [label, value, field] of cases) {

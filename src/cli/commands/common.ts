@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
 import { ShoalError } from '../../protocol/errors.ts';
+import type { DriverName } from '../../host/index.ts';
 
 export const DEFAULT_URL = 'http://127.0.0.1:7070';
 
@@ -40,4 +41,12 @@ export function untilSignal(): Promise<NodeJS.Signals> {
     process.on('SIGINT', on);
     process.on('SIGTERM', on);
   });
+}
+
+/** --driver: a driver the host's registry has (the host part loads only when it is given). */
+export async function parseDriver(name: string | undefined): Promise<DriverName | undefined> {
+  if (name === undefined) return undefined;
+  const { driverNames, isDriverName } = await import('../../host/index.ts');
+  if (!isDriverName(name)) throw new ShoalError('invalid', `--driver must be one of ${driverNames.join(', ')}, got ${JSON.stringify(name)}`, { field: 'driver' });
+  return name;
 }

@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { totalmem, availableParallelism } from 'node:os';
 import { ShoalError } from '../../protocol/errors.ts';
-import { normalizeUrl, parseListen, untilSignal } from './common.ts';
+import { normalizeUrl, parseDriver, parseListen, untilSignal } from './common.ts';
 
 function positiveInt(text: string, field: string): number {
   const n = Number(text);
@@ -31,7 +31,7 @@ export function registerHostCommand(program: Command): void {
     .option('--data-listen <host:port>', 'data-plane (forwarder) address', '127.0.0.1:7081')
     .option('--data <dir>', 'instances, layer cache and the host key', './.shoal/host')
     .option('--token <token>', 'bearer token of the control API (env SHOAL_HOST_TOKEN)')
-    .option('--driver <name>', 'runc | process (default: runc when present and root)')
+    .option('--driver <name>', 'instance driver (default: runc when present and root, else process)')
     .option('--memory <mb>', 'memory capacity in MiB')
     .option('--cpu <millis>', 'CPU capacity in millicores')
     .option('--instances <n>', 'most instances at once')
@@ -60,9 +60,7 @@ export function registerHostCommand(program: Command): void {
         if (!token || token.length < 8) {
           throw new ShoalError('invalid', 'a control token of at least 8 characters is required (--token or SHOAL_HOST_TOKEN)', { field: 'token' });
         }
-        if (opts.driver !== undefined && opts.driver !== 'runc' && opts.driver !== 'process') {
-          throw new ShoalError('invalid', `--driver must be runc or process, got ${JSON.stringify(opts.driver)}`, { field: 'driver' });
-        }
+        const driver = await parseDriver(opts.driver);
         const labels = parseLabels(opts.labels);
         const joinToken = opts.joinToken ?? process.env.SHOAL_JOIN_TOKEN;
         if (opts.provider !== undefined && !joinToken) {
@@ -82,7 +80,7 @@ export function registerHostCommand(program: Command): void {
           dataListen: parseListen(opts.dataListen, 'data-listen'),
           token,
           capacity,
-          ...(opts.driver ? { driver: opts.driver } : {}),
+          ...(driver === undefined ? {} : { driver }),
           layerCacheBytes: positiveInt(opts.layerCache, 'layer-cache') * 1024 * 1024,
           logger: createLogger('host'),
         });

@@ -72,7 +72,11 @@ export function registerImageCommands(program: Command): void {
       const owner = parseOwner(opts.owner) ?? (opts.wholeRoot ? undefined : { uid: 0, gid: 0 });
       const { buildImage, buildServiceImage } = await import('../../image/index.ts');
       const { stat } = await import('node:fs/promises');
-      const isEntry = (await stat(dir).catch(() => undefined))?.isFile() === true;
+      const found = await stat(dir).catch((e: NodeJS.ErrnoException) => {
+        if (e.code === 'ENOENT') throw new ShoalError('not-found', `${dir}: no such file or directory`, { field: 'path' });
+        throw e;
+      });
+      const isEntry = found.isFile();
       if (isEntry && (opts.wholeRoot || cmd || entrypoint || opts.workdir)) {
         throw new ShoalError('invalid', 'a service entry sets its own command and root; --whole-root, --cmd, --entrypoint and --workdir apply to directories', { field: 'path' });
       }

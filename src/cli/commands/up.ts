@@ -5,12 +5,11 @@ import { join, resolve } from 'node:path';
 import { parseImageRef } from '../../protocol/image-ref.ts';
 import { formatBytes } from '../output.ts';
 import { defaultCapacity } from './host.ts';
-import { parseListen, untilSignal } from './common.ts';
+import { parseDriver, parseListen, untilSignal } from './common.ts';
 
-// The echo example is written against shoal/service (examples/echo/service.ts) and
-// bundled into a small overlay; its description is what the provider registers.
-const echoExample = () => import('../../../examples/echo/build.ts');
-const echoDefinition = () => import('../../../examples/echo/echo.ts');
+// The starter service (src/cli/starter/) is written against shoal/service and bundled
+// into a small overlay; its description is what the provider registers.
+const starter = () => import('../starter/echo.ts');
 
 export function registerUpCommand(program: Command): void {
   program
@@ -18,10 +17,11 @@ export function registerUpCommand(program: Command): void {
     .description('the platform on one machine: store + provider + one host on one address, state in ./.shoal/')
     .option('--listen <host:port>', 'address of the provider (messages, API) and the store (/v2/)', '127.0.0.1:7070')
     .option('--data <dir>', 'state directory', './.shoal')
-    .option('--driver <name>', 'runc | process (default: runc when present and root)')
+    .option('--driver <name>', 'instance driver (default: runc when present and root, else process)')
     .option('--db <url|path>', 'registry database (env SHOAL_DATABASE_URL; default <data>/shoal.db)')
     .action(async (opts: { listen: string; data: string; driver?: string; db?: string }) => {
       const listen = parseListen(opts.listen);
+      const driver = await parseDriver(opts.driver);
       const dataDir = resolve(opts.data);
       await mkdir(dataDir, { recursive: true });
       const image = await import('../../image/index.ts');
@@ -36,7 +36,8 @@ export function registerUpCommand(program: Command): void {
       const blobs = image.createBlobStore({ dir: storeDir });
       const imageStore = image.createImageStore({ dir: storeDir, blobs, vetLayer: image.layerVetter(blobs) });
       const storeApp = image.createStoreApp({ store: imageStore, blobs, logger: log });
-      await blobs.expireUploads(60 * 60_000).catch(() => 0);
+      // Uploads an earlier run left half-done: failing to drop them costs disk, not a start.
+      await blobs.expireUploads(60 * 60_000).catch((e: unknown) => log.warn({ err: String(e), dir: storeDir }, 'cannot expire stale uploads'));
 
       const database = opts.db ?? process.env.SHOAL_DATABASE_URL ?? join(dataDir, 'shoal.db');
       const provider = await startProvider({
@@ -54,7 +55,7 @@ export function registerUpCommand(program: Command): void {
       };
       try {
         const client = image.createRegistryClient({ baseUrl: provider.url });
-        // First start: build the node template and the echo example into the store.
+        // First start: build the node template and the starter echo service into the store.
         const major = process.versions.node.split('.')[0];
         const templateName = `template://node/${major}`;
         const templateRef = parseImageRef(templateName);
@@ -63,12 +64,12 @@ export function registerUpCommand(program: Command): void {
           const t = await image.buildNodeTemplate({ client });
           say(`  ${t.name} = ${t.manifestDigest} (${formatBytes(t.imageSize)})`);
         }
-        const { ECHO_IMAGE, echoDescription } = await echoDefinition();
-        const echoRef = parseImageRef(ECHO_IMAGE);
+        const { STARTER_IMAGE, STARTER_ENTRY, starterDescription: echoDescription } = await starter();
+        const echoRef = parseImageRef(STARTER_IMAGE);
         if (!(await client.getManifest(echoRef.repository, echoRef.tag!))) {
-          say(`building ${ECHO_IMAGE} (examples/echo on shoal/service) on ${templateName}…`);
-          const b = await (await echoExample()).buildEchoImage(client, { template: templateName });
-          say(`  ${ECHO_IMAGE} = ${b.manifestDigest}: overlay ${formatBytes(b.layer.size)} of ${formatBytes(b.imageSize)}`);
+          say(`building ${STARTER_IMAGE} (the starter echo service on shoal/service) on ${templateName}…`);
+          const b = await image.buildServiceImage({ client, entry: STARTER_ENTRY, template: templateRef, ref: echoRef, owner: { uid: 0, gid: 0 } });
+          say(`  ${STARTER_IMAGE} = ${b.manifestDigest}: overlay ${formatBytes(b.layer.size)} of ${formatBytes(b.imageSize)}`);
         }
 
         const { startHost } = await import('../../host/index.ts');
@@ -78,7 +79,7 @@ export function registerUpCommand(program: Command): void {
           listen: { host: listen.host, port: 0 },
           token,
           capacity: defaultCapacity(),
-          ...(opts.driver === 'runc' || opts.driver === 'process' ? { driver: opts.driver } : {}),
+          ...(driver === undefined ? {} : { driver }),
           logger: log,
         });
         await provider.registerHost({ controlUrl: host.controlUrl, token });
@@ -87,7 +88,8 @@ export function registerUpCommand(program: Command): void {
           say(`registered the ${echoDescription.name} service (operations ${Object.keys(echoDescription.operations).join(', ')})`);
         }
       } catch (e) {
-        await stopAll().catch(() => undefined);
+        // The start's own error is the one to report; a failed cleanup is logged beside it.
+        await stopAll().catch((stopError: unknown) => log.error({ err: String(stopError) }, 'stopping what had started failed too'));
         throw e;
       }
 

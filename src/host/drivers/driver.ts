@@ -1,16 +1,10 @@
 // The one interface every instance driver implements (Nomad's DriverPlugin in small).
 // The host agent talks only to this; placement reads `capabilities`, never a driver's name.
 
-import type { DriverCapabilities, Isolation } from '../../protocol/driver.ts';
+import type { DriverCapabilities, DriverFingerprint, Isolation } from '../../protocol/driver.ts';
 
-export type { DriverCapabilities, Isolation };
-
-/** What this host can do now with the driver (runc present? root?), sent with reports. */
-export interface DriverFingerprint {
-  healthy: boolean;
-  detail: string;
-  attributes: Record<string, string>;
-}
+// Defined in protocol: hosts report them and the provider places on them.
+export type { DriverCapabilities, DriverFingerprint, Isolation };
 
 export interface InstanceResources {
   memoryBytes: number;

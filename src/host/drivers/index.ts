@@ -7,12 +7,29 @@ import type { Driver } from './driver.ts';
 import { createProcessDriver } from './process/index.ts';
 import { createRuncDriver } from './runc/index.ts';
 
-export const drivers = {
-  runc: createRuncDriver,
-  process: createProcessDriver,
-} as const;
+/** What every driver's factory gets from the host: where to keep its state, where to log. */
+export interface DriverSettings {
+  dataDir: string;
+  log?: (message: string) => void;
+}
 
+/**
+ * The built-in drivers, name → factory with this host's standard settings: runc keeps its
+ * state in <dataDir>/runc (its own `runc --root`) and puts instances in the cgroup shoal/<id>.
+ */
+export const drivers = {
+  runc: (s: DriverSettings) => createRuncDriver({ runcRoot: join(s.dataDir, 'runc'), ...(s.log === undefined ? {} : { log: s.log }) }),
+  process: (s: DriverSettings) => createProcessDriver(s.log === undefined ? {} : { log: s.log }),
+} as const satisfies Record<string, (settings: DriverSettings) => Driver>;
+
+/** The drivers this code has; the wire's DriverName (src/protocol/driver.ts) is any name. */
 export type DriverName = keyof typeof drivers;
+
+export const driverNames = Object.keys(drivers) as DriverName[];
+
+export function isDriverName(name: string): name is DriverName {
+  return Object.hasOwn(drivers, name);
+}
 
 export { capabilities as processCapabilities } from './process/index.ts';
 export { capabilities as runcCapabilities, ensureShim } from './runc/index.ts';
@@ -35,24 +52,11 @@ export async function findOnPath(name: string, pathVar = process.env.PATH ?? '')
 }
 
 /** runc when its binary is on PATH and we are root; otherwise process (which does not isolate). */
-export async function defaultDriverName(): Promise<'runc' | 'process'> {
+export async function defaultDriverName(): Promise<DriverName> {
   return process.getuid?.() === 0 && (await findOnPath('runc')) !== undefined ? 'runc' : 'process';
 }
 
-/**
- * A driver with this host's standard settings: runc keeps its state in <dataDir>/runc
- * (its own `runc --root`) and puts instances in the cgroup shoal/<id>.
- */
-export async function createDriver(name: DriverName, options: { dataDir: string; log?: (message: string) => void }): Promise<Driver> {
-  const log = options.log === undefined ? {} : { log: options.log };
-  switch (name) {
-    case 'runc':
-      return drivers.runc({ runcRoot: join(options.dataDir, 'runc'), ...log });
-    case 'process':
-      return drivers.process(log);
-    default: {
-      const never: never = name;
-      throw new Error(`unknown driver ${String(never)}`);
-    }
-  }
+/** A built-in driver with this host's standard settings. */
+export async function createDriver(name: DriverName, settings: DriverSettings): Promise<Driver> {
+  return drivers[name](settings);
 }

@@ -1,4 +1,4 @@
-// Farms in the provider's data plane. A farm graph (src/compose/graph.ts) applied here
+// Farms in the provider's data plane. A farm graph (src/protocol/farm-graph.ts) applied here
 // becomes: one provider service per role instance (`<farm>-<node>`, exactly one instance),
 // the intermediaries (engine.ts) composed in process, import bindings that point each
 // instance's import sockets at the node the script wired them to (`/x/<farm>/<instance>/<import>`,
@@ -7,10 +7,10 @@
 // Every message entering a farm is checked against the operation's input schema.
 import { Agent, request, type IncomingMessage, type ServerResponse } from 'node:http';
 import { isDeepStrictEqual } from 'node:util';
-import { ShoalError, httpStatusFor, isShoalError } from '../../protocol/errors.ts';
+import { ShoalError, errorReply, isShoalError } from '../../protocol/errors.ts';
 import type { ImportBinding } from '../../protocol/deployment.ts';
 import type { ServiceDescriptionInput } from '../../protocol/service.ts';
-import type { CrashAction, FarmGraph, GraphNode } from '../../compose/graph.ts';
+import type { CrashAction, FarmGraph, GraphNode } from '../../protocol/farm-graph.ts';
 import { compileSchema, type SchemaCheck } from '../json-schema.ts';
 import { createOr, createPar, createRef, type RefTarget, type Reply, type Target } from './engine.ts';
 
@@ -344,8 +344,8 @@ export function createFarmEngine(options: FarmEngineOptions): FarmEngine {
     res.end(text);
   }
   function sendError(res: ServerResponse, e: unknown): void {
-    const err = isShoalError(e) ? e : new ShoalError('unavailable', String((e as Error)?.message ?? e));
-    if (!res.headersSent) send(res, httpStatusFor(err.code), err.toJSON());
+    const { status, body } = errorReply(isShoalError(e) ? e : new ShoalError('unavailable', String((e as Error)?.message ?? e)));
+    if (!res.headersSent) send(res, status, body);
     else res.destroy();
   }
   function readBody(req: IncomingMessage): Promise<string> {

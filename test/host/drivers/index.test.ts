@@ -3,7 +3,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { createDriver, defaultDriverName, drivers, findOnPath, processCapabilities, runcCapabilities } from '../../../src/host/drivers/index.ts';
+import { createDriver, defaultDriverName, driverNames, drivers, findOnPath, isDriverName, processCapabilities, runcCapabilities } from '../../../src/host/drivers/index.ts';
 import { missing } from '../fixtures/requirements.ts';
 
 describe('driver registry', () => {
@@ -22,6 +22,12 @@ describe('driver registry', () => {
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
+  });
+
+  it('derives the driver names from the registry alone', () => {
+    assert.deepEqual([...driverNames].sort(), Object.keys(drivers).sort());
+    for (const name of driverNames) assert.equal(isDriverName(name), true);
+    for (const name of ['docker', 'vm', 'toString', '__proto__', '']) assert.equal(isDriverName(name), false, name);
   });
 
   it('defaults to runc when root with runc on PATH, else process', async () => {

@@ -38,7 +38,7 @@ export function report(hostId: string, at: number, inFlight = 0): HostReport {
     load: { instances: 1, inFlight, requestsTotal: 10 },
     layers: [{ digest: `sha256:${'a'.repeat(64)}`, size: 1000, inUse: true }],
     layerCache: { bytes: 1000, budgetBytes: 1 << 30 },
-    drivers: [{ name: 'runc', default: true, capabilities: { isolation: 'namespaces' }, fingerprint: { healthy: true } }],
+    drivers: [{ name: 'runc', default: true, capabilities: { isolation: 'namespaces', canPause: true, canSnapshot: false, canMigrate: false, canClone: false, enforcesLimits: true }, fingerprint: { healthy: true, detail: 'runc 1.2', attributes: {} } }],
   };
 }
 
