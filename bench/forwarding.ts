@@ -112,20 +112,21 @@ export async function runForwardingBench(options: { durationMs?: number; connect
 
 /**
  * Measures each target for `durationMs` in all, in ROUNDS short turns taken in rotation, so
- * a burst of load from elsewhere on the machine falls on every target alike.
+ * a burst of load from elsewhere on the machine falls on every target alike. GETs, or POSTs
+ * of `body` as JSON.
  */
-async function measureInterleaved(targets: RequestOptions[], connections: number, durationMs: number): Promise<TargetFigures[]> {
+export async function measureInterleaved(targets: RequestOptions[], connections: number, durationMs: number, body?: string): Promise<TargetFigures[]> {
   const agents = targets.map(() => new Agent({ keepAlive: true, maxSockets: connections }));
   try {
     const state = targets.map(() => ({ histogram: createHistogram(), requests: 0, errors: 0, ms: 0 }));
-    for (let t = 0; t < targets.length; t++) await loadFor(targets[t]!, agents[t]!, connections, Math.min(1000, durationMs / 5), undefined); // JIT, connections
+    for (let t = 0; t < targets.length; t++) await loadFor(targets[t]!, agents[t]!, connections, Math.min(1000, durationMs / 5), undefined, body); // JIT, connections
     const turn = durationMs / ROUNDS;
     for (let round = 0; round < ROUNDS; round++) {
       for (let k = 0; k < targets.length; k++) {
         const t = (round + k) % targets.length;
         const s = state[t]!;
         const started = performance.now();
-        const { requests, errors } = await loadFor(targets[t]!, agents[t]!, connections, turn, s.histogram);
+        const { requests, errors } = await loadFor(targets[t]!, agents[t]!, connections, turn, s.histogram, body);
         s.ms += performance.now() - started;
         s.requests += requests;
         s.errors += errors;
