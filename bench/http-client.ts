@@ -54,15 +54,18 @@ export async function runHttpClientBench(options: { durationMs?: number; connect
     const keyHex = Buffer.from(key).toString('hex');
     const token = signRouteToken({ instance: 'bench-1', service: 'bench', expiresAt: Date.now() + 3_600_000 }, key);
     const port: Record<string, number> = {};
+    const pid: Record<string, number | undefined> = {};
     for (const impl of ['undici', 'legacy'] as const) {
       const child = await startBenchChild(SELF, ['--role=forwarder', impl, socketPath, keyHex]);
       children.push(child);
       port[`forwarder ${impl}`] = Number(child.ready);
+      pid[`forwarder ${impl}`] = child.pid;
     }
     for (const impl of ['undici', 'legacy'] as const) {
       const child = await startBenchChild(SELF, ['--role=link', impl, String(port['forwarder undici']), token]);
       children.push(child);
       port[`link ${impl}`] = Number(child.ready);
+      pid[`link ${impl}`] = child.pid;
     }
     const names = ['forwarder undici', 'forwarder legacy', 'link undici', 'link legacy'];
     const target = (name: string): RequestOptions =>
@@ -70,8 +73,8 @@ export async function runHttpClientBench(options: { durationMs?: number; connect
     const figures = async (conns: number, ms: number): Promise<Record<string, LoadFigures>> => {
       // GETs for the forwarder pair, POSTs for the link pair: each pair measured interleaved.
       const out: Record<string, LoadFigures> = {};
-      const fwd = await measureInterleaved([target(names[0]!), target(names[1]!)], conns, ms);
-      const link = await measureInterleaved([target(names[2]!), target(names[3]!)], conns, ms, BODY);
+      const fwd = await measureInterleaved([target(names[0]!), target(names[1]!)], conns, ms, undefined, [pid[names[0]!], pid[names[1]!]]);
+      const link = await measureInterleaved([target(names[2]!), target(names[3]!)], conns, ms, BODY, [pid[names[2]!], pid[names[3]!]]);
       [out[names[0]!], out[names[1]!], out[names[2]!], out[names[3]!]] = [fwd[0]!, fwd[1]!, link[0]!, link[1]!];
       return out;
     };
@@ -164,20 +167,28 @@ async function runLink(impl: Impl, forwarderPort: number, token: string): Promis
 export function formatHttpClientBench(r: HttpClientBenchResult): string {
   const f3 = (n: number): string => n.toFixed(3);
   const row = (name: string, t: LoadFigures | undefined): string =>
-    t === undefined ? `| ${name} | – | – | – | – |` : `| ${name} | ${Math.round(t.rps)} | ${f3(t.p50Ms)} | ${f3(t.p99Ms)} | ${t.errors} |`;
+    t === undefined
+      ? `| ${name} | – | – | – | – | – |`
+      : `| ${name} | ${Math.round(t.rps)} | ${f3(t.p50Ms)} | ${f3(t.p99Ms)} | ${t.cpuUsPerRequest === undefined ? '–' : Math.round(t.cpuUsPerRequest)} | ${t.errors} |`;
   const lines = [
     'undici vs the hand-written client; each pair measured interleaved in one run, the same work in each timed region.',
     '',
-    '| target | req/s | p50 ms | p99 ms | errors |',
-    '| --- | ---: | ---: | ---: | ---: |',
+    'CPU µs/req: user + system time of the process under test (the forwarder, or the link hop) per request, from /proc; it is the figure least moved by other load on the machine.',
+    '',
+    '| target | req/s | p50 ms | p99 ms | CPU µs/req | errors |',
+    '| --- | ---: | ---: | ---: | ---: | ---: |',
   ];
   for (const [tag, set] of [[`Node client, ${r.connections} conn`, r.loaded], ['Node client, 1 conn', r.unloaded]] as const) {
     for (const [name, t] of Object.entries(set)) lines.push(row(`${name} (${tag})`, t));
   }
   for (const [name, t] of Object.entries(r.wrk)) lines.push(row(`${name} (wrk, ${r.connections} conn)`, t));
   const ratio = (a: LoadFigures | undefined, b: LoadFigures | undefined): string => (a === undefined || b === undefined ? '–' : (a.rps / b.rps).toFixed(2));
+  const cpu = (a: LoadFigures | undefined, b: LoadFigures | undefined): string =>
+    a?.cpuUsPerRequest === undefined || b?.cpuUsPerRequest === undefined ? '–' : (a.cpuUsPerRequest / b.cpuUsPerRequest).toFixed(2);
   lines.push(
     '',
+    `CPU per request undici / hand-written (${r.connections} conn): forwarder ${cpu(r.loaded['forwarder undici'], r.loaded['forwarder legacy'])}, link ${cpu(r.loaded['link undici'], r.loaded['link legacy'])}; ` +
+      `(1 conn): forwarder ${cpu(r.unloaded['forwarder undici'], r.unloaded['forwarder legacy'])}, link ${cpu(r.unloaded['link undici'], r.unloaded['link legacy'])}.`,
     `Throughput undici / hand-written: forwarder ${ratio(r.loaded['forwarder undici'], r.loaded['forwarder legacy'])} (Node client), ${ratio(r.wrk['forwarder undici'], r.wrk['forwarder legacy'])} (wrk); ` +
       `link ${ratio(r.loaded['link undici'], r.loaded['link legacy'])} (Node client), ${ratio(r.wrk['link undici'], r.wrk['link legacy'])} (wrk).`,
   );

@@ -236,3 +236,23 @@ test('an instance that never answers → 504', async () => {
   assert.match(json(r).error.message, /did not answer within 2000 ms/);
 });
 
+test('a head dribbled a byte at a time never completes: 504 once the timeout for the whole head has passed', async () => {
+  // A slowloris reply: each byte comes well within the timeout, the head never ends.
+  scripts['/slow-head'] = (s) => {
+    s.write('HTTP/1.1 200 OK\r\nx-slow: ');
+    const timer = setInterval(() => (s.destroyed ? clearInterval(timer) : s.write('a')), 100);
+    s.on('close', () => clearInterval(timer));
+  };
+  const r = await call('/slow-head');
+  assert.equal(r.status, 504);
+  assert.equal(r.headers['x-shoal-error'], 'timeout');
+});
+
+test('a body that stalls past the timeout is cut; the client sees an incomplete reply', async () => {
+  scripts['/slow-body'] = (s) => s.write('HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabc');
+  const r = await call('/slow-body');
+  assert.equal(r.status, 200);
+  assert.equal(r.body, 'abc');
+  assert.ok(r.error !== undefined, 'the reply is cut, not completed');
+});
+
