@@ -1,13 +1,13 @@
-// One HTTP client for the project: undici against the hand-written HTTP/1.1 client it
-// replaced (kept, for this comparison only, in bench/lib/legacy-http/), in one run,
-// interleaved, the same work in each timed region. Both legs of the warm path:
+// The data plane's HTTP client: the hand-written HTTP/1.1 client (src/http) against the
+// same interface on undici (bench/lib/undici-http/, kept for this comparison only), in one
+// run, interleaved, the same work in each timed region. Both legs of the warm path:
 //   forwarder   GET 127.0.0.1:PORT/i/ → host forwarder (own process) → instance Unix socket;
-//               the forwarder relays with undici, or with the hand-written client
+//               the forwarder relays with undici, or with the hand-written client (src)
 //   link        POST 127.0.0.1:PORT/ → a provider-like hop (own process) that reads the JSON
 //               body and sends it whole to the host forwarder over its pooled link, collects
 //               the small reply and writes it (what the router does on a warm message);
 //               the link is undici's, or the hand-written one. Both behind the same
-//               (undici) forwarder, so only the link differs.
+//               forwarder (src's), so only the link differs.
 // With the Node keep-alive load client at `connections` and at 1 connection, and wrk.
 //
 //   node bench/http-client.ts [--duration-ms 5000] [--connections 32]   prints a markdown table
@@ -23,13 +23,14 @@ import { measureInterleaved } from './forwarding.ts';
 import { executable, runWrk, startBenchChild, stopChild, WRK, type LoadFigures } from './lib/peers.ts';
 import { generateRouteKey, signRouteToken } from '../src/host/data-plane/route-token.ts';
 import { listenForwarder } from '../src/host/data-plane/forwarder.ts';
-import { listenForwarder as listenLegacyForwarder } from './lib/legacy-http/forwarder.ts';
-import { createUpstream as createLegacyUpstream } from './lib/legacy-http/upstream.ts';
+import { listenForwarder as listenUndiciForwarder } from './lib/undici-http/forwarder.ts';
+import { createUpstream as createUndiciUpstream } from './lib/undici-http/index.ts';
 import { createUpstream, type ReplyHandlers, type ReplyHead } from '../src/http/index.ts';
 
 const SELF = fileURLToPath(import.meta.url);
 const BODY = '{"message":"hello from the bench"}';
-type Impl = 'undici' | 'legacy';
+/** 'hand-written': the client in src/http. */
+type Impl = 'undici' | 'hand-written';
 
 export interface HttpClientBenchResult {
   connections: number;
@@ -55,19 +56,19 @@ export async function runHttpClientBench(options: { durationMs?: number; connect
     const token = signRouteToken({ instance: 'bench-1', service: 'bench', expiresAt: Date.now() + 3_600_000 }, key);
     const port: Record<string, number> = {};
     const pid: Record<string, number | undefined> = {};
-    for (const impl of ['undici', 'legacy'] as const) {
+    for (const impl of ['undici', 'hand-written'] as const) {
       const child = await startBenchChild(SELF, ['--role=forwarder', impl, socketPath, keyHex]);
       children.push(child);
       port[`forwarder ${impl}`] = Number(child.ready);
       pid[`forwarder ${impl}`] = child.pid;
     }
-    for (const impl of ['undici', 'legacy'] as const) {
-      const child = await startBenchChild(SELF, ['--role=link', impl, String(port['forwarder undici']), token]);
+    for (const impl of ['undici', 'hand-written'] as const) {
+      const child = await startBenchChild(SELF, ['--role=link', impl, String(port['forwarder hand-written']), token]);
       children.push(child);
       port[`link ${impl}`] = Number(child.ready);
       pid[`link ${impl}`] = child.pid;
     }
-    const names = ['forwarder undici', 'forwarder legacy', 'link undici', 'link legacy'];
+    const names = ['forwarder undici', 'forwarder hand-written', 'link undici', 'link hand-written'];
     const target = (name: string): RequestOptions =>
       name.startsWith('forwarder') ? { host: '127.0.0.1', port: port[name]!, path: '/i/', headers: { 'x-shoal-route': token } } : { host: '127.0.0.1', port: port[name]!, path: '/' };
     const figures = async (conns: number, ms: number): Promise<Record<string, LoadFigures>> => {
@@ -112,7 +113,7 @@ async function runForwarder(impl: Impl, socketPath: string, keyHex: string): Pro
     resolveInstance: (id: string) => (id === 'bench-1' ? { socketPath, state: 'ready' as const } : undefined),
     onRequest: () => void served++,
   };
-  const forwarder = impl === 'undici' ? await listenForwarder(options) : await listenLegacyForwarder(options);
+  const forwarder = impl === 'undici' ? await listenUndiciForwarder(options) : await listenForwarder(options);
   process.on('SIGTERM', () => void forwarder.close().then(() => process.exit(0)));
   process.stdout.write(`${forwarder.address.port}\n`);
 }
@@ -121,16 +122,9 @@ async function runForwarder(impl: Impl, socketPath: string, keyHex: string): Pro
 type Send = (path: string, headers: string[], body: Buffer, handlers: ReplyHandlers) => void;
 
 function linkOf(impl: Impl, port: number): Send {
-  if (impl === 'undici') {
-    const link = createUpstream({ origin: `http://127.0.0.1:${port}`, timeoutMs: 60_000 });
-    return (path, headers, body, handlers) => void link.request({ method: 'POST', path, headers, body, timeoutMs: 60_000 }, handlers);
-  }
-  const link = createLegacyUpstream({ open: () => connect({ host: '127.0.0.1', port }), timeoutMs: 60_000, maxIdle: 256 });
-  return (path, headers, body, handlers) => {
-    let head = `POST ${path} HTTP/1.1`;
-    for (let i = 0; i < headers.length; i += 2) head += `\r\n${headers[i]}: ${headers[i + 1]}`;
-    link.request(head, body, handlers, 60_000);
-  };
+  const link = impl === 'undici' ? createUndiciUpstream({ origin: `http://127.0.0.1:${port}`, timeoutMs: 60_000 }) : createUpstream({ origin: `http://127.0.0.1:${port}`, timeoutMs: 60_000, maxIdle: 256 });
+  // The undici variant's ReplyHead lacks the hand-written one's keep-alive fields, which the router does not read.
+  return (path, headers, body, handlers) => void link.request({ method: 'POST', path, headers, body, timeoutMs: 60_000 }, handlers as never);
 }
 
 async function runLink(impl: Impl, forwarderPort: number, token: string): Promise<void> {
@@ -187,10 +181,10 @@ export function formatHttpClientBench(r: HttpClientBenchResult): string {
     a?.cpuUsPerRequest === undefined || b?.cpuUsPerRequest === undefined ? '–' : (a.cpuUsPerRequest / b.cpuUsPerRequest).toFixed(2);
   lines.push(
     '',
-    `CPU per request undici / hand-written (${r.connections} conn): forwarder ${cpu(r.loaded['forwarder undici'], r.loaded['forwarder legacy'])}, link ${cpu(r.loaded['link undici'], r.loaded['link legacy'])}; ` +
-      `(1 conn): forwarder ${cpu(r.unloaded['forwarder undici'], r.unloaded['forwarder legacy'])}, link ${cpu(r.unloaded['link undici'], r.unloaded['link legacy'])}.`,
-    `Throughput undici / hand-written: forwarder ${ratio(r.loaded['forwarder undici'], r.loaded['forwarder legacy'])} (Node client), ${ratio(r.wrk['forwarder undici'], r.wrk['forwarder legacy'])} (wrk); ` +
-      `link ${ratio(r.loaded['link undici'], r.loaded['link legacy'])} (Node client), ${ratio(r.wrk['link undici'], r.wrk['link legacy'])} (wrk).`,
+    `CPU per request undici / hand-written (${r.connections} conn): forwarder ${cpu(r.loaded['forwarder undici'], r.loaded['forwarder hand-written'])}, link ${cpu(r.loaded['link undici'], r.loaded['link hand-written'])}; ` +
+      `(1 conn): forwarder ${cpu(r.unloaded['forwarder undici'], r.unloaded['forwarder hand-written'])}, link ${cpu(r.unloaded['link undici'], r.unloaded['link hand-written'])}.`,
+    `Throughput undici / hand-written: forwarder ${ratio(r.loaded['forwarder undici'], r.loaded['forwarder hand-written'])} (Node client), ${ratio(r.wrk['forwarder undici'], r.wrk['forwarder hand-written'])} (wrk); ` +
+      `link ${ratio(r.loaded['link undici'], r.loaded['link hand-written'])} (Node client), ${ratio(r.wrk['link undici'], r.wrk['link hand-written'])} (wrk).`,
   );
   lines.push(...r.notes.map((n) => `- ${n}`));
   return lines.join('\n');

@@ -1,10 +1,10 @@
-// The project's one HTTP client stack (undici), as the data plane uses it: a pool per
+// The project's HTTP client part. The data plane's lean HTTP/1.1 client (a pool per
 // endpoint, one whole request with its reply to callbacks, a streaming relay for node:http
-// servers, and a server-sent-events reader. Host and provider import this door only.
-export { createUpstream, MAX_HEAD_BYTES, Upstream } from './upstream.ts';
-export type { OutgoingRequest, ReplyHandlers, UpstreamExchange, UpstreamOptions } from './upstream.ts';
-export { ProtocolError, readReplyHead } from './reply-head.ts';
-export type { Framing, ReplyHead } from './reply-head.ts';
+// servers), used by the host's forwarder and import sockets and by the provider's link to
+// each host; and a server-sent-events reader on undici, the client every other part uses
+// (registry client, CLI). Host and provider import this door only.
+export { ChunkedDecoder, createUpstream, MAX_HEAD_BYTES, parseReplyHead, ProtocolError, Upstream } from './upstream.ts';
+export type { Framing, OutgoingRequest, ReplyHandlers, ReplyHead, UpstreamExchange, UpstreamOptions } from './upstream.ts';
 export { closeServer, readRequestHead, relay, replyError, ROUTE_HEADER } from './relay.ts';
 export type { RelayPlan, RequestHead } from './relay.ts';
 export { createEventParser, readEventStream } from './event-stream.ts';
