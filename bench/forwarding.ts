@@ -19,7 +19,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createHistogram } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
-import { executable, freePort, loadFor, NGINX, runWrk, startBenchChild, startNginx, stopChild, WRK, type LoadFigures } from './lib/peers.ts';
+import { cpuMsOf, executable, freePort, loadFor, NGINX, runWrk, startBenchChild, startNginx, stopChild, WRK, type LoadFigures } from './lib/peers.ts';
 import { listenForwarder } from '../src/host/data-plane/forwarder.ts';
 import { generateRouteKey, signRouteToken } from '../src/host/data-plane/route-token.ts';
 
@@ -112,31 +112,36 @@ export async function runForwardingBench(options: { durationMs?: number; connect
 
 /**
  * Measures each target for `durationMs` in all, in ROUNDS short turns taken in rotation, so
- * a burst of load from elsewhere on the machine falls on every target alike.
+ * a burst of load from elsewhere on the machine falls on every target alike. GETs, or POSTs
+ * of `body` as JSON.
  */
-async function measureInterleaved(targets: RequestOptions[], connections: number, durationMs: number): Promise<TargetFigures[]> {
+export async function measureInterleaved(targets: RequestOptions[], connections: number, durationMs: number, body?: string, pids?: ReadonlyArray<number | undefined>): Promise<TargetFigures[]> {
   const agents = targets.map(() => new Agent({ keepAlive: true, maxSockets: connections }));
   try {
-    const state = targets.map(() => ({ histogram: createHistogram(), requests: 0, errors: 0, ms: 0 }));
-    for (let t = 0; t < targets.length; t++) await loadFor(targets[t]!, agents[t]!, connections, Math.min(1000, durationMs / 5), undefined); // JIT, connections
+    const state = targets.map(() => ({ histogram: createHistogram(), requests: 0, errors: 0, ms: 0, cpuMs: 0 }));
+    for (let t = 0; t < targets.length; t++) await loadFor(targets[t]!, agents[t]!, connections, Math.min(1000, durationMs / 5), undefined, body); // JIT, connections
     const turn = durationMs / ROUNDS;
     for (let round = 0; round < ROUNDS; round++) {
       for (let k = 0; k < targets.length; k++) {
         const t = (round + k) % targets.length;
         const s = state[t]!;
+        const pid = pids?.[t];
+        const cpuBefore = pid === undefined ? 0 : await cpuMsOf(pid);
         const started = performance.now();
-        const { requests, errors } = await loadFor(targets[t]!, agents[t]!, connections, turn, s.histogram);
+        const { requests, errors } = await loadFor(targets[t]!, agents[t]!, connections, turn, s.histogram, body);
         s.ms += performance.now() - started;
+        if (pid !== undefined) s.cpuMs += (await cpuMsOf(pid)) - cpuBefore;
         s.requests += requests;
         s.errors += errors;
       }
     }
-    return state.map((s) => ({
+    return state.map((s, i) => ({
       requests: s.requests,
       errors: s.errors,
       rps: s.requests / (s.ms / 1000),
       p50Ms: s.histogram.percentile(50) / 1e6,
       p99Ms: s.histogram.percentile(99) / 1e6,
+      ...(pids?.[i] === undefined || s.requests === 0 ? {} : { cpuUsPerRequest: (s.cpuMs * 1000) / s.requests }),
     }));
   } finally {
     for (const agent of agents) agent.destroy();

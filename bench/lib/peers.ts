@@ -2,7 +2,7 @@
 // the load clients (a keep-alive Node client and wrk), child processes ended by the pid
 // we started, free loopback ports.
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { access, constants, writeFile } from 'node:fs/promises';
+import { access, constants, readFile, writeFile } from 'node:fs/promises';
 import { createServer as createNetServer, connect, type AddressInfo } from 'node:net';
 import { request, type Agent, type RequestOptions } from 'node:http';
 import { join } from 'node:path';
@@ -19,7 +19,17 @@ export interface LoadFigures {
   rps: number;
   p50Ms: number;
   p99Ms: number;
+  /** CPU time (user + system) the measured process spent per request, in µs, when its pid was given. */
+  cpuUsPerRequest?: number;
 }
+
+/** CPU time (user + system) a process has used so far, in ms (from /proc, 10 ms ticks). */
+export async function cpuMsOf(pid: number): Promise<number> {
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return ((Number(fields[11]) + Number(fields[12])) * 1000) / TICKS_PER_SECOND;
+}
+const TICKS_PER_SECOND = 100;
 
 /**
  * `connections` keep-alive loops against `target` for `durationMs`: GET, or POST of

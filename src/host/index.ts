@@ -16,7 +16,7 @@ import { createHostState } from './host-state.ts';
 import { createLayerCache, type LayerCache } from './layer-cache.ts';
 import { createHostMetrics } from './metrics.ts';
 import { createForwarder } from './data-plane/forwarder.ts';
-import { closeServer } from './data-plane/relay.ts';
+import { closeServer } from '../http/index.ts';
 import { openImportSockets } from './data-plane/import-sockets.ts';
 import { listMounts, mountOverlay, unmountOverlay } from './rootfs/overlay.ts';
 import { createDriver, defaultDriverName, isDriverName, type DriverName } from './drivers/index.ts';

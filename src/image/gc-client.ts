@@ -1,3 +1,4 @@
+import { fetch, type Response } from 'undici';
 import { ShoalError, type ErrorBody } from '../protocol/errors.ts';
 
 /** Asks a Shoal store to collect unreachable blobs (its control API; not part of OCI). */

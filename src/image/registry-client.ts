@@ -1,10 +1,11 @@
 // Shoal's own OCI distribution client: the host agent pulls layers with it, the CLI
 // pushes with it. It speaks the standard /v2/ API (so it works against any registry
-// that needs no auth), over Node's built-in fetch, which keeps connections alive.
+// that needs no auth), over undici (the project's one HTTP client, src/http): its fetch for
+// the small JSON exchanges, its request (Node streams, no web streams) for layers.
 // Every byte it receives is checked against the digest that names it.
 import { createHash, randomBytes } from 'node:crypto';
 import { open, rename, rm } from 'node:fs/promises';
-import { Agent as HttpAgent, request as httpRequest, type IncomingMessage } from 'node:http';
+import { Agent, fetch, request, type Dispatcher, type RequestInit, type Response } from 'undici';
 import { Readable } from 'node:stream';
 import { isDigest, type Digest } from '../protocol/digest.ts';
 import { isErrorCode, ShoalError, type ErrorCode } from '../protocol/errors.ts';
@@ -212,9 +213,9 @@ export function createRegistryClient(options: RegistryClientOptions): RegistryCl
       checkDigest(digest);
       const what = `blob ${digest} in ${repo}`;
       const url = urlFor(`/v2/${repo}/blobs/${digest}`);
-      // Layers are the bulk of every pull: over plain http they stream through node:http,
-      // which moves bytes at about twice fetch's rate here (fetch's web streams cost CPU
-      // per chunk); https and redirects to other hosts keep using fetch.
+      // Layers are the bulk of every pull: over plain http they stream through undici's
+      // request (Node streams), which moves bytes at about twice fetch's rate here (fetch's
+      // web streams cost CPU per chunk); https and redirects to other hosts keep using fetch.
       const res = url.protocol === 'http:' ? await httpGet(url, what, userAgent, opts.signal) : await call('GET', url, what, [200], { signal: opts.signal });
       const declared = res.headers.get('content-length');
       if (opts.expectedSize !== undefined && declared !== null && Number(declared) !== opts.expectedSize) {
@@ -452,38 +453,32 @@ async function writeVerified(
   }
 }
 
-const blobAgent = new HttpAgent({ keepAlive: true, maxSockets: 16 });
+/** Layer downloads: kept-alive connections per store, up to 16 at once. */
+const blobAgent = new Agent({ connections: 16 });
 
 interface StreamReply {
   status: number;
   headers: { get(name: string): string | null };
-  stream: IncomingMessage;
+  stream: Dispatcher.ResponseData['body'];
   cancel(): Promise<void>;
 }
 
-/** GET over node:http; a status other than 200 becomes the same ShoalError fetch's path gives. */
-function httpGet(url: URL, what: string, userAgent: string, signal: AbortSignal | undefined): Promise<StreamReply> {
-  return new Promise((resolve, reject) => {
-    const req = httpRequest(url, { method: 'GET', agent: blobAgent, headers: { 'user-agent': userAgent }, ...(signal ? { signal } : {}) }, (res) => {
-      const headers = {
-        get: (name: string) => {
-          const v = res.headers[name.toLowerCase()];
-          return v === undefined ? null : Array.isArray(v) ? v.join(', ') : v;
-        },
-      };
-      if (res.statusCode === 200) {
-        resolve({ status: 200, headers, stream: res, cancel: async () => void res.destroy() });
-        return;
-      }
-      // Build a web Response for the shared error mapping (it reads the registry's JSON errors).
-      const hs = new Headers();
-      for (const [k, v] of Object.entries(res.headers)) if (typeof v === 'string') hs.set(k, v);
-      const body = res.statusCode === 204 || res.statusCode === 304 ? null : (Readable.toWeb(res) as ReadableStream<Uint8Array>);
-      responseError(new Response(body, { status: res.statusCode ?? 502, headers: hs }), what).then(reject, reject);
-    });
-    req.on('error', (e) => reject(signal?.aborted ? e : networkError(e, what, url.origin)));
-    req.end();
-  });
+/** GET with undici's request (a Node stream body); a status other than 200 becomes the same ShoalError fetch's path gives. */
+async function httpGet(url: URL, what: string, userAgent: string, signal: AbortSignal | undefined): Promise<StreamReply> {
+  let res: Dispatcher.ResponseData;
+  try {
+    res = await request(url, { method: 'GET', dispatcher: blobAgent, headers: { 'user-agent': userAgent }, ...(signal ? { signal } : {}) });
+  } catch (e) {
+    throw signal?.aborted ? e : networkError(e, what, url.origin);
+  }
+  const headers = {
+    get: (name: string) => {
+      const v = res.headers[name.toLowerCase()];
+      return v === undefined ? null : Array.isArray(v) ? v.join(', ') : v;
+    },
+  };
+  if (res.statusCode === 200) return { status: 200, headers, stream: res.body, cancel: async () => void res.body.destroy() };
+  throw await responseError({ status: res.statusCode, arrayBuffer: () => res.body.arrayBuffer() }, what);
 }
 
 async function readAll(source: Readable, size: number, digest: Digest, what: string): Promise<Buffer> {
@@ -573,10 +568,16 @@ function codeForStatus(status: number): ErrorCode {
 }
 
 /** Builds a ShoalError from a registry reply: its `errors` list, or Shoal's `error`. */
-async function responseError(res: Response, what: string): Promise<ShoalError> {
+/** What responseError reads of a reply: a fetch Response or an undici request's. */
+interface ErrorReply {
+  status: number;
+  arrayBuffer(): Promise<ArrayBuffer>;
+}
+
+async function responseError(res: ErrorReply, what: string): Promise<ShoalError> {
   let text = '';
   try {
-    text = res.body ? Buffer.from(await res.arrayBuffer()).subarray(0, ERROR_BODY_LIMIT).toString('utf8') : '';
+    text = Buffer.from(await res.arrayBuffer()).subarray(0, ERROR_BODY_LIMIT).toString('utf8');
   } catch {
     // the body is only for the message
   }

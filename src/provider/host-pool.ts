@@ -15,8 +15,7 @@ import { Agent, request, type IncomingMessage } from 'node:http';
 import type { DeploymentPlan, DeploymentResult, HostEvent, HostReport, InstanceInfo } from '../protocol/deployment.ts';
 import { ShoalError, type ErrorCode } from '../protocol/errors.ts';
 import type { HostRecord, HostState, Registry } from './registry/index.ts';
-import { connect } from 'node:net';
-import { createUpstream, type Upstream as HostLink } from '../host/data-plane/index.ts';
+import { createUpstream, readEventStream, type Upstream as HostLink } from '../http/index.ts';
 
 export interface Logger {
   info(obj: object, msg?: string): void;
@@ -100,66 +99,47 @@ export function createHostClient(options: { controlUrl: string; token: string; t
 
   function follow(onEvent: (e: HostEvent) => void, onConnected?: (up: boolean) => void): () => void {
     let stopped = false;
-    let lastId: number | undefined;
-    let current: ReturnType<typeof request> | undefined;
+    let lastId: string | undefined;
+    let current: AbortController | undefined;
     let timer: ReturnType<typeof setTimeout> | undefined;
     let delay = 250;
     const connect = () => {
       if (stopped) return;
-      const req = request({
-        hostname: base.hostname.replace(/^\[|\]$/g, ''),
-        port: base.port,
-        path: '/v1/events',
-        headers: { authorization: auth, accept: 'text/event-stream', ...(lastId === undefined ? {} : { 'last-event-id': String(lastId) }) },
-      });
-      current = req;
-      req.on('response', (res: IncomingMessage) => {
-        if (res.statusCode !== 200) {
-          res.resume();
-          return;
-        }
-        delay = 250;
-        onConnected?.(true);
-        res.setEncoding('utf8');
-        let buf = '';
-        res.on('data', (chunk: string) => {
-          buf += chunk;
-          let end: number;
-          while ((end = buf.indexOf('\n\n')) !== -1) {
-            const block = buf.slice(0, end);
-            buf = buf.slice(end + 2);
-            let data = '';
-            for (const line of block.split('\n')) {
-              if (line.startsWith('data:')) data += line.slice(line[5] === ' ' ? 6 : 5);
-              else if (line.startsWith('id:')) lastId = Number(line.slice(3).trim());
-            }
-            if (data === '') continue;
-            try {
-              onEvent(JSON.parse(data) as HostEvent);
-            } catch {
-              // A malformed event is skipped; the periodic reconcile catches up.
-            }
+      const controller = new AbortController();
+      current = controller;
+      readEventStream(new URL('/v1/events', base), {
+        headers: { authorization: auth },
+        lastEventId: lastId,
+        signal: controller.signal,
+        onOpen() {
+          delay = 250;
+          onConnected?.(true);
+        },
+        onEvent(e) {
+          lastId = e.id;
+          try {
+            onEvent(JSON.parse(e.data) as HostEvent);
+          } catch {
+            // A malformed event is skipped; the periodic reconcile catches up.
           }
+        },
+      })
+        .catch(() => undefined) // a lost stream is followed again below; the host's liveness is the poll's to judge
+        .finally(() => {
+          if (current !== controller) return;
+          current = undefined;
+          onConnected?.(false);
+          if (stopped) return;
+          timer = setTimeout(connect, delay);
+          timer.unref();
+          delay = Math.min(delay * 2, 5000);
         });
-      });
-      const again = () => {
-        if (current !== req) return;
-        current = undefined;
-        onConnected?.(false);
-        if (stopped) return;
-        timer = setTimeout(connect, delay);
-        timer.unref();
-        delay = Math.min(delay * 2, 5000);
-      };
-      req.on('error', again);
-      req.on('close', again);
-      req.end();
     };
     connect();
     const stop = () => {
       stopped = true;
       if (timer) clearTimeout(timer);
-      current?.destroy();
+      current?.abort();
       current = undefined;
       streams.delete(stop);
     };
@@ -173,8 +153,8 @@ export function createHostClient(options: { controlUrl: string; token: string; t
       const key = `${hostname}:${port}`;
       let link = links.get(key);
       if (link === undefined) {
-        // The router gives each request its own timeout; 256 idle connections cover a busy host.
-        link = createUpstream({ open: () => connect({ host: hostname, port }), timeoutMs: 60_000, maxIdle: 256 });
+        // The router gives each request its own timeout.
+        link = createUpstream({ origin: `http://${hostname.includes(':') ? `[${hostname}]` : hostname}:${port}`, timeoutMs: 60_000 });
         links.set(key, link);
       }
       return link;

@@ -15,7 +15,7 @@
 // Which failure it was, the host says in the x-shoal-error header of the replies it makes
 // itself (src/protocol/data-plane.ts); an instance's own reply never carries it.
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { ReplyHead, UpstreamExchange } from '../host/data-plane/index.ts';
+import type { ReplyHead, UpstreamExchange } from '../http/index.ts';
 import { dataPlaneErrorOf, ROUTE_HEADER, type DataPlaneError } from '../protocol/data-plane.ts';
 import type { InFlightTracker } from './balancer/index.ts';
 import { leastOutstanding } from './balancer/index.ts';
@@ -245,10 +245,14 @@ export function createRouter(options: RouterOptions): Router {
     let collected: Buffer[] | undefined;
     let size = 0;
     let streaming = false;
-    const request =
-      `POST ${ep.pathPrefix}/${op.name} HTTP/1.1\r\nhost: ${ep.authority}\r\ncontent-type: application/json\r\n` +
-      `content-length: ${msg.body.length}\r\n${ROUTE_HEADER}: ${ep.token}`;
-    const exchange: UpstreamExchange = ep.link.request(request, msg.body, {
+    const request = {
+      method: 'POST',
+      path: `${ep.pathPrefix}/${op.name}`,
+      headers: ['host', ep.authority, 'content-type', 'application/json', 'content-length', String(msg.body.length), ROUTE_HEADER, ep.token],
+      body: msg.body,
+      timeoutMs,
+    };
+    const exchange: UpstreamExchange = ep.link.request(request, {
       onHead(h) {
         head = h;
         if (h.status >= 400) {
@@ -316,7 +320,7 @@ export function createRouter(options: RouterOptions): Router {
         const what = code === 'ETIMEDOUT' ? `instance ${ep.id} did not answer within ${timeoutMs} ms` : `the connection to instance ${ep.id} failed (${err.message})`;
         retry(msg, ep, true, () => fail(msg, code === 'ETIMEDOUT' ? 'timeout' : 'bad-gateway', what));
       },
-    }, timeoutMs);
+    });
   }
 
   /** The host's own failure, as its x-shoal-error header names it (one of JUDGED). */

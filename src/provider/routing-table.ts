@@ -3,7 +3,7 @@
 // durable copy; the deployer, the reconciler and the host events keep this table in step
 // with it, and every change of a service's endpoints is handed to the activator as data
 // (an EndpointsUpdate). A warm message never leaves this table for the database.
-import type { Upstream } from '../host/data-plane/index.ts';
+import type { Upstream } from '../http/index.ts';
 import type { Activator } from './activator/index.ts';
 import type { InFlightTracker } from './balancer/index.ts';
 import { compileSchema, type SchemaCheck } from './json-schema.ts';

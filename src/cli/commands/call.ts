@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import { fetch, type Response } from 'undici';
 import { ShoalError } from '../../protocol/errors.ts';
 import { errorFrom, providerUrl, withProviderOptions, type ClientOptions } from './provider-client.ts';
 

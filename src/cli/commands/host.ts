@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import { fetch } from 'undici';
 import { totalmem, availableParallelism } from 'node:os';
 import { ShoalError } from '../../protocol/errors.ts';
 import { normalizeUrl, parseDriver, parseListen, untilSignal } from './common.ts';

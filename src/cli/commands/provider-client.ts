@@ -2,6 +2,7 @@
 // --url, else SHOAL_URL, else http://127.0.0.1:7070; JSON in and out; a non-2xx reply
 // becomes a ShoalError with the provider's code, so the CLI exits with its category.
 import type { Command } from 'commander';
+import { fetch, type Response } from 'undici';
 import { isErrorCode, ShoalError, type ErrorCode } from '../../protocol/errors.ts';
 import { DEFAULT_URL, normalizeUrl } from './common.ts';
 

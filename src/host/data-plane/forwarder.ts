@@ -15,11 +15,10 @@
 //   before a complete reply) · 502 bad-reply (invalid HTTP) · 504 timeout.
 
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
-import { connect, type AddressInfo } from 'node:net';
+import type { AddressInfo } from 'node:net';
 import { ShoalError } from '../../protocol/errors.ts';
 import { INSTANCE_HEADER } from '../../protocol/data-plane.ts';
-import { closeServer, relay, replyError, readRequestHead, ROUTE_HEADER } from './relay.ts';
-import { Upstream } from './upstream.ts';
+import { closeServer, createUpstream, relay, replyError, readRequestHead, ROUTE_HEADER, type Upstream } from '../../http/index.ts';
 import { verifyRouteToken, type RouteClaims, type RouteTokenFailure } from './route-token.ts';
 
 export type InstanceState = 'ready' | 'paused' | 'starting' | 'stopping';
@@ -94,7 +93,7 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
   function upstreamFor(instance: string, socketPath: string): Upstream {
     let upstream = upstreams.get(socketPath);
     if (upstream === undefined) {
-      upstream = new Upstream({ open: () => connect({ path: socketPath }), timeoutMs });
+      upstream = createUpstream({ origin: 'http://localhost', socketPath, timeoutMs });
       upstreams.set(socketPath, upstream);
     }
     const known = socketOf.get(instance);

@@ -11,13 +11,10 @@
 // percent-encoded, or an absolute-form target) are refused with 400.
 
 import { createServer, validateHeaderName, validateHeaderValue, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { connect, isIP } from 'node:net';
-import { connect as tlsConnect } from 'node:tls';
 import { chmod, chown, lstat, mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ShoalError } from '../../protocol/errors.ts';
-import { closeServer, relay, replyError, readRequestHead, ROUTE_HEADER } from './relay.ts';
-import { Upstream } from './upstream.ts';
+import { closeServer, createUpstream, relay, replyError, readRequestHead, ROUTE_HEADER, type Upstream } from '../../http/index.ts';
 
 export interface ImportBinding {
   /** The import's name; the socket is `<dir>/<name>.sock`. */
@@ -145,13 +142,7 @@ function prepare(dir: string, binding: ImportBinding, i: number, timeoutMs: numb
     drop.add(name.toLowerCase());
     extra.push(name, value);
   }
-  const host = url.hostname.replace(/^\[|\]$/g, '');
-  const tls = url.protocol === 'https:';
-  const port = url.port === '' ? (tls ? 443 : 80) : Number(url.port);
-  const open = tls
-    ? () => tlsConnect({ host, port, ALPNProtocols: ['http/1.1'], ...(isIP(host) === 0 ? { servername: host } : {}) })
-    : () => connect({ host, port });
-  return { binding, socketPath, url, basePath: url.pathname.replace(/\/+$/, ''), upstream: new Upstream({ open, timeoutMs }), drop, extra };
+  return { binding, socketPath, url, basePath: url.pathname.replace(/\/+$/, ''), upstream: createUpstream({ origin: url.origin, timeoutMs }), drop, extra };
 }
 
 function handle(p: Prepared, req: IncomingMessage, res: ServerResponse): void {

@@ -1,16 +1,23 @@
-// The streaming core shared by the forwarder and the import sockets: relay one HTTP
-// request to an upstream and its reply back, without buffering either body.
-// node:http serves the client side; the upstream side is the lean client in upstream.ts.
-// Flat raw-header arrays throughout (no header objects are built): this is the hot path
-// of every message. Every reply made here rather than relayed carries the x-shoal-error
-// mark (src/protocol/data-plane.ts).
+// The streaming core shared by the host's forwarder and its import sockets: relay one HTTP
+// request to an upstream and its reply back, without buffering either body (a small body
+// with a declared length is read first and sent with the head, in one write). node:http
+// serves the client side; the upstream side is an undici pool (upstream.ts). Flat raw-header
+// arrays throughout (no header objects are built): this is the hot path of every message.
+// Every reply made here rather than relayed carries the x-shoal-error mark
+// (src/protocol/data-plane.ts).
 
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
-import type { ErrorCode } from '../../protocol/errors.ts';
-import { ERROR_HEADER, ROUTE_HEADER, type DataPlaneError } from '../../protocol/data-plane.ts';
-import { ProtocolError, ReplyReader, type ReplyHead, type Upstream, type UpstreamConnection, type UpstreamOwner } from './upstream.ts';
+import type { Readable } from 'node:stream';
+import type { Dispatcher } from 'undici';
+import type { ErrorCode } from '../../../src/protocol/errors.ts';
+import { ERROR_HEADER, ROUTE_HEADER, type DataPlaneError } from '../../../src/protocol/data-plane.ts';
+import { readReplyHead, type ReplyHead } from './reply-head.ts';
+import { classify, interim, staleReuse, type Upstream } from './upstream.ts';
 
 export { ROUTE_HEADER };
+
+/** Request bodies up to this size, with a declared length, are read whole and sent with the head. */
+const SMALL_BODY = 16 * 1024;
 
 export interface RequestHead {
   /** The headers to send upstream, as a flat [name, value, name, value, …] array. */
@@ -55,7 +62,7 @@ export function readRequestHead(raw: string[], drop?: ReadonlySet<string>, defau
     headers.push(name, value);
   }
   if (contentLength >= 0) chunked = false; // node's parser refuses both; be safe anyway
-  if (chunked) headers.push('transfer-encoding', 'chunked');
+  // A chunked body goes out chunked without the header: undici frames a body of unknown length itself.
   if (!sawHost && (drop === undefined || !drop.has('host'))) headers.push('host', defaultHost); // HTTP/1.1 servers refuse a request without Host
   return { headers: connectionTokens === undefined ? headers : without(headers, connectionTokens), contentLength, chunked, route };
 }
@@ -129,36 +136,35 @@ export interface RelayPlan {
 
 /**
  * Relays `req` to the upstream and the reply to `res`, streaming both ways with
- * back-pressure. The timeout is an idle timeout on the upstream connection (like nginx's
- * proxy_read_timeout): silence before the reply's head → 504; after it → the reply is cut.
- * A client that leaves the reply unread holds the upstream paused, so it is cut alike.
- * Upstream refusal or an
- * invalid reply → 502. A body past maxBodyBytes → upstream aborted and 413. A client that
- * goes away aborts the upstream exchange.
+ * back-pressure. The timeout is an idle timeout (like nginx's proxy_read_timeout): silence
+ * before the reply's head → 504; after it → the reply is cut. A client that leaves the
+ * reply unread for as long is cut alike. Upstream refusal or an invalid reply → 502. A body
+ * past maxBodyBytes → upstream aborted and 413. A client that goes away aborts the exchange.
  */
 export function relay(req: IncomingMessage, res: ServerResponse, plan: RelayPlan): void {
   new Exchange(req, res, plan).start();
 }
 
-class Exchange extends ReplyReader implements UpstreamOwner {
+class Exchange implements Dispatcher.DispatchHandler {
   private readonly req: IncomingMessage;
   private readonly res: ServerResponse;
   private readonly plan: RelayPlan;
   private readonly hasBody: boolean;
-  private conn: UpstreamConnection | undefined;
+  private abortFn: ((err?: Error) => void) | undefined = undefined;
+  private resumeFn: (() => void) | undefined = undefined;
+  private reply: ReplyHead | undefined = undefined;
   private bytesIn = 0;
   private bytesOut = 0;
   private retried = false;
-  /** The whole request has been written upstream. */
-  private requestSent = false;
-  /** Some reply byte arrived on the current connection. */
-  private gotBytes = false;
-  /** Over: the connection is released or discarded and nothing more goes upstream. */
+  private tooLarge = false;
+  /** The request body's reader while undici pulls it. */
+  private bodyChunks: AsyncIterableIterator<Buffer> | undefined = undefined;
+  /** Over: nothing more goes either way. */
   private finished = false;
-  private waitingDrain = false;
+  /** The client's side is full: the upstream is paused until it drains (or the timeout cuts it). */
+  private drainTimer: ReturnType<typeof setTimeout> | undefined = undefined;
 
   constructor(req: IncomingMessage, res: ServerResponse, plan: RelayPlan) {
-    super();
     this.req = req;
     this.res = res;
     this.plan = plan;
@@ -168,166 +174,156 @@ class Exchange extends ReplyReader implements UpstreamOwner {
   start(): void {
     this.req.on('error', noop);
     this.res.on('close', () => this.onClientClose());
-    this.send();
-    if (this.hasBody) {
-      this.req.on('data', (chunk: Buffer) => this.onRequestData(chunk));
-      this.req.on('end', () => this.onRequestEnd());
-    }
-  }
-
-  private send(fresh = false): void {
-    const conn = this.plan.upstream.acquire(this, fresh);
-    this.conn = conn;
-    this.gotBytes = false;
-    const h = this.plan.head.headers;
-    let head = `${this.plan.method} ${this.plan.path} HTTP/1.1\r\n`;
-    for (let i = 0; i < h.length; i += 2) head += `${h[i]}: ${h[i + 1]}\r\n`;
-    // Header values hold the bytes node read, one char per byte: latin1 writes them back unchanged.
-    conn.socket.write(head + '\r\n', 'latin1');
-    if (!this.hasBody) this.requestSent = true;
-  }
-
-  // ---- request body: client → upstream ----
-
-  private onRequestData(chunk: Buffer): void {
-    if (this.finished) return; // the reply is over or failed; node drops the rest
-    this.bytesIn += chunk.length;
-    if (this.bytesIn > this.plan.maxBodyBytes) {
-      this.finish(false);
-      replyError(this.res, 413, 'too-large', 'too-large', `request body is larger than the limit of ${this.plan.maxBodyBytes} bytes`, ['connection', 'close']);
+    const { contentLength } = this.plan.head;
+    if (!this.hasBody) return this.send(null);
+    if (contentLength > 0 && contentLength <= SMALL_BODY && contentLength <= this.plan.maxBodyBytes) {
+      const chunks: Buffer[] = [];
+      this.req.on('data', (chunk: Buffer) => {
+        this.bytesIn += chunk.length;
+        chunks.push(chunk);
+      });
+      this.req.on('end', () => {
+        if (this.finished) return;
+        if (this.bytesIn !== contentLength) return this.cut(); // node's parser stops this; be safe anyway
+        this.send(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, this.bytesIn));
+      });
       return;
     }
-    const socket = this.conn!.socket;
-    let flowing: boolean;
-    if (this.plan.head.chunked) {
-      socket.cork();
-      socket.write(`${chunk.length.toString(16)}\r\n`, 'latin1');
-      socket.write(chunk);
-      flowing = socket.write('\r\n', 'latin1');
-      socket.uncork();
-    } else flowing = socket.write(chunk);
-    if (!flowing) this.req.pause();
+    this.send(this.body());
   }
 
-  private onRequestEnd(): void {
-    if (this.finished) return;
-    if (this.plan.head.chunked) this.conn!.socket.write('0\r\n\r\n', 'latin1');
-    this.requestSent = true;
-  }
-
-  onUpstreamDrain(): void {
-    if (!this.finished && this.hasBody) this.req.resume();
-  }
-
-  // ---- reply: upstream → client ----
-
-  onUpstreamData(chunk: Buffer): void {
-    this.gotBytes = true;
-    if (this.finished) return;
-    try {
-      this.readReply(chunk, this.plan.method);
-    } catch (e) {
-      if (!(e instanceof ProtocolError)) throw e;
-      this.fail(502, 'bad-reply', `sent an invalid HTTP reply: ${e.message}`);
-    }
-  }
-
-  protected replyHead(head: ReplyHead): void {
-    if (head.keepAliveMs !== undefined) this.conn!.keepAliveMs = head.keepAliveMs;
-    const { replyHeaders, untrusted } = this.plan;
-    const headers = replyHeaders === undefined && !untrusted ? head.headers : rewrite(head.headers, replyHeaders, untrusted);
-    try {
-      this.res.writeHead(head.status, headers);
-    } catch (e) {
-      throw new ProtocolError(`unusable reply header (${(e as Error).message})`);
-    }
-  }
-
-  protected replyData(piece: Buffer): void {
-    if (this.finished) return;
-    this.bytesOut += piece.length;
-    this.write(piece);
-  }
-
-  protected replyEnd(last: Buffer | undefined, clean: boolean): void {
-    if (this.finished) return;
-    if (last === undefined) this.res.end();
-    else {
-      this.bytesOut += last.length;
-      this.res.end(last); // one write for a small reply whose body came with its head
-    }
-    this.finish(clean);
-  }
-
-  private write(piece: Buffer): void {
-    if (this.res.write(piece) || this.waitingDrain) return;
-    // The client reads slower than the upstream sends: stop reading until it catches up.
-    this.waitingDrain = true;
-    this.conn!.socket.pause();
-    this.res.once('drain', () => {
-      this.waitingDrain = false;
-      this.conn?.socket.resume();
-    });
-  }
-
-  onUpstreamEnd(): void {
-    if (this.finished) return;
-    if (this.reply?.framing === 'close') {
-      this.res.end();
-      this.finish(false);
-      return;
-    }
-    if (this.canRetry()) this.retry();
-    else this.fail(502, 'lost', this.reply === undefined ? 'closed the connection without answering' : 'closed the connection before its reply was complete');
-  }
-
-  onUpstreamError(err: NodeJS.ErrnoException): void {
-    if (this.finished) return;
-    if (this.canRetry() && (err.code === 'ECONNRESET' || err.code === 'EPIPE')) this.retry();
-    else {
-      // Refused or missing socket: nothing reached the upstream. Any other failure may follow a delivered request.
-      const refused = err.code === 'ECONNREFUSED' || err.code === 'ENOENT';
-      this.fail(502, refused ? 'refused' : 'lost', `is not answering (${err.code ?? err.message})`);
-    }
-  }
-
-  onUpstreamTimeout(): void {
-    if (!this.finished) this.fail(504, 'timeout', `did not answer within ${this.plan.upstream.timeoutMs} ms`);
+  private send(body: Buffer | AsyncIterable<Buffer> | null): void {
+    const { upstream } = this.plan;
+    // undici's dispatch takes an async iterable body (its docs; its .d.ts names only Readable).
+    const payload = body as Buffer | Readable | null;
+    upstream.pool.dispatch(
+      { method: this.plan.method, path: this.plan.path, headers: this.plan.head.headers, body: payload, headersTimeout: upstream.timeoutMs, bodyTimeout: upstream.timeoutMs },
+      this,
+    );
   }
 
   /**
-   * A kept-alive connection the upstream closed just as we reused it: a request without a
-   * body has not been seen by anyone, so it is safe to send once more on a new connection.
+   * The request body as undici pulls it (so nothing is read before the upstream is ready
+   * for it), counted against the limit. The stream is not destroyed if undici stops early
+   * (a reply that came first): node then reads and drops the rest.
    */
-  private canRetry(): boolean {
-    return !this.retried && !this.hasBody && !this.gotBytes && this.reply === undefined && this.conn!.reused;
+  private async *body(): AsyncGenerator<Buffer> {
+    const chunks = this.req.iterator({ destroyOnReturn: false }) as AsyncIterableIterator<Buffer>;
+    this.bodyChunks = chunks;
+    for await (const chunk of chunks) {
+      this.bytesIn += chunk.length;
+      if (this.bytesIn > this.plan.maxBodyBytes) {
+        this.tooLarge = true;
+        throw new Error('request body over the limit'); // undici aborts the exchange; onError answers 413
+      }
+      yield chunk;
+    }
   }
 
-  private retry(): void {
-    this.retried = true;
-    this.plan.upstream.discard(this.conn!);
-    this.send(true); // other idle connections may be just as stale
+  // ---- undici's side ----
+
+  onConnect(abort: (err?: Error) => void): void {
+    this.abortFn = abort;
+    if (this.finished) abort();
+  }
+
+  onHeaders(status: number, raw: Buffer[], resume: () => void): boolean {
+    if (this.finished) return true;
+    if (status < 200) return interim(status, this.abortFn);
+    this.resumeFn = resume;
+    try {
+      const head = readReplyHead(status, raw, this.plan.method);
+      const { replyHeaders, untrusted } = this.plan;
+      const headers = replyHeaders === undefined && !untrusted ? head.headers : rewrite(head.headers, replyHeaders, untrusted);
+      this.res.writeHead(head.status, headers);
+      this.reply = head;
+    } catch (e) {
+      this.abortFn?.(e as Error); // onError answers 502 bad-reply
+      return false;
+    }
+    return true;
+  }
+
+  onData(piece: Buffer): boolean {
+    if (this.finished) return true;
+    this.bytesOut += piece.length;
+    const reply = this.reply!;
+    if (reply.framing === 'length' && this.bytesOut === reply.length) {
+      this.res.end(piece); // the last piece: one write, end included
+      return true;
+    }
+    if (this.res.write(piece)) return true;
+    // The client reads slower than the upstream sends: stop reading until it catches up.
+    this.res.once('drain', () => {
+      clearTimeout(this.drainTimer);
+      this.drainTimer = undefined;
+      this.resumeFn?.();
+    });
+    this.drainTimer = setTimeout(() => this.cut(), this.plan.upstream.timeoutMs);
+    return false;
+  }
+
+  onComplete(): void {
+    if (this.finished) return;
+    this.finish();
+    if (!this.res.writableEnded) this.res.end();
+  }
+
+  onError(err: Error & { code?: string }): void {
+    if (this.finished) return;
+    if (this.tooLarge) {
+      this.finish();
+      replyError(this.res, 413, 'too-large', 'too-large', `request body is larger than the limit of ${this.plan.maxBodyBytes} bytes`, ['connection', 'close']);
+      return;
+    }
+    if (!this.retried && !this.hasBody && staleReuse(err, this.reply !== undefined)) {
+      this.retried = true;
+      this.send(null);
+      return;
+    }
+    const { kind, code } = classify(err);
+    switch (kind) {
+      case 'bad-reply':
+        return this.fail(502, 'bad-reply', `sent an invalid HTTP reply: ${err.message}`);
+      case 'timeout':
+        return this.fail(504, 'timeout', `did not answer within ${this.plan.upstream.timeoutMs} ms`);
+      case 'refused':
+        return this.fail(502, 'refused', `is not answering (${code})`);
+      case 'lost':
+        return this.fail(502, 'lost', code === 'ECONNRESET' && err.message === 'other side closed'
+          ? (this.reply === undefined ? 'closed the connection without answering' : 'closed the connection before its reply was complete')
+          : `is not answering (${code})`);
+      default: {
+        const never: never = kind;
+        throw new Error(`unhandled failure ${String(never)}`);
+      }
+    }
   }
 
   // ---- the end ----
 
-  /** The exchange is over; the connection goes back to the pool only if it is clean and in step. */
-  private finish(clean: boolean): void {
-    this.finished = true;
-    const conn = this.conn;
-    this.conn = undefined;
-    if (conn === undefined) return;
-    if (clean && this.requestSent && this.reply?.keepAlive === true) {
-      if (this.waitingDrain) conn.socket.resume();
-      this.plan.upstream.release(conn);
-    } else {
-      this.plan.upstream.discard(conn);
-      if (this.hasBody) this.req.resume(); // let node read and drop what the client still sends
+  private cut(): void {
+    if (!this.finished) {
+      this.finished = true;
+      this.abortFn?.();
     }
+    this.res.destroy();
+  }
+
+  /** Nothing more goes upstream; what the client still sends is read and dropped. */
+  private finish(): void {
+    this.finished = true;
+    clearTimeout(this.drainTimer);
+    if (!this.hasBody || this.req.readableEnded) return;
+    const chunks = this.bodyChunks;
+    this.bodyChunks = undefined;
+    // A reader left attached would hold the stream paused: detach it, then let node drain.
+    if (chunks?.return === undefined) this.req.resume();
+    else chunks.return().then(() => this.req.resume(), () => this.req.resume());
   }
 
   private fail(status: 502 | 504, reason: DataPlaneError, message: string): void {
-    this.finish(false);
+    this.finish();
     if (this.res.headersSent) {
       this.res.destroy(); // a reply already under way can only be cut, so the client sees it is incomplete
       return;
@@ -337,7 +333,11 @@ class Exchange extends ReplyReader implements UpstreamOwner {
   }
 
   private onClientClose(): void {
-    if (!this.res.writableFinished && !this.finished) this.finish(false);
+    clearTimeout(this.drainTimer);
+    if (!this.res.writableFinished && !this.finished) {
+      this.finished = true;
+      this.abortFn?.();
+    }
     this.plan.done?.(this.res.headersSent ? this.res.statusCode : 499, this.bytesIn, this.bytesOut);
   }
 }

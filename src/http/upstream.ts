@@ -1,21 +1,23 @@
-// The one lean HTTP/1.1 client of the project: a pool of kept-alive connections to one
-// endpoint (an instance's Unix socket, a TCP/TLS address, a host's data plane), a strict
-// parser for the replies that come back on them, and two ways to use it: the host's
-// relay streams a request through it (relay.ts), and `request` sends one whole request
-// and hands its reply to callbacks (the provider's link to each host's data plane).
+// The data plane's HTTP/1.1 client: a pool of kept-alive connections to one endpoint (an
+// instance's Unix socket, a TCP/TLS address, a host's data plane), a strict parser for the
+// replies that come back on them, and two ways to use it: the relay streams a request
+// through it (relay.ts; the host's forwarder and import sockets), and `request` sends one
+// whole request and hands its reply to callbacks (the provider's link to each host).
 //
-// Why not node:http's client: measured on this project's 2-vCPU host it spends ~100 µs of
-// CPU per request (ClientRequest, Agent, IncomingMessage, their events and streams), five
-// times what the server side costs; a raw socket and this parser cost ~10 µs. It is the
-// difference, for a minimal proxy under wrk, between 5.4k and 18.4k requests/s.
+// Why not undici, which the rest of the project uses (src/http/event-stream.ts, the registry
+// client, the CLI): measured in one interleaved run (bench/http-client.ts), undici costs
+// 1.3–1.9× the CPU per request of this client on both data-plane hops, and adds ~0.03 ms of
+// p50 per hop; it passes the same hostile-reply suite. Why not node:http's client: ~100 µs
+// of CPU per request (ClientRequest, Agent, IncomingMessage, their events and streams).
 //
 // The peer may be a hostile instance (or a host relaying one). The parser refuses anything
-// ambiguous (obs-fold, bad header names, a head over 64 KiB, Content-Length with
-// Transfer-Encoding, conflicting lengths, bad chunk sizes) and such a connection is never
-// reused. Each upstream has its own pool, so a misbehaving instance can only garble its
-// own replies.
+// ambiguous (obs-fold, bad header names, control characters, a head over 64 KiB or slower
+// than the timeout, Content-Length with Transfer-Encoding, conflicting lengths, bad chunk
+// sizes) and such a connection is never reused. Each upstream has its own pool, so a
+// misbehaving instance can only garble its own replies.
 
-import type { Socket } from 'node:net';
+import { connect, isIP, type Socket } from 'node:net';
+import { connect as tlsConnect } from 'node:tls';
 
 /** Largest reply head accepted. */
 export const MAX_HEAD_BYTES = 64 * 1024;
@@ -23,6 +25,8 @@ const MAX_CHUNK_LINE = 4096;
 /** Idle lifetime of a pooled connection when the upstream gives no Keep-Alive hint (node's servers close after 5 s). */
 const DEFAULT_KEEPALIVE_MS = 4000;
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+/** Control characters other than tab: never valid in a field value. */
+const CTL = /[\x00-\x08\x0a-\x1f\x7f]/;
 const STATUS_LINE = /^HTTP\/1\.([01]) ([1-9]\d\d)(?: [^\r\n]*)?$/;
 
 /** A kept-alive connection; `owner` is the exchange using it, undefined while idle. */
@@ -80,12 +84,39 @@ export interface UpstreamOwner {
 }
 
 export interface UpstreamOptions {
-  /** Opens a new connection to the endpoint: net.connect or tls.connect. */
-  open: () => Socket;
-  /** How long an exchange may wait on the endpoint with nothing moving; also an idle connection's longest life. */
+  /** http://host:port or https://host:port; with socketPath, any http origin. */
+  origin: string;
+  /** Connect to this Unix socket instead of the origin's address. */
+  socketPath?: string;
+  /** How long an exchange may wait on the endpoint with nothing moving (and for a whole reply head); also an idle connection's longest life. */
   timeoutMs: number;
   /** Idle connections kept. Default 64. */
   maxIdle?: number;
+}
+
+/** What one exchange of `request` sends. */
+export interface OutgoingRequest {
+  method: string;
+  /** Origin-form target, starts with /. */
+  path: string;
+  /** Flat [name, value, …], Host included. */
+  headers: readonly string[];
+  body?: Buffer | undefined;
+  /** Overrides the pool's timeout for this exchange (the connection keeps it: callers pass the same one each time). */
+  timeoutMs?: number;
+}
+
+/** How to open a connection to `origin` (or to the Unix socket). */
+function opener(options: UpstreamOptions): () => Socket {
+  if (options.socketPath !== undefined) {
+    const path = options.socketPath;
+    return () => connect({ path });
+  }
+  const url = new URL(options.origin);
+  const host = url.hostname.replace(/^\[|\]$/g, '');
+  const tls = url.protocol === 'https:';
+  const port = url.port === '' ? (tls ? 443 : 80) : Number(url.port);
+  return tls ? () => tlsConnect({ host, port, ALPNProtocols: ['http/1.1'], ...(isIP(host) === 0 ? { servername: host } : {}) }) : () => connect({ host, port });
 }
 
 /** One endpoint's pool of kept-alive connections. */
@@ -98,7 +129,7 @@ export class Upstream {
   private destroyed = false;
 
   constructor(options: UpstreamOptions) {
-    this.open = options.open;
+    this.open = opener(options);
     this.timeoutMs = options.timeoutMs;
     this.maxIdle = options.maxIdle ?? 64;
   }
@@ -148,13 +179,12 @@ export class Upstream {
     if (i !== -1) this.idle.splice(i, 1);
   }
 
-  /**
-   * Sends one whole request and reads its reply into `handlers`. `head` is the request
-   * line and headers without the blank line; `timeoutMs` overrides the pool's for this
-   * exchange (the connection keeps it: callers pass the same one each time).
-   */
-  request(head: string, body: Buffer | undefined, handlers: ReplyHandlers, timeoutMs?: number): UpstreamExchange {
-    const exchange = new Request(this, head, body, handlers, timeoutMs ?? this.timeoutMs);
+  /** Sends one whole request and reads its reply into `handlers`. */
+  request(req: OutgoingRequest, handlers: ReplyHandlers): UpstreamExchange {
+    let head = `${req.method} ${req.path} HTTP/1.1`;
+    const h = req.headers;
+    for (let i = 0; i < h.length; i += 2) head += `\r\n${h[i]}: ${h[i + 1]}`;
+    const exchange = new Request(this, head, req.body, handlers, req.timeoutMs ?? this.timeoutMs);
     exchange.send(false);
     return exchange;
   }
@@ -191,6 +221,9 @@ export interface ReplyHead {
 
 export class ProtocolError extends Error {}
 
+/** A reply head slower than the exchange's timeout (a slowloris peer): answered as a timeout, not a bad reply. */
+export class HeadTimeout extends ProtocolError {}
+
 /**
  * Parses one reply head (status line + headers, without the blank line). Returns
  * undefined for an interim 1xx reply, which the caller skips.
@@ -217,6 +250,7 @@ export function parseReplyHead(text: string, requestMethod: string): ReplyHead |
     const name = line.slice(0, colon);
     if (!TOKEN.test(name)) throw new ProtocolError(`bad header name ${JSON.stringify(name.slice(0, 100))}`);
     const value = trimOws(line, colon + 1);
+    if (CTL.test(value)) throw new ProtocolError(`control character in header ${name.slice(0, 100)}`);
     const lower = name.toLowerCase();
     switch (lower) {
       case 'content-length': {
@@ -382,6 +416,8 @@ export abstract class ReplyReader {
   /** The reply's head, once it has arrived. */
   protected reply: ReplyHead | undefined = undefined;
   private headBuf: Buffer | undefined = undefined;
+  /** When the first bytes of a head split across reads came (0: none pending). */
+  private headStartedAt = 0;
   private remaining = 0;
   private chunks: ChunkedDecoder | undefined = undefined;
   private emitPiece: ((piece: Buffer) => void) | undefined = undefined;
@@ -398,8 +434,12 @@ export abstract class ReplyReader {
    */
   protected abstract replyEnd(last: Buffer | undefined, clean: boolean): void;
 
-  /** Feeds bytes read from the connection. Throws ProtocolError on an invalid reply. */
-  protected readReply(chunk: Buffer, method: string): void {
+  /**
+   * Feeds bytes read from the connection. Throws ProtocolError on an invalid reply, and
+   * HeadTimeout when a head has been arriving for longer than `timeoutMs` (a peer that
+   * dribbles it a byte at a time stays inside any idle timeout).
+   */
+  protected readReply(chunk: Buffer, method: string, timeoutMs: number): void {
     let buf = chunk;
     while (this.reply === undefined) {
       if (this.headBuf !== undefined) {
@@ -409,9 +449,16 @@ export abstract class ReplyReader {
       const end = headEnd(buf);
       if (end === -1) {
         if (buf.length > MAX_HEAD_BYTES) throw new ProtocolError(`reply head larger than ${MAX_HEAD_BYTES} bytes`);
-        if (buf.length > 0) this.headBuf = buf;
+        if (buf.length > 0) {
+          // Only a head split across reads pays for the clock.
+          const now = Date.now();
+          if (this.headStartedAt === 0) this.headStartedAt = now;
+          else if (now - this.headStartedAt > timeoutMs) throw new HeadTimeout(`reply head still incomplete after ${timeoutMs} ms`);
+          this.headBuf = buf;
+        }
         return;
       }
+      this.headStartedAt = 0;
       const head = parseReplyHead(buf.toString('latin1', 0, end), method);
       buf = buf.subarray(end + 4);
       if (head === undefined) continue; // an interim 1xx reply: skipped
@@ -512,10 +559,11 @@ class Request extends ReplyReader implements UpstreamOwner, UpstreamExchange {
     this.gotBytes = true;
     if (this.done) return;
     try {
-      this.readReply(chunk, this.method);
+      this.readReply(chunk, this.method, this.timeoutMs);
     } catch (e) {
       if (!(e instanceof ProtocolError)) throw e;
-      this.fail(errno('EPROTO', `invalid HTTP reply: ${e.message}`));
+      if (e instanceof HeadTimeout) this.fail(errno('ETIMEDOUT', `no complete answer within ${this.timeoutMs} ms`));
+      else this.fail(errno('EPROTO', `invalid HTTP reply: ${e.message}`));
     }
   }
 

@@ -1,0 +1,228 @@
+// The host's data-plane HTTP server (DESIGN.md, flow step 6). It keeps no route table: the
+// signed route token in each request names the instance (the seeds' reference parameters),
+// and the host only maps an instance id to its Unix socket.
+//
+// URL shape: everything under the fixed prefix /i is forwarded verbatim, minus the prefix:
+//   <method> /i/<rest>?<query>   →   <method> /<rest>?<query>   on the instance's socket
+//   (/i and /i?<query> go to / and /?<query>). The request must carry `x-shoal-route: <token>`.
+//
+// Replies the forwarder makes itself are JSON `{"error":{"code","message"}}` and carry
+// `x-shoal-error: <reason>` (src/protocol/data-plane.ts), which an instance's reply never
+// does (the forwarder drops it), so callers tell the two apart without reading bodies:
+//   401/403 token (missing · forged, altered or expired) · 404 gone (instance not on this
+//   host) · 404 no-route (a path outside /i) · 503 not-ready (Retry-After: 1) · 413
+//   too-large · 502 refused (socket refuses or is missing) · 502 lost (closed or failed
+//   before a complete reply) · 502 bad-reply (invalid HTTP) · 504 timeout.
+
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { ShoalError } from '../../../src/protocol/errors.ts';
+import { INSTANCE_HEADER } from '../../../src/protocol/data-plane.ts';
+import { closeServer, createUpstream, relay, replyError, readRequestHead, ROUTE_HEADER, type Upstream } from './index.ts';
+import { verifyRouteToken, type RouteClaims, type RouteTokenFailure } from '../../../src/host/data-plane/route-token.ts';
+
+export type InstanceState = 'ready' | 'paused' | 'starting' | 'stopping';
+
+export interface ForwardEvent {
+  instance: string;
+  service: string;
+  status: number;
+  durationMs: number;
+  bytesIn: number;
+  bytesOut: number;
+}
+
+export interface ForwarderOptions {
+  /** Route-token keys: tokens signed with any of them pass (the first is the current one). */
+  keys: Uint8Array[];
+  /** instance id → socket path, or undefined if the host has no such instance (removed/unknown). Must be O(1), no I/O. */
+  resolveInstance(id: string): { socketPath: string; state: InstanceState } | undefined;
+  /**
+   * Idle limit of an exchange, default 30 s: how long the instance may stay silent (before
+   * its reply's head → 504; during its body → the reply is cut), and how long a client may
+   * leave the reply unread (the reply is cut).
+   */
+  requestTimeoutMs?: number;
+  /** Largest request body forwarded. Default 10 MiB. */
+  maxBodyBytes?: number;
+  /** Called once per request that carried a valid token (for metrics); status 499 = client left first. */
+  onRequest?(event: ForwardEvent): void;
+}
+
+export interface Forwarder {
+  handle(req: IncomingMessage, res: ServerResponse): void;
+  /** Drops the kept-alive connections to an instance (by id or socket path) once it is gone. */
+  forget(instanceOrSocketPath: string): void;
+  close(): Promise<void>;
+}
+
+const DEFAULT_TIMEOUT_MS = 30_000;
+const DEFAULT_MAX_BODY = 10 * 1024 * 1024;
+/** Verified tokens remembered; a provider reuses one token per endpoint for many messages. */
+const TOKEN_CACHE_SIZE = 1024;
+
+export function createForwarder(options: ForwarderOptions): Forwarder {
+  if (options.keys.length === 0) throw new ShoalError('invalid', 'the forwarder needs at least one route-token key', { field: 'keys' });
+  const keys = options.keys.slice();
+  const timeoutMs = options.requestTimeoutMs ?? DEFAULT_TIMEOUT_MS;
+  const maxBodyBytes = options.maxBodyBytes ?? DEFAULT_MAX_BODY;
+  const onRequest = options.onRequest;
+
+  // token → claims it was verified to carry. Insertion-ordered, oldest evicted first; expiry
+  // is checked on every hit, and only verified tokens get in (forgeries cannot flood it).
+  const verified = new Map<string, RouteClaims>();
+  // socket path → its pool of kept-alive connections; instance id → the socket path it uses.
+  const upstreams = new Map<string, Upstream>();
+  const socketOf = new Map<string, string>();
+
+  function check(token: string): RouteClaims | RouteTokenFailure {
+    const now = Date.now();
+    const hit = verified.get(token);
+    if (hit !== undefined) {
+      if (now < hit.expiresAt) return hit;
+      verified.delete(token);
+      return 'expired';
+    }
+    const result = verifyRouteToken(token, keys, now);
+    if (!result.ok) return result.reason;
+    if (verified.size >= TOKEN_CACHE_SIZE) verified.delete(verified.keys().next().value!);
+    verified.set(token, result.claims);
+    return result.claims;
+  }
+
+  function upstreamFor(instance: string, socketPath: string): Upstream {
+    let upstream = upstreams.get(socketPath);
+    if (upstream === undefined) {
+      upstream = createUpstream({ origin: 'http://localhost', socketPath, timeoutMs });
+      upstreams.set(socketPath, upstream);
+    }
+    const known = socketOf.get(instance);
+    if (known !== socketPath) {
+      if (known !== undefined) dropUpstream(known);
+      socketOf.set(instance, socketPath);
+    }
+    return upstream;
+  }
+
+  function dropUpstream(socketPath: string): void {
+    upstreams.get(socketPath)?.destroy();
+    upstreams.delete(socketPath);
+  }
+
+  function forget(instanceOrSocketPath: string): void {
+    const socketPath = socketOf.get(instanceOrSocketPath);
+    if (socketPath !== undefined) {
+      socketOf.delete(instanceOrSocketPath);
+      dropUpstream(socketPath);
+      return;
+    }
+    for (const [instance, path] of socketOf) if (path === instanceOrSocketPath) socketOf.delete(instance);
+    dropUpstream(instanceOrSocketPath);
+  }
+
+  function handle(req: IncomingMessage, res: ServerResponse): void {
+    const url = req.url ?? '';
+    let path: string;
+    if (url.startsWith('/i/')) path = url.slice(2);
+    else if (url === '/i') path = '/';
+    else if (url.startsWith('/i?')) path = '/' + url.slice(2);
+    else {
+      replyError(res, 404, 'not-found', 'no-route', `no route for ${url.slice(0, 200)}: data-plane requests go to /i/<path> with an ${ROUTE_HEADER} token`);
+      return;
+    }
+
+    const head = readRequestHead(req.rawHeaders);
+    if (head.route === undefined) {
+      replyError(res, 401, 'unauthorized', 'token', `route token missing: send the ${ROUTE_HEADER} header the endpoint reference gave you`);
+      return;
+    }
+    const claims = check(head.route);
+    if (typeof claims === 'string') {
+      replyError(res, 403, 'forbidden', 'token', `route token ${TOKEN_FAILURE[claims]}`);
+      return;
+    }
+
+    const started = onRequest === undefined ? 0 : performance.now();
+    const instance = options.resolveInstance(claims.instance);
+    if (instance === undefined) {
+      forget(claims.instance);
+      replyError(res, 404, 'not-found', 'gone', `instance ${claims.instance} (service ${claims.service}) is not on this host`);
+      report(claims, started, 404, 0, 0);
+      return;
+    }
+    const replyHeaders = [INSTANCE_HEADER, claims.instance];
+    if (instance.state !== 'ready') {
+      replyError(res, 503, 'unavailable', 'not-ready', `instance ${claims.instance} (service ${claims.service}) is ${instance.state}, not ready`, [...replyHeaders, 'retry-after', '1']);
+      report(claims, started, 503, 0, 0);
+      return;
+    }
+    if (head.contentLength > maxBodyBytes) {
+      // Refused before reading it; closing the connection spares us reading the body.
+      replyError(res, 413, 'too-large', 'too-large', `request body of ${head.contentLength} bytes is larger than the limit of ${maxBodyBytes} bytes`, [...replyHeaders, 'connection', 'close']);
+      report(claims, started, 413, 0, 0);
+      return;
+    }
+
+    relay(req, res, {
+      upstream: upstreamFor(claims.instance, instance.socketPath),
+      method: req.method!,
+      path,
+      head,
+      maxBodyBytes,
+      replyHeaders,
+      untrusted: true,
+      describe: `instance ${claims.instance} (service ${claims.service})`,
+      done: onRequest === undefined ? undefined : (status, bytesIn, bytesOut) => report(claims, started, status, bytesIn, bytesOut),
+    });
+  }
+
+  function report(claims: RouteClaims, started: number, status: number, bytesIn: number, bytesOut: number): void {
+    if (onRequest === undefined) return;
+    try {
+      onRequest({ instance: claims.instance, service: claims.service, status, durationMs: performance.now() - started, bytesIn, bytesOut });
+    } catch {
+      // Metrics must never break forwarding.
+    }
+  }
+
+  async function close(): Promise<void> {
+    for (const upstream of upstreams.values()) upstream.destroy();
+    upstreams.clear();
+    socketOf.clear();
+    verified.clear();
+  }
+
+  return { handle, forget, close };
+}
+
+const TOKEN_FAILURE: Record<RouteTokenFailure, string> = {
+  malformed: 'is malformed',
+  'bad-signature': 'has a bad signature (forged or altered)',
+  expired: 'has expired',
+};
+
+export interface ListeningForwarder {
+  address: { host: string; port: number };
+  forget(instanceOrSocketPath: string): void;
+  close(): Promise<void>;
+}
+
+/** Starts the forwarder on host:port (port 0 picks a free one). */
+export async function listenForwarder(options: ForwarderOptions & { host: string; port: number }): Promise<ListeningForwarder> {
+  const forwarder = createForwarder(options);
+  // Callers (providers) keep connections open between messages; hold them longer than node's 5 s.
+  const server = createServer({ keepAliveTimeout: 30_000 }, forwarder.handle);
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(options.port, options.host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const port = (server.address() as AddressInfo).port;
+  return {
+    address: { host: options.host, port },
+    forget: forwarder.forget,
+    close: () => closeServer(server, forwarder.close),
+  };
+}

@@ -1,0 +1,11 @@
+// The project's HTTP client part. The data plane's lean HTTP/1.1 client (a pool per
+// endpoint, one whole request with its reply to callbacks, a streaming relay for node:http
+// servers), used by the host's forwarder and import sockets and by the provider's link to
+// each host; and a server-sent-events reader on undici, the client every other part uses
+// (registry client, CLI). Host and provider import this door only.
+export { ChunkedDecoder, createUpstream, MAX_HEAD_BYTES, parseReplyHead, ProtocolError, Upstream } from './upstream.ts';
+export type { Framing, OutgoingRequest, ReplyHandlers, ReplyHead, UpstreamExchange, UpstreamOptions } from './upstream.ts';
+export { closeServer, readRequestHead, relay, replyError, ROUTE_HEADER } from './relay.ts';
+export type { RelayPlan, RequestHead } from './relay.ts';
+export { createEventParser, readEventStream } from './event-stream.ts';
+export type { EventStreamOptions, StreamEvent } from './event-stream.ts';
