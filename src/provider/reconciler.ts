@@ -11,17 +11,21 @@
 //   again (its instances that were replaced meanwhile are removed).
 // - Periodically: what other providers sharing the database did (services added or
 //   removed, deployments made ready or stopped) is folded into this provider's table.
+import type { ControlPlane } from './control-plane.ts';
 import type { HostPool, Logger, PoolHost } from './host-pool.ts';
 import type { Deployer } from './deployer.ts';
 import type { DeploymentRecord, HostState, Registry } from './registry/index.ts';
 import type { RemovalReason, RoutingTable } from './routing-table.ts';
 import type { HostEvent, InstanceInfo } from '../protocol/deployment.ts';
+import { conditionalWrite, logHostFailure, logWriteFailure } from './write-failures.ts';
 
 export interface ReconcilerOptions {
   registry: Registry;
   pool: HostPool;
   table: RoutingTable;
-  deployer: Deployer;
+  deployer: Pick<Deployer, 'endpointOf'>;
+  /** Redeploys a dead host's instances elsewhere. */
+  control: Pick<ControlPlane, 'deploy'>;
   providerId: string;
   log: Logger;
   /** How often to fold in what other providers did. Default 2 s. */
@@ -47,7 +51,7 @@ const GONE: Partial<Record<HostEvent['type'], RemovalReason>> = { crashed: 'cras
 const LIVE = new Set(['pending', 'deploying', 'ready']);
 
 export function createReconciler(options: ReconcilerOptions): Reconciler {
-  const { registry, pool, table, deployer, log } = options;
+  const { registry, pool, table, deployer, control, log } = options;
   const syncMs = options.syncIntervalMs ?? 2000;
   const refreshWithin = options.refreshTokensWithinMs ?? 3600_000;
   let timer: ReturnType<typeof setInterval> | undefined;
@@ -56,7 +60,11 @@ export function createReconciler(options: ReconcilerOptions): Reconciler {
   const work = new Set<Promise<unknown>>();
   const track = <T>(p: Promise<T>): Promise<T> => {
     work.add(p);
-    void p.finally(() => work.delete(p)).catch(() => undefined);
+    // Each tracked task logs its own failure; this only forgets it once settled.
+    void p.then(
+      () => work.delete(p),
+      () => work.delete(p),
+    );
     return p;
   };
 
@@ -120,9 +128,12 @@ export function createReconciler(options: ReconcilerOptions): Reconciler {
           }
           continue;
         }
-        await registry
-          .updateDeployment(d.id, { state: 'stopped', error: `instance ${d.instanceId ?? '?'} is no longer on host ${host.id}${info ? ` (it is ${info.state})` : ''}`, ifState: 'ready' })
-          .catch(() => undefined);
+        await conditionalWrite(
+          registry.updateDeployment(d.id, { state: 'stopped', error: `instance ${d.instanceId ?? '?'} is no longer on host ${host.id}${info ? ` (it is ${info.state})` : ''}`, ifState: 'ready' }),
+          log,
+          'marking a vanished instance stopped',
+          { deployment: d.id, instance: d.instanceId, host: host.id },
+        );
         if (d.instanceId !== undefined) table.remove(d.instanceId, 'gone');
         counts.stopped++;
         continue;
@@ -144,14 +155,16 @@ export function createReconciler(options: ReconcilerOptions): Reconciler {
           table.add(deployer.endpointOf(candidate.endpoint, d.id, host, d.version, options.providerId));
           counts.adopted++;
         } else {
-          await registry.updateDeployment(d.id, { state: 'failed', error: 'the provider restarted before the deployment finished', leaseUntil: null }).catch(() => undefined);
+          await registry
+            .updateDeployment(d.id, { state: 'failed', error: 'the provider restarted before the deployment finished', leaseUntil: null })
+            .catch(logWriteFailure(log, 'marking an unfinished deployment failed', { deployment: d.id, service: d.service }));
           counts.failed++;
         }
         continue;
       }
       // failed/stopped: its instance, if still there, is a leftover (e.g. replaced while its host was away).
       if (d.instanceId !== undefined && !liveIds.has(d.instanceId) && byId.has(d.instanceId)) {
-        await host.client.remove(d.instanceId).catch(() => undefined);
+        await host.client.remove(d.instanceId).catch(logHostFailure(log, 'removing a leftover instance', { instance: d.instanceId, host: host.id }));
         counts.removed++;
       }
     }
@@ -164,7 +177,7 @@ export function createReconciler(options: ReconcilerOptions): Reconciler {
       if (inFlight.some((d) => d.service === info.service.name && d.hostId === host.id && !(staleOwnClaims && d.claimedBy === options.providerId))) continue;
       if (Date.now() - info.createdAt < 5000 && !staleOwnClaims) continue;
       if (table.service(info.service.name) === undefined) {
-        await host.client.remove(info.id).catch(() => undefined);
+        await host.client.remove(info.id).catch(logHostFailure(log, 'removing an instance of an unknown service', { instance: info.id, host: host.id }));
         counts.removed++;
         continue;
       }
@@ -182,7 +195,9 @@ export function createReconciler(options: ReconcilerOptions): Reconciler {
         });
         table.add(deployer.endpointOf(info.endpoint, record.id, host, info.service.version, options.providerId));
         counts.adopted++;
-        void registry.appendEvent({ kind: 'adopted', service: info.service.name, hostId: host.id, instanceId: info.id }).catch(() => undefined);
+        void registry
+          .appendEvent({ kind: 'adopted', service: info.service.name, hostId: host.id, instanceId: info.id })
+          .catch(logWriteFailure(log, 'the adopted event', { instance: info.id, host: host.id }));
       } catch (e) {
         log.warn({ instance: info.id, err: String(e) }, 'adopting an unrecorded instance failed');
       }
@@ -207,7 +222,9 @@ export function createReconciler(options: ReconcilerOptions): Reconciler {
       if (d.claimedBy !== options.providerId) continue;
       const fresh = await registry.getDeployment(d.id);
       if (fresh && (fresh.state === 'pending' || fresh.state === 'deploying')) {
-        await registry.updateDeployment(d.id, { state: 'failed', error: 'the provider restarted before the deployment finished', leaseUntil: null }).catch(() => undefined);
+        await registry
+          .updateDeployment(d.id, { state: 'failed', error: 'the provider restarted before the deployment finished', leaseUntil: null })
+          .catch(logWriteFailure(log, 'marking an unfinished deployment failed', { deployment: d.id, service: d.service }));
         counts.failed++;
       }
     }
@@ -238,7 +255,7 @@ export function createReconciler(options: ReconcilerOptions): Reconciler {
         if (known !== undefined) {
           if (known.expiresAt - now < refreshWithin) {
             const host = pool.get(known.hostId);
-            const info = await host?.client.get(known.id).catch(() => undefined);
+            const info = await host?.client.get(known.id).catch(logHostFailure(log, 'refreshing a route token', { instance: known.id, host: known.hostId }));
             if (info?.endpoint) table.refresh(known.id, info.endpoint);
           }
           continue;
@@ -251,10 +268,18 @@ export function createReconciler(options: ReconcilerOptions): Reconciler {
         if (host === undefined || host.state !== 'alive') continue;
         // A record is a hint: check with the host before routing to it (another provider
         // made it, or it is stale from before a restart).
-        const info = await host.client.get(d.instanceId).catch(() => null);
+        const info = await host.client.get(d.instanceId).catch((e: unknown) => {
+          log.warn({ instance: d.instanceId, host: host.id, err: (e as Error).message }, 'checking a recorded instance with its host failed; trying again next sync');
+          return null;
+        });
         if (info === null) continue; // host not answering now: next time
         if (info === undefined || (info.state !== 'ready' && info.state !== 'paused' && info.state !== 'starting')) {
-          await registry.updateDeployment(d.id, { state: 'stopped', error: `instance ${d.instanceId} is no longer on host ${host.id}`, ifState: 'ready' }).catch(() => undefined);
+          await conditionalWrite(
+            registry.updateDeployment(d.id, { state: 'stopped', error: `instance ${d.instanceId} is no longer on host ${host.id}`, ifState: 'ready' }),
+            log,
+            'marking a vanished instance stopped',
+            { deployment: d.id, instance: d.instanceId, host: host.id },
+          );
           continue;
         }
         if (info.state !== 'ready' || info.endpoint === undefined || table.endpoint(d.instanceId) !== undefined) continue;
@@ -284,14 +309,16 @@ export function createReconciler(options: ReconcilerOptions): Reconciler {
         if (deploymentId === undefined) return;
         const failed = reason === 'crashed' || reason === 'oom';
         const detail = [event.type, event.code === undefined ? '' : `code ${event.code}`, event.signal ?? '', event.message ?? ''].filter(Boolean).join(' ');
-        const changed = await registry
-          .updateDeployment(deploymentId, { state: failed ? 'failed' : 'stopped', error: `instance ${event.instance} ${detail}`, ifState: 'ready' })
-          .then(
-            () => true,
-            () => false,
-          );
-        if (!changed) return; // another provider recorded it, or it was undeployed on purpose
-        await registry.appendEvent({ kind: `instance-${event.type}`, service: event.service, hostId: host.id, instanceId: event.instance, detail: event }).catch(() => undefined);
+        const changed = await conditionalWrite(
+          registry.updateDeployment(deploymentId, { state: failed ? 'failed' : 'stopped', error: `instance ${event.instance} ${detail}`, ifState: 'ready' }),
+          log,
+          `recording an instance ${event.type}`,
+          { deployment: deploymentId, instance: event.instance, host: host.id },
+        );
+        if (!changed) return; // another provider recorded it, or it was undeployed on purpose (or the write failed: logged)
+        await registry
+          .appendEvent({ kind: `instance-${event.type}`, service: event.service, hostId: host.id, instanceId: event.instance, detail: event })
+          .catch(logWriteFailure(log, `the instance-${event.type} event`, { instance: event.instance, host: host.id }));
         if (failed) log.warn({ instance: event.instance, service: event.service, host: host.id, detail }, 'instance failed; out of routing');
       })().catch((e: unknown) => log.error({ err: String(e) }, 'recording an instance event failed')),
     );
@@ -308,20 +335,25 @@ export function createReconciler(options: ReconcilerOptions): Reconciler {
           const records = await registry.listDeployments({ hostId: host.id, state: ['ready', 'pending', 'deploying'] });
           const perService = new Map<string, number>();
           for (const d of records) {
-            const moved = await registry.updateDeployment(d.id, { state: 'failed', error: `host ${host.id} is dead`, leaseUntil: null, ifState: d.state }).then(
-              () => true,
-              () => false,
+            const moved = await conditionalWrite(
+              registry.updateDeployment(d.id, { state: 'failed', error: `host ${host.id} is dead`, leaseUntil: null, ifState: d.state }),
+              log,
+              'marking a dead host\'s deployment failed',
+              { deployment: d.id, host: host.id },
             );
             if (moved && d.state === 'ready') perService.set(d.service, (perService.get(d.service) ?? 0) + 1);
           }
           for (const [service, count] of perService) {
             if (table.service(service) === undefined) continue;
             log.warn({ host: host.id, service, count }, 'redeploying the instances of a dead host');
-            const outcome = await deployer.deploy(service, { count, reason: 'replace', exclude: [host.id] }).catch((e: unknown) => {
+            const outcome = await control.deploy(service, { count, reason: 'replace', exclude: [host.id] }).catch((e: unknown) => {
               log.error({ service, err: String(e) }, 'redeploying after a host died failed');
               return undefined;
             });
-            void registry.appendEvent({ kind: 'host-dead-redeployed', service, hostId: host.id, detail: { count, ready: outcome?.ready.map((e) => ({ instance: e.id, host: e.hostId })) ?? [] } }).catch(() => undefined);
+            const ready = outcome?.ready.map((e) => ({ instance: e.id, host: e.hostId })) ?? [];
+            void registry
+              .appendEvent({ kind: 'host-dead-redeployed', service, hostId: host.id, detail: { count, ready } })
+              .catch(logWriteFailure(log, 'the host-dead-redeployed event', { service, host: host.id }));
           }
         })().catch((e: unknown) => log.error({ err: String(e) }, 'handling a dead host failed')),
       );

@@ -2,20 +2,17 @@
 // instance that left the routing set.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createActivator } from '../../src/provider/activator/index.ts';
 import { createInFlightTracker } from '../../src/provider/balancer/index.ts';
 import { createRoutingTable, type RemovalReason, type RouteEndpoint } from '../../src/provider/routing-table.ts';
 
 function setup() {
   const heard: Array<[string, RemovalReason]> = [];
-  const activator = createActivator<RouteEndpoint>({ queueDepth: 4, timeoutMs: 1000 });
   const table = createRoutingTable({
-    activator,
     tracker: createInFlightTracker(),
     events: { onRemoved: (ep, reason) => heard.push([ep.id, reason]) },
   });
   const endpoint = (id: string) => ({ id, service: 'payment', version: '1', deploymentId: `d-${id}`, hostId: 'h1' }) as unknown as RouteEndpoint;
-  return { table, heard, endpoint, close: () => activator.close() };
+  return { table, heard, endpoint, close: () => {} };
 }
 
 test('an instance taken out on the router guess is reported again when its host says it crashed', () => {
