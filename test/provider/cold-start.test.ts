@@ -2,7 +2,7 @@
 // failures the waiting messages hear. No hosts, registry or real time.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createColdStart, type AttemptResult, type ColdStartOptions } from '../../src/provider/cold-start.ts';
+import { createColdStart, type AttemptResult } from '../../src/provider/cold-start.ts';
 import type { DeploymentRecord } from '../../src/provider/registry/index.ts';
 
 type Step = AttemptResult | Error;
@@ -17,7 +17,7 @@ const deferredTo = (state: DeploymentRecord['state']): AttemptResult => ({
   deferred: { id: 'd-other', service: 'echo', version: '1', state, claimedBy: 'other' } as DeploymentRecord,
 });
 
-function setup(steps: Step[], o: { follow?: boolean[]; queued?: number; exists?: () => boolean; hasEndpoints?: boolean } & Partial<ColdStartOptions> = {}) {
+function setup(steps: Step[], o: { follow?: boolean[]; queued?: number; exists?: () => boolean; hasEndpoints?: boolean } = {}) {
   let now = 1_000_000;
   const sleeps: number[] = [];
   const attempts: Array<{ mode: string; exclude: string[] }> = [];
@@ -30,7 +30,6 @@ function setup(steps: Step[], o: { follow?: boolean[]; queued?: number; exists?:
     cooldownMs: 10_000,
     followMs: 90_000,
     watchIntervalMs: 50,
-    ...o,
     clock: {
       now: () => now,
       // Virtual time: a sleep passes at once and moves the clock.
