@@ -41,3 +41,26 @@ test('a removal for a reason the host gave first is heard once', () => {
   assert.deepEqual(heard, [['p2', 'crashed']]);
   close();
 });
+
+test('a new endpoint is announced once (the wiring releases the waiting messages on it); a token refresh is not', () => {
+  const added: string[] = [];
+  const routable: boolean[] = [];
+  const table = createRoutingTable({
+    tracker: createInFlightTracker(),
+    events: {
+      onAdded: (ep) => {
+        added.push(`${ep.service}/${ep.id}`);
+        routable.push(table.endpoints(ep.service).includes(ep)); // a released message must find it
+      },
+    },
+  });
+  const endpoint = (id: string, token: string) => ({ id, service: 'payment', version: '1', deploymentId: `d-${id}`, hostId: 'h1', token, expiresAt: 1 }) as unknown as RouteEndpoint;
+  table.add(endpoint('p1', 't1'));
+  assert.deepEqual(added, ['payment/p1']);
+  table.add(endpoint('p1', 't2'));
+  assert.deepEqual(added, ['payment/p1']);
+  assert.equal(table.endpoint('p1')?.token, 't2');
+  table.add(endpoint('p2', 't1'));
+  assert.deepEqual(added, ['payment/p1', 'payment/p2']);
+  assert.deepEqual(routable, [true, true], 'routable by the time it is announced');
+});
