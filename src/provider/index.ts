@@ -359,8 +359,8 @@ async function assemble(options: ProviderOptions, registry: Registry, ownRegistr
         await scaler.close();
         await reconciler.close();
         activator.close();
-        await coldStart.close();
-        await deployer.close();
+        // Together: a cold start waiting on a host's reply ends only when the deployer aborts it.
+        await Promise.all([coldStart.close(), deployer.close()]);
         await new Promise<void>((resolve) => {
           server.close(() => resolve());
           server.closeIdleConnections();
