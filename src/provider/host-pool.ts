@@ -136,11 +136,14 @@ export function createHostClient(options: { controlUrl: string; token: string; t
               else if (line.startsWith('id:')) lastId = Number(line.slice(3).trim());
             }
             if (data === '') continue;
+            let event: HostEvent;
             try {
-              onEvent(JSON.parse(data) as HostEvent);
+              event = JSON.parse(data) as HostEvent;
             } catch {
               // A malformed event is skipped; the periodic reconcile catches up.
+              continue;
             }
+            onEvent(event); // outside the try: a failing handler is not a malformed event (the pool logs it)
           }
         });
       });
