@@ -5,6 +5,7 @@
 // deployment until it is ready, failed or gone.
 import type { ClaimResult, DeploymentRecord, Registry } from './registry/index.ts';
 import type { Logger } from './host-pool.ts';
+import { abortableSleep } from './sleep.ts';
 import { conditionalWrite, logWriteFailure } from './write-failures.ts';
 
 export interface ClaimsOptions {
@@ -100,19 +101,4 @@ export function createClaims(options: ClaimsOptions): Claims {
       return undefined;
     },
   };
-}
-
-export function abortableSleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal?.aborted) return resolve();
-    const t = setTimeout(resolve, ms);
-    signal?.addEventListener(
-      'abort',
-      () => {
-        clearTimeout(t);
-        resolve();
-      },
-      { once: true },
-    );
-  });
 }

@@ -11,6 +11,7 @@
 import type { DeploymentRecord } from './registry/index.ts';
 import type { Logger } from './host-pool.ts';
 import type { Demand } from './activator/index.ts';
+import { abortableSleep } from './sleep.ts';
 import type { Timing } from './timeline.ts';
 
 /** What one attempt (claim, place, deploy) came to. */
@@ -71,22 +72,7 @@ export interface ColdStart {
   close(): Promise<void>;
 }
 
-export const realClock: ColdStartClock = {
-  now: () => Date.now(),
-  sleep: (ms, signal) =>
-    new Promise((resolve) => {
-      if (signal.aborted) return resolve();
-      const t = setTimeout(resolve, ms);
-      signal.addEventListener(
-        'abort',
-        () => {
-          clearTimeout(t);
-          resolve();
-        },
-        { once: true },
-      );
-    }),
-};
+export const realClock: ColdStartClock = { now: () => Date.now(), sleep: abortableSleep };
 
 export function createColdStart(options: ColdStartOptions): ColdStart {
   const { log, fail } = options;
