@@ -5,6 +5,7 @@ export { createBlobStore, type BlobStore, type BlobReader, type BlobIngester } f
 export { createImageStore, type ImageStore } from './image-store.ts';
 export { createRegistryClient, pullImage, pushImage, mapLimit, type RegistryClient } from './registry-client.ts';
 export { resolveRemoteImage, type RemoteImage } from './remote-resolve.ts';
+export { createImageResolver, type ImageResolver, type ImageResolverOptions } from './image-resolver.ts';
 export { importImage, type ImportResult } from './archive-import.ts';
 export { exportImage, type ExportResult } from './archive-export.ts';
 export { buildImage, buildTemplate, type BuildResult, type ProcessConfig } from './image-build.ts';

@@ -16,6 +16,8 @@ import type { DeploymentPlan, DeploymentResult, HostEvent, HostReport, InstanceI
 import { ShoalError, type ErrorCode } from '../protocol/errors.ts';
 import type { HostRecord, HostState, Registry } from './registry/index.ts';
 import { createUpstream, readEventStream, type Upstream as HostLink } from '../http/index.ts';
+import { logWriteFailure } from './write-failures.ts';
+
 
 export interface Logger {
   info(obj: object, msg?: string): void;
@@ -117,11 +119,14 @@ export function createHostClient(options: { controlUrl: string; token: string; t
         },
         onEvent(e) {
           lastId = e.id;
+          let event: HostEvent;
           try {
-            onEvent(JSON.parse(e.data) as HostEvent);
+            event = JSON.parse(e.data) as HostEvent;
           } catch {
             // A malformed event is skipped; the periodic reconcile catches up.
+            return;
           }
+          onEvent(event); // outside the try: a failing handler is not a malformed event (the pool logs it)
         },
       })
         .catch(() => undefined) // a lost stream is followed again below; the host's liveness is the poll's to judge
@@ -333,7 +338,9 @@ export function createHostPool(options: HostPoolOptions): HostPool {
     );
     const { host: record } = await registry.recordHostReport(report.hostId, report, now);
     const host = adopt(record, req.token, report);
-    await registry.appendEvent({ kind: 'host-registered', hostId: host.id, detail: { controlUrl: host.controlUrl, dataUrl: host.dataUrl } }).catch(() => undefined);
+    await registry
+      .appendEvent({ kind: 'host-registered', hostId: host.id, detail: { controlUrl: host.controlUrl, dataUrl: host.dataUrl } })
+      .catch(logWriteFailure(log, 'the host-registered event', { host: host.id }));
     log.info({ host: host.id, controlUrl: host.controlUrl, dataUrl: host.dataUrl }, 'host registered');
     options.onRegistered?.(host);
     return host;
@@ -393,11 +400,17 @@ export function createHostPool(options: HostPoolOptions): HostPool {
         const from = host.state;
         host.state = change.host.state;
         log.warn({ host: host.id, from: change.from, to: change.host.state }, `host ${change.host.state}`);
-        await registry.appendEvent({ kind: `host-${change.host.state}`, hostId: host.id, detail: { from: change.from } }).catch(() => undefined);
+        await registry
+          .appendEvent({ kind: `host-${change.host.state}`, hostId: host.id, detail: { from: change.from } })
+          .catch(logWriteFailure(log, `the host-${change.host.state} event`, { host: host.id }));
         options.onState?.(host, from, change.host.state, true);
       }
       // Hosts another provider demoted (or registered) show up in the registry.
-      for (const record of await registry.listHosts().catch(() => [])) {
+      const records = await registry.listHosts().catch((e: unknown) => {
+        log.warn({ err: String(e) }, "reading other providers' view of the hosts failed; trying again next round");
+        return [];
+      });
+      for (const record of records) {
         const host = hosts.get(record.id);
         if (host === undefined) {
           const token = record.controlToken;
@@ -440,7 +453,7 @@ export function createHostPool(options: HostPoolOptions): HostPool {
     async close() {
       closed = true;
       if (timer) clearInterval(timer);
-      await ticking?.catch(() => undefined);
+      await ticking?.catch((e: unknown) => log.error({ err: String(e) }, 'the last host-report round failed'));
       for (const host of hosts.values()) {
         host.stopFollow();
         host.client.close();

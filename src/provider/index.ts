@@ -1,13 +1,20 @@
 // The provider part's door: startProvider() wires the registry, the host pool, the
-// routing table, the activator, the deployer, the reconciler, the scaler, the message
+// routing table, the activator, the deployer (with its claims, image resolver and
+// cold-start state machine), the control plane, the reconciler, the scaler, the message
 // router and the control API together, reconciles with the registry and the hosts, and
 // listens. `shoal provider`, `shoal up` and the tests all start a provider this way.
+// The cold path, with no loop back: router → activator (queue, Demand) → cold start →
+// deployer → routing table; the table's onAdded is wired to the activator's release,
+// and the released router chooses from the table.
 import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { hostname } from 'node:os';
 import type { AddressInfo } from 'node:net';
 import { createActivator } from './activator/index.ts';
-import { createInFlightTracker, leastOutstanding } from './balancer/index.ts';
+import { createInFlightTracker } from './balancer/index.ts';
+import { createClaims } from './claims.ts';
+import { createColdStart } from './cold-start.ts';
+import { createControlPlane } from './control-plane.ts';
 import { createDeployer, type DeployOutcome } from './deployer.ts';
 import { createHostPool, type HostRegistrationRequest, type Logger, type PoolHost } from './host-pool.ts';
 import { createProviderMetrics } from './metrics.ts';
@@ -18,7 +25,7 @@ import { compileService, createRoutingTable, type RemovalReason, type RouteEndpo
 import { createScaler } from './scaler.ts';
 import { createFarmEngine, type FarmEngine } from './intermediaries/farms.ts';
 import { createProviderApi, createProviderServer, type MountedApp } from './server.ts';
-import { createRegistryClient } from '../image/index.ts';
+import { createImageResolver, createRegistryClient } from '../image/index.ts';
 import { ShoalError } from '../protocol/errors.ts';
 
 export type { RouteEndpoint, RemovalReason, RoutingTable } from './routing-table.ts';
@@ -125,7 +132,7 @@ export async function startProvider(options: ProviderOptions): Promise<Provider>
   try {
     return await assemble(options, registry, ownRegistry, log, t);
   } catch (e) {
-    if (ownRegistry) await registry.close().catch(() => undefined);
+    if (ownRegistry) await registry.close().catch((err: unknown) => log.warn({ err: String(err) }, 'closing the registry after a failed start failed'));
     throw e;
   }
 }
@@ -138,17 +145,18 @@ function registryLocation(database: string | undefined): { url?: string } {
 async function assemble(options: ProviderOptions, registry: Registry, ownRegistry: boolean, log: Logger, t: ProviderTuning): Promise<Provider> {
   const events = new EventEmitter<ProviderEvents>();
   const tracker = createInFlightTracker();
-  const activator = createActivator<RouteEndpoint>({
+  const activator = createActivator({
     queueDepth: t.queueDepth ?? 1000,
     timeoutMs: t.queueTimeoutMs ?? 120_000,
     retryAfterSeconds: t.retryAfterSeconds ?? 1,
-    pick: (eps) => leastOutstanding(tracker.view(eps), Math.random) ?? eps[0]!,
   });
   const table = createRoutingTable({
-    activator,
     tracker,
     events: {
-      onAdded: (ep) => events.emit('added', ep),
+      onAdded: (ep) => {
+        events.emit('added', ep);
+        activator.release(ep.service); // the queue goes back to the router, which chooses
+      },
       onRemoved: (ep, reason) => events.emit('removed', ep, reason),
     },
   });
@@ -160,10 +168,12 @@ async function assemble(options: ProviderOptions, registry: Registry, ownRegistr
   let url = '';
   const storeUrlOf = () => options.storeUrl ?? url;
   let storeClient: ReturnType<typeof createRegistryClient> | undefined;
-  const store = {
-    url: storeUrlOf,
+  const images = createImageResolver({
     client: () => (storeClient ??= createRegistryClient({ baseUrl: storeUrlOf(), userAgent: `shoal-provider/${providerId}` })),
-  };
+    refreshAfterMs: 10_000,
+    maxStaleMs: 600_000,
+    log,
+  });
 
   let metricsRef: ReturnType<typeof createProviderMetrics> | undefined;
   // The reconciler and the pool refer to each other through these callbacks.
@@ -180,31 +190,55 @@ async function assemble(options: ProviderOptions, registry: Registry, ownRegistr
     onRegistered: (host) => void reconcilerRef?.reconcileHost(host).catch((e: unknown) => log.warn({ host: host.id, err: String(e) }, 'reconciling a registered host failed')),
   });
   let farmsRef: FarmEngine | undefined;
+  const leaseMs = t.leaseMs ?? 30_000;
+  const readinessTimeoutMs = 60_000;
   const deployer = createDeployer({
     importsFor: (service) => farmsRef?.importsFor(service),
     registry,
     pool,
     table,
-    activator,
     tracker,
+    claims: createClaims({ registry, providerId, log, leaseMs }),
+    images,
     providerId,
-    store,
+    storeUrl: storeUrlOf,
     log,
+    readinessTimeoutMs,
     metrics: {
       coldStart: (s) => metricsRef?.coldStart(s),
       deployment: (s, o, sec) => metricsRef?.deployment(s, o, sec),
     },
-    ...(t.leaseMs === undefined ? {} : { leaseMs: t.leaseMs }),
+  });
+  const coldStart = createColdStart({
+    attempt: (service, mode, exclude, timing) => deployer.attempt(service, mode, exclude, timing),
+    follow: (record, deadline, signal) => deployer.follow(record, deadline, signal),
+    fail: (service, reason) => activator.fail(service, reason),
+    queued: (service) => activator.queued(service),
+    exists: (service) => table.service(service) !== undefined,
+    hasEndpoints: (service) => table.endpoints(service).length > 0,
+    onColdStart: (s) => metricsRef?.coldStart(s),
+    followMs: leaseMs + readinessTimeoutMs,
+    log,
     ...(t.maxAttempts === undefined ? {} : { maxAttempts: t.maxAttempts }),
     ...(t.backoffMs === undefined ? {} : { backoffMs: t.backoffMs }),
     ...(t.cooldownMs === undefined ? {} : { cooldownMs: t.cooldownMs }),
   });
-  activator.onDemand((d) => deployer.onDemand(d));
+  activator.onDemand((d) => coldStart.onDemand(d));
+  const control = createControlPlane({
+    registry,
+    table,
+    pool,
+    deployer,
+    resetCooldown: (service) => coldStart.reset(service),
+    failWaiting: (service, reason) => activator.fail(service, reason),
+    log,
+  });
   const reconciler = createReconciler({
     registry,
     pool,
     table,
     deployer,
+    control,
     providerId,
     log,
     ...(t.syncIntervalMs === undefined ? {} : { syncIntervalMs: t.syncIntervalMs }),
@@ -215,6 +249,7 @@ async function assemble(options: ProviderOptions, registry: Registry, ownRegistr
     tracker,
     activator,
     deployer,
+    busy: (service) => coldStart.busy(service) || deployer.busy(service),
     ownedBy: (ep) => ep.deployedBy === undefined || ep.deployedBy === providerId,
     log,
     ...(t.scaleIntervalMs === undefined ? {} : { intervalMs: t.scaleIntervalMs }),
@@ -262,7 +297,7 @@ async function assemble(options: ProviderOptions, registry: Registry, ownRegistr
     registry,
     table,
     pool,
-    deployer,
+    control,
     tracker,
     activator,
     metrics,
@@ -272,25 +307,20 @@ async function assemble(options: ProviderOptions, registry: Registry, ownRegistr
     ...(options.store === undefined ? {} : { store: options.store }),
     log,
   });
+  const registerService = async (description: unknown): Promise<void> => {
+    await control.registerService(description);
+  };
   const farms = createFarmEngine({
     registry,
     providerUrl: () => url,
-    registerService: (d) => registerService(d),
-    // A farm instance is one instance: deploy only when none is up (the reconciler may have healed it).
-    deploy: async (service) => (table.endpoints(service).length === 0 ? deployer.deploy(service, { count: 1, reason: 'scale' }) : undefined),
+    registerService,
+    deploy: (service) => control.ensureInstance(service),
     log,
     ...(t.maxBodyBytes === undefined ? {} : { maxBodyBytes: t.maxBodyBytes }),
     ...(t.requestTimeoutMs === undefined ? {} : { timeoutMs: t.requestTimeoutMs }),
   });
   farmsRef = farms;
   events.on('removed', (ep, reason) => farms.onInstanceGone(ep.service, reason));
-  async function registerService(description: unknown): Promise<void> {
-    const res = await api.request('/api/v1/services', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(description) });
-    if (!res.ok) {
-      const body = (await res.json()) as { error: { code: 'invalid'; message: string; field?: string } };
-      throw new ShoalError(body.error.code, body.error.message, body.error.field === undefined ? {} : { field: body.error.field });
-    }
-  }
   const server = createProviderServer({ router, api, farms, ...(options.store === undefined ? {} : { store: options.store }) });
 
   await reconciler.reconcile();
@@ -318,10 +348,10 @@ async function assemble(options: ProviderOptions, registry: Registry, ownRegistr
     registry,
     table,
     events,
-    registerHost: (req) => pool.register(req),
+    registerHost: (req) => control.registerHost(req),
     registerService,
     farms,
-    deploy: (service, count = 1) => deployer.deploy(service, { count, reason: 'scale' }),
+    deploy: (service, count = 1) => control.deploy(service, { count }),
     hosts: () => pool.list(),
     pollHosts: () => pool.tick(),
     close() {
@@ -329,7 +359,8 @@ async function assemble(options: ProviderOptions, registry: Registry, ownRegistr
         await scaler.close();
         await reconciler.close();
         activator.close();
-        await deployer.close();
+        // Together: a cold start waiting on a host's reply ends only when the deployer aborts it.
+        await Promise.all([coldStart.close(), deployer.close()]);
         await new Promise<void>((resolve) => {
           server.close(() => resolve());
           server.closeIdleConnections();

@@ -1,9 +1,10 @@
 // The message path: POST /s/<service>/<operation> with a JSON body (DESIGN.md, flow
 // steps 1, 2 and 5). Plain node:http, no framework: look the service and operation up
 // in memory, check the body against the operation's compiled input schema, pick the
-// ready endpoint with the fewest outstanding requests, and forward over the host's
-// pooled keep-alive connections with the route token. With no ready endpoint the
-// message waits in the activator (the one method the router needs of it). Nothing here
+// ready endpoint with the fewest outstanding requests (the only place an endpoint is
+// chosen), and forward over the host's pooled keep-alive connections with the route
+// token. With no ready endpoint the message waits in the activator (the one method the
+// router needs of it) until the routing table has one. Nothing here
 // touches the registry database.
 //
 // Failures on the way to an instance:
@@ -23,9 +24,12 @@ import type { CompiledOperation, RemovalReason, RouteEndpoint, RoutingTable, Ser
 import { retryDecision } from './crash-policy.ts';
 import { ShoalError, errorReply, type ErrorCode } from '../protocol/errors.ts';
 
-/** What the router needs of the activator (Knative's one-method Throttler). */
+/**
+ * What the router needs of the activator (Knative's one-method Throttler): wait until
+ * the service has ready endpoints in the routing table. The router alone chooses one.
+ */
 export interface EndpointWaiter {
-  wait(service: string, signal?: AbortSignal): Promise<RouteEndpoint>;
+  wait(service: string, signal?: AbortSignal): Promise<void>;
 }
 
 export interface RouterHooks {
@@ -182,9 +186,10 @@ export function createRouter(options: RouterOptions): Router {
 
   function route(msg: Message): void {
     const ready = table.endpoints(msg.service.name);
-    const ep = choose(ready, msg.tried);
+    // Every endpoint tried already (a retry): any of them again, as the retry policy allows.
+    const ep = choose(ready, msg.tried) ?? choose(ready, undefined);
     if (ep !== undefined) return forward(msg, ep);
-    // No ready endpoint (or none left untried): wait for one. Only now is a signal worth making.
+    // No ready endpoint: wait until the table has one. Only now is a signal worth making.
     if (msg.signal === undefined) {
       const controller = new AbortController();
       msg.res.once('close', () => {
@@ -194,11 +199,10 @@ export function createRouter(options: RouterOptions): Router {
     }
     hooks.onQueued?.(msg.service.name);
     waiter.wait(msg.service.name, msg.signal).then(
-      (got) => {
+      () => {
         if (msg.res.destroyed) return;
-        // The activator may hand back one we already tried (it knows no history): prefer another.
-        const alt = msg.tried?.has(got.id) ? (choose(table.endpoints(msg.service.name), msg.tried) ?? got) : got;
-        forward(msg, alt);
+        // Released: the table has endpoints now; choose among them (if they left again, wait again).
+        route(msg);
       },
       (err: unknown) => {
         if (msg.res.destroyed) return;

@@ -1,10 +1,10 @@
 // What the message path reads, all in memory: the services (with their input schemas
-// compiled once per version) and each service's ready endpoints. The registry is the
-// durable copy; the deployer, the reconciler and the host events keep this table in step
-// with it, and every change of a service's endpoints is handed to the activator as data
-// (an EndpointsUpdate). A warm message never leaves this table for the database.
+// compiled once per version) and each service's ready endpoints. This table is the only
+// in-memory store of ready endpoints; the registry is the durable copy, and the deployer,
+// the reconciler and the host events keep the two in step. Changes leave as events
+// (`onAdded`, `onRemoved`); the wiring turns an added endpoint into the activator's
+// release. A warm message never leaves this table for the database.
 import type { Upstream } from '../http/index.ts';
-import type { Activator } from './activator/index.ts';
 import type { InFlightTracker } from './balancer/index.ts';
 import { compileSchema, type SchemaCheck } from './json-schema.ts';
 import type { ServiceDescription } from '../protocol/service.ts';
@@ -99,12 +99,8 @@ export function compileService(description: ServiceDescription): ServiceEntry {
 const GUESSES: ReadonlySet<RemovalReason> = new Set(['gone', 'unreachable']);
 const VERDICTS: ReadonlySet<RemovalReason> = new Set(['crashed', 'oom', 'exited']);
 
-export function createRoutingTable(options: {
-  activator: Activator<RouteEndpoint>;
-  tracker: InFlightTracker;
-  events?: RoutingTableEvents;
-}): RoutingTable {
-  const { activator, tracker } = options;
+export function createRoutingTable(options: { tracker: InFlightTracker; events?: RoutingTableEvents }): RoutingTable {
+  const { tracker } = options;
   const services = new Map<string, ServiceEntry>();
   const byService = new Map<string, RouteEndpoint[]>();
   const byInstance = new Map<string, RouteEndpoint>();
@@ -113,10 +109,6 @@ export function createRoutingTable(options: {
   // was recorded does not put a crashed instance back.
   const removed = new Map<string, { at: number; endpoint: RouteEndpoint; reason: RemovalReason }>();
   const none: readonly RouteEndpoint[] = [];
-
-  const publish = (service: string) => {
-    activator.update({ service, endpoints: byService.get(service) ?? none });
-  };
 
   const remove = (instanceId: string, reason: RemovalReason): RouteEndpoint | undefined => {
     const ep = byInstance.get(instanceId);
@@ -141,7 +133,6 @@ export function createRoutingTable(options: {
       else byService.set(ep.service, next);
     }
     tracker.forget(instanceId);
-    publish(ep.service);
     options.events?.onRemoved?.(ep, reason);
     return ep;
   };
@@ -175,7 +166,6 @@ export function createRoutingTable(options: {
       byInstance.set(endpoint.id, endpoint);
       byService.set(endpoint.service, [...(byService.get(endpoint.service) ?? []), endpoint]);
       options.events?.onAdded?.(endpoint);
-      publish(endpoint.service);
     },
     remove,
     refresh(instanceId, ref) {

@@ -17,8 +17,10 @@ import type { RouteEndpoint, RoutingTable } from './routing-table.ts';
 export interface ScalerOptions {
   table: RoutingTable;
   tracker: InFlightTracker;
-  activator: Pick<Activator<RouteEndpoint>, 'queued'>;
-  deployer: Deployer;
+  activator: Pick<Activator, 'queued'>;
+  deployer: Pick<Deployer, 'deploy' | 'undeploy'>;
+  /** A deployment of the service (cold start or deploy()) is under way. */
+  busy(service: string): boolean;
   /** Endpoints this provider deployed (only those are scaled down here). */
   ownedBy(endpoint: RouteEndpoint): boolean;
   log: Logger;
@@ -48,7 +50,11 @@ export function createScaler(options: ScalerOptions): Scaler {
 
   const track = (p: Promise<unknown>) => {
     work.add(p);
-    void p.finally(() => work.delete(p)).catch(() => undefined);
+    // Each tracked task logs its own failure; this only forgets it once settled.
+    void p.then(
+      () => work.delete(p),
+      () => work.delete(p),
+    );
   };
 
   function tick(): Promise<void> {
@@ -65,7 +71,7 @@ export function createScaler(options: ScalerOptions): Scaler {
         let last = table.lastMessageAt(name);
         for (const ep of eps) if (ep.readyAt > last) last = ep.readyAt;
         if (last === 0) last = startedAt;
-        const busy = deployer.busy(name);
+        const busy = options.busy(name);
         const decision = desiredReplicas(
           { inFlight, ready: eps.length, pending: busy ? 1 : 0, lastRequestAt: last },
           { ...entry.description.scaling, ...(options.stableWindowMs === undefined ? {} : { stableWindowMs: options.stableWindowMs }) },
@@ -90,7 +96,7 @@ export function createScaler(options: ScalerOptions): Scaler {
             .slice(0, extra);
           if (victims.length === 0) continue;
           log.info({ service: name, count: victims.length, reason: decision.reason }, decision.replicas === 0 ? 'scaling to zero' : 'scaling down');
-          for (const ep of victims) track(deployer.undeploy(ep, 'scaled-down'));
+          for (const ep of victims) track(deployer.undeploy(ep, 'scaled-down').catch((e: unknown) => log.warn({ service: name, instance: ep.id, err: (e as Error).message }, 'scaling down failed')));
         }
       }
       for (const name of history.keys()) if (table.service(name) === undefined) history.delete(name);

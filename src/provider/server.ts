@@ -11,16 +11,15 @@ import { bodyLimit } from 'hono/body-limit';
 import { Value } from '@sinclair/typebox/value';
 import type { Activator } from './activator/index.ts';
 import type { InFlightTracker } from './balancer/index.ts';
-import type { Deployer } from './deployer.ts';
+import type { ControlPlane } from './control-plane.ts';
 import { publicHost, type HostPool } from './host-pool.ts';
 import type { ProviderMetrics } from './metrics.ts';
 import { providerOpenApi } from './openapi.ts';
 import type { DeploymentRecord, DeploymentState, Registry } from './registry/index.ts';
 import { MESSAGE_PREFIX, type Router } from './router.ts';
-import { compileService, type RouteEndpoint, type RoutingTable } from './routing-table.ts';
-import { ShoalError, errorReply } from '../protocol/errors.ts';
+import type { RoutingTable } from './routing-table.ts';
+import { ShoalError, errorReply, httpStatusFor, isShoalError } from '../protocol/errors.ts';
 import { DeployRequestBody, HostRegistrationBody, type DeploymentSummary, type HostSummary, type InstanceSummary, type ServiceSummary } from '../protocol/provider-api.ts';
-import { validateServiceDescription, type ServiceDescription } from '../protocol/service.ts';
 
 /** Anything with Hono's fetch signature: the store's app. */
 export interface MountedApp {
@@ -31,9 +30,10 @@ export interface ProviderApiOptions {
   registry: Registry;
   table: RoutingTable;
   pool: HostPool;
-  deployer: Deployer;
+  /** Registering, removing and deploying: the handlers only translate HTTP to these calls. */
+  control: ControlPlane;
   tracker: InFlightTracker;
-  activator: Pick<Activator<RouteEndpoint>, 'queued' | 'fail'>;
+  activator: Pick<Activator, 'queued'>;
   metrics: ProviderMetrics;
   joinToken: string;
   providerId: string;
@@ -46,7 +46,7 @@ export interface ProviderApiOptions {
 const STATES: readonly DeploymentState[] = ['pending', 'deploying', 'ready', 'failed', 'stopped'];
 
 export function createProviderApi(options: ProviderApiOptions): Hono {
-  const { registry, table, pool, deployer, tracker, activator, metrics } = options;
+  const { registry, table, pool, control, tracker, activator, metrics } = options;
   if (options.joinToken.length < 8) throw new ShoalError('invalid', 'the join token must be at least 8 characters', { field: 'joinToken' });
   const joinHash = createHash('sha256').update(options.joinToken).digest();
   const app = new Hono();
@@ -68,7 +68,8 @@ export function createProviderApi(options: ProviderApiOptions): Hono {
       try {
         const doc = (await (await options.store.fetch(new Request('http://store/openapi.json'))).json()) as { paths?: Record<string, unknown> };
         storePaths = Object.fromEntries(Object.entries(doc.paths ?? {}).filter(([p]) => p !== '/healthz' && p !== '/openapi.json'));
-      } catch {
+      } catch (e) {
+        options.log.warn({ err: String((e as Error)?.message ?? e) }, "reading the mounted store's OpenAPI document failed; its paths are left out");
         storePaths = {};
       }
     }
@@ -93,20 +94,8 @@ export function createProviderApi(options: ProviderApiOptions): Hono {
   // ---- services ----
 
   app.post('/api/v1/services', limit, async (c) => {
-    const desc = validateServiceDescription(await readJson(c));
-    checkSchemasCompile(desc);
-    const previous = table.service(desc.name);
-    const record = await registry.putService(desc);
-    table.putService(record.description);
-    deployer.reset(desc.name);
-    deployer.prepare(desc.name);
-    if (previous !== undefined && previous.version !== record.version) {
-      // A new version: the old version's instances are drained and removed; the next
-      // message deploys the new one.
-      for (const ep of table.endpoints(desc.name).filter((e) => e.version !== record.version)) void deployer.undeploy(ep, 'undeployed');
-    }
-    void registry.appendEvent({ kind: 'service-registered', service: desc.name, detail: { version: desc.version } }).catch(() => undefined);
-    return c.json({ service: record }, previous === undefined || previous.version !== record.version ? 201 : 200);
+    const { service, created } = await control.registerService(await readJson(c));
+    return c.json({ service }, created ? 201 : 200);
   });
 
   app.get('/api/v1/services', async (c) => {
@@ -136,12 +125,8 @@ export function createProviderApi(options: ProviderApiOptions): Hono {
 
   app.delete('/api/v1/services/:name', async (c) => {
     const name = c.req.param('name');
-    const live = await registry.removeService(name);
-    table.removeService(name);
-    activator.fail(name, `service ${name} was removed`); // messages waiting for it are answered now
-    await Promise.all(live.map((d) => deployer.stopDeployment(d, 'service removed')));
-    void registry.appendEvent({ kind: 'service-removed', service: name, detail: { stopped: live.length } }).catch(() => undefined);
-    return c.json({ removed: name, stopped: live.length });
+    const { stopped } = await control.removeService(name);
+    return c.json({ removed: name, stopped });
   });
 
   app.post('/api/v1/services/:name/deployments', limit, async (c) => {
@@ -152,8 +137,7 @@ export function createProviderApi(options: ProviderApiOptions): Hono {
       const first = Value.Errors(DeployRequestBody, body).First();
       throw new ShoalError('invalid', `deploy request: ${first?.path || 'body'}: ${first?.message ?? 'invalid'}`, { field: first?.path || 'body' });
     }
-    if (table.service(name) === undefined) throw new ShoalError('not-found', `no service named ${JSON.stringify(name)}`, { field: 'name' });
-    const outcome = await deployer.deploy(name, { count: body.count ?? 1, reason: 'scale' });
+    const outcome = await control.deploy(name, { count: body.count ?? 1 });
     if (outcome.deferred) {
       throw new ShoalError('conflict', `service ${name} has a deployment in flight (${outcome.deferred.id}, by ${outcome.deferred.claimedBy ?? '?'}); try again when it is done`, { field: 'name' });
     }
@@ -169,8 +153,7 @@ export function createProviderApi(options: ProviderApiOptions): Hono {
       const field = (first?.path ?? '').replace(/^\//, '') || 'body';
       throw new ShoalError('invalid', `host registration: ${field}: ${first?.message ?? 'invalid'}`, { field });
     }
-    const host = await pool.register(body);
-    deployer.reset();
+    const host = await control.registerHost(body);
     const record = await registry.getHost(host.id);
     return c.json(hostSummary(record ? publicHost(record) : undefined, host.id), 201);
   });
@@ -182,7 +165,7 @@ export function createProviderApi(options: ProviderApiOptions): Hono {
 
   app.delete('/api/v1/hosts/:id', joinOnly, async (c) => {
     const id = c.req.param('id') ?? '';
-    if (!(await pool.remove(id))) throw new ShoalError('not-found', `no host ${JSON.stringify(id)}`, { field: 'id' });
+    if (!(await control.removeHost(id))) throw new ShoalError('not-found', `no host ${JSON.stringify(id)}`, { field: 'id' });
     return c.json({ removed: id });
   });
 
@@ -231,7 +214,10 @@ export function createProviderApi(options: ProviderApiOptions): Hono {
           unreachable.push(host.id);
           return;
         }
-        const list = await host.client.list().catch(() => undefined);
+        const list = await host.client.list().catch((e: unknown) => {
+          options.log.warn({ host: host.id, err: String((e as Error)?.message ?? e) }, 'listing the instances of a host failed');
+          return undefined;
+        });
         if (list === undefined) {
           unreachable.push(host.id);
           return;
@@ -291,18 +277,6 @@ export function summary(d: DeploymentRecord): DeploymentSummary {
     createdAt: d.createdAt,
     updatedAt: d.updatedAt,
   };
-}
-
-/** Each operation's input schema must compile (patterns are regular expressions, $refs resolve). */
-function checkSchemasCompile(desc: ServiceDescription): void {
-  for (const [op, spec] of Object.entries(desc.operations)) {
-    try {
-      compileService({ ...desc, operations: { [op]: spec } });
-    } catch (e) {
-      const field = `/operations/${op}/input`;
-      throw new ShoalError('invalid', `service description: ${field}: cannot be used to check messages: ${(e as Error).message}`, { field });
-    }
-  }
 }
 
 function parseJson(text: string): unknown {

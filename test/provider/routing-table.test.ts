@@ -2,20 +2,17 @@
 // instance that left the routing set.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createActivator } from '../../src/provider/activator/index.ts';
 import { createInFlightTracker } from '../../src/provider/balancer/index.ts';
 import { createRoutingTable, type RemovalReason, type RouteEndpoint } from '../../src/provider/routing-table.ts';
 
 function setup() {
   const heard: Array<[string, RemovalReason]> = [];
-  const activator = createActivator<RouteEndpoint>({ queueDepth: 4, timeoutMs: 1000 });
   const table = createRoutingTable({
-    activator,
     tracker: createInFlightTracker(),
     events: { onRemoved: (ep, reason) => heard.push([ep.id, reason]) },
   });
   const endpoint = (id: string) => ({ id, service: 'payment', version: '1', deploymentId: `d-${id}`, hostId: 'h1' }) as unknown as RouteEndpoint;
-  return { table, heard, endpoint, close: () => activator.close() };
+  return { table, heard, endpoint, close: () => {} };
 }
 
 test('an instance taken out on the router guess is reported again when its host says it crashed', () => {
@@ -43,4 +40,27 @@ test('a removal for a reason the host gave first is heard once', () => {
   assert.equal(table.remove('never-added', 'crashed'), undefined);
   assert.deepEqual(heard, [['p2', 'crashed']]);
   close();
+});
+
+test('a new endpoint is announced once (the wiring releases the waiting messages on it); a token refresh is not', () => {
+  const added: string[] = [];
+  const routable: boolean[] = [];
+  const table = createRoutingTable({
+    tracker: createInFlightTracker(),
+    events: {
+      onAdded: (ep) => {
+        added.push(`${ep.service}/${ep.id}`);
+        routable.push(table.endpoints(ep.service).includes(ep)); // a released message must find it
+      },
+    },
+  });
+  const endpoint = (id: string, token: string) => ({ id, service: 'payment', version: '1', deploymentId: `d-${id}`, hostId: 'h1', token, expiresAt: 1 }) as unknown as RouteEndpoint;
+  table.add(endpoint('p1', 't1'));
+  assert.deepEqual(added, ['payment/p1']);
+  table.add(endpoint('p1', 't2'));
+  assert.deepEqual(added, ['payment/p1']);
+  assert.equal(table.endpoint('p1')?.token, 't2');
+  table.add(endpoint('p2', 't1'));
+  assert.deepEqual(added, ['payment/p1', 'payment/p2']);
+  assert.deepEqual(routable, [true, true], 'routable by the time it is announced');
 });

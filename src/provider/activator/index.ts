@@ -1,22 +1,12 @@
 // The activator: Knative's activator in small. While a service has no ready endpoint,
 // the messages for it wait here in a bounded FIFO queue, and the activator asks for
-// exactly one deployment (a Demand) however many messages arrive at once. It knows
-// nothing of hosts, placement, the registry or drivers: endpoints arrive as data
-// (`update`), a failed deployment arrives as data (`fail`), and demand leaves through
-// listeners. The wiring layer turns a Demand into a deployment and answers with
-// `update` (ready endpoints) or `fail` (reason). No I/O; timers can be injected.
+// exactly one deployment (a Demand) however many messages arrive at once. It queues and
+// releases, nothing else: it stores no endpoints and chooses none (the routing table
+// holds them, the router chooses). It knows nothing of hosts, placement, the registry or
+// drivers: "the service has ready endpoints now" arrives as data (`release`), a failed
+// deployment arrives as data (`fail`), and demand leaves through listeners. No I/O;
+// timers can be injected.
 import { ShoalError } from '../../protocol/errors.ts';
-
-/** Whatever the router routes to; the activator only needs its id. */
-export interface Endpoint {
-  readonly id: string;
-}
-
-/** The full current set of ready endpoints of one service (an empty list means none). */
-export interface EndpointsUpdate<E extends Endpoint = Endpoint> {
-  service: string;
-  endpoints: readonly E[];
-}
 
 /**
  * A request for a deployment. `cold`: the service has no ready endpoint and nothing is
@@ -61,7 +51,7 @@ export interface ActivatorTimers {
   clear(handle: unknown): void;
 }
 
-export interface ActivatorOptions<E extends Endpoint = Endpoint> {
+export interface ActivatorOptions {
   /** Most messages that may wait per service; one more is refused at once with 'queue-full'. */
   queueDepth: number;
   /** How long one message may wait for an endpoint before 'timeout'. */
@@ -70,8 +60,6 @@ export interface ActivatorOptions<E extends Endpoint = Endpoint> {
   maxConcurrentDeploysPerService?: number;
   /** Called for every Demand (same as calling `onDemand` once). */
   onDemand?: (demand: Demand) => void;
-  /** Which endpoint a released message gets. Default: round robin per service. */
-  pick?: (endpoints: readonly E[]) => E;
   /** Retry-After hint put on errors. Default 1 s. */
   retryAfterSeconds?: number;
   timers?: ActivatorTimers;
@@ -81,10 +69,8 @@ export interface ServiceQueueStats {
   service: string;
   /** Messages waiting now. */
   queued: number;
-  /** Demands made and not yet answered by `update` (with endpoints) or `fail`. */
+  /** Demands made and not yet answered by `release` or `fail`. */
   deploying: number;
-  /** Ready endpoints known. */
-  endpoints: number;
 }
 
 export interface ActivatorStats {
@@ -93,16 +79,17 @@ export interface ActivatorStats {
   totals: { released: number; demands: number } & Record<ActivatorFailure, number>;
 }
 
-export interface Activator<E extends Endpoint = Endpoint> {
+export interface Activator {
   /**
-   * Resolves with a ready endpoint of `service`: at once when one is known, else when
-   * `update` brings one (waiters are released in arrival order). Rejects with an
-   * ActivatorError: 'queue-full' at once, 'timeout' after timeoutMs, 'deploy-failed' on
-   * `fail`, 'aborted' when `signal` aborts or the activator closes.
+   * Queues a message for `service` (which has no ready endpoint) and resolves when
+   * `release` says it has one (waiters are released in arrival order); the caller then
+   * chooses the endpoint. Rejects with an ActivatorError: 'queue-full' at once, 'timeout'
+   * after timeoutMs, 'deploy-failed' on `fail`, 'aborted' when `signal` aborts or the
+   * activator closes.
    */
-  wait(service: string, signal?: AbortSignal): Promise<E>;
-  /** The service's ready endpoints changed (the full set). Releases waiters if any are ready. */
-  update(update: EndpointsUpdate<E>): void;
+  wait(service: string, signal?: AbortSignal): Promise<void>;
+  /** `service` has ready endpoints now: every waiting message is released, in order. */
+  release(service: string): void;
   /**
    * The outstanding deployment(s) of `service` failed: every waiting message gets
    * 'deploy-failed' with `reason` at once, and the next message makes a new Demand.
@@ -110,8 +97,6 @@ export interface Activator<E extends Endpoint = Endpoint> {
   fail(service: string, reason: string): void;
   /** Listen for Demands; returns the unsubscribe function. Listeners must not throw. */
   onDemand(listener: (demand: Demand) => void): () => void;
-  /** The last endpoints `update` gave for `service`. */
-  endpoints(service: string): readonly E[];
   /** Messages waiting for `service` now. */
   queued(service: string): number;
   stats(): ActivatorStats;
@@ -119,20 +104,18 @@ export interface Activator<E extends Endpoint = Endpoint> {
   close(): void;
 }
 
-interface Waiter<E> {
-  resolve(e: E): void;
+interface Waiter {
+  resolve(): void;
   reject(err: ActivatorError): void;
   timer: unknown;
   signal: AbortSignal | undefined;
   onAbort: (() => void) | undefined;
 }
 
-interface ServiceState<E> {
-  endpoints: readonly E[];
+interface ServiceState {
   /** A Set iterates in insertion order and deletes in O(1): a FIFO with cheap removal. */
-  waiters: Set<Waiter<E>>;
+  waiters: Set<Waiter>;
   deploying: number;
-  next: number;
 }
 
 const defaultTimers: ActivatorTimers = {
@@ -147,7 +130,7 @@ function positiveInteger(value: number, field: string): number {
   return value;
 }
 
-export function createActivator<E extends Endpoint = Endpoint>(options: ActivatorOptions<E>): Activator<E> {
+export function createActivator(options: ActivatorOptions): Activator {
   const queueDepth = positiveInteger(options.queueDepth, 'queueDepth');
   const timeoutMs = positiveInteger(options.timeoutMs, 'timeoutMs');
   const maxDeploys = positiveInteger(options.maxConcurrentDeploysPerService ?? 1, 'maxConcurrentDeploysPerService');
@@ -157,29 +140,22 @@ export function createActivator<E extends Endpoint = Endpoint>(options: Activato
   const timers = options.timers ?? defaultTimers;
   const listeners = new Set<(d: Demand) => void>();
   if (options.onDemand !== undefined) listeners.add(options.onDemand);
-  const services = new Map<string, ServiceState<E>>();
+  const services = new Map<string, ServiceState>();
   const totals: ActivatorStats['totals'] = { released: 0, demands: 0, 'queue-full': 0, timeout: 0, 'deploy-failed': 0, aborted: 0 };
   let closed = false;
 
-  const state = (service: string): ServiceState<E> => {
+  const state = (service: string): ServiceState => {
     let s = services.get(service);
     if (s === undefined) {
-      s = { endpoints: [], waiters: new Set(), deploying: 0, next: 0 };
+      s = { waiters: new Set(), deploying: 0 };
       services.set(service, s);
     }
     return s;
   };
 
   // Keep the map from growing with every service ever seen.
-  const tidy = (service: string, s: ServiceState<E>) => {
-    if (s.endpoints.length === 0 && s.waiters.size === 0 && s.deploying === 0) services.delete(service);
-  };
-
-  const choose = (s: ServiceState<E>): E => {
-    if (options.pick !== undefined) return options.pick(s.endpoints);
-    const e = s.endpoints[s.next % s.endpoints.length] as E;
-    s.next = (s.next + 1) % s.endpoints.length;
-    return e;
+  const tidy = (service: string, s: ServiceState) => {
+    if (s.waiters.size === 0 && s.deploying === 0) services.delete(service);
   };
 
   const emit = (demand: Demand) => {
@@ -197,7 +173,7 @@ export function createActivator<E extends Endpoint = Endpoint>(options: Activato
     }
   };
 
-  const settle = (s: ServiceState<E>, w: Waiter<E>) => {
+  const settle = (s: ServiceState, w: Waiter) => {
     s.waiters.delete(w);
     timers.clear(w.timer);
     if (w.signal !== undefined && w.onAbort !== undefined) w.signal.removeEventListener('abort', w.onAbort);
@@ -213,17 +189,13 @@ export function createActivator<E extends Endpoint = Endpoint>(options: Activato
       if (closed) return Promise.reject(failure('aborted', service, `service '${service}': the provider is shutting down`));
       if (signal?.aborted) return Promise.reject(failure('aborted', service, `service '${service}': the caller went away`));
       const s = state(service);
-      if (s.endpoints.length > 0) {
-        totals.released++;
-        return Promise.resolve(choose(s));
-      }
       if (s.waiters.size >= queueDepth) {
         return Promise.reject(
           failure('queue-full', service, `service '${service}': ${s.waiters.size} messages already wait for an instance; retry later`),
         );
       }
-      return new Promise<E>((resolve, reject) => {
-        const w: Waiter<E> = { resolve, reject, timer: undefined, signal, onAbort: undefined };
+      return new Promise<void>((resolve, reject) => {
+        const w: Waiter = { resolve, reject, timer: undefined, signal, onAbort: undefined };
         w.timer = timers.set(() => {
           settle(s, w);
           tidy(service, s);
@@ -250,21 +222,17 @@ export function createActivator<E extends Endpoint = Endpoint>(options: Activato
       });
     },
 
-    update({ service, endpoints }) {
+    release(service) {
       const s = services.get(service);
-      if (s === undefined && endpoints.length === 0) return;
-      const st = s ?? state(service);
-      st.endpoints = [...endpoints];
-      if (endpoints.length > 0) {
-        st.deploying = 0;
-        // Snapshot first: settling removes from the set. Promises resolve in this order.
-        for (const w of [...st.waiters]) {
-          settle(st, w);
-          totals.released++;
-          w.resolve(choose(st));
-        }
+      if (s === undefined) return;
+      s.deploying = 0;
+      // Snapshot first: settling removes from the set. Promises resolve in this order.
+      for (const w of [...s.waiters]) {
+        settle(s, w);
+        totals.released++;
+        w.resolve();
       }
-      tidy(service, st);
+      tidy(service, s);
     },
 
     fail(service, reason) {
@@ -287,7 +255,6 @@ export function createActivator<E extends Endpoint = Endpoint>(options: Activato
       };
     },
 
-    endpoints: (service) => services.get(service)?.endpoints ?? [],
     queued: (service) => services.get(service)?.waiters.size ?? 0,
 
     stats: () => ({
@@ -295,7 +262,6 @@ export function createActivator<E extends Endpoint = Endpoint>(options: Activato
         service,
         queued: s.waiters.size,
         deploying: s.deploying,
-        endpoints: s.endpoints.length,
       })),
       totals: { ...totals },
     }),

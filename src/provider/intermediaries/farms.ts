@@ -295,14 +295,14 @@ export function createFarmEngine(options: FarmEngineOptions): FarmEngine {
     farms.set(graph.name, running);
     reindexExports();
     if (!restoring) await options.registry.appendEvent({ kind: FARM_EVENT, detail: graph });
-    for (const s of restoring ? [] : services) if (previous === undefined || changes.some((c) => c.kind === 'added' && c.what === 'node' && s === instanceServiceName(graph.name, c.id))) track(options.deploy?.(s));
+    for (const s of restoring ? [] : services) if (previous === undefined || changes.some((c) => c.kind === 'added' && c.what === 'node' && s === instanceServiceName(graph.name, c.id))) track(options.deploy?.(s), 'farm: deploy failed', { farm: graph.name, service: s });
     log.info({ farm: graph.name, changes: changes.length }, 'farm applied');
     return { farm: graph.name, changed: true, changes, services };
   }
 
-  function track(p: Promise<unknown> | undefined): void {
+  function track(p: Promise<unknown> | undefined, what = 'farm: deploy failed', context: object = {}): void {
     if (p === undefined) return;
-    const q = p.catch((e: unknown) => log.warn({ err: String(e) }, 'farm: deploy failed'));
+    const q = p.catch((e: unknown) => log.warn({ ...context, err: String(e) }, what));
     pending.add(q);
     void q.finally(() => pending.delete(q));
   }
@@ -329,10 +329,14 @@ export function createFarmEngine(options: FarmEngineOptions): FarmEngine {
           log.info({ farm: f.graph.name, ref: a.ref, target: a.target, crashed: node.id }, 'crash rule: ref rebound');
         } else {
           // restart and restore: on runc there is no memory snapshot, so both start the instance afresh.
-          track(options.deploy?.(service));
+          track(options.deploy?.(service), 'farm: crash rule: deploy failed', { farm: f.graph.name, service });
         }
       }
-      track(options.registry.appendEvent({ kind: 'farm-crash-rule', service, detail: { farm: f.graph.name, instance: node.id, actions: rule.actions } }));
+      track(
+        options.registry.appendEvent({ kind: 'farm-crash-rule', service, detail: { farm: f.graph.name, instance: node.id, actions: rule.actions } }),
+        'farm: registry write failed: the farm-crash-rule event',
+        { farm: f.graph.name, instance: node.id },
+      );
     }
   }
 

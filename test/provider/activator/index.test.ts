@@ -10,12 +10,6 @@ import {
 } from '../../../src/provider/activator/index.ts';
 import { httpStatusFor } from '../../../src/protocol/errors.ts';
 
-interface Ep {
-  id: string;
-  url: string;
-}
-const ep = (id: string): Ep => ({ id, url: `http://127.0.0.1:1/${id}` });
-
 /** Timers driven by the test: advance(ms) fires what is due. */
 function fakeTimers(): ActivatorTimers & { advance(ms: number): void; pending(): number } {
   let now = 0;
@@ -55,22 +49,20 @@ const flush = () => new Promise<void>((r) => setImmediate(r));
 test('100 concurrent waits on a cold service make exactly one demand and are released in order', async () => {
   const timers = fakeTimers();
   const demands: Demand[] = [];
-  const a = createActivator<Ep>({ queueDepth: 100, timeoutMs: 30_000, timers, onDemand: (d) => demands.push(d) });
+  const a = createActivator({ queueDepth: 100, timeoutMs: 30_000, timers, onDemand: (d) => demands.push(d) });
   const order: number[] = [];
   const waits = Array.from({ length: 100 }, (_, i) =>
-    a.wait('echo').then((e) => {
+    a.wait('echo').then(() => {
       order.push(i);
-      return e;
     }),
   );
   assert.deepEqual(demands, [{ service: 'echo', queued: 1, reason: 'cold' }]);
   assert.equal(a.queued('echo'), 100);
-  assert.deepEqual(a.stats().services, [{ service: 'echo', queued: 100, deploying: 1, endpoints: 0 }]);
+  assert.deepEqual(a.stats().services, [{ service: 'echo', queued: 100, deploying: 1 }]);
 
-  a.update({ service: 'echo', endpoints: [ep('i1')] });
-  const got = await Promise.all(waits);
+  a.release('echo');
+  await Promise.all(waits);
   assert.deepEqual(order, Array.from({ length: 100 }, (_, i) => i), 'FIFO order');
-  assert.ok(got.every((e) => e.id === 'i1'));
   assert.equal(a.queued('echo'), 0);
   assert.equal(timers.pending(), 0, 'every timeout timer is cleared on release');
   assert.equal(demands.length, 1);
@@ -80,7 +72,7 @@ test('100 concurrent waits on a cold service make exactly one demand and are rel
 test('a full queue refuses at once with queue-full, which the edge maps to 503', async () => {
   const timers = fakeTimers();
   const demands: Demand[] = [];
-  const a = createActivator<Ep>({ queueDepth: 3, timeoutMs: 1000, timers, retryAfterSeconds: 2, onDemand: (d) => demands.push(d) });
+  const a = createActivator({ queueDepth: 3, timeoutMs: 1000, timers, retryAfterSeconds: 2, onDemand: (d) => demands.push(d) });
   const waiting = [a.wait('s'), a.wait('s'), a.wait('s')];
   // "At once": settled before the next turn of the event loop, never queued.
   const err = await Promise.race([a.wait('s').then(() => 'resolved', (e: unknown) => e), flush().then(() => 'still waiting')]);
@@ -95,17 +87,16 @@ test('a full queue refuses at once with queue-full, which the edge maps to 503',
   assert.equal(a.queued('other'), 0);
   const other = a.wait('other'); // the bound is per service
   assert.equal(demands.length, 2);
-  a.update({ service: 's', endpoints: [ep('x')] });
-  a.update({ service: 'other', endpoints: [ep('y')] });
-  assert.deepEqual((await Promise.all(waiting)).map((e) => e.id), ['x', 'x', 'x']);
-  assert.equal((await other).id, 'y');
+  a.release('s');
+  a.release('other');
+  await Promise.all([...waiting, other]);
   assert.equal(a.stats().totals['queue-full'], 1);
 });
 
 test('a message that waits longer than timeoutMs gets timeout; the outstanding demand stays single', async () => {
   const timers = fakeTimers();
   const demands: Demand[] = [];
-  const a = createActivator<Ep>({ queueDepth: 10, timeoutMs: 1000, timers, onDemand: (d) => demands.push(d) });
+  const a = createActivator({ queueDepth: 10, timeoutMs: 1000, timers, onDemand: (d) => demands.push(d) });
   const first = a.wait('s');
   timers.advance(600);
   const second = a.wait('s');
@@ -113,28 +104,28 @@ test('a message that waits longer than timeoutMs gets timeout; the outstanding d
   assert.equal(await reasonOf(first), 'timeout');
   assert.equal(a.queued('s'), 1);
   timers.advance(599);
-  a.update({ service: 's', endpoints: [ep('late')] });
-  assert.equal((await second).id, 'late', 'the second had time left and got the endpoint');
+  a.release('s');
+  await second; // the second had time left and was released
   assert.equal(demands.length, 1, 'a timeout does not ask for another deployment');
 });
 
 test('timeouts leave the deployment outstanding: a later message makes no second demand', async () => {
   const timers = fakeTimers();
   const demands: Demand[] = [];
-  const a = createActivator<Ep>({ queueDepth: 10, timeoutMs: 100, timers, onDemand: (d) => demands.push(d) });
+  const a = createActivator({ queueDepth: 10, timeoutMs: 100, timers, onDemand: (d) => demands.push(d) });
   const p = a.wait('s');
   timers.advance(100);
   assert.equal(await reasonOf(p), 'timeout');
   const q = a.wait('s');
   assert.equal(demands.length, 1);
-  a.update({ service: 's', endpoints: [ep('e')] });
-  assert.equal((await q).id, 'e');
+  a.release('s');
+  await q;
 });
 
 test('fail() rejects every waiting message at once with the reason; the next message demands again', async () => {
   const timers = fakeTimers();
   const demands: Demand[] = [];
-  const a = createActivator<Ep>({ queueDepth: 10, timeoutMs: 1000, timers, onDemand: (d) => demands.push(d) });
+  const a = createActivator({ queueDepth: 10, timeoutMs: 1000, timers, onDemand: (d) => demands.push(d) });
   const waits = [a.wait('s'), a.wait('s'), a.wait('s')];
   const errors: unknown[] = [];
   waits.forEach((w) => w.catch((e: unknown) => errors.push(e)));
@@ -153,15 +144,15 @@ test('fail() rejects every waiting message at once with the reason; the next mes
   assert.deepEqual(a.stats().services, [], 'nothing kept for a service with nothing pending');
   const again = a.wait('s');
   assert.deepEqual(demands.map((d) => d.reason), ['cold', 'cold']);
-  a.update({ service: 's', endpoints: [ep('e2')] });
-  assert.equal((await again).id, 'e2');
+  a.release('s');
+  await again;
   a.fail('unknown', 'x'); // nothing to fail: no throw
 });
 
 test('an aborted signal removes its message from the queue; the others keep their order', async () => {
   const timers = fakeTimers();
   const demands: Demand[] = [];
-  const a = createActivator<Ep>({ queueDepth: 10, timeoutMs: 1000, timers, onDemand: (d) => demands.push(d) });
+  const a = createActivator({ queueDepth: 10, timeoutMs: 1000, timers, onDemand: (d) => demands.push(d) });
   const ac = new AbortController();
   const order: string[] = [];
   const w1 = a.wait('s').then(() => order.push('w1'));
@@ -171,13 +162,13 @@ test('an aborted signal removes its message from the queue; the others keep thei
   ac.abort();
   assert.equal(await reasonOf(w2), 'aborted');
   assert.equal(a.queued('s'), 2);
-  a.update({ service: 's', endpoints: [ep('e')] });
+  a.release('s');
   await Promise.all([w1, w3]);
   assert.deepEqual(order, ['w1', 'w3']);
 
   const done = new AbortController();
   const w4 = a.wait('t', done.signal);
-  a.update({ service: 't', endpoints: [ep('f')] });
+  a.release('t');
   await w4;
   assert.equal(getEventListeners(done.signal, 'abort').length, 0, 'the abort listener is removed on release');
 
@@ -187,41 +178,30 @@ test('an aborted signal removes its message from the queue; the others keep thei
   assert.equal(a.queued('u'), 0);
 });
 
-test('known endpoints answer at once, round robin; losing them all makes the next message cold again', async () => {
+test('release with nothing waiting keeps nothing; the next message after a release is cold again', async () => {
   const timers = fakeTimers();
   const demands: Demand[] = [];
-  const a = createActivator<Ep>({ queueDepth: 10, timeoutMs: 1000, timers, onDemand: (d) => demands.push(d) });
-  a.update({ service: 's', endpoints: [ep('a'), ep('b')] });
-  const ids = [];
-  for (let i = 0; i < 4; i++) ids.push((await a.wait('s')).id);
-  assert.deepEqual(ids, ['a', 'b', 'a', 'b']);
-  assert.equal(demands.length, 0);
-  assert.deepEqual(a.endpoints('s').map((e) => e.id), ['a', 'b']);
-
-  a.update({ service: 's', endpoints: [] });
+  const a = createActivator({ queueDepth: 10, timeoutMs: 1000, timers, onDemand: (d) => demands.push(d) });
+  a.release('s'); // nobody waits: nothing to remember (the routing table holds the endpoints)
+  assert.deepEqual(a.stats().services, []);
   const p = a.wait('s');
   assert.deepEqual(demands, [{ service: 's', queued: 1, reason: 'cold' }]);
-  a.update({ service: 's', endpoints: [] }); // still nothing ready: keeps waiting
+  a.release('other'); // another service's endpoints release nothing here
   assert.equal(a.queued('s'), 1);
-  a.update({ service: 's', endpoints: [ep('c')] });
-  assert.equal((await p).id, 'c');
-});
-
-test('released waiters are spread round robin over several new endpoints, or by the pick option', async () => {
-  const a = createActivator<Ep>({ queueDepth: 10, timeoutMs: 1000, timers: fakeTimers() });
-  const waits = [1, 2, 3, 4, 5].map(() => a.wait('s'));
-  a.update({ service: 's', endpoints: [ep('a'), ep('b'), ep('c')] });
-  assert.deepEqual((await Promise.all(waits)).map((e) => e.id), ['a', 'b', 'c', 'a', 'b']);
-
-  const b = createActivator<Ep>({ queueDepth: 10, timeoutMs: 1000, timers: fakeTimers(), pick: (eps) => eps[eps.length - 1]! });
-  const w = [b.wait('s'), b.wait('s')];
-  b.update({ service: 's', endpoints: [ep('a'), ep('z')] });
-  assert.deepEqual((await Promise.all(w)).map((e) => e.id), ['z', 'z']);
+  a.release('s');
+  await p;
+  assert.equal(a.queued('s'), 0);
+  // The router waits only when the table has no endpoint: such a wait is a new cold demand.
+  const q = a.wait('s');
+  assert.deepEqual(demands.map((d) => d.reason), ['cold', 'cold']);
+  a.release('s');
+  await q;
+  assert.equal(timers.pending(), 0);
 });
 
 test('with several deploys allowed, a queue past each deploy’s share makes a scale demand, up to the limit', () => {
   const demands: Demand[] = [];
-  const a = createActivator<Ep>({
+  const a = createActivator({
     queueDepth: 10,
     timeoutMs: 1000,
     maxConcurrentDeploysPerService: 2,
@@ -238,14 +218,14 @@ test('with several deploys allowed, a queue past each deploy’s share makes a s
 });
 
 test('a listener may answer synchronously; unsubscribed listeners hear nothing', async () => {
-  const a = createActivator<Ep>({ queueDepth: 10, timeoutMs: 1000, timers: fakeTimers() });
+  const a = createActivator({ queueDepth: 10, timeoutMs: 1000, timers: fakeTimers() });
   const heard: string[] = [];
   const off = a.onDemand((d) => heard.push(d.service));
-  const stop = a.onDemand((d) => a.update({ service: d.service, endpoints: [ep('sync')] }));
-  assert.equal((await a.wait('s')).id, 'sync');
+  const stop = a.onDemand((d) => a.release(d.service));
+  await a.wait('s'); // released by the listener, synchronously
   off();
   stop();
-  a.update({ service: 's', endpoints: [] });
+  a.release('s');
   const p = a.wait('s');
   assert.deepEqual(heard, ['s']);
   a.fail('s', 'test over');
@@ -254,7 +234,7 @@ test('a listener may answer synchronously; unsubscribed listeners hear nothing',
 
 test('close() rejects waiting messages and refuses new ones', async () => {
   const timers = fakeTimers();
-  const a = createActivator<Ep>({ queueDepth: 10, timeoutMs: 1000, timers });
+  const a = createActivator({ queueDepth: 10, timeoutMs: 1000, timers });
   const p = a.wait('s');
   a.close();
   assert.equal(await reasonOf(p), 'aborted');
@@ -276,7 +256,7 @@ test('options are checked, naming the field', () => {
 });
 
 test('the default timers time out for real', async () => {
-  const a = createActivator<Ep>({ queueDepth: 1, timeoutMs: 20 });
+  const a = createActivator({ queueDepth: 1, timeoutMs: 20 });
   const started = performance.now();
   assert.equal(await reasonOf(a.wait('s')), 'timeout');
   assert.ok(performance.now() - started >= 15);
@@ -284,14 +264,14 @@ test('the default timers time out for real', async () => {
 
 test('after a deployment became ready and then went away (scale to zero, crash), the next message demands again', async () => {
   const demands: Demand[] = [];
-  const a = createActivator<Ep>({ queueDepth: 10, timeoutMs: 1000, timers: fakeTimers(), onDemand: (d) => demands.push(d) });
+  const a = createActivator({ queueDepth: 10, timeoutMs: 1000, timers: fakeTimers(), onDemand: (d) => demands.push(d) });
   const p = a.wait('s');
-  a.update({ service: 's', endpoints: [ep('first')] });
+  a.release('s');
   await p;
-  a.update({ service: 's', endpoints: [] });
+  a.release('s');
   assert.deepEqual(a.stats().services, [], 'idle and empty: forgotten');
   const q = a.wait('s');
   assert.deepEqual(demands.map((d) => d.reason), ['cold', 'cold']);
-  a.update({ service: 's', endpoints: [ep('second')] });
-  assert.equal((await q).id, 'second');
+  a.release('s');
+  await q;
 });

@@ -1,0 +1,90 @@
+// Image reference → digest-pinned image, cached. One resolver for whoever turns tags into
+// digests before use (the provider's deployer; the host later): a fresh entry is used as
+// is, an older one is used while a refresh runs in the background (so a cold start does
+// not wait on the store), and one past maxStaleMs is resolved again before use. A failed
+// resolution is not cached; a failed background refresh keeps the old value and is logged.
+import type { RegistryClient } from './registry-client.ts';
+import { resolveRemoteImage, type RemoteImage } from './remote-resolve.ts';
+
+export interface ImageResolverOptions {
+  /** The store's client, or a function giving it (a provider serving the store knows its URL only once it listens). */
+  client: RegistryClient | (() => RegistryClient);
+  /** A resolution older than this is refreshed in the background. */
+  refreshAfterMs: number;
+  /** …and older than this is resolved again before use. */
+  maxStaleMs: number;
+  now?: () => number;
+  log?: { warn(obj: object, msg?: string): void };
+  /** How a reference is resolved (tests). Default: resolveRemoteImage against `client`. */
+  resolveWith?: (client: RegistryClient, ref: string) => Promise<RemoteImage>;
+}
+
+export interface ImageResolver {
+  resolve(ref: string): Promise<RemoteImage>;
+  /** Drop the cached resolution (a host failed on it: a moved tag, a collected blob). */
+  forget(ref: string): void;
+}
+
+interface Entry {
+  at: number;
+  value: Promise<RemoteImage>;
+  settled: boolean;
+  refreshing: boolean;
+}
+
+export function createImageResolver(options: ImageResolverOptions): ImageResolver {
+  const now = options.now ?? Date.now;
+  const resolveWith = options.resolveWith ?? ((client, ref) => resolveRemoteImage(client, ref));
+  const clientOf = typeof options.client === 'function' ? options.client : () => options.client as RegistryClient;
+  const entries = new Map<string, Entry>();
+
+  function fetchFresh(ref: string, current: Entry | undefined): Promise<RemoteImage> {
+    if (current?.refreshing) return current.value;
+    const value = resolveWith(clientOf(), ref);
+    const entry: Entry = { at: now(), value, settled: false, refreshing: false };
+    if (current !== undefined) {
+      // Keep serving the old resolution until the new one is in.
+      current.refreshing = true;
+      value.then(
+        () => {
+          entry.settled = true;
+          if (entries.get(ref) === current) entries.set(ref, entry);
+        },
+        (e: unknown) => {
+          current.refreshing = false;
+          options.log?.warn({ image: ref, err: (e as Error).message }, 'refreshing an image resolution failed; using the previous one');
+        },
+      );
+      return current.value;
+    }
+    entries.set(ref, entry);
+    value.then(
+      () => {
+        entry.settled = true;
+      },
+      // The caller gets the rejection; only the cache forgets it here.
+      () => {
+        if (entries.get(ref) === entry) entries.delete(ref);
+      },
+    );
+    return value;
+  }
+
+  return {
+    resolve(ref) {
+      const hit = entries.get(ref);
+      if (hit !== undefined) {
+        if (!hit.settled) return hit.value;
+        const age = now() - hit.at;
+        if (age < options.maxStaleMs) {
+          if (age >= options.refreshAfterMs) void fetchFresh(ref, hit);
+          return hit.value;
+        }
+      }
+      return fetchFresh(ref, undefined);
+    },
+    forget(ref) {
+      entries.delete(ref);
+    },
+  };
+}
