@@ -139,6 +139,7 @@ export function createControlApi(options: ControlApiOptions): Hono {
       const off = events.subscribe(send);
       if (Number.isFinite(lastId)) for (const e of events.since(lastId)) send(e);
       const keepAlive = setInterval(() => {
+        // As above: a failed write means the client left, and onAbort ends the stream.
         chain = chain.then(() => stream.write(': keep-alive\n\n')).then(() => {}, () => {});
       }, options.keepAliveMs ?? 15_000);
       await new Promise<void>((resolve) => stream.onAbort(resolve));
