@@ -141,11 +141,7 @@ async function startLocked(options: HostOptions, dataDir: string, log: Logger, r
   };
   const metrics = createHostMetrics(() => metricsSnapshot(facts));
   metricsRef = metrics;
-  events.subscribe((e) => metrics.event(e));
-  events.subscribe((e) => {
-    if (e.type === 'ready' || e.type === 'removed') return;
-    log.info({ event: e.type, instance: e.instance, code: e.code, signal: e.signal }, `instance ${e.type}`);
-  });
+  watchEvents(events, metrics, log);
 
   let control: { port: number; close(): Promise<void> };
   try {
@@ -162,6 +158,7 @@ async function startLocked(options: HostOptions, dataDir: string, log: Logger, r
   log.info({ controlUrl, dataUrl: data.url, driver: defaultDriver, hostId }, 'host listening');
 
   let closing: Promise<void> | undefined;
+  const parts = { control, agent, data, layerCache, releaseLock, log, hostId };
   return {
     hostId,
     controlUrl,
@@ -171,17 +168,32 @@ async function startLocked(options: HostOptions, dataDir: string, log: Logger, r
     layerCache,
     report: () => hostReport(facts),
     close(opts = {}) {
-      closing ??= (async () => {
-        await control.close();
-        await agent.close({ stopInstances: opts.stopInstances ?? true });
-        await data.close();
-        await layerCache.settle();
-        releaseLock();
-        log.info({ hostId }, 'host stopped');
-      })();
+      closing ??= stopHost(parts, opts.stopInstances ?? true);
       return closing;
     },
   };
+}
+
+/** Metrics count every event; the log tells all but the routine ones. */
+function watchEvents(events: EventBus, metrics: HostMetrics, log: Logger): void {
+  events.subscribe((e) => metrics.event(e));
+  events.subscribe((e) => {
+    if (e.type === 'ready' || e.type === 'removed') return;
+    log.info({ event: e.type, instance: e.instance, code: e.code, signal: e.signal }, `instance ${e.type}`);
+  });
+}
+
+/** Control API first (no new work), then the instances, then the data plane. */
+async function stopHost(
+  p: { control: { close(): Promise<void> }; agent: Agent; data: { close(): Promise<void> }; layerCache: LayerCache; releaseLock(): void; log: Logger; hostId: string },
+  stopInstances: boolean,
+): Promise<void> {
+  await p.control.close();
+  await p.agent.close({ stopInstances });
+  await p.data.close();
+  await p.layerCache.settle();
+  p.releaseLock();
+  p.log.info({ hostId: p.hostId }, 'host stopped');
 }
 
 /** A default driver that cannot run here stops the start (and every driver opened). */
