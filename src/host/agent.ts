@@ -8,7 +8,7 @@ import type { EventBus } from './events.ts';
 import type { HostState } from './host-state.ts';
 import type { LayerCache } from './layer-cache.ts';
 import { silentLogger, type ImageSource, type Logger, type Mounter, type OpenImportSockets } from './ports.ts';
-import { createInstanceStore, type InstanceStore, type RoutableInstance } from './instance-store.ts';
+import { createInstanceStore, type InstanceStore, type LiveInstance, type RoutableInstance } from './instance-store.ts';
 import { createEndpoints } from './endpoints.ts';
 import { teardownInstance } from './teardown.ts';
 import { createExitHandler } from './exit-handling.ts';
@@ -84,7 +84,7 @@ export function createAgent(options: AgentOptions): Agent {
     ...(options.tokenTtlMs === undefined ? {} : { tokenTtlMs: options.tokenTtlMs }),
   });
   const hooks = options.onUnroutable ? { onUnroutable: options.onUnroutable } : {};
-  const teardown = (l: Parameters<typeof teardownInstance>[1]) => teardownInstance({ mounter, admission, log }, l);
+  const teardown = (l: LiveInstance): Promise<void> => teardownInstance({ mounter, admission, log }, l);
   const removal = createRemoval({ store, state, events, teardown, log, ...hooks });
   const exits = createExitHandler({ events, log, teardown, save, afterCleanup: removal.pruneDead, ...hooks });
   const rootDeps = { state, save, layerCache, mounter };
@@ -158,12 +158,15 @@ async function closeAgent(deps: CloseDeps, stopInstances: boolean): Promise<void
   const all = deps.store.all();
   if (stopInstances) {
     // Deployments in progress see `closing` and fail; wait for them to clean up.
-    await Promise.allSettled(
+    const results = await Promise.allSettled(
       all.map(async (l) => {
         if (l.record.state === 'starting') await waitUntil(() => !deps.store.has(l.record.id), 15_000);
         else await deps.remove(l.record.id);
       }),
     );
+    results.forEach((r, i) => {
+      if (r.status === 'rejected') deps.log.error({ instance: all[i]!.record.id, err: String(r.reason) }, 'removing an instance at shutdown failed');
+    });
   } else {
     // Leave them running for the next host process to re-adopt; only host-side parts go.
     for (const l of all) {

@@ -80,7 +80,8 @@ export function createDeploy(deps: DeployDeps): (plan: DeploymentPlan) => Promis
       const hit = deps.warm.take(driver, plan, rootfs);
       let prepared: Pick<PreparedInstance, 'spec' | 'user'>;
       if (hit) {
-        l = await takeOver(deps, l, hit, startedAt);
+        l = takeOver(deps, l, hit, startedAt);
+        await deps.store.save(l);
         prepared = hit;
         const t = performance.now();
         for (const name of ['pull', 'unpack', 'mount', 'create'] as const) timeline.add(name, tAdmit, t);
@@ -124,7 +125,7 @@ function admit(deps: DeployDeps, plan: DeploymentPlan, driver: Driver, startedAt
 }
 
 /** A container created ahead for this very plan takes over the deployment's identity. */
-async function takeOver(deps: DeployDeps, l: LiveInstance, hit: WarmContainer, startedAt: number): Promise<LiveInstance> {
+function takeOver(deps: DeployDeps, l: LiveInstance, hit: WarmContainer, startedAt: number): LiveInstance {
   const w = hit.live;
   const plan = l.record.plan;
   deps.store.delete(l.record.id);
@@ -133,7 +134,6 @@ async function takeOver(deps: DeployDeps, l: LiveInstance, hit: WarmContainer, s
   w.record.plan = plan;
   w.record.createdAt = startedAt;
   deps.store.add(w);
-  await deps.store.save(w);
   return w;
 }
 

@@ -161,3 +161,15 @@ test('an image the store cannot resolve: its error with an empty log, and the re
   assert.equal(s.admission.reserved().instances, 0);
   assert.equal(s.store.all().length, 0);
 });
+
+test('a warm take-over that cannot be saved tears down the warm container and gives its reservation back', async (t) => {
+  const s = await setup(t, {
+    warm: (l) => ({ live: l, spec: { id: l.record.id, socketDir: l.paths.socketDir, logFile: l.paths.logFile } as InstanceSpec, user: { uid: 1, gid: 1 } }),
+  });
+  s.state.failWrite = new Error('disk full');
+  await assert.rejects(createDeploy(s.deps)(plan()), /disk full/);
+  assert.deepEqual(s.torn, ['echo-warm1']);
+  assert.deepEqual(s.state.removed, ['echo-warm1']);
+  assert.equal(s.store.all().length, 0);
+  assert.equal(s.admission.reserved().instances, 0);
+});
