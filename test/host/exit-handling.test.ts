@@ -87,3 +87,25 @@ test('a failed cleanup after an exit is logged, and the exit is still saved', as
   assert.ok(s.calls.includes('save echo-1 crashed'));
   assert.ok(s.log.lines.some((x) => x.level === 'error' && /umount busy/.test(String((x.obj as any).err))));
 });
+
+test('a failed save of the exit (a durable write) is logged with the instance, and cleanup still completes', async () => {
+  const { store } = storeWith();
+  const log = recordingLogger();
+  let after = 0;
+  const handler = createExitHandler({
+    events: createEventBus(),
+    log,
+    teardown: async () => {},
+    save: async () => Promise.reject(new Error('ENOSPC')),
+    afterCleanup: () => void after++,
+  });
+  const l = liveIn(store, 'echo-1', undefined, { state: 'ready' });
+  handler.onExit(l, { reason: 'exited', code: 0, signal: undefined, at: 5 });
+  await settle();
+  assert.equal(l.record.state, 'exited');
+  assert.equal(after, 1);
+  assert.deepEqual(
+    log.lines.filter((x) => x.level === 'error').map((x) => [(x.obj as any).instance, x.msg, /ENOSPC/.test(String((x.obj as any).err))]),
+    [['echo-1', 'saving the exit failed', true]],
+  );
+});
