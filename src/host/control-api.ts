@@ -4,6 +4,7 @@
 // also make up /openapi.json. Error codes become HTTP statuses here and only here.
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { Hono, type Context } from 'hono';
+import type { ContentfulStatusCode } from 'hono/utils/http-status';
 import { bodyLimit } from 'hono/body-limit';
 import { streamSSE } from 'hono/streaming';
 import { Value } from '@sinclair/typebox/value';
@@ -19,7 +20,7 @@ import {
   HostReport,
   InstanceInfo,
 } from '../protocol/deployment.ts';
-import { ShoalError, httpStatusFor, isShoalError, type ErrorBody } from '../protocol/errors.ts';
+import { ShoalError, httpStatusFor, isShoalError } from '../protocol/errors.ts';
 import { parseImageRef } from '../protocol/image-ref.ts';
 import { ErrorBodySchema as ErrorSchema } from '../protocol/error-body.ts';
 
@@ -45,11 +46,8 @@ export function createControlApi(options: ControlApiOptions): Hono {
   const tokenHash = createHash('sha256').update(options.token).digest();
   const app = new Hono();
 
-  app.onError((err, c) => {
-    const e = isShoalError(err) ? err : new ShoalError('internal', String((err as Error)?.message ?? err));
-    return c.json(e.toJSON(), httpStatusFor(e.code) as 400);
-  });
-  app.notFound((c) => c.json(errorBody('not-found', `no route ${c.req.method} ${c.req.path}`), 404));
+  app.onError((err, c) => reply(c, isShoalError(err) ? err : new ShoalError('internal', String((err as Error)?.message ?? err))));
+  app.notFound((c) => reply(c, new ShoalError('not-found', `no route ${c.req.method} ${c.req.path}`)));
 
   app.get('/healthz', (c) => c.json({ ok: true }));
   app.get('/openapi.json', (c) => c.json(openApiDocument(options.version ?? '0.1.0')));
@@ -60,7 +58,7 @@ export function createControlApi(options: ControlApiOptions): Hono {
     const given = createHash('sha256').update(m?.[1]?.trim() ?? '').digest();
     if (!m || !timingSafeEqual(given, tokenHash)) {
       c.header('www-authenticate', 'Bearer realm="shoal-host"');
-      return c.json(errorBody('unauthorized', m ? 'wrong host token' : 'missing host token: send Authorization: Bearer <token>'), 401);
+      return reply(c, new ShoalError('unauthorized', m ? 'wrong host token' : 'missing host token: send Authorization: Bearer <token>'));
     }
     await next();
   };
@@ -76,7 +74,7 @@ export function createControlApi(options: ControlApiOptions): Hono {
     '/v1/instances',
     bodyLimit({
       maxSize: options.maxBodyBytes ?? 1024 * 1024,
-      onError: (c) => c.json(errorBody('too-large', 'deployment plan too large'), 413),
+      onError: (c) => reply(c, new ShoalError('too-large', 'deployment plan too large')),
     }),
     async (c) => {
       const started = performance.now();
@@ -95,7 +93,7 @@ export function createControlApi(options: ControlApiOptions): Hono {
           const id = result.instance.id;
           await agent.remove(id).catch((e: unknown) => options.logger?.warn({ instance: id, err: String(e) }, 'undoing a deployment whose caller left failed'));
           metrics.deployment('failed');
-          return c.json(new ShoalError('unavailable', 'the caller left before the deployment finished; it was undone').toJSON(), 503);
+          return reply(c, new ShoalError('unavailable', 'the caller left before the deployment finished; it was undone'));
         }
         metrics.deployment('ok', performance.now() - started);
         return c.json(result, 201);
@@ -151,8 +149,9 @@ export function createControlApi(options: ControlApiOptions): Hono {
   return app;
 }
 
-function errorBody(code: ErrorBody['error']['code'], message: string, field?: string): ErrorBody {
-  return { error: { code, message, ...(field === undefined ? {} : { field }) } };
+/** The one way this API answers with an error: its body, and its status from the shared table. */
+function reply(c: Context, e: ShoalError): Response {
+  return c.json(e.toJSON(), httpStatusFor(e.code) as ContentfulStatusCode);
 }
 
 async function readJson(c: Context): Promise<unknown> {
