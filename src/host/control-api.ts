@@ -4,6 +4,7 @@
 // also make up /openapi.json. Error codes become HTTP statuses here and only here.
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { Hono, type Context } from 'hono';
+import type { ContentfulStatusCode } from 'hono/utils/http-status';
 import { bodyLimit } from 'hono/body-limit';
 import { streamSSE } from 'hono/streaming';
 import { Value } from '@sinclair/typebox/value';
@@ -11,6 +12,7 @@ import { Type, type TSchema } from '@sinclair/typebox';
 import type { Agent } from './agent.ts';
 import type { EventBus } from './events.ts';
 import type { HostMetrics } from './metrics.ts';
+import type { Logger } from './ports.ts';
 import {
   DeploymentPlan,
   DeploymentResult,
@@ -34,6 +36,7 @@ export interface ControlApiOptions {
   /** SSE keep-alive comment interval. Default 15 s. */
   keepAliveMs?: number;
   version?: string;
+  logger?: Pick<Logger, 'warn'>;
 }
 
 const MAX_LOG_TAIL = 10_000;
@@ -91,9 +94,10 @@ export function createControlApi(options: ControlApiOptions): Hono {
         if (c.req.raw.signal.aborted) {
           // The caller went away before the answer (a provider killed mid-deploy): nobody
           // will record or route to this instance, so it must not outlive the request.
-          await agent.remove(result.instance.id).catch(() => undefined);
+          const id = result.instance.id;
+          await agent.remove(id).catch((e: unknown) => options.logger?.warn({ instance: id, err: String(e) }, 'undoing a deployment whose caller left failed'));
           metrics.deployment('failed');
-          return c.json(new ShoalError('unavailable', 'the caller left before the deployment finished; it was undone').toJSON(), 503);
+          return replyError(c, new ShoalError('unavailable', 'the caller left before the deployment finished; it was undone'));
         }
         metrics.deployment('ok', performance.now() - started);
         return c.json(result, 201);
@@ -131,11 +135,13 @@ export function createControlApi(options: ControlApiOptions): Hono {
       let chain: Promise<void> = stream.write(': connected\n\n').then(() => {});
       const send = (e: HostEvent): void => {
         if (only !== undefined && e.instance !== only) return;
+        // A write fails only when the client has gone; onAbort below ends the stream then.
         chain = chain.then(() => stream.writeSSE({ id: String(e.seq), event: e.type, data: JSON.stringify(e) })).catch(() => {});
       };
       const off = events.subscribe(send);
       if (Number.isFinite(lastId)) for (const e of events.since(lastId)) send(e);
       const keepAlive = setInterval(() => {
+        // As above: a failed write means the client left, and onAbort ends the stream.
         chain = chain.then(() => stream.write(': keep-alive\n\n')).then(() => {}, () => {});
       }, options.keepAliveMs ?? 15_000);
       await new Promise<void>((resolve) => stream.onAbort(resolve));

@@ -17,6 +17,8 @@ export interface EventBus {
 
 export function createEventBus(options: { historySize?: number; onListenerError?: (e: unknown) => void } = {}): EventBus {
   const historySize = options.historySize ?? 1000;
+  // A failing listener must not stop the others nor the emitter; it is told, never dropped.
+  const onListenerError = options.onListenerError ?? ((e: unknown) => process.emitWarning(`a host event listener failed: ${String(e)}`));
   const history: HostEvent[] = [];
   const listeners = new Set<(event: HostEvent) => void>();
   let seq = 0;
@@ -31,7 +33,7 @@ export function createEventBus(options: { historySize?: number; onListenerError?
         try {
           l(event);
         } catch (e) {
-          options.onListenerError?.(e);
+          onListenerError(e);
         }
       }
       return event;

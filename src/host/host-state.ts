@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import type { DeploymentPlan, DeploymentTimeline, InstanceState } from '../protocol/deployment.ts';
 import type { DriverName } from './drivers/index.ts';
 import type { RootfsSpec } from '../protocol/oci.ts';
+import type { Logger } from './ports.ts';
 
 export interface InstancePaths {
   dir: string;
@@ -72,9 +73,9 @@ export interface HostState {
   remove(id: string): Promise<void>;
 }
 
-export function createHostState(dataDir: string): HostState {
+export function createHostState(dataDir: string, options: { log?: Pick<Logger, 'warn'> } = {}): HostState {
   const instancesDir = join(dataDir, 'instances');
-
+  const log = options.log;
   const paths = (id: string): InstancePaths => {
     if (!isInstanceId(id)) throw new Error(`bad instance id ${JSON.stringify(id)}`);
     const dir = join(instancesDir, id);
@@ -91,6 +92,25 @@ export function createHostState(dataDir: string): HostState {
       logFile: join(dir, 'log'),
       stateDir: join(dir, 'driver'),
     };
+  };
+
+  /** The record, or undefined when there is none; an unreadable one is logged. */
+  const readRecord = async (id: string): Promise<InstanceRecord | undefined> => {
+    const file = paths(id).record;
+    let text: string;
+    try {
+      text = await readFile(file, 'utf8');
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      log?.warn({ instance: id, file, err: String(e) }, 'cannot read an instance record');
+      return undefined;
+    }
+    try {
+      return JSON.parse(text) as InstanceRecord;
+    } catch (e) {
+      log?.warn({ instance: id, file, err: String(e) }, 'an instance record is not JSON');
+      return undefined;
+    }
   };
 
   return {
@@ -113,34 +133,26 @@ export function createHostState(dataDir: string): HostState {
       try {
         await rename(tmp, p.record);
       } catch (e) {
-        await unlink(tmp).catch(() => {});
+        await unlink(tmp).catch((e2: NodeJS.ErrnoException) => {
+          if (e2.code !== 'ENOENT') log?.warn({ instance: record.id, file: tmp, err: String(e2) }, 'removing a temporary record failed');
+        });
         throw e;
       }
     },
-    async read(id) {
-      try {
-        return JSON.parse(await readFile(paths(id).record, 'utf8')) as InstanceRecord;
-      } catch {
-        return undefined;
-      }
-    },
+    read: readRecord,
     async list() {
       let names: string[];
       try {
         names = await readdir(instancesDir);
-      } catch {
-        return { records: [], orphans: [] };
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code === 'ENOENT') return { records: [], orphans: [] };
+        throw e;
       }
       const records: InstanceRecord[] = [];
       const orphans: string[] = [];
       for (const name of names.sort()) {
         if (!isInstanceId(name)) continue;
-        let record: InstanceRecord | undefined;
-        try {
-          record = JSON.parse(await readFile(paths(name).record, 'utf8')) as InstanceRecord;
-        } catch {
-          record = undefined;
-        }
+        const record = await readRecord(name);
         if (record && record.id === name) records.push(record);
         else orphans.push(name);
       }

@@ -188,6 +188,8 @@ export function createLayerCache(options: LayerCacheOptions): LayerCache {
     });
     const asWork = job.then((r) => r.w);
     inflight.set(key, asWork);
+    // Only the bookkeeping hangs off this branch; the failure itself reaches the caller
+    // (`await job` below) and every joiner (`await pending` above).
     asWork.catch(() => {}).finally(() => {
       if (inflight.get(key) === asWork) inflight.delete(key);
     });
@@ -317,7 +319,9 @@ export function createLayerCache(options: LayerCacheOptions): LayerCache {
           entries.set(m.key, entry);
           total += m.size;
           known.add(`${KIND_DIR[m.kind]}/${m.digest.slice(7)}`);
-        } catch {
+        } catch (e) {
+          // A meta file without its entry (or unreadable) describes nothing: drop it.
+          options.onError?.(`dropping the cache entry of ${name}`, e);
           await rm(join(dir, 'meta', name), { force: true });
         }
       }

@@ -10,3 +10,4 @@ export * from './error-body.ts';
 export * from './service.ts';
 export * from './provider-api.ts';
 export * from './store-api.ts';
+export * from './listen-address.ts';

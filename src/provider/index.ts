@@ -27,6 +27,7 @@ import { createFarmEngine, type FarmEngine } from './intermediaries/farms.ts';
 import { createProviderApi, createProviderServer, type MountedApp } from './server.ts';
 import { createImageResolver, createRegistryClient } from '../image/index.ts';
 import { ShoalError } from '../protocol/errors.ts';
+import { advertisedUrl } from '../protocol/listen-address.ts';
 
 export type { RouteEndpoint, RemovalReason, RoutingTable } from './routing-table.ts';
 export type { PoolHost, HostRegistrationRequest, Logger } from './host-pool.ts';
@@ -331,9 +332,7 @@ async function assemble(options: ProviderOptions, registry: Registry, ownRegistr
       resolve((server.address() as AddressInfo).port);
     });
   });
-  const h = options.listen.host;
-  const advertised = h === '0.0.0.0' || h === '::' ? (options.advertiseHost ?? '127.0.0.1') : (options.advertiseHost ?? h);
-  url = `http://${advertised.includes(':') ? `[${advertised}]` : advertised}:${boundPort}`;
+  url = advertisedUrl(options.listen.host, boundPort, options.advertiseHost);
   await farms.restore();
   for (const s of table.services()) deployer.prepare(s.name);
   pool.start();

@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createAdmission } from '../../src/host/admission.ts';
 import { createAgent, type Agent } from '../../src/host/agent.ts';
-import { createEventBus, type EventBus } from '../../src/host/events.ts';
+import { createEventBus } from '../../src/host/events.ts';
 import { createHostState } from '../../src/host/host-state.ts';
 import { createLayerCache } from '../../src/host/layer-cache.ts';
 import { createProcessDriver } from '../../src/host/drivers/process/index.ts';

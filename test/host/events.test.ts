@@ -36,3 +36,13 @@ test('a throwing listener does not stop the others', () => {
   assert.equal(got, 1);
   assert.equal(errors.length, 1);
 });
+
+test('without a handler a throwing listener is reported as a process warning, not dropped', async () => {
+  const bus = createEventBus();
+  const warned = new Promise<Error>((resolve) => process.once('warning', resolve));
+  bus.subscribe(() => {
+    throw new Error('listener bug');
+  });
+  bus.emit({ type: 'paused', instance: 'b-1', service: 'b' });
+  assert.match((await warned).message, /listener failed: Error: listener bug/);
+});

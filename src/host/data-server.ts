@@ -1,0 +1,41 @@
+// The host's data plane: the forwarder behind a server of ours, which counts the
+// requests in flight and in all (for the report and metrics).
+import { createServer } from 'node:http';
+import { createForwarder, type Forwarder, type ForwarderOptions } from './data-plane/forwarder.ts';
+import { closeServer } from '../http/index.ts';
+import { listen } from './listen.ts';
+import { advertisedUrl } from '../protocol/listen-address.ts';
+
+export interface DataServerOptions {
+  keys: Uint8Array[];
+  resolveInstance: ForwarderOptions['resolveInstance'];
+  listen: { host: string; port: number };
+  advertiseHost?: string;
+}
+
+export interface DataServer {
+  /** The advertised base URL (http://host:port). */
+  readonly url: string;
+  readonly forwarder: Forwarder;
+  load(): { inFlight: number; requestsTotal: number };
+  close(): Promise<void>;
+}
+
+export async function startDataServer(options: DataServerOptions): Promise<DataServer> {
+  let inFlight = 0;
+  let requestsTotal = 0;
+  const forwarder = createForwarder({ keys: options.keys, resolveInstance: options.resolveInstance });
+  const server = createServer({ keepAliveTimeout: 30_000 }, (req, res) => {
+    inFlight++;
+    requestsTotal++;
+    res.once('close', () => inFlight--);
+    forwarder.handle(req, res);
+  });
+  const port = await listen(server, options.listen.host, options.listen.port);
+  return {
+    url: advertisedUrl(options.listen.host, port, options.advertiseHost),
+    forwarder,
+    load: () => ({ inFlight, requestsTotal }),
+    close: () => closeServer(server, forwarder.close),
+  };
+}

@@ -1,0 +1,59 @@
+// Where a host gets images: the plan's store, one registry client per store URL, its
+// resolutions cached (image-resolve-cache.ts), layers fetched by digest and counted.
+import { createRegistryClient, resolveRemoteImage, type RegistryClient } from '../image/index.ts';
+import type { ImageSource } from './ports.ts';
+import type { BlobFetcher } from './layer-cache.ts';
+import { createPinnedResolveCache, type ImageResolve } from './image-resolve-cache.ts';
+import type { RemoteImage } from '../image/index.ts';
+import type { Digest } from '../protocol/digest.ts';
+import { ShoalError } from '../protocol/errors.ts';
+
+export interface StoreImageSourceOptions {
+  userAgent: string;
+  /** Bytes and blobs fetched (metrics). */
+  onPulled?: (bytes: number, blobs: number) => void;
+  /** The store's client (tests). Default: a registry client for the URL. */
+  clientFor?: (store: string) => RegistryClient;
+  /** The resolver in front of a store's client. Default: the pinned-reference cache. */
+  resolverFor?: (client: RegistryClient) => ImageResolve;
+}
+
+export function createStoreImageSource(options: StoreImageSourceOptions): ImageSource {
+  const clientFor = options.clientFor ?? ((store: string) => createRegistryClient({ baseUrl: store, userAgent: options.userAgent }));
+  const resolverFor = options.resolverFor ?? ((client: RegistryClient) => createPinnedResolveCache({ resolveWith: (ref) => resolveRemoteImage(client, ref) }));
+  const stores = new Map<string, { client: RegistryClient; resolver: ImageResolve }>();
+  const storeOf = (url: string): { client: RegistryClient; resolver: ImageResolve } => {
+    let s = stores.get(url);
+    if (!s) {
+      const client = clientFor(url);
+      s = { client, resolver: resolverFor(client) };
+      stores.set(url, s);
+    }
+    return s;
+  };
+  return {
+    async resolve(store, image) {
+      const { client, resolver } = storeOf(store);
+      const rootfs = await resolver.resolve(image).catch((e: unknown) => {
+        if (e instanceof ShoalError) throw e;
+        throw new ShoalError('unavailable', `the store at ${store} did not answer: ${(e as Error).message}`, { field: 'store', cause: e });
+      });
+      return { rootfs, fetchBlob: blobFetcher(client, rootfs, options.onPulled) };
+    },
+  };
+}
+
+function blobFetcher(client: RegistryClient, image: RemoteImage, onPulled?: (bytes: number, blobs: number) => void): BlobFetcher {
+  const sizes = new Map(image.layers.map((l) => [l.digest, l.size]));
+  return async (digest, destFile, onBytes) => {
+    const size = sizes.get(digest);
+    await client.downloadBlob(image.repository, digest as Digest, destFile, {
+      onBytes: (n) => {
+        onBytes(n);
+        onPulled?.(n, 0);
+      },
+      ...(size === undefined ? {} : { expectedSize: size }),
+    });
+    onPulled?.(0, 1);
+  };
+}
