@@ -158,8 +158,8 @@ export function createHostClient(options: { controlUrl: string; token: string; t
       const key = `${hostname}:${port}`;
       let link = links.get(key);
       if (link === undefined) {
-        // The router gives each request its own timeout.
-        link = createUpstream({ origin: `http://${hostname.includes(':') ? `[${hostname}]` : hostname}:${port}`, timeoutMs: 60_000 });
+        // The router gives each request its own timeout; 256 idle connections cover a busy host.
+        link = createUpstream({ origin: `http://${hostname.includes(':') ? `[${hostname}]` : hostname}:${port}`, timeoutMs: 60_000, maxIdle: 256 });
         links.set(key, link);
       }
       return link;

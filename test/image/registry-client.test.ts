@@ -277,6 +277,17 @@ describe('against a lying peer', () => {
     assert.deepEqual(await readdir(dir), []);
   });
 
+  test('a layer the store does not have: its JSON error keeps its code and message; an unreachable store is unavailable', async () => {
+    const client = createRegistryClient({ baseUrl: url });
+    const dir = fresh();
+    await (await import('node:fs/promises')).mkdir(dir);
+    const dest = join(dir, 'blob');
+    await assert.rejects(client.downloadBlob('other', digest, dest), rejectsWith('not-found', /NAME_UNKNOWN: repository name not known/));
+    assert.deepEqual(await readdir(dir), []);
+    const gone = createRegistryClient({ baseUrl: 'http://127.0.0.1:9' });
+    await assert.rejects(gone.downloadBlob('other', digest, dest), rejectsWith('unavailable', /cannot reach the store/));
+  });
+
   test('a registry that can mount a blob is asked to, and nothing is read', async () => {
     const client = createRegistryClient({ baseUrl: url });
     const outcome = await client.pushBlob('mounter', digest, truth.length, () => assert.fail('a mounted blob is never read'), { mountFrom: 'elsewhere/repo' });
