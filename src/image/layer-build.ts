@@ -14,7 +14,7 @@ import type { Digest } from '../protocol/digest.ts';
 import { isShoalError, ShoalError } from '../protocol/errors.ts';
 import { MediaType } from '../protocol/oci.ts';
 import type { LayerIndex } from './layer-index.ts';
-import { ancestorsOf, baseOf, joinPath, parentOf, resolveSymlinkTarget, WHITEOUT_PREFIX } from './tar-safety.ts';
+import { ancestorsOf, baseOf, joinPath, parentOf, symlinkClimbs, WHITEOUT_PREFIX } from './tar-safety.ts';
 
 export { indexLayers, type IndexEntry, type LayerIndex } from './layer-index.ts';
 
@@ -95,7 +95,7 @@ async function walk(root: string): Promise<{ entries: Map<string, SourceEntry>; 
         entries.set(path, { type: 'file', stat, linkname: undefined });
       } else if (stat.isSymbolicLink()) {
         const linkname = await readlink(abs);
-        if (resolveSymlinkTarget(path, linkname) === undefined) {
+        if (symlinkClimbs(path, linkname)) {
           throw refuse(path, `symlink target ${JSON.stringify(linkname)} leads out of the root`);
         }
         entries.set(path, { type: 'symlink', stat, linkname });
