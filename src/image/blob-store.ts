@@ -16,7 +16,7 @@
 // `verify(d)` re-hashes on demand (a scrub), and the puller verifies what it receives.
 import { createHash, randomUUID, type Hash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { mkdir, open, readdir, rename, rm, stat, unlink, type FileHandle } from 'node:fs/promises';
+import { mkdir, open, readdir, rename, rm, stat, unlink, utimes, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { digestHex, isDigest, type Digest } from '../protocol/digest.ts';
@@ -180,11 +180,16 @@ export function createBlobStore(options: BlobStoreOptions): BlobStore {
     }
   };
 
-  /** Moves a verified temp file into place; if another writer got there first, keeps theirs. */
+  /**
+   * Moves a verified temp file into place; if another writer got there first, keeps theirs
+   * and marks it as just written, so a gc sparing recent blobs spares this upload too.
+   */
   const publish = async (tmp: string, digest: Digest) => {
     const final = blobPath(digest);
     if (await exists(final)) {
       await rm(tmp, { force: true });
+      const now = new Date();
+      await utimes(final, now, now);
       return;
     }
     await rename(tmp, final);

@@ -15,6 +15,7 @@ import type { ImageStore } from './image-store.ts';
 import { isDigest, type Digest } from '../protocol/digest.ts';
 import { isShoalError, type ShoalError } from '../protocol/errors.ts';
 import { isRepositoryName, isTagName } from '../protocol/image-ref.ts';
+import { MediaType } from '../protocol/oci.ts';
 
 // measureNotes: serving a 100 MiB blob to curl over loopback (2 cores, median of 9):
 //   Response(Readable.toWeb(file stream))           0.28 GB/s
@@ -90,6 +91,7 @@ type Route =
   | { kind: 'catalog' }
   | { kind: 'tags'; name: string }
   | { kind: 'manifest'; name: string; reference: string }
+  | { kind: 'referrers'; name: string; digest: string }
   | { kind: 'uploads'; name: string; id: string }
   | { kind: 'blob'; name: string; digest: string };
 
@@ -107,6 +109,8 @@ export function parseRegistryPath(path: string): Route | undefined {
   if (rest === '_catalog') return { kind: 'catalog' };
   let m = /^(.+)\/tags\/list$/.exec(rest);
   if (m) return { kind: 'tags', name: m[1]! };
+  m = /^(.+)\/referrers\/([^/]+)$/.exec(rest);
+  if (m) return { kind: 'referrers', name: m[1]!, digest: decode(m[2]!) };
   m = /^(.+)\/manifests\/([^/]+)$/.exec(rest);
   if (m) return { kind: 'manifest', name: m[1]!, reference: decode(m[2]!) };
   m = /^(.+)\/blobs\/uploads\/([^/]*)$/.exec(rest);
@@ -348,8 +352,20 @@ export function createRegistryApp(options: RegistryApiOptions): Hono<RegistryEnv
     checkName(name);
     checkReference(reference);
     const bytes = await readSmallBody(c, maxManifestBytes);
-    const { digest } = await store.putManifest(name, reference, bytes, c.req.header('content-type'));
-    return empty(201, { Location: `/v2/${name}/manifests/${digest}`, 'Docker-Content-Digest': digest });
+    const { digest, subject } = await store.putManifest(name, reference, bytes, c.req.header('content-type'));
+    // OCI-Subject tells the client this registry keeps referrers (no fallback tag needed).
+    return empty(201, { Location: `/v2/${name}/manifests/${digest}`, 'Docker-Content-Digest': digest, ...(subject ? { 'OCI-Subject': subject } : {}) });
+  };
+
+  /** OCI 1.1 referrers API: an index of the manifests whose subject is `digest`. */
+  const referrers = async (c: Context<RegistryEnv>, name: string, digestText: string) => {
+    checkName(name);
+    const digest = checkDigestParam(digestText);
+    const artifactType = c.req.query('artifactType');
+    const r = await store.referrers(name, digest, artifactType === undefined ? {} : { artifactType });
+    const headers: Record<string, string> = { 'Content-Type': MediaType.ociIndex };
+    if (r.filtersApplied.length > 0) headers['OCI-Filters-Applied'] = r.filtersApplied.join(',');
+    return new Response(JSON.stringify(r.index), { status: 200, headers: { ...API_VERSION, ...headers } });
   };
 
   const deleteManifest = async (name: string, reference: string) => {
@@ -410,6 +426,8 @@ export function createRegistryApp(options: RegistryApiOptions): Hono<RegistryEnv
         return method === 'GET' ? catalog(c) : wrong();
       case 'tags':
         return method === 'GET' ? listTags(c, route.name) : wrong();
+      case 'referrers':
+        return method === 'GET' ? referrers(c, route.name, route.digest) : wrong();
       case 'manifest':
         if (method === 'GET' || method === 'HEAD') return getManifest(c, route.name, route.reference, method === 'HEAD');
         if (method === 'PUT') return putManifest(c, route.name, route.reference);
