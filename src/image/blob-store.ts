@@ -277,7 +277,15 @@ export function createBlobStore(options: BlobStoreOptions): BlobStore {
       } catch (e) {
         // All or nothing: drop the partial chunk and the hash state that saw it.
         this.hash = before;
-        await fh.truncate(start).catch(() => {});
+        try {
+          await fh.truncate(start);
+        } catch (truncateError) {
+          // The file now holds bytes the hash never saw: this upload can only be abandoned.
+          this.done = true;
+          uploads.delete(this.id);
+          await rm(this.file, { force: true });
+          throw new ShoalError('internal', `upload ${this.id} abandoned: rolling back a failed append failed (${String(truncateError)})`, { cause: e });
+        }
         throw e;
       } finally {
         await fh.close();
@@ -330,8 +338,9 @@ export function createBlobStore(options: BlobStoreOptions): BlobStore {
     let st;
     try {
       st = await stat(file);
-    } catch {
-      return undefined;
+    } catch (e) {
+      if (isNoEnt(e)) return undefined;
+      throw e;
     }
     const hash = createHash('sha256');
     let size = 0;
@@ -399,7 +408,8 @@ export function createBlobStore(options: BlobStoreOptions): BlobStore {
           await publish(tmp, digest);
           return { digest, size };
         } finally {
-          if (!closed) await fh.close().catch(() => {});
+          // The error in flight says what went wrong; the temp file is removed below either way.
+          if (!closed) await fh.close().catch(() => undefined);
         }
       } catch (e) {
         if (source instanceof Readable && !source.readableEnded) source.destroy();
@@ -454,8 +464,8 @@ export function createBlobStore(options: BlobStoreOptions): BlobStore {
             await rm(file, { force: true, recursive: true });
             n++;
           }
-        } catch {
-          // gone meanwhile
+        } catch (e) {
+          if (!isNoEnt(e)) throw e; // else: gone meanwhile
         }
       }
       return n;
@@ -479,8 +489,8 @@ export function createBlobStore(options: BlobStoreOptions): BlobStore {
         if (!isDigest(digest)) continue;
         try {
           out.push({ digest, size: (await stat(join(blobDir, name))).size });
-        } catch {
-          // deleted meanwhile
+        } catch (e) {
+          if (!isNoEnt(e)) throw e; // else: deleted meanwhile
         }
       }
       return out;

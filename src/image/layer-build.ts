@@ -15,6 +15,7 @@ import { isShoalError, ShoalError } from '../protocol/errors.ts';
 import { MediaType } from '../protocol/oci.ts';
 import type { LayerIndex } from './layer-index.ts';
 import { ancestorsOf, baseOf, joinPath, parentOf, symlinkClimbs, WHITEOUT_PREFIX } from './tar-safety.ts';
+import { statIfExists, lstatIfExists } from './fs-util.ts';
 
 export { indexLayers, type IndexEntry, type LayerIndex } from './layer-index.ts';
 
@@ -141,7 +142,7 @@ class Meter extends Transform {
  */
 export async function buildLayer(options: BuildLayerOptions): Promise<BuiltLayer> {
   const { source } = options;
-  const st = await lstat(source).catch(() => undefined);
+  const st = await lstatIfExists(source);
   if (!st?.isDirectory()) throw new ShoalError('not-found', `layer source ${source} is not a directory`, { field: 'source' });
   try {
     return await build(options, options.compression ?? 'gzip');

@@ -102,7 +102,7 @@ export async function startStore(options: StartStoreOptions): Promise<RunningSto
   const url = `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
 
   const ttl = options.uploadTtlMs ?? 60 * 60_000;
-  await blobs.expireUploads(ttl).catch(() => 0);
+  await blobs.expireUploads(ttl).catch((e: unknown) => options.logger?.warn({ err: e, dataDir: options.dataDir }, 'expiring old uploads at start failed'));
   const timer = setInterval(
     () => {
       blobs.expireUploads(ttl).catch((e: unknown) => options.logger?.warn({ err: e }, 'expiring uploads failed'));
