@@ -1,7 +1,7 @@
 // `npm run bench`: every benchmark, one run, figures printed and written to
 // bench/report.md. Each compares Shoal with a baseline or a peer measured in the same
 // run, because these machines are noisy: read the ratios, not the absolute times.
-//   SHOAL_BENCH_ONLY=pull,overlay,forwarding,host-start,provider,compose   run a subset
+//   SHOAL_BENCH_ONLY=pull,store,overlay,forwarding,host-start,provider,compose   run a subset
 import { mkdir, mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
@@ -9,6 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { createRegistryClient, debootstrapRootfs } from '../src/image/index.ts';
 import { echoOverlayRow, nginxOverlayRow, pushDebianTemplate, type OverlayRow } from './overlay-sizes.ts';
 import { runPullBench, startStoreProcess, type PullBenchResult } from './pull.ts';
+import { formatStoreBench, runStoreBench } from './store.ts';
 import { formatForwardingBench, runForwardingBench } from './forwarding.ts';
 import { formatHostDeployBench, runHostDeployBench } from './host-deploy.ts';
 import { formatHostStartBench, runHostStartBench } from './host-start.ts';
@@ -87,6 +88,12 @@ async function main() {
     }
   } finally {
     await store.stop();
+  }
+  if (wanted('store')) {
+    log('store: push and pull of template://node through skopeo, shoal store vs docker-registry');
+    const r = await runStoreBench({ runs: 5, log });
+    sections.push(`## Store push and pull: Shoal's store vs the reference registry (docker-registry)\n\n${formatStoreBench(r)}`);
+    console.log(sections.at(-1));
   }
   if (wanted('forwarding')) {
     log('forwarding: direct vs host forwarder vs nginx');

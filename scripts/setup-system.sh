@@ -4,6 +4,8 @@
 #
 #   skopeo       OCI tool the store is proven against (push/pull round trips), and the
 #                peer in the pull-throughput benchmark
+#   docker-registry  the reference registry (CNCF distribution) the store's push/pull
+#                benchmark compares against (bench/store.ts starts it on loopback)
 #   debootstrap  builds the template://debian/bookworm template
 #   runc         the container driver (namespaces, cgroups, seccomp)
 #   attr         setfattr: marks opaque directories in unpacked layers for overlayfs
@@ -14,7 +16,7 @@
 #   iproute2     `ip` for inspecting network namespaces in tests
 set -euo pipefail
 
-packages=(skopeo debootstrap runc attr gcc libc6-dev nginx-light wrk iproute2 ca-certificates)
+packages=(skopeo docker-registry debootstrap runc attr gcc libc6-dev nginx-light wrk iproute2 ca-certificates)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -22,6 +22,7 @@ import { ShoalError } from '../protocol/errors.ts';
 import type { ImageRef } from '../protocol/image-ref.ts';
 import { LAYOUT_FILE, readLayout, resolveImageManifest, type Platform } from './oci-layout.ts';
 import { pullImage, type PullProgress, type RegistryClient } from './registry-client.ts';
+import { statIfExists, lstatIfExists } from './fs-util.ts';
 
 export type ExportFormat = 'oci-archive' | 'oci-layout' | 'docker-archive';
 
@@ -46,9 +47,9 @@ export async function exportImage(source: { client: RegistryClient; ref: ImageRe
   if (!['oci-archive', 'oci-layout', 'docker-archive'].includes(opts.format)) {
     throw new ShoalError('unsupported', `unknown export format ${JSON.stringify(opts.format)} (oci-archive, oci-layout or docker-archive)`, { field: 'format' });
   }
-  const existing = await lstat(output).catch(() => undefined);
+  const existing = await lstatIfExists(output);
   if (existing && !opts.overwrite) throw new ShoalError('conflict', `${output} exists; remove it or ask to overwrite`, { field: 'output' });
-  const parent = await stat(dirname(output)).catch(() => undefined);
+  const parent = await statIfExists(dirname(output));
   if (!parent?.isDirectory()) throw new ShoalError('not-found', `${dirname(output)}: no such directory`, { field: 'output' });
 
   const suffix = `.tmp-${randomBytes(6).toString('hex')}`;

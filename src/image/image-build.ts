@@ -14,6 +14,7 @@ import { MediaType, type Descriptor, type ImageConfig, type ImageManifest } from
 import { buildLayer, indexLayers, type BuiltLayer, type LayerIndex } from './layer-build.ts';
 import { readLayout, resolveImageManifest } from './oci-layout.ts';
 import { pullImage, type RegistryClient } from './registry-client.ts';
+import { statIfExists } from './fs-util.ts';
 
 export interface ProcessConfig {
   cmd?: string[];
@@ -148,7 +149,7 @@ export async function buildImage(options: {
   process?: ProcessConfig;
   workDir?: string;
 }): Promise<BuildResult> {
-  const sourceStat = await stat(options.source).catch(() => undefined);
+  const sourceStat = await statIfExists(options.source);
   if (!sourceStat?.isDirectory()) {
     throw new ShoalError('invalid', `build source ${options.source} is not a directory`, { field: 'source' });
   }

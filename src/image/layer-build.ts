@@ -14,7 +14,8 @@ import type { Digest } from '../protocol/digest.ts';
 import { isShoalError, ShoalError } from '../protocol/errors.ts';
 import { MediaType } from '../protocol/oci.ts';
 import type { LayerIndex } from './layer-index.ts';
-import { ancestorsOf, baseOf, joinPath, parentOf, resolveSymlinkTarget, WHITEOUT_PREFIX } from './tar-safety.ts';
+import { ancestorsOf, baseOf, joinPath, parentOf, symlinkClimbs, WHITEOUT_PREFIX } from './tar-safety.ts';
+import { statIfExists, lstatIfExists } from './fs-util.ts';
 
 export { indexLayers, type IndexEntry, type LayerIndex } from './layer-index.ts';
 
@@ -95,7 +96,7 @@ async function walk(root: string): Promise<{ entries: Map<string, SourceEntry>; 
         entries.set(path, { type: 'file', stat, linkname: undefined });
       } else if (stat.isSymbolicLink()) {
         const linkname = await readlink(abs);
-        if (resolveSymlinkTarget(path, linkname) === undefined) {
+        if (symlinkClimbs(path, linkname)) {
           throw refuse(path, `symlink target ${JSON.stringify(linkname)} leads out of the root`);
         }
         entries.set(path, { type: 'symlink', stat, linkname });
@@ -141,7 +142,7 @@ class Meter extends Transform {
  */
 export async function buildLayer(options: BuildLayerOptions): Promise<BuiltLayer> {
   const { source } = options;
-  const st = await lstat(source).catch(() => undefined);
+  const st = await lstatIfExists(source);
   if (!st?.isDirectory()) throw new ShoalError('not-found', `layer source ${source} is not a directory`, { field: 'source' });
   try {
     return await build(options, options.compression ?? 'gzip');

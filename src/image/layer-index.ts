@@ -144,6 +144,10 @@ export async function indexLayers(layers: LayerSource[], limits?: Partial<Unpack
         case 'opaque':
         case 'meta':
           break;
+        case 'fifo':
+        case 'device':
+          // Never created by an unpack (skipped there), so not in the tree it builds.
+          break;
         default: {
           const never: never = entry.kind;
           return never;

@@ -6,7 +6,9 @@
 // Nothing is ever written through a symlink: parents are checked with lstat, files are
 // created with O_EXCL|O_NOFOLLOW, and an existing path is removed before it is replaced.
 // Extended attributes in the archive (PAX SCHILY.xattr.*) are ignored: file capabilities
-// and ACLs are not restored.
+// and ACLs are not restored. Fifos and device nodes are stored in images (the spec allows
+// them) but never created on a host: each is skipped with a log line (`onSkip`), and so
+// is a hardlink to one. No driver lets an instance use a device node from its image.
 import { execFile } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { constants as fsConstants } from 'node:fs';
@@ -59,6 +61,19 @@ export interface LayerSource {
 }
 
 type Input = NodeJS.ReadableStream | Readable;
+
+/** An entry the unpacker did not create, and why. */
+export interface SkippedEntry {
+  path: string;
+  kind: 'fifo' | 'device' | 'hardlink';
+  reason: string;
+}
+export type OnSkip = (entry: SkippedEntry) => void;
+
+/** The default log line for a skipped entry (callers with a logger pass their own onSkip). */
+const logSkip: OnSkip = (s) => {
+  process.stderr.write(`${JSON.stringify({ level: 'warn', msg: 'layer entry skipped', entry: s.path, kind: s.kind, reason: s.reason })}\n`);
+};
 
 const isRoot = (): boolean => process.getuid?.() === 0;
 
@@ -326,14 +341,18 @@ class TreeWriter {
   /** Whiteout devices to make, by parent directory. */
   readonly #devices = new Map<string, Set<string>>();
   readonly #opaqueXattr = new Set<string>();
+  /** Fifos and device nodes not created (hardlinks to them are skipped too). */
+  readonly #skipped = new Set<string>();
+  readonly #onSkip: OnSkip;
   // small files finishing in the background (see #file)
   readonly #inflight = new Map<string, Promise<void>>();
   #inflightBytes = 0;
   #failed: ShoalError | undefined;
 
-  constructor(root: string, mode: WhiteoutMode) {
+  constructor(root: string, mode: WhiteoutMode, onSkip: OnSkip = logSkip) {
     this.root = root;
     this.mode = mode;
+    this.#onSkip = onSkip;
   }
 
   #abs(path: string): string {
@@ -342,6 +361,7 @@ class TreeWriter {
 
   beginLayer(): void {
     this.#opened.clear();
+    this.#skipped.clear();
     this.#touched = new Set();
     this.#whiteouts = [];
     this.#opaque = [];
@@ -366,11 +386,17 @@ class TreeWriter {
         return;
       }
       case 'hardlink': {
+        if (this.#skipped.has(e.linkname)) {
+          this.#skipped.add(e.path);
+          this.#onSkip({ path: e.path, kind: 'hardlink', reason: `its target ${e.linkname} is a fifo or device node, which are not created on a host` });
+          return;
+        }
         await this.#settle();
-        // The checker saw the target as a regular file; make sure the tree agrees.
+        // The checker saw the target as a file or symlink; make sure the tree agrees.
+        // link(2) does not follow a symlink: the new name is a second link to the symlink.
         const st = (await this.#parentsAreDirs(e.linkname)) ? await lstatOrUndefined(this.#abs(e.linkname)) : undefined;
-        if (!st?.isFile()) {
-          throw new ShoalError('invalid', `layer entry ${JSON.stringify(e.path)}: hardlink target ${JSON.stringify(e.linkname)} is not a regular file`, {
+        if (!st?.isFile() && !st?.isSymbolicLink()) {
+          throw new ShoalError('invalid', `layer entry ${JSON.stringify(e.path)}: hardlink target ${JSON.stringify(e.linkname)} is not a regular file or symlink`, {
             field: 'layer',
             detail: { entry: e.path },
           });
@@ -378,6 +404,11 @@ class TreeWriter {
         await this.#create(e.path, () => link(this.#abs(e.linkname), this.#abs(e.path)));
         return;
       }
+      case 'fifo':
+      case 'device':
+        this.#skipped.add(e.path);
+        this.#onSkip({ path: e.path, kind, reason: `${kind === 'fifo' ? 'fifos' : 'device nodes'} from an image are not created on a host` });
+        return;
       case 'whiteout':
         if (this.mode === 'overlay') {
           // The device is made at the end of the layer, in one batch.
@@ -735,7 +766,7 @@ function checkMode(mode: WhiteoutMode): void {
 export async function unpackLayer(
   input: Input,
   dest: string,
-  options: { mediaType: string; limits?: Partial<UnpackLimits>; whiteouts: WhiteoutMode; expectDiffId?: string },
+  options: { mediaType: string; limits?: Partial<UnpackLimits>; whiteouts: WhiteoutMode; expectDiffId?: string; onSkip?: OnSkip },
 ): Promise<LayerStats> {
   let tmp: string | undefined;
   let writer: TreeWriter | undefined;
@@ -743,7 +774,7 @@ export async function unpackLayer(
     checkMode(options.whiteouts);
     decompressorFor(options.mediaType);
     tmp = await freshTemp(dest);
-    writer = new TreeWriter(tmp, options.whiteouts);
+    writer = new TreeWriter(tmp, options.whiteouts, options.onSkip);
     writer.beginLayer();
     const w = writer;
     const stats = await scanLayer(input, options, (e, content) => w.entry(e, content));
@@ -766,14 +797,14 @@ export async function unpackLayer(
 export async function applyLayer(
   input: Input,
   dest: string,
-  options: { mediaType: string; limits?: Partial<UnpackLimits>; expectDiffId?: string },
+  options: { mediaType: string; limits?: Partial<UnpackLimits>; expectDiffId?: string; onSkip?: OnSkip },
 ): Promise<LayerStats> {
   const st = await lstatOrUndefined(dest);
   if (!st?.isDirectory()) {
     destroyInput(input);
     throw new ShoalError('not-found', `${dest} is not a directory`, { field: 'dest', detail: { dest } });
   }
-  const writer = new TreeWriter(dest, 'apply');
+  const writer = new TreeWriter(dest, 'apply', options.onSkip);
   try {
     writer.beginLayer();
     const stats = await scanLayer(input, options, (e, content) => writer.entry(e, content));
@@ -802,9 +833,10 @@ export async function flattenLayers(
   layers: LayerSource[],
   dest: string,
   limits?: Partial<UnpackLimits>,
+  onSkip?: OnSkip,
 ): Promise<{ layers: LayerStats[] }> {
   const tmp = await freshTemp(dest);
-  const writer = new TreeWriter(tmp, 'apply');
+  const writer = new TreeWriter(tmp, 'apply', onSkip);
   try {
     const out: LayerStats[] = [];
     for (const layer of layers) {

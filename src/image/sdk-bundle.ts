@@ -28,6 +28,7 @@ import { ShoalError } from '../protocol/errors.ts';
 import type { ImageRef } from '../protocol/image-ref.ts';
 import { buildImage, type BuildResult } from './image-build.ts';
 import type { RegistryClient } from './registry-client.ts';
+import { statIfExists } from './fs-util.ts';
 
 export interface BundleOptions {
   /** The service's entry file (.ts, .mts, .mjs or .js): the program the image runs. */
@@ -73,7 +74,7 @@ type Target = { type: 'local'; path: string } | { type: 'keep' } | { type: 'type
 
 export async function bundleService(options: BundleOptions): Promise<BundleResult> {
   const entry = resolve(options.entry);
-  const entryStat = await stat(entry).catch(() => undefined);
+  const entryStat = await statIfExists(entry);
   if (!entryStat?.isFile()) throw new ShoalError('invalid', `bundle: entry ${options.entry} is not a file`, { field: 'entry' });
   const outDir = resolve(options.outDir);
   const existing = await readdir(outDir).catch(() => []);
@@ -86,7 +87,7 @@ export async function bundleService(options: BundleOptions): Promise<BundleResul
   while (queue.length > 0) {
     const { path, from, spec } = queue.pop()!;
     if (sources.has(path)) continue;
-    if (from !== undefined && !(await stat(path).catch(() => undefined))?.isFile()) {
+    if (from !== undefined && !(await statIfExists(path))?.isFile()) {
       throw new ShoalError('not-found', `bundle: ${from} imports ${JSON.stringify(spec)}, but ${path} is not a file`, { field: 'entry' });
     }
     const file = await readSource(path);
@@ -331,7 +332,7 @@ async function packageRoot(file: string, name: string): Promise<{ root: string; 
 
 async function resolveCjs(path: string): Promise<string> {
   for (const candidate of [path, `${path}.js`, `${path}.json`, join(path, 'index.js')]) {
-    if ((await stat(candidate).catch(() => undefined))?.isFile()) return candidate;
+    if ((await statIfExists(candidate))?.isFile()) return candidate;
   }
   throw new ShoalError('not-found', `bundle: cannot resolve ${path} in ${TYPEBOX}`);
 }

@@ -35,16 +35,14 @@ export function createStoreApp(options: StoreAppOptions): Hono<RegistryEnv> {
 }
 
 /**
- * Refuses hostile layers at push time with the same checks the host's unpacker makes
- * (no `..`, no absolute paths, no links out, no devices, size and entry limits, the
- * config's diffId). Reads the blob once, writes nothing.
+ * Vets a layer of an image about to run with the same checks the host's unpacker makes
+ * (no `..`, no absolute paths, nothing written through a symlink, size and entry
+ * limits), and returns its diffId. Reads the blob once, writes nothing. The store calls
+ * it once per layer digest, when an image is first resolved (never on the push path).
  */
 export function layerVetter(blobs: BlobStore): VetLayer {
-  return async (digest, mediaType, { diffId }) => {
-    const stats = await checkLayer(createReadStream(blobs.path(digest)), {
-      mediaType,
-      ...(diffId ? { expectDiffId: diffId } : {}),
-    });
+  return async (digest, mediaType) => {
+    const stats = await checkLayer(createReadStream(blobs.path(digest)), { mediaType });
     return { diffId: stats.diffId };
   };
 }
@@ -55,7 +53,7 @@ export interface StartStoreOptions {
   host?: string;
   /** 0 (default): the OS picks. */
   port?: number;
-  /** Default: layerVetter (checkLayer from layer-unpack.ts). false: accept layers unchecked. */
+  /** Vets layers when an image is resolved. Default: layerVetter (checkLayer from layer-unpack.ts). false: none. */
   vetLayer?: VetLayer | false;
   limits?: { maxBlobBytes?: number; maxManifestBytes?: number };
   /** Chunked uploads idle for longer than this are cancelled (default 1 h). */
@@ -104,7 +102,7 @@ export async function startStore(options: StartStoreOptions): Promise<RunningSto
   const url = `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
 
   const ttl = options.uploadTtlMs ?? 60 * 60_000;
-  await blobs.expireUploads(ttl).catch(() => 0);
+  await blobs.expireUploads(ttl).catch((e: unknown) => options.logger?.warn({ err: e, dataDir: options.dataDir }, 'expiring old uploads at start failed'));
   const timer = setInterval(
     () => {
       blobs.expireUploads(ttl).catch((e: unknown) => options.logger?.warn({ err: e }, 'expiring uploads failed'));

@@ -1,7 +1,10 @@
 // Checks that make a layer archive safe to extract. Every archive is hostile: names are
 // normalised and refused when they could reach outside the layer root, links are
 // resolved lexically (never by asking the file system), and the archive is bounded in
-// entries and bytes. The checks are pure and hold their own memory of the archive so
+// entries and bytes. What the image spec allows is accepted: symlinks whose relative
+// target climbs above `/` (resolved inside the root, as the kernel does in a chroot, and
+// rewritten to that in-root target), hardlinks to symlinks, fifos and device nodes
+// (the unpacker skips the last two with a log line). The checks are pure and hold their own memory of the archive so
 // far, so the same code vets a pushed layer (nothing written) and guards an unpack.
 import { ShoalError } from '../protocol/errors.ts';
 
@@ -46,8 +49,12 @@ export interface TarHeaderLike {
  * One entry after the checks. `path` is relative to the layer root, normalised
  * (no `.`, no empty components, no trailing slash); '' is the root itself.
  *   file, directory       as in the archive
- *   symlink               `linkname` is the target exactly as written (it was checked)
- *   hardlink              `linkname` is the normalised path of an earlier regular file
+ *   symlink               `linkname` is the target as written, or, when it climbs above
+ *                         the root, the same target resolved inside the root
+ *   hardlink              `linkname` is the normalised path of an earlier regular file,
+ *                         symlink, fifo or device node of the archive
+ *   fifo, device          a named pipe or a character/block device node (never created
+ *                         on a host: the unpacker skips them)
  *   whiteout              deletes `target` (parent + NAME) from the layers below
  *   opaque                hides everything below `target` (the directory) in lower layers
  *   meta                  other reserved `.wh..wh.*` names: no meaning for us
@@ -56,7 +63,7 @@ export interface TarHeaderLike {
  */
 export interface SafeEntry {
   path: string;
-  kind: 'file' | 'directory' | 'symlink' | 'hardlink' | 'whiteout' | 'opaque' | 'meta';
+  kind: 'file' | 'directory' | 'symlink' | 'hardlink' | 'fifo' | 'device' | 'whiteout' | 'opaque' | 'meta';
   size: number;
   mode: number;
   uid: number;
@@ -111,22 +118,51 @@ export function ancestorsOf(path: string): string[] {
 }
 
 /**
- * Where a symlink at `linkPath` points, resolved lexically against the layer root, or
- * undefined when it climbs out of the root. Absolute targets are root-relative (what
- * they mean inside the container), so `/usr/lib` is fine and `/../../etc` is not.
+ * Where a symlink at `linkPath` points, resolved lexically against the layer root, as a
+ * root-relative path. Absolute targets are root-relative (what they mean inside the
+ * container), and `..` at the root stays at the root, as in a chroot: `/../etc` and,
+ * from `a/l`, `../../etc` both name `etc`.
  */
-export function resolveSymlinkTarget(linkPath: string, target: string): string | undefined {
+export function resolveSymlinkTarget(linkPath: string, target: string): string {
+  return resolveInRoot(linkPath, target).path;
+}
+
+/** Whether a symlink's target climbs above the root (allowed in images; layer-build refuses it in a source tree). */
+export function symlinkClimbs(linkPath: string, target: string): boolean {
+  return resolveInRoot(linkPath, target).climbs;
+}
+
+function resolveInRoot(linkPath: string, target: string): { path: string; climbs: boolean } {
   const stack = target.startsWith('/') ? [] : parentOf(linkPath).split('/').filter((p) => p !== '');
+  let climbs = false;
   for (const part of target.split('/')) {
     if (part === '' || part === '.') continue;
     if (part === '..') {
-      if (stack.length === 0) return undefined;
-      stack.pop();
+      if (stack.length === 0) climbs = true;
+      else stack.pop();
     } else {
       stack.push(part);
     }
   }
-  return stack.join('/');
+  return { path: stack.join('/'), climbs };
+}
+
+/**
+ * The symlink target to write for `linkPath`: as written unless it climbs above the
+ * root, in which case the target it has inside the root (absolute targets stay
+ * absolute, relative ones stay relative), so that the link cannot lead out of the tree
+ * even when the host follows it from outside the container.
+ */
+export function containedSymlinkTarget(linkPath: string, target: string): string {
+  const { path, climbs } = resolveInRoot(linkPath, target);
+  if (!climbs) return target;
+  if (target.startsWith('/')) return `/${path}`;
+  const from = parentOf(linkPath).split('/').filter((p) => p !== '');
+  const to = path.split('/').filter((p) => p !== '');
+  let common = 0;
+  while (common < from.length && common < to.length && from[common] === to[common]) common++;
+  const rel = [...Array<string>(from.length - common).fill('..'), ...to.slice(common)].join('/');
+  return rel === '' ? '.' : rel;
 }
 
 /** The whiteout meaning of an already normalised path, if its last component has one. */
@@ -144,7 +180,30 @@ export function whiteoutOf(path: string): { kind: 'whiteout' | 'opaque' | 'meta'
 /** Linux's PATH_MAX: no longer name can be created, and longer ones only cost time. */
 export const MAX_NAME_BYTES = 4096;
 
-type NodeKind = 'dir' | 'file' | 'symlink' | 'other';
+/** 'special': a fifo or device node; 'other': whiteouts and reserved names. */
+type NodeKind = 'dir' | 'file' | 'symlink' | 'special' | 'other';
+
+function nodeKindOf(kind: Exclude<SafeEntry['kind'], 'hardlink'>): NodeKind {
+  switch (kind) {
+    case 'directory':
+      return 'dir';
+    case 'file':
+      return 'file';
+    case 'symlink':
+      return 'symlink';
+    case 'fifo':
+    case 'device':
+      return 'special';
+    case 'whiteout':
+    case 'opaque':
+    case 'meta':
+      return 'other';
+    default: {
+      const never: never = kind;
+      return never;
+    }
+  }
+}
 
 /**
  * The memory of one archive: checks each header in order against what came before.
@@ -200,9 +259,7 @@ export class ArchiveChecker {
         if (linkname === '') throw invalidEntry(raw, 'symlink has an empty target');
         if (linkname.includes('\0')) throw invalidEntry(raw, 'symlink target contains a NUL byte');
         if (Buffer.byteLength(linkname) > MAX_NAME_BYTES) throw invalidEntry(raw, `symlink target is longer than ${MAX_NAME_BYTES} bytes`);
-        if (resolveSymlinkTarget(path, linkname) === undefined) {
-          throw invalidEntry(raw, `symlink target ${JSON.stringify(linkname)} leads out of the layer`);
-        }
+        linkname = containedSymlinkTarget(path, linkname);
         break;
       }
       case 'link': {
@@ -216,16 +273,20 @@ export class ArchiveChecker {
           throw invalidEntry(raw, `hardlink target ${JSON.stringify(to)} leads out of the layer (${(e as Error).message})`);
         }
         // A recorded path has only directories above it (a replaced parent drops its
-        // subtree), so 'file' here means: an earlier regular file, reachable without symlinks.
-        if (linkname === path || this.#kinds.get(linkname) !== 'file') {
-          throw invalidEntry(raw, `hardlink target ${JSON.stringify(to)} is not an earlier regular file of this layer`);
+        // subtree), so a kind here means: an earlier entry, reachable without symlinks.
+        const targetKind = this.#kinds.get(linkname);
+        if (linkname === path || targetKind === undefined || targetKind === 'dir' || targetKind === 'other') {
+          throw invalidEntry(raw, `hardlink target ${JSON.stringify(to)} is not an earlier regular file, symlink or special file of this layer`);
         }
         break;
       }
       case 'character-device':
       case 'block-device':
+        kind = 'device';
+        break;
       case 'fifo':
-        throw invalidEntry(raw, `${type} entries are not allowed in a layer`);
+        kind = 'fifo';
+        break;
       default:
         throw invalidEntry(raw, `unsupported entry type ${JSON.stringify(type)}`);
     }
@@ -248,8 +309,7 @@ export class ArchiveChecker {
     }
     for (let i = implied.length - 1; i >= 0; i--) this.#record(raw, implied[i] as string, 'dir');
     if (path !== '') {
-      const nodeKind: NodeKind =
-        kind === 'directory' ? 'dir' : kind === 'file' || kind === 'hardlink' ? 'file' : kind === 'symlink' ? 'symlink' : 'other';
+      const nodeKind = kind === 'hardlink' ? (this.#kinds.get(linkname) ?? 'file') : nodeKindOf(kind);
       this.#record(raw, path, nodeKind);
     }
     return {

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, stat, utimes } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -98,17 +98,13 @@ describe('image store: manifest refusals change nothing', () => {
     await refuses(store, () => store.putManifest('demo/app', 'x', big, MediaType.ociManifest), 'too-large', 'manifest');
   });
 
-  test('unknown media types: manifest, Content-Type, config, layer', async () => {
+  test('unknown manifest media types (config and layer types are free: see artifacts)', async () => {
     const odd = edit(img.manifest, (d) => (d.mediaType = 'application/vnd.example.thing+json'));
     await refuses(store, () => store.putManifest('demo/app', 'x', odd, 'application/vnd.example.thing+json'), 'unsupported', 'mediaType');
     const schema1 = edit(img.manifest, (d) => (d.mediaType = 'application/vnd.docker.distribution.manifest.v1+prettyjws'));
     await refuses(store, () => store.putManifest('demo/app', 'x', schema1, 'application/json'), 'unsupported', 'mediaType');
     const untyped = edit(img.manifest, (d) => delete d.mediaType);
     await refuses(store, () => store.putManifest('demo/app', 'x', untyped, 'application/octet-stream'), 'unsupported', 'mediaType');
-    const config = edit(img.manifest, (d) => (d.config.mediaType = 'application/vnd.example.config+json'));
-    await refuses(store, () => store.putManifest('demo/app', 'x', config, MediaType.ociManifest), 'unsupported', 'config/mediaType');
-    const layer = edit(img.manifest, (d) => (d.layers[1].mediaType = 'application/x-tar+bzip2'));
-    await refuses(store, () => store.putManifest('demo/app', 'x', layer, MediaType.ociManifest), 'unsupported', 'layers/1/mediaType');
   });
 
   test('Content-Type disagreeing with the body', async () => {
@@ -169,61 +165,212 @@ describe('image store: manifest refusals change nothing', () => {
   });
 });
 
-describe('image store: vetting layers', () => {
-  test('a refused layer is deleted with the image blobs no one else uses; nothing is stored', async () => {
-    const vetted: string[] = [];
-    const store = freshStore({
-      vetLayer: async (d, mediaType, info) => {
-        vetted.push(d);
-        assert.equal(mediaType, MediaType.ociLayerGzip);
-        if (d === bad.digest) throw new ShoalError('invalid', 'entry ../etc/passwd escapes the layer', { field: 'layer' });
-        return { diffId: info.diffId };
-      },
-    });
-    const good = await makeImage([{ 'shared.txt': 'shared' }]);
-    const bad = await makeLayer({ 'evil.txt': 'evil' });
-    await uploadBlobs(store, good);
-    await store.putManifest('demo/good', '1', good.manifest, MediaType.ociManifest);
-    assert.deepEqual(vetted, [good.layers[0]!.digest]);
+describe('image store: a refused push loses nothing', () => {
+  test('client B\'s refused manifest sharing client A\'s fresh layer leaves it: A\'s push completes', async () => {
+    const store = freshStore({ vetLayer: hostileVetter(new Set()) });
+    // A has uploaded its layer and config; its manifest is not put yet.
+    const a = await makeImage([{ 'app.js': 'A' }]);
+    await uploadBlobs(store, a);
+    // B names A's layer in a manifest whose config is wrong: refused.
+    const badConfig = makeConfig([]);
+    await writeBlob(store.blobs, badConfig);
+    const b = makeManifest(badConfig, a.layers);
+    await refuses(store, () => store.putManifest('demo/b', '1', b, MediaType.ociManifest), 'invalid', 'config/rootfs/diff_ids');
+    await store.putManifest('demo/a', '1', a.manifest, MediaType.ociManifest);
+    assert.equal((await store.resolve(parseImageRef('demo/a:1'))).manifestDigest, a.digest);
+  });
 
-    const shared = good.layers[0]!;
+  test('client B\'s hostile layer next to A\'s fresh layer: both pushes are stored, only B\'s image is refused at resolve', async () => {
+    const bad = await makeLayer({ 'evil.txt': 'evil' });
+    const store = freshStore({ vetLayer: hostileVetter(new Set([bad.digest])) });
+    const a = await makeImage([{ 'shared.txt': 'shared' }]);
+    await uploadBlobs(store, a);
+    const shared = a.layers[0]!;
     const config = makeConfig([shared.diffId, bad.diffId]);
-    const hostile = makeManifest(config, [shared, bad]);
     await writeBlob(store.blobs, config);
     await writeBlob(store.blobs, bad.gz);
-    const before = await snapshot(store.blobs.dir);
-    await assert.rejects(store.putManifest('demo/evil', '1', hostile, MediaType.ociManifest), (e: unknown) => {
+    // Before: B's PUT was refused at vetting and deleted A's unreferenced layer.
+    await store.putManifest('demo/evil', '1', makeManifest(config, [shared, bad]), MediaType.ociManifest);
+    await store.putManifest('demo/a', '1', a.manifest, MediaType.ociManifest);
+    await assert.rejects(store.resolve(parseImageRef('demo/evil:1')), (e: unknown) => {
       assert.ok(e instanceof ShoalError);
       assert.equal(e.code, 'invalid');
       assert.equal(e.field, 'layers/1');
       assert.match(e.message, /escapes the layer/);
       return true;
     });
-    // The shared layer was not re-scanned: it was vetted before.
-    assert.deepEqual(vetted, [shared.digest, bad.digest]);
-    assert.equal(await store.blobs.has(bad.digest), false, 'the refused layer is gone');
-    assert.equal(await store.blobs.has(digestOf(config)), false, 'its config is gone');
-    assert.equal(await store.blobs.has(shared.digest), true, 'a layer another image uses stays');
-    assert.equal(await store.hasRepository('demo/evil'), false);
-    const after = await snapshot(store.blobs.dir);
-    const removed = Object.keys(before).filter((k) => !(k in after));
-    assert.deepEqual(removed.sort(), [`blobs/sha256/${bad.digest.slice(7)}`, `blobs/sha256/${digestOf(config).slice(7)}`].sort());
-    assert.equal(Object.keys(after).filter((k) => !(k in before)).length, 0);
-
-    // Re-pushing the good image does not re-scan its layer.
-    await store.putManifest('demo/good', '2', good.manifest, MediaType.ociManifest);
-    assert.equal(vetted.length, 2);
+    for (const d of [shared.digest, bad.digest, digestOf(config)]) assert.equal(await store.blobs.has(d), true, d);
+    assert.equal((await store.resolve(parseImageRef('demo/a:1'))).layers[0]!.digest, shared.digest);
   });
 
-  test('a remembered diffId refuses a config that claims another one for the same blob', async () => {
-    const store = freshStore({ vetLayer: async (_d, _t, info) => ({ diffId: info.diffId }) });
+  test('a re-uploaded blob counts as recent for gc, though it was in the store before', async () => {
+    const store = freshStore();
+    const orphan = Buffer.from('uploaded long ago, pushed again now');
+    const info = await writeBlob(store.blobs, orphan);
+    const old = new Date(Date.now() - 3_600_000);
+    await utimes(store.blobs.path(info.digest), old, old);
+    await writeBlob(store.blobs, orphan);
+    assert.deepEqual(await store.gc({ minAgeMs: 60_000 }), { removedBlobs: 0, freedBytes: 0 });
+    assert.equal(await store.blobs.has(info.digest), true);
+  });
+});
+
+/** A vetLayer that refuses the digests in `hostile`, recording each call. */
+function hostileVetter(hostile: Set<string>, calls: string[] = []) {
+  return async (d: Digest, mediaType: string) => {
+    calls.push(d);
+    assert.equal(mediaType, MediaType.ociLayerGzip);
+    if (hostile.has(d)) throw new ShoalError('invalid', 'entry ../etc/passwd escapes the layer', { field: 'layer' });
+    return {};
+  };
+}
+
+describe('image store: vetting layers at resolve, once per digest', () => {
+  test('push reads no layer; the first resolve vets each layer once; the verdict outlives the process', async () => {
+    const calls: string[] = [];
+    const dir = join(root, `s${n++}`);
+    const bad = await makeLayer({ 'evil.txt': 'evil' });
+    const store = createImageStore({ dir, vetLayer: hostileVetter(new Set([bad.digest]), calls) });
+    const img = await makeImage([{ 'a': 'a' }, { 'b': 'b' }]);
+    await uploadBlobs(store, img);
+    await store.putManifest('demo/app', '1', img.manifest, MediaType.ociManifest);
+    assert.deepEqual(calls, [], 'a push vets nothing');
+    await Promise.all([store.resolve(parseImageRef('demo/app:1')), store.resolve(parseImageRef('demo/app:1'))]);
+    assert.deepEqual(calls, img.layers.map((l) => l.digest), 'concurrent resolves vet each layer once');
+    await store.resolve(parseImageRef('demo/app:1'));
+    assert.equal(calls.length, 2);
+
+    const config = makeConfig([bad.diffId]);
+    await writeBlob(store.blobs, config);
+    await writeBlob(store.blobs, bad.gz);
+    await store.putManifest('demo/evil', '1', makeManifest(config, [bad]), MediaType.ociManifest);
+    await assert.rejects(store.resolve(parseImageRef('demo/evil:1')), { code: 'invalid', field: 'layers/0' });
+    assert.equal(calls.length, 3);
+
+    // Another store on the same directory (a restart) reads the verdicts, not the layers.
+    const again = createImageStore({ dir, vetLayer: hostileVetter(new Set([bad.digest]), calls) });
+    await again.resolve(parseImageRef('demo/app:1'));
+    await assert.rejects(again.resolve(parseImageRef('demo/evil:1')), { code: 'invalid', field: 'layers/0' });
+    assert.equal(calls.length, 3);
+    // Inspect is not a deployment: it vets nothing.
+    await store.inspect(parseImageRef('demo/evil:1'));
+  });
+
+  test('a failure that says nothing about the layer (I/O) is not remembered', async () => {
+    let fail = true;
+    const store = freshStore({
+      vetLayer: async () => {
+        if (fail) throw new ShoalError('unavailable', 'disk went away');
+        return {};
+      },
+    });
     const img = await makeImage([{ 'f': '1' }]);
     await uploadBlobs(store, img);
     await store.putManifest('demo/a', '1', img.manifest, MediaType.ociManifest);
+    await assert.rejects(store.resolve(parseImageRef('demo/a:1')), { code: 'unavailable' });
+    fail = false;
+    await store.resolve(parseImageRef('demo/a:1'));
+  });
+
+  test('a remembered diffId refuses a config that claims another one for the same blob', async () => {
+    const store = freshStore({ vetLayer: async () => ({ diffId: img.layers[0]!.diffId }) });
+    const img = await makeImage([{ 'f': '1' }]);
+    await uploadBlobs(store, img);
+    await store.putManifest('demo/a', '1', img.manifest, MediaType.ociManifest);
+    await store.resolve(parseImageRef('demo/a:1'));
     const lying = makeConfig([digestOf('not the tar')]);
     await writeBlob(store.blobs, lying);
-    const m = makeManifest(lying, img.layers);
-    await refuses(store, () => store.putManifest('demo/a', '2', m, MediaType.ociManifest), 'invalid', 'config/rootfs/diff_ids/0');
+    await store.putManifest('demo/a', '2', makeManifest(lying, img.layers), MediaType.ociManifest);
+    await assert.rejects(store.resolve(parseImageRef('demo/a:2')), { code: 'invalid', field: 'config/rootfs/diff_ids/0' });
+  });
+});
+
+describe('image store: OCI 1.1 artifacts and referrers', () => {
+  const EMPTY = Buffer.from('{}');
+  const artifact = (subject: Buffer | undefined, artifactType: string, blob: Buffer, annotations?: Record<string, string>) =>
+    Buffer.from(
+      JSON.stringify({
+        schemaVersion: 2,
+        mediaType: MediaType.ociManifest,
+        artifactType,
+        config: descriptor(MediaType.ociEmpty, EMPTY),
+        layers: [descriptor('application/vnd.example.sbom+json', blob)],
+        ...(subject ? { subject: descriptor(MediaType.ociManifest, subject) } : {}),
+        ...(annotations ? { annotations } : {}),
+      }),
+    );
+
+  test('artifacts with the empty config, custom config and layer types are stored; they do not resolve', async () => {
+    const store = freshStore();
+    const sbom = Buffer.from('{"sbom":true}');
+    await writeBlob(store.blobs, EMPTY);
+    await writeBlob(store.blobs, sbom);
+    const m = artifact(undefined, 'application/vnd.example.sbom', sbom);
+    const { digest } = await store.putManifest('demo/art', 'sbom', m, MediaType.ociManifest);
+    assert.deepEqual((await store.getManifest('demo/art', 'sbom'))?.bytes, m);
+    // A Helm-like chart: its own config type and layer type.
+    const chartConfig = Buffer.from('{"name":"demo","version":"1.0.0"}');
+    const chart = Buffer.from('not really a tgz');
+    await writeBlob(store.blobs, chartConfig);
+    await writeBlob(store.blobs, chart);
+    const helm = Buffer.from(
+      JSON.stringify({
+        schemaVersion: 2,
+        mediaType: MediaType.ociManifest,
+        config: descriptor('application/vnd.cncf.helm.config.v1+json', chartConfig),
+        layers: [descriptor('application/vnd.cncf.helm.chart.content.v1.tar+gzip', chart)],
+      }),
+    );
+    await store.putManifest('demo/chart', '1.0.0', helm, MediaType.ociManifest);
+    await assert.rejects(store.resolve(parseImageRef('demo/art:sbom')), { code: 'unsupported', message: /artifact \(application\/vnd\.example\.sbom\)/ });
+    await assert.rejects(store.resolve(parseImageRef('demo/chart:1.0.0')), { code: 'unsupported', message: /helm\.config/ });
+    // gc keeps what artifacts reach.
+    assert.deepEqual(await store.gc(), { removedBlobs: 0, freedBytes: 0 });
+    assert.equal(await store.blobs.has(digest), true);
+  });
+
+  test('an image config with a layer type no host unpacks is stored, and refused at resolve', async () => {
+    const store = freshStore();
+    const img = await makeImage([{ 'a': 'a' }]);
+    await uploadBlobs(store, img);
+    const odd = edit(img.manifest, (d) => (d.layers[0].mediaType = 'application/x-tar+bzip2'));
+    await store.putManifest('demo/odd', '1', odd, MediaType.ociManifest);
+    await assert.rejects(store.resolve(parseImageRef('demo/odd:1')), { code: 'unsupported', field: 'layers/0/mediaType' });
+  });
+
+  test('referrers: the manifests whose subject is a digest, filtered by artifactType', async () => {
+    const store = freshStore();
+    const img = await makeImage([{ 'a': 'a' }]);
+    await uploadBlobs(store, img);
+    await store.putManifest('demo/app', '1', img.manifest, MediaType.ociManifest);
+    await writeBlob(store.blobs, EMPTY);
+    const sig = Buffer.from('signature');
+    const sbom = Buffer.from('sbom');
+    await writeBlob(store.blobs, sig);
+    await writeBlob(store.blobs, sbom);
+    const sigM = artifact(img.manifest, 'application/vnd.example.signature', sig, { 'org.example.signer': 'me' });
+    const sbomM = artifact(img.manifest, 'application/vnd.example.sbom', sbom);
+    // A referrer may arrive before its subject exists, and by digest only.
+    await store.putManifest('demo/app', digestOf(sigM), sigM, MediaType.ociManifest);
+    await store.putManifest('demo/app', digestOf(sbomM), sbomM, MediaType.ociManifest);
+    const all = await store.referrers('demo/app', img.digest);
+    assert.deepEqual(all.filtersApplied, []);
+    assert.equal(all.index.mediaType, MediaType.ociIndex);
+    assert.deepEqual(
+      all.index.manifests.map((m) => [m.digest, m.artifactType, m.size]).sort(),
+      [
+        [digestOf(sigM), 'application/vnd.example.signature', sigM.length],
+        [digestOf(sbomM), 'application/vnd.example.sbom', sbomM.length],
+      ].sort(),
+    );
+    assert.deepEqual(all.index.manifests.find((m) => m.digest === digestOf(sigM))?.annotations, { 'org.example.signer': 'me' });
+    const only = await store.referrers('demo/app', img.digest, { artifactType: 'application/vnd.example.sbom' });
+    assert.deepEqual(only.filtersApplied, ['artifactType']);
+    assert.deepEqual(only.index.manifests.map((m) => m.digest), [digestOf(sbomM)]);
+    assert.deepEqual((await store.referrers('demo/app', digestOf('nothing'))).index.manifests, []);
+    assert.deepEqual((await store.referrers('demo/none', img.digest)).index.manifests, []);
+    await store.deleteManifest('demo/app', digestOf(sigM));
+    assert.deepEqual((await store.referrers('demo/app', img.digest)).index.manifests.map((m) => m.digest), [digestOf(sbomM)]);
   });
 });
 

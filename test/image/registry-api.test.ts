@@ -68,6 +68,7 @@ describe('path and range parsing', () => {
     assert.deepEqual(parseRegistryPath('/v2/a/b/blobs/sha256%3Aab'), { kind: 'blob', name: 'a/b', digest: 'sha256:ab' });
     assert.deepEqual(parseRegistryPath('/v2/tags/tags/list'), { kind: 'tags', name: 'tags' });
     assert.deepEqual(parseRegistryPath('/v2/_catalog'), { kind: 'catalog' });
+    assert.deepEqual(parseRegistryPath('/v2/a/b/referrers/sha256:ab'), { kind: 'referrers', name: 'a/b', digest: 'sha256:ab' });
     assert.equal(parseRegistryPath('/v2/nothing'), undefined);
   });
   test('ranges', () => {
@@ -286,23 +287,89 @@ describe('registry API', () => {
     assert.equal(await s.store.hasRepository('demo/bad'), false);
   });
 
-  test('a hostile layer is refused at manifest PUT and removed', async () => {
+  test('the race: client B\'s push with a hostile layer next to client A\'s fresh layer loses A nothing', async () => {
+    // Client A uploads its layer and config; its manifest comes later.
+    const shared = await makeLayer({ 'app.js': 'console.log(1)' });
+    const aConfig = makeConfig([shared.diffId]);
+    await pushBlob('demo/a', shared.gz);
+    await pushBlob('demo/a', aConfig);
+    // Client B pushes an image naming A's layer and a hostile one.
     const evil = await makeTar({ '../../etc/evil': 'owned' });
     const gz = gzipSync(evil);
-    const layer = { tar: evil, gz, digest: digestOf(gz), diffId: digestOf(evil), size: gz.length };
-    const config = makeConfig([layer.diffId]);
-    await pushBlob('demo/evil', layer.gz);
-    await pushBlob('demo/evil', config);
-    const res = await fetch(`${url}/v2/demo/evil/manifests/v1`, {
+    const bad = { tar: evil, gz, digest: digestOf(gz), diffId: digestOf(evil), size: gz.length };
+    const bConfig = makeConfig([shared.diffId, bad.diffId]);
+    await pushBlob('demo/b', bad.gz);
+    await pushBlob('demo/b', bConfig);
+    const putB = await fetch(`${url}/v2/demo/b/manifests/v1`, {
       method: 'PUT',
-      body: makeManifest(config, [layer]),
+      body: makeManifest(bConfig, [shared, bad]),
       headers: { 'Content-Type': MediaType.ociManifest },
     });
+    // Stored: the spec allows any bytes in a layer; vetting waits until the image is to run.
+    assert.equal(putB.status, 201, await putB.text());
+    const putA = await fetch(`${url}/v2/demo/a/manifests/v1`, {
+      method: 'PUT',
+      body: makeManifest(aConfig, [shared]),
+      headers: { 'Content-Type': MediaType.ociManifest },
+    });
+    assert.equal(putA.status, 201, await putA.text());
+    assert.equal(await s.blobs.has(shared.digest), true);
+    // Resolving for a deployment vets the layers: B's image is refused, A's is not.
+    const resolveB = await fetch(`${url}/api/v1/images/resolve?ref=${encodeURIComponent('demo/b:v1')}`);
+    assert.equal(resolveB.status, 400);
+    const err = (await resolveB.json()) as { error: { code: string; field: string; message: string } };
+    assert.equal(err.error.field, 'layers/1');
+    assert.match(err.error.message, /\.\./);
+    const resolveA = await fetch(`${url}/api/v1/images/resolve?ref=${encodeURIComponent('demo/a:v1')}`);
+    assert.equal(resolveA.status, 200);
+    assert.equal(((await resolveA.json()) as { layers: Array<{ digest: string }> }).layers[0]!.digest, shared.digest);
+  });
+
+  test('OCI 1.1: an artifact with the empty config and a subject; the referrers API with its filter', async () => {
+    const layer = await makeLayer({ 'r': 'r' });
+    const config = makeConfig([layer.diffId]);
+    await pushBlob('demo/ref', layer.gz);
+    await pushBlob('demo/ref', config);
+    const image = makeManifest(config, [layer]);
+    let res = await fetch(`${url}/v2/demo/ref/manifests/v1`, { method: 'PUT', body: image, headers: { 'Content-Type': MediaType.ociManifest } });
+    assert.equal(res.status, 201);
+    const empty = Buffer.from('{}');
+    const sig = Buffer.from('a signature');
+    await pushBlob('demo/ref', empty);
+    await pushBlob('demo/ref', sig);
+    const artifact = (artifactType: string) =>
+      Buffer.from(
+        JSON.stringify({
+          schemaVersion: 2,
+          mediaType: MediaType.ociManifest,
+          artifactType,
+          config: { mediaType: MediaType.ociEmpty, digest: digestOf(empty), size: 2 },
+          layers: [{ mediaType: 'application/vnd.example.signature.v1', digest: digestOf(sig), size: sig.length }],
+          subject: { mediaType: MediaType.ociManifest, digest: digestOf(image), size: image.length },
+        }),
+      );
+    for (const type of ['application/vnd.example.signature', 'application/spdx+json']) {
+      const m = artifact(type);
+      res = await fetch(`${url}/v2/demo/ref/manifests/${digestOf(m)}`, { method: 'PUT', body: m, headers: { 'Content-Type': MediaType.ociManifest } });
+      assert.equal(res.status, 201, await res.text());
+      assert.equal(res.headers.get('oci-subject'), digestOf(image));
+    }
+    res = await fetch(`${url}/v2/demo/ref/referrers/${digestOf(image)}`);
+    assert.equal(res.status, 200);
+    assert.equal(res.headers.get('content-type'), MediaType.ociIndex);
+    assert.equal(res.headers.get('oci-filters-applied'), null);
+    const all = (await res.json()) as { schemaVersion: number; manifests: Array<{ digest: string; artifactType: string }> };
+    assert.equal(all.schemaVersion, 2);
+    assert.deepEqual(all.manifests.map((m) => m.artifactType).sort(), ['application/spdx+json', 'application/vnd.example.signature']);
+    res = await fetch(`${url}/v2/demo/ref/referrers/${digestOf(image)}?artifactType=${encodeURIComponent('application/spdx+json')}`);
+    assert.equal(res.headers.get('oci-filters-applied'), 'artifactType');
+    const some = (await res.json()) as { manifests: Array<{ digest: string }> };
+    assert.deepEqual(some.manifests.map((m) => m.digest), [digestOf(artifact('application/spdx+json'))]);
+    res = await fetch(`${url}/v2/demo/ref/referrers/${digestOf('none')}`);
+    assert.deepEqual(((await res.json()) as { manifests: unknown[] }).manifests, []);
+    res = await fetch(`${url}/v2/demo/ref/referrers/latest`);
     assert.equal(res.status, 400);
-    assert.equal(await errorCode(res), 'MANIFEST_INVALID');
-    assert.equal(await s.blobs.has(layer.digest), false);
-    assert.equal(await s.blobs.has(digestOf(config)), false);
-    assert.equal(await s.store.hasRepository('demo/evil'), false);
+    assert.equal(await errorCode(res), 'DIGEST_INVALID');
   });
 
   test('tags/list with n and last, Link header; unknown repository', async () => {

@@ -6,6 +6,7 @@ import { spawn } from 'node:child_process';
 import { chmod, lstat, mkdir, readdir, readFile, readlink, rm, symlink, unlink, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { ShoalError } from '../../protocol/errors.ts';
+import { statIfExists, lstatIfExists } from '../fs-util.ts';
 
 export interface DebianRootfsOptions {
   /** Debian release codename; default 'bookworm'. */
@@ -279,7 +280,7 @@ async function removeTree(target: string): Promise<void> {
  * since an absolute link would point out of the tree.
  */
 async function lendFile(path: string, content: string, mode: number): Promise<() => Promise<void>> {
-  const before = await lstat(path).catch(() => undefined);
+  const before = await lstatIfExists(path);
   let restore: () => Promise<void>;
   if (before === undefined) {
     restore = () => rm(path, { force: true });
@@ -313,7 +314,7 @@ async function treeCodename(target: string): Promise<string> {
 }
 
 async function exists(path: string): Promise<boolean> {
-  return (await lstat(path).catch(() => undefined)) !== undefined;
+  return (await lstatIfExists(path)) !== undefined;
 }
 
 /** Empties a directory, keeping the directory itself and any subdirectory named in `keep` (emptied too). */
