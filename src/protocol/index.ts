@@ -5,3 +5,4 @@ export * from './image-ref.ts';
 export * from './driver.ts';
 export * from './deployment.ts';
 export * from './data-plane.ts';
+export * from './auth.ts';

@@ -7,6 +7,7 @@ import { EventEmitter } from 'node:events';
 import { hostname } from 'node:os';
 import type { AddressInfo } from 'node:net';
 import { createActivator } from './activator/index.ts';
+import { createAccessLookup, createAuthGate, createRegistryVerifier } from './auth/index.ts';
 import { createInFlightTracker, leastOutstanding } from './balancer/index.ts';
 import { createDeployer, type DeployOutcome } from './deployer.ts';
 import { createHostPool, type HostRegistrationRequest, type Logger, type PoolHost } from './host-pool.ts';
@@ -84,6 +85,13 @@ export interface ProviderOptions {
   logger?: Logger;
   tuning?: ProviderTuning;
   version?: string;
+  /** API tokens (src/provider/auth): they are always checked; these are the knobs. */
+  auth?: {
+    /** Image pulls from the mounted store without a token. Default true. */
+    anonymousPull?: boolean;
+    /** How long a token verdict may answer messages without the registry. Default 1000 ms. */
+    cacheTtlMs?: number;
+  };
 }
 
 export interface ProviderEvents {
@@ -258,7 +266,9 @@ async function assemble(options: ProviderOptions, registry: Registry, ownRegistr
       onAnswered: (service, op, status, startedAt) => metrics.message(service, op, status, (performance.now() - startedAt) / 1000),
     },
   });
+  const verifier = createRegistryVerifier({ tokens: registry, ...(options.auth?.cacheTtlMs === undefined ? {} : { cacheTtlMs: options.auth.cacheTtlMs }) });
   const api = createProviderApi({
+    verifier,
     registry,
     table,
     pool,
@@ -291,7 +301,14 @@ async function assemble(options: ProviderOptions, registry: Registry, ownRegistr
       throw new ShoalError(body.error.code, body.error.message, body.error.field === undefined ? {} : { field: body.error.field });
     }
   }
-  const server = createProviderServer({ router, api, farms, ...(options.store === undefined ? {} : { store: options.store }) });
+  const gate = createAuthGate({
+    verifier,
+    ...(options.auth?.anonymousPull === undefined ? {} : { anonymousPull: options.auth.anonymousPull }),
+    access: createAccessLookup({ table, registry, farms }),
+    audit: (entry) => registry.appendAudit(entry),
+    log,
+  });
+  const server = createProviderServer({ router, api, farms, gate, ...(options.store === undefined ? {} : { store: options.store }) });
 
   await reconciler.reconcile();
   const boundPort = await new Promise<number>((resolve, reject) => {
