@@ -40,6 +40,8 @@ export interface HostOptions {
   dataListen?: { host: string; port: number };
   /** Bearer token of the control API (at least 8 characters). */
   token: string;
+  /** An API token for pulling from stores that refuse anonymous pulls. */
+  storeToken?: string | undefined;
   capacity: Capacity;
   /** The driver plans get unless they name one. Default: runc where it works, else process. */
   driver?: DriverName;
@@ -187,7 +189,7 @@ async function startLocked(options: HostOptions, dataDir: string, log: Logger, r
       async resolve(store, image) {
         let client = clients.get(store);
         if (!client) {
-          client = createRegistryClient({ baseUrl: store, userAgent: `shoal-host/${hostId}` });
+          client = createRegistryClient({ baseUrl: store, userAgent: `shoal-host/${hostId}`, ...(options.storeToken === undefined ? {} : { token: options.storeToken }) });
           clients.set(store, client);
         }
         const c = client;

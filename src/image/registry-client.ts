@@ -24,6 +24,8 @@ export interface RegistryClientOptions {
   userAgent?: string;
   /** Blobs moved at once by pullImage / pushImage (default 4). */
   concurrency?: number;
+  /** An API token sent as `Authorization: Bearer` (pushes need one; pulls when the store says so). */
+  token?: string;
 }
 
 export interface FetchedManifest {
@@ -92,6 +94,7 @@ export function createRegistryClient(options: RegistryClientOptions): RegistryCl
   }
   const baseUrl = base.href.replace(/\/+$/, '');
   const userAgent = options.userAgent ?? 'shoal';
+  const auth: Record<string, string> = options.token === undefined ? {} : { authorization: `Bearer ${options.token}` };
   const concurrency = options.concurrency ?? 4;
 
   const urlFor = (path: string): URL => new URL(baseUrl + path);
@@ -103,7 +106,7 @@ export function createRegistryClient(options: RegistryClientOptions): RegistryCl
   }
 
   async function send(method: string, url: URL | string, what: string, init: RequestInit2 = {}): Promise<Response> {
-    const headers: Record<string, string> = { 'user-agent': userAgent, ...init.headers };
+    const headers: Record<string, string> = { 'user-agent': userAgent, ...auth, ...init.headers };
     try {
       return await fetch(url, {
         method,
@@ -215,7 +218,7 @@ export function createRegistryClient(options: RegistryClientOptions): RegistryCl
       // Layers are the bulk of every pull: over plain http they stream through node:http,
       // which moves bytes at about twice fetch's rate here (fetch's web streams cost CPU
       // per chunk); https and redirects to other hosts keep using fetch.
-      const res = url.protocol === 'http:' ? await httpGet(url, what, userAgent, opts.signal) : await call('GET', url, what, [200], { signal: opts.signal });
+      const res = url.protocol === 'http:' ? await httpGet(url, what, { 'user-agent': userAgent, ...auth }, opts.signal) : await call('GET', url, what, [200], { signal: opts.signal });
       const declared = res.headers.get('content-length');
       if (opts.expectedSize !== undefined && declared !== null && Number(declared) !== opts.expectedSize) {
         await ('stream' in res ? res.cancel() : res.body?.cancel());
@@ -462,9 +465,9 @@ interface StreamReply {
 }
 
 /** GET over node:http; a status other than 200 becomes the same ShoalError fetch's path gives. */
-function httpGet(url: URL, what: string, userAgent: string, signal: AbortSignal | undefined): Promise<StreamReply> {
+function httpGet(url: URL, what: string, headers: Record<string, string>, signal: AbortSignal | undefined): Promise<StreamReply> {
   return new Promise((resolve, reject) => {
-    const req = httpRequest(url, { method: 'GET', agent: blobAgent, headers: { 'user-agent': userAgent }, ...(signal ? { signal } : {}) }, (res) => {
+    const req = httpRequest(url, { method: 'GET', agent: blobAgent, headers, ...(signal ? { signal } : {}) }, (res) => {
       const headers = {
         get: (name: string) => {
           const v = res.headers[name.toLowerCase()];

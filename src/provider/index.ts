@@ -76,6 +76,8 @@ export interface ProviderOptions {
   storeUrl?: string;
   /** The store's app, served beside the provider on the same address (`shoal up`). */
   store?: MountedApp;
+  /** An API token for reading the store (when it refuses anonymous pulls); asked for at first use. */
+  storeToken?: () => string | undefined;
   /** Hosts register with this token (Authorization: Bearer). At least 8 characters. */
   joinToken: string;
   /** Stable across restarts so a restarted provider recognises its own claims. Default hostname:port. */
@@ -170,7 +172,10 @@ async function assemble(options: ProviderOptions, registry: Registry, ownRegistr
   let storeClient: ReturnType<typeof createRegistryClient> | undefined;
   const store = {
     url: storeUrlOf,
-    client: () => (storeClient ??= createRegistryClient({ baseUrl: storeUrlOf(), userAgent: `shoal-provider/${providerId}` })),
+    client: () => {
+      const token = options.storeToken?.();
+      return (storeClient ??= createRegistryClient({ baseUrl: storeUrlOf(), userAgent: `shoal-provider/${providerId}`, ...(token === undefined ? {} : { token }) }));
+    },
   };
 
   let metricsRef: ReturnType<typeof createProviderMetrics> | undefined;
