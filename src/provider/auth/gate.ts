@@ -101,12 +101,14 @@ export function createAuthGate(options: AuthGateOptions): AuthGate {
     // docker-style clients given a Bearer challenge fetch a token from its realm with their
     // credentials (basic, the API token as the password); the API token is the bearer token.
     const secret = credentialOf(req.headers);
-    if (secret === undefined) return refuse(req, res, 401, 'send your API token as the password (basic auth)', false);
+    if (secret === undefined) {
+      // Anonymous clients get a token that opens nothing but what anonymous pulls already may.
+      if (anonymousPull) return sendJson(res, 200, { token: 'anonymous', access_token: 'anonymous', expires_in: 300 });
+      return refuse(req, res, 401, 'send your API token as the password (basic auth)', false);
+    }
     const v = await options.verifier.verify(secret, { fresh: true });
     if (!v.ok) return refuse(req, res, 401, `token ${v.reason}`, false);
-    const body = JSON.stringify({ token: secret, access_token: secret, expires_in: 300 });
-    res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
-    res.end(body);
+    sendJson(res, 200, { token: secret, access_token: secret, expires_in: 300 });
   }
 
   function run(req: IncomingMessage, res: ServerResponse, next: () => void): void | Promise<void> {
@@ -119,6 +121,9 @@ export function createAuthGate(options: AuthGateOptions): AuthGate {
         audit(req, res, need.route, undefined, undefined);
         return next();
       case 'pull':
+        // GET /v2/ without credentials is how docker-style clients ask for the challenge; a
+        // 200 there would make them send no credentials to the pushes that follow.
+        if (need.route === '/v2/' && credentialOf(req.headers) === undefined) return refuse(req, res, 401, 'the registry takes API tokens (anonymous pulls need no token, pushes do)');
         if (anonymousPull) return next();
         return checkRole(req, res, next, need);
       case 'role':
@@ -157,6 +162,12 @@ export function createAuthGate(options: AuthGateOptions): AuthGate {
       });
     },
   };
+}
+
+function sendJson(res: ServerResponse, status: number, value: unknown): void {
+  const body = JSON.stringify(value);
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
+  res.end(body);
 }
 
 function challenge(req: IncomingMessage, bearer: boolean): string {
