@@ -69,8 +69,8 @@ export function createAuthGate(options: AuthGateOptions): AuthGate {
     res.end(body);
   }
 
-  async function principalOf(req: IncomingMessage, fresh: boolean): Promise<Principal | string> {
-    const secret = credentialOf(req.headers);
+  async function principalOf(req: IncomingMessage, fresh: boolean, fallback?: string): Promise<Principal | string> {
+    const secret = credentialOf(req.headers) ?? fallback;
     if (secret === undefined) return 'missing token: send Authorization: Bearer <token> (shoal token create)';
     const v = await options.verifier.verify(secret, { fresh });
     return v.ok ? v.principal : `token ${v.reason}`;
@@ -91,7 +91,9 @@ export function createAuthGate(options: AuthGateOptions): AuthGate {
   }
 
   async function checkConsumer(req: IncomingMessage, res: ServerResponse, next: () => void, kind: 'service' | 'farm', name: string): Promise<void> {
-    const p = await principalOf(req, false);
+    // Farm instances' import sockets send the token their binding carries as the route token.
+    const route = kind === 'farm' ? req.headers['x-shoal-route'] : undefined;
+    const p = await principalOf(req, false, typeof route === 'string' ? route : undefined);
     if (typeof p === 'string') return refuse(req, res, 401, `${kind} ${name} takes tokens only: ${p}`);
     if (!mayInvoke(p.role, p.services, name)) return refuse(req, res, 403, `token ${p.tokenId} (${p.role}) may not call ${kind} ${name}`);
     next();

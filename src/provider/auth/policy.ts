@@ -27,6 +27,7 @@ interface Rule {
 }
 
 const READ = ['GET', 'HEAD'];
+const ANY = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'];
 const role = (r: NeededRole, route: string, service?: string): Requirement => ({ kind: 'role', role: r, route, ...(service === undefined ? {} : { service }) });
 
 const RULES: readonly Rule[] = [
@@ -66,8 +67,10 @@ const RULES: readonly Rule[] = [
   { methods: READ, pattern: '/v2/token', need: () => ({ kind: 'token-endpoint' }) },
   { methods: READ, pattern: '/v2/_catalog', need: () => role('read', '/v2/_catalog') },
   // messages
-  { methods: ['POST'], pattern: '/s/:service/*', need: (p) => ({ kind: 'service', service: p.service! }) },
-  { methods: ['POST'], pattern: '/x/:farm/*', need: (p) => ({ kind: 'farm', farm: p.farm! }) },
+  // (every method: the message path itself answers 404 and 405, to callers allowed to ask)
+  { methods: ANY, pattern: '/s/:service', need: (p) => ({ kind: 'service', service: p.service! }) },
+  { methods: ANY, pattern: '/s/:service/*', need: (p) => ({ kind: 'service', service: p.service! }) },
+  { methods: ANY, pattern: '/x/:farm/*', need: (p) => ({ kind: 'farm', farm: p.farm! }) },
 ];
 
 /** The requirement of a request; anything not listed needs an admin token (closed by default). */
