@@ -7,7 +7,7 @@ import { EventEmitter } from 'node:events';
 import { hostname } from 'node:os';
 import type { AddressInfo } from 'node:net';
 import { createActivator } from './activator/index.ts';
-import { createAccessLookup, createApiToken, createAuthGate, createRegistryVerifier } from './auth/index.ts';
+import { createAccessLookup, createAuthGate, createFarmCredential, createRegistryVerifier } from './auth/index.ts';
 import { createInFlightTracker, leastOutstanding } from './balancer/index.ts';
 import { createDeployer, type DeployOutcome } from './deployer.ts';
 import { createHostPool, type HostRegistrationRequest, type Logger, type PoolHost } from './host-pool.ts';
@@ -287,23 +287,13 @@ async function assemble(options: ProviderOptions, registry: Registry, ownRegistr
     ...(options.store === undefined ? {} : { store: options.store }),
     log,
   });
-  // Farms call their instance services (token access by default) and hand instances import
-  // bindings: one invoke token per provider, made when it first applies or restores a farm.
-  let farmToken: string | undefined;
-  let farmTokenMade: Promise<void> | undefined;
-  const ensureFarmToken = () =>
-    (farmTokenMade ??= createApiToken(registry, { role: 'invoke', note: `farm calls and imports (provider ${providerId})` }).then((t) => {
-      farmToken = t.secret;
-    }, (e: unknown) => {
-      farmTokenMade = undefined; // the next apply tries again
-      throw e;
-    }));
+  const farmCredential = createFarmCredential({ registry, providerId });
   const farms = createFarmEngine({
     registry,
     providerUrl: () => url,
-    token: () => farmToken,
+    token: farmCredential.current,
     registerService: async (d) => {
-      await ensureFarmToken();
+      await farmCredential.ensure();
       return registerService(d);
     },
     // A farm instance is one instance: deploy only when none is up (the reconciler may have healed it).

@@ -8,3 +8,4 @@ export { createTokensApi, createApiToken, tokenSummary } from './tokens-api.ts';
 export { ensureAdminToken, ensureTokenFile, readToken, secureDir, ADMIN_TOKEN_FILE } from './state-token.ts';
 export { createFileAuditSink } from './file-audit.ts';
 export { createAccessLookup } from './access-lookup.ts';
+export { createFarmCredential, type FarmCredential } from './farm-credential.ts';
