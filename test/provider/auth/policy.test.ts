@@ -134,3 +134,14 @@ test('the state directory token: made once (dir 0700, file 0600), kept, remade f
   assert.equal((await stat(file.path)).mode & 0o777, 0o600);
   assert.equal((await ensureTokenFile(file.path)).secret, file.secret);
 });
+
+test('a service definition says its access, and the registered description keeps it (default token)', async () => {
+  const { defineService, toServiceDescription, Type } = await import('../../../src/service/index.ts');
+  const { validateServiceDescription } = await import('../../../src/protocol/service.ts');
+  const ops = { Ping: { input: Type.Object({}), output: Type.Object({}) } };
+  const open = defineService({ name: 'open', version: '1', operations: ops, access: 'public' });
+  const closed = defineService({ name: 'closed', version: '1', operations: ops });
+  assert.equal(validateServiceDescription(toServiceDescription(open, { image: 'x:1' })).access, 'public');
+  assert.equal(validateServiceDescription(toServiceDescription(closed, { image: 'x:1' })).access, 'token');
+  assert.throws(() => validateServiceDescription({ ...toServiceDescription(closed, { image: 'x:1' }), access: 'everyone' }), /\/access/);
+});
