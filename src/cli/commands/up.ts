@@ -59,8 +59,8 @@ export function registerUpCommand(program: Command): void {
       try {
         const admin = await auth.ensureAdminToken(dataDir, provider.registry);
         say(`${admin.created ? 'made an admin token' : 'admin token'}: ${admin.path} (the CLI reads it from there; shoal token create for others)`);
-        // The provider resolves images and the host pulls layers with a read token of their own.
-        pullToken = (await auth.createApiToken(provider.registry, { role: 'read', note: 'shoal up: image pulls' })).secret;
+        // Pulls closed: the provider resolves images and the host pulls layers with a read token.
+        if (!opts.anonymousPull) pullToken = (await auth.createApiToken(provider.registry, { role: 'read', note: 'shoal up: image pulls' })).secret;
         const client = image.createRegistryClient({ baseUrl: provider.url, token: admin.secret });
         // First start: build the node template and the echo example into the store.
         const major = process.versions.node.split('.')[0];
