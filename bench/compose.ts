@@ -67,10 +67,13 @@ export async function runComposeBench(options: { messages?: number; log?: (line:
       ['ref', '/x/bench/r/Echo'],
     ];
     const body = JSON.stringify({ message: 'x'.repeat(64) });
+    // The farm's services take tokens (the default): each message carries an invoke token.
+    const { createApiToken } = await import('../src/provider/auth/index.ts');
+    const authorization = `Bearer ${(await createApiToken(provider.registry, { role: 'invoke' })).secret}`;
     const once = (path: string) =>
       new Promise<number>((resolve, reject) => {
         const t0 = performance.now();
-        const req = request(`${provider.url}${path}`, { method: 'POST', agent, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) } }, (res) => {
+        const req = request(`${provider.url}${path}`, { method: 'POST', agent, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), authorization } }, (res) => {
           res.resume();
           res.on('end', () => (res.statusCode === 200 ? resolve(performance.now() - t0) : reject(new Error(`${path}: HTTP ${res.statusCode}`))));
         });

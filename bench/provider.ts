@@ -83,6 +83,8 @@ export interface ProviderBenchResult {
 
 interface FarmInfo {
   providerUrl: string;
+  /** An admin API token for the control calls. */
+  token: string;
   storeUrl: string;
   hosts: Array<{ id: string; controlUrl: string; dataUrl: string }>;
 }
@@ -124,13 +126,15 @@ export async function runProviderBench(
     if (options.warmPool === false) notes.push('hosts ran without their warm pool (--no-warm-pool)');
     children.push(farmChild);
     const farm = JSON.parse(farmChild.ready!) as FarmInfo;
-    const api = (method: string, path: string, body?: unknown) => json(`${farm.providerUrl}${path}`, method, body);
+    const api = (method: string, path: string, body?: unknown) => json(`${farm.providerUrl}${path}`, method, body, { authorization: `Bearer ${farm.token}` });
     const host0 = farm.hosts[0]!;
     const service = (name: string, extra: Record<string, unknown> = {}) => ({
       name,
       version: '1',
       image: 'echo:1',
       operations: { Echo: { input: { type: 'object', properties: { message: { type: 'string' } }, required: ['message'] }, output: { type: 'object' }, idempotent: true } },
+      // Public: these figures are the message path without a token check.
+      access: 'public',
       // A whole core: a CPU cap would make the instance, not the path, the bottleneck.
       resources: { memoryMb: 128, cpuMillis: 1000, pids: 32 },
       scaling: { targetConcurrency: 100_000, idleTimeoutMs: 3_600_000 },
@@ -366,7 +370,9 @@ async function runFarm(dir: string, warmPool: boolean): Promise<void> {
       process.exit(0);
     })();
   });
-  const info: FarmInfo = { providerUrl: provider.url, storeUrl: store.url, hosts: hosts.map((h) => ({ id: h.hostId, controlUrl: h.controlUrl, dataUrl: h.dataUrl })) };
+  const { createApiToken } = await import('../src/provider/auth/index.ts');
+  const token = (await createApiToken(provider.registry, { role: 'admin' })).secret;
+  const info: FarmInfo = { providerUrl: provider.url, token, storeUrl: store.url, hosts: hosts.map((h) => ({ id: h.hostId, controlUrl: h.controlUrl, dataUrl: h.dataUrl })) };
   process.stdout.write(`${JSON.stringify(info)}\n`);
 }
 

@@ -27,6 +27,9 @@ export async function buildAdventureWorks(client: RegistryClient, options: { tem
 
 if (import.meta.main) {
   const url = process.argv[2] ?? process.env.SHOAL_URL ?? 'http://127.0.0.1:7070';
-  const built = await buildAdventureWorks(createRegistryClient({ baseUrl: url }));
+  // Pushing needs a deploy token: SHOAL_TOKEN, else the admin token `shoal up` keeps in ./.shoal/.
+  const { resolveToken } = await import('../../src/cli/commands/credentials.ts');
+  const token = resolveToken({});
+  const built = await buildAdventureWorks(createRegistryClient({ baseUrl: url, ...(token === undefined ? {} : { token }) }));
   for (const [tag, b] of Object.entries(built)) process.stdout.write(`${tag}: overlay ${b.bytes} bytes\n`);
 }

@@ -14,6 +14,8 @@ import { registerDeploymentsCommand } from './commands/deployments.ts';
 import { registerCallCommand } from './commands/call.ts';
 import { registerPsCommand } from './commands/ps.ts';
 import { registerFarmCommands } from './commands/farm.ts';
+import { registerTokenCommands } from './commands/token.ts';
+import { registerAuditCommand } from './commands/audit.ts';
 
 export function createProgram(): Command {
   const program = new Command('shoal')
@@ -31,6 +33,8 @@ export function createProgram(): Command {
   registerCallCommand(program);
   registerPsCommand(program);
   registerFarmCommands(program);
+  registerTokenCommands(program);
+  registerAuditCommand(program);
   registerTemplateCommands(program);
   registerImageCommands(program);
   return program;

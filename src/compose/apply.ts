@@ -27,6 +27,8 @@ export async function loadFarm(file: string): Promise<FarmGraph> {
 export interface ApplyOptions {
   /** The provider's URL. */
   url: string;
+  /** An API token with the deploy role (sent as Authorization: Bearer). */
+  token?: string;
   fetch?: typeof fetch;
 }
 
@@ -48,7 +50,8 @@ export async function applyFarm(file: string, options: ApplyOptions): Promise<Ap
   const target = `${options.url.replace(/\/+$/, '')}/api/v1/farms/${encodeURIComponent(graph.name)}`;
   let res: Response;
   try {
-    res = await f(target, { method: 'PUT', headers: { 'content-type': 'application/json' }, body: JSON.stringify(graph) });
+    const auth: Record<string, string> = options.token === undefined ? {} : { authorization: `Bearer ${options.token}` };
+    res = await f(target, { method: 'PUT', headers: { 'content-type': 'application/json', ...auth }, body: JSON.stringify(graph) });
   } catch (e) {
     throw new ShoalError('unavailable', `cannot reach the provider at ${options.url} (${(e as Error).message})`);
   }

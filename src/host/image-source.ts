@@ -10,6 +10,8 @@ import { ShoalError } from '../protocol/errors.ts';
 
 export interface StoreImageSourceOptions {
   userAgent: string;
+  /** A read token for stores that refuse anonymous pulls. */
+  token?: string;
   /** Bytes and blobs fetched (metrics). */
   onPulled?: (bytes: number, blobs: number) => void;
   /** The store's client (tests). Default: a registry client for the URL. */
@@ -19,7 +21,7 @@ export interface StoreImageSourceOptions {
 }
 
 export function createStoreImageSource(options: StoreImageSourceOptions): ImageSource {
-  const clientFor = options.clientFor ?? ((store: string) => createRegistryClient({ baseUrl: store, userAgent: options.userAgent }));
+  const clientFor = options.clientFor ?? ((store: string) => createRegistryClient({ baseUrl: store, userAgent: options.userAgent, ...(options.token === undefined ? {} : { token: options.token }) }));
   const resolverFor = options.resolverFor ?? ((client: RegistryClient) => createPinnedResolveCache({ resolveWith: (ref) => resolveRemoteImage(client, ref) }));
   const stores = new Map<string, { client: RegistryClient; resolver: ImageResolve }>();
   const storeOf = (url: string): { client: RegistryClient; resolver: ImageResolve } => {

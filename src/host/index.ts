@@ -44,6 +44,8 @@ export interface HostOptions {
   dataListen?: { host: string; port: number };
   /** Bearer token of the control API (at least 8 characters). */
   token: string;
+  /** An API token for pulling from stores that refuse anonymous pulls. */
+  storeToken?: string | undefined;
   capacity: Capacity;
   /** The driver plans get unless they name one. Default: runc where it works, else process. */
   driver?: DriverName;
@@ -116,7 +118,7 @@ async function startLocked(options: HostOptions, dataDir: string, log: Logger, r
     drivers: set.drivers,
     standbyDrivers: set.standby,
     defaultDriver,
-    images: createStoreImageSource({ userAgent: `shoal-host/${hostId}`, onPulled: (bytes, blobs) => metricsRef?.pulled(bytes, blobs) }),
+    images: createStoreImageSource({ userAgent: `shoal-host/${hostId}`, ...(options.storeToken === undefined ? {} : { token: options.storeToken }), onPulled: (bytes, blobs) => metricsRef?.pulled(bytes, blobs) }),
     mounter: { mountOverlay, unmountOverlay, listMounts },
     openImportSockets: (dir, bindings, o) => openImportSockets(dir, bindings, o),
     routeKeys: [new Uint8Array(routeKey)],

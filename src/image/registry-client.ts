@@ -25,6 +25,8 @@ export interface RegistryClientOptions {
   userAgent?: string;
   /** Blobs moved at once by pullImage / pushImage (default 4). */
   concurrency?: number;
+  /** An API token sent as `Authorization: Bearer` (pushes need one; pulls when the store says so). */
+  token?: string;
 }
 
 export interface FetchedManifest {
@@ -93,6 +95,7 @@ export function createRegistryClient(options: RegistryClientOptions): RegistryCl
   }
   const baseUrl = base.href.replace(/\/+$/, '');
   const userAgent = options.userAgent ?? 'shoal';
+  const auth: Record<string, string> = options.token === undefined ? {} : { authorization: `Bearer ${options.token}` };
   const concurrency = options.concurrency ?? 4;
 
   const urlFor = (path: string): URL => new URL(baseUrl + path);
@@ -104,7 +107,7 @@ export function createRegistryClient(options: RegistryClientOptions): RegistryCl
   }
 
   async function send(method: string, url: URL | string, what: string, init: RequestInit2 = {}): Promise<Response> {
-    const headers: Record<string, string> = { 'user-agent': userAgent, ...init.headers };
+    const headers: Record<string, string> = { 'user-agent': userAgent, ...auth, ...init.headers };
     try {
       return await fetch(url, {
         method,
@@ -216,7 +219,7 @@ export function createRegistryClient(options: RegistryClientOptions): RegistryCl
       // Layers are the bulk of every pull: over plain http they stream through undici's
       // request (Node streams), which moves bytes at about twice fetch's rate here (fetch's
       // web streams cost CPU per chunk); https and redirects to other hosts keep using fetch.
-      const res = url.protocol === 'http:' ? await httpGet(url, what, userAgent, opts.signal) : await call('GET', url, what, [200], { signal: opts.signal });
+      const res = url.protocol === 'http:' ? await httpGet(url, what, { 'user-agent': userAgent, ...auth }, opts.signal) : await call('GET', url, what, [200], { signal: opts.signal });
       const declared = res.headers.get('content-length');
       if (opts.expectedSize !== undefined && declared !== null && Number(declared) !== opts.expectedSize) {
         await ('stream' in res ? res.cancel() : res.body?.cancel());
@@ -464,10 +467,10 @@ interface StreamReply {
 }
 
 /** GET with undici's request (a Node stream body); a status other than 200 becomes the same ShoalError fetch's path gives. */
-async function httpGet(url: URL, what: string, userAgent: string, signal: AbortSignal | undefined): Promise<StreamReply> {
+async function httpGet(url: URL, what: string, requestHeaders: Record<string, string>, signal: AbortSignal | undefined): Promise<StreamReply> {
   let res: Dispatcher.ResponseData;
   try {
-    res = await request(url, { method: 'GET', dispatcher: blobAgent, headers: { 'user-agent': userAgent }, ...(signal ? { signal } : {}) });
+    res = await request(url, { method: 'GET', dispatcher: blobAgent, headers: requestHeaders, ...(signal ? { signal } : {}) });
   } catch (e) {
     throw signal?.aborted ? e : networkError(e, what, url.origin);
   }

@@ -3,7 +3,7 @@
 // /healthz, on a plain node:http server (Hono through @hono/node-server's request
 // listener, so blob handlers can reach the raw request and response).
 import { createReadStream } from 'node:fs';
-import { createServer, type Server } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { getRequestListener } from '@hono/node-server';
 import { Hono } from 'hono';
@@ -59,6 +59,11 @@ export interface StartStoreOptions {
   /** Chunked uploads idle for longer than this are cancelled (default 1 h). */
   uploadTtlMs?: number;
   logger?: StoreLogger;
+  /**
+   * Runs before every request and calls `next` only for those it lets through: the API
+   * token check (src/provider/auth's gate, wired by `shoal store`). Unset: no check.
+   */
+  gate?: { handle(req: IncomingMessage, res: ServerResponse, next: () => void): void };
 }
 
 export interface RunningStore {
@@ -85,7 +90,9 @@ export async function startStore(options: StartStoreOptions): Promise<RunningSto
     ...(options.limits?.maxBlobBytes ? { limits: { maxBlobBytes: options.limits.maxBlobBytes } } : {}),
     ...(options.logger ? { logger: options.logger } : {}),
   });
-  const server = createServer(getRequestListener(app.fetch));
+  const listener = getRequestListener(app.fetch);
+  const gate = options.gate;
+  const server = createServer(gate === undefined ? listener : (req, res) => gate.handle(req, res, () => void listener(req, res)));
   // Layers can be gigabytes on a slow link: no cap on a whole request, only on silence.
   server.requestTimeout = 0;
   server.timeout = 5 * 60_000;

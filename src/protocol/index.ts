@@ -11,3 +11,4 @@ export * from './service.ts';
 export * from './provider-api.ts';
 export * from './store-api.ts';
 export * from './listen-address.ts';
+export * from './auth.ts';

@@ -8,6 +8,7 @@ import { Value } from '@sinclair/typebox/value';
 import { ShoalError } from './errors.ts';
 import { parseImageRef } from './image-ref.ts';
 import { DriverName, Isolation } from './driver.ts';
+import type { ServiceAccess } from './auth.ts';
 
 // Same grammar as ServiceRef in deployment.ts: a DNS label.
 const NAME_PATTERN = '^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$';
@@ -126,6 +127,12 @@ export const ServiceDescriptionSchema = Type.Object(
     placement: Type.Optional(ServicePlacement),
     /** Unset: the host's default driver. */
     driver: Type.Optional(DriverName),
+    /**
+     * Who may send it messages: 'public' (anyone who reaches the provider) or 'token'
+     * (an invoke, deploy or admin API token). Default 'token': a service is closed until
+     * its author says otherwise, so registering one never opens it to the network by accident.
+     */
+    access: Type.Optional(Type.Union([Type.Literal('public'), Type.Literal('token')], { default: 'token' })),
   },
   { additionalProperties: false },
 );
@@ -158,6 +165,7 @@ export interface ServiceDescription {
   scaling: ServiceScalingValue;
   placement: ServicePlacementValue;
   driver?: DriverName;
+  access: ServiceAccess;
 }
 
 /**

@@ -15,6 +15,7 @@ import { createInFlightTracker } from './balancer/index.ts';
 import { createClaims } from './claims.ts';
 import { createColdStart } from './cold-start.ts';
 import { createControlPlane } from './control-plane.ts';
+import { createAccessLookup, createAuthGate, createFarmCredential, createRegistryVerifier } from './auth/index.ts';
 import { createDeployer, type DeployOutcome } from './deployer.ts';
 import { createHostPool, type HostRegistrationRequest, type Logger, type PoolHost } from './host-pool.ts';
 import { createProviderMetrics } from './metrics.ts';
@@ -83,6 +84,8 @@ export interface ProviderOptions {
   storeUrl?: string;
   /** The store's app, served beside the provider on the same address (`shoal up`). */
   store?: MountedApp;
+  /** An API token for reading the store (when it refuses anonymous pulls); asked for at first use. */
+  storeToken?: () => string | undefined;
   /** Hosts register with this token (Authorization: Bearer). At least 8 characters. */
   joinToken: string;
   /** Stable across restarts so a restarted provider recognises its own claims. Default hostname:port. */
@@ -92,6 +95,13 @@ export interface ProviderOptions {
   logger?: Logger;
   tuning?: ProviderTuning;
   version?: string;
+  /** API tokens (src/provider/auth): they are always checked; these are the knobs. */
+  auth?: {
+    /** Image pulls from the mounted store without a token. Default true. */
+    anonymousPull?: boolean;
+    /** How long a token verdict may answer messages without the registry. Default 1000 ms. */
+    cacheTtlMs?: number;
+  };
 }
 
 export interface ProviderEvents {
@@ -170,7 +180,10 @@ async function assemble(options: ProviderOptions, registry: Registry, ownRegistr
   const storeUrlOf = () => options.storeUrl ?? url;
   let storeClient: ReturnType<typeof createRegistryClient> | undefined;
   const images = createImageResolver({
-    client: () => (storeClient ??= createRegistryClient({ baseUrl: storeUrlOf(), userAgent: `shoal-provider/${providerId}` })),
+    client: () => {
+      const token = options.storeToken?.();
+      return (storeClient ??= createRegistryClient({ baseUrl: storeUrlOf(), userAgent: `shoal-provider/${providerId}`, ...(token === undefined ? {} : { token }) }));
+    },
     refreshAfterMs: 10_000,
     maxStaleMs: 600_000,
     log,
@@ -294,7 +307,9 @@ async function assemble(options: ProviderOptions, registry: Registry, ownRegistr
       onAnswered: (service, op, status, startedAt) => metrics.message(service, op, status, (performance.now() - startedAt) / 1000),
     },
   });
+  const verifier = createRegistryVerifier({ tokens: registry, ...(options.auth?.cacheTtlMs === undefined ? {} : { cacheTtlMs: options.auth.cacheTtlMs }) });
   const api = createProviderApi({
+    verifier,
     registry,
     table,
     pool,
@@ -308,13 +323,18 @@ async function assemble(options: ProviderOptions, registry: Registry, ownRegistr
     ...(options.store === undefined ? {} : { store: options.store }),
     log,
   });
+  const farmCredential = createFarmCredential({ registry, providerId });
   const registerService = async (description: unknown): Promise<void> => {
     await control.registerService(description);
   };
   const farms = createFarmEngine({
     registry,
     providerUrl: () => url,
-    registerService,
+    token: farmCredential.current,
+    registerService: async (d) => {
+      await farmCredential.ensure();
+      return registerService(d);
+    },
     deploy: (service) => control.ensureInstance(service),
     log,
     ...(t.maxBodyBytes === undefined ? {} : { maxBodyBytes: t.maxBodyBytes }),
@@ -322,7 +342,14 @@ async function assemble(options: ProviderOptions, registry: Registry, ownRegistr
   });
   farmsRef = farms;
   events.on('removed', (ep, reason) => farms.onInstanceGone(ep.service, reason));
-  const server = createProviderServer({ router, api, farms, ...(options.store === undefined ? {} : { store: options.store }) });
+  const gate = createAuthGate({
+    verifier,
+    ...(options.auth?.anonymousPull === undefined ? {} : { anonymousPull: options.auth.anonymousPull }),
+    access: createAccessLookup({ table, registry, farms }),
+    audit: (entry) => registry.appendAudit(entry),
+    log,
+  });
+  const server = createProviderServer({ router, api, farms, gate, ...(options.store === undefined ? {} : { store: options.store }) });
 
   await reconciler.reconcile();
   const boundPort = await new Promise<number>((resolve, reject) => {

@@ -13,6 +13,7 @@ import {
   ServiceSummary,
 } from '../protocol/provider-api.ts';
 import { ErrorBodySchema as ErrorSchema } from '../protocol/error-body.ts';
+import { AuditEntry, TokenCreateBody, TokenCreated, TokenSummary } from '../protocol/auth.ts';
 
 
 function strip(schema: TSchema): unknown {
@@ -32,7 +33,13 @@ export function providerOpenApi(version: string, extraPaths: Record<string, unkn
       description:
         'Consumers send messages to POST /s/{service}/{operation}; the provider deploys the service on the first message, then routes. The control API under /api/v1/ registers services and hosts and shows deployments and instances.',
     },
-    components: { securitySchemes: { joinToken: { type: 'http', scheme: 'bearer', description: "the provider's join token (hosts only)" } } },
+    components: {
+      securitySchemes: {
+        joinToken: { type: 'http', scheme: 'bearer', description: "the provider's join token (hosts only)" },
+        apiToken: { type: 'http', scheme: 'bearer', description: 'an API token (shoal token create): admin, deploy, read, or invoke for token-access services' },
+      },
+    },
+    security: [{ apiToken: [] }],
     paths: {
       '/s/{service}/{operation}': {
         post: {
@@ -116,7 +123,35 @@ export function providerOpenApi(version: string, extraPaths: Record<string, unkn
         },
       },
       '/metrics': { get: { summary: 'Prometheus metrics', responses: { '200': { description: 'text exposition format' } } } },
-      '/healthz': { get: { summary: 'Liveness', responses: { '200': { description: 'ok' } } } },
+      '/healthz': { get: { summary: 'Liveness', security: [], responses: { '200': { description: 'ok' } } } },
+      '/api/v1/tokens': {
+        get: { summary: 'API tokens (admin): ids, roles, expiry, revocation; never secrets', responses: { '200': { description: 'tokens', ...json(Type.Object({ tokens: Type.Array(TokenSummary) })) } } },
+        post: {
+          summary: 'Make a token (admin); the secret is in this reply only',
+          requestBody: { required: true, ...json(TokenCreateBody) },
+          responses: { '201': { description: 'made', ...json(TokenCreated) }, '400': error('invalid body') },
+        },
+      },
+      '/api/v1/tokens/{id}': {
+        delete: {
+          summary: 'Revoke a token now (admin)',
+          parameters: [{ name: 'id', in: 'path', required: true, schema: { type: 'string' } }],
+          responses: { '200': { description: 'revoked' }, '404': error('no live token with this id') },
+        },
+      },
+      '/api/v1/audit': {
+        get: {
+          summary: 'Mutating calls: token id and role, method, route, service, address, status (admin)',
+          parameters: [
+            { name: 'service', in: 'query', schema: { type: 'string' } },
+            { name: 'token', in: 'query', schema: { type: 'string' } },
+            { name: 'since', in: 'query', description: 'epoch ms or ISO date, inclusive', schema: { type: 'string' } },
+            { name: 'until', in: 'query', description: 'epoch ms or ISO date, exclusive', schema: { type: 'string' } },
+            { name: 'limit', in: 'query', schema: { type: 'integer', maximum: 10000 } },
+          ],
+          responses: { '200': { description: 'entries, oldest first', ...json(Type.Object({ entries: Type.Array(AuditEntry) })) } },
+        },
+      },
       ...extraPaths,
     },
   };

@@ -10,6 +10,7 @@ import { Hono, type Context } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import { Value } from '@sinclair/typebox/value';
 import type { Activator } from './activator/index.ts';
+import { createTokensApi, noteAuditService, type AuthGate, type TokenVerifier } from './auth/index.ts';
 import type { InFlightTracker } from './balancer/index.ts';
 import type { ControlPlane } from './control-plane.ts';
 import { publicHost, type HostPool } from './host-pool.ts';
@@ -40,6 +41,8 @@ export interface ProviderApiOptions {
   version: string;
   /** The store app mounted beside the provider (its API paths go into /openapi.json). */
   store?: MountedApp;
+  /** Serves /api/v1/tokens (revocations drop its cached verdicts). */
+  verifier: TokenVerifier;
   log: { warn(obj: object, msg?: string): void };
 }
 
@@ -61,6 +64,7 @@ export function createProviderApi(options: ProviderApiOptions): Hono {
     return replyError(c, new ShoalError('not-found', `no route ${c.req.method} ${c.req.path}`));
   });
 
+  app.route('/', createTokensApi({ registry, verifier: options.verifier }));
   app.get('/healthz', (c) => c.json({ ok: true, provider: options.providerId }));
   let storePaths: Record<string, unknown> | undefined;
   app.get('/openapi.json', async (c) => {
@@ -94,7 +98,11 @@ export function createProviderApi(options: ProviderApiOptions): Hono {
   // ---- services ----
 
   app.post('/api/v1/services', limit, async (c) => {
-    const { service, created } = await control.registerService(await readJson(c));
+    const body = await readJson(c);
+    // The audit row names the service even when the registration is refused.
+    const name = (body as { name?: unknown } | null)?.name;
+    if (typeof name === 'string') noteAuditService((c.env as { incoming?: IncomingMessage } | undefined)?.incoming, name);
+    const { service, created } = await control.registerService(body);
     return c.json({ service }, created ? 201 : 200);
   });
 
@@ -306,10 +314,12 @@ export function createProviderServer(options: {
   store?: MountedApp;
   /** Farms (intermediaries/farms.ts): /x/…, exported names under /s/, /api/v1/farms. */
   farms?: { handles(url: string): boolean; handle(req: IncomingMessage, res: ServerResponse): void };
+  /** Checks tokens and roles before anything else runs (auth/gate.ts). */
+  gate?: AuthGate;
 }): Server {
   const api = getRequestListener(options.api.fetch);
   const store = options.store === undefined ? undefined : getRequestListener(options.store.fetch);
-  const server = createServer({ keepAliveTimeout: 30_000 }, (req: IncomingMessage, res: ServerResponse) => {
+  const dispatch = (req: IncomingMessage, res: ServerResponse): void => {
     const url = req.url ?? '/';
     if (options.farms?.handles(url)) return options.farms.handle(req, res);
     if (url.startsWith(MESSAGE_PREFIX)) return options.router.handle(req, res);
@@ -319,7 +329,9 @@ export function createProviderServer(options: {
       }
     }
     void api(req, res);
-  });
+  };
+  const gate = options.gate;
+  const server = createServer({ keepAliveTimeout: 30_000 }, gate === undefined ? dispatch : (req, res) => gate.handle(req, res, () => dispatch(req, res)));
   // Layers pushed to a mounted store can be large: no cap on a whole request, only on silence.
   server.requestTimeout = 0;
   server.timeout = 5 * 60_000;

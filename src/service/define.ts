@@ -20,7 +20,7 @@ export type OperationMap = { readonly [operation: string]: OperationSpec };
 // `any` here so that a definition with any imports of its own can be imported.
 export type ImportMap = { readonly [name: string]: ServiceDefinition<string, OperationMap, any> };
 
-type DescriptionExtras = Pick<ServiceDescriptionInput, 'resources' | 'scaling' | 'placement' | 'driver'>;
+type DescriptionExtras = Pick<ServiceDescriptionInput, 'resources' | 'scaling' | 'placement' | 'driver' | 'access'>;
 
 /** What `defineService` takes. */
 export interface ServiceSpec<Name extends string, Ops extends OperationMap, Imports extends ImportMap> extends DescriptionExtras {
@@ -139,6 +139,7 @@ export function toServiceDescription(def: AnyService, overrides: { image?: strin
     ...(def.scaling === undefined ? {} : { scaling: { ...def.scaling } }),
     ...(def.placement === undefined ? {} : { placement: structuredClone(def.placement) }),
     ...(def.driver === undefined ? {} : { driver: def.driver }),
+    ...(def.access === undefined ? {} : { access: def.access }),
   };
 }
 

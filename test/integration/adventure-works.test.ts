@@ -14,6 +14,7 @@ import { fileURLToPath } from 'node:url';
 import { startHost, type Host } from '../../src/host/index.ts';
 import { createRegistryClient, startStore, type RunningStore } from '../../src/image/index.ts';
 import { startProvider, type Provider } from '../../src/provider/index.ts';
+import { createApiToken } from '../../src/provider/auth/index.ts';
 import { applyFarm } from '../../src/compose/apply.ts';
 import { skipUnless } from '../host/fixtures/requirements.ts';
 import { echoStoreDir } from '../provider/fixtures/echo-store.ts';
@@ -44,6 +45,8 @@ describe('Adventure Works on runc', { skip }, () => {
   let host: Host;
   let provider: Provider;
   let credit: CreditService;
+  let admin: string;
+  const auth = () => ({ authorization: `Bearer ${admin}` });
 
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), 'aw-'));
@@ -60,6 +63,7 @@ describe('Adventure Works on runc', { skip }, () => {
       tuning: { reportIntervalMs: 200, suspectAfterMs: 2000, deadAfterMs: 5000, scaleIntervalMs: 200, syncIntervalMs: 500 },
     });
     await provider.registerHost({ controlUrl: host.controlUrl, token: TOKEN });
+    admin = (await createApiToken(provider.registry, { role: 'admin' })).secret;
     credit = await startCredit({ delayMs: 3 });
     process.env.AW_CREDIT_URL = credit.url; // the farm script imports it from outside the farm
   });
@@ -73,15 +77,15 @@ describe('Adventure Works on runc', { skip }, () => {
   });
 
   it('shoal apply brings it up; applying again changes nothing; shoal call places an order', async () => {
-    const first = await applyFarm(FARM, { url: provider.url });
+    const first = await applyFarm(FARM, { url: provider.url, token: admin });
     assert.equal(first.changed, true);
     assert.deepEqual([...first.services].sort(), [...INSTANCES].sort());
     await until('five instances ready', () => INSTANCES.every((s) => provider.table.endpoints(s).length === 1), 60_000);
-    const again = await applyFarm(FARM, { url: provider.url });
+    const again = await applyFarm(FARM, { url: provider.url, token: admin });
     assert.equal(again.changed, false);
 
     // Asynchronously: the provider answering it runs in this process.
-    const r = await promisify(execFile)(process.execPath, [join(ROOT, 'bin/shoal.js'), 'call', 'order-entry', 'SubmitOrder', JSON.stringify(order(0)), '--url', provider.url, '--json'], { encoding: 'utf8' });
+    const r = await promisify(execFile)(process.execPath, [join(ROOT, 'bin/shoal.js'), 'call', 'order-entry', 'SubmitOrder', JSON.stringify(order(0)), '--url', provider.url, '--token', admin, '--json'], { encoding: 'utf8' });
     const reply = JSON.parse(r.stdout) as { orderId: string; status: string; authorization: string };
     assert.equal(reply.orderId, 'o-0');
     assert.equal(reply.status, 'accepted');
@@ -95,7 +99,7 @@ describe('Adventure Works on runc', { skip }, () => {
     const worker = async () => {
       while (next <= N) {
         const i = next++;
-        const res = await fetch(`${provider.url}/s/order-entry/SubmitOrder`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(order(i)) });
+        const res = await fetch(`${provider.url}/s/order-entry/SubmitOrder`, { method: 'POST', headers: { 'content-type': 'application/json', ...auth() }, body: JSON.stringify(order(i)) });
         replies.push({ status: res.status, body: (await res.json()) as { orderId?: string } });
         await new Promise((r) => setTimeout(r, 20));
       }
@@ -114,7 +118,7 @@ describe('Adventure Works on runc', { skip }, () => {
     assert.deepEqual(failed, [], 'every order answered');
     assert.deepEqual(replies.map((r) => r.body.orderId).sort(), Array.from({ length: N }, (_, i) => `o-${i + 1}`).sort());
 
-    const rec = (await (await fetch(`${provider.url}/x/adventure-works/processing/Processed`, { method: 'POST', body: '{}' })).json()) as { orders: Record<string, number>; duplicates: number };
+    const rec = (await (await fetch(`${provider.url}/x/adventure-works/processing/Processed`, { method: 'POST', headers: auth(), body: '{}' })).json()) as { orders: Record<string, number>; duplicates: number };
     for (let i = 0; i <= N; i++) assert.equal(rec.orders[`o-${i}`], 1, `o-${i} processed exactly once`);
     assert.equal(Object.keys(rec.orders).length, N + 1);
 

@@ -5,7 +5,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -49,8 +49,11 @@ function startProviderProcess(args: string[]): Promise<{ child: ChildProcess; ur
   });
 }
 
+/** The admin token `shoal provider` made in its state directory on first start. */
+let auth: Record<string, string> = {};
+
 async function post(url: string, body: unknown, headers: Record<string, string> = {}) {
-  const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: JSON.stringify(body) });
+  const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json', ...auth, ...headers }, body: JSON.stringify(body) });
   return { status: res.status, body: (await res.json()) as any, instance: res.headers.get('x-shoal-instance') };
 }
 
@@ -76,10 +79,11 @@ describe('provider killed with SIGKILL and restarted', { skip }, () => {
   it('loses no service and no deployment', async () => {
     const port = await freePort();
     const db = join(dir, 'shoal.db');
-    const args = ['--listen', `127.0.0.1:${port}`, '--db', db, '--store', store.url, '--join-token', JOIN];
+    const args = ['--listen', `127.0.0.1:${port}`, '--db', db, '--store', store.url, '--join-token', JOIN, '--data', join(dir, 'state')];
     const first = await startProviderProcess(args);
     children.push(first.child);
     const url = first.url;
+    auth = { authorization: `Bearer ${(await readFile(join(dir, 'state', 'admin-token'), 'utf8')).trim()}` };
     assert.equal((await post(`${url}/api/v1/hosts`, { controlUrl: host.controlUrl, token: TOKEN }, { authorization: `Bearer ${JOIN}` })).status, 201);
     for (const name of ['alpha', 'beta', 'gamma']) assert.equal((await post(`${url}/api/v1/services`, service(name))).status, 201);
     const before: Record<string, string> = {};
@@ -94,14 +98,14 @@ describe('provider killed with SIGKILL and restarted', { skip }, () => {
     let answered = 0;
     const traffic = ['alpha', 'beta'].map(async (name) => {
       while (!stop) {
-        const r = await fetch(`${url}/s/${name}/Echo`, { method: 'POST', body: '{"message":"t"}' }).catch(() => undefined);
+        const r = await fetch(`${url}/s/${name}/Echo`, { method: 'POST', headers: auth, body: '{"message":"t"}' }).catch(() => undefined);
         if (r?.status === 200) answered++;
         await r?.arrayBuffer().catch(() => undefined);
       }
     });
     // Wait for traffic to flow (however loaded the machine) before the kill.
     await until('traffic on alpha and beta', () => answered > 10, 60_000);
-    const cold = fetch(`${url}/s/gamma/Echo`, { method: 'POST', body: '{"message":"cold"}' }).catch(() => undefined);
+    const cold = fetch(`${url}/s/gamma/Echo`, { method: 'POST', headers: auth, body: '{"message":"cold"}' }).catch(() => undefined);
     await new Promise((r) => setTimeout(r, 60));
     first.child.kill('SIGKILL');
     await new Promise((r) => first.child.once('exit', r));
@@ -115,7 +119,7 @@ describe('provider killed with SIGKILL and restarted', { skip }, () => {
     assert.equal(second.url, url);
 
     // Every service is still registered.
-    const services = (await (await fetch(`${url}/api/v1/services`)).json()) as any;
+    const services = (await (await fetch(`${url}/api/v1/services`, { headers: auth })).json()) as any;
     assert.deepEqual(services.services.map((s: any) => s.name).sort(), ['alpha', 'beta', 'gamma']);
     // The instances that were serving serve again, without a new deployment.
     for (const name of ['alpha', 'beta']) {

@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { startHost, type Host } from '../../src/host/index.ts';
 import type { RunningStore } from '../../src/image/index.ts';
 import { startProvider, type Provider } from '../../src/provider/index.ts';
+import { createApiToken } from '../../src/provider/auth/index.ts';
 import { skipUnless } from '../host/fixtures/requirements.ts';
 import { startEchoStore } from '../provider/fixtures/echo-store.ts';
 import { until } from '../fixtures/until.ts';
@@ -60,6 +61,7 @@ describe('provider with runc hosts', { skip }, () => {
     if (dir) await rm(dir, { recursive: true, force: true });
   });
 
+  const tokens = new Map<Provider, string>();
   async function provider(hostCount: number): Promise<Provider> {
     const p = await startProvider({
       listen: { host: '127.0.0.1', port: 0 },
@@ -69,12 +71,13 @@ describe('provider with runc hosts', { skip }, () => {
       tuning: { reportIntervalMs: 200, suspectAfterMs: 600, deadAfterMs: 1200, scaleIntervalMs: 200, syncIntervalMs: 500 },
     });
     providers.push(p);
+    tokens.set(p, (await createApiToken(p.registry, { role: 'invoke' })).secret);
     for (const h of hosts.slice(0, hostCount)) await p.registerHost({ controlUrl: h.controlUrl, token: TOKEN });
     return p;
   }
 
   const send = (p: Provider, service: string, op: string, body: unknown) =>
-    fetch(`${p.url}/s/${service}/${op}`, { method: 'POST', body: JSON.stringify(body) }).then(async (r) => ({ status: r.status, body: (await r.json()) as any, instance: r.headers.get('x-shoal-instance') }));
+    fetch(`${p.url}/s/${service}/${op}`, { method: 'POST', headers: { authorization: `Bearer ${tokens.get(p)}` }, body: JSON.stringify(body) }).then(async (r) => ({ status: r.status, body: (await r.json()) as any, instance: r.headers.get('x-shoal-instance') }));
 
   it('100 concurrent first messages to a cold service: 100 correct replies and exactly one deployment', async () => {
     const p = await provider(1);

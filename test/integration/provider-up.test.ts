@@ -6,7 +6,7 @@
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { cp, mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
+import { cp, mkdtemp, readFile, readdir, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -71,7 +71,14 @@ describe('shoal up', { skip }, () => {
     assert.match(out, new RegExp(`provider +${url}`));
     assert.match(out, /registered the echo service/);
 
-    const env = { SHOAL_URL: url };
+    // The admin token made on first start: 0600 in the 0700 state directory, found there by the CLI.
+    assert.match(out, /made an admin token: .*admin-token/);
+    assert.equal((await stat(data)).mode & 0o777, 0o700);
+    assert.equal((await stat(join(data, 'admin-token'))).mode & 0o777, 0o600);
+    const env = { SHOAL_URL: url, SHOAL_STATE: data };
+    const refused = await shoal(['ps', '--json'], { SHOAL_URL: url, SHOAL_STATE: join(dir, 'elsewhere') });
+    assert.notEqual(refused.code, 0, 'no token, no listing');
+    assert.match(refused.stderr, /missing token/);
     const echo = await shoal(['call', 'echo', 'Echo', '{"message":"hello"}'], env);
     assert.equal(echo.code, 0, echo.stderr);
     assert.deepEqual(JSON.parse(echo.stdout), { message: 'hello' });
@@ -95,7 +102,21 @@ describe('shoal up', { skip }, () => {
     assert.match(deps.stdout, /ready .* echo-/);
     assert.match(deps.stdout, /first-reply/);
     // The store answers on the same address.
-    assert.equal((await fetch(`${url}/v2/`)).status, 200);
+    const admin = (await readFile(join(data, 'admin-token'), 'utf8')).trim();
+    assert.equal((await fetch(`${url}/v2/`, { headers: { authorization: `Bearer ${admin}` } })).status, 200);
+    assert.equal((await fetch(`${url}/v2/`)).status, 401, 'the challenge docker-style clients ask for');
+    // Tokens from the CLI: a read token lists, cannot deploy; revoked, it lists no more.
+    const made = await shoal(['token', 'create', '--role', 'read', '--ttl', '1h', '--json'], env);
+    assert.equal(made.code, 0, made.stderr);
+    const read = JSON.parse(made.stdout) as { secret: string; token: { id: string } };
+    assert.equal((await shoal(['hosts', '--json', '--token', read.secret], env)).code, 0);
+    assert.notEqual((await shoal(['service', 'rm', 'echo', '--token', read.secret], env)).code, 0);
+    assert.match((await shoal(['token', 'ls'], env)).stdout, new RegExp(`${read.token.id} +read`));
+    assert.equal((await shoal(['token', 'revoke', read.token.id], env)).code, 0);
+    assert.notEqual((await shoal(['hosts', '--token', read.secret], env)).code, 0);
+    const audit = await shoal(['audit', '--service', 'echo', '--json'], env);
+    assert.equal(audit.code, 0, audit.stderr);
+    assert.ok((JSON.parse(audit.stdout).entries as Array<{ status: number; role?: string }>).some((e) => e.status === 403 && e.role === 'read'), audit.stdout);
 
     child.kill('SIGTERM');
     const code = await new Promise<number | null>((resolve) => child!.once('exit', (c) => resolve(c)));

@@ -3,7 +3,7 @@
 // (not delivered → another instance; delivered and lost → 502 unless idempotent).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { startFarm, until } from './fixtures/provider.ts';
+import { adminAuth, startFarm, until } from './fixtures/provider.ts';
 import { ECHO_TEST_SERVICE } from './fixtures/fake-host.ts';
 
 const quiet = { ...ECHO_TEST_SERVICE, scaling: { targetConcurrency: 1000, idleTimeoutMs: 600_000 } };
@@ -19,7 +19,7 @@ test('message safety: a body that fails the input schema is refused 400 naming t
   assert.equal(wrongType.status, 400);
   assert.equal(wrongType.body.error.field, '/message');
   assert.match(wrongType.body.error.message, /must be string, got integer/);
-  const res = await fetch(`${farm.provider.url}/s/echo/Echo`, { method: 'POST', body: '{"message": nope' });
+  const res = await fetch(`${farm.provider.url}/s/echo/Echo`, { method: 'POST', headers: adminAuth(farm.provider.url), body: '{"message": nope' });
   assert.equal(res.status, 400);
   assert.equal(((await res.json()) as any).error.field, 'body');
   assert.equal(farm.hosts[0]!.plans.length, 0, 'nothing was deployed for refused messages');
@@ -34,11 +34,12 @@ test('unknown service or operation → 404 naming which; other methods → 405; 
   assert.equal(noOp.status, 404);
   assert.equal(noOp.body.error.field, 'operation');
   assert.match(noOp.body.error.message, /has no operation "Nope" \(it has: Echo/);
-  assert.equal((await fetch(`${farm.provider.url}/s/echo`, { method: 'POST' })).status, 404);
-  const get = await fetch(`${farm.provider.url}/s/echo/Echo`);
+  const auth = { headers: adminAuth(farm.provider.url) };
+  assert.equal((await fetch(`${farm.provider.url}/s/echo`, { method: 'POST', ...auth })).status, 404);
+  const get = await fetch(`${farm.provider.url}/s/echo/Echo`, auth);
   assert.equal(get.status, 405);
   assert.equal(get.headers.get('allow'), 'POST');
-  const empty = await fetch(`${farm.provider.url}/s/echo/Who`, { method: 'POST' });
+  const empty = await fetch(`${farm.provider.url}/s/echo/Who`, { method: 'POST', ...auth });
   assert.equal(empty.status, 200);
   assert.equal(farm.hosts[0]!.plans.length, 1);
 });

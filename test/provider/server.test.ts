@@ -3,13 +3,13 @@
 // timelines, instances, OpenAPI, metrics.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { startFarm, until } from './fixtures/provider.ts';
+import { adminAuth, startFarm, until } from './fixtures/provider.ts';
 import { ECHO_TEST_SERVICE, startFakeHost } from './fixtures/fake-host.ts';
 
 async function api(base: string, method: string, path: string, body?: unknown, headers: Record<string, string> = {}) {
   const res = await fetch(`${base}${path}`, {
     method,
-    headers: { ...(body === undefined ? {} : { 'content-type': 'application/json' }), ...headers },
+    headers: { ...(body === undefined ? {} : { 'content-type': 'application/json' }), ...adminAuth(base), ...headers },
     ...(body === undefined ? {} : { body: JSON.stringify(body) }),
   });
   const text = await res.text();
@@ -32,7 +32,7 @@ test('services: registration is validated and errors name the field', async (t) 
     assert.equal(r.body.error.code, 'invalid');
     assert.equal(r.body.error.field, field, r.body.error.message);
   }
-  const notJson = await fetch(`${provider.url}/api/v1/services`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{' });
+  const notJson = await fetch(`${provider.url}/api/v1/services`, { method: 'POST', headers: { 'content-type': 'application/json', ...adminAuth(provider.url) }, body: '{' });
   assert.equal(notJson.status, 400);
   assert.equal(((await notJson.json()) as any).error.field, 'body');
 
@@ -128,7 +128,7 @@ test('deployments, instances, events, OpenAPI, metrics, healthz', async (t) => {
   assert.equal(doc.body.openapi, '3.1.0');
   for (const p of ['/s/{service}/{operation}', '/api/v1/services', '/api/v1/hosts', '/api/v1/deployments', '/api/v1/instances']) assert.ok(doc.body.paths[p], p);
 
-  const metrics = await (await fetch(`${provider.url}/metrics`)).text();
+  const metrics = await (await fetch(`${provider.url}/metrics`, { headers: adminAuth(provider.url) })).text();
   assert.match(metrics, /shoal_provider_messages_total\{service="echo",operation="Echo",status="200"\} 1/);
   assert.match(metrics, /shoal_provider_cold_starts_total\{service="echo"\} 1/);
   assert.match(metrics, /shoal_provider_endpoints\{service="echo"\} 2/);

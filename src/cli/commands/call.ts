@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import { fetch, type Response } from 'undici';
 import { ShoalError } from '../../protocol/errors.ts';
 import { errorFrom, providerUrl, withProviderOptions, type ClientOptions } from './provider-client.ts';
+import { authHeader } from './credentials.ts';
 
 export function registerCallCommand(program: Command): void {
   withProviderOptions(
@@ -19,7 +20,7 @@ export function registerCallCommand(program: Command): void {
     const path = `/s/${encodeURIComponent(service)}/${encodeURIComponent(operation)}`;
     let res: Response;
     try {
-      res = await fetch(`${base}${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body });
+      res = await fetch(`${base}${path}`, { method: 'POST', headers: { 'content-type': 'application/json', ...authHeader(opts) }, body });
     } catch (e) {
       const cause = (e as { cause?: { code?: string } }).cause?.code ?? (e as Error).message;
       throw new ShoalError('unavailable', `cannot reach the provider at ${base} (${cause}); is \`shoal up\` running? (--url / SHOAL_URL)`);

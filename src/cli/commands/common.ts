@@ -27,7 +27,10 @@ export function parseListen(text: string, field = 'listen'): { host: string; por
 }
 
 export function withStoreOption(cmd: Command): Command {
-  return cmd.option('--store <url>', `store URL (env SHOAL_STORE, default ${DEFAULT_URL})`).option('--json', 'print JSON');
+  return cmd
+    .option('--store <url>', `store URL (env SHOAL_STORE, default ${DEFAULT_URL})`)
+    .option('--token <token>', 'API token (env SHOAL_TOKEN; default: the admin token in ./.shoal/admin-token)')
+    .option('--json', 'print JSON');
 }
 
 /** Resolves on SIGINT/SIGTERM, so long-running commands can shut down in order. */

@@ -3,6 +3,7 @@
 import type { Command } from 'commander';
 import { ShoalError } from '../../protocol/errors.ts';
 import { providerUrl, withProviderOptions, type ClientOptions } from './provider-client.ts';
+import { resolveToken } from './credentials.ts';
 
 export function registerFarmCommands(program: Command): void {
   withProviderOptions(
@@ -11,7 +12,8 @@ export function registerFarmCommands(program: Command): void {
       .description('type-check a farm script (shoal/compose) and realise it on the provider; applying it again changes nothing'),
   ).action(async (file: string, opts: ClientOptions) => {
     const { applyFarm } = await import('../../compose/apply.ts');
-    const r = await applyFarm(file, { url: providerUrl(opts) });
+    const token = resolveToken(opts);
+    const r = await applyFarm(file, { url: providerUrl(opts), ...(token === undefined ? {} : { token }) });
     if (opts.json) return void process.stdout.write(`${JSON.stringify(r)}\n`);
     if (!r.changed) return void process.stdout.write(`farm ${r.farm}: unchanged\n`);
     const lines = r.changes.map((c) => `  ${c.kind === 'added' ? '+' : c.kind === 'removed' ? '-' : '~'} ${c.what} ${c.id}`);

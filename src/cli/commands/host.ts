@@ -40,6 +40,7 @@ export function registerHostCommand(program: Command): void {
     .option('--keep-instances', 'on SIGTERM leave instances running for the next start to re-adopt')
     .option('--provider <url>', 'register with this provider once started (needs --join-token)')
     .option('--join-token <token>', "the provider's join token (env SHOAL_JOIN_TOKEN)")
+    .option('--store-token <token>', 'API token for pulling images when the store refuses anonymous pulls (env SHOAL_STORE_TOKEN)')
     .option('--labels <k=v,...>', 'labels placement can select this host by')
     .action(
       async (opts: {
@@ -47,6 +48,7 @@ export function registerHostCommand(program: Command): void {
         dataListen: string;
         data: string;
         token?: string;
+        storeToken?: string;
         driver?: string;
         memory?: string;
         cpu?: string;
@@ -80,6 +82,7 @@ export function registerHostCommand(program: Command): void {
           listen: parseListen(opts.listen),
           dataListen: parseListen(opts.dataListen, 'data-listen'),
           token,
+          storeToken: opts.storeToken ?? process.env.SHOAL_STORE_TOKEN,
           capacity,
           ...(driver === undefined ? {} : { driver }),
           layerCacheBytes: positiveInt(opts.layerCache, 'layer-cache') * 1024 * 1024,

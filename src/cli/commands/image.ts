@@ -3,6 +3,7 @@ import { ShoalError } from '../../protocol/errors.ts';
 import { formatImageRef, parseImageRef } from '../../protocol/image-ref.ts';
 import { createProgress, formatBytes, printResult, table } from '../output.ts';
 import { storeUrl, withStoreOption } from './common.ts';
+import { resolveToken } from './credentials.ts';
 
 function collect(value: string, previous: string[] = []): string[] {
   return [...previous, value];
@@ -36,9 +37,10 @@ function parseOwner(text: string | undefined): { uid: number; gid: number } | un
   return { uid: Number(m[1]), gid: Number(m[2]) };
 }
 
-async function client(opts: { store?: string }) {
+async function client(opts: { store?: string; token?: string }) {
   const { createRegistryClient } = await import('../../image/index.ts');
-  return createRegistryClient({ baseUrl: storeUrl(opts) });
+  const token = resolveToken(opts);
+  return createRegistryClient({ baseUrl: storeUrl(opts), ...(token === undefined ? {} : { token }) });
 }
 
 export function registerImageCommands(program: Command): void {
@@ -188,9 +190,10 @@ export function registerImageCommands(program: Command): void {
   );
 
   withStoreOption(image.command('gc').description('remove blobs that no tag or manifest reaches')).action(
-    async (opts: { store?: string; json?: boolean }) => {
+    async (opts: { store?: string; json?: boolean; token?: string }) => {
       const { requestGc } = await import('../../image/index.ts');
-      const result = await requestGc(storeUrl(opts));
+      const token = resolveToken(opts);
+      const result = await requestGc(storeUrl(opts), token === undefined ? {} : { token });
       printResult(opts, result, () => `removed ${result.removedBlobs} blobs, freed ${formatBytes(result.freedBytes)}`);
     },
   );

@@ -5,10 +5,12 @@ import type { Command } from 'commander';
 import { fetch, type Response } from 'undici';
 import { isErrorCode, ShoalError, type ErrorCode } from '../../protocol/errors.ts';
 import { DEFAULT_URL, normalizeUrl } from './common.ts';
+import { authHeader, TOKEN_OPTION_HELP } from './credentials.ts';
 
 export interface ClientOptions {
   url?: string;
   json?: boolean;
+  token?: string;
 }
 
 export function providerUrl(opts: ClientOptions): string {
@@ -16,7 +18,7 @@ export function providerUrl(opts: ClientOptions): string {
 }
 
 export function withProviderOptions(cmd: Command): Command {
-  return cmd.option('--url <url>', `provider URL (env SHOAL_URL, default ${DEFAULT_URL})`).option('--json', 'print JSON');
+  return cmd.option('--url <url>', `provider URL (env SHOAL_URL, default ${DEFAULT_URL})`).option('--token <token>', TOKEN_OPTION_HELP).option('--json', 'print JSON');
 }
 
 /** The provider's error body as a ShoalError (or a generic one for a non-JSON reply). */
@@ -59,7 +61,7 @@ export async function providerRequest<T>(opts: ClientOptions, method: string, pa
   try {
     res = await fetch(`${base}${path}`, {
       method,
-      headers: { accept: 'application/json', ...(body === undefined ? {} : { 'content-type': 'application/json' }), ...headers },
+      headers: { accept: 'application/json', ...(body === undefined ? {} : { 'content-type': 'application/json' }), ...authHeader(opts), ...headers },
       ...(body === undefined ? {} : { body: typeof body === 'string' ? body : JSON.stringify(body) }),
     });
   } catch (e) {

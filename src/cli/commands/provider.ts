@@ -12,7 +12,9 @@ export function registerProviderCommand(program: Command): void {
     .option('--store <url>', 'the store hosts pull images from (env SHOAL_STORE)')
     .option('--join-token <token>', 'token hosts register with (env SHOAL_JOIN_TOKEN; default: a random one, printed)')
     .option('--provider-id <id>', 'stable id of this provider in a shared registry (default hostname:port)')
-    .action(async (opts: { listen: string; db?: string; store?: string; joinToken?: string; providerId?: string }) => {
+    .option('--data <dir>', 'state directory: the admin token made on first start', './.shoal')
+    .option('--store-token <token>', 'API token for reading the store when it refuses anonymous pulls (env SHOAL_STORE_TOKEN)')
+    .action(async (opts: { listen: string; db?: string; store?: string; joinToken?: string; providerId?: string; data: string; storeToken?: string }) => {
       const listen = parseListen(opts.listen);
       const store = opts.store ?? process.env.SHOAL_STORE;
       if (store === undefined) throw new ShoalError('invalid', 'the store hosts pull from is needed: --store URL or SHOAL_STORE', { field: 'store' });
@@ -21,7 +23,9 @@ export function registerProviderCommand(program: Command): void {
       const { startProvider } = await import('../../provider/index.ts');
       const { createLogger } = await import('../logger.ts');
       const database = opts.db ?? process.env.SHOAL_DATABASE_URL;
+      const storeToken = opts.storeToken ?? process.env.SHOAL_STORE_TOKEN;
       const provider = await startProvider({
+        ...(storeToken === undefined ? {} : { storeToken: () => storeToken }),
         listen,
         ...(database === undefined ? {} : { database }),
         storeUrl: normalizeUrl(store, 'store'),
@@ -29,6 +33,8 @@ export function registerProviderCommand(program: Command): void {
         ...(opts.providerId === undefined ? {} : { providerId: opts.providerId }),
         logger: createLogger('provider'),
       });
+      const { ensureAdminToken } = await import('../../provider/auth/index.ts');
+      const admin = await ensureAdminToken(opts.data, provider.registry);
       const info = await provider.registry.info();
       process.stdout.write(
         [
@@ -36,6 +42,7 @@ export function registerProviderCommand(program: Command): void {
           `  messages   POST ${provider.url}/s/<service>/<operation>`,
           `  API        ${provider.url}/api/v1/  (OpenAPI ${provider.url}/openapi.json, metrics ${provider.url}/metrics)`,
           `  registry   ${info.dialect} ${info.location}`,
+          `  admin      ${admin.created ? 'made a token in' : 'token in'} ${admin.path} (the CLI reads it from there, or SHOAL_TOKEN)`,
           `  hosts join with: shoal host --provider ${provider.url} --join-token ${opts.joinToken || process.env.SHOAL_JOIN_TOKEN ? '<the join token>' : joinToken}`,
           '',
         ].join('\n'),

@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { formatBytes, printResult } from '../output.ts';
 import { storeUrl, withStoreOption } from './common.ts';
+import { resolveToken } from './credentials.ts';
 
 export function registerTemplateCommands(program: Command): void {
   const template = program.command('template').description('build the well-known templates services are built on');
@@ -12,9 +13,9 @@ export function registerTemplateCommands(program: Command): void {
     template
       .command('node')
       .description('build template://node/<major> from the Node.js runtime Shoal runs on (binary, libraries, minimal /etc)'),
-  ).action(async (opts: { store?: string; json?: boolean }) => {
+  ).action(async (opts: { store?: string; json?: boolean; token?: string }) => {
     const { createRegistryClient, buildNodeTemplate } = await import('../../image/index.ts');
-    const client = createRegistryClient({ baseUrl: storeUrl(opts) });
+    const client = createRegistryClient({ baseUrl: storeUrl(opts), ...tokenOf(opts) });
     const result = await buildNodeTemplate({ client });
     printResult(opts, result, () => `${result.name} = ${result.reference}\nsize ${formatBytes(result.imageSize)} compressed, ${formatBytes(result.imageUncompressedSize)} unpacked`);
   });
@@ -25,9 +26,9 @@ export function registerTemplateCommands(program: Command): void {
       .description('build template://debian/<suite> with debootstrap from the Debian archive this machine uses')
       .option('--suite <name>', 'Debian suite', 'bookworm')
       .option('--mirror <url>', 'archive URL (default: the one apt is configured with)'),
-  ).action(async (opts: { store?: string; json?: boolean; suite: string; mirror?: string }) => {
+  ).action(async (opts: { store?: string; json?: boolean; token?: string; suite: string; mirror?: string }) => {
     const { createRegistryClient, buildDebianTemplate } = await import('../../image/index.ts');
-    const client = createRegistryClient({ baseUrl: storeUrl(opts) });
+    const client = createRegistryClient({ baseUrl: storeUrl(opts), ...tokenOf(opts) });
     const work = await mkdtemp(join(tmpdir(), 'shoal-debian-'));
     try {
       const result = await buildDebianTemplate({
@@ -42,4 +43,9 @@ export function registerTemplateCommands(program: Command): void {
       await rm(work, { recursive: true, force: true });
     }
   });
+}
+
+function tokenOf(opts: { token?: string }): { token?: string } {
+  const token = resolveToken(opts);
+  return token === undefined ? {} : { token };
 }

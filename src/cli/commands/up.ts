@@ -1,6 +1,5 @@
 import type { Command } from 'commander';
 import { randomBytes } from 'node:crypto';
-import { mkdir } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { parseImageRef } from '../../protocol/image-ref.ts';
 import { formatBytes } from '../output.ts';
@@ -19,11 +18,13 @@ export function registerUpCommand(program: Command): void {
     .option('--data <dir>', 'state directory', './.shoal')
     .option('--driver <name>', 'instance driver (default: runc when present and root, else process)')
     .option('--db <url|path>', 'registry database (env SHOAL_DATABASE_URL; default <data>/shoal.db)')
-    .action(async (opts: { listen: string; data: string; driver?: string; db?: string }) => {
+    .option('--no-anonymous-pull', 'image pulls from the store need a read token too')
+    .action(async (opts: { listen: string; data: string; driver?: string; db?: string; anonymousPull: boolean }) => {
       const listen = parseListen(opts.listen);
       const driver = await parseDriver(opts.driver);
       const dataDir = resolve(opts.data);
-      await mkdir(dataDir, { recursive: true });
+      const auth = await import('../../provider/auth/index.ts');
+      await auth.secureDir(dataDir); // 0700: it holds the registry and the admin token
       const image = await import('../../image/index.ts');
       const { startProvider } = await import('../../provider/index.ts');
       const { createLogger } = await import('../logger.ts');
@@ -40,7 +41,10 @@ export function registerUpCommand(program: Command): void {
       await blobs.expireUploads(60 * 60_000).catch((e: unknown) => log.warn({ err: String(e), dir: storeDir }, 'cannot expire stale uploads'));
 
       const database = opts.db ?? process.env.SHOAL_DATABASE_URL ?? join(dataDir, 'shoal.db');
+      let pullToken: string | undefined;
       const provider = await startProvider({
+        auth: { anonymousPull: opts.anonymousPull },
+        storeToken: () => pullToken,
         listen,
         database,
         store: storeApp,
@@ -54,7 +58,11 @@ export function registerUpCommand(program: Command): void {
         await host?.close({ stopInstances: true });
       };
       try {
-        const client = image.createRegistryClient({ baseUrl: provider.url });
+        const admin = await auth.ensureAdminToken(dataDir, provider.registry);
+        say(`${admin.created ? 'made an admin token' : 'admin token'}: ${admin.path} (the CLI reads it from there; shoal token create for others)`);
+        // Pulls closed: the provider resolves images and the host pulls layers with a read token.
+        if (!opts.anonymousPull) pullToken = (await auth.createApiToken(provider.registry, { role: 'read', note: 'shoal up: image pulls' })).secret;
+        const client = image.createRegistryClient({ baseUrl: provider.url, token: admin.secret });
         // First start: build the node template and the starter echo service into the store.
         const major = process.versions.node.split('.')[0];
         const templateName = `template://node/${major}`;
@@ -78,13 +86,15 @@ export function registerUpCommand(program: Command): void {
           dataDir: join(dataDir, 'host'),
           listen: { host: listen.host, port: 0 },
           token,
+          storeToken: pullToken,
           capacity: defaultCapacity(),
           ...(driver === undefined ? {} : { driver }),
           logger: log,
         });
         await provider.registerHost({ controlUrl: host.controlUrl, token });
         if ((await provider.registry.getService(echoDescription.name)) === undefined) {
-          await provider.registerService(echoDescription);
+          // The example is open to anyone on loopback, closed (token access) on any other address.
+          await provider.registerService({ ...echoDescription, access: isLoopback(listen.host) ? 'public' : 'token' });
           say(`registered the ${echoDescription.name} service (operations ${Object.keys(echoDescription.operations).join(', ')})`);
         }
       } catch (e) {
@@ -103,4 +113,8 @@ export function registerUpCommand(program: Command): void {
       say('stopping…');
       await stopAll();
     });
+}
+
+function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || /^127\./.test(host);
 }

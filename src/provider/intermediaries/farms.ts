@@ -29,6 +29,8 @@ export interface FarmEngineOptions {
   /** This provider's own URL (leaves are sent to `${url}/s/<service>/<op>`; imports bound to `${url}/x/...`). */
   providerUrl(): string;
   registerService(description: ServiceDescriptionInput): Promise<void>;
+  /** An invoke API token: sent on the engine's own calls to instance services, and given to instances for their imports. */
+  token?(): string | undefined;
   /** Brings up an instance service (after registration, and for `restart`/`restore`). */
   deploy?(service: string): Promise<unknown>;
   log?: { info(o: object, m?: string): void; warn(o: object, m?: string): void };
@@ -192,6 +194,11 @@ export function createFarmEngine(options: FarmEngineOptions): FarmEngine {
   const pending = new Set<Promise<unknown>>();
   const log = options.log ?? { info() {}, warn() {} };
 
+  function bearer(): Record<string, string> {
+    const token = options.token?.();
+    return token === undefined ? {} : { authorization: `Bearer ${token}` };
+  }
+
   function httpLeaf(id: string, base: string): Target {
     return {
       id,
@@ -200,7 +207,7 @@ export function createFarmEngine(options: FarmEngineOptions): FarmEngine {
           const u = new URL(`${base}/${operation}`);
           const req = request(
             u,
-            { method: 'POST', agent, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) }, ...(signal ? { signal } : {}), timeout: timeoutMs },
+            { method: 'POST', agent, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), ...bearer() }, ...(signal ? { signal } : {}), timeout: timeoutMs },
             (res) => {
               const chunks: Buffer[] = [];
               res.on('data', (c: Buffer) => chunks.push(c));
@@ -477,7 +484,8 @@ export function createFarmEngine(options: FarmEngineOptions): FarmEngine {
       for (const f of farms.values()) {
         for (const n of f.graph.nodes) {
           if (n.kind !== 'instance' || instanceServiceName(f.graph.name, n.id) !== service) continue;
-          return Object.keys(n.imports).map((name) => ({ name, url: `${options.providerUrl()}${FARM_PREFIX}${f.graph.name}/${n.id}/${name}` }));
+          const token = options.token?.();
+          return Object.keys(n.imports).map((name) => ({ name, url: `${options.providerUrl()}${FARM_PREFIX}${f.graph.name}/${n.id}/${name}`, ...(token === undefined ? {} : { token }) }));
         }
       }
       return undefined;

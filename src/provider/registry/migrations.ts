@@ -94,6 +94,39 @@ export const MIGRATIONS: readonly Migration[] = [
                        capabilities = json_remove(capabilities, '$.controlToken');
     `,
   },
+  {
+    version: 3,
+    name: 'api_tokens and audit: who may call the APIs, and what they did',
+    // Tokens are stored as SHA-256 of the secret only (src/provider/auth/token.ts says why
+    // a plain hash is enough). services is a JSON array (invoke tokens' scope) or NULL.
+    sql: (d) => `
+      CREATE TABLE api_tokens (
+        id TEXT PRIMARY KEY,
+        hash TEXT NOT NULL,
+        role TEXT NOT NULL CHECK (role IN ('admin', 'deploy', 'read', 'invoke')),
+        services TEXT,
+        note TEXT,
+        created_at BIGINT NOT NULL,
+        expires_at BIGINT,
+        revoked_at BIGINT
+      );
+
+      CREATE TABLE audit (
+        id ${serialKey(d)},
+        at BIGINT NOT NULL,
+        token_id TEXT,
+        role TEXT,
+        method TEXT NOT NULL,
+        route TEXT NOT NULL,
+        path TEXT NOT NULL,
+        service TEXT,
+        address TEXT,
+        status INTEGER NOT NULL
+      );
+      CREATE INDEX audit_at ON audit (at);
+      CREATE INDEX audit_service ON audit (service, at);
+    `,
+  },
 ];
 
 /** Any constant works; it only has to be the same in every provider sharing a database. */

@@ -3,6 +3,7 @@ import { randomUUID } from 'node:crypto';
 import { ShoalError } from '../../protocol/errors.ts';
 import type { HostReport } from '../../protocol/deployment.ts';
 import { validateServiceDescription, type ServiceDescription } from '../../protocol/service.ts';
+import { createAccessQueries } from './access-queries.ts';
 import { MIGRATIONS } from './migrations.ts';
 import { isUniqueViolation, type Row, type SqlDriver, type SqlExecutor, type SqlValue } from './sql-driver.ts';
 import {
@@ -365,6 +366,7 @@ export function createRegistryOn(options: RegistryOnOptions): Registry {
     listDeployments,
     appendEvent,
     listEvents,
+    ...createAccessQueries(db),
     close: () => db.close(),
   };
 }

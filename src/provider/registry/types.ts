@@ -1,6 +1,7 @@
 // What the registry stores and returns: typed records, never raw rows.
 import type { DeploymentTimeline, EndpointReference, HostReport } from '../../protocol/deployment.ts';
 import type { ServiceDescription } from '../../protocol/service.ts';
+import type { ApiRole, AuditEntry } from '../../protocol/auth.ts';
 import type { Dialect } from './sql-driver.ts';
 
 export interface ServiceRecord {
@@ -169,6 +170,44 @@ export interface EventFilter {
   limit?: number;
 }
 
+/** An API token as stored: the SHA-256 of its secret, never the secret. */
+export interface ApiTokenRecord {
+  id: string;
+  /** Hex SHA-256 of the whole token text. */
+  hash: string;
+  role: ApiRole;
+  /** invoke tokens: the services they may call (undefined: all). */
+  services: string[] | undefined;
+  note: string | undefined;
+  createdAt: number;
+  expiresAt: number | undefined;
+  revokedAt: number | undefined;
+}
+
+export interface NewApiToken {
+  id: string;
+  hash: string;
+  role: ApiRole;
+  services?: string[];
+  note?: string;
+  createdAt: number;
+  expiresAt?: number;
+}
+
+export type AuditRecord = AuditEntry;
+export type NewAuditEntry = Omit<AuditEntry, 'id'>;
+
+export interface AuditFilter {
+  service?: string;
+  /** Epoch ms, inclusive. */
+  since?: number;
+  /** Epoch ms, exclusive. */
+  until?: number;
+  tokenId?: string;
+  /** Default 100, at most 10 000: the newest `limit`, oldest first. */
+  limit?: number;
+}
+
 export interface RegistryInfo {
   dialect: Dialect;
   /** The SQLite file, or the PostgreSQL URL without its password. */
@@ -226,6 +265,17 @@ export interface Registry {
 
   appendEvent(event: NewEvent): Promise<EventRecord>;
   listEvents(filter?: EventFilter): Promise<EventRecord[]>;
+
+  /** ShoalError 'conflict' if the id is taken. */
+  createApiToken(token: NewApiToken): Promise<ApiTokenRecord>;
+  getApiToken(id: string): Promise<ApiTokenRecord | undefined>;
+  /** Oldest first, revoked ones included. */
+  listApiTokens(): Promise<ApiTokenRecord[]>;
+  /** Marks it revoked at `now`; false if unknown or already revoked. */
+  revokeApiToken(id: string, now: number): Promise<boolean>;
+
+  appendAudit(entry: NewAuditEntry): Promise<AuditRecord>;
+  listAudit(filter?: AuditFilter): Promise<AuditRecord[]>;
 
   close(): Promise<void>;
 }

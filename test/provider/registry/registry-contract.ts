@@ -396,5 +396,46 @@ export function runRegistryContract(name: string, databases: () => Promise<TestD
       assert.equal((await r.listEvents({ hostId: 'h1' })).length, 6);
       assert.equal((await r.listEvents()).length, 7);
     });
+
+    test('api tokens: create, get, list, revoke once; ids are unique; a revocation is seen by another connection at once', async (t) => {
+      const db = await fresh(t);
+      const [a, b] = [await db.open(), await db.open()];
+      const hash = 'ab'.repeat(32);
+      const made = await a.createApiToken({ id: '0123456789ab', hash, role: 'invoke', services: ['echo', 'other'], note: 'n', createdAt: 1000, expiresAt: 5000 });
+      assert.deepEqual(made, { id: '0123456789ab', hash, role: 'invoke', services: ['echo', 'other'], note: 'n', createdAt: 1000, expiresAt: 5000, revokedAt: undefined });
+      const plain = await a.createApiToken({ id: 'ffffffffffff', hash: 'cd'.repeat(32), role: 'admin', createdAt: 2000 });
+      assert.deepEqual([plain.services, plain.note, plain.expiresAt], [undefined, undefined, undefined]);
+      await rejectsWith(a.createApiToken({ id: 'ffffffffffff', hash, role: 'read', createdAt: 3000 }), 'conflict', 'id');
+      assert.deepEqual((await b.listApiTokens()).map((x) => x.id), ['0123456789ab', 'ffffffffffff']);
+      assert.equal(await a.revokeApiToken('0123456789ab', 4000), true);
+      assert.equal(await a.revokeApiToken('0123456789ab', 4500), false, 'already revoked');
+      assert.equal(await a.revokeApiToken('nope', 4500), false);
+      assert.equal((await b.getApiToken('0123456789ab'))?.revokedAt, 4000, 'the other connection sees it');
+      assert.equal(await b.getApiToken('nope'), undefined);
+    });
+
+    test('audit: append, filter by service, token and time, newest window', async (t) => {
+      const r = await (await fresh(t)).open();
+      for (let i = 0; i < 6; i++) {
+        await r.appendAudit({
+          at: 100 + i,
+          ...(i % 3 === 0 ? {} : { tokenId: `t${i % 2}`, role: 'deploy' }),
+          method: 'POST',
+          route: '/api/v1/services',
+          path: '/api/v1/services',
+          ...(i < 4 ? { service: 'echo' } : {}),
+          address: '127.0.0.1',
+          status: i % 3 === 0 ? 401 : 201,
+        });
+      }
+      const all = await r.listAudit();
+      assert.equal(all.length, 6);
+      assert.deepEqual(all[0], { id: all[0]!.id, at: 100, method: 'POST', route: '/api/v1/services', path: '/api/v1/services', service: 'echo', address: '127.0.0.1', status: 401 });
+      assert.deepEqual(all[1]?.tokenId, 't1');
+      assert.deepEqual((await r.listAudit({ service: 'echo' })).map((e) => e.at), [100, 101, 102, 103]);
+      assert.deepEqual((await r.listAudit({ since: 102, until: 105 })).map((e) => e.at), [102, 103, 104]);
+      assert.deepEqual((await r.listAudit({ tokenId: 't0' })).map((e) => e.at), [102, 104]);
+      assert.deepEqual((await r.listAudit({ limit: 2 })).map((e) => e.at), [104, 105], 'newest two, oldest first');
+    });
   });
 }

@@ -1,0 +1,125 @@
+// What each route needs: one table for the provider, the farms API and the store (their
+// paths do not overlap, so `shoal up`, which serves all three on one port, and the
+// standalone store read the same table). A pure function of method and path.
+
+export type NeededRole = 'admin' | 'deploy' | 'read';
+
+export type Requirement =
+  /** Health and the API description. */
+  | { kind: 'open' }
+  /** Host registration: the route checks the join token itself. */
+  | { kind: 'join'; route: string }
+  | { kind: 'role'; role: NeededRole; route: string; service?: string }
+  /** Reading images from the store: anonymous when the store allows it, else a read token. */
+  | { kind: 'pull'; route: string }
+  /** The store's docker-style token endpoint (the realm of its Bearer challenge). */
+  | { kind: 'token-endpoint' }
+  /** A message to a service (`/s/<service>/…`). */
+  | { kind: 'service'; service: string }
+  /** A message into a farm (`/x/<farm>/…`). */
+  | { kind: 'farm'; farm: string };
+
+interface Rule {
+  methods: readonly string[];
+  /** Segments; `:x` matches one, a trailing `*` the rest. */
+  pattern: string;
+  need: (params: Record<string, string>) => Requirement;
+}
+
+const READ = ['GET', 'HEAD'];
+const ANY = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'];
+const role = (r: NeededRole, route: string, service?: string): Requirement => ({ kind: 'role', role: r, route, ...(service === undefined ? {} : { service }) });
+
+const RULES: readonly Rule[] = [
+  { methods: READ, pattern: '/healthz', need: () => ({ kind: 'open' }) },
+  { methods: READ, pattern: '/openapi.json', need: () => ({ kind: 'open' }) },
+  { methods: READ, pattern: '/metrics', need: () => role('read', '/metrics') },
+  // provider
+  { methods: ['POST'], pattern: '/api/v1/services', need: () => role('deploy', '/api/v1/services') },
+  { methods: READ, pattern: '/api/v1/services', need: () => role('read', '/api/v1/services') },
+  { methods: READ, pattern: '/api/v1/services/:name', need: (p) => role('read', '/api/v1/services/:name', p.name) },
+  { methods: ['DELETE'], pattern: '/api/v1/services/:name', need: (p) => role('deploy', '/api/v1/services/:name', p.name) },
+  { methods: ['POST'], pattern: '/api/v1/services/:name/deployments', need: (p) => role('deploy', '/api/v1/services/:name/deployments', p.name) },
+  { methods: ['POST'], pattern: '/api/v1/hosts', need: () => ({ kind: 'join', route: '/api/v1/hosts' }) },
+  { methods: ['DELETE'], pattern: '/api/v1/hosts/:id', need: () => ({ kind: 'join', route: '/api/v1/hosts/:id' }) },
+  { methods: READ, pattern: '/api/v1/hosts', need: () => role('read', '/api/v1/hosts') },
+  { methods: READ, pattern: '/api/v1/deployments', need: () => role('read', '/api/v1/deployments') },
+  { methods: READ, pattern: '/api/v1/instances', need: () => role('read', '/api/v1/instances') },
+  { methods: READ, pattern: '/api/v1/events', need: () => role('read', '/api/v1/events') },
+  { methods: READ, pattern: '/api/v1/farms', need: () => role('read', '/api/v1/farms') },
+  { methods: READ, pattern: '/api/v1/farms/:name', need: (p) => role('read', '/api/v1/farms/:name', p.name) },
+  { methods: ['PUT', 'DELETE'], pattern: '/api/v1/farms/:name', need: (p) => role('deploy', '/api/v1/farms/:name', p.name) },
+  { methods: READ, pattern: '/api/v1/tokens', need: () => role('admin', '/api/v1/tokens') },
+  { methods: ['POST'], pattern: '/api/v1/tokens', need: () => role('admin', '/api/v1/tokens') },
+  { methods: ['DELETE'], pattern: '/api/v1/tokens/:id', need: () => role('admin', '/api/v1/tokens/:id') },
+  { methods: READ, pattern: '/api/v1/audit', need: () => role('admin', '/api/v1/audit') },
+  // the store's control API
+  { methods: READ, pattern: '/api/v1/images', need: () => role('read', '/api/v1/images') },
+  { methods: READ, pattern: '/api/v1/images/inspect', need: () => ({ kind: 'pull', route: '/api/v1/images/inspect' }) },
+  { methods: READ, pattern: '/api/v1/images/resolve', need: () => ({ kind: 'pull', route: '/api/v1/images/resolve' }) },
+  { methods: ['DELETE'], pattern: '/api/v1/images', need: () => role('deploy', '/api/v1/images') },
+  { methods: READ, pattern: '/api/v1/repositories', need: () => role('read', '/api/v1/repositories') },
+  { methods: ['DELETE'], pattern: '/api/v1/repositories', need: () => role('deploy', '/api/v1/repositories') },
+  { methods: ['POST'], pattern: '/api/v1/tags', need: () => role('deploy', '/api/v1/tags') },
+  { methods: ['POST'], pattern: '/api/v1/gc', need: () => role('deploy', '/api/v1/gc') },
+  // the OCI distribution API
+  { methods: READ, pattern: '/v2', need: () => ({ kind: 'pull', route: '/v2/' }) },
+  { methods: READ, pattern: '/v2/token', need: () => ({ kind: 'token-endpoint' }) },
+  { methods: READ, pattern: '/v2/_catalog', need: () => role('read', '/v2/_catalog') },
+  // messages
+  // (every method: the message path itself answers 404 and 405, to callers allowed to ask)
+  { methods: ANY, pattern: '/s/:service', need: (p) => ({ kind: 'service', service: p.service! }) },
+  { methods: ANY, pattern: '/s/:service/*', need: (p) => ({ kind: 'service', service: p.service! }) },
+  { methods: ANY, pattern: '/x/:farm/*', need: (p) => ({ kind: 'farm', farm: p.farm! }) },
+];
+
+/** The requirement of a request; anything not listed needs an admin token (closed by default). */
+export function requirementFor(method: string, rawPath: string): Requirement {
+  const path = rawPath.split('?', 1)[0]!;
+  const segments = path.split('/').filter((s) => s !== '');
+  for (const rule of RULES) {
+    if (!rule.methods.includes(method)) continue;
+    const params = match(rule.pattern, segments);
+    if (params !== undefined) return rule.need(params);
+  }
+  if (segments[0] === 'v2') {
+    // /v2/<name>/(manifests|blobs|tags)/…: names contain slashes, so look at the tail.
+    if (READ.includes(method)) return { kind: 'pull', route: registryRoute(segments) };
+    if (['POST', 'PUT', 'PATCH', 'DELETE'].includes(method)) return role('deploy', registryRoute(segments));
+  }
+  return role('admin', path);
+}
+
+/** Mutating calls are audited; reads are not. */
+export function isMutating(method: string): boolean {
+  return method !== 'GET' && method !== 'HEAD' && method !== 'OPTIONS';
+}
+
+function match(pattern: string, segments: readonly string[]): Record<string, string> | undefined {
+  const parts = pattern.split('/').filter((s) => s !== '');
+  const params: Record<string, string> = {};
+  for (let i = 0; i < parts.length; i++) {
+    const p = parts[i]!;
+    if (p === '*') return i < segments.length ? params : undefined;
+    const s = segments[i];
+    if (s === undefined) return undefined;
+    if (p.startsWith(':')) params[p.slice(1)] = safeDecode(s);
+    else if (p !== s) return undefined;
+  }
+  return segments.length === parts.length ? params : undefined;
+}
+
+function registryRoute(segments: readonly string[]): string {
+  const i = segments.findIndex((s, k) => k > 1 && (s === 'manifests' || s === 'blobs' || s === 'tags'));
+  if (i < 0) return '/v2/*';
+  const tail = segments[i] === 'blobs' && segments[i + 1] === 'uploads' ? 'blobs/uploads' : segments[i];
+  return `/v2/<name>/${tail}`;
+}
+
+function safeDecode(s: string): string {
+  try {
+    return decodeURIComponent(s);
+  } catch {
+    return s;
+  }
+}
