@@ -1,5 +1,5 @@
 // The instance manager: the host's half of the flow of one message (DESIGN.md, step 4).
-// A composition of small parts, each with its state passed in: the instance store,
+// A composition of small parts (in instances/), each with its state passed in: the instance store,
 // root preparation, the warm pool, deployment, readiness, exit handling, teardown,
 // removal and recovery. This file only wires them and shuts them down in order.
 import type { Driver } from './drivers/driver.ts';
@@ -8,24 +8,24 @@ import type { EventBus } from './events.ts';
 import type { HostState } from './host-state.ts';
 import type { LayerCache } from './layer-cache.ts';
 import { silentLogger, type ImageSource, type Logger, type Mounter, type OpenImportSockets } from './ports.ts';
-import { createInstanceStore, type InstanceStore, type LiveInstance, type RoutableInstance } from './instance-store.ts';
-import { createEndpoints } from './endpoints.ts';
-import { teardownInstance } from './teardown.ts';
-import { createExitHandler } from './exit-handling.ts';
-import { createRemoval } from './removal.ts';
-import { prepareInstanceRoot } from './root-preparation.ts';
-import { createWarmContainers, type WarmContainers } from './warm-containers.ts';
-import { createDeploy, type DeployDeps } from './deploy.ts';
-import { recoverInstances } from './recovery.ts';
-import { setPaused, statsOf } from './instance-ops.ts';
-import { tailLines } from './instance-log.ts';
+import { createInstanceStore, type InstanceStore, type LiveInstance, type RoutableInstance } from './instances/instance-store.ts';
+import { createEndpoints } from './instances/endpoints.ts';
+import { teardownInstance } from './instances/teardown.ts';
+import { createExitHandler } from './instances/exit-handling.ts';
+import { createRemoval } from './instances/removal.ts';
+import { prepareInstanceRoot } from './instances/root-preparation.ts';
+import { createWarmContainers, type WarmContainers } from './instances/warm-containers.ts';
+import { createDeploy, type DeployDeps } from './instances/deploy.ts';
+import { recoverInstances } from './instances/recovery.ts';
+import { setPaused, statsOf } from './instances/instance-ops.ts';
+import { tailLines } from './instances/instance-log.ts';
 import type { DeploymentPlan, DeploymentResult, InstanceInfo, PhaseName } from '../protocol/deployment.ts';
 import type { DriverName } from './drivers/index.ts';
 
 export type { ImageSource, Logger, Mounter, OpenImportSockets } from './ports.ts';
-export type { RoutableInstance } from './instance-store.ts';
-export { SOCKET_DIR_INSIDE } from './instance-spec.ts';
-export { waitReady } from './readiness.ts';
+export type { RoutableInstance } from './instances/instance-store.ts';
+export { SOCKET_DIR_INSIDE } from './instances/instance-spec.ts';
+export { waitReady } from './instances/readiness.ts';
 
 export interface AgentOptions {
   state: HostState;

@@ -1,9 +1,8 @@
 // Where a host gets images: the plan's store, one registry client per store URL, its
-// resolutions cached (image-resolve-cache.ts), layers fetched by digest and counted.
-import { createRegistryClient, resolveRemoteImage, type RegistryClient } from '../image/index.ts';
+// resolutions cached by the shared image resolver, layers fetched by digest and counted.
+import { createImageResolver, createRegistryClient, type ImageResolver, type RegistryClient } from '../image/index.ts';
 import type { ImageSource } from './ports.ts';
 import type { BlobFetcher } from './layer-cache.ts';
-import { createPinnedResolveCache, type ImageResolve } from './image-resolve-cache.ts';
 import type { RemoteImage } from '../image/index.ts';
 import type { Digest } from '../protocol/digest.ts';
 import { ShoalError } from '../protocol/errors.ts';
@@ -16,15 +15,15 @@ export interface StoreImageSourceOptions {
   onPulled?: (bytes: number, blobs: number) => void;
   /** The store's client (tests). Default: a registry client for the URL. */
   clientFor?: (store: string) => RegistryClient;
-  /** The resolver in front of a store's client. Default: the pinned-reference cache. */
-  resolverFor?: (client: RegistryClient) => ImageResolve;
+  /** The resolver in front of a store's client. Default: the shared image resolver (plans name digest-pinned images, resolved once). */
+  resolverFor?: (client: RegistryClient) => Pick<ImageResolver, 'resolve'>;
 }
 
 export function createStoreImageSource(options: StoreImageSourceOptions): ImageSource {
   const clientFor = options.clientFor ?? ((store: string) => createRegistryClient({ baseUrl: store, userAgent: options.userAgent, ...(options.token === undefined ? {} : { token: options.token }) }));
-  const resolverFor = options.resolverFor ?? ((client: RegistryClient) => createPinnedResolveCache({ resolveWith: (ref) => resolveRemoteImage(client, ref) }));
-  const stores = new Map<string, { client: RegistryClient; resolver: ImageResolve }>();
-  const storeOf = (url: string): { client: RegistryClient; resolver: ImageResolve } => {
+  const resolverFor = options.resolverFor ?? ((client: RegistryClient) => createImageResolver({ client, refreshAfterMs: 10_000, maxStaleMs: 600_000 }));
+  const stores = new Map<string, { client: RegistryClient; resolver: Pick<ImageResolver, 'resolve'> }>();
+  const storeOf = (url: string): { client: RegistryClient; resolver: Pick<ImageResolver, 'resolve'> } => {
     let s = stores.get(url);
     if (!s) {
       const client = clientFor(url);

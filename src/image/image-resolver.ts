@@ -1,10 +1,13 @@
 // Image reference → digest-pinned image, cached. One resolver for whoever turns tags into
 // digests before use (the provider's deployer; the host later): a fresh entry is used as
 // is, an older one is used while a refresh runs in the background (so a cold start does
-// not wait on the store), and one past maxStaleMs is resolved again before use. A failed
-// resolution is not cached; a failed background refresh keeps the old value and is logged.
+// not wait on the store), and one past maxStaleMs is resolved again before use. A
+// digest-pinned reference names immutable content: once resolved it is never refreshed.
+// A failed resolution is not cached; a failed background refresh keeps the old value and
+// is logged. At most `max` resolutions are kept (oldest out first).
 import type { RegistryClient } from './registry-client.ts';
 import { resolveRemoteImage, type RemoteImage } from './remote-resolve.ts';
+import { parseImageRef } from '../protocol/image-ref.ts';
 
 export interface ImageResolverOptions {
   /** The store's client, or a function giving it (a provider serving the store knows its URL only once it listens). */
@@ -13,6 +16,8 @@ export interface ImageResolverOptions {
   refreshAfterMs: number;
   /** …and older than this is resolved again before use. */
   maxStaleMs: number;
+  /** Resolutions kept. Default 256. */
+  max?: number;
   now?: () => number;
   log?: { warn(obj: object, msg?: string): void };
   /** How a reference is resolved (tests). Default: resolveRemoteImage against `client`. */
@@ -36,7 +41,20 @@ export function createImageResolver(options: ImageResolverOptions): ImageResolve
   const now = options.now ?? Date.now;
   const resolveWith = options.resolveWith ?? ((client, ref) => resolveRemoteImage(client, ref));
   const clientOf = typeof options.client === 'function' ? options.client : () => options.client as RegistryClient;
+  const max = options.max ?? 256;
   const entries = new Map<string, Entry>();
+  const pinned = (ref: string): boolean => {
+    try {
+      return parseImageRef(ref).digest !== undefined;
+    } catch {
+      return false; // not a reference at all: resolveWith names the problem
+    }
+  };
+  const keep = (ref: string, entry: Entry): void => {
+    entries.delete(ref);
+    if (entries.size >= max) entries.delete(entries.keys().next().value!);
+    entries.set(ref, entry);
+  };
 
   function fetchFresh(ref: string, current: Entry | undefined): Promise<RemoteImage> {
     if (current?.refreshing) return current.value;
@@ -48,7 +66,7 @@ export function createImageResolver(options: ImageResolverOptions): ImageResolve
       value.then(
         () => {
           entry.settled = true;
-          if (entries.get(ref) === current) entries.set(ref, entry);
+          if (entries.get(ref) === current) keep(ref, entry);
         },
         (e: unknown) => {
           current.refreshing = false;
@@ -57,7 +75,7 @@ export function createImageResolver(options: ImageResolverOptions): ImageResolve
       );
       return current.value;
     }
-    entries.set(ref, entry);
+    keep(ref, entry);
     value.then(
       () => {
         entry.settled = true;
@@ -74,7 +92,7 @@ export function createImageResolver(options: ImageResolverOptions): ImageResolve
     resolve(ref) {
       const hit = entries.get(ref);
       if (hit !== undefined) {
-        if (!hit.settled) return hit.value;
+        if (!hit.settled || pinned(ref)) return hit.value;
         const age = now() - hit.at;
         if (age < options.maxStaleMs) {
           if (age >= options.refreshAfterMs) void fetchFresh(ref, hit);

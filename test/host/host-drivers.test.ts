@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createFingerprintCache, openDrivers } from '../../src/host/host-drivers.ts';
-import { newRecord } from '../../src/host/instance-store.ts';
+import { newRecord } from '../../src/host/instances/instance-store.ts';
 import type { InstanceRecord } from '../../src/host/host-state.ts';
 import type { DriverName } from '../../src/host/drivers/index.ts';
 import { fakeDriver, plan } from './fixtures/fakes.ts';

@@ -102,3 +102,32 @@ test('forget drops the entry: the next call resolves afresh', async () => {
   s.resolver.forget('echo:1');
   assert.equal((await s.resolver.resolve('echo:1')).manifestDigest, 'sha256:b');
 });
+
+test('a digest-pinned reference is resolved once and never refreshed, however old', async () => {
+  const ref = `echo@sha256:${'1'.repeat(64)}`;
+  const s = setup(['sha256:a', 'sha256:b']);
+  assert.equal((await s.resolver.resolve(ref)).manifestDigest, 'sha256:a');
+  s.advance(5000); // past maxStaleMs
+  assert.equal((await s.resolver.resolve(ref)).manifestDigest, 'sha256:a');
+  assert.deepEqual(s.calls, [ref]);
+});
+
+test('bounded: past max the oldest resolution goes', async () => {
+  const calls: string[] = [];
+  const resolver = createImageResolver({
+    client: { baseUrl: 'http://store' } as RegistryClient,
+    refreshAfterMs: 100,
+    maxStaleMs: 1000,
+    max: 2,
+    resolveWith: async (_client, ref) => {
+      calls.push(ref);
+      return image(`sha256:${ref.length}`);
+    },
+  });
+  const pinned = (n: number) => `echo@sha256:${String(n).padStart(64, '0')}`;
+  for (const n of [1, 2, 3]) await resolver.resolve(pinned(n));
+  await resolver.resolve(pinned(3));
+  await resolver.resolve(pinned(2));
+  await resolver.resolve(pinned(1));
+  assert.deepEqual(calls, [pinned(1), pinned(2), pinned(3), pinned(1)]);
+});

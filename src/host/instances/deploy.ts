@@ -3,24 +3,24 @@
 // mount) → open import sockets → driver.start → wait until it answers → endpoint.
 // Each phase goes into the timeline. A failure at any point tears down what was taken,
 // so a refused or failed deployment leaves nothing behind.
-import type { Driver, InstanceSpec, RunningInstance } from './drivers/driver.ts';
-import type { Admission } from './admission.ts';
-import type { EventBus } from './events.ts';
-import type { HostState } from './host-state.ts';
-import { newInstanceId } from './host-state.ts';
-import type { BlobFetcher, PreparedRoot } from './layer-cache.ts';
+import type { Driver, InstanceSpec, RunningInstance } from '../drivers/driver.ts';
+import type { Admission } from '../admission.ts';
+import type { EventBus } from '../events.ts';
+import type { HostState } from '../host-state.ts';
+import { newInstanceId } from '../host-state.ts';
+import type { BlobFetcher, PreparedRoot } from '../layer-cache.ts';
 import type { Endpoints } from './endpoints.ts';
 import { emitFor, newRecord, type InstanceStore, type LiveInstance } from './instance-store.ts';
-import type { ImageSource, Logger, OpenImportSockets } from './ports.ts';
+import type { ImageSource, Logger, OpenImportSockets } from '../ports.ts';
 import type { PreparedInstance } from './root-preparation.ts';
 import type { WarmContainer, WarmContainers } from './warm-containers.ts';
 import { exitedEarly } from './exit-handling.ts';
 import { DEFAULT_READY_TIMEOUT_MS, waitReady } from './readiness.ts';
 import { tailLines } from './instance-log.ts';
-import type { DeploymentPlan, DeploymentResult, DeploymentTimeline, PhaseName, TimelinePhase } from '../protocol/deployment.ts';
-import { isDriverName, type DriverName } from './drivers/index.ts';
-import type { RootfsSpec } from '../protocol/oci.ts';
-import { ShoalError, isShoalError } from '../protocol/errors.ts';
+import type { DeploymentPlan, DeploymentResult, DeploymentTimeline, PhaseName, TimelinePhase } from '../../protocol/deployment.ts';
+import { isDriverName, type DriverName } from '../drivers/index.ts';
+import type { RootfsSpec } from '../../protocol/oci.ts';
+import { ShoalError, isShoalError } from '../../protocol/errors.ts';
 
 const LOG_TAIL_LINES = 40;
 

@@ -1,8 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createInstanceStore, emitFor, isRoutable, newRecord } from '../../src/host/instance-store.ts';
-import { createEventBus } from '../../src/host/events.ts';
-import { fakeDriver, liveIn, memoryState, plan } from './fixtures/fakes.ts';
+import { createInstanceStore, emitFor, isRoutable, newRecord } from '../../../src/host/instances/instance-store.ts';
+import { createEventBus } from '../../../src/host/events.ts';
+import { fakeDriver, liveIn, memoryState, plan } from '../fixtures/fakes.ts';
 
 test('entries are found by id; an unknown id is not-found naming the field', () => {
   const state = memoryState();

@@ -3,13 +3,13 @@
 // tree for drivers without isolation), then the spec its driver starts. Each step is
 // recorded on the instance as it happens, so teardown knows what to undo.
 import { chown } from 'node:fs/promises';
-import type { Driver, InstanceSpec } from './drivers/driver.ts';
-import type { HostState, InstancePaths } from './host-state.ts';
-import type { BlobFetcher, CacheMode, LayerCache, PreparedRoot } from './layer-cache.ts';
+import type { Driver, InstanceSpec } from '../drivers/driver.ts';
+import type { HostState, InstancePaths } from '../host-state.ts';
+import type { BlobFetcher, CacheMode, LayerCache, PreparedRoot } from '../layer-cache.ts';
 import type { LiveInstance } from './instance-store.ts';
-import type { Mounter } from './ports.ts';
+import type { Mounter } from '../ports.ts';
 import { buildSpec, resolveUser } from './instance-spec.ts';
-import type { RootfsSpec } from '../protocol/oci.ts';
+import type { RootfsSpec } from '../../protocol/oci.ts';
 
 export interface RootPreparationDeps {
   state: Pick<HostState, 'create'>;

@@ -2,13 +2,13 @@
 // only told; an unexpected one takes the instance out of the routable set at once, is
 // told (exited, crashed or oom), and then frees what it held — unless a deployment is
 // still starting it, which sees the exit and cleans up itself.
-import type { InstanceExit, RunningInstance } from './drivers/driver.ts';
-import type { EventBus } from './events.ts';
-import type { InstanceExitRecord } from './host-state.ts';
+import type { InstanceExit, RunningInstance } from '../drivers/driver.ts';
+import type { EventBus } from '../events.ts';
+import type { InstanceExitRecord } from '../host-state.ts';
 import { emitFor, type LiveInstance } from './instance-store.ts';
-import type { Logger } from './ports.ts';
-import type { InstanceState } from '../protocol/deployment.ts';
-import { ShoalError } from '../protocol/errors.ts';
+import type { Logger } from '../ports.ts';
+import type { InstanceState } from '../../protocol/deployment.ts';
+import { ShoalError } from '../../protocol/errors.ts';
 
 export interface ExitHandlerDeps {
   events: Pick<EventBus, 'emit'>;

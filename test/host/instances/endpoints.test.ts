@@ -1,9 +1,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createEndpoints } from '../../src/host/endpoints.ts';
-import { verifyRouteToken } from '../../src/host/data-plane/route-token.ts';
-import { newRecord } from '../../src/host/instance-store.ts';
-import { plan } from './fixtures/fakes.ts';
+import { createEndpoints } from '../../../src/host/instances/endpoints.ts';
+import { verifyRouteToken } from '../../../src/host/data-plane/route-token.ts';
+import { newRecord } from '../../../src/host/instances/instance-store.ts';
+import { plan } from '../fixtures/fakes.ts';
 
 const key = new Uint8Array(32).fill(9);
 

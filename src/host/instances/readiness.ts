@@ -1,9 +1,9 @@
 // Readiness: waiting for a started instance to answer GET <path> on its socket.
 import { request as httpRequest } from 'node:http';
 import { stat } from 'node:fs/promises';
-import type { InstanceExit } from './drivers/driver.ts';
+import type { InstanceExit } from '../drivers/driver.ts';
 import { exitedEarly } from './exit-handling.ts';
-import { ShoalError } from '../protocol/errors.ts';
+import { ShoalError } from '../../protocol/errors.ts';
 
 export const DEFAULT_READY_TIMEOUT_MS = 10_000;
 

@@ -4,8 +4,8 @@ import { createServer, type Server } from 'node:http';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { backoffMs, waitReady } from '../../src/host/readiness.ts';
-import type { InstanceExit } from '../../src/host/drivers/driver.ts';
+import { backoffMs, waitReady } from '../../../src/host/instances/readiness.ts';
+import type { InstanceExit } from '../../../src/host/drivers/driver.ts';
 
 const never = new Promise<InstanceExit>(() => {});
 
@@ -41,8 +41,8 @@ test('past the deadline: timeout naming the field and the last answer', async (t
   const sock = join(dir, 'app.sock');
   const { server } = await serve(sock, () => 500);
   t.after(() => new Promise<void>((r) => server.close(() => r())));
-  await assert.rejects(waitReady(sock, '/healthz', 150, never), (e: any) => e.code === 'timeout' && e.field === 'readiness.timeoutMs' && /status 500/.test(e.message));
-  await assert.rejects(waitReady(join(dir, 'none.sock'), '/healthz', 50, never), (e: any) => e.code === 'timeout' && /not there yet/.test(e.message));
+  await assert.rejects(waitReady(sock, '/healthz', 1500, never), (e: any) => e.code === 'timeout' && e.field === 'readiness.timeoutMs' && /status 500/.test(e.message));
+  await assert.rejects(waitReady(join(dir, 'none.sock'), '/healthz', 500, never), (e: any) => e.code === 'timeout' && /not there yet/.test(e.message));
 });
 
 test('an exit or a shutdown ends the wait at once', async (t) => {

@@ -1,10 +1,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { cacheModeOf, prepareInstanceRoot } from '../../src/host/root-preparation.ts';
-import type { LiveInstance } from '../../src/host/instance-store.ts';
-import type { CacheMode, PreparedRoot } from '../../src/host/layer-cache.ts';
-import type { RootfsSpec } from '../../src/protocol/oci.ts';
-import { fakeDriver, fakeMounter, liveIn, storeWith } from './fixtures/fakes.ts';
+import { cacheModeOf, prepareInstanceRoot } from '../../../src/host/instances/root-preparation.ts';
+import type { LiveInstance } from '../../../src/host/instances/instance-store.ts';
+import type { CacheMode, PreparedRoot } from '../../../src/host/layer-cache.ts';
+import type { RootfsSpec } from '../../../src/protocol/oci.ts';
+import { fakeDriver, fakeMounter, liveIn, storeWith } from '../fixtures/fakes.ts';
 
 const rootfs: RootfsSpec = {
   manifestDigest: 'sha256:mm',

@@ -1,11 +1,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createWarmContainers, warmKey } from '../../src/host/warm-containers.ts';
-import type { InstanceSpec } from '../../src/host/drivers/driver.ts';
-import type { LiveInstance } from '../../src/host/instance-store.ts';
-import { ShoalError } from '../../src/protocol/errors.ts';
-import type { RootfsSpec } from '../../src/protocol/oci.ts';
-import { fakeDriver, plan, recordingLogger, storeWith } from './fixtures/fakes.ts';
+import { createWarmContainers, warmKey } from '../../../src/host/instances/warm-containers.ts';
+import type { InstanceSpec } from '../../../src/host/drivers/driver.ts';
+import type { LiveInstance } from '../../../src/host/instances/instance-store.ts';
+import { ShoalError } from '../../../src/protocol/errors.ts';
+import type { RootfsSpec } from '../../../src/protocol/oci.ts';
+import { fakeDriver, plan, recordingLogger, storeWith } from '../fixtures/fakes.ts';
 
 const rootfs = { manifestDigest: 'sha256:aa', configDigest: 'sha256:bb', layers: [], process: { args: ['/a'], env: [], cwd: '/', user: undefined } } as RootfsSpec;
 const settle = () => new Promise((r) => setImmediate(r));

@@ -1,9 +1,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { setPaused, statsOf } from '../../src/host/instance-ops.ts';
-import { createEventBus } from '../../src/host/events.ts';
-import type { LiveInstance } from '../../src/host/instance-store.ts';
-import { fakeDriver, fakeRunning, liveIn, recordingLogger, storeWith } from './fixtures/fakes.ts';
+import { setPaused, statsOf } from '../../../src/host/instances/instance-ops.ts';
+import { createEventBus } from '../../../src/host/events.ts';
+import type { LiveInstance } from '../../../src/host/instances/instance-store.ts';
+import { fakeDriver, fakeRunning, liveIn, recordingLogger, storeWith } from '../fixtures/fakes.ts';
 
 function setup(state: 'ready' | 'paused' | 'crashed' = 'ready') {
   const { store } = storeWith();

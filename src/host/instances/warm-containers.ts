@@ -2,18 +2,18 @@
 // (driver.prepare) for plans just deployed, so the next deployment of the same plan only
 // starts the program. Each is a prepared instance root plus its spec; it takes on the
 // deployment's identity when taken. Destroyed on close, cleaned up on recovery.
-import { canPrepare, type Driver, type InstanceSpec } from './drivers/driver.ts';
-import type { HostState } from './host-state.ts';
-import { newInstanceId } from './host-state.ts';
-import type { BlobFetcher } from './layer-cache.ts';
+import { canPrepare, type Driver, type InstanceSpec } from '../drivers/driver.ts';
+import type { HostState } from '../host-state.ts';
+import { newInstanceId } from '../host-state.ts';
+import type { BlobFetcher } from '../layer-cache.ts';
 import { newRecord, type InstanceStore, type LiveInstance } from './instance-store.ts';
-import type { Logger } from './ports.ts';
+import type { Logger } from '../ports.ts';
 import { createWarmPool } from './warm-pool.ts';
 import type { PreparedInstance } from './root-preparation.ts';
-import type { DeploymentPlan } from '../protocol/deployment.ts';
-import type { DriverName } from './drivers/index.ts';
-import type { RootfsSpec } from '../protocol/oci.ts';
-import { isShoalError } from '../protocol/errors.ts';
+import type { DeploymentPlan } from '../../protocol/deployment.ts';
+import type { DriverName } from '../drivers/index.ts';
+import type { RootfsSpec } from '../../protocol/oci.ts';
+import { isShoalError } from '../../protocol/errors.ts';
 
 export interface WarmContainer {
   live: LiveInstance;

@@ -1,9 +1,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createRemoval, deadToPrune } from '../../src/host/removal.ts';
-import { createEventBus } from '../../src/host/events.ts';
-import type { LiveInstance } from '../../src/host/instance-store.ts';
-import { liveIn, recordingLogger, storeWith } from './fixtures/fakes.ts';
+import { createRemoval, deadToPrune } from '../../../src/host/instances/removal.ts';
+import { createEventBus } from '../../../src/host/events.ts';
+import type { LiveInstance } from '../../../src/host/instances/instance-store.ts';
+import { liveIn, recordingLogger, storeWith } from '../fixtures/fakes.ts';
 
 function setup(failTeardowns = 0) {
   const { store, state } = storeWith();

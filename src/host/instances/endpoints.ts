@@ -1,9 +1,9 @@
 // Route-token signing wiring: an instance's endpoint reference carries a freshly signed
 // token naming it (data-plane/route-token.ts), and its public description carries the
 // endpoint while it is routable.
-import type { InstanceRecord } from './host-state.ts';
-import { signRouteToken } from './data-plane/route-token.ts';
-import type { EndpointReference, InstanceInfo } from '../protocol/deployment.ts';
+import type { InstanceRecord } from '../host-state.ts';
+import { signRouteToken } from '../data-plane/route-token.ts';
+import type { EndpointReference, InstanceInfo } from '../../protocol/deployment.ts';
 
 export const DEFAULT_TOKEN_TTL_MS = 24 * 3600_000;
 

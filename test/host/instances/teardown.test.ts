@@ -3,10 +3,10 @@ import assert from 'node:assert/strict';
 import { mkdir, mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { teardownInstance } from '../../src/host/teardown.ts';
-import { createAdmission } from '../../src/host/admission.ts';
-import { createInstanceStore } from '../../src/host/instance-store.ts';
-import { fakeDriver, fakeMounter, fakeRunning, liveIn, memoryState, recordingLogger } from './fixtures/fakes.ts';
+import { teardownInstance } from '../../../src/host/instances/teardown.ts';
+import { createAdmission } from '../../../src/host/admission.ts';
+import { createInstanceStore } from '../../../src/host/instances/instance-store.ts';
+import { fakeDriver, fakeMounter, fakeRunning, liveIn, memoryState, recordingLogger } from '../fixtures/fakes.ts';
 
 /** A live instance whose dirs exist under a temp dir, holding a running process, a mount, a lease, imports and a reservation. */
 async function holding(t: { after(fn: () => Promise<void>): void }) {

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createWarmPool } from '../../src/host/warm-pool.ts';
-import { recordingLogger } from './fixtures/fakes.ts';
+import { createWarmPool } from '../../../src/host/instances/warm-pool.ts';
+import { recordingLogger } from '../fixtures/fakes.ts';
 
 function setup(perKey: number, max: number) {
   const discarded: string[] = [];

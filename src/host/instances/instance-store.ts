@@ -1,15 +1,15 @@
 // The live instances of this host and their durable records. An entry holds what the
 // instance has taken (reservation, layer lease, import sockets, the running process);
 // its record is what survives a restart (host-state.ts). The forwarder reads it in O(1).
-import type { Driver, InstanceExit, RunningInstance } from './drivers/driver.ts';
-import type { Reservation } from './admission.ts';
-import type { EventBus } from './events.ts';
-import type { HostState, InstancePaths, InstanceRecord } from './host-state.ts';
-import type { PreparedRoot } from './layer-cache.ts';
-import type { ImportSockets } from './ports.ts';
-import type { DeploymentPlan, HostEventType, InstanceState } from '../protocol/deployment.ts';
-import type { DriverName } from './drivers/index.ts';
-import { ShoalError } from '../protocol/errors.ts';
+import type { Driver, InstanceExit, RunningInstance } from '../drivers/driver.ts';
+import type { Reservation } from '../admission.ts';
+import type { EventBus } from '../events.ts';
+import type { HostState, InstancePaths, InstanceRecord } from '../host-state.ts';
+import type { PreparedRoot } from '../layer-cache.ts';
+import type { ImportSockets } from '../ports.ts';
+import type { DeploymentPlan, HostEventType, InstanceState } from '../../protocol/deployment.ts';
+import type { DriverName } from '../drivers/index.ts';
+import { ShoalError } from '../../protocol/errors.ts';
 
 export interface LiveInstance {
   record: InstanceRecord;

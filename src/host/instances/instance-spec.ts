@@ -3,11 +3,11 @@
 // image's /etc/passwd and /etc/group.
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { InstanceSpec } from './drivers/driver.ts';
-import type { InstancePaths } from './host-state.ts';
-import type { DeploymentPlan } from '../protocol/deployment.ts';
-import type { RootfsSpec } from '../protocol/oci.ts';
-import { ShoalError } from '../protocol/errors.ts';
+import type { InstanceSpec } from '../drivers/driver.ts';
+import type { InstancePaths } from '../host-state.ts';
+import type { DeploymentPlan } from '../../protocol/deployment.ts';
+import type { RootfsSpec } from '../../protocol/oci.ts';
+import { ShoalError } from '../../protocol/errors.ts';
 
 /** Where the instance's socket directory appears inside its root. */
 export const SOCKET_DIR_INSIDE = '/run/shoal';

@@ -1,11 +1,11 @@
 // Operations on one running instance: pause and resume (drivers that can freeze), and
 // its resource use for the instance's description.
-import { isPausable, type RunningInstance } from './drivers/driver.ts';
-import type { EventBus } from './events.ts';
+import { isPausable, type RunningInstance } from '../drivers/driver.ts';
+import type { EventBus } from '../events.ts';
 import { emitFor, type LiveInstance } from './instance-store.ts';
-import type { Logger } from './ports.ts';
-import type { InstanceInfo } from '../protocol/deployment.ts';
-import { ShoalError } from '../protocol/errors.ts';
+import type { Logger } from '../ports.ts';
+import type { InstanceInfo } from '../../protocol/deployment.ts';
+import { ShoalError } from '../../protocol/errors.ts';
 
 export interface PauseDeps {
   save(l: LiveInstance): Promise<void>;

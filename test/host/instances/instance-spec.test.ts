@@ -3,9 +3,9 @@ import assert from 'node:assert/strict';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { buildEnv, buildSpec, NOBODY, resolveUser, SOCKET_DIR_INSIDE } from '../../src/host/instance-spec.ts';
-import type { RootfsSpec } from '../../src/protocol/oci.ts';
-import { plan } from './fixtures/fakes.ts';
+import { buildEnv, buildSpec, NOBODY, resolveUser, SOCKET_DIR_INSIDE } from '../../../src/host/instances/instance-spec.ts';
+import type { RootfsSpec } from '../../../src/protocol/oci.ts';
+import { plan } from '../fixtures/fakes.ts';
 
 const rootfs: RootfsSpec = {
   manifestDigest: 'sha256:aa',

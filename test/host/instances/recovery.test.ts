@@ -1,11 +1,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { recoverInstances } from '../../src/host/recovery.ts';
-import { createAdmission } from '../../src/host/admission.ts';
-import { createInstanceStore, newRecord, type LiveInstance } from '../../src/host/instance-store.ts';
-import type { InstanceRecord } from '../../src/host/host-state.ts';
-import type { RootfsSpec } from '../../src/protocol/oci.ts';
-import { fakeDriver, fakeMounter, fakeRunning, memoryState, plan, recordingLogger } from './fixtures/fakes.ts';
+import { recoverInstances } from '../../../src/host/instances/recovery.ts';
+import { createAdmission } from '../../../src/host/admission.ts';
+import { createInstanceStore, newRecord, type LiveInstance } from '../../../src/host/instances/instance-store.ts';
+import type { InstanceRecord } from '../../../src/host/host-state.ts';
+import type { RootfsSpec } from '../../../src/protocol/oci.ts';
+import { fakeDriver, fakeMounter, fakeRunning, memoryState, plan, recordingLogger } from '../fixtures/fakes.ts';
 
 const rootfs: RootfsSpec = { manifestDigest: 'sha256:mm', configDigest: 'sha256:cc', layers: [], process: { args: ['/a'], env: [], cwd: '/', user: undefined } };
 

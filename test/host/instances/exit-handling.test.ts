@@ -1,9 +1,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createExitHandler, describeExit, exitedEarly, exitRecord, stateAfter } from '../../src/host/exit-handling.ts';
-import { createEventBus } from '../../src/host/events.ts';
-import type { LiveInstance } from '../../src/host/instance-store.ts';
-import { fakeRunning, liveIn, recordingLogger, storeWith } from './fixtures/fakes.ts';
+import { createExitHandler, describeExit, exitedEarly, exitRecord, stateAfter } from '../../../src/host/instances/exit-handling.ts';
+import { createEventBus } from '../../../src/host/events.ts';
+import type { LiveInstance } from '../../../src/host/instances/instance-store.ts';
+import { fakeRunning, liveIn, recordingLogger, storeWith } from '../fixtures/fakes.ts';
 
 function setup() {
   const { store } = storeWith();

@@ -3,11 +3,11 @@
 // directories, return its layer lease and its reservation. Every step runs even when an
 // earlier one failed; the failures are logged and reported together. Idempotent.
 import { rm } from 'node:fs/promises';
-import { isPausable, type RunningInstance } from './drivers/driver.ts';
-import type { Admission } from './admission.ts';
+import { isPausable, type RunningInstance } from '../drivers/driver.ts';
+import type { Admission } from '../admission.ts';
 import type { LiveInstance } from './instance-store.ts';
-import type { Logger, Mounter } from './ports.ts';
-import { ShoalError } from '../protocol/errors.ts';
+import type { Logger, Mounter } from '../ports.ts';
+import { ShoalError } from '../../protocol/errors.ts';
 
 export interface TeardownDeps {
   mounter: Pick<Mounter, 'unmountOverlay' | 'listMounts'>;

@@ -3,7 +3,7 @@
 // per key and in all; when full, an entry of another key makes room. Entries hold no
 // reservation and are not instances. The pool only counts and schedules: what an entry
 // is, how it is made and how it is discarded are passed in.
-import type { Logger } from './ports.ts';
+import type { Logger } from '../ports.ts';
 
 export interface WarmPoolOptions<T> {
   /** Entries kept per key (0 turns the pool off). */

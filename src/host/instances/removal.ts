@@ -1,11 +1,11 @@
 // Removal: an instance leaves the routable set, is torn down (twice if need be: a busy
 // mount may have let go by the second try), its directory goes and it is forgotten.
 // Ended instances stay (state, exit, log) until deleted; past a limit the oldest go.
-import type { EventBus } from './events.ts';
-import type { HostState } from './host-state.ts';
+import type { EventBus } from '../events.ts';
+import type { HostState } from '../host-state.ts';
 import { emitFor, isRoutable, type InstanceStore, type LiveInstance } from './instance-store.ts';
-import type { Logger } from './ports.ts';
-import { ShoalError } from '../protocol/errors.ts';
+import type { Logger } from '../ports.ts';
+import { ShoalError } from '../../protocol/errors.ts';
 
 /** Ended instances kept for their state and log until deleted. */
 export const KEEP_DEAD = 100;

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { tailLines } from '../../src/host/instance-log.ts';
+import { tailLines } from '../../../src/host/instances/instance-log.ts';
 
 test('the last lines of a log; nothing when there is no log yet; other failures are passed on', async (t) => {
   const dir = await mkdtemp(join(tmpdir(), 'shoal-log-'));

@@ -4,15 +4,15 @@
 // removed, as are directories without a record and stray mounts under the instances dir.
 import { readdir, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { Driver, RunningInstance } from './drivers/driver.ts';
-import type { Admission } from './admission.ts';
-import type { HostState, InstanceRecord } from './host-state.ts';
-import type { LayerCache } from './layer-cache.ts';
+import type { Driver, RunningInstance } from '../drivers/driver.ts';
+import type { Admission } from '../admission.ts';
+import type { HostState, InstanceRecord } from '../host-state.ts';
+import type { LayerCache } from '../layer-cache.ts';
 import type { InstanceStore, LiveInstance } from './instance-store.ts';
-import type { Logger, Mounter, OpenImportSockets } from './ports.ts';
+import type { Logger, Mounter, OpenImportSockets } from '../ports.ts';
 import { cacheModeOf } from './root-preparation.ts';
 import { NOBODY, resolveUser } from './instance-spec.ts';
-import type { DriverName } from './drivers/index.ts';
+import type { DriverName } from '../drivers/index.ts';
 
 export interface RecoveryDeps {
   state: Pick<HostState, 'list' | 'paths' | 'remove' | 'instancesDir'>;
