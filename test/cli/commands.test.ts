@@ -23,11 +23,16 @@ interface Run {
   json: any;
 }
 
+/** The admin token of the provider the current test started (the CLI gets it as SHOAL_TOKEN). */
+let adminToken: string | undefined;
+
 /** Runs `shoal <args>` to completion; never rejects (the exit code is part of the result). */
 function shoal(args: string[]): Promise<Run> {
   return new Promise((resolve) => {
     const env = { ...process.env };
     delete env.SHOAL_URL;
+    delete env.SHOAL_TOKEN;
+    if (adminToken !== undefined) env.SHOAL_TOKEN = adminToken;
     execFile(process.execPath, [SHOAL, ...args], { env, timeout: 60_000 }, (error, stdout, stderr) => {
       let json: unknown;
       try {
@@ -42,6 +47,7 @@ function shoal(args: string[]): Promise<Run> {
 
 async function farmWithHost(t: Parameters<typeof startFarm>[0]): Promise<{ farm: Farm; url: string; dir: string }> {
   const farm = await startFarm(t, { register: false });
+  adminToken = farm.token;
   for (const h of farm.hosts) await farm.provider.registerHost({ controlUrl: h.controlUrl, token: h.token });
   const dir = await mkdtemp(join(tmpdir(), 'shoal-cli-'));
   t.after(() => rm(dir, { recursive: true, force: true }));
