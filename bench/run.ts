@@ -1,7 +1,7 @@
 // `npm run bench`: every benchmark, one run, figures printed and written to
 // bench/report.md. Each compares Shoal with a baseline or a peer measured in the same
 // run, because these machines are noisy: read the ratios, not the absolute times.
-//   SHOAL_BENCH_ONLY=pull,overlay,forwarding,host-start,provider,compose   run a subset
+//   SHOAL_BENCH_ONLY=pull,overlay,forwarding,host-start,provider,compose,validation   run a subset
 import { mkdir, mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
@@ -14,6 +14,7 @@ import { formatHostDeployBench, runHostDeployBench } from './host-deploy.ts';
 import { formatHostStartBench, runHostStartBench } from './host-start.ts';
 import { formatProviderBench, runProviderBench } from './provider.ts';
 import { formatComposeBench, runComposeBench } from './compose.ts';
+import { formatValidationBench, runValidationBench } from './validation.ts';
 
 const HERE = fileURLToPath(new URL('.', import.meta.url));
 const only = process.env.SHOAL_BENCH_ONLY?.split(',').map((s) => s.trim());
@@ -114,6 +115,11 @@ async function main() {
     log('compose: added latency per intermediary hop');
     const r = await runComposeBench({ log });
     sections.push(`## Composition: added latency per intermediary hop\n\n${formatComposeBench(r)}`);
+    console.log(sections.at(-1));
+  }
+  if (wanted('validation')) {
+    log('validation: message-path cost of the input check');
+    sections.push(`## Message validation: old checker vs Ajv vs TypeBox\n\n${formatValidationBench(await runValidationBench())}`);
     console.log(sections.at(-1));
   }
   await rm(work, { recursive: true, force: true });
