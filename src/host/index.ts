@@ -3,6 +3,7 @@
 // left, and listens. `shoal host`, `shoal up` and the tests all start a host this way.
 import { randomBytes } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
+import { hardenServer } from '../edge/index.ts';
 import type { AddressInfo } from 'node:net';
 import { createReadStream, unlinkSync } from 'node:fs';
 import { chmod, mkdir, readFile, unlink, writeFile } from 'node:fs/promises';
@@ -158,12 +159,12 @@ async function startLocked(options: HostOptions, dataDir: string, log: Logger, r
     keys: [new Uint8Array(routeKey)],
     resolveInstance: (id) => agentRef?.resolve(id),
   });
-  const dataServer = createServer({ keepAliveTimeout: 30_000 }, (req, res) => {
+  const dataServer = hardenServer(createServer({ keepAliveTimeout: 30_000 }, (req, res) => {
     inFlight++;
     requestsTotal++;
     res.once('close', () => inFlight--);
     forwarder.handle(req, res);
-  });
+  }));
   const dataListen = options.dataListen ?? { host: options.listen.host, port: 0 };
   const dataPort = await listen(dataServer, dataListen.host, dataListen.port);
   const advertise = (h: string): string => {
@@ -296,7 +297,7 @@ async function startLocked(options: HostOptions, dataDir: string, log: Logger, r
   };
 
   const app = createControlApi({ agent, token: options.token, events, metrics, report });
-  const controlServer = createServer(getRequestListener(app.fetch));
+  const controlServer = hardenServer(createServer(getRequestListener(app.fetch)), { jsonBodies: ['/v1/'] });
   let controlPort: number;
   try {
     controlPort = await listen(controlServer, options.listen.host, options.listen.port);

@@ -93,13 +93,13 @@ describe('provider killed with SIGKILL and restarted', { skip }, () => {
     let answered = 0;
     const traffic = ['alpha', 'beta'].map(async (name) => {
       while (!stop) {
-        const r = await fetch(`${url}/s/${name}/Echo`, { method: 'POST', body: '{"message":"t"}' }).catch(() => undefined);
+        const r = await fetch(`${url}/s/${name}/Echo`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"message":"t"}' }).catch(() => undefined);
         if (r?.status === 200) answered++;
         await r?.arrayBuffer().catch(() => undefined);
       }
     });
     await new Promise((r) => setTimeout(r, 300));
-    const cold = fetch(`${url}/s/gamma/Echo`, { method: 'POST', body: '{"message":"cold"}' }).catch(() => undefined);
+    const cold = fetch(`${url}/s/gamma/Echo`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"message":"cold"}' }).catch(() => undefined);
     await new Promise((r) => setTimeout(r, 60));
     first.child.kill('SIGKILL');
     await new Promise((r) => first.child.once('exit', r));

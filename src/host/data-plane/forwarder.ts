@@ -15,6 +15,7 @@
 //   before a complete reply) · 502 bad-reply (invalid HTTP) · 504 timeout.
 
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { hardenServer } from '../../edge/index.ts';
 import { connect, type AddressInfo } from 'node:net';
 import { ShoalError } from '../../protocol/errors.ts';
 import { INSTANCE_HEADER } from '../../protocol/data-plane.ts';
@@ -212,7 +213,7 @@ export interface ListeningForwarder {
 export async function listenForwarder(options: ForwarderOptions & { host: string; port: number }): Promise<ListeningForwarder> {
   const forwarder = createForwarder(options);
   // Callers (providers) keep connections open between messages; hold them longer than node's 5 s.
-  const server = createServer({ keepAliveTimeout: 30_000 }, forwarder.handle);
+  const server = hardenServer(createServer({ keepAliveTimeout: 30_000 }, forwarder.handle));
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(options.port, options.host, () => {

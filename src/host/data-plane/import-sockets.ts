@@ -11,6 +11,7 @@
 // percent-encoded, or an absolute-form target) are refused with 400.
 
 import { createServer, validateHeaderName, validateHeaderValue, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { hardenServer } from '../../edge/index.ts';
 import { connect, isIP } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
 import { chmod, chown, lstat, mkdir, rm } from 'node:fs/promises';
@@ -83,7 +84,7 @@ export async function openImportSockets(dir: string, bindings: ImportBinding[], 
   try {
     for (const p of prepared) {
       await removeStaleSocket(p.socketPath);
-      const server = createServer((req, res) => handle(p, req, res));
+      const server = hardenServer(createServer((req, res) => handle(p, req, res)));
       await new Promise<void>((resolve, reject) => {
         server.once('error', reject);
         server.listen(p.socketPath, () => {
