@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { randomBytes } from 'node:crypto';
-import { mkdir } from 'node:fs/promises';
+import { chmod, mkdir } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { parseImageRef } from '../../protocol/image-ref.ts';
 import { formatBytes } from '../output.ts';
@@ -11,6 +11,21 @@ import { parseListen, untilSignal } from './common.ts';
 // bundled into a small overlay; its description is what the provider registers.
 const echoExample = () => import('../../../examples/echo/build.ts');
 const echoDefinition = () => import('../../../examples/echo/echo.ts');
+
+const STORE_DIR = 'store';
+
+/**
+ * Secrets at rest (issue 9, item 8): the state directory can be traversed but not listed
+ * (0711: instances of the process driver run as nobody and reach their tree under host/,
+ * which the host keeps 0711 too); the store is 0700; the database and keys are 0600 where
+ * they are made (the SQLite driver, the host).
+ */
+export async function prepareStateDir(dataDir: string): Promise<void> {
+  await mkdir(dataDir, { recursive: true, mode: 0o700 });
+  await chmod(dataDir, 0o711);
+  await mkdir(join(dataDir, STORE_DIR), { recursive: true, mode: 0o700 });
+  await chmod(join(dataDir, STORE_DIR), 0o700);
+}
 
 export function registerUpCommand(program: Command): void {
   program
@@ -23,7 +38,7 @@ export function registerUpCommand(program: Command): void {
     .action(async (opts: { listen: string; data: string; driver?: string; db?: string }) => {
       const listen = parseListen(opts.listen);
       const dataDir = resolve(opts.data);
-      await mkdir(dataDir, { recursive: true });
+      await prepareStateDir(dataDir);
       const image = await import('../../image/index.ts');
       const { startProvider } = await import('../../provider/index.ts');
       const { createLogger } = await import('../logger.ts');
@@ -32,7 +47,7 @@ export function registerUpCommand(program: Command): void {
 
       // The store is not a server of its own here: its app is mounted in the provider's
       // server, so one address serves messages, the provider API and the OCI registry.
-      const storeDir = join(dataDir, 'store');
+      const storeDir = join(dataDir, STORE_DIR);
       const blobs = image.createBlobStore({ dir: storeDir });
       const imageStore = image.createImageStore({ dir: storeDir, blobs, vetLayer: image.layerVetter(blobs) });
       const storeApp = image.createStoreApp({ store: imageStore, blobs, logger: log });
