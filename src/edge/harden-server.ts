@@ -17,7 +17,8 @@
 // - on a loopback listener the Host header must name the listener (403): a DNS-rebound page
 //   sends its own name;
 // - no CORS headers, unless corsOrigins lists the page's origin.
-// Limits come from the options, then SHOAL_* environment variables, then the defaults.
+// Limits come from SHOAL_* environment variables (the operator's word), then the options
+// (the server's own needs), then the defaults.
 // Call it right after createServer (with the request listener) and before listen.
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
@@ -61,13 +62,13 @@ interface SocketState {
 const STATE = Symbol('shoal.hardening');
 type Tracked = Socket & { [STATE]?: SocketState };
 
-/** The limits a server gets: options, then environment, then defaults. */
+/** The limits a server gets: environment, then options, then defaults. */
 export function hardeningLimits(options: HardeningOptions = {}, env: NodeJS.ProcessEnv = process.env): HardeningLimits {
   const pick = (given: number | undefined, name: string, fallback: number): number => {
-    if (given !== undefined) return given;
     const raw = env[name];
     const n = raw === undefined || raw === '' ? NaN : Number(raw);
-    return Number.isInteger(n) && n >= 0 ? n : fallback;
+    if (Number.isInteger(n) && n >= 0) return n;
+    return given ?? fallback;
   };
   return {
     headersTimeoutMs: pick(options.headersTimeoutMs, 'SHOAL_HEADERS_TIMEOUT_MS', HARDENING_DEFAULTS.headersTimeoutMs),
@@ -79,8 +80,10 @@ export function hardeningLimits(options: HardeningOptions = {}, env: NodeJS.Proc
 
 export function hardenServer<S extends Server>(server: S, options: HardeningOptions = {}): S {
   const limits = hardeningLimits(options);
-  const list = (given: readonly string[] | undefined, name: string): string[] =>
-    given !== undefined ? [...given] : (process.env[name] ?? '').split(',').map((s) => s.trim()).filter((s) => s !== '');
+  const list = (given: readonly string[] | undefined, name: string): string[] => [
+    ...(given ?? []),
+    ...(process.env[name] ?? '').split(',').map((s) => s.trim()).filter((s) => s !== ''),
+  ];
   const jsonBodies = options.jsonBodies ?? [];
   const allowedHosts = new Set(['localhost', '127.0.0.1', '[::1]', ...list(options.allowedHosts, 'SHOAL_ALLOWED_HOSTS').map((h) => h.toLowerCase())]);
   const corsOrigins = new Set(list(options.corsOrigins, 'SHOAL_CORS_ORIGINS'));

@@ -16,7 +16,7 @@ import { createEventBus, type EventBus } from './events.ts';
 import { createHostState } from './host-state.ts';
 import { createLayerCache, type LayerCache } from './layer-cache.ts';
 import { createHostMetrics } from './metrics.ts';
-import { createForwarder } from './data-plane/forwarder.ts';
+import { createForwarder, DATA_PLANE_MAX_CONNECTIONS } from './data-plane/forwarder.ts';
 import { closeServer } from './data-plane/relay.ts';
 import { openImportSockets } from './data-plane/import-sockets.ts';
 import { listMounts, mountOverlay, unmountOverlay } from './rootfs/overlay.ts';
@@ -164,7 +164,7 @@ async function startLocked(options: HostOptions, dataDir: string, log: Logger, r
     requestsTotal++;
     res.once('close', () => inFlight--);
     forwarder.handle(req, res);
-  }));
+  }), { maxConnectionsPerClient: DATA_PLANE_MAX_CONNECTIONS });
   const dataListen = options.dataListen ?? { host: options.listen.host, port: 0 };
   const dataPort = await listen(dataServer, dataListen.host, dataListen.port);
   const advertise = (h: string): string => {

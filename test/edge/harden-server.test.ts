@@ -161,11 +161,12 @@ test('harden: no CORS headers unless the origin is configured', async (t) => {
   assert.equal(other.headers['access-control-allow-origin'], undefined);
 });
 
-test('harden: limits come from options, then SHOAL_* variables, then defaults', () => {
+test('harden: limits come from SHOAL_* variables, then options, then defaults', () => {
   assert.deepEqual(hardeningLimits({}, {}), { headersTimeoutMs: 10_000, requestTimeoutMs: 300_000, idleTimeoutMs: 30_000, maxConnectionsPerClient: 512 });
   const env = { SHOAL_IDLE_TIMEOUT_MS: '5000', SHOAL_MAX_CONNECTIONS_PER_CLIENT: '64', SHOAL_HEADERS_TIMEOUT_MS: 'soon' };
   assert.deepEqual(hardeningLimits({ requestTimeoutMs: 0 }, env), { headersTimeoutMs: 10_000, requestTimeoutMs: 0, idleTimeoutMs: 5000, maxConnectionsPerClient: 64 });
-  assert.equal(hardeningLimits({ idleTimeoutMs: 1 }, env).idleTimeoutMs, 1);
+  assert.equal(hardeningLimits({ idleTimeoutMs: 1 }, env).idleTimeoutMs, 5000, 'the operator overrides a server');
+  assert.equal(hardeningLimits({ idleTimeoutMs: 1 }, {}).idleTimeoutMs, 1);
 });
 
 test('harden: clients are keyed by IPv4 address, IPv6 /64, or one key for Unix sockets', () => {

@@ -52,10 +52,10 @@ async function expectPerClientCap(target: { port: number }, t: { after(fn: () =>
   t.after(() => held.forEach((h) => h.socket.destroy()));
   await until('the six are accepted', async () => {
     const probe = exchange(target, half, '127.0.0.2');
-    const text = await Promise.race([probe.reply, new Promise<string>((r) => setTimeout(() => r(''), 150))]);
+    const text = await Promise.race([probe.reply, new Promise<string>((r) => setTimeout(() => r(''), 1000))]);
     probe.socket.destroy();
     return text.startsWith('HTTP/1.1 503');
-  });
+  }, 30_000);
   const res = await fetch(`http://127.0.0.1:${target.port}/healthz`);
   assert.notEqual(res.status, 503);
   await res.body?.cancel();
