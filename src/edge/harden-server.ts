@@ -101,11 +101,12 @@ export function hardenServer<S extends Server>(server: S, options: HardeningOpti
     const key = clientKey(socket);
     const n = perClient.get(key) ?? 0;
     if (limits.maxConnectionsPerClient > 0 && n >= limits.maxConnectionsPerClient) {
-      // Refused before node's parser reads it: the reply is written raw and the socket closed.
+      // Refused before any request on it is handled: the reply is written raw and our side
+      // closed; what the client sent is read and dropped (unread bytes would turn the close
+      // into a reset that loses the 503), and the idle timeout ends a client that lingers.
       socket[STATE] = { key, current: undefined, readMark: Infinity };
       socket.on('error', () => socket.destroy()); // the client may be gone already; nothing to tell it
       socket.end(raw(503, 'Service Unavailable', 'unavailable', `too many connections from this client (limit ${limits.maxConnectionsPerClient})`));
-      socket.pause();
       return;
     }
     perClient.set(key, n + 1);
@@ -128,7 +129,7 @@ export function hardenServer<S extends Server>(server: S, options: HardeningOpti
     const socket = req.socket as Tracked;
     const state = socket[STATE];
     if (state !== undefined) {
-      if (state.readMark === Infinity) return void socket.destroy();
+      if (state.readMark === Infinity) return void req.resume(); // a refused connection: never handled
       state.current = { req, res };
       res.once('finish', () => {
         if (state.current?.res === res) state.current = undefined;
