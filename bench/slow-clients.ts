@@ -39,6 +39,9 @@ interface Tally {
 export interface SlowClientsVariant {
   name: string;
   attack: Tally;
+  /** Others' requests while the attack was being made. */
+  during: { sent: number; ok: number; p50Ms: number | undefined; p99Ms: number | undefined; errors: Record<string, number> };
+  /** Others' requests after it, while its connections are held. */
   probes: { sent: number; ok: number; p50Ms: number | undefined; p99Ms: number | undefined; errors: Record<string, number> };
   /** Whether the server process was still running after the attack. */
   serverAlive: boolean;
@@ -154,13 +157,16 @@ function probe(url: string): Promise<{ ms: number } | { error: string }> {
   });
 }
 
-async function probes(url: string, n: number): Promise<SlowClientsVariant['probes']> {
+type Probes = SlowClientsVariant['probes'];
+
+/** Requests on fresh connections, PROBE_CONCURRENCY at a time, until `n` are made or `until` says stop. */
+async function probes(url: string, n: number, until: () => boolean = () => false): Promise<Probes> {
   const times: number[] = [];
   const errors: Record<string, number> = {};
   let next = 0;
   await Promise.all(
     Array.from({ length: PROBE_CONCURRENCY }, async () => {
-      while (next++ < n) {
+      while (next++ < n && !until()) {
         const r = await probe(url);
         if ('ms' in r) times.push(r.ms);
         else errors[r.error] = (errors[r.error] ?? 0) + 1;
@@ -169,7 +175,8 @@ async function probes(url: string, n: number): Promise<SlowClientsVariant['probe
   );
   times.sort((a, b) => a - b);
   const at = (p: number) => (times.length === 0 ? undefined : times[Math.min(times.length - 1, Math.floor(p * times.length))]);
-  return { sent: n, ok: times.length, p50Ms: at(0.5), p99Ms: at(0.99), errors };
+  const sent = times.length + Object.values(errors).reduce((a, b) => a + b, 0);
+  return { sent, ok: times.length, p50Ms: at(0.5), p99Ms: at(0.99), errors };
 }
 
 async function variant(name: string, env: NodeJS.ProcessEnv, connections: number, n: number, log: (s: string) => void): Promise<SlowClientsVariant> {
@@ -178,10 +185,15 @@ async function variant(name: string, env: NodeJS.ProcessEnv, connections: number
   const attackers: Child[] = [];
   try {
     const port = Number(new URL(server.line).port);
+    // Others keep coming while the attack is made, and after it.
+    let attacking = true;
+    const meanwhile = probes(server.line, Number.MAX_SAFE_INTEGER, () => !attacking);
     for (let tried = 0; tried < connections; tried += PER_ATTACKER) {
       attackers.push(await startChild(['--attack', String(port), String(Math.min(PER_ATTACKER, connections - tried))]));
       log(`${name}: ${Math.min(connections, tried + PER_ATTACKER)} half-sent requests tried`);
     }
+    attacking = false;
+    const during = await meanwhile;
     const served = await probes(server.line, n);
     const serverAlive = server.child.exitCode === null && server.child.signalCode === null;
     // Each attacker says, as it is stopped, how its connections stand now.
@@ -192,7 +204,7 @@ async function variant(name: string, env: NodeJS.ProcessEnv, connections: number
       const t = JSON.parse(a.lines[before] ?? a.lines.at(-1)!) as Tally;
       for (const k of Object.keys(attack) as Array<keyof Tally>) attack[k] += t[k];
     }
-    return { name, attack, probes: served, serverAlive };
+    return { name, attack, during, probes: served, serverAlive };
   } finally {
     await Promise.all(attackers.map((a) => stop(a.child)));
     await stop(server.child);
@@ -212,16 +224,17 @@ export async function runSlowClientsBench(options: { connections?: number; probe
 }
 
 export function formatSlowClientsBench(rows: SlowClientsVariant[], connections: number): string {
-  const ms = (v: number | undefined) => (v === undefined ? '–' : `${v.toFixed(1)} ms`);
+  const ms = (v: number | undefined) => (v === undefined ? '–' : `${v.toFixed(0)} ms`);
   const errs = (e: Record<string, number>) => Object.entries(e).map(([k, v]) => `${k} ×${v}`).join(', ') || 'none';
+  const served = (p: Probes) => `${p.ok}/${p.sent}, p50 ${ms(p.p50Ms)}, p99 ${ms(p.p99Ms)}; errors: ${errs(p.errors)}`;
   return [
-    `${connections} half-sent requests (headers and the start of a 100 kB body) from ${ATTACKER} to a Shoal store in a child process on loopback; then, while they are held, ${rows[0]?.probes.sent ?? 0} requests on fresh connections from 127.0.0.1 (${PROBE_CONCURRENCY} at a time, ${PROBE_TIMEOUT_MS} ms timeout each). The attacker's counts are as they stood after those requests.`,
+    `${connections} half-sent requests (headers and the start of a 100 kB body) from ${ATTACKER} to a Shoal store in a child process on loopback, ${PER_ATTACKER} per attacker process, 200 connects in flight each. Others: requests on fresh connections from 127.0.0.1, ${PROBE_CONCURRENCY} at a time (${PROBE_TIMEOUT_MS} ms timeout each), while the attack is made and then ${rows[0]?.probes.sent ?? 0} more while its connections are held. The attacker's counts are as they stood at the end.`,
     '',
-    "| server | attacker: held | refused 503 | 408 after silence | closed / never connected | not tried (attacker's 90 s ran out) | server up | others served | p50 | p99 | others' errors |",
-    '|---|---|---|---|---|---|---|---|---|---|---|',
+    "| server | attacker: held | refused 503 | 408 after silence | closed / never connected | not tried (its 90 s ran out) | server up | others served during the attack | others served after |",
+    '|---|---|---|---|---|---|---|---|---|',
     ...rows.map(
       (r) =>
-        `| ${r.name} | ${r.attack.held} | ${r.attack.refused503} | ${r.attack.timedOut408} | ${r.attack.failed} | ${r.attack.notTried} | ${r.serverAlive ? 'yes' : 'no'} | ${r.probes.ok}/${r.probes.sent} | ${ms(r.probes.p50Ms)} | ${ms(r.probes.p99Ms)} | ${errs(r.probes.errors)} |`,
+        `| ${r.name} | ${r.attack.held} | ${r.attack.refused503} | ${r.attack.timedOut408} | ${r.attack.failed} | ${r.attack.notTried} | ${r.serverAlive ? 'yes' : 'no'} | ${served(r.during)} | ${served(r.probes)} |`,
     ),
   ].join('\n');
 }
