@@ -1,7 +1,7 @@
 // The host's data plane: the forwarder behind a server of ours, which counts the
 // requests in flight and in all (for the report and metrics).
 import { createServer } from 'node:http';
-import { hardenServer } from '../edge/index.ts';
+import { hardenServer } from '../http/index.ts';
 import { createForwarder, DATA_PLANE_MAX_CONNECTIONS, type Forwarder, type ForwarderOptions } from './data-plane/forwarder.ts';
 import { closeServer } from '../http/index.ts';
 import { listen } from './listen.ts';

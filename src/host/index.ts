@@ -3,7 +3,7 @@
 // left, and listens. `shoal host`, `shoal up` and the tests all start a host this way.
 // Each piece lives in its own module; this file only puts them together in order.
 import { createServer } from 'node:http';
-import { hardenServer } from '../edge/index.ts';
+import { hardenServer } from '../http/index.ts';
 import { chmod, mkdir } from 'node:fs/promises';
 import { resolve as resolvePath } from 'node:path';
 import { getRequestListener } from '@hono/node-server';

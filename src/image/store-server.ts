@@ -4,7 +4,7 @@
 // listener, so blob handlers can reach the raw request and response).
 import { createReadStream } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { hardenServer } from '../edge/index.ts';
+import { hardenServer } from '../http/index.ts';
 import type { AddressInfo } from 'node:net';
 import { getRequestListener } from '@hono/node-server';
 import { Hono } from 'hono';

@@ -5,7 +5,7 @@
 // Error codes become HTTP statuses here and only here (httpStatusFor).
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { hardenServer } from '../edge/index.ts';
+import { hardenServer } from '../http/index.ts';
 import { getRequestListener } from '@hono/node-server';
 import { Hono, type Context } from 'hono';
 import { bodyLimit } from 'hono/body-limit';

@@ -11,7 +11,7 @@
 // percent-encoded, or an absolute-form target) are refused with 400.
 
 import { createServer, validateHeaderName, validateHeaderValue, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { hardenServer } from '../../edge/index.ts';
+import { hardenServer } from '../../http/index.ts';
 import { chmod, chown, lstat, mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ShoalError } from '../../protocol/errors.ts';

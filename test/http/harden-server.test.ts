@@ -7,7 +7,7 @@ import { createServer, request, type IncomingMessage, type Server, type ServerRe
 import { connect, type Socket } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { until } from '../fixtures/until.ts';
-import { clientKey, hardenServer, hardeningLimits, type HardeningOptions } from '../../src/edge/index.ts';
+import { clientKey, hardenServer, hardeningLimits, type HardeningOptions } from '../../src/http/index.ts';
 
 async function start(
   t: { after(fn: () => Promise<void>): void },
