@@ -40,7 +40,7 @@ export function registerUpCommand(program: Command): void {
       const driver = await parseDriver(opts.driver);
       const dataDir = resolve(opts.data);
       await prepareStateDir(dataDir); // the store inside is 0700
-      const auth = await import('../../provider/auth/index.ts');
+      const { auth } = await import('../../provider/index.ts');
       await auth.secureDir(dataDir); // 0700: it holds the registry and the admin token
       const image = await import('../../image/index.ts');
       const { startProvider } = await import('../../provider/index.ts');
