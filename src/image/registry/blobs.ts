@@ -119,7 +119,8 @@ export function createBlobHandlers(options: BlobHandlerOptions): BlobHandlers {
     const mount = c.req.query('mount');
     if (mount !== undefined) {
       // Blobs are shared by the whole store: mounting is "is it here?". No auth, so `from` is not checked further.
-      if (isDigest(mount) && (await blobs.has(mount))) return created(name, mount);
+      // Touched: a mount is an upload, and gc --min-age spares recent uploads.
+      if (isDigest(mount) && (await blobs.touch(mount))) return created(name, mount);
     }
     const digest = c.req.query('digest');
     if (digest !== undefined) {
