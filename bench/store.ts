@@ -20,6 +20,7 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { randomBytes } from 'node:crypto';
 import { gzipSync } from 'node:zlib';
+import { pack } from 'tar-stream';
 import { buildNodeTemplate, createRegistryClient, pullImage } from '../src/image/index.ts';
 import { createLayoutWriter } from '../src/image/oci-layout.ts';
 import { digestOf } from '../src/protocol/digest.ts';
@@ -110,12 +111,18 @@ async function layoutBlobs(dir: string): Promise<{ bytes: number; blobs: number 
   return { bytes, blobs: names.length };
 }
 
-/** A one-layer image of `size` random bytes (not a tar: no registry reads layers) in an OCI layout at `dir`, tag `warm`. */
+/** A one-layer image (one file of `size` random bytes) in an OCI layout at `dir`, tag `warm`. */
 export async function writeSmallImage(dir: string, size: number): Promise<void> {
   const w = await createLayoutWriter(dir);
-  const layer = gzipSync(randomBytes(size), { level: 1 });
+  const p = pack();
+  p.entry({ name: 'warm.bin', mode: 0o644, mtime: new Date(0), uid: 0, gid: 0 }, randomBytes(size));
+  p.finalize();
+  const chunks: Buffer[] = [];
+  for await (const c of p) chunks.push(c as Buffer);
+  const tar = Buffer.concat(chunks);
+  const layer = gzipSync(tar, { level: 1 });
   await w.addBlob(layer);
-  const config = Buffer.from(JSON.stringify({ architecture: 'amd64', os: 'linux', rootfs: { type: 'layers', diff_ids: [digestOf(randomBytes(8))] } }));
+  const config = Buffer.from(JSON.stringify({ architecture: 'amd64', os: 'linux', rootfs: { type: 'layers', diff_ids: [digestOf(tar)] } }));
   await w.addBlob(config);
   const manifest = Buffer.from(
     JSON.stringify({

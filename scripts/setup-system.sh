@@ -38,6 +38,12 @@ else
   echo "setup-system: all packages present"
 fi
 
+# docker-registry's package enables a service listening on :5000 on every interface;
+# the benchmark starts its own on loopback, so the service is turned off.
+if command -v systemctl >/dev/null 2>&1 && systemctl is-enabled docker-registry >/dev/null 2>&1; then
+  systemctl disable --now docker-registry >/dev/null 2>&1 || echo "setup-system: could not disable the docker-registry service; stop it by hand" >&2
+fi
+
 # PostgreSQL: the provider's registry can live in it (SHOAL_DATABASE_URL); the tests run
 # the same registry suite against SQLite and against this server.
 if ! dpkg-query -W -f='${Status}' postgresql 2>/dev/null | grep -q 'install ok installed'; then

@@ -85,6 +85,11 @@ export interface BlobIngester {
   getUpload(id: string): Promise<Upload | undefined>;
   /** Cancels uploads idle for longer than this and removes stale temp files. Returns how many. */
   expireUploads(olderThanMs: number): Promise<number>;
+  /**
+   * Marks a stored blob as just uploaded (a client mounted it instead of sending it), so a
+   * gc sparing recent blobs spares it until the client's manifest names it. false: no such blob.
+   */
+  touch(digest: Digest): Promise<boolean>;
 }
 
 export interface BlobManager {
@@ -385,6 +390,17 @@ export function createBlobStore(options: BlobStoreOptions): BlobStore {
     },
 
     path: blobPath,
+
+    async touch(d) {
+      const now = new Date();
+      try {
+        await utimes(blobPath(d), now, now);
+        return true;
+      } catch (e) {
+        if (isNoEnt(e)) return false;
+        throw e;
+      }
+    },
 
     async ingest(source, opts = {}) {
       await ensureDirs();

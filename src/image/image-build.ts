@@ -3,7 +3,7 @@
 // changes (XenoServer's templates and overlays). Both are pushed to a store through
 // the registry client, so the CLI and `shoal up` build the same way against any store.
 import { createReadStream } from 'node:fs';
-import { mkdtemp, rm, stat } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';

@@ -15,7 +15,7 @@ import { isShoalError, ShoalError } from '../protocol/errors.ts';
 import { MediaType } from '../protocol/oci.ts';
 import type { LayerIndex } from './layer-index.ts';
 import { ancestorsOf, baseOf, joinPath, parentOf, symlinkClimbs, WHITEOUT_PREFIX } from './tar-safety.ts';
-import { statIfExists, lstatIfExists } from './fs-util.ts';
+import { lstatIfExists } from './fs-util.ts';
 
 export { indexLayers, type IndexEntry, type LayerIndex } from './layer-index.ts';
 

@@ -21,7 +21,7 @@
 // can be imported from outside the service's files; anything else fails the build, not
 // the first request.
 import { createRequire, isBuiltin, stripTypeScriptTypes } from 'node:module';
-import { chmod, mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { dirname, extname, join, relative, resolve, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ShoalError } from '../protocol/errors.ts';

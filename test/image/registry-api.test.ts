@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, readdir, rm, stat } from 'node:fs/promises';
+import { mkdtemp, readdir, rm, stat, utimes } from 'node:fs/promises';
 import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -212,8 +212,13 @@ describe('registry API', () => {
 
   test('cross-repository mount: 201 when present, a new session when not', async () => {
     const d = await pushBlob('demo/source', randomBytes(5000));
+    const old = new Date(Date.now() - 3_600_000);
+    await utimes(s.blobs.path(d), old, old);
     let res = await fetch(`${url}/v2/demo/target/blobs/uploads/?mount=${d}&from=demo/source`, { method: 'POST' });
     assert.equal(res.status, 201);
+    // A mount is an upload: gc sparing recent blobs spares the mounted one until a manifest names it.
+    assert.deepEqual(await s.store.gc({ minAgeMs: 600_000 }), { removedBlobs: 0, freedBytes: 0 });
+    assert.equal(await s.blobs.has(d), true);
     assert.equal(res.headers.get('location'), `/v2/demo/target/blobs/${d}`);
     assert.equal(res.headers.get('docker-content-digest'), d);
     res = await fetch(`${url}/v2/demo/target/blobs/uploads/?mount=${digestOf('absent')}&from=demo/source`, { method: 'POST' });
