@@ -1,7 +1,7 @@
 // `npm run bench`: every benchmark, one run, figures printed and written to
 // bench/report.md. Each compares Shoal with a baseline or a peer measured in the same
 // run, because these machines are noisy: read the ratios, not the absolute times.
-//   SHOAL_BENCH_ONLY=pull,store,overlay,forwarding,host-start,provider,compose   run a subset
+//   SHOAL_BENCH_ONLY=pull,store,overlay,forwarding,host-start,provider,compose,validation,slow-clients   run a subset
 import { mkdir, mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
@@ -15,6 +15,8 @@ import { formatHostDeployBench, runHostDeployBench } from './host-deploy.ts';
 import { formatHostStartBench, runHostStartBench } from './host-start.ts';
 import { formatProviderBench, runProviderBench } from './provider.ts';
 import { formatComposeBench, runComposeBench } from './compose.ts';
+import { formatValidationBench, runValidationBench } from './validation.ts';
+import { formatSlowClientsBench, runSlowClientsBench } from './slow-clients.ts';
 
 const HERE = fileURLToPath(new URL('.', import.meta.url));
 const only = process.env.SHOAL_BENCH_ONLY?.split(',').map((s) => s.trim());
@@ -121,6 +123,17 @@ async function main() {
     log('compose: added latency per intermediary hop');
     const r = await runComposeBench({ log });
     sections.push(`## Composition: added latency per intermediary hop\n\n${formatComposeBench(r)}`);
+    console.log(sections.at(-1));
+  }
+  if (wanted('validation')) {
+    log('validation: message-path cost of the input check');
+    sections.push(`## Message validation: old checker vs Ajv vs TypeBox\n\n${formatValidationBench(await runValidationBench())}`);
+    console.log(sections.at(-1));
+  }
+  if (wanted('slow-clients')) {
+    log('slow-clients: 20,000 half-sent requests from one client, and everyone else');
+    const rows = await runSlowClientsBench({ connections: 20_000, log });
+    sections.push(`## Slow and many connections\n\n${formatSlowClientsBench(rows, 20_000)}`);
     console.log(sections.at(-1));
   }
   await rm(work, { recursive: true, force: true });

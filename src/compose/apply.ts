@@ -3,7 +3,7 @@
 // to a provider's farms API.
 import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { ShoalError } from '../protocol/errors.ts';
+import { ShoalError, codeForStatus, isErrorCode } from '../protocol/errors.ts';
 import type { FarmGraph } from './graph.ts';
 import { typeCheckFarm } from './typecheck.ts';
 
@@ -63,7 +63,8 @@ export async function applyFarm(file: string, options: ApplyOptions): Promise<Ap
     } catch {
       // not JSON
     }
-    const code = (err.error?.code ?? (res.status === 404 ? 'not-found' : res.status >= 500 ? 'unavailable' : 'invalid')) as ConstructorParameters<typeof ShoalError>[0];
+    const given = err.error?.code;
+    const code = given !== undefined && isErrorCode(given) ? given : codeForStatus(res.status);
     throw new ShoalError(code, `apply ${graph.name}: ${err.error?.message ?? text.slice(0, 500)}`, err.error?.field === undefined ? {} : { field: err.error.field });
   }
   return JSON.parse(text) as ApplyOutcome;

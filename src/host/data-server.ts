@@ -1,7 +1,8 @@
 // The host's data plane: the forwarder behind a server of ours, which counts the
 // requests in flight and in all (for the report and metrics).
 import { createServer } from 'node:http';
-import { createForwarder, type Forwarder, type ForwarderOptions } from './data-plane/forwarder.ts';
+import { hardenServer } from '../http/index.ts';
+import { createForwarder, DATA_PLANE_MAX_CONNECTIONS, type Forwarder, type ForwarderOptions } from './data-plane/forwarder.ts';
 import { closeServer } from '../http/index.ts';
 import { listen } from './listen.ts';
 import { advertisedUrl } from '../protocol/listen-address.ts';
@@ -25,12 +26,15 @@ export async function startDataServer(options: DataServerOptions): Promise<DataS
   let inFlight = 0;
   let requestsTotal = 0;
   const forwarder = createForwarder({ keys: options.keys, resolveInstance: options.resolveInstance });
-  const server = createServer({ keepAliveTimeout: 30_000 }, (req, res) => {
-    inFlight++;
-    requestsTotal++;
-    res.once('close', () => inFlight--);
-    forwarder.handle(req, res);
-  });
+  const server = hardenServer(
+    createServer({ keepAliveTimeout: 30_000 }, (req, res) => {
+      inFlight++;
+      requestsTotal++;
+      res.once('close', () => inFlight--);
+      forwarder.handle(req, res);
+    }),
+    { maxConnectionsPerClient: DATA_PLANE_MAX_CONNECTIONS },
+  );
   const port = await listen(server, options.listen.host, options.listen.port);
   return {
     url: advertisedUrl(options.listen.host, port, options.advertiseHost),

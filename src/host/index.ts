@@ -3,6 +3,7 @@
 // left, and listens. `shoal host`, `shoal up` and the tests all start a host this way.
 // Each piece lives in its own module; this file only puts them together in order.
 import { createServer } from 'node:http';
+import { hardenServer } from '../http/index.ts';
 import { chmod, mkdir } from 'node:fs/promises';
 import { resolve as resolvePath } from 'node:path';
 import { getRequestListener } from '@hono/node-server';
@@ -214,7 +215,7 @@ async function startControlServer(
   fetch: (req: Request) => Response | Promise<Response>,
   at: { host: string; port: number },
 ): Promise<{ port: number; close(): Promise<void> }> {
-  const server = createServer(getRequestListener(fetch));
+  const server = hardenServer(createServer(getRequestListener(fetch)), { jsonBodies: ['/v1/'] });
   const port = await listen(server, at.host, at.port);
   // SSE streams never end by themselves: cut every connection after a short grace.
   return { port, close: () => closeServer(server, async () => {}, 200) };

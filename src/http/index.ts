@@ -9,3 +9,6 @@ export { closeServer, readRequestHead, relay, replyError, ROUTE_HEADER } from '.
 export type { RelayPlan, RequestHead } from './relay.ts';
 export { createEventParser, readEventStream } from './event-stream.ts';
 export type { EventStreamOptions, StreamEvent } from './event-stream.ts';
+// The edge of every server: timeouts, per-client connection caps, and the checks that keep
+// browsers and DNS-rebound pages out (harden-server.ts).
+export { clientKey, HARDENING_DEFAULTS, hardenServer, hardeningLimits, type HardeningLimits, type HardeningOptions } from './harden-server.ts';

@@ -4,6 +4,7 @@
 // listener, so blob handlers can reach the raw request and response).
 import { createReadStream } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { hardenServer } from '../http/index.ts';
 import type { AddressInfo } from 'node:net';
 import { getRequestListener } from '@hono/node-server';
 import { Hono } from 'hono';
@@ -94,8 +95,7 @@ export async function startStore(options: StartStoreOptions): Promise<RunningSto
   const gate = options.gate;
   const server = createServer(gate === undefined ? listener : (req, res) => gate.handle(req, res, () => void listener(req, res)));
   // Layers can be gigabytes on a slow link: no cap on a whole request, only on silence.
-  server.requestTimeout = 0;
-  server.timeout = 5 * 60_000;
+  hardenServer(server, { requestTimeoutMs: 0, jsonBodies: ['/api/'] });
 
   const host = options.host ?? '127.0.0.1';
   await new Promise<void>((resolve, reject) => {

@@ -103,6 +103,15 @@ export function httpStatusFor(code: ErrorCode): number {
   }
 }
 
+/**
+ * The code of a reply that carried none of its own (a proxy's error page, an empty body):
+ * the table read backwards; other 5xx are `unavailable`, other 4xx `invalid`.
+ */
+export function codeForStatus(status: number): ErrorCode {
+  for (const code of errorCodes) if (httpStatusFor(code) === status) return code;
+  return status >= 500 ? 'unavailable' : 'invalid';
+}
+
 /** CLI exit codes: 1 generic failure, 2 usage/invalid input, 3 not found, 4 conflict, 5 unavailable. */
 export function exitCodeFor(code: ErrorCode): number {
   switch (code) {

@@ -4,7 +4,7 @@
 // provider that dies mid-deploy loses it after leaseMs); a loser watches the winner's
 // deployment until it is ready, failed or gone.
 import type { ClaimResult, DeploymentRecord, Registry } from './registry/index.ts';
-import type { Logger } from './host-pool.ts';
+import type { Logger } from './logger.ts';
 import { abortableSleep } from './sleep.ts';
 import { conditionalWrite, logWriteFailure } from './write-failures.ts';
 

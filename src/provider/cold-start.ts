@@ -9,7 +9,7 @@
 // The steps (attempt, follow) and the clock are injected, so each transition is tested
 // without hosts, registry or real time.
 import type { DeploymentRecord } from './registry/index.ts';
-import type { Logger } from './host-pool.ts';
+import type { Logger } from './logger.ts';
 import type { Demand } from './activator/index.ts';
 import { abortableSleep } from './sleep.ts';
 import type { Timing } from './timeline.ts';

@@ -19,11 +19,8 @@ import { createUpstream, readEventStream, type Upstream as HostLink } from '../h
 import { logWriteFailure } from './write-failures.ts';
 
 
-export interface Logger {
-  info(obj: object, msg?: string): void;
-  warn(obj: object, msg?: string): void;
-  error(obj: object, msg?: string): void;
-}
+import type { Logger } from './logger.ts';
+export type { Logger } from './logger.ts';
 
 // ---- the client of one host ---------------------------------------------------
 

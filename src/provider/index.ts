@@ -36,6 +36,8 @@ export type { DeployOutcome } from './deployer.ts';
 export type { Registry } from './registry/index.ts';
 export type { MountedApp } from './server.ts';
 export { openRegistry } from './registry/index.ts';
+// Tokens, roles and the gate, for the CLI's roles (up, provider, store) and its token commands.
+export * as auth from './auth/index.ts';
 export { compileSchema, type SchemaCheck, type SchemaError } from './json-schema.ts';
 
 export interface ProviderTuning {

@@ -1,16 +1,27 @@
 // Message safety: every message's body is checked against its operation's input schema
-// before it is forwarded. Service descriptions carry plain JSON Schema (draft 2020-12
-// subset), which TypeBox's checkers cannot run (they need TypeBox's own Kind markers),
-// so this compiles a schema once into a tree of closures, per service version, and the
-// message path only calls the result. No I/O; a failed check names the first offending
-// field as a JSON pointer.
+// before it is forwarded. Schemas are plain JSON Schema 2020-12 (service descriptions
+// travel as JSON), compiled once per service version by Ajv's 2020 dialect; the message
+// path only calls the result. No I/O; a failed check names the offending field as a JSON
+// pointer. Why Ajv and not TypeBox's Schema.Compile: Ajv's strict mode refuses keywords
+// it would not enforce, and it takes a pluggable regular-expression engine; TypeBox's
+// compiler ignores unknown keywords and runs `pattern` on the backtracking RegExp.
+// bench/validation.ts measures both against the old hand-written checker.
 //
-// Supported: type (one or a list), enum, const, properties, required,
-// additionalProperties, patternProperties, propertyNames, min/maxProperties, items,
-// prefixItems, contains, min/maxItems, uniqueItems, minimum, maximum, exclusiveMinimum,
-// exclusiveMaximum, multipleOf, min/maxLength, pattern, anyOf, oneOf, allOf, not,
-// if/then/else, dependentRequired, local $ref (#, #/$defs/…, #/definitions/…) and
-// boolean schemas. `format` and other annotations are not asserted (as 2020-12 says).
+// What no message or registration may do (issue 9, item 5):
+// - stop the process: values are bounded in depth before Ajv sees them (its compiled code
+//   recurses with the value through recursive $refs, and its deep-equality helper with
+//   `uniqueItems`/`enum`/`const`); a RangeError that escapes anyway is a refusal, not a crash;
+// - stall the event loop: `pattern` and `patternProperties` run on RE2 (re2js), which
+//   matches in linear time; patterns RE2 cannot run in linear time (backreferences,
+//   lookaround) are refused at registration. `uniqueItems` on items that are not scalars
+//   is quadratic in Ajv, so it needs a `maxItems` no larger than MAX_UNIQUE_ITEMS.
+// - pass unchecked: any keyword Ajv would not enforce (unknown keywords, `format`s it has
+//   no checker for, other dialects' `$schema`, remote `$ref`s) fails at registration.
+// Message size is bounded before parsing, by the router's maxBodyBytes.
+import { Ajv2020 } from 'ajv/dist/2020.js';
+import type { ErrorObject, ValidateFunction } from 'ajv/dist/2020.js';
+import type { RegExpEngine } from 'ajv/dist/types/index.js';
+import { RE2JS } from 're2js';
 
 export interface SchemaError {
   /** JSON pointer of the offending value ('' for the body itself). */
@@ -20,263 +31,197 @@ export interface SchemaError {
 
 export type SchemaCheck = (value: unknown) => SchemaError | undefined;
 
-type Node = (value: unknown, path: string) => SchemaError | undefined;
-
-const ok: Node = () => undefined;
-
-/** Compiles `schema`; throws on a $ref it cannot resolve or a pattern that is not a regular expression. */
-export function compileSchema(schema: unknown): SchemaCheck {
-  const root = schema;
-  const refs = new Map<string, { node: Node | undefined }>();
-  const compile = (s: unknown, at: string): Node => {
-    if (s === true || s === undefined) return ok;
-    if (s === false) return (_v, path) => ({ path, message: 'no value is allowed here' });
-    if (typeof s !== 'object' || s === null || Array.isArray(s)) throw new Error(`${at}: not a schema`);
-    const o = s as Record<string, unknown>;
-    const checks: Node[] = [];
-
-    if (typeof o.$ref === 'string') {
-      const ref = o.$ref;
-      let cell = refs.get(ref);
-      if (cell === undefined) {
-        cell = { node: undefined };
-        refs.set(ref, cell);
-        cell.node = compile(resolveRef(root, ref), ref);
-      }
-      const c = cell;
-      checks.push((v, p) => c.node!(v, p));
-    }
-    if (o.type !== undefined) {
-      const types = (Array.isArray(o.type) ? o.type : [o.type]) as string[];
-      checks.push((v, p) => (types.some((t) => isType(v, t)) ? undefined : { path: p, message: `must be ${types.join(' or ')}, got ${typeName(v)}` }));
-    }
-    if (Array.isArray(o.enum)) {
-      const list = o.enum as unknown[];
-      checks.push((v, p) => (list.some((e) => equal(e, v)) ? undefined : { path: p, message: `must be one of ${short(list)}` }));
-    }
-    if ('const' in o) {
-      const c = o.const;
-      checks.push((v, p) => (equal(c, v) ? undefined : { path: p, message: `must be ${short(c)}` }));
-    }
-
-    // numbers
-    const num = (key: string, test: (v: number, limit: number) => boolean, words: string) => {
-      if (typeof o[key] !== 'number') return;
-      const limit = o[key] as number;
-      checks.push((v, p) => (typeof v !== 'number' || test(v, limit) ? undefined : { path: p, message: `must be ${words} ${limit}, got ${v}` }));
-    };
-    num('minimum', (v, l) => v >= l, '≥');
-    num('maximum', (v, l) => v <= l, '≤');
-    num('exclusiveMinimum', (v, l) => v > l, '>');
-    num('exclusiveMaximum', (v, l) => v < l, '<');
-    num('multipleOf', (v, l) => Number.isInteger(v / l) || Math.abs(v / l - Math.round(v / l)) < 1e-9, 'a multiple of');
-
-    // strings
-    if (typeof o.minLength === 'number' || typeof o.maxLength === 'number') {
-      const min = (o.minLength as number | undefined) ?? 0;
-      const max = (o.maxLength as number | undefined) ?? Infinity;
-      checks.push((v, p) => {
-        if (typeof v !== 'string') return undefined;
-        const n = codePoints(v);
-        if (n < min) return { path: p, message: `must be at least ${min} characters long` };
-        if (n > max) return { path: p, message: `must be at most ${max} characters long` };
-        return undefined;
-      });
-    }
-    if (typeof o.pattern === 'string') {
-      const re = new RegExp(o.pattern, 'u');
-      const text = o.pattern;
-      checks.push((v, p) => (typeof v !== 'string' || re.test(v) ? undefined : { path: p, message: `must match the pattern ${text}` }));
-    }
-
-    // arrays
-    const prefix = Array.isArray(o.prefixItems) ? (o.prefixItems as unknown[]).map((x, i) => compile(x, `${at}/prefixItems/${i}`)) : [];
-    const items = o.items === undefined ? undefined : Array.isArray(o.items) ? undefined : compile(o.items, `${at}/items`);
-    const legacyTuple = Array.isArray(o.items) ? (o.items as unknown[]).map((x, i) => compile(x, `${at}/items/${i}`)) : undefined;
-    const tuple = legacyTuple ?? prefix;
-    const contains = o.contains === undefined ? undefined : compile(o.contains, `${at}/contains`);
-    if (tuple.length > 0 || items || contains || o.minItems !== undefined || o.maxItems !== undefined || o.uniqueItems === true) {
-      const minItems = (o.minItems as number | undefined) ?? 0;
-      const maxItems = (o.maxItems as number | undefined) ?? Infinity;
-      const unique = o.uniqueItems === true;
-      checks.push((v, p) => {
-        if (!Array.isArray(v)) return undefined;
-        if (v.length < minItems) return { path: p, message: `must have at least ${minItems} items` };
-        if (v.length > maxItems) return { path: p, message: `must have at most ${maxItems} items` };
-        for (let i = 0; i < v.length; i++) {
-          const node = i < tuple.length ? tuple[i]! : items;
-          if (node === undefined) continue;
-          const e = node(v[i], `${p}/${i}`);
-          if (e) return e;
-        }
-        if (contains && !v.some((x, i) => contains(x, `${p}/${i}`) === undefined)) return { path: p, message: 'must contain a matching item' };
-        if (unique) {
-          for (let i = 0; i < v.length; i++) for (let j = i + 1; j < v.length; j++) if (equal(v[i], v[j])) return { path: `${p}/${j}`, message: 'duplicates an earlier item' };
-        }
-        return undefined;
-      });
-    }
-
-    // objects
-    const props = isObject(o.properties) ? Object.entries(o.properties).map(([k, x]) => [k, compile(x, `${at}/properties/${k}`)] as const) : [];
-    const propMap = new Map(props);
-    const patterns = isObject(o.patternProperties)
-      ? Object.entries(o.patternProperties).map(([k, x]) => [new RegExp(k, 'u'), compile(x, `${at}/patternProperties/${k}`)] as const)
-      : [];
-    const additional = o.additionalProperties === undefined ? undefined : compile(o.additionalProperties, `${at}/additionalProperties`);
-    const noAdditional = o.additionalProperties === false;
-    const names = o.propertyNames === undefined ? undefined : compile(o.propertyNames, `${at}/propertyNames`);
-    const required = Array.isArray(o.required) ? (o.required as string[]) : [];
-    const dependent = isObject(o.dependentRequired) ? Object.entries(o.dependentRequired as Record<string, string[]>) : [];
-    const minProps = o.minProperties as number | undefined;
-    const maxProps = o.maxProperties as number | undefined;
-    if (props.length || patterns.length || additional || names || required.length || dependent.length || minProps !== undefined || maxProps !== undefined) {
-      checks.push((v, p) => {
-        if (!isObject(v)) return undefined;
-        for (const r of required) if (!Object.hasOwn(v, r)) return { path: `${p}/${escape(r)}`, message: 'is required' };
-        for (const [k, deps] of dependent) {
-          if (!Object.hasOwn(v, k)) continue;
-          for (const d of deps) if (!Object.hasOwn(v, d)) return { path: `${p}/${escape(d)}`, message: `is required when ${k} is present` };
-        }
-        let count = 0;
-        for (const key in v) {
-          if (!Object.hasOwn(v, key)) continue;
-          count++;
-          const value = v[key];
-          const at2 = `${p}/${escape(key)}`;
-          if (names) {
-            const e = names(key, at2);
-            if (e) return { path: at2, message: `property name ${e.message}` };
-          }
-          let matched = false;
-          const node = propMap.get(key);
-          if (node !== undefined) {
-            matched = true;
-            const e = node(value, at2);
-            if (e) return e;
-          }
-          for (const [re, pn] of patterns) {
-            if (!re.test(key)) continue;
-            matched = true;
-            const e = pn(value, at2);
-            if (e) return e;
-          }
-          if (!matched) {
-            if (noAdditional) return { path: at2, message: 'is not an allowed property' };
-            if (additional) {
-              const e = additional(value, at2);
-              if (e) return e;
-            }
-          }
-        }
-        if (minProps !== undefined && count < minProps) return { path: p, message: `must have at least ${minProps} properties` };
-        if (maxProps !== undefined && count > maxProps) return { path: p, message: `must have at most ${maxProps} properties` };
-        return undefined;
-      });
-    }
-
-    // combinators
-    if (Array.isArray(o.allOf)) {
-      const all = (o.allOf as unknown[]).map((x, i) => compile(x, `${at}/allOf/${i}`));
-      checks.push((v, p) => {
-        for (const n of all) {
-          const e = n(v, p);
-          if (e) return e;
-        }
-        return undefined;
-      });
-    }
-    if (Array.isArray(o.anyOf)) {
-      const any = (o.anyOf as unknown[]).map((x, i) => compile(x, `${at}/anyOf/${i}`));
-      checks.push((v, p) => {
-        let first: SchemaError | undefined;
-        for (const n of any) {
-          const e = n(v, p);
-          if (!e) return undefined;
-          first ??= e;
-        }
-        return deepest(first, { path: p, message: 'matches none of the allowed forms (anyOf)' });
-      });
-    }
-    if (Array.isArray(o.oneOf)) {
-      const one = (o.oneOf as unknown[]).map((x, i) => compile(x, `${at}/oneOf/${i}`));
-      checks.push((v, p) => {
-        let matches = 0;
-        let first: SchemaError | undefined;
-        for (const n of one) {
-          const e = n(v, p);
-          if (!e) matches++;
-          else first ??= e;
-        }
-        if (matches === 1) return undefined;
-        return matches === 0 ? deepest(first, { path: p, message: 'matches none of the allowed forms (oneOf)' }) : { path: p, message: 'matches more than one form (oneOf)' };
-      });
-    }
-    if (o.not !== undefined) {
-      const not = compile(o.not, `${at}/not`);
-      checks.push((v, p) => (not(v, p) ? undefined : { path: p, message: 'matches a form that is not allowed (not)' }));
-    }
-    if (o.if !== undefined) {
-      const cond = compile(o.if, `${at}/if`);
-      const then = o.then === undefined ? ok : compile(o.then, `${at}/then`);
-      const otherwise = o.else === undefined ? ok : compile(o.else, `${at}/else`);
-      checks.push((v, p) => (cond(v, p) ? otherwise(v, p) : then(v, p)));
-    }
-
-    if (checks.length === 0) return ok;
-    if (checks.length === 1) return checks[0]!;
-    return (v, p) => {
-      for (const c of checks) {
-        const e = c(v, p);
-        if (e) return e;
-      }
-      return undefined;
-    };
-  };
-  const node = compile(schema, '#');
-  return (value) => node(value, '');
+export interface CompileOptions {
+  /** Deepest nesting of arrays and objects a value may have. Default 64. */
+  maxDepth?: number;
 }
 
-function resolveRef(root: unknown, ref: string): unknown {
-  if (!ref.startsWith('#')) throw new Error(`$ref ${ref}: only local references (#/…) are supported`);
-  let cur: unknown = root;
-  for (const raw of ref.slice(1).split('/').slice(1)) {
-    const key = decodeURIComponent(raw).replaceAll('~1', '/').replaceAll('~0', '~');
-    if (!isObject(cur) && !Array.isArray(cur)) throw new Error(`$ref ${ref}: does not resolve`);
-    cur = (cur as Record<string, unknown>)[key];
-    if (cur === undefined) throw new Error(`$ref ${ref}: does not resolve`);
+export const DEFAULT_MAX_DEPTH = 64;
+/** Largest array `uniqueItems` may compare pairwise (items that are not all scalars). */
+export const MAX_UNIQUE_ITEMS = 1000;
+
+/** RE2 behind Ajv's RegExpLike: linear-time matching, JS syntax translated first. */
+const re2: RegExpEngine = Object.assign(
+  (pattern: string): { test(s: string): boolean; toString(): string } => {
+    let compiled: RE2JS;
+    try {
+      compiled = RE2JS.compile(RE2JS.translateRegExp(pattern));
+    } catch (e) {
+      throw new Error(`pattern ${JSON.stringify(pattern)} cannot be matched in linear time (RE2 refuses it: ${(e as Error).message})`);
+    }
+    // Ajv keys its cache of patterns by toString(): it must name the pattern.
+    return { test: (s: string) => compiled.test(s), toString: () => `re2:${pattern}` };
+  },
+  { code: 'shoal-re2' },
+);
+
+// One instance for every schema (creating one compiles the 2020 meta-schemas); each schema
+// is removed again after compiling so equal `$id`s in two services do not collide.
+// strictTypes, strictTuples and strictRequired are lints (a `required` without a matching
+// `properties`, a `properties` without `type: object`): Ajv enforces such schemas exactly,
+// so they stay accepted. strictSchema (unknown keywords, unknown formats) is what refuses
+// whatever would go unenforced.
+const ajv = new Ajv2020({
+  strict: true,
+  strictTypes: false,
+  strictTuples: false,
+  strictRequired: false,
+  allErrors: false,
+  verbose: true, // errors carry the offending value (to say what was sent); costs nothing on success
+  multipleOfPrecision: 9,
+  code: { regExp: re2 },
+});
+
+/**
+ * Compiles `schema`; throws (with a message fit for the registrant) on a keyword that would
+ * not be enforced, a $ref it cannot resolve, a pattern RE2 refuses, or unbounded uniqueItems.
+ */
+export function compileSchema(schema: unknown, options: CompileOptions = {}): SchemaCheck {
+  if (typeof schema !== 'boolean' && !isObject(schema)) throw new Error('not a schema (an object or a boolean)');
+  if (isObject(schema)) refuseUnbounded(schema, '#');
+  const maxDepth = options.maxDepth ?? DEFAULT_MAX_DEPTH;
+  const normal = modernTuples(schema) as Record<string, unknown> | boolean;
+  let validate: ValidateFunction;
+  try {
+    validate = ajv.compile(normal);
+  } finally {
+    if (isObject(normal)) ajv.removeSchema(normal);
   }
-  return cur;
+  return (value) => {
+    if (!depthWithin(value, maxDepth)) return { path: '', message: `is nested deeper than ${maxDepth} levels` };
+    try {
+      if (validate(value)) return undefined;
+    } catch (e) {
+      if (e instanceof RangeError) return { path: '', message: `is nested too deeply to check` };
+      throw e;
+    }
+    return describe(validate.errors ?? []);
+  };
 }
 
-/** Prefer the error from inside the value (it names a field) over the generic one. */
-function deepest(inner: SchemaError | undefined, outer: SchemaError): SchemaError {
-  return inner !== undefined && inner.path.length > outer.path.length ? inner : outer;
+/** Iterative (it must not overflow on the very values it guards against). */
+export function depthWithin(value: unknown, maxDepth: number): boolean {
+  if (typeof value !== 'object' || value === null) return true;
+  const stack: unknown[] = [value];
+  const depths: number[] = [1];
+  while (stack.length > 0) {
+    const v = stack.pop();
+    const d = depths.pop()!;
+    if (d > maxDepth) return false;
+    if (Array.isArray(v)) {
+      for (const x of v) {
+        if (typeof x === 'object' && x !== null) {
+          stack.push(x);
+          depths.push(d + 1);
+        }
+      }
+    } else {
+      const o = v as Record<string, unknown>;
+      for (const k in o) {
+        const x = o[k];
+        if (typeof x === 'object' && x !== null) {
+          stack.push(x);
+          depths.push(d + 1);
+        }
+      }
+    }
+  }
+  return true;
+}
+
+/**
+ * TypeBox 0.34's Tuple writes the draft-07 form (`items: [...]`, `additionalItems`), which
+ * 2020-12 spells `prefixItems` and `items`: rewrite it (a copy) so such services still register.
+ */
+function modernTuples(s: unknown): unknown {
+  if (Array.isArray(s)) return s.map(modernTuples);
+  if (!isObject(s)) return s;
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(s)) out[k] = k === 'enum' || k === 'const' || k === 'default' || k === 'examples' ? v : modernTuples(v);
+  if (Array.isArray(out.items) && out.prefixItems === undefined) {
+    out.prefixItems = out.items;
+    delete out.items;
+    if (out.additionalItems !== undefined) out.items = out.additionalItems;
+    delete out.additionalItems;
+  }
+  return out;
+}
+
+/** uniqueItems over non-scalar items is pairwise deep equality: bound it at registration. */
+function refuseUnbounded(root: Record<string, unknown>, at: string): void {
+  const seen = new Set<unknown>();
+  const walk = (s: unknown, where: string, depth: number): void => {
+    if (typeof s !== 'object' || s === null || seen.has(s)) return;
+    if (depth > 256) throw new Error(`${where}: the schema is nested too deeply`);
+    seen.add(s);
+    if (Array.isArray(s)) {
+      s.forEach((x, i) => walk(x, `${where}/${i}`, depth + 1));
+      return;
+    }
+    const o = s as Record<string, unknown>;
+    if (o.uniqueItems === true && !scalarItems(o.items) && !(typeof o.maxItems === 'number' && o.maxItems <= MAX_UNIQUE_ITEMS)) {
+      throw new Error(`${where}: uniqueItems needs items of a scalar type or a maxItems of at most ${MAX_UNIQUE_ITEMS} (checking it is quadratic)`);
+    }
+    for (const [k, x] of Object.entries(o)) if (k !== 'enum' && k !== 'const' && k !== 'examples' && k !== 'default') walk(x, `${where}/${k}`, depth + 1);
+  };
+  walk(root, at, 0);
+}
+
+const SCALARS = new Set(['string', 'number', 'integer', 'boolean', 'null']);
+function scalarItems(items: unknown): boolean {
+  if (!isObject(items)) return false;
+  const t = items.type;
+  if (typeof t === 'string') return SCALARS.has(t);
+  return Array.isArray(t) && t.length > 0 && t.every((x) => typeof x === 'string' && SCALARS.has(x));
+}
+
+/** The error that names the deepest field (inside anyOf/oneOf that is the branch's own). */
+function describe(errors: ErrorObject[]): SchemaError {
+  let best: SchemaError = { path: '', message: 'is not valid' };
+  let bestDepth = -1;
+  for (const e of errors) {
+    const one = toSchemaError(e);
+    const depth = one.path === '' ? 0 : one.path.split('/').length;
+    if (depth > bestDepth) {
+      best = one;
+      bestDepth = depth;
+    }
+  }
+  return best;
+}
+
+function toSchemaError(e: ErrorObject): SchemaError {
+  const p = e.params as Record<string, unknown>;
+  switch (e.keyword) {
+    case 'required':
+      return { path: `${e.instancePath}/${escape(String(p.missingProperty))}`, message: 'is required' };
+    case 'dependentRequired':
+      return { path: `${e.instancePath}/${escape(String(p.missingProperty))}`, message: `is required when ${String(p.property)} is present` };
+    case 'additionalProperties':
+    case 'unevaluatedProperties':
+      return {
+        path: `${e.instancePath}/${escape(String(p.additionalProperty ?? p.unevaluatedProperty))}`,
+        message: 'is not an allowed property',
+      };
+    case 'uniqueItems':
+      return { path: `${e.instancePath}/${Math.max(Number(p.i), Number(p.j))}`, message: `duplicates item ${Math.min(Number(p.i), Number(p.j))}` };
+    case 'type':
+      return { path: e.instancePath, message: `must be ${String(p.type).split(',').join(' or ')}, got ${typeName(e.data)}` };
+    case 'oneOf':
+      return { path: e.instancePath, message: p.passingSchemas === null ? 'matches none of the allowed forms (oneOf)' : 'matches more than one form (oneOf)' };
+    case 'not':
+      return { path: e.instancePath, message: 'matches a form that is not allowed (not)' };
+    case 'enum':
+      return { path: e.instancePath, message: `must be one of ${short(p.allowedValues)}` };
+    case 'const':
+      return { path: e.instancePath, message: `must be ${short(p.allowedValue)}` };
+    default:
+      return { path: e.instancePath, message: e.message ?? `fails ${e.keyword}` };
+  }
 }
 
 function isObject(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
-
-function isType(v: unknown, t: string): boolean {
-  switch (t) {
-    case 'object':
-      return isObject(v);
-    case 'array':
-      return Array.isArray(v);
-    case 'string':
-      return typeof v === 'string';
-    case 'number':
-      return typeof v === 'number' && Number.isFinite(v);
-    case 'integer':
-      return typeof v === 'number' && Number.isInteger(v);
-    case 'boolean':
-      return typeof v === 'boolean';
-    case 'null':
-      return v === null;
-    default:
-      return false;
-  }
 }
 
 function typeName(v: unknown): string {
@@ -284,28 +229,6 @@ function typeName(v: unknown): string {
   if (Array.isArray(v)) return 'array';
   if (typeof v === 'number' && Number.isInteger(v)) return 'integer';
   return typeof v;
-}
-
-function equal(a: unknown, b: unknown): boolean {
-  if (a === b) return true;
-  if (typeof a !== 'object' || typeof b !== 'object' || a === null || b === null) return false;
-  if (Array.isArray(a) !== Array.isArray(b)) return false;
-  if (Array.isArray(a)) {
-    const bb = b as unknown[];
-    return a.length === bb.length && a.every((x, i) => equal(x, bb[i]));
-  }
-  const ka = Object.keys(a);
-  const kb = Object.keys(b);
-  return ka.length === kb.length && ka.every((k) => Object.hasOwn(b, k) && equal((a as Record<string, unknown>)[k], (b as Record<string, unknown>)[k]));
-}
-
-function codePoints(s: string): number {
-  let n = 0;
-  for (let i = 0; i < s.length; i++) {
-    const c = s.charCodeAt(i);
-    if (c < 0xd800 || c > 0xdbff) n++;
-  }
-  return n;
 }
 
 function escape(key: string): string {

@@ -11,7 +11,7 @@ import { desiredReplicas, type ScaleSample } from './autoscaler/index.ts';
 import type { Activator } from './activator/index.ts';
 import type { InFlightTracker } from './balancer/index.ts';
 import type { Deployer } from './deployer.ts';
-import type { Logger } from './host-pool.ts';
+import type { Logger } from './logger.ts';
 import type { RouteEndpoint, RoutingTable } from './routing-table.ts';
 
 export interface ScalerOptions {

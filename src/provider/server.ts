@@ -5,6 +5,7 @@
 // Error codes become HTTP statuses here and only here (httpStatusFor).
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { hardenServer } from '../http/index.ts';
 import { getRequestListener } from '@hono/node-server';
 import { Hono, type Context } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
@@ -333,9 +334,7 @@ export function createProviderServer(options: {
   const gate = options.gate;
   const server = createServer({ keepAliveTimeout: 30_000 }, gate === undefined ? dispatch : (req, res) => gate.handle(req, res, () => dispatch(req, res)));
   // Layers pushed to a mounted store can be large: no cap on a whole request, only on silence.
-  server.requestTimeout = 0;
-  server.timeout = 5 * 60_000;
-  return server;
+  return hardenServer(server, { requestTimeoutMs: 0, jsonBodies: ['/s/', '/x/', '/api/'] });
 }
 
 /** An error reply through the shared table (errorReply, src/protocol). */

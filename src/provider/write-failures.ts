@@ -2,7 +2,7 @@
 // helpers log a failed write with what it was and its context. A conditional write
 // (ifState) refused with 'conflict' is no failure: someone else recorded it first.
 import { isShoalError } from '../protocol/errors.ts';
-import type { Logger } from './host-pool.ts';
+import type { Logger } from './logger.ts';
 
 /** A catch handler: logs the failed write (error level: the durable record is now behind). */
 export function logWriteFailure(log: Logger, what: string, context: object): (e: unknown) => undefined {

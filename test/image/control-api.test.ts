@@ -34,7 +34,12 @@ after(async () => {
   await rm(root, { recursive: true, force: true });
 });
 
-const api = (path: string, init?: RequestInit) => fetch(`${s.url}${path}`, init);
+// Bodies go as JSON, as the store requires (issue 9, item 4).
+const api = (path: string, init?: RequestInit) => {
+  const headers = new Headers(init?.headers);
+  if (init?.body !== undefined && !headers.has('content-type')) headers.set('content-type', 'application/json');
+  return fetch(`${s.url}${path}`, { ...init, headers });
+};
 
 async function expectError(res: Response, status: number, code: string, field?: string) {
   assert.equal(res.status, status);

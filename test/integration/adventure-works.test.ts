@@ -118,7 +118,7 @@ describe('Adventure Works on runc', { skip }, () => {
     assert.deepEqual(failed, [], 'every order answered');
     assert.deepEqual(replies.map((r) => r.body.orderId).sort(), Array.from({ length: N }, (_, i) => `o-${i + 1}`).sort());
 
-    const rec = (await (await fetch(`${provider.url}/x/adventure-works/processing/Processed`, { method: 'POST', headers: auth(), body: '{}' })).json()) as { orders: Record<string, number>; duplicates: number };
+    const rec = (await (await fetch(`${provider.url}/x/adventure-works/processing/Processed`, { method: 'POST', headers: { ...auth(), 'content-type': 'application/json' }, body: '{}' })).json()) as { orders: Record<string, number>; duplicates: number };
     for (let i = 0; i <= N; i++) assert.equal(rec.orders[`o-${i}`], 1, `o-${i} processed exactly once`);
     assert.equal(Object.keys(rec.orders).length, N + 1);
 

@@ -98,14 +98,14 @@ describe('provider killed with SIGKILL and restarted', { skip }, () => {
     let answered = 0;
     const traffic = ['alpha', 'beta'].map(async (name) => {
       while (!stop) {
-        const r = await fetch(`${url}/s/${name}/Echo`, { method: 'POST', headers: auth, body: '{"message":"t"}' }).catch(() => undefined);
+        const r = await fetch(`${url}/s/${name}/Echo`, { method: 'POST', headers: { ...auth, 'content-type': 'application/json' }, body: '{"message":"t"}' }).catch(() => undefined);
         if (r?.status === 200) answered++;
         await r?.arrayBuffer().catch(() => undefined);
       }
     });
     // Wait for traffic to flow (however loaded the machine) before the kill.
     await until('traffic on alpha and beta', () => answered > 10, 60_000);
-    const cold = fetch(`${url}/s/gamma/Echo`, { method: 'POST', headers: auth, body: '{"message":"cold"}' }).catch(() => undefined);
+    const cold = fetch(`${url}/s/gamma/Echo`, { method: 'POST', headers: { ...auth, 'content-type': 'application/json' }, body: '{"message":"cold"}' }).catch(() => undefined);
     await new Promise((r) => setTimeout(r, 60));
     first.child.kill('SIGKILL');
     await new Promise((r) => first.child.once('exit', r));

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { ShoalError, errorCodes, errorReply, exitCodeFor, httpStatusFor } from '../../src/protocol/errors.ts';
+import { ShoalError, codeForStatus, errorCodes, errorReply, exitCodeFor, httpStatusFor } from '../../src/protocol/errors.ts';
 
 test('errorReply: a ShoalError becomes its status from the table and the wire body', () => {
   const cases: Array<[ShoalError, number]> = [
@@ -36,4 +36,13 @@ test('every code has an HTTP status and a CLI exit code', () => {
     assert.ok(httpStatusFor(code) >= 400 && httpStatusFor(code) < 600, code);
     assert.ok(exitCodeFor(code) >= 1, code);
   }
+});
+
+test('codeForStatus reads the table backwards for replies without a code of their own', () => {
+  for (const code of errorCodes) assert.equal(httpStatusFor(codeForStatus(httpStatusFor(code))), httpStatusFor(code), code);
+  assert.equal(codeForStatus(400), 'invalid');
+  assert.equal(codeForStatus(404), 'not-found');
+  assert.equal(codeForStatus(502), 'bad-gateway');
+  assert.equal(codeForStatus(418), 'invalid');
+  assert.equal(codeForStatus(599), 'unavailable');
 });

@@ -140,7 +140,7 @@ test('a restarted provider routes to the instances it had, without deploying aga
   await farm.provider.close();
   const again = await farm.another();
   assert.equal(again.table.endpoints('echo').length, 1, 'back in routing from the start-up pass');
-  const res = await fetch(`${again.url}/s/echo/Echo`, { method: 'POST', headers: adminAuth(again.url), body: '{"message":"two"}' });
+  const res = await fetch(`${again.url}/s/echo/Echo`, { method: 'POST', headers: { ...adminAuth(again.url), 'content-type': 'application/json' }, body: '{"message":"two"}' });
   assert.equal(res.status, 200);
   assert.equal(farm.hosts[0]!.plans.length, 1, 'no second deployment');
 });
@@ -165,6 +165,6 @@ test('an instance the registry never recorded (provider died mid-deploy) is adop
   assert.equal(again.table.endpoints('echo').length, 1);
   const records = await again.registry.listDeployments({ service: 'echo' });
   assert.deepEqual(records.map((r) => r.state), ['ready']);
-  assert.equal((await fetch(`${again.url}/s/echo/Echo`, { method: 'POST', headers: adminAuth(again.url), body: '{"message":"x"}' })).status, 200);
+  assert.equal((await fetch(`${again.url}/s/echo/Echo`, { method: 'POST', headers: { ...adminAuth(again.url), 'content-type': 'application/json' }, body: '{"message":"x"}' })).status, 200);
   assert.equal(farm.hosts[0]!.plans.length, 1);
 });

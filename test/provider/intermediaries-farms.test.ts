@@ -149,7 +149,7 @@ test('a restarted provider restores farms from the registry; the farms API appli
   const res = await fetch(`${a.farmUrl}/api/v1/farms/aw`, { method: 'PUT', headers: { 'content-type': 'application/json' }, body: JSON.stringify(buildGraph()) });
   assert.equal(res.status, 200);
   assert.equal(((await res.json()) as { changed: boolean }).changed, true);
-  const again = (await (await fetch(`${a.farmUrl}/api/v1/farms/aw`, { method: 'PUT', body: JSON.stringify(buildGraph()) })).json()) as { changed: boolean };
+  const again = (await (await fetch(`${a.farmUrl}/api/v1/farms/aw`, { method: 'PUT', headers: { 'content-type': 'application/json' }, body: JSON.stringify(buildGraph()) })).json()) as { changed: boolean };
   assert.equal(again.changed, false);
   await a.close();
   const b = await harness(events);

@@ -19,7 +19,7 @@ test('message safety: a body that fails the input schema is refused 400 naming t
   assert.equal(wrongType.status, 400);
   assert.equal(wrongType.body.error.field, '/message');
   assert.match(wrongType.body.error.message, /must be string, got integer/);
-  const res = await fetch(`${farm.provider.url}/s/echo/Echo`, { method: 'POST', headers: adminAuth(farm.provider.url), body: '{"message": nope' });
+  const res = await fetch(`${farm.provider.url}/s/echo/Echo`, { method: 'POST', headers: { ...adminAuth(farm.provider.url), 'content-type': 'application/json' }, body: '{"message": nope' });
   assert.equal(res.status, 400);
   assert.equal(((await res.json()) as any).error.field, 'body');
   assert.equal(farm.hosts[0]!.plans.length, 0, 'nothing was deployed for refused messages');

@@ -29,7 +29,7 @@ test('two providers on one PostgreSQL: one deployment per cold service, both ser
   for (const name of ['alpha', 'beta', 'gamma']) {
     await farm.provider.registerService({ ...service, name });
     const send = (url: string, i: number) =>
-      fetch(`${url}/s/${name}/Echo`, { method: 'POST', headers: { authorization: `Bearer ${farm.token}` }, body: JSON.stringify({ message: `${name}-${i}` }) }).then(async (r) => ({ status: r.status, body: await r.json() }));
+      fetch(`${url}/s/${name}/Echo`, { method: 'POST', headers: { authorization: `Bearer ${farm.token}`, 'content-type': 'application/json' }, body: JSON.stringify({ message: `${name}-${i}` }) }).then(async (r) => ({ status: r.status, body: await r.json() }));
     // Half the burst to each provider, at the same moment; the second has never heard of the service.
     const replies = await Promise.all(Array.from({ length: 40 }, (_, i) => send(i % 2 ? second.url : farm.provider.url, i)));
     replies.forEach((r, i) => {
@@ -50,7 +50,7 @@ test('two providers on one PostgreSQL: one deployment per cold service, both ser
   // One provider goes away: the other keeps serving.
   await farm.provider.close();
   for (let i = 0; i < 5; i++) {
-    const r = await fetch(`${second.url}/s/alpha/Echo`, { method: 'POST', headers: { authorization: `Bearer ${farm.token}` }, body: '{"message":"still"}' });
+    const r = await fetch(`${second.url}/s/alpha/Echo`, { method: 'POST', headers: { authorization: `Bearer ${farm.token}`, 'content-type': 'application/json' }, body: '{"message":"still"}' });
     assert.equal(r.status, 200);
   }
   // And a crash seen by the survivor is recorded once.

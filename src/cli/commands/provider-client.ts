@@ -3,7 +3,7 @@
 // becomes a ShoalError with the provider's code, so the CLI exits with its category.
 import type { Command } from 'commander';
 import { fetch, type Response } from 'undici';
-import { isErrorCode, ShoalError, type ErrorCode } from '../../protocol/errors.ts';
+import { codeForStatus, isErrorCode, ShoalError, type ErrorCode } from '../../protocol/errors.ts';
 import { DEFAULT_URL, normalizeUrl } from './common.ts';
 import { authHeader, TOKEN_OPTION_HELP } from './credentials.ts';
 
@@ -30,24 +30,7 @@ export function errorFrom(status: number, text: string, what: string): ShoalErro
     body = undefined;
   }
   const e = body?.error;
-  const code: ErrorCode =
-    e?.code !== undefined && isErrorCode(e.code)
-      ? e.code
-      : status === 404
-        ? 'not-found'
-        : status === 400
-          ? 'invalid'
-          : status === 401
-            ? 'unauthorized'
-            : status === 403
-              ? 'forbidden'
-              : status === 409
-                ? 'conflict'
-                : status === 504
-                  ? 'timeout'
-                  : status >= 500
-                    ? 'unavailable'
-                    : 'internal';
+  const code: ErrorCode = e?.code !== undefined && isErrorCode(e.code) ? e.code : codeForStatus(status);
   const message = e?.message ?? (text.trim().slice(0, 500) || `HTTP ${status}`);
   return new ShoalError(code, what === '' ? message : `${what}: ${message}`, {
     ...(e?.field === undefined ? {} : { field: e.field }),

@@ -33,7 +33,7 @@ export function registerProviderCommand(program: Command): void {
         ...(opts.providerId === undefined ? {} : { providerId: opts.providerId }),
         logger: createLogger('provider'),
       });
-      const { ensureAdminToken } = await import('../../provider/auth/index.ts');
+      const { ensureAdminToken } = (await import('../../provider/index.ts')).auth;
       const admin = await ensureAdminToken(opts.data, provider.registry);
       const info = await provider.registry.info();
       process.stdout.write(

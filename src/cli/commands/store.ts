@@ -12,7 +12,7 @@ export function registerStoreCommands(program: Command): void {
     .action(async (opts: { listen: string; data: string; anonymousPull: boolean }) => {
       const listen = parseListen(opts.listen);
       const { startStore } = await import('../../image/index.ts');
-      const auth = await import('../../provider/auth/index.ts');
+      const { auth } = await import('../../provider/index.ts');
       const { createLogger } = await import('../logger.ts');
       const log = createLogger('store');
       // Standalone, the store has no registry: one admin token of its own, in a file (0600)

@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
 import { randomBytes } from 'node:crypto';
+import { chmod, mkdir } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { parseImageRef } from '../../protocol/image-ref.ts';
 import { formatBytes } from '../output.ts';
@@ -9,6 +10,21 @@ import { parseDriver, parseListen, untilSignal } from './common.ts';
 // The starter service (src/cli/starter/) is written against shoal/service and bundled
 // into a small overlay; its description is what the provider registers.
 const starter = () => import('../starter/echo.ts');
+
+const STORE_DIR = 'store';
+
+/**
+ * Secrets at rest (issue 9, item 8): the state directory can be traversed but not listed
+ * (0711: instances of the process driver run as nobody and reach their tree under host/,
+ * which the host keeps 0711 too); the store is 0700; the database and keys are 0600 where
+ * they are made (the SQLite driver, the host).
+ */
+export async function prepareStateDir(dataDir: string): Promise<void> {
+  await mkdir(dataDir, { recursive: true, mode: 0o700 });
+  await chmod(dataDir, 0o711);
+  await mkdir(join(dataDir, STORE_DIR), { recursive: true, mode: 0o700 });
+  await chmod(join(dataDir, STORE_DIR), 0o700);
+}
 
 export function registerUpCommand(program: Command): void {
   program
@@ -23,7 +39,8 @@ export function registerUpCommand(program: Command): void {
       const listen = parseListen(opts.listen);
       const driver = await parseDriver(opts.driver);
       const dataDir = resolve(opts.data);
-      const auth = await import('../../provider/auth/index.ts');
+      await prepareStateDir(dataDir); // the store inside is 0700
+      const { auth } = await import('../../provider/index.ts');
       await auth.secureDir(dataDir); // 0700: it holds the registry and the admin token
       const image = await import('../../image/index.ts');
       const { startProvider } = await import('../../provider/index.ts');
@@ -33,7 +50,7 @@ export function registerUpCommand(program: Command): void {
 
       // The store is not a server of its own here: its app is mounted in the provider's
       // server, so one address serves messages, the provider API and the OCI registry.
-      const storeDir = join(dataDir, 'store');
+      const storeDir = join(dataDir, STORE_DIR);
       const blobs = image.createBlobStore({ dir: storeDir });
       const imageStore = image.createImageStore({ dir: storeDir, blobs, vetLayer: image.layerVetter(blobs) });
       const storeApp = image.createStoreApp({ store: imageStore, blobs, logger: log });

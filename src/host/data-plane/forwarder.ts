@@ -16,6 +16,7 @@
 
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { hardenServer } from '../../http/index.ts';
 import { ShoalError } from '../../protocol/errors.ts';
 import { INSTANCE_HEADER } from '../../protocol/data-plane.ts';
 import { closeServer, createUpstream, relay, replyError, readRequestHead, ROUTE_HEADER, type Upstream } from '../../http/index.ts';
@@ -207,11 +208,14 @@ export interface ListeningForwarder {
   close(): Promise<void>;
 }
 
+/** The data plane's clients are providers, each pooling many connections to a host: a higher cap. */
+export const DATA_PLANE_MAX_CONNECTIONS = 4096;
+
 /** Starts the forwarder on host:port (port 0 picks a free one). */
 export async function listenForwarder(options: ForwarderOptions & { host: string; port: number }): Promise<ListeningForwarder> {
   const forwarder = createForwarder(options);
   // Callers (providers) keep connections open between messages; hold them longer than node's 5 s.
-  const server = createServer({ keepAliveTimeout: 30_000 }, forwarder.handle);
+  const server = hardenServer(createServer({ keepAliveTimeout: 30_000 }, forwarder.handle), { maxConnectionsPerClient: DATA_PLANE_MAX_CONNECTIONS });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(options.port, options.host, () => {

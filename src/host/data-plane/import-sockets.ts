@@ -11,6 +11,7 @@
 // percent-encoded, or an absolute-form target) are refused with 400.
 
 import { createServer, validateHeaderName, validateHeaderValue, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { hardenServer } from '../../http/index.ts';
 import { chmod, chown, lstat, mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ShoalError } from '../../protocol/errors.ts';
@@ -80,7 +81,7 @@ export async function openImportSockets(dir: string, bindings: ImportBinding[], 
   try {
     for (const p of prepared) {
       await removeStaleSocket(p.socketPath);
-      const server = createServer((req, res) => handle(p, req, res));
+      const server = hardenServer(createServer((req, res) => handle(p, req, res)));
       await new Promise<void>((resolve, reject) => {
         server.once('error', reject);
         server.listen(p.socketPath, () => {

@@ -10,7 +10,7 @@
 // that finds the database locked is retried asynchronously with backoff, up to
 // `busyTimeoutMs`. Statements on one connection are serialised (a transaction holds the
 // connection until it ends), because node:sqlite has one connection per DatabaseSync.
-import { mkdirSync } from 'node:fs';
+import { chmodSync, closeSync, existsSync, mkdirSync, openSync } from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { DatabaseSync, type StatementSync } from 'node:sqlite';
@@ -27,9 +27,20 @@ export interface SqliteDriverOptions {
 const SQLITE_BUSY = 5;
 const SQLITE_LOCKED = 6;
 
+/**
+ * The registry holds host and route tokens: the file is 0600 before SQLite opens it (SQLite
+ * gives -wal and -shm its mode), a directory made for it 0700, and an older install's
+ * files are narrowed too.
+ */
+function ownerOnly(file: string): void {
+  mkdirSync(path.dirname(path.resolve(file)), { recursive: true, mode: 0o700 });
+  closeSync(openSync(file, 'a', 0o600));
+  for (const f of [file, `${file}-wal`, `${file}-shm`]) if (existsSync(f)) chmodSync(f, 0o600);
+}
+
 export async function openSqliteDriver(options: SqliteDriverOptions): Promise<SqlDriver> {
   const file = options.path;
-  if (file !== ':memory:') mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
+  if (file !== ':memory:') ownerOnly(file);
   const db = new DatabaseSync(file);
   const busyTimeoutMs = options.busyTimeoutMs ?? 10_000;
   const retryBusy = <T>(what: string, fn: () => T) => retryWhileBusy(file, busyTimeoutMs, what, fn);
