@@ -61,8 +61,8 @@ async function expectPerClientCap(target: { port: number }, t: { after(fn: () =>
   await res.body?.cancel();
 }
 
-async function expectJsonRequired(url: string, path: string): Promise<void> {
-  const res = await fetch(`${url}${path}`, { method: 'POST', headers: { 'content-type': 'text/plain' }, body: '{}' });
+async function expectJsonRequired(url: string, path: string, headers: Record<string, string> = {}): Promise<void> {
+  const res = await fetch(`${url}${path}`, { method: 'POST', headers: { ...headers, 'content-type': 'text/plain' }, body: '{}' });
   assert.equal(res.status, 415, path);
   const body = (await res.json()) as { error: { code: string; field: string } };
   assert.deepEqual([body.error.code, body.error.field], ['unsupported', 'content-type']);
@@ -79,20 +79,23 @@ async function expectHostChecked(url: string): Promise<void> {
 test('servers: the provider and its store', async (t) => {
   const farm = await startFarm(t, { hosts: 1 });
   const provider = { port: portOf(farm.provider.url) };
-  await expectBodyTimeout(provider, '/s/echo/Echo');
-  await expectBodyTimeout(provider, '/api/v1/services');
+  // With a token: the gate lets these through, so what answers is the hardening.
+  const auth = `authorization: Bearer ${farm.token}\r\n`;
+  const authHeaders = { authorization: `Bearer ${farm.token}` };
+  await expectBodyTimeout(provider, '/s/echo/Echo', auth);
+  await expectBodyTimeout(provider, '/api/v1/services', auth);
   await expectHeadersTimeout(provider);
   await expectPerClientCap(provider, t);
-  await expectJsonRequired(farm.provider.url, '/s/echo/Echo');
-  await expectJsonRequired(farm.provider.url, '/api/v1/services');
+  await expectJsonRequired(farm.provider.url, '/s/echo/Echo', authHeaders);
+  await expectJsonRequired(farm.provider.url, '/api/v1/services', authHeaders);
   await expectHostChecked(farm.provider.url);
   assert.equal((await farm.call('Echo', { message: 'still fine' })).status, 200);
 
   const store = { port: portOf(farm.store.url) };
-  await expectBodyTimeout(store, '/v2/x/manifests/v1', '', 'PUT');
+  await expectBodyTimeout(store, '/v2/x/manifests/v1', auth, 'PUT');
   await expectHeadersTimeout(store);
   await expectPerClientCap(store, t);
-  await expectJsonRequired(farm.store.url, '/api/v1/gc');
+  await expectJsonRequired(farm.store.url, '/api/v1/gc', authHeaders);
   await expectHostChecked(farm.store.url);
 });
 

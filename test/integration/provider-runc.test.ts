@@ -77,7 +77,7 @@ describe('provider with runc hosts', { skip }, () => {
   }
 
   const send = (p: Provider, service: string, op: string, body: unknown) =>
-    fetch(`${p.url}/s/${service}/${op}`, { method: 'POST', headers: { authorization: `Bearer ${tokens.get(p)}` }, body: JSON.stringify(body) }).then(async (r) => ({ status: r.status, body: (await r.json()) as any, instance: r.headers.get('x-shoal-instance') }));
+    fetch(`${p.url}/s/${service}/${op}`, { method: 'POST', headers: { authorization: `Bearer ${tokens.get(p)}`, 'content-type': 'application/json' }, body: JSON.stringify(body) }).then(async (r) => ({ status: r.status, body: (await r.json()) as any, instance: r.headers.get('x-shoal-instance') }));
 
   it('100 concurrent first messages to a cold service: 100 correct replies and exactly one deployment', async () => {
     const p = await provider(1);

@@ -4,7 +4,7 @@
 // keywords would go unenforced are refused at registration.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { startFarm } from './fixtures/provider.ts';
+import { adminAuth, startFarm } from './fixtures/provider.ts';
 
 const HOSTILE = {
   name: 'hostile',
@@ -20,8 +20,9 @@ const HOSTILE = {
   },
 };
 
+/** POST as the farm's admin (the gate lets it through, so what answers is the validator). */
 async function post(url: string, body: string): Promise<{ status: number; body: any }> {
-  const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body });
+  const res = await fetch(url, { method: 'POST', headers: { ...adminAuth(new URL(url).origin), 'content-type': 'application/json' }, body });
   return { status: res.status, body: await res.json() };
 }
 
@@ -72,7 +73,7 @@ test('message safety: registration refuses keywords that would not be enforced a
   const register = (input: unknown) =>
     fetch(`${farm.provider.url}/api/v1/services`, {
       method: 'POST',
-      headers: { 'content-type': 'application/json' },
+      headers: { ...adminAuth(farm.provider.url), 'content-type': 'application/json' },
       body: JSON.stringify({ name: 'bad', version: '1', image: 'echo:1', operations: { Op: { input, output: { type: 'object' } } } }),
     }).then(async (r) => ({ status: r.status, body: (await r.json()) as any }));
   for (const [input, why] of [
