@@ -125,19 +125,21 @@ describe('provider with runc hosts', { skip }, () => {
       if (removedAt !== undefined && ep.id === crashed) routedToDead.push(performance.now());
     });
     let stop = false;
+    const statuses: number[] = [];
     const traffic = (async () => {
-      const statuses: number[] = [];
       while (!stop) statuses.push((await send(p, 'heal', 'Echo', { message: 'x' })).status);
-      return statuses;
     })();
     const crash = await send(p, 'heal', 'Crash', { code: 3 });
     assert.equal(crash.status, 200);
     crashed = crash.instance ?? undefined;
     assert.ok(crashed);
     await until('the crash event took it out of routing', () => removedAt !== undefined, 20_000);
-    await until('replaced', () => p.table.endpoints('heal').length === 2 && p.table.endpoints('heal').every((e) => e.id !== crashed), 20_000);
+    await until('replaced', () => p.table.endpoints('heal').length === 2 && p.table.endpoints('heal').every((e) => e.id !== crashed), 60_000);
+    // However loaded the machine, let some traffic reach the replaced pair before stopping.
+    const before = statuses.length;
+    await until('traffic after the replacement', () => statuses.length > before + 10, 60_000);
     stop = true;
-    const statuses = await traffic;
+    await traffic;
     assert.ok(['crashed', 'exited', 'gone'].includes(reasons[0]!), reasons.join());
     assert.deepEqual(routedToDead, [], 'no message routed to the crashed instance after it left routing');
     assert.ok(statuses.length > 10);
@@ -153,10 +155,11 @@ describe('provider with runc hosts', { skip }, () => {
     const p = await provider(3);
     const [h0, h1, h2] = hosts as [Host, Host, Host];
     await p.registerService(echoService('move', { scaling: { min: 1, idleTimeoutMs: 600_000 }, placement: { policy: 'host-list', hosts: [h2.hostId, h1.hostId, h0.hostId] } }));
-    await until('deployed on the first host of the list', () => p.table.endpoints('move').some((e) => e.hostId === h2.hostId), 20_000);
+    // The first deployment on a fresh host pulls the whole image: give a loaded machine time.
+    await until('deployed on the first host of the list', () => p.table.endpoints('move').some((e) => e.hostId === h2.hostId), 60_000);
     assert.equal((await send(p, 'move', 'Echo', { message: 'before' })).status, 200);
     await h2.close({ stopInstances: true });
-    await until('moved', () => p.table.endpoints('move').some((e) => e.hostId === h1.hostId), 30_000);
+    await until('moved', () => p.table.endpoints('move').some((e) => e.hostId === h1.hostId), 60_000);
     assert.equal((await p.registry.getHost(h2.hostId))?.state, 'dead');
     const r = await send(p, 'move', 'Echo', { message: 'after' });
     assert.equal(r.status, 200);
