@@ -1,7 +1,7 @@
 // The host's data plane: the forwarder behind a server of ours, which counts the
 // requests in flight and in all (for the report and metrics).
 import { createServer } from 'node:http';
-import { createForwarder, type Forwarder, type ForwarderOptions } from './data-plane/forwarder.ts';
+import { createForwarder, type ForwardEvent, type Forwarder, type ForwarderOptions } from './data-plane/forwarder.ts';
 import { closeServer } from '../http/index.ts';
 import { listen } from './listen.ts';
 import { advertisedUrl } from '../protocol/listen-address.ts';
@@ -9,6 +9,8 @@ import { advertisedUrl } from '../protocol/listen-address.ts';
 export interface DataServerOptions {
   keys: Uint8Array[];
   resolveInstance: ForwarderOptions['resolveInstance'];
+  /** The instance gave no answer (502 refused/lost/bad reply, 504): the agent probes it. */
+  onNoAnswer?(instance: string): void;
   listen: { host: string; port: number };
   advertiseHost?: string;
 }
@@ -24,7 +26,12 @@ export interface DataServer {
 export async function startDataServer(options: DataServerOptions): Promise<DataServer> {
   let inFlight = 0;
   let requestsTotal = 0;
-  const forwarder = createForwarder({ keys: options.keys, resolveInstance: options.resolveInstance });
+  const onNoAnswer = options.onNoAnswer;
+  const forwarder = createForwarder({
+    keys: options.keys,
+    resolveInstance: options.resolveInstance,
+    ...(onNoAnswer === undefined ? {} : { onRequest: (e: ForwardEvent) => (e.status === 502 || e.status === 504 ? onNoAnswer(e.instance) : undefined) }),
+  });
   const server = createServer({ keepAliveTimeout: 30_000 }, (req, res) => {
     inFlight++;
     requestsTotal++;

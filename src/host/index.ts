@@ -8,6 +8,7 @@ import { resolve as resolvePath } from 'node:path';
 import { getRequestListener } from '@hono/node-server';
 import { createAdmission, type Capacity } from './admission.ts';
 import { createAgent, type Agent } from './agent.ts';
+import type { LivenessLimits } from './liveness.ts';
 import { createControlApi } from './control-api.ts';
 import { createEventBus, type EventBus } from './events.ts';
 import { createHostState } from './host-state.ts';
@@ -57,6 +58,8 @@ export interface HostOptions {
   advertiseHost?: string;
   /** Containers created ahead for plans just deployed (runc): per plan (default 1; 0 = off) and in all (default 4). */
   warmPool?: { perImage?: number; max?: number };
+  /** Probing ready instances: period (default 5 s; 0 = only when the forwarder gets no answer), timeout, failures in a row. */
+  liveness?: LivenessLimits;
   logger?: Logger;
 }
 
@@ -104,6 +107,7 @@ async function startLocked(options: HostOptions, dataDir: string, log: Logger, r
   const data = await startDataServer({
     keys: [new Uint8Array(routeKey)],
     resolveInstance: (id) => agentRef?.resolve(id),
+    onNoAnswer: (id) => agentRef?.suspect(id),
     listen: options.dataListen ?? { host: options.listen.host, port: 0 },
     ...(options.advertiseHost === undefined ? {} : { advertiseHost: options.advertiseHost }),
   });
@@ -125,6 +129,7 @@ async function startLocked(options: HostOptions, dataDir: string, log: Logger, r
     onUnroutable: (id) => data.forwarder.forget(id),
     onPhase: (name, ms) => metricsRef?.phase(name, ms),
     ...(options.warmPool === undefined ? {} : { warmPool: options.warmPool }),
+    ...(options.liveness === undefined ? {} : { liveness: options.liveness }),
     logger: log,
   });
   agentRef = agent;

@@ -137,6 +137,8 @@ export const InstanceState = Type.Union([
   Type.Literal('crashed'),
   Type.Literal('oom'),
   Type.Literal('failed'),
+  /** It stopped answering its readiness probe while its process lived: stopped, out of routing. */
+  Type.Literal('unresponsive'),
 ]);
 export type InstanceState = Static<typeof InstanceState>;
 
@@ -187,6 +189,8 @@ export const HostEventType = Type.Union([
   Type.Literal('paused'),
   Type.Literal('resumed'),
   Type.Literal('removed'),
+  /** A ready instance stopped answering its readiness probe; the host stops it (crash rules apply). */
+  Type.Literal('unresponsive'),
 ]);
 export type HostEventType = Static<typeof HostEventType>;
 
