@@ -203,26 +203,40 @@ export function createDeployer(options: DeployerOptions): Deployer {
     }
   }
 
-  /** A ready deployment made elsewhere: check its instance is there, then route to it. */
+  /**
+   * A ready deployment made elsewhere: its instance is routed to only as its host
+   * describes it now. The record is a hint, never an address: it may name an instance
+   * that stopped answering or a host that died or came back on another port, so the
+   * host is asked (this is the cold path) and its fresh reference is used.
+   */
   async function adoptReady(record: DeploymentRecord): Promise<RouteEndpoint | undefined> {
     const known = record.instanceId === undefined ? undefined : table.endpoint(record.instanceId);
     if (known) return known;
     if (record.hostId === undefined || record.instanceId === undefined) return undefined;
+    // It just left routing (its connection refused, its socket gone, its host's verdict):
+    // its host may not have judged it yet, so its word now would put it back. A new
+    // instance is deployed instead (at worst one too many, which scaling down removes).
+    if (table.removedAt(record.instanceId) !== undefined) return undefined;
     let host = pool.get(record.hostId);
     if (host === undefined) {
       await pool.load();
       host = pool.get(record.hostId);
     }
     if (host === undefined || host.state === 'dead') return undefined;
-    let ref = record.endpoint;
-    if (ref === undefined || ref.expiresAt - Date.now() < 60_000) {
-      const context = { deployment: record.id, instance: record.instanceId, host: host.id };
-      const info = await host.client.get(record.instanceId).catch(logHostFailure(log, 'asking a host for an instance another provider deployed', context));
-      ref = info?.state === 'ready' ? info.endpoint : undefined;
-      if (ref === undefined) {
-        await conditionalWrite(registry.updateDeployment(record.id, { state: 'stopped', error: 'instance no longer on its host', ifState: 'ready' }), log, 'marking a vanished instance stopped', context);
-        return undefined;
-      }
+    const context = { deployment: record.id, instance: record.instanceId, host: host.id };
+    let info: Awaited<ReturnType<typeof host.client.get>>;
+    try {
+      info = await host.client.get(record.instanceId);
+    } catch (e) {
+      // Not answering now (dead, or restarting): not routable, but not proof it is gone either.
+      log.warn({ ...context, err: (e as Error).message }, 'the host of an instance another provider deployed does not answer; not routing to it');
+      pool.unreachable(host.id);
+      return undefined;
+    }
+    const ref = info?.state === 'ready' ? info.endpoint : undefined;
+    if (ref === undefined) {
+      await conditionalWrite(registry.updateDeployment(record.id, { state: 'stopped', error: `instance no longer ready on its host${info ? ` (it is ${info.state})` : ''}`, ifState: 'ready' }), log, 'marking a vanished instance stopped', context);
+      return undefined;
     }
     const ep = endpointOf(ref, record.id, host, record.version, record.claimedBy);
     table.add(ep);

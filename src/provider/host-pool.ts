@@ -203,6 +203,8 @@ export interface PoolHost {
   client: HostClient;
   /** The event stream is connected. */
   following: boolean;
+  /** When a connection to it was last refused (epoch ms); cleared by its next report. Not placeable meanwhile. */
+  unreachableAt?: number | undefined;
 }
 
 export interface HostRegistrationRequest {
@@ -235,8 +237,14 @@ export interface HostPool {
   load(): Promise<void>;
   get(id: string): PoolHost | undefined;
   list(): PoolHost[];
-  /** Alive hosts with a report: what placement may choose from. */
+  /** Alive hosts with a report, none refusing connections just now: what placement may choose from. */
   placeable(): PoolHost[];
+  /**
+   * A connection to the host was refused (by its data plane or its control API): it is
+   * not placed on until it answers a report again, which is asked for now. Its death is
+   * still the registry's verdict (markHosts); this only keeps new instances off it.
+   */
+  unreachable(id: string): void;
   /** Polls every host once and demotes silent ones (what the timer does). */
   tick(): Promise<void>;
   remove(id: string): Promise<boolean>;
@@ -367,6 +375,7 @@ export function createHostPool(options: HostPoolOptions): HostPool {
         return;
       }
       host.report = report;
+      host.unreachableAt = undefined;
       const { host: record, previousState } = await registry.recordHostReport(host.id, report, Date.now());
       host.dataUrl = record.dataUrl;
       if (previousState !== 'alive') {
@@ -434,7 +443,14 @@ export function createHostPool(options: HostPoolOptions): HostPool {
     load,
     get: (id) => hosts.get(id),
     list: () => [...hosts.values()],
-    placeable: () => [...hosts.values()].filter((h) => h.state === 'alive' && h.report !== undefined),
+    placeable: () => [...hosts.values()].filter((h) => h.state === 'alive' && h.report !== undefined && h.unreachableAt === undefined),
+    unreachable(id) {
+      const host = hosts.get(id);
+      if (host === undefined || closed) return;
+      if (host.unreachableAt === undefined) log.warn({ host: id }, 'a host refused a connection: not placing on it until it reports again');
+      host.unreachableAt = Date.now();
+      void pollOne(host);
+    },
     tick,
     async remove(id) {
       const host = hosts.get(id);

