@@ -70,6 +70,10 @@ export interface Agent {
   logs(id: string, tail: number): Promise<string>;
   /** For the forwarder: O(1), no I/O. */
   resolve(id: string): RoutableInstance | undefined;
+  /** Drops the warm pool's containers of a service, except those of keepVersion (the service was removed or superseded). */
+  dropWarm(service: string, keepVersion?: string): number;
+  /** What the warm pool holds. */
+  warm(): Array<{ instance: string; service: DeploymentPlan['service'] }>;
   /** The forwarder could not get an answer from it: probe it now. */
   suspect(id: string): void;
   /** Re-adopt live instances from the state dir, clean up dead ones and stray mounts. */
@@ -154,6 +158,8 @@ export function createAgent(options: AgentOptions): Agent {
     logs: async (id, tail) => tailLines(store.get(id).paths.logFile, tail),
     resolve: store.resolve,
     suspect: (id) => liveness.suspect(id),
+    dropWarm: (service, keepVersion) => warm.drop(service, keepVersion),
+    warm: () => warm.list(),
     recover: () =>
       recoverInstances({ state, store, drivers: allDrivers, mounter, admission, layerCache, openImportSockets: options.openImportSockets, teardown, watchExit: exits.watch, log }),
     liveCount: store.routableCount,

@@ -225,6 +225,8 @@ export const HostReport = Type.Object({
   }),
   layers: Type.Array(Type.Object({ digest: Type.String(), size: Type.Integer(), inUse: Type.Boolean() })),
   layerCache: Type.Object({ bytes: Type.Integer(), budgetBytes: Type.Integer() }),
+  /** Containers created ahead (the warm pool), by service version: only current versions of registered services. */
+  warm: Type.Optional(Type.Array(Type.Object({ instance: Type.String(), service: ServiceRef }))),
   drivers: Type.Array(
     Type.Object({
       name: DriverName,

@@ -37,6 +37,8 @@ export interface HostClient {
   get(instanceId: string): Promise<InstanceInfo | undefined>;
   /** Stops and removes an instance; true if it was there. */
   remove(instanceId: string): Promise<boolean>;
+  /** Discards the host's containers created ahead for a service (removed), or for its versions but keepVersion (superseded). */
+  dropWarm(service: string, keepVersion?: string): Promise<number>;
   /** Follows the host's event stream, reconnecting until the returned function is called. */
   follow(onEvent: (e: HostEvent) => void, onConnected?: (up: boolean) => void): () => void;
   close(): void;
@@ -169,6 +171,8 @@ export function createHostClient(options: { controlUrl: string; token: string; t
     list: async () => (await call<{ instances: InstanceInfo[] }>('GET', '/v1/instances')).instances,
     get: (id) => call<InstanceInfo | undefined>('GET', `/v1/instances/${encodeURIComponent(id)}`, undefined, { allow404: true }),
     remove: async (id) => (await call<{ removed: boolean } | undefined>('DELETE', `/v1/instances/${encodeURIComponent(id)}`, undefined, { allow404: true, timeoutMs: 30_000 })) !== undefined,
+    dropWarm: async (service, keepVersion) =>
+      (await call<{ dropped: number }>('DELETE', `/v1/warm/${encodeURIComponent(service)}${keepVersion === undefined ? '' : `?keep=${encodeURIComponent(keepVersion)}`}`)).dropped,
     follow,
     close() {
       for (const stop of [...streams]) stop();
