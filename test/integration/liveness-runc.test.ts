@@ -8,6 +8,8 @@ import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { startHost, type Host } from '../../src/host/index.ts';
 import type { RunningStore } from '../../src/image/index.ts';
 import { startProvider, type Provider } from '../../src/provider/index.ts';
@@ -17,6 +19,7 @@ import { startEchoStore } from '../provider/fixtures/echo-store.ts';
 import { until } from '../fixtures/until.ts';
 
 const skip = skipUnless(['root', 'runc']);
+const run = promisify(execFile);
 const TOKEN = 'host-token-for-tests';
 
 function echoService(name: string, extra: Record<string, unknown> = {}) {
@@ -105,5 +108,31 @@ describe('liveness and faults with runc hosts', { skip }, () => {
     await new Promise((r) => setTimeout(r, 1500));
     assert.equal(p.table.endpoint(deaf), undefined);
     assert.equal((await send(p, 'deaf', 'Echo', { message: 'later' })).status, 200);
+  });
+
+  it('the warm pool keeps no container of a superseded or removed service (runc list, the host report)', async () => {
+    const h = await host('warm');
+    const p = await provider([h]);
+    const runcList = async () => {
+      const { stdout } = await run('runc', ['--root', join(dir, 'warm', 'runc'), 'list', '--format', 'json']);
+      return (JSON.parse(stdout || 'null') ?? []) as Array<{ id: string; status: string }>;
+    };
+    const warmOf = async (version: string) => (await h.report()).warm?.filter((w) => w.service.name === 'pooled' && w.service.version === version) ?? [];
+    await p.registerService(echoService('pooled'));
+    assert.equal((await send(p, 'pooled', 'Echo', { message: 'v1' })).status, 200);
+    await until('a version 1 container created ahead', async () => (await warmOf('1')).length === 1, 30_000, 100);
+    const v1 = (await warmOf('1'))[0]!.instance;
+    assert.ok((await runcList()).some((c) => c.id === v1 && c.status === 'created'));
+
+    await p.registerService({ ...echoService('pooled'), version: '2' });
+    await until('the version 1 container is gone', async () => (await warmOf('1')).length === 0 && !(await runcList()).some((c) => c.id === v1), 10_000, 100);
+    const r2 = await send(p, 'pooled', 'Echo', { message: 'v2' });
+    assert.equal(r2.status, 200);
+    await until('a version 2 container created ahead', async () => (await warmOf('2')).length === 1, 30_000, 100);
+    const v2 = (await warmOf('2'))[0]!.instance;
+
+    const res = await fetch(`${p.url}/api/v1/services/pooled`, { method: 'DELETE', headers: { authorization: 'Bearer join-token-for-tests' } });
+    assert.ok(res.status < 300, `removing the service: ${res.status} ${await res.text()}`);
+    await until('nothing of the removed service is left', async () => (await h.report()).warm?.length === 0 && !(await runcList()).some((c) => c.id === v2 || c.id.startsWith('pooled-')), 10_000, 100);
   });
 });
