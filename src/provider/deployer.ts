@@ -119,19 +119,37 @@ export function createDeployer(options: DeployerOptions): Deployer {
     };
   }
 
-  /** Sends one plan; a host's refusal or failure is a result, not a throw. */
-  async function send(entry: ServiceEntry, image: Awaited<ReturnType<ImageResolver['resolve']>>, pick: { host: string; driver: string }) {
-    const host = pool.get(pick.host);
-    if (host === undefined) return { pick, error: `host ${pick.host} left the pool` };
-    const started = performance.now();
-    try {
-      const plan = planFor(entry, image, pick.driver, options.storeUrl(), readinessTimeoutMs, options.importsFor?.(entry.name));
-      const result = await host.client.deploy(plan, controller.signal);
-      return { pick, host, result, seconds: (performance.now() - started) / 1000 };
-    } catch (e) {
-      const refused = isShoalError(e) && e.code === 'conflict';
-      options.metrics?.deployment(entry.name, refused ? 'refused' : 'failed', (performance.now() - started) / 1000);
-      return { pick, error: (e as Error).message };
+  /**
+   * Sends one plan; a host's refusal or failure is a result, not a throw. A host that
+   * refuses the connection never saw the plan: it is kept out of placement until it
+   * reports again, and the plan goes to another host at once (the messages waiting for
+   * this deployment wait on, instead of hearing of a host that is gone).
+   */
+  async function send(entry: ServiceEntry, image: Awaited<ReturnType<ImageResolver['resolve']>>, first: { host: string; driver: string }) {
+    let pick = first;
+    for (let moved = 0; ; moved++) {
+      const host = pool.get(pick.host);
+      if (host === undefined) return { pick, error: `host ${pick.host} left the pool` };
+      const started = performance.now();
+      try {
+        const plan = planFor(entry, image, pick.driver, options.storeUrl(), readinessTimeoutMs, options.importsFor?.(entry.name));
+        const result = await host.client.deploy(plan, controller.signal);
+        return { pick, host, result, seconds: (performance.now() - started) / 1000 };
+      } catch (e) {
+        if (connectionRefused(e) && moved < 2) {
+          pool.unreachable(host.id);
+          const views = hostViews(pool.placeable(), table.endpoints(entry.name), entry.description.driver);
+          const next = choosePlacements(entry, image, 1, [host.id], views, rand).picks[0];
+          if (next !== undefined) {
+            log.warn({ service: entry.name, host: host.id, to: next.host }, 'a host refused the connection; deploying on another');
+            pick = next;
+            continue;
+          }
+        }
+        const refused = isShoalError(e) && e.code === 'conflict';
+        options.metrics?.deployment(entry.name, refused ? 'refused' : 'failed', (performance.now() - started) / 1000);
+        return { pick, error: (e as Error).message };
+      }
     }
   }
 
@@ -328,4 +346,10 @@ export function createDeployer(options: DeployerOptions): Deployer {
       await Promise.allSettled([...active.values()]);
     },
   };
+}
+
+/** The host's address refused the connection (nothing listens there now): the plan never reached it. */
+function connectionRefused(e: unknown): boolean {
+  const cause = (e as { cause?: { code?: unknown } } | undefined)?.cause;
+  return isShoalError(e) && e.code === 'unavailable' && cause?.code === 'ECONNREFUSED';
 }

@@ -67,13 +67,14 @@ describe('liveness and faults with runc hosts', { skip }, () => {
     return h;
   }
 
-  async function provider(on: Host[]): Promise<Provider> {
+  async function provider(on: Host[], tuning: Record<string, number> = {}): Promise<Provider> {
     const p = await startProvider({
       listen: { host: '127.0.0.1', port: 0 },
       database: join(dir, `p${providers.length}.db`),
       storeUrl: store.url,
       joinToken: 'join-token-for-tests',
-      tuning: { reportIntervalMs: 200, suspectAfterMs: 5000, deadAfterMs: 10_000, scaleIntervalMs: 200, syncIntervalMs: 300 },
+      ...(process.env.LOGP ? { logger: { info: (o: object, m?: string) => console.error('PI', Date.now() % 100000, m, JSON.stringify(o)), warn: (o: object, m?: string) => console.error('PW', Date.now() % 100000, m, JSON.stringify(o)), error: (o: object, m?: string) => console.error('PE', m, JSON.stringify(o)) } } : {}),
+      tuning: { reportIntervalMs: 200, suspectAfterMs: 5000, deadAfterMs: 10_000, scaleIntervalMs: 200, syncIntervalMs: 300, ...tuning },
     });
     providers.push(p);
     for (const h of on) await p.registerHost({ controlUrl: h.controlUrl, token: TOKEN });
@@ -134,5 +135,56 @@ describe('liveness and faults with runc hosts', { skip }, () => {
     const res = await fetch(`${p.url}/api/v1/services/pooled`, { method: 'DELETE', headers: { authorization: 'Bearer join-token-for-tests' } });
     assert.ok(res.status < 300, `removing the service: ${res.status} ${await res.text()}`);
     await until('nothing of the removed service is left', async () => (await h.report()).warm?.length === 0 && !(await runcList()).some((c) => c.id === v2 || c.id.startsWith('pooled-')), 10_000, 100);
+  });
+
+  it('a host that refuses connections: its instance leaves routing at once and is not put back from its record, every idempotent message is answered by a new instance on another host before the host is declared dead; restarted, the host keeps its addresses', async () => {
+    const hs = [await host('d0'), await host('d1'), await host('d2')];
+    const [h0, h1] = hs as [Host, Host, Host];
+    let h2 = hs[2]!;
+    // Declared dead only after minutes: what happens here must not wait for that.
+    const p = await provider(hs, { suspectAfterMs: 120_000, deadAfterMs: 240_000 });
+    await p.registerService(echoService('moving', { scaling: { min: 1, idleTimeoutMs: 600_000 }, placement: { policy: 'host-list', hosts: [h2.hostId, h1.hostId, h0.hostId] } }));
+    await until('deployed on the first host of the list', () => p.table.endpoints('moving').some((e) => e.hostId === h2.hostId), 30_000);
+    const doomed = p.table.endpoints('moving')[0]!.id;
+    assert.equal((await send(p, 'moving', 'Echo', { message: 'before' })).status, 200);
+    const readded: string[] = [];
+    let gone = false;
+    p.events.on('added', (ep) => {
+      if (gone && ep.id === doomed) readded.push(ep.id);
+    });
+    let stop = false;
+    const outcomes: Array<{ status: number; instance: string | null; body?: unknown }> = [];
+    const traffic = (async () => {
+      while (!stop) {
+        const r = await send(p, 'moving', 'Echo', { message: 'x' });
+        outcomes.push({ status: r.status, instance: r.instance, ...(r.status === 200 ? {} : { body: r.body }) });
+      }
+    })();
+    await new Promise((r) => setTimeout(r, 200));
+    // The host process goes (its ports refuse connections); its container lives on.
+    const { controlUrl, dataUrl } = h2;
+    await h2.close({ stopInstances: false });
+    gone = true;
+    try {
+      await until('a replacement on another host serves', () => p.table.endpoints('moving').some((e) => e.hostId !== h2.hostId), 60_000);
+      const replacedAt = outcomes.length;
+      await until('messages through the replacement', () => outcomes.length > replacedAt + 20, 30_000);
+      await new Promise((r) => setTimeout(r, 1000)); // registry syncs (every 300 ms) would put it back by now
+      stop = true;
+      await traffic;
+    assert.notEqual((await p.registry.getHost(h2.hostId))?.state, 'dead', 'all this before the host was declared dead');
+    const bad = outcomes.filter((o) => o.status !== 200);
+    assert.deepEqual(bad, [], `no message failed (${outcomes.length} sent; the failed: ${JSON.stringify(bad.slice(0, 5))})`);
+    assert.deepEqual(readded, [], 'the instance of the refusing host was not put back into routing');
+    assert.equal(p.table.endpoint(doomed), undefined);
+    } finally {
+      stop = true;
+      // Restarted on its data dir: it re-adopts its instance (and cleans up after the test).
+      h2 = await host('d2');
+    }
+    // It listens where it did.
+    assert.equal(h2.controlUrl, controlUrl);
+    assert.equal(h2.dataUrl, dataUrl);
+    assert.ok(h2.agent.list().some((i) => i.id === doomed), 're-adopted');
   });
 });
