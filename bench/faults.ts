@@ -30,8 +30,10 @@ export interface FaultFigures {
   messages: number;
   /** outcome → count, from the kill on: '200', '502', '503', 'refused' (no provider listening), 'timeout', … */
   outcomes: Record<string, number>;
-  /** From the kill to the first 200 after it (ms). */
+  /** The longest time, from the kill on, in which no 200 was answered (ms). */
   outageMs: number;
+  /** The slowest message sent after the kill (ms): how long a message waited for an instance. */
+  maxLatencyMs: number;
   /** up-restart: from the restarted provider accepting connections to the first 200 (ms). */
   afterAcceptMs?: number;
   /** 502s whose message names a host address that did not answer (a stale or dead address). */
@@ -44,7 +46,9 @@ export interface FaultsResult {
 }
 
 interface Outcome {
+  /** Sent, and answered (performance.now()). */
   at: number;
+  end: number;
   outcome: string;
   message?: string;
 }
@@ -59,11 +63,11 @@ function load(url: string, connections: number): { outcomes: Outcome[]; stop(): 
       try {
         const r = await fetch(url, { method: 'POST', body: BODY, headers: { 'content-type': 'application/json' }, signal: AbortSignal.timeout(10_000) });
         const text = await r.text();
-        outcomes.push({ at, outcome: String(r.status), ...(r.status === 200 ? {} : { message: text.slice(0, 300) }) });
+        outcomes.push({ at, end: performance.now(), outcome: String(r.status), ...(r.status === 200 ? {} : { message: text.slice(0, 300) }) });
       } catch (e) {
         const err = e as Error & { cause?: { code?: string } };
         const outcome = err.name === 'TimeoutError' ? 'timeout' : err.cause?.code === 'ECONNREFUSED' ? 'refused' : `error ${err.cause?.code ?? err.name}`;
-        outcomes.push({ at, outcome });
+        outcomes.push({ at, end: performance.now(), outcome });
         if (outcome === 'refused') await new Promise((r) => setTimeout(r, 20)); // nothing listens: do not spin
       }
     }
@@ -82,14 +86,21 @@ function figures(fault: FaultFigures['fault'], all: Outcome[], killedAt: number,
   const after = all.filter((o) => o.at >= killedAt);
   const outcomes: Record<string, number> = {};
   for (const o of after) outcomes[o.outcome] = (outcomes[o.outcome] ?? 0) + 1;
-  const firstOk = after.filter((o) => o.outcome === '200').sort((a, b) => a.at - b.at)[0];
-  const firstOkAfterAccept = acceptedAt === undefined ? undefined : after.filter((o) => o.outcome === '200' && o.at >= acceptedAt).sort((a, b) => a.at - b.at)[0];
+  const oks = all.filter((o) => o.outcome === '200' && o.end >= killedAt).map((o) => o.end).sort((a, b) => a - b);
+  let outage = 0;
+  let prev = killedAt;
+  for (const end of oks) {
+    outage = Math.max(outage, end - prev);
+    prev = end;
+  }
+  const firstOkAfterAccept = acceptedAt === undefined ? undefined : after.filter((o) => o.outcome === '200' && o.at >= acceptedAt).sort((a, b) => a.end - b.end)[0];
   return {
     fault,
     messages: after.length,
     outcomes,
-    outageMs: firstOk === undefined ? Number.NaN : firstOk.at - killedAt,
-    ...(acceptedAt === undefined ? {} : { afterAcceptMs: firstOkAfterAccept === undefined ? Number.NaN : firstOkAfterAccept.at - acceptedAt }),
+    outageMs: oks.length === 0 ? Number.NaN : outage,
+    maxLatencyMs: Math.max(0, ...after.map((o) => o.end - o.at)),
+    ...(acceptedAt === undefined ? {} : { afterAcceptMs: firstOkAfterAccept === undefined ? Number.NaN : firstOkAfterAccept.end - acceptedAt }),
     staleAddress502: after.filter((o) => o.outcome === '502' && /unreachable|ECONNREFUSED|not answering/.test(o.message ?? '')).length,
   };
 }
@@ -214,14 +225,14 @@ export function formatFaultsBench(r: FaultsResult): string {
   return [
     `${r.connections} closed-loop clients, POST /s/echo/Echo (idempotent), each with a 10 s deadline; counted from the kill on.`,
     '',
-    '| fault | messages | outcomes | outage: kill → first 200 (ms) | provider accepting → first 200 (ms) | 502 naming a dead address |',
-    '|---|---|---|---|---|---|',
+    '| fault | messages | outcomes | outage: longest time without a 200 (ms) | slowest message (ms) | provider accepting → first 200 (ms) | 502 naming a dead address |',
+    '|---|---|---|---|---|---|---|',
     ...r.faults.map(
       (f) =>
         `| ${f.fault} | ${f.messages} | ${Object.entries(f.outcomes)
           .sort()
           .map(([k, v]) => `${k}: ${v}`)
-          .join(', ')} | ${f0(f.outageMs)} | ${f0(f.afterAcceptMs)} | ${f.staleAddress502} |`,
+          .join(', ')} | ${f0(f.outageMs)} | ${f0(f.maxLatencyMs)} | ${f0(f.afterAcceptMs)} | ${f.staleAddress502} |`,
     ),
     '',
     'up-restart: `refused` are messages sent while no provider listened (the process was down); the restarted host listens on the ports it had (recorded in its data dir). host-kill: the host is never declared dead in this window (8 report intervals = 16 s); its instance leaves routing on the first refused connection and a replacement starts on another host.',
