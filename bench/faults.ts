@@ -32,7 +32,7 @@ export interface FaultFigures {
   outcomes: Record<string, number>;
   /** The longest time, from the kill on, in which no 200 was answered (ms). */
   outageMs: number;
-  /** The slowest message sent after the kill (ms): how long a message waited for an instance. */
+  /** The slowest message answered after the kill (ms): how long a message waited for an instance. */
   maxLatencyMs: number;
   /** up-restart: from the restarted provider accepting connections to the first 200 (ms). */
   afterAcceptMs?: number;
@@ -83,7 +83,8 @@ function load(url: string, connections: number): { outcomes: Outcome[]; stop(): 
 }
 
 function figures(fault: FaultFigures['fault'], all: Outcome[], killedAt: number, acceptedAt?: number): FaultFigures {
-  const after = all.filter((o) => o.at >= killedAt);
+  // Every message answered from the kill on, also those sent just before it (they waited through it).
+  const after = all.filter((o) => o.end >= killedAt);
   const outcomes: Record<string, number> = {};
   for (const o of after) outcomes[o.outcome] = (outcomes[o.outcome] ?? 0) + 1;
   const oks = all.filter((o) => o.outcome === '200' && o.end >= killedAt).map((o) => o.end).sort((a, b) => a - b);
@@ -223,7 +224,7 @@ export async function runFaultsBench(options: { connections?: number; only?: str
 export function formatFaultsBench(r: FaultsResult): string {
   const f0 = (x: number | undefined) => (x === undefined ? '—' : Number.isNaN(x) ? 'never' : x.toFixed(0));
   return [
-    `${r.connections} closed-loop clients, POST /s/echo/Echo (idempotent), each with a 10 s deadline; counted from the kill on.`,
+    `${r.connections} closed-loop clients, POST /s/echo/Echo (idempotent), each with a 10 s deadline; counted from the kill on (messages answered after it).`,
     '',
     '| fault | messages | outcomes | outage: longest time without a 200 (ms) | slowest message (ms) | provider accepting → first 200 (ms) | 502 naming a dead address |',
     '|---|---|---|---|---|---|---|',
