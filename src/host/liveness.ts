@@ -96,6 +96,7 @@ export function createLiveness(options: LivenessOptions): Liveness {
       if (now - (lastSuspect.get(id) ?? 0) < retryMs) return;
       const t = options.targets().find((x) => x.id === id);
       if (t === undefined) return;
+      if (lastSuspect.size > 4096) lastSuspect.clear(); // without a periodic tick nothing else forgets them
       lastSuspect.set(id, now);
       void run(t);
     },
