@@ -73,7 +73,6 @@ describe('liveness and faults with runc hosts', { skip }, () => {
       database: join(dir, `p${providers.length}.db`),
       storeUrl: store.url,
       joinToken: 'join-token-for-tests',
-      ...(process.env.LOGP ? { logger: { info: (o: object, m?: string) => console.error('PI', Date.now() % 100000, m, JSON.stringify(o)), warn: (o: object, m?: string) => console.error('PW', Date.now() % 100000, m, JSON.stringify(o)), error: (o: object, m?: string) => console.error('PE', m, JSON.stringify(o)) } } : {}),
       tuning: { reportIntervalMs: 200, suspectAfterMs: 5000, deadAfterMs: 10_000, scaleIntervalMs: 200, syncIntervalMs: 300, ...tuning },
     });
     providers.push(p);
