@@ -1,7 +1,7 @@
 // `npm run bench`: every benchmark, one run, figures printed and written to
 // bench/report.md. Each compares Shoal with a baseline or a peer measured in the same
 // run, because these machines are noisy: read the ratios, not the absolute times.
-//   SHOAL_BENCH_ONLY=pull,store,overlay,forwarding,host-start,provider,compose,validation,slow-clients   run a subset
+//   SHOAL_BENCH_ONLY=pull,store,overlay,forwarding,host-start,provider,faults,compose,validation,slow-clients   run a subset
 import { mkdir, mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
@@ -14,6 +14,7 @@ import { formatForwardingBench, runForwardingBench } from './forwarding.ts';
 import { formatHostDeployBench, runHostDeployBench } from './host-deploy.ts';
 import { formatHostStartBench, runHostStartBench } from './host-start.ts';
 import { formatProviderBench, runProviderBench } from './provider.ts';
+import { formatFaultsBench, runFaultsBench } from './faults.ts';
 import { formatComposeBench, runComposeBench } from './compose.ts';
 import { formatValidationBench, runValidationBench } from './validation.ts';
 import { formatSlowClientsBench, runSlowClientsBench } from './slow-clients.ts';
@@ -117,6 +118,12 @@ async function main() {
     log('provider: cold share, warm path vs direct and nginx, deploy to 1/4/8 hosts');
     const r = await runProviderBench({ log });
     sections.push(`## Provider\n\n${formatProviderBench(r)}`);
+    console.log(sections.at(-1));
+  }
+  if (wanted('faults')) {
+    log('faults: kill -9 of an up process and restart; kill -9 of one of three hosts (under load)');
+    const r = await runFaultsBench();
+    sections.push(`## Faults: outage and outcomes\n\n${formatFaultsBench(r)}`);
     console.log(sections.at(-1));
   }
   if (wanted('compose')) {

@@ -17,6 +17,8 @@ import { prepareInstanceRoot } from './instances/root-preparation.ts';
 import { createWarmContainers, type WarmContainers } from './instances/warm-containers.ts';
 import { createDeploy, type DeployDeps } from './instances/deploy.ts';
 import { recoverInstances } from './instances/recovery.ts';
+import { createLiveness, livenessTargets, stopUnresponsive, type Liveness, type LivenessLimits } from './instances/liveness.ts';
+import { probe } from './instances/readiness.ts';
 import { setPaused, statsOf } from './instances/instance-ops.ts';
 import { tailLines } from './instances/instance-log.ts';
 import type { DeploymentPlan, DeploymentResult, InstanceInfo, PhaseName } from '../protocol/deployment.ts';
@@ -53,6 +55,8 @@ export interface AgentOptions {
    * perImage per plan (default 1, 0 turns it off), max in all (default 4).
    */
   warmPool?: { perImage?: number; max?: number };
+  /** Probing ready instances (liveness.ts); periodMs 0 turns the periodic probe off. */
+  liveness?: LivenessLimits;
   logger?: Logger;
 }
 
@@ -66,6 +70,12 @@ export interface Agent {
   logs(id: string, tail: number): Promise<string>;
   /** For the forwarder: O(1), no I/O. */
   resolve(id: string): RoutableInstance | undefined;
+  /** Drops the warm pool's containers of a service, except those of keepVersion (the service was removed or superseded). */
+  dropWarm(service: string, keepVersion?: string): number;
+  /** What the warm pool holds. */
+  warm(): Array<{ instance: string; service: DeploymentPlan['service'] }>;
+  /** The forwarder could not get an answer from it: probe it now. */
+  suspect(id: string): void;
   /** Re-adopt live instances from the state dir, clean up dead ones and stray mounts. */
   recover(): Promise<{ adopted: string[]; cleaned: string[] }>;
   /** Live instances' layer digests (for the report's inUse flags). */
@@ -91,6 +101,18 @@ export function createAgent(options: AgentOptions): Agent {
   const rootDeps = { state, save, layerCache, mounter };
   const prepareRoot: DeployDeps['prepareRoot'] = (l, rootfs, fetchBlob, onPulled) => prepareInstanceRoot(rootDeps, l, rootfs, fetchBlob, onPulled);
   const warm = createWarmContainers({ store, state, prepareRoot, teardown, log, ...(options.warmPool ? { limits: options.warmPool } : {}) });
+  const liveness = createLiveness({
+    targets: () => livenessTargets(store),
+    probe,
+    onUnresponsive(id, why) {
+      const l = store.find(id);
+      if (l === undefined) return;
+      void stopUnresponsive({ events, teardown, save, afterCleanup: removal.pruneDead, log, ...hooks }, l, why);
+    },
+    log,
+    ...options.liveness,
+  });
+  liveness.start();
   let closing = false;
   let closed: Promise<void> | undefined;
   const deploy = createDeploy({
@@ -135,12 +157,15 @@ export function createAgent(options: AgentOptions): Agent {
     resume: (id) => pauseOrResume(id, 'ready'),
     logs: async (id, tail) => tailLines(store.get(id).paths.logFile, tail),
     resolve: store.resolve,
+    suspect: (id) => liveness.suspect(id),
+    dropWarm: (service, keepVersion) => warm.drop(service, keepVersion),
+    warm: () => warm.list(),
     recover: () =>
       recoverInstances({ state, store, drivers: allDrivers, mounter, admission, layerCache, openImportSockets: options.openImportSockets, teardown, watchExit: exits.watch, log }),
     liveCount: store.routableCount,
     close(opts = {}) {
       closing = true;
-      closed ??= closeAgent({ store, warm, remove: removal.remove, drivers: allDrivers, log }, opts.stopInstances ?? true);
+      closed ??= closeAgent({ store, warm, liveness, remove: removal.remove, drivers: allDrivers, log }, opts.stopInstances ?? true);
       return closed;
     },
   };
@@ -149,12 +174,14 @@ export function createAgent(options: AgentOptions): Agent {
 interface CloseDeps {
   store: InstanceStore;
   warm: Pick<WarmContainers, 'close'>;
+  liveness: Pick<Liveness, 'close'>;
   remove(id: string): Promise<void>;
   drivers: Partial<Record<DriverName, Driver>>;
   log: Logger;
 }
 
 async function closeAgent(deps: CloseDeps, stopInstances: boolean): Promise<void> {
+  await deps.liveness.close();
   await deps.warm.close();
   const all = deps.store.all();
   if (stopInstances) {

@@ -126,6 +126,14 @@ export function createControlApi(options: ControlApiOptions): Hono {
   });
 
   app.get('/v1/report', async (c) => c.json(await options.report()));
+  // The provider tells hosts a service was removed (no keep) or superseded (keep = the current version).
+  app.delete('/v1/warm/:service', (c) => {
+    const service = c.req.param('service');
+    const keep = c.req.query('keep');
+    if (!/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/.test(service)) throw new ShoalError('invalid', `service ${JSON.stringify(service)} is not a service name`, { field: 'service' });
+    if (keep !== undefined && (keep.length === 0 || keep.length > 128)) throw new ShoalError('invalid', 'keep must be a service version (1 to 128 characters)', { field: 'keep' });
+    return c.json({ service, dropped: agent.dropWarm(service, keep) });
+  });
 
   app.get('/v1/events', (c) => {
     const lastId = Number(c.req.header('last-event-id') ?? c.req.query('since') ?? NaN);
@@ -273,6 +281,13 @@ export function openApiDocument(version: string): object {
             { name: 'Last-Event-ID', in: 'header', schema: { type: 'integer' } },
           ],
           responses: { '200': { description: 'event stream; each data line is a HostEvent', content: { 'text/event-stream': { schema: strip(HostEvent) } } }, '401': common['401'] },
+        },
+      },
+      '/v1/warm/{service}': {
+        parameters: [{ name: 'service', in: 'path', required: true, schema: { type: 'string' } }, { name: 'keep', in: 'query', schema: { type: 'string' } }],
+        delete: {
+          summary: 'Discard the containers created ahead for a service (removed), or for its versions other than keep (superseded)',
+          responses: { '200': { description: 'dropped', ...json(Type.Object({ service: Type.String(), dropped: Type.Integer() })) }, '400': error('not a service name'), '401': common['401'] },
         },
       },
       '/v1/report': { get: { summary: 'Capacity, reservations, load, cached layers, drivers', responses: { '200': { description: 'report', ...json(HostReport) }, '401': common['401'] } } },

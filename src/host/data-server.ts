@@ -2,7 +2,7 @@
 // requests in flight and in all (for the report and metrics).
 import { createServer } from 'node:http';
 import { hardenServer } from '../http/index.ts';
-import { createForwarder, DATA_PLANE_MAX_CONNECTIONS, type Forwarder, type ForwarderOptions } from './data-plane/forwarder.ts';
+import { createForwarder, DATA_PLANE_MAX_CONNECTIONS, type ForwardEvent, type Forwarder, type ForwarderOptions } from './data-plane/forwarder.ts';
 import { closeServer } from '../http/index.ts';
 import { listen } from './listen.ts';
 import { advertisedUrl } from '../protocol/listen-address.ts';
@@ -10,6 +10,8 @@ import { advertisedUrl } from '../protocol/listen-address.ts';
 export interface DataServerOptions {
   keys: Uint8Array[];
   resolveInstance: ForwarderOptions['resolveInstance'];
+  /** The instance gave no answer (502 refused/lost/bad reply, 504): the agent probes it. */
+  onNoAnswer?(instance: string): void;
   listen: { host: string; port: number };
   advertiseHost?: string;
 }
@@ -25,7 +27,12 @@ export interface DataServer {
 export async function startDataServer(options: DataServerOptions): Promise<DataServer> {
   let inFlight = 0;
   let requestsTotal = 0;
-  const forwarder = createForwarder({ keys: options.keys, resolveInstance: options.resolveInstance });
+  const onNoAnswer = options.onNoAnswer;
+  const forwarder = createForwarder({
+    keys: options.keys,
+    resolveInstance: options.resolveInstance,
+    ...(onNoAnswer === undefined ? {} : { onRequest: (e: ForwardEvent) => (e.status === 502 || e.status === 504 ? onNoAnswer(e.instance) : undefined) }),
+  });
   const server = hardenServer(
     createServer({ keepAliveTimeout: 30_000 }, (req, res) => {
       inFlight++;

@@ -13,7 +13,7 @@ export interface HostFacts {
   /** Known once both servers listen. */
   urls(): { controlUrl: string; dataUrl: string };
   admission: Pick<Admission, 'capacity' | 'reserved' | 'free'>;
-  agent: Pick<Agent, 'liveCount'>;
+  agent: Pick<Agent, 'liveCount' | 'warm'>;
   load(): { inFlight: number; requestsTotal: number };
   layerCache: Pick<LayerCache, 'entries' | 'totalBytes' | 'budgetBytes'>;
   drivers: DriverSet;
@@ -35,6 +35,7 @@ export async function hostReport(f: HostFacts): Promise<HostReport> {
       .filter((e) => e.kind !== 'flat')
       .map((e) => ({ digest: e.digest, size: e.size, inUse: e.refs > 0 })),
     layerCache: { bytes: f.layerCache.totalBytes(), budgetBytes: f.layerCache.budgetBytes },
+    warm: f.agent.warm(),
     drivers: await Promise.all(
       Object.values(f.drivers).map(async (d) => ({
         name: d.name,

@@ -9,6 +9,7 @@ import { resolve as resolvePath } from 'node:path';
 import { getRequestListener } from '@hono/node-server';
 import { createAdmission, type Capacity } from './admission.ts';
 import { createAgent, type Agent } from './agent.ts';
+import type { LivenessLimits } from './instances/liveness.ts';
 import { createControlApi } from './control-api.ts';
 import { createEventBus, type EventBus } from './events.ts';
 import { createHostState } from './host-state.ts';
@@ -26,6 +27,7 @@ import { startDataServer } from './data-server.ts';
 import { createStoreImageSource } from './image-source.ts';
 import { hostReport, metricsSnapshot, type HostFacts } from './host-report.ts';
 import { listen } from './listen.ts';
+import { listenPreferring, readPorts, writePorts } from './listen-ports.ts';
 import { advertisedUrl } from '../protocol/listen-address.ts';
 import type { HostReport } from '../protocol/deployment.ts';
 import type { DriverName } from './drivers/index.ts';
@@ -60,6 +62,8 @@ export interface HostOptions {
   advertiseHost?: string;
   /** Containers created ahead for plans just deployed (runc): per plan (default 1; 0 = off) and in all (default 4). */
   warmPool?: { perImage?: number; max?: number };
+  /** Probing ready instances: period (default 5 s; 0 = only when the forwarder gets no answer), timeout, failures in a row. */
+  liveness?: LivenessLimits;
   logger?: Logger;
 }
 
@@ -104,12 +108,26 @@ async function startLocked(options: HostOptions, dataDir: string, log: Logger, r
   const events = createEventBus({ onListenerError: (e) => log.error({ err: String(e) }, 'event listener failed') });
   const layerCache = await openHostLayerCache(dataDir, options.layerCacheBytes ?? DEFAULT_LAYER_CACHE_BYTES, log);
   let agentRef: Agent | undefined;
-  const data = await startDataServer({
-    keys: [new Uint8Array(routeKey)],
-    resolveInstance: (id) => agentRef?.resolve(id),
-    listen: options.dataListen ?? { host: options.listen.host, port: 0 },
-    ...(options.advertiseHost === undefined ? {} : { advertiseHost: options.advertiseHost }),
-  });
+  // A restart keeps the addresses of the last run when asked for any port (listen-ports.ts).
+  const recorded = await readPorts(dataDir, log);
+  const dataAt = options.dataListen ?? { host: options.listen.host, port: 0 };
+  let data!: Awaited<ReturnType<typeof startDataServer>>;
+  const dataPort = await listenPreferring(
+    dataAt.port,
+    recorded.data,
+    async (port) => {
+      data = await startDataServer({
+        keys: [new Uint8Array(routeKey)],
+        resolveInstance: (id) => agentRef?.resolve(id),
+        onNoAnswer: (id) => agentRef?.suspect(id),
+        listen: { host: dataAt.host, port },
+        ...(options.advertiseHost === undefined ? {} : { advertiseHost: options.advertiseHost }),
+      });
+      return Number(new URL(data.url).port);
+    },
+    log,
+    'data-plane',
+  );
   let metricsRef: HostMetrics | undefined;
   const agent = createAgent({
     state,
@@ -128,6 +146,7 @@ async function startLocked(options: HostOptions, dataDir: string, log: Logger, r
     onUnroutable: (id) => data.forwarder.forget(id),
     onPhase: (name, ms) => metricsRef?.phase(name, ms),
     ...(options.warmPool === undefined ? {} : { warmPool: options.warmPool }),
+    ...(options.liveness === undefined ? {} : { liveness: options.liveness }),
     logger: log,
   });
   agentRef = agent;
@@ -148,18 +167,19 @@ async function startLocked(options: HostOptions, dataDir: string, log: Logger, r
   metricsRef = metrics;
   watchEvents(events, metrics, log);
 
-  let control: { port: number; close(): Promise<void> };
+  let control!: { port: number; close(): Promise<void> };
   try {
     const recovered = await agent.recover();
     if (recovered.adopted.length + recovered.cleaned.length > 0) log.info(recovered, 'recovered instances from the state dir');
     const app = createControlApi({ agent, token: options.token, events, metrics, report: () => hostReport(facts), logger: log });
-    control = await startControlServer(app.fetch, options.listen);
+    await listenPreferring(options.listen.port, recorded.control, async (port) => (control = await startControlServer(app.fetch, { host: options.listen.host, port })).port, log, 'control');
   } catch (e) {
     await data.close();
     await agent.close({ stopInstances: false });
     throw e;
   }
   controlUrl = advertisedUrl(options.listen.host, control.port, options.advertiseHost);
+  await writePorts(dataDir, { control: control.port, data: dataPort }).catch((e: unknown) => log.warn({ err: String(e) }, 'recording the ports failed: a restart may listen on new ones'));
   log.info({ controlUrl, dataUrl: data.url, driver: defaultDriver, hostId }, 'host listening');
 
   let closing: Promise<void> | undefined;

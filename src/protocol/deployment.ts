@@ -137,6 +137,8 @@ export const InstanceState = Type.Union([
   Type.Literal('crashed'),
   Type.Literal('oom'),
   Type.Literal('failed'),
+  /** It stopped answering its readiness probe while its process lived: stopped, out of routing. */
+  Type.Literal('unresponsive'),
 ]);
 export type InstanceState = Static<typeof InstanceState>;
 
@@ -187,6 +189,8 @@ export const HostEventType = Type.Union([
   Type.Literal('paused'),
   Type.Literal('resumed'),
   Type.Literal('removed'),
+  /** A ready instance stopped answering its readiness probe; the host stops it (crash rules apply). */
+  Type.Literal('unresponsive'),
 ]);
 export type HostEventType = Static<typeof HostEventType>;
 
@@ -221,6 +225,8 @@ export const HostReport = Type.Object({
   }),
   layers: Type.Array(Type.Object({ digest: Type.String(), size: Type.Integer(), inUse: Type.Boolean() })),
   layerCache: Type.Object({ bytes: Type.Integer(), budgetBytes: Type.Integer() }),
+  /** Containers created ahead (the warm pool), by service version: only current versions of registered services. */
+  warm: Type.Optional(Type.Array(Type.Object({ instance: Type.String(), service: ServiceRef }))),
   drivers: Type.Array(
     Type.Object({
       name: DriverName,

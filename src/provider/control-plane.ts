@@ -7,7 +7,7 @@ import type { Deployer, DeployOutcome, DeployReason } from './deployer.ts';
 import type { HostPool, HostRegistrationRequest, Logger, PoolHost } from './host-pool.ts';
 import type { Registry, ServiceRecord } from './registry/index.ts';
 import { compileService, type RoutingTable } from './routing-table.ts';
-import { logWriteFailure } from './write-failures.ts';
+import { logHostFailure, logWriteFailure } from './write-failures.ts';
 import { ShoalError } from '../protocol/errors.ts';
 import { validateServiceDescription, type ServiceDescription } from '../protocol/service.ts';
 
@@ -53,6 +53,7 @@ export function createControlPlane(options: ControlPlaneOptions): ControlPlane {
       // A new version: the old version's instances are drained and removed; the next
       // message deploys the new one. undeploy logs its own failures.
       for (const ep of table.endpoints(desc.name).filter((e) => e.version !== record.version)) void deployer.undeploy(ep, 'undeployed');
+      dropWarm(desc.name, record.version);
     }
     void registry
       .appendEvent({ kind: 'service-registered', service: desc.name, detail: { version: desc.version } })
@@ -65,10 +66,25 @@ export function createControlPlane(options: ControlPlaneOptions): ControlPlane {
     table.removeService(name);
     options.failWaiting(name, `service ${name} was removed`); // messages waiting for it are answered now
     await Promise.all(live.map((d) => deployer.stopDeployment(d, 'service removed')));
+    dropWarm(name);
     void registry
       .appendEvent({ kind: 'service-removed', service: name, detail: { stopped: live.length } })
       .catch(logWriteFailure(log, 'the service-removed event', { service: name }));
     return { stopped: live.length };
+  }
+
+  /**
+   * Hosts keep containers created ahead only for current versions: they are told when a
+   * service goes or changes version. Told, because a host cannot tell a removed service
+   * from one scaled to zero (whose warm container is exactly what its next message
+   * needs). A host that misses it (unreachable now) keeps the container until its pool
+   * needs the room or it deploys a newer version, which supersedes it there.
+   */
+  function dropWarm(service: string, keepVersion?: string): void {
+    for (const host of pool.list()) {
+      if (host.state === 'dead') continue;
+      host.client.dropWarm(service, keepVersion).catch(logHostFailure(log, 'telling a host to drop warm containers', { host: host.id, service }));
+    }
   }
 
   async function deploy(service: string, o: { count?: number; reason?: DeployReason; exclude?: readonly string[] } = {}) {

@@ -119,19 +119,37 @@ export function createDeployer(options: DeployerOptions): Deployer {
     };
   }
 
-  /** Sends one plan; a host's refusal or failure is a result, not a throw. */
-  async function send(entry: ServiceEntry, image: Awaited<ReturnType<ImageResolver['resolve']>>, pick: { host: string; driver: string }) {
-    const host = pool.get(pick.host);
-    if (host === undefined) return { pick, error: `host ${pick.host} left the pool` };
-    const started = performance.now();
-    try {
-      const plan = planFor(entry, image, pick.driver, options.storeUrl(), readinessTimeoutMs, options.importsFor?.(entry.name));
-      const result = await host.client.deploy(plan, controller.signal);
-      return { pick, host, result, seconds: (performance.now() - started) / 1000 };
-    } catch (e) {
-      const refused = isShoalError(e) && e.code === 'conflict';
-      options.metrics?.deployment(entry.name, refused ? 'refused' : 'failed', (performance.now() - started) / 1000);
-      return { pick, error: (e as Error).message };
+  /**
+   * Sends one plan; a host's refusal or failure is a result, not a throw. A host that
+   * refuses the connection never saw the plan: it is kept out of placement until it
+   * reports again, and the plan goes to another host at once (the messages waiting for
+   * this deployment wait on, instead of hearing of a host that is gone).
+   */
+  async function send(entry: ServiceEntry, image: Awaited<ReturnType<ImageResolver['resolve']>>, first: { host: string; driver: string }) {
+    let pick = first;
+    for (let moved = 0; ; moved++) {
+      const host = pool.get(pick.host);
+      if (host === undefined) return { pick, error: `host ${pick.host} left the pool` };
+      const started = performance.now();
+      try {
+        const plan = planFor(entry, image, pick.driver, options.storeUrl(), readinessTimeoutMs, options.importsFor?.(entry.name));
+        const result = await host.client.deploy(plan, controller.signal);
+        return { pick, host, result, seconds: (performance.now() - started) / 1000 };
+      } catch (e) {
+        if (connectionRefused(e) && moved < 2) {
+          pool.unreachable(host.id);
+          const views = hostViews(pool.placeable(), table.endpoints(entry.name), entry.description.driver);
+          const next = choosePlacements(entry, image, 1, [host.id], views, rand).picks[0];
+          if (next !== undefined) {
+            log.warn({ service: entry.name, host: host.id, to: next.host }, 'a host refused the connection; deploying on another');
+            pick = next;
+            continue;
+          }
+        }
+        const refused = isShoalError(e) && e.code === 'conflict';
+        options.metrics?.deployment(entry.name, refused ? 'refused' : 'failed', (performance.now() - started) / 1000);
+        return { pick, error: (e as Error).message };
+      }
     }
   }
 
@@ -203,26 +221,40 @@ export function createDeployer(options: DeployerOptions): Deployer {
     }
   }
 
-  /** A ready deployment made elsewhere: check its instance is there, then route to it. */
+  /**
+   * A ready deployment made elsewhere: its instance is routed to only as its host
+   * describes it now. The record is a hint, never an address: it may name an instance
+   * that stopped answering or a host that died or came back on another port, so the
+   * host is asked (this is the cold path) and its fresh reference is used.
+   */
   async function adoptReady(record: DeploymentRecord): Promise<RouteEndpoint | undefined> {
     const known = record.instanceId === undefined ? undefined : table.endpoint(record.instanceId);
     if (known) return known;
     if (record.hostId === undefined || record.instanceId === undefined) return undefined;
+    // It just left routing (its connection refused, its socket gone, its host's verdict):
+    // its host may not have judged it yet, so its word now would put it back. A new
+    // instance is deployed instead (at worst one too many, which scaling down removes).
+    if (table.removedAt(record.instanceId) !== undefined) return undefined;
     let host = pool.get(record.hostId);
     if (host === undefined) {
       await pool.load();
       host = pool.get(record.hostId);
     }
     if (host === undefined || host.state === 'dead') return undefined;
-    let ref = record.endpoint;
-    if (ref === undefined || ref.expiresAt - Date.now() < 60_000) {
-      const context = { deployment: record.id, instance: record.instanceId, host: host.id };
-      const info = await host.client.get(record.instanceId).catch(logHostFailure(log, 'asking a host for an instance another provider deployed', context));
-      ref = info?.state === 'ready' ? info.endpoint : undefined;
-      if (ref === undefined) {
-        await conditionalWrite(registry.updateDeployment(record.id, { state: 'stopped', error: 'instance no longer on its host', ifState: 'ready' }), log, 'marking a vanished instance stopped', context);
-        return undefined;
-      }
+    const context = { deployment: record.id, instance: record.instanceId, host: host.id };
+    let info: Awaited<ReturnType<typeof host.client.get>>;
+    try {
+      info = await host.client.get(record.instanceId);
+    } catch (e) {
+      // Not answering now (dead, or restarting): not routable, but not proof it is gone either.
+      log.warn({ ...context, err: (e as Error).message }, 'the host of an instance another provider deployed does not answer; not routing to it');
+      pool.unreachable(host.id);
+      return undefined;
+    }
+    const ref = info?.state === 'ready' ? info.endpoint : undefined;
+    if (ref === undefined) {
+      await conditionalWrite(registry.updateDeployment(record.id, { state: 'stopped', error: `instance no longer ready on its host${info ? ` (it is ${info.state})` : ''}`, ifState: 'ready' }), log, 'marking a vanished instance stopped', context);
+      return undefined;
     }
     const ep = endpointOf(ref, record.id, host, record.version, record.claimedBy);
     table.add(ep);
@@ -314,4 +346,10 @@ export function createDeployer(options: DeployerOptions): Deployer {
       await Promise.allSettled([...active.values()]);
     },
   };
+}
+
+/** The host's address refused the connection (nothing listens there now): the plan never reached it. */
+function connectionRefused(e: unknown): boolean {
+  const cause = (e as { cause?: { code?: unknown } } | undefined)?.cause;
+  return isShoalError(e) && e.code === 'unavailable' && cause?.code === 'ECONNREFUSED';
 }

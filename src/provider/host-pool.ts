@@ -34,6 +34,8 @@ export interface HostClient {
   get(instanceId: string): Promise<InstanceInfo | undefined>;
   /** Stops and removes an instance; true if it was there. */
   remove(instanceId: string): Promise<boolean>;
+  /** Discards the host's containers created ahead for a service (removed), or for its versions but keepVersion (superseded). */
+  dropWarm(service: string, keepVersion?: string): Promise<number>;
   /** Follows the host's event stream, reconnecting until the returned function is called. */
   follow(onEvent: (e: HostEvent) => void, onConnected?: (up: boolean) => void): () => void;
   close(): void;
@@ -166,6 +168,8 @@ export function createHostClient(options: { controlUrl: string; token: string; t
     list: async () => (await call<{ instances: InstanceInfo[] }>('GET', '/v1/instances')).instances,
     get: (id) => call<InstanceInfo | undefined>('GET', `/v1/instances/${encodeURIComponent(id)}`, undefined, { allow404: true }),
     remove: async (id) => (await call<{ removed: boolean } | undefined>('DELETE', `/v1/instances/${encodeURIComponent(id)}`, undefined, { allow404: true, timeoutMs: 30_000 })) !== undefined,
+    dropWarm: async (service, keepVersion) =>
+      (await call<{ dropped: number }>('DELETE', `/v1/warm/${encodeURIComponent(service)}${keepVersion === undefined ? '' : `?keep=${encodeURIComponent(keepVersion)}`}`)).dropped,
     follow,
     close() {
       for (const stop of [...streams]) stop();
@@ -200,6 +204,8 @@ export interface PoolHost {
   client: HostClient;
   /** The event stream is connected. */
   following: boolean;
+  /** When a connection to it was last refused (epoch ms); cleared by its next report. Not placeable meanwhile. */
+  unreachableAt?: number | undefined;
 }
 
 export interface HostRegistrationRequest {
@@ -232,8 +238,14 @@ export interface HostPool {
   load(): Promise<void>;
   get(id: string): PoolHost | undefined;
   list(): PoolHost[];
-  /** Alive hosts with a report: what placement may choose from. */
+  /** Alive hosts with a report, none refusing connections just now: what placement may choose from. */
   placeable(): PoolHost[];
+  /**
+   * A connection to the host was refused (by its data plane or its control API): it is
+   * not placed on until it answers a report again, which is asked for now. Its death is
+   * still the registry's verdict (markHosts); this only keeps new instances off it.
+   */
+  unreachable(id: string): void;
   /** Polls every host once and demotes silent ones (what the timer does). */
   tick(): Promise<void>;
   remove(id: string): Promise<boolean>;
@@ -364,6 +376,7 @@ export function createHostPool(options: HostPoolOptions): HostPool {
         return;
       }
       host.report = report;
+      host.unreachableAt = undefined;
       const { host: record, previousState } = await registry.recordHostReport(host.id, report, Date.now());
       host.dataUrl = record.dataUrl;
       if (previousState !== 'alive') {
@@ -431,7 +444,14 @@ export function createHostPool(options: HostPoolOptions): HostPool {
     load,
     get: (id) => hosts.get(id),
     list: () => [...hosts.values()],
-    placeable: () => [...hosts.values()].filter((h) => h.state === 'alive' && h.report !== undefined),
+    placeable: () => [...hosts.values()].filter((h) => h.state === 'alive' && h.report !== undefined && h.unreachableAt === undefined),
+    unreachable(id) {
+      const host = hosts.get(id);
+      if (host === undefined || closed) return;
+      if (host.unreachableAt === undefined) log.warn({ host: id }, 'a host refused a connection: not placing on it until it reports again');
+      host.unreachableAt = Date.now();
+      void pollOne(host);
+    },
     tick,
     async remove(id) {
       const host = hosts.get(id);

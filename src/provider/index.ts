@@ -17,7 +17,7 @@ import { createColdStart } from './cold-start.ts';
 import { createControlPlane } from './control-plane.ts';
 import { createAccessLookup, createAuthGate, createFarmCredential, createRegistryVerifier } from './auth/index.ts';
 import { createDeployer, type DeployOutcome } from './deployer.ts';
-import { createHostPool, type HostRegistrationRequest, type Logger, type PoolHost } from './host-pool.ts';
+import { createHostPool, type HostPool, type HostRegistrationRequest, type Logger, type PoolHost } from './host-pool.ts';
 import { createProviderMetrics } from './metrics.ts';
 import { createReconciler } from './reconciler.ts';
 import { openRegistry, type Registry } from './registry/index.ts';
@@ -163,6 +163,7 @@ async function assemble(options: ProviderOptions, registry: Registry, ownRegistr
     timeoutMs: t.queueTimeoutMs ?? 120_000,
     retryAfterSeconds: t.retryAfterSeconds ?? 1,
   });
+  let poolRef: HostPool | undefined;
   const table = createRoutingTable({
     tracker,
     events: {
@@ -170,7 +171,11 @@ async function assemble(options: ProviderOptions, registry: Registry, ownRegistr
         events.emit('added', ep);
         activator.release(ep.service); // the queue goes back to the router, which chooses
       },
-      onRemoved: (ep, reason) => events.emit('removed', ep, reason),
+      onRemoved: (ep, reason) => {
+        // Its host refused the connection: place nothing there until it reports again.
+        if (reason === 'unreachable') poolRef?.unreachable(ep.hostId);
+        events.emit('removed', ep, reason);
+      },
     },
   });
 
@@ -194,7 +199,7 @@ async function assemble(options: ProviderOptions, registry: Registry, ownRegistr
   let metricsRef: ReturnType<typeof createProviderMetrics> | undefined;
   // The reconciler and the pool refer to each other through these callbacks.
   let reconcilerRef: ReturnType<typeof createReconciler> | undefined;
-  const pool = createHostPool({
+  const pool: HostPool = createHostPool({
     registry,
     log,
     ...(t.reportIntervalMs === undefined ? {} : { reportIntervalMs: t.reportIntervalMs }),
@@ -205,6 +210,7 @@ async function assemble(options: ProviderOptions, registry: Registry, ownRegistr
     // A host (re-)registering may come back with instances, or without the ones on record.
     onRegistered: (host) => void reconcilerRef?.reconcileHost(host).catch((e: unknown) => log.warn({ host: host.id, err: String(e) }, 'reconciling a registered host failed')),
   });
+  poolRef = pool;
   let farmsRef: FarmEngine | undefined;
   const leaseMs = t.leaseMs ?? 30_000;
   const readinessTimeoutMs = 60_000;

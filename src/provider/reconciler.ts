@@ -51,7 +51,15 @@ export interface Reconciler {
   close(): Promise<void>;
 }
 
-const GONE: Partial<Record<HostEvent['type'], RemovalReason>> = { crashed: 'crashed', oom: 'oom', exited: 'exited', removed: 'removed' };
+const GONE: Partial<Record<HostEvent['type'], RemovalReason>> = {
+  crashed: 'crashed',
+  oom: 'oom',
+  exited: 'exited',
+  removed: 'removed',
+  unresponsive: 'unresponsive',
+};
+/** Reasons that count as a failure of the instance (recorded failed; crash rules apply). */
+const FAILED: ReadonlySet<RemovalReason> = new Set(['crashed', 'oom', 'unresponsive']);
 
 export function createReconciler(options: ReconcilerOptions): Reconciler {
   const { registry, pool, table, deployer, control, log } = options;
@@ -118,7 +126,7 @@ export function createReconciler(options: ReconcilerOptions): Reconciler {
       (async () => {
         const deploymentId = ep?.deploymentId ?? (await registry.listDeployments({ hostId: host.id, state: 'ready' })).find((d) => d.instanceId === event.instance)?.id;
         if (deploymentId === undefined) return;
-        const failed = reason === 'crashed' || reason === 'oom';
+        const failed = FAILED.has(reason);
         const detail = [event.type, event.code === undefined ? '' : `code ${event.code}`, event.signal ?? '', event.message ?? ''].filter(Boolean).join(' ');
         const changed = await conditionalWrite(
           registry.updateDeployment(deploymentId, { state: failed ? 'failed' : 'stopped', error: `instance ${event.instance} ${detail}`, ifState: 'ready' }),

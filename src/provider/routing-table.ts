@@ -49,7 +49,7 @@ export interface RouteEndpoint {
   firstReplyPending: boolean;
 }
 
-export type RemovalReason = 'crashed' | 'oom' | 'exited' | 'removed' | 'host-dead' | 'unreachable' | 'scaled-down' | 'undeployed' | 'gone';
+export type RemovalReason = 'crashed' | 'oom' | 'exited' | 'unresponsive' | 'removed' | 'host-dead' | 'unreachable' | 'scaled-down' | 'undeployed' | 'gone';
 
 export interface RoutingTableEvents {
   /**
@@ -97,7 +97,7 @@ export function compileService(description: ServiceDescription): ServiceEntry {
 
 /** Reasons the router infers from a failed exchange, and the ones a host reports. */
 const GUESSES: ReadonlySet<RemovalReason> = new Set(['gone', 'unreachable']);
-const VERDICTS: ReadonlySet<RemovalReason> = new Set(['crashed', 'oom', 'exited']);
+const VERDICTS: ReadonlySet<RemovalReason> = new Set(['crashed', 'oom', 'exited', 'unresponsive']);
 
 export function createRoutingTable(options: { tracker: InFlightTracker; events?: RoutingTableEvents }): RoutingTable {
   const { tracker } = options;

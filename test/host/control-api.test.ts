@@ -186,3 +186,24 @@ test('a deployment whose caller left before the answer is undone', async () => {
   assert.equal(res.status, 503);
   assert.deepEqual(removed, ['echo-9']);
 });
+
+test('DELETE /v1/warm/:service drops the warm containers of a removed service, or of its versions but keep; a bad name is 400', async () => {
+  const drops: Array<[string, string | undefined]> = [];
+  const agent = {
+    dropWarm(service: string, keep?: string) {
+      drops.push([service, keep]);
+      return 2;
+    },
+  } as unknown as Agent;
+  const app = createControlApi({ agent, token: TOKEN, events: createEventBus(), metrics: emptyHostMetrics(), report: async () => ({ hostId: 'h' }) as HostReport, keepAliveMs: 50 });
+  const removed = await app.request('/v1/warm/echo', { method: 'DELETE', headers: auth });
+  assert.equal(removed.status, 200);
+  assert.deepEqual(await removed.json(), { service: 'echo', dropped: 2 });
+  assert.equal((await app.request('/v1/warm/echo?keep=2', { method: 'DELETE', headers: auth })).status, 200);
+  assert.deepEqual(drops, [['echo', undefined], ['echo', '2']]);
+  const bad = await app.request('/v1/warm/Not_A_Name', { method: 'DELETE', headers: auth });
+  assert.equal(bad.status, 400);
+  assert.equal(((await bad.json()) as { error: { field: string } }).error.field, 'service');
+  assert.equal((await app.request('/v1/warm/echo', { method: 'DELETE' })).status, 401);
+  assert.equal(drops.length, 2);
+});

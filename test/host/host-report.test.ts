@@ -18,7 +18,7 @@ function facts(): HostFacts {
     hostId: 'host-1',
     urls: () => ({ controlUrl: 'http://h:1', dataUrl: 'http://h:2' }),
     admission,
-    agent: { liveCount: () => 1 },
+    agent: { liveCount: () => 1, warm: () => [{ instance: 'echo-1', service: { name: 'echo', version: '2' } }] },
     load: () => ({ inFlight: 3, requestsTotal: 99 }),
     layerCache: { entries: () => entries, totalBytes: () => 60, budgetBytes: 1000 },
     drivers: { runc: fakeDriver('runc'), process: fakeDriver('process', 'none') },
@@ -35,6 +35,7 @@ test('the report: capacity and what is reserved and free, load, non-flat layers 
   assert.deepEqual(r.reserved, { memoryMb: 100, cpuMillis: 50, instances: 1 });
   assert.deepEqual(r.free, { memoryMb: 900, cpuMillis: 1950, instances: 9 });
   assert.deepEqual(r.load, { instances: 1, inFlight: 3, requestsTotal: 99 });
+  assert.deepEqual(r.warm, [{ instance: 'echo-1', service: { name: 'echo', version: '2' } }]);
   assert.deepEqual(r.layers, [
     { digest: 'sha256:1', size: 10, inUse: true },
     { digest: 'sha256:2', size: 20, inUse: false },

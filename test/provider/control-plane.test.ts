@@ -43,6 +43,18 @@ async function setup(t: { after(fn: () => Promise<void>): void }, o: { failEvent
         calls.push(`pool.remove ${id}`);
         return id === 'h1';
       },
+      list: () =>
+        (['h1', 'h2', 'h3'] as const).map((id) => ({
+          id,
+          state: id === 'h3' ? 'dead' : 'alive',
+          client: {
+            dropWarm: async (service: string, keep?: string) => {
+              calls.push(`dropWarm ${id} ${service}${keep === undefined ? '' : ` keep ${keep}`}`);
+              if (id === 'h2') throw new Error('host h2 is unreachable');
+              return 1;
+            },
+          },
+        })) as unknown as PoolHost[],
     } as Partial<HostPool> as HostPool,
     deployer: {
       deploy: async (service, d) => {
@@ -89,7 +101,9 @@ test('a new version drains the instances of the old one', async (t) => {
   const r = await s.control.registerService({ ...ECHO_TEST_SERVICE, version: '2' });
   assert.equal(r.created, true);
   assert.equal(s.table.service('echo')?.version, '2');
-  assert.deepEqual(s.calls, ['reset echo', 'prepare echo', 'undeploy old-1 undeployed', 'undeploy old-2 undeployed']);
+  assert.deepEqual(s.calls, ['reset echo', 'prepare echo', 'undeploy old-1 undeployed', 'undeploy old-2 undeployed', 'dropWarm h1 echo keep 2', 'dropWarm h2 echo keep 2']);
+  await new Promise((r) => setImmediate(r));
+  assert.ok(s.logged.some((l) => /drop warm containers/.test(l.msg ?? '')), 'a host that cannot be told is logged');
 });
 
 test('a bad description is refused naming the field, and nothing is stored or routed', async (t) => {
@@ -109,7 +123,7 @@ test('removing a service answers its waiting messages and stops its deployments;
   assert.deepEqual(await s.control.removeService('echo'), { stopped: 1 });
   assert.equal(s.table.service('echo'), undefined);
   assert.equal(await s.registry.getService('echo'), undefined);
-  assert.deepEqual(s.calls, ['fail echo: service echo was removed', `stop ${d.id} service removed`]);
+  assert.deepEqual(s.calls, ['fail echo: service echo was removed', `stop ${d.id} service removed`, 'dropWarm h1 echo', 'dropWarm h2 echo']);
   await assert.rejects(s.control.removeService('echo'), (e: unknown) => isShoalError(e) && e.code === 'not-found');
 });
 

@@ -33,7 +33,15 @@ export interface WarmContainersDeps {
 
 export interface WarmContainers {
   take(driver: Driver, plan: DeploymentPlan, rootfs: RootfsSpec): WarmContainer | undefined;
+  /** Starts one more for the plan; containers of the same service's other versions go (superseded). */
   refill(driver: Driver, plan: DeploymentPlan, rootfs: RootfsSpec, fetchBlob: BlobFetcher): void;
+  /**
+   * Discards the service's containers except those of `keepVersion` (none kept when
+   * absent: the service was removed), also those being made now. Returns how many went.
+   */
+  drop(service: string, keepVersion?: string): number;
+  /** What the pool holds (for the host report). */
+  list(): Array<{ instance: string; service: DeploymentPlan['service'] }>;
   close(): Promise<void>;
 }
 
@@ -57,6 +65,14 @@ export function createWarmContainers(deps: WarmContainersDeps): WarmContainers {
   });
   // A driver that cannot prepare here (runc without its shim) is not asked again.
   const cannotPrepare = new Set<Driver>();
+  // Services dropped while containers of theirs may be being made: service → version kept.
+  const dropped = new Map<string, string | undefined>();
+  const unwanted = (service: DeploymentPlan['service']): boolean =>
+    dropped.has(service.name) && dropped.get(service.name) !== service.version;
+  const drop = (service: string, keepVersion?: string): number => {
+    dropped.set(service, keepVersion);
+    return pool.drop((w) => w.live.record.plan.service.name === service && w.live.record.plan.service.version !== keepVersion);
+  };
 
   const create = async (driver: Driver, plan: DeploymentPlan, rootfs: RootfsSpec, fetchBlob: BlobFetcher): Promise<WarmContainer | undefined> => {
     if (!canPrepare(driver)) return undefined;
@@ -64,6 +80,10 @@ export function createWarmContainers(deps: WarmContainersDeps): WarmContainers {
     try {
       const { spec, user } = await deps.prepareRoot(live, rootfs, fetchBlob);
       await driver.prepare(spec);
+      if (unwanted(plan.service)) {
+        await discardLive(live); // its service was removed or superseded while it was made
+        return undefined;
+      }
       return { live, spec, user };
     } catch (e) {
       if (isShoalError(e) && e.code === 'unsupported') cannotPrepare.add(driver);
@@ -76,9 +96,15 @@ export function createWarmContainers(deps: WarmContainersDeps): WarmContainers {
   return {
     take: (driver, plan, rootfs) => pool.take(warmKey(driver, plan, rootfs)),
     refill(driver, plan, rootfs, fetchBlob) {
-      if (closing || !canPrepare(driver) || cannotPrepare.has(driver)) return;
+      if (closing) return;
+      // A deployment of this version: it is current here (again, if it was dropped before).
+      if (unwanted(plan.service)) dropped.delete(plan.service.name);
+      drop(plan.service.name, plan.service.version);
+      if (!canPrepare(driver) || cannotPrepare.has(driver)) return;
       pool.refill(warmKey(driver, plan, rootfs), () => create(driver, plan, rootfs, fetchBlob));
     },
+    drop,
+    list: () => pool.entries().map((w) => ({ instance: w.live.record.id, service: w.live.record.plan.service })),
     close() {
       closing = true;
       return pool.close();

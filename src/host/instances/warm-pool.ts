@@ -23,6 +23,10 @@ export interface WarmPool<T> {
    * the entry, or with undefined when it gave up (having cleaned up after itself).
    */
   refill(key: string, create: () => Promise<T | undefined>): void;
+  /** Discards the ready entries that match; returns how many. */
+  drop(match: (entry: T) => boolean): number;
+  /** The ready entries (a copy). */
+  entries(): T[];
   /** Entries ready and being made. */
   size(): { ready: number; making: number };
   /** Stops refills, waits for those under way, and discards every entry. */
@@ -77,6 +81,16 @@ export function createWarmPool<T>(options: WarmPoolOptions<T>): WarmPool<T> {
       jobs.add(job);
       void job.finally(() => jobs.delete(job));
     },
+    drop(match) {
+      let n = 0;
+      for (let i = ready.length - 1; i >= 0; i--) {
+        if (!match(ready[i]!.entry)) continue;
+        void discard(ready.splice(i, 1)[0]!.entry);
+        n++;
+      }
+      return n;
+    },
+    entries: () => ready.map((e) => e.entry),
     size: () => ({ ready: ready.length, making: makingTotal() }),
     async close() {
       closed = true;

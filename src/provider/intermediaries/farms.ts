@@ -319,7 +319,7 @@ export function createFarmEngine(options: FarmEngineOptions): FarmEngine {
   }
 
   function onInstanceGone(service: string, reason: string): void {
-    if (reason !== 'crashed' && reason !== 'oom') return;
+    if (reason !== 'crashed' && reason !== 'oom' && reason !== 'unresponsive') return;
     for (const f of farms.values()) {
       const node = f.graph.nodes.find((n) => n.kind === 'instance' && instanceServiceName(f.graph.name, n.id) === service);
       if (node === undefined) continue;

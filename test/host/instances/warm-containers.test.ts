@@ -84,3 +84,35 @@ test('close destroys what is pooled', async () => {
   assert.deepEqual(s.state.removed, s.torn);
   assert.equal(s.warm.take(d, plan(), rootfs), undefined);
 });
+
+test('a new version supersedes the pooled containers of the old one; drop discards a removed service\'s, also one being made', async () => {
+  const s = setup();
+  const d = fakeDriver();
+  d.prepare = async () => {};
+  const v1 = plan();
+  const v2 = plan({ service: { name: 'echo', version: '2' } });
+  const other = plan({ service: { name: 'other', version: '1' } });
+  s.warm.refill(d, v1, rootfs, async () => {});
+  s.warm.refill(d, other, rootfs, async () => {});
+  await settle();
+  assert.deepEqual(s.warm.list().map((w) => w.service), [v1.service, other.service]);
+  s.warm.refill(d, v2, rootfs, async () => {}); // a deployment of version 2 here
+  await settle();
+  assert.deepEqual(s.warm.list().map((w) => w.service).sort((a, b) => a.name.localeCompare(b.name)), [v2.service, other.service]);
+  assert.equal(s.warm.take(d, v1, rootfs), undefined);
+  assert.equal(s.torn.length, 1, 'the version 1 container was destroyed');
+
+  // Removed while one is being made: it is destroyed when made, never pooled.
+  let release!: () => void;
+  d.prepare = () => new Promise<void>((r) => (release = r));
+  s.warm.take(d, other, rootfs);
+  s.warm.refill(d, other, rootfs, async () => {});
+  await settle();
+  assert.equal(s.warm.drop('echo'), 1);
+  assert.equal(s.warm.drop('other'), 0);
+  release();
+  await settle();
+  await settle();
+  assert.deepEqual(s.warm.list(), []);
+  assert.equal(s.torn.length, 3);
+});

@@ -68,6 +68,13 @@ const operations = {
     for (const c of children) c.kill('SIGKILL');
     return { spawned, ...(errors.size > 0 ? { errors: [...errors] } : {}) };
   },
+  // Stops accepting (closes its listener) while the process lives on: a hung service, as the host's liveness probe sees it.
+  Deafen: () => {
+    setInterval(() => {}, 1 << 30);
+    setTimeout(() => server.close(), 10);
+    setTimeout(() => server.closeAllConnections(), 200); // kept-alive connections too
+    return {};
+  },
   Connect: (body) => {
     const host = need(body, 'host', 'string');
     const port = need(body, 'port', 'number', (p) => Number.isInteger(p) && p > 0 && p < 65536);

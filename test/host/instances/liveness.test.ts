@@ -1,0 +1,72 @@
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { createLiveness, type LivenessTarget } from '../../../src/host/instances/liveness.ts';
+import { silentLogger } from '../../../src/host/ports.ts';
+
+function harness(answers: Record<string, Array<number | Error>>, opts: { failures?: number } = {}) {
+  const targets: LivenessTarget[] = Object.keys(answers).map((id) => ({ id, socketPath: `/s/${id}`, path: '/healthz' }));
+  const probes: string[] = [];
+  const verdicts: Array<{ id: string; why: string }> = [];
+  const liveness = createLiveness({
+    targets: () => targets,
+    probe: async (socketPath) => {
+      const id = socketPath.slice(3);
+      probes.push(id);
+      const next = answers[id]!.shift() ?? 200;
+      if (next instanceof Error) throw next;
+      return next;
+    },
+    onUnresponsive: (id, why) => verdicts.push({ id, why }),
+    log: silentLogger,
+    periodMs: 0,
+    retryMs: 1,
+    ...(opts.failures === undefined ? {} : { failures: opts.failures }),
+  });
+  return { liveness, probes, verdicts, targets };
+}
+
+describe('liveness', () => {
+  it('an instance that fails every probe of a check is unresponsive; one that answers is not', async () => {
+    const h = harness({ deaf: [new Error('connect ECONNREFUSED'), new Error('connect ECONNREFUSED')], fine: [200] });
+    await h.liveness.tick();
+    assert.deepEqual(h.verdicts.map((v) => v.id), ['deaf']);
+    assert.match(h.verdicts[0]!.why, /2 probes failed .*ECONNREFUSED/);
+    await h.liveness.close();
+  });
+
+  it('one failed probe followed by an answer is no verdict (a blip)', async () => {
+    const h = harness({ blip: [new Error('no answer within 2000 ms'), 200] });
+    await h.liveness.tick();
+    assert.deepEqual(h.verdicts, []);
+    assert.deepEqual(h.probes, ['blip', 'blip']);
+    await h.liveness.close();
+  });
+
+  it('a status other than 200 counts as a failure', async () => {
+    const h = harness({ sick: [503, 500, 503] }, { failures: 3 });
+    await h.liveness.tick();
+    assert.deepEqual(h.verdicts.map((v) => v.id), ['sick']);
+    assert.match(h.verdicts[0]!.why, /answered 503/);
+    await h.liveness.close();
+  });
+
+  it('suspect checks at once, only one check at a time, and only instances still targeted', async () => {
+    const h = harness({ a: [new Error('refused'), new Error('refused')] });
+    h.liveness.suspect('a');
+    h.liveness.suspect('a'); // joins the check under way
+    h.liveness.suspect('nobody');
+    await h.liveness.tick(); // joins the check under way too
+    assert.deepEqual(h.probes, ['a', 'a']);
+    assert.deepEqual(h.verdicts.map((v) => v.id), ['a']);
+    await h.liveness.close();
+  });
+
+  it('no verdict for an instance that stopped being a target while it was checked (paused, removed)', async () => {
+    const h = harness({ gone: [new Error('refused'), new Error('refused')] });
+    const check = h.liveness.tick();
+    h.targets.length = 0;
+    await check;
+    assert.deepEqual(h.verdicts, []);
+    await h.liveness.close();
+  });
+});
