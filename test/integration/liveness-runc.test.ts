@@ -12,7 +12,7 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { startHost, type Host } from '../../src/host/index.ts';
 import type { RunningStore } from '../../src/image/index.ts';
-import { startProvider, type Provider } from '../../src/provider/index.ts';
+import { auth, startProvider, type Provider } from '../../src/provider/index.ts';
 import type { HostEvent } from '../../src/protocol/deployment.ts';
 import { skipUnless } from '../host/fixtures/requirements.ts';
 import { startEchoStore } from '../provider/fixtures/echo-store.ts';
@@ -76,12 +76,15 @@ describe('liveness and faults with runc hosts', { skip }, () => {
       tuning: { reportIntervalMs: 200, suspectAfterMs: 5000, deadAfterMs: 10_000, scaleIntervalMs: 200, syncIntervalMs: 300, ...tuning },
     });
     providers.push(p);
+    adminTokens.set(p, (await auth.createApiToken(p.registry, { role: 'admin', note: 'liveness test' })).secret);
     for (const h of on) await p.registerHost({ controlUrl: h.controlUrl, token: TOKEN });
     return p;
   }
+  const adminTokens = new Map<Provider, string>();
+  const adminAuth = (p: Provider) => ({ authorization: `Bearer ${adminTokens.get(p)}` });
 
   const send = (p: Provider, service: string, op: string, body: unknown) =>
-    fetch(`${p.url}/s/${service}/${op}`, { method: 'POST', body: JSON.stringify(body) }).then(async (r) => ({ status: r.status, body: (await r.json()) as any, instance: r.headers.get('x-shoal-instance') }));
+    fetch(`${p.url}/s/${service}/${op}`, { method: 'POST', headers: { ...adminAuth(p), 'content-type': 'application/json' }, body: JSON.stringify(body) }).then(async (r) => ({ status: r.status, body: (await r.json()) as any, instance: r.headers.get('x-shoal-instance') }));
 
   it('an instance that closes its listener while its process lives is marked unresponsive, replaced, and the messages after it succeed', async () => {
     // Only the forwarder's failure triggers the probe here (no periodic probe), so the test shows that path.
@@ -131,7 +134,7 @@ describe('liveness and faults with runc hosts', { skip }, () => {
     await until('a version 2 container created ahead', async () => (await warmOf('2')).length === 1, 30_000, 100);
     const v2 = (await warmOf('2'))[0]!.instance;
 
-    const res = await fetch(`${p.url}/api/v1/services/pooled`, { method: 'DELETE', headers: { authorization: 'Bearer join-token-for-tests' } });
+    const res = await fetch(`${p.url}/api/v1/services/pooled`, { method: 'DELETE', headers: adminAuth(p) });
     assert.ok(res.status < 300, `removing the service: ${res.status} ${await res.text()}`);
     await until('nothing of the removed service is left', async () => (await h.report()).warm?.length === 0 && !(await runcList()).some((c) => c.id === v2 || c.id.startsWith('pooled-')), 10_000, 100);
   });
