@@ -53,7 +53,7 @@ export interface HostOptions {
   drivers?: DriverName[];
   /** Budget of the unpacked-layer cache. Default 10 GiB. */
   layerCacheBytes?: number;
-  /** Lifetime of the route tokens handed out. Default 24 h. */
+  /** Lifetime of the route tokens handed out. Default 10 min. */
   tokenTtlMs?: number;
   /** The address put in endpoint references when listening on a wildcard. */
   advertiseHost?: string;

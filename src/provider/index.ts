@@ -51,6 +51,8 @@ export interface ProviderTuning {
   stableWindowMs?: number;
   /** How often other providers' changes are read from the registry. Default 2000 ms. */
   syncIntervalMs?: number;
+  /** Route tokens closer than this to expiry are re-signed by their host on the sync pass. Default 4 min. */
+  tokenRefreshWithinMs?: number;
   /** Messages that may wait per cold service. Default 1000. */
   queueDepth?: number;
   /** Longest a message waits for an instance. Default 120 s. */
@@ -256,6 +258,7 @@ async function assemble(options: ProviderOptions, registry: Registry, ownRegistr
     providerId,
     log,
     ...(t.syncIntervalMs === undefined ? {} : { syncIntervalMs: t.syncIntervalMs }),
+    ...(t.tokenRefreshWithinMs === undefined ? {} : { refreshTokensWithinMs: t.tokenRefreshWithinMs }),
   });
   reconcilerRef = reconciler;
   const scaler = createScaler({
@@ -285,6 +288,13 @@ async function assemble(options: ProviderOptions, registry: Registry, ownRegistr
     tracker,
     ...(t.maxBodyBytes === undefined ? {} : { maxBodyBytes: t.maxBodyBytes }),
     ...(t.requestTimeoutMs === undefined ? {} : { timeoutMs: t.requestTimeoutMs }),
+    async refreshRoute(ep) {
+      // The host re-signs on every read of an instance (src/host/endpoints.ts).
+      const info = await pool.get(ep.hostId)?.client.get(ep.id);
+      if (info?.endpoint === undefined) return false;
+      table.refresh(ep.id, info.endpoint);
+      return true;
+    },
     async resolveService(name) {
       const missed = misses.get(name);
       if (missed !== undefined && Date.now() - missed < 2000) return undefined;
