@@ -1,8 +1,7 @@
 // The host's data plane: the forwarder behind a server of ours, which counts the
 // requests in flight and in all (for the report and metrics).
-import { createServer } from 'node:http';
 import { createForwarder, type Forwarder, type ForwarderOptions } from './data-plane/forwarder.ts';
-import { closeServer } from '../http/index.ts';
+import { closeServer, createListener, type TlsIdentity } from '../http/index.ts';
 import { listen } from './listen.ts';
 import { advertisedUrl } from '../protocol/listen-address.ts';
 
@@ -11,6 +10,8 @@ export interface DataServerOptions {
   resolveInstance: ForwarderOptions['resolveInstance'];
   listen: { host: string; port: number };
   advertiseHost?: string;
+  /** Serve HTTPS. */
+  tls?: TlsIdentity | undefined;
 }
 
 export interface DataServer {
@@ -25,7 +26,7 @@ export async function startDataServer(options: DataServerOptions): Promise<DataS
   let inFlight = 0;
   let requestsTotal = 0;
   const forwarder = createForwarder({ keys: options.keys, resolveInstance: options.resolveInstance });
-  const server = createServer({ keepAliveTimeout: 30_000 }, (req, res) => {
+  const server = createListener({ keepAliveTimeout: 30_000, tls: options.tls }, (req, res) => {
     inFlight++;
     requestsTotal++;
     res.once('close', () => inFlight--);
@@ -33,7 +34,7 @@ export async function startDataServer(options: DataServerOptions): Promise<DataS
   });
   const port = await listen(server, options.listen.host, options.listen.port);
   return {
-    url: advertisedUrl(options.listen.host, port, options.advertiseHost),
+    url: advertisedUrl(options.listen.host, port, options.advertiseHost, options.tls !== undefined),
     forwarder,
     load: () => ({ inFlight, requestsTotal }),
     close: () => closeServer(server, forwarder.close),

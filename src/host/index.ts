@@ -2,7 +2,6 @@
 // forwarder, the layer cache and the drivers together, recovers what an earlier run
 // left, and listens. `shoal host`, `shoal up` and the tests all start a host this way.
 // Each piece lives in its own module; this file only puts them together in order.
-import { createServer } from 'node:http';
 import { chmod, mkdir } from 'node:fs/promises';
 import { resolve as resolvePath } from 'node:path';
 import { getRequestListener } from '@hono/node-server';
@@ -13,7 +12,7 @@ import { createEventBus, type EventBus } from './events.ts';
 import { createHostState } from './host-state.ts';
 import type { LayerCache } from './layer-cache.ts';
 import { createHostMetrics, type HostMetrics } from './metrics.ts';
-import { closeServer } from '../http/index.ts';
+import { checkBindAddress, closeServer, createListener, type TlsIdentity } from '../http/index.ts';
 import { openImportSockets } from './data-plane/import-sockets.ts';
 import { listMounts, mountOverlay, unmountOverlay } from './rootfs/overlay.ts';
 import { defaultDriverName } from './drivers/index.ts';
@@ -57,6 +56,10 @@ export interface HostOptions {
   tokenTtlMs?: number;
   /** The address put in endpoint references when listening on a wildcard. */
   advertiseHost?: string;
+  /** Serve the control API and the data plane over HTTPS (required off loopback unless `insecure`). */
+  tls?: TlsIdentity;
+  /** Allow plain HTTP on a non-loopback address (with a warning on stderr). */
+  insecure?: boolean;
   /** Containers created ahead for plans just deployed (runc): per plan (default 1; 0 = off) and in all (default 4). */
   warmPool?: { perImage?: number; max?: number };
   logger?: Logger;
@@ -77,6 +80,9 @@ export interface Host {
 export async function startHost(options: HostOptions): Promise<Host> {
   const dataDir = resolvePath(options.dataDir);
   checkDataDirLength(dataDir);
+  const secure = { tls: options.tls !== undefined, insecure: options.insecure };
+  checkBindAddress('the host control API', options.listen.host, secure);
+  checkBindAddress('the host data plane', (options.dataListen ?? options.listen).host, secure);
   const log: Logger = options.logger ?? silentLogger;
   await mkdir(dataDir, { recursive: true });
   const releaseLock = await lockDataDir(dataDir, log);
@@ -108,6 +114,7 @@ async function startLocked(options: HostOptions, dataDir: string, log: Logger, r
     resolveInstance: (id) => agentRef?.resolve(id),
     listen: options.dataListen ?? { host: options.listen.host, port: 0 },
     ...(options.advertiseHost === undefined ? {} : { advertiseHost: options.advertiseHost }),
+    tls: options.tls,
   });
   let metricsRef: HostMetrics | undefined;
   const agent = createAgent({
@@ -152,13 +159,13 @@ async function startLocked(options: HostOptions, dataDir: string, log: Logger, r
     const recovered = await agent.recover();
     if (recovered.adopted.length + recovered.cleaned.length > 0) log.info(recovered, 'recovered instances from the state dir');
     const app = createControlApi({ agent, token: options.token, events, metrics, report: () => hostReport(facts), logger: log });
-    control = await startControlServer(app.fetch, options.listen);
+    control = await startControlServer(app.fetch, options.listen, options.tls);
   } catch (e) {
     await data.close();
     await agent.close({ stopInstances: false });
     throw e;
   }
-  controlUrl = advertisedUrl(options.listen.host, control.port, options.advertiseHost);
+  controlUrl = advertisedUrl(options.listen.host, control.port, options.advertiseHost, options.tls !== undefined);
   log.info({ controlUrl, dataUrl: data.url, driver: defaultDriver, hostId }, 'host listening');
 
   let closing: Promise<void> | undefined;
@@ -213,8 +220,9 @@ async function requireHealthy(set: HostDrivers, defaultDriver: DriverName, finge
 async function startControlServer(
   fetch: (req: Request) => Response | Promise<Response>,
   at: { host: string; port: number },
+  tls: TlsIdentity | undefined,
 ): Promise<{ port: number; close(): Promise<void> }> {
-  const server = createServer(getRequestListener(fetch));
+  const server = createListener({ tls }, getRequestListener(fetch));
   const port = await listen(server, at.host, at.port);
   // SSE streams never end by themselves: cut every connection after a short grace.
   return { port, close: () => closeServer(server, async () => {}, 200) };

@@ -6,6 +6,7 @@
 // The cold path, with no loop back: router → activator (queue, Demand) → cold start →
 // deployer → routing table; the table's onAdded is wired to the activator's release,
 // and the released router chooses from the table.
+import { checkBindAddress, type TlsIdentity } from '../http/index.ts';
 import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { hostname } from 'node:os';
@@ -94,6 +95,10 @@ export interface ProviderOptions {
   providerId?: string;
   /** The address put in URLs when listening on a wildcard. */
   advertiseHost?: string;
+  /** Serve HTTPS (required on a non-loopback address unless `insecure`). */
+  tls?: TlsIdentity;
+  /** Allow plain HTTP on a non-loopback address (a warning is logged). */
+  insecure?: boolean;
   logger?: Logger;
   tuning?: ProviderTuning;
   version?: string;
@@ -140,6 +145,7 @@ export async function startProvider(options: ProviderOptions): Promise<Provider>
   const log: Logger = options.logger ?? { info() {}, warn() {}, error() {} };
   const t = options.tuning ?? {};
   if (options.joinToken.length < 8) throw new ShoalError('invalid', 'the join token must be at least 8 characters', { field: 'joinToken' });
+  checkBindAddress('the provider', options.listen.host, { tls: options.tls !== undefined, insecure: options.insecure });
   const ownRegistry = options.registry === undefined;
   const registry = options.registry ?? (await openRegistry(registryLocation(options.database)));
   try {
@@ -359,7 +365,7 @@ async function assemble(options: ProviderOptions, registry: Registry, ownRegistr
     audit: (entry) => registry.appendAudit(entry),
     log,
   });
-  const server = createProviderServer({ router, api, farms, gate, ...(options.store === undefined ? {} : { store: options.store }) });
+  const server = createProviderServer({ tls: options.tls, router, api, farms, gate, ...(options.store === undefined ? {} : { store: options.store }) });
 
   await reconciler.reconcile();
   const boundPort = await new Promise<number>((resolve, reject) => {
@@ -369,7 +375,7 @@ async function assemble(options: ProviderOptions, registry: Registry, ownRegistr
       resolve((server.address() as AddressInfo).port);
     });
   });
-  url = advertisedUrl(options.listen.host, boundPort, options.advertiseHost);
+  url = advertisedUrl(options.listen.host, boundPort, options.advertiseHost, options.tls !== undefined);
   await farms.restore();
   for (const s of table.services()) deployer.prepare(s.name);
   pool.start();
