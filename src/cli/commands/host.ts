@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import { fetch } from 'undici';
 import { totalmem, availableParallelism } from 'node:os';
 import { ShoalError } from '../../protocol/errors.ts';
-import { normalizeUrl, parseDriver, parseListen, untilSignal } from './common.ts';
+import { listenerTls, normalizeUrl, parseDriver, parseListen, untilSignal, withListenerTlsOptions, type ListenerTlsFlags } from './common.ts';
 
 function positiveInt(text: string, field: string): number {
   const n = Number(text);
@@ -25,8 +25,8 @@ export function defaultCapacity() {
 }
 
 export function registerHostCommand(program: Command): void {
-  program
-    .command('host')
+  withListenerTlsOptions(program
+    .command('host'))
     .description('run a host agent: admits deployments, pulls layers, runs instances isolated, forwards messages')
     .option('--listen <host:port>', 'control API address', '127.0.0.1:7080')
     .option('--data-listen <host:port>', 'data-plane (forwarder) address', '127.0.0.1:7081')
@@ -58,7 +58,8 @@ export function registerHostCommand(program: Command): void {
         provider?: string;
         joinToken?: string;
         labels?: string;
-      }) => {
+      } & ListenerTlsFlags) => {
+        const secure = await listenerTls(opts);
         const token = opts.token ?? process.env.SHOAL_HOST_TOKEN;
         if (!token || token.length < 8) {
           throw new ShoalError('invalid', 'a control token of at least 8 characters is required (--token or SHOAL_HOST_TOKEN)', { field: 'token' });
@@ -86,6 +87,7 @@ export function registerHostCommand(program: Command): void {
           capacity,
           ...(driver === undefined ? {} : { driver }),
           layerCacheBytes: positiveInt(opts.layerCache, 'layer-cache') * 1024 * 1024,
+          ...secure,
           logger: createLogger('host'),
         });
         process.stdout.write(`shoal host ${host.hostId}: control ${host.controlUrl}  data ${host.dataUrl}\n`);

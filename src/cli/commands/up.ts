@@ -4,23 +4,24 @@ import { join, resolve } from 'node:path';
 import { parseImageRef } from '../../protocol/image-ref.ts';
 import { formatBytes } from '../output.ts';
 import { defaultCapacity } from './host.ts';
-import { parseDriver, parseListen, untilSignal } from './common.ts';
+import { listenerTls, parseDriver, parseListen, untilSignal, withListenerTlsOptions, type ListenerTlsFlags } from './common.ts';
 
 // The starter service (src/cli/starter/) is written against shoal/service and bundled
 // into a small overlay; its description is what the provider registers.
 const starter = () => import('../starter/echo.ts');
 
 export function registerUpCommand(program: Command): void {
-  program
-    .command('up')
+  withListenerTlsOptions(program
+    .command('up'))
     .description('the platform on one machine: store + provider + one host on one address, state in ./.shoal/')
     .option('--listen <host:port>', 'address of the provider (messages, API) and the store (/v2/)', '127.0.0.1:7070')
     .option('--data <dir>', 'state directory', './.shoal')
     .option('--driver <name>', 'instance driver (default: runc when present and root, else process)')
     .option('--db <url|path>', 'registry database (env SHOAL_DATABASE_URL; default <data>/shoal.db)')
     .option('--no-anonymous-pull', 'image pulls from the store need a read token too')
-    .action(async (opts: { listen: string; data: string; driver?: string; db?: string; anonymousPull: boolean }) => {
+    .action(async (opts: { listen: string; data: string; driver?: string; db?: string; anonymousPull: boolean } & ListenerTlsFlags) => {
       const listen = parseListen(opts.listen);
+      const secure = await listenerTls(opts);
       const driver = await parseDriver(opts.driver);
       const dataDir = resolve(opts.data);
       const auth = await import('../../provider/auth/index.ts');
@@ -46,6 +47,7 @@ export function registerUpCommand(program: Command): void {
         auth: { anonymousPull: opts.anonymousPull },
         storeToken: () => pullToken,
         listen,
+        ...secure,
         database,
         store: storeApp,
         joinToken: randomBytes(18).toString('base64url'),
@@ -84,7 +86,8 @@ export function registerUpCommand(program: Command): void {
         const token = randomBytes(18).toString('base64url');
         host = await startHost({
           dataDir: join(dataDir, 'host'),
-          listen: { host: listen.host, port: 0 },
+          // Only the provider and the store face the network; the host's planes stay on loopback.
+          listen: { host: '127.0.0.1', port: 0 },
           token,
           storeToken: pullToken,
           capacity: defaultCapacity(),
