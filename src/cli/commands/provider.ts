@@ -11,10 +11,11 @@ export function registerProviderCommand(program: Command): void {
     .option('--db <url|path>', 'registry: postgres://… or a SQLite file (env SHOAL_DATABASE_URL, default ./.shoal/shoal.db)')
     .option('--store <url>', 'the store hosts pull images from (env SHOAL_STORE)')
     .option('--join-token <token>', 'token hosts register with (env SHOAL_JOIN_TOKEN; default: a random one, printed)')
+    .option('--advertise <host>', 'the address hosts and consumers reach this one at, put in the URLs it hands out (default: the --listen host, or 127.0.0.1 on a wildcard)')
     .option('--provider-id <id>', 'stable id of this provider in a shared registry (default hostname:port)')
     .option('--data <dir>', 'state directory: the admin token made on first start', './.shoal')
     .option('--store-token <token>', 'API token for reading the store when it refuses anonymous pulls (env SHOAL_STORE_TOKEN)')
-    .action(async (opts: { listen: string; db?: string; store?: string; joinToken?: string; providerId?: string; data: string; storeToken?: string } & ListenerTlsFlags) => {
+    .action(async (opts: { listen: string; db?: string; store?: string; joinToken?: string; providerId?: string; data: string; storeToken?: string; advertise?: string } & ListenerTlsFlags) => {
       const listen = parseListen(opts.listen);
       const secure = await listenerTls(opts);
       const store = opts.store ?? process.env.SHOAL_STORE;
@@ -32,6 +33,7 @@ export function registerProviderCommand(program: Command): void {
         storeUrl: normalizeUrl(store, 'store'),
         joinToken,
         ...secure,
+        ...(opts.advertise === undefined ? {} : { advertiseHost: opts.advertise }),
         ...(opts.providerId === undefined ? {} : { providerId: opts.providerId }),
         logger: createLogger('provider'),
       });

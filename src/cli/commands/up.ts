@@ -19,7 +19,9 @@ export function registerUpCommand(program: Command): void {
     .option('--driver <name>', 'instance driver (default: runc when present and root, else process)')
     .option('--db <url|path>', 'registry database (env SHOAL_DATABASE_URL; default <data>/shoal.db)')
     .option('--no-anonymous-pull', 'image pulls from the store need a read token too')
-    .action(async (opts: { listen: string; data: string; driver?: string; db?: string; anonymousPull: boolean } & ListenerTlsFlags) => {
+    .option('--advertise <host>', 'the address other machines reach this one at, put in the URLs hosts get (default: the --listen host, or 127.0.0.1 on a wildcard)')
+    .option('--join-token <token>', 'token other hosts register with (env SHOAL_JOIN_TOKEN; default: a random one, not shown)')
+    .action(async (opts: { listen: string; data: string; driver?: string; db?: string; anonymousPull: boolean; advertise?: string; joinToken?: string } & ListenerTlsFlags) => {
       const listen = parseListen(opts.listen);
       const secure = await listenerTls(opts);
       const driver = await parseDriver(opts.driver);
@@ -50,7 +52,8 @@ export function registerUpCommand(program: Command): void {
         ...secure,
         database,
         store: storeApp,
-        joinToken: randomBytes(18).toString('base64url'),
+        joinToken: opts.joinToken ?? process.env.SHOAL_JOIN_TOKEN ?? randomBytes(18).toString('base64url'),
+        ...(opts.advertise === undefined ? {} : { advertiseHost: opts.advertise }),
         providerId: `up:${listen.port}`,
         logger: log,
       });
