@@ -42,6 +42,7 @@ export function registerHostCommand(program: Command): void {
     .option('--join-token <token>', "the provider's join token (env SHOAL_JOIN_TOKEN)")
     .option('--store-token <token>', 'API token for pulling images when the store refuses anonymous pulls (env SHOAL_STORE_TOKEN)')
     .option('--labels <k=v,...>', 'labels placement can select this host by')
+    .option('--route-token-ttl <seconds>', 'lifetime of the route tokens this host signs (the provider re-signs them before expiry)', '600')
     .action(
       async (opts: {
         listen: string;
@@ -58,6 +59,7 @@ export function registerHostCommand(program: Command): void {
         provider?: string;
         joinToken?: string;
         labels?: string;
+        routeTokenTtl: string;
       } & ListenerTlsFlags) => {
         const secure = await listenerTls(opts);
         const token = opts.token ?? process.env.SHOAL_HOST_TOKEN;
@@ -88,6 +90,7 @@ export function registerHostCommand(program: Command): void {
           ...(driver === undefined ? {} : { driver }),
           layerCacheBytes: positiveInt(opts.layerCache, 'layer-cache') * 1024 * 1024,
           ...secure,
+          tokenTtlMs: positiveInt(opts.routeTokenTtl, 'route-token-ttl') * 1000,
           logger: createLogger('host'),
         });
         process.stdout.write(`shoal host ${host.hostId}: control ${host.controlUrl}  data ${host.dataUrl}\n`);
