@@ -111,6 +111,7 @@ export function createDeployer(options: DeployerOptions): Deployer {
       pathPrefix: u.pathname.replace(/\/$/, ''),
       token: ref.token,
       expiresAt: ref.expiresAt,
+      tokenLifetimeMs: Math.max(0, ref.expiresAt - Date.now()),
       link: host.client.dataLink(hostname, port, u.protocol),
       authority: u.host,
       readyAt: Date.now(),

@@ -68,7 +68,9 @@ export function createRegistrySync(options: RegistrySyncOptions): RegistrySync {
         readyIds.add(d.instanceId);
         const known = table.endpoint(d.instanceId);
         if (known !== undefined) {
-          if (known.expiresAt - now < refreshWithin) {
+          // Re-sign within refreshWithin of expiry, or past half its life for hosts that sign
+          // for less (so a short lifetime does not mean a re-sign on every pass).
+          if (known.expiresAt - now < Math.min(refreshWithin, known.tokenLifetimeMs / 2)) {
             const host = pool.get(known.hostId);
             const info = await host?.client.get(known.id).catch(logHostFailure(log, 'refreshing a route token', { instance: known.id, host: known.hostId }));
             if (info?.endpoint) table.refresh(known.id, info.endpoint);
