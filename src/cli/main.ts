@@ -22,7 +22,16 @@ export function createProgram(): Command {
     .description('Deploy isolated services on demand and compose them with typed TypeScript')
     .version('0.1.0')
     .showHelpAfterError()
-    .exitOverride();
+    .exitOverride()
+    .option('--tls-ca <file>', 'trust this CA (PEM) for https:// providers, stores and hosts, beside the system roots (env SHOAL_TLS_CA)');
+  // Every client (the CLI's calls, a host's pulls and registration, the provider's links to
+  // hosts) trusts the operator's CA once it is set here, before any command runs.
+  program.hook('preAction', async () => {
+    const ca = (program.opts() as { tlsCa?: string }).tlsCa ?? process.env.SHOAL_TLS_CA;
+    if (ca === undefined || ca === '') return;
+    const { trustCaFile } = await import('../http/index.ts');
+    trustCaFile(ca);
+  });
   registerUpCommand(program);
   registerStoreCommands(program);
   registerHostCommand(program);

@@ -1,9 +1,7 @@
 // The host's data plane: the forwarder behind a server of ours, which counts the
 // requests in flight and in all (for the report and metrics).
-import { createServer } from 'node:http';
-import { hardenServer } from '../http/index.ts';
 import { createForwarder, DATA_PLANE_MAX_CONNECTIONS, type ForwardEvent, type Forwarder, type ForwarderOptions } from './data-plane/forwarder.ts';
-import { closeServer } from '../http/index.ts';
+import { closeServer, createListener, hardenServer, type TlsIdentity } from '../http/index.ts';
 import { listen } from './listen.ts';
 import { advertisedUrl } from '../protocol/listen-address.ts';
 
@@ -14,6 +12,8 @@ export interface DataServerOptions {
   onNoAnswer?(instance: string): void;
   listen: { host: string; port: number };
   advertiseHost?: string;
+  /** Serve HTTPS. */
+  tls?: TlsIdentity | undefined;
 }
 
 export interface DataServer {
@@ -34,7 +34,7 @@ export async function startDataServer(options: DataServerOptions): Promise<DataS
     ...(onNoAnswer === undefined ? {} : { onRequest: (e: ForwardEvent) => (e.status === 502 || e.status === 504 ? onNoAnswer(e.instance) : undefined) }),
   });
   const server = hardenServer(
-    createServer({ keepAliveTimeout: 30_000 }, (req, res) => {
+    createListener({ keepAliveTimeout: 30_000, tls: options.tls }, (req, res) => {
       inFlight++;
       requestsTotal++;
       res.once('close', () => inFlight--);
@@ -44,7 +44,7 @@ export async function startDataServer(options: DataServerOptions): Promise<DataS
   );
   const port = await listen(server, options.listen.host, options.listen.port);
   return {
-    url: advertisedUrl(options.listen.host, port, options.advertiseHost),
+    url: advertisedUrl(options.listen.host, port, options.advertiseHost, options.tls !== undefined),
     forwarder,
     load: () => ({ inFlight, requestsTotal }),
     close: () => closeServer(server, forwarder.close),

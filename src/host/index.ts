@@ -2,8 +2,6 @@
 // forwarder, the layer cache and the drivers together, recovers what an earlier run
 // left, and listens. `shoal host`, `shoal up` and the tests all start a host this way.
 // Each piece lives in its own module; this file only puts them together in order.
-import { createServer } from 'node:http';
-import { hardenServer } from '../http/index.ts';
 import { chmod, mkdir } from 'node:fs/promises';
 import { resolve as resolvePath } from 'node:path';
 import { getRequestListener } from '@hono/node-server';
@@ -15,7 +13,7 @@ import { createEventBus, type EventBus } from './events.ts';
 import { createHostState } from './host-state.ts';
 import type { LayerCache } from './layer-cache.ts';
 import { createHostMetrics, type HostMetrics } from './metrics.ts';
-import { closeServer } from '../http/index.ts';
+import { checkBindAddress, closeServer, createListener, hardenServer, type TlsIdentity } from '../http/index.ts';
 import { openImportSockets } from './data-plane/import-sockets.ts';
 import { listMounts, mountOverlay, unmountOverlay } from './rootfs/overlay.ts';
 import { defaultDriverName } from './drivers/index.ts';
@@ -56,10 +54,14 @@ export interface HostOptions {
   drivers?: DriverName[];
   /** Budget of the unpacked-layer cache. Default 10 GiB. */
   layerCacheBytes?: number;
-  /** Lifetime of the route tokens handed out. Default 24 h. */
+  /** Lifetime of the route tokens handed out. Default 10 min. */
   tokenTtlMs?: number;
   /** The address put in endpoint references when listening on a wildcard. */
   advertiseHost?: string;
+  /** Serve the control API and the data plane over HTTPS (required off loopback unless `insecure`). */
+  tls?: TlsIdentity;
+  /** Allow plain HTTP on a non-loopback address (with a warning on stderr). */
+  insecure?: boolean;
   /** Containers created ahead for plans just deployed (runc): per plan (default 1; 0 = off) and in all (default 4). */
   warmPool?: { perImage?: number; max?: number };
   /** Probing ready instances: period (default 5 s; 0 = only when the forwarder gets no answer), timeout, failures in a row. */
@@ -82,6 +84,9 @@ export interface Host {
 export async function startHost(options: HostOptions): Promise<Host> {
   const dataDir = resolvePath(options.dataDir);
   checkDataDirLength(dataDir);
+  const secure = { tls: options.tls !== undefined, insecure: options.insecure };
+  checkBindAddress('the host control API', options.listen.host, secure);
+  checkBindAddress('the host data plane', (options.dataListen ?? options.listen).host, secure);
   const log: Logger = options.logger ?? silentLogger;
   await mkdir(dataDir, { recursive: true });
   const releaseLock = await lockDataDir(dataDir, log);
@@ -122,6 +127,7 @@ async function startLocked(options: HostOptions, dataDir: string, log: Logger, r
         onNoAnswer: (id) => agentRef?.suspect(id),
         listen: { host: dataAt.host, port },
         ...(options.advertiseHost === undefined ? {} : { advertiseHost: options.advertiseHost }),
+        tls: options.tls,
       });
       return Number(new URL(data.url).port);
     },
@@ -172,13 +178,13 @@ async function startLocked(options: HostOptions, dataDir: string, log: Logger, r
     const recovered = await agent.recover();
     if (recovered.adopted.length + recovered.cleaned.length > 0) log.info(recovered, 'recovered instances from the state dir');
     const app = createControlApi({ agent, token: options.token, events, metrics, report: () => hostReport(facts), logger: log });
-    await listenPreferring(options.listen.port, recorded.control, async (port) => (control = await startControlServer(app.fetch, { host: options.listen.host, port })).port, log, 'control');
+    await listenPreferring(options.listen.port, recorded.control, async (port) => (control = await startControlServer(app.fetch, { host: options.listen.host, port }, options.tls)).port, log, 'control');
   } catch (e) {
     await data.close();
     await agent.close({ stopInstances: false });
     throw e;
   }
-  controlUrl = advertisedUrl(options.listen.host, control.port, options.advertiseHost);
+  controlUrl = advertisedUrl(options.listen.host, control.port, options.advertiseHost, options.tls !== undefined);
   await writePorts(dataDir, { control: control.port, data: dataPort }).catch((e: unknown) => log.warn({ err: String(e) }, 'recording the ports failed: a restart may listen on new ones'));
   log.info({ controlUrl, dataUrl: data.url, driver: defaultDriver, hostId }, 'host listening');
 
@@ -234,8 +240,9 @@ async function requireHealthy(set: HostDrivers, defaultDriver: DriverName, finge
 async function startControlServer(
   fetch: (req: Request) => Response | Promise<Response>,
   at: { host: string; port: number },
+  tls: TlsIdentity | undefined,
 ): Promise<{ port: number; close(): Promise<void> }> {
-  const server = hardenServer(createServer(getRequestListener(fetch)), { jsonBodies: ['/v1/'] });
+  const server = hardenServer(createListener({ tls }, getRequestListener(fetch)), { jsonBodies: ['/v1/'] });
   const port = await listen(server, at.host, at.port);
   // SSE streams never end by themselves: cut every connection after a short grace.
   return { port, close: () => closeServer(server, async () => {}, 200) };

@@ -7,6 +7,8 @@ export { ChunkedDecoder, createUpstream, MAX_HEAD_BYTES, parseReplyHead, Protoco
 export type { Framing, OutgoingRequest, ReplyHandlers, ReplyHead, UpstreamExchange, UpstreamOptions } from './upstream.ts';
 export { closeServer, readRequestHead, relay, replyError, ROUTE_HEADER } from './relay.ts';
 export type { RelayPlan, RequestHead } from './relay.ts';
+export { caOption, checkBindAddress, createListener, isLoopbackHost, readTlsIdentity, trustCaFile, trustedCa, undiciConnect } from './tls.ts';
+export type { ListenerOptions, TlsIdentity } from './tls.ts';
 export { createEventParser, readEventStream } from './event-stream.ts';
 export type { EventStreamOptions, StreamEvent } from './event-stream.ts';
 // The edge of every server: timeouts, per-client connection caps, and the checks that keep

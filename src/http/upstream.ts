@@ -18,6 +18,7 @@
 
 import { connect, isIP, type Socket } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
+import { caOption } from './tls.ts';
 
 /** Largest reply head accepted. */
 export const MAX_HEAD_BYTES = 64 * 1024;
@@ -92,6 +93,8 @@ export interface UpstreamOptions {
   timeoutMs: number;
   /** Idle connections kept. Default 64. */
   maxIdle?: number;
+  /** CAs trusted for an https origin. Default: the system roots plus the operator's CA (src/http/tls.ts). */
+  ca?: string[];
 }
 
 /** What one exchange of `request` sends. */
@@ -116,7 +119,8 @@ function opener(options: UpstreamOptions): () => Socket {
   const host = url.hostname.replace(/^\[|\]$/g, '');
   const tls = url.protocol === 'https:';
   const port = url.port === '' ? (tls ? 443 : 80) : Number(url.port);
-  return tls ? () => tlsConnect({ host, port, ALPNProtocols: ['http/1.1'], ...(isIP(host) === 0 ? { servername: host } : {}) }) : () => connect({ host, port });
+  const ca = options.ca ?? caOption();
+  return tls ? () => tlsConnect({ host, port, ALPNProtocols: ['http/1.1'], ...(isIP(host) === 0 ? { servername: host } : {}), ...(ca === undefined ? {} : { ca }) }) : () => connect({ host, port });
 }
 
 /** One endpoint's pool of kept-alive connections. */

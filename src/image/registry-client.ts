@@ -3,6 +3,7 @@
 // that needs no auth), over undici (the project's one HTTP client, src/http): its fetch for
 // the small JSON exchanges, its request (Node streams, no web streams) for layers.
 // Every byte it receives is checked against the digest that names it.
+import { undiciConnect } from '../http/index.ts';
 import { createHash, randomBytes } from 'node:crypto';
 import { open, rename, rm } from 'node:fs/promises';
 import { Agent, fetch, request, type Dispatcher, type RequestInit, type Response } from 'undici';
@@ -456,8 +457,9 @@ async function writeVerified(
   }
 }
 
-/** Layer downloads: kept-alive connections per store, up to 16 at once. */
-const blobAgent = new Agent({ connections: 16 });
+/** Layer downloads: kept-alive connections per store, up to 16 at once; made on first use, so it trusts the CA a role set at start (--tls-ca). */
+let blobAgentMade: Agent | undefined;
+const blobAgent = (): Agent => (blobAgentMade ??= new Agent({ connections: 16, ...(undiciConnect() === undefined ? {} : { connect: undiciConnect()! }) }));
 
 interface StreamReply {
   status: number;
@@ -470,7 +472,7 @@ interface StreamReply {
 async function httpGet(url: URL, what: string, requestHeaders: Record<string, string>, signal: AbortSignal | undefined): Promise<StreamReply> {
   let res: Dispatcher.ResponseData;
   try {
-    res = await request(url, { method: 'GET', dispatcher: blobAgent, headers: requestHeaders, ...(signal ? { signal } : {}) });
+    res = await request(url, { method: 'GET', dispatcher: blobAgent(), headers: requestHeaders, ...(signal ? { signal } : {}) });
   } catch (e) {
     throw signal?.aborted ? e : networkError(e, what, url.origin);
   }

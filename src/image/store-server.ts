@@ -3,8 +3,8 @@
 // /healthz, on a plain node:http server (Hono through @hono/node-server's request
 // listener, so blob handlers can reach the raw request and response).
 import { createReadStream } from 'node:fs';
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { hardenServer } from '../http/index.ts';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
+import { checkBindAddress, createListener, hardenServer, type TlsIdentity } from '../http/index.ts';
 import type { AddressInfo } from 'node:net';
 import { getRequestListener } from '@hono/node-server';
 import { Hono } from 'hono';
@@ -52,6 +52,10 @@ export interface StartStoreOptions {
   dataDir: string;
   /** Default 127.0.0.1. */
   host?: string;
+  /** Serve HTTPS (required on a non-loopback host unless `insecure`). */
+  tls?: TlsIdentity | undefined;
+  /** Allow plain HTTP on a non-loopback host (with a warning on stderr). */
+  insecure?: boolean;
   /** 0 (default): the OS picks. */
   port?: number;
   /** Vets layers when an image is resolved. Default: layerVetter (checkLayer from layer-unpack.ts). false: none. */
@@ -77,6 +81,8 @@ export interface RunningStore {
 }
 
 export async function startStore(options: StartStoreOptions): Promise<RunningStore> {
+  const host = options.host ?? '127.0.0.1';
+  checkBindAddress('the store', host, { tls: options.tls !== undefined, insecure: options.insecure });
   const blobs = createBlobStore({ dir: options.dataDir });
   const vetLayer = options.vetLayer === false ? undefined : (options.vetLayer ?? layerVetter(blobs));
   const store = createImageStore({
@@ -93,11 +99,10 @@ export async function startStore(options: StartStoreOptions): Promise<RunningSto
   });
   const listener = getRequestListener(app.fetch);
   const gate = options.gate;
-  const server = createServer(gate === undefined ? listener : (req, res) => gate.handle(req, res, () => void listener(req, res)));
+  const server = createListener({ tls: options.tls }, gate === undefined ? listener : (req, res) => gate.handle(req, res, () => void listener(req, res)));
   // Layers can be gigabytes on a slow link: no cap on a whole request, only on silence.
   hardenServer(server, { requestTimeoutMs: 0, jsonBodies: ['/api/'] });
 
-  const host = options.host ?? '127.0.0.1';
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(options.port ?? 0, host, () => {
@@ -106,7 +111,7 @@ export async function startStore(options: StartStoreOptions): Promise<RunningSto
     });
   });
   const { port } = server.address() as AddressInfo;
-  const url = `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
+  const url = `${options.tls === undefined ? 'http' : 'https'}://${host.includes(':') ? `[${host}]` : host}:${port}`;
 
   const ttl = options.uploadTtlMs ?? 60 * 60_000;
   await blobs.expireUploads(ttl).catch((e: unknown) => options.logger?.warn({ err: e, dataDir: options.dataDir }, 'expiring old uploads at start failed'));

@@ -19,6 +19,7 @@ export const dataPlaneErrors = [
   'no-route', // 404: a path outside /i
   'bad-path', // 400: an import socket refused the request path
   'token', // 401/403: the route token is missing, malformed, forged or expired
+  'operation', // 403: the route token is valid but does not reach this path (an operation the service did not declare)
   'gone', // 404: the instance is not on this host; it never saw the request
   'not-ready', // 503: the instance is starting, paused or stopping; it never saw the request
   'too-large', // 413: the request body is over the limit

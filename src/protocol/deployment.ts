@@ -65,6 +65,8 @@ export const DeploymentPlan = Type.Object(
       }),
     ),
     imports: Type.Optional(Type.Array(ImportBinding, { maxItems: 64 })),
+    /** The operations route tokens for it may reach (paths /i/<op>); absent = any path. */
+    operations: Type.Optional(Type.Array(Type.String({ minLength: 1, maxLength: 256, pattern: '^[^/?#]+$' }), { maxItems: 256 })),
     readiness: Type.Optional(Readiness),
     /** Replaces the image's entrypoint+cmd. */
     args: Type.Optional(Type.Array(Type.String({ maxLength: 4096 }), { minItems: 1, maxItems: 256 })),

@@ -13,7 +13,7 @@ export function advertisedHost(listenHost: string, advertiseHost?: string): stri
   return host.includes(':') ? `[${host}]` : host;
 }
 
-/** http://<advertised host>:<port> for a server bound to `port` on `listenHost`. */
-export function advertisedUrl(listenHost: string, port: number, advertiseHost?: string): string {
-  return `http://${advertisedHost(listenHost, advertiseHost)}:${port}`;
+/** http(s)://<advertised host>:<port> for a server bound to `port` on `listenHost`. */
+export function advertisedUrl(listenHost: string, port: number, advertiseHost?: string, secure = false): string {
+  return `${secure ? 'https' : 'http'}://${advertisedHost(listenHost, advertiseHost)}:${port}`;
 }

@@ -121,6 +121,8 @@ export function planFor(
     driver,
     resources: { ...d.resources },
     readiness: { timeoutMs: readinessTimeoutMs },
+    // Route tokens reach the declared operations only (the host checks each path against them).
+    operations: Object.keys(d.operations),
     ...(imports === undefined || imports.length === 0 ? {} : { imports }),
   };
 }

@@ -99,7 +99,7 @@ export function createDeployer(options: DeployerOptions): Deployer {
   function endpointOf(ref: EndpointReference, deploymentId: string, host: PoolHost, version: string, deployedBy: string | undefined): RouteEndpoint {
     const u = new URL(ref.url);
     const hostname = u.hostname.replace(/^\[|\]$/g, '');
-    const port = Number(u.port || 80);
+    const port = Number(u.port || (u.protocol === 'https:' ? 443 : 80));
     return {
       id: ref.instance,
       service: ref.service.name,
@@ -111,7 +111,8 @@ export function createDeployer(options: DeployerOptions): Deployer {
       pathPrefix: u.pathname.replace(/\/$/, ''),
       token: ref.token,
       expiresAt: ref.expiresAt,
-      link: host.client.dataLink(hostname, port),
+      tokenLifetimeMs: Math.max(0, ref.expiresAt - Date.now()),
+      link: host.client.dataLink(hostname, port, u.protocol),
       authority: u.host,
       readyAt: Date.now(),
       deployedBy,

@@ -11,11 +11,12 @@
 // per provider, is nothing at farm sizes one provider serves. The registry's markHosts
 // demotes silent hosts and reports each transition to exactly one provider, so when
 // several providers share a database only one of them moves a dead host's instances.
-import { Agent, request, type IncomingMessage } from 'node:http';
+import { Agent, request as httpRequest, type IncomingMessage } from 'node:http';
+import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import type { DeploymentPlan, DeploymentResult, HostEvent, HostReport, InstanceInfo } from '../protocol/deployment.ts';
 import { ShoalError, type ErrorCode } from '../protocol/errors.ts';
 import type { HostRecord, HostState, Registry } from './registry/index.ts';
-import { createUpstream, readEventStream, type Upstream as HostLink } from '../http/index.ts';
+import { caOption, createUpstream, readEventStream, type Upstream as HostLink } from '../http/index.ts';
 import { logWriteFailure } from './write-failures.ts';
 
 
@@ -27,7 +28,7 @@ export type { Logger } from './logger.ts';
 export interface HostClient {
   readonly controlUrl: string;
   /** Pooled keep-alive connections to a data-plane address of the host, shared by every endpoint there. */
-  dataLink(hostname: string, port: number): HostLink;
+  dataLink(hostname: string, port: number, protocol?: string): HostLink;
   report(signal?: AbortSignal): Promise<HostReport>;
   deploy(plan: DeploymentPlan, signal?: AbortSignal): Promise<DeploymentResult>;
   list(): Promise<InstanceInfo[]>;
@@ -43,7 +44,11 @@ export interface HostClient {
 
 export function createHostClient(options: { controlUrl: string; token: string; timeoutMs?: number; deployTimeoutMs?: number }): HostClient {
   const base = new URL(options.controlUrl);
-  const controlAgent = new Agent({ keepAlive: true, maxSockets: 16 });
+  // The control link is HTTPS when the host registered an https:// URL, trusting the operator's CA.
+  const secure = base.protocol === 'https:';
+  const ca = caOption();
+  const controlAgent = secure ? new HttpsAgent({ keepAlive: true, maxSockets: 16, ...(ca === undefined ? {} : { ca }) }) : new Agent({ keepAlive: true, maxSockets: 16 });
+  const request = secure ? httpsRequest : httpRequest;
   const links = new Map<string, HostLink>();
   const timeoutMs = options.timeoutMs ?? 5000;
   const deployTimeoutMs = options.deployTimeoutMs ?? 10 * 60_000;
@@ -153,12 +158,12 @@ export function createHostClient(options: { controlUrl: string; token: string; t
 
   return {
     controlUrl: options.controlUrl,
-    dataLink(hostname, port) {
-      const key = `${hostname}:${port}`;
+    dataLink(hostname, port, protocol = 'http:') {
+      const key = `${protocol}//${hostname}:${port}`;
       let link = links.get(key);
       if (link === undefined) {
         // The router gives each request its own timeout; 256 idle connections cover a busy host.
-        link = createUpstream({ origin: `http://${hostname.includes(':') ? `[${hostname}]` : hostname}:${port}`, timeoutMs: 60_000, maxIdle: 256 });
+        link = createUpstream({ origin: `${protocol === 'https:' ? 'https' : 'http'}://${hostname.includes(':') ? `[${hostname}]` : hostname}:${port}`, timeoutMs: 60_000, maxIdle: 256 });
         links.set(key, link);
       }
       return link;

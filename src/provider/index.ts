@@ -6,6 +6,7 @@
 // The cold path, with no loop back: router → activator (queue, Demand) → cold start →
 // deployer → routing table; the table's onAdded is wired to the activator's release,
 // and the released router chooses from the table.
+import { checkBindAddress, type TlsIdentity } from '../http/index.ts';
 import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { hostname } from 'node:os';
@@ -53,6 +54,8 @@ export interface ProviderTuning {
   stableWindowMs?: number;
   /** How often other providers' changes are read from the registry. Default 2000 ms. */
   syncIntervalMs?: number;
+  /** Route tokens closer than this to expiry are re-signed by their host on the sync pass. Default 4 min. */
+  tokenRefreshWithinMs?: number;
   /** Messages that may wait per cold service. Default 1000. */
   queueDepth?: number;
   /** Longest a message waits for an instance. Default 120 s. */
@@ -94,6 +97,10 @@ export interface ProviderOptions {
   providerId?: string;
   /** The address put in URLs when listening on a wildcard. */
   advertiseHost?: string;
+  /** Serve HTTPS (required on a non-loopback address unless `insecure`). */
+  tls?: TlsIdentity;
+  /** Allow plain HTTP on a non-loopback address (a warning is logged). */
+  insecure?: boolean;
   logger?: Logger;
   tuning?: ProviderTuning;
   version?: string;
@@ -140,6 +147,7 @@ export async function startProvider(options: ProviderOptions): Promise<Provider>
   const log: Logger = options.logger ?? { info() {}, warn() {}, error() {} };
   const t = options.tuning ?? {};
   if (options.joinToken.length < 8) throw new ShoalError('invalid', 'the join token must be at least 8 characters', { field: 'joinToken' });
+  checkBindAddress('the provider', options.listen.host, { tls: options.tls !== undefined, insecure: options.insecure });
   const ownRegistry = options.registry === undefined;
   const registry = options.registry ?? (await openRegistry(registryLocation(options.database)));
   try {
@@ -264,6 +272,7 @@ async function assemble(options: ProviderOptions, registry: Registry, ownRegistr
     providerId,
     log,
     ...(t.syncIntervalMs === undefined ? {} : { syncIntervalMs: t.syncIntervalMs }),
+    ...(t.tokenRefreshWithinMs === undefined ? {} : { refreshTokensWithinMs: t.tokenRefreshWithinMs }),
   });
   reconcilerRef = reconciler;
   const scaler = createScaler({
@@ -293,6 +302,13 @@ async function assemble(options: ProviderOptions, registry: Registry, ownRegistr
     tracker,
     ...(t.maxBodyBytes === undefined ? {} : { maxBodyBytes: t.maxBodyBytes }),
     ...(t.requestTimeoutMs === undefined ? {} : { timeoutMs: t.requestTimeoutMs }),
+    async refreshRoute(ep) {
+      // The host re-signs on every read of an instance (src/host/endpoints.ts).
+      const info = await pool.get(ep.hostId)?.client.get(ep.id);
+      if (info?.endpoint === undefined) return false;
+      table.refresh(ep.id, info.endpoint);
+      return true;
+    },
     async resolveService(name) {
       const missed = misses.get(name);
       if (missed !== undefined && Date.now() - missed < 2000) return undefined;
@@ -357,7 +373,7 @@ async function assemble(options: ProviderOptions, registry: Registry, ownRegistr
     audit: (entry) => registry.appendAudit(entry),
     log,
   });
-  const server = createProviderServer({ router, api, farms, gate, ...(options.store === undefined ? {} : { store: options.store }) });
+  const server = createProviderServer({ tls: options.tls, router, api, farms, gate, ...(options.store === undefined ? {} : { store: options.store }) });
 
   await reconciler.reconcile();
   const boundPort = await new Promise<number>((resolve, reject) => {
@@ -367,7 +383,7 @@ async function assemble(options: ProviderOptions, registry: Registry, ownRegistr
       resolve((server.address() as AddressInfo).port);
     });
   });
-  url = advertisedUrl(options.listen.host, boundPort, options.advertiseHost);
+  url = advertisedUrl(options.listen.host, boundPort, options.advertiseHost, options.tls !== undefined);
   await farms.restore();
   for (const s of table.services()) deployer.prepare(s.name);
   pool.start();

@@ -34,7 +34,7 @@ export interface ReconcilerOptions {
   log: Logger;
   /** How often to fold in what other providers did. Default 2 s. */
   syncIntervalMs?: number;
-  /** Tokens closer than this to expiry are refreshed from their host. Default 1 h. */
+  /** Tokens closer than this to expiry are refreshed from their host. Default 4 min (hosts sign for 10). */
   refreshTokensWithinMs?: number;
 }
 

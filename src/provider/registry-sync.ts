@@ -14,7 +14,7 @@ export interface RegistrySyncOptions {
   deployer: Pick<Deployer, 'endpointOf'>;
   providerId: string;
   log: Logger;
-  /** Tokens closer than this to expiry are refreshed from their host. Default 1 h. */
+  /** Tokens closer than this to expiry are refreshed from their host. Default 4 min (hosts sign for 10). */
   refreshTokensWithinMs?: number;
 }
 
@@ -29,7 +29,7 @@ export interface RegistrySync {
 
 export function createRegistrySync(options: RegistrySyncOptions): RegistrySync {
   const { registry, pool, table, deployer, log } = options;
-  const refreshWithin = options.refreshTokensWithinMs ?? 3600_000;
+  const refreshWithin = options.refreshTokensWithinMs ?? 4 * 60_000;
   /** When each service's record was last installed (its updatedAt). */
   const knownAt = new Map<string, number>();
   let syncing: Promise<void> | undefined;
@@ -68,7 +68,9 @@ export function createRegistrySync(options: RegistrySyncOptions): RegistrySync {
         readyIds.add(d.instanceId);
         const known = table.endpoint(d.instanceId);
         if (known !== undefined) {
-          if (known.expiresAt - now < refreshWithin) {
+          // Re-sign within refreshWithin of expiry, or past half its life for hosts that sign
+          // for less (so a short lifetime does not mean a re-sign on every pass).
+          if (known.expiresAt - now < Math.min(refreshWithin, known.tokenLifetimeMs / 2)) {
             const host = pool.get(known.hostId);
             const info = await host?.client.get(known.id).catch(logHostFailure(log, 'refreshing a route token', { instance: known.id, host: known.hostId }));
             if (info?.endpoint) table.refresh(known.id, info.endpoint);

@@ -55,6 +55,14 @@ export interface RouterOptions {
   timeoutMs?: number;
   /** Further endpoints tried after a failure that allows it. Default 2. */
   maxRetries?: number;
+  /**
+   * Fetches a freshly signed route token for the endpoint from its host (and stores it in
+   * the table); false if the host cannot give one. Called when the host refuses a token
+   * (expired, or signed with a key it no longer has): the message is sent once more with
+   * the new token, so consumers never see a route-token failure. Without it such replies
+   * become 502.
+   */
+  refreshRoute?(endpoint: RouteEndpoint): Promise<boolean>;
   hooks?: RouterHooks;
 }
 
@@ -75,6 +83,8 @@ interface Message {
   tried: Set<string> | undefined;
   attempts: number;
   signal: AbortSignal | undefined;
+  /** The route token was refreshed once for this message already. */
+  tokenRefreshed?: boolean;
 }
 
 export function createRouter(options: RouterOptions): Router {
@@ -341,6 +351,9 @@ export function createRouter(options: RouterOptions): Router {
         // Its socket is gone: nothing reached it.
         gone(ep, 'gone');
         return retry(msg, ep, false, () => passOn(msg, ep, head, body));
+      case 'token':
+        // The host refused the route token (it expired between refreshes): nothing reached the instance.
+        return refreshAndResend(msg, ep);
       case 'lost':
       case 'bad-reply':
         // It took the message and died (or garbled its reply) before answering: a crash in flight.
@@ -349,6 +362,26 @@ export function createRouter(options: RouterOptions): Router {
       default:
         return passOn(msg, ep, head, body);
     }
+  }
+
+  /** One fresh token from the host, then the same endpoint again; else another endpoint or a 502 (never the host's token mark). */
+  function refreshAndResend(msg: Message, ep: RouteEndpoint): void {
+    const refused = () => fail(msg, 'bad-gateway', `host ${ep.hostId} refused the route token of instance ${ep.id} and gave no fresh one`);
+    if (msg.tokenRefreshed === true || options.refreshRoute === undefined) {
+      return retry(msg, ep, false, refused);
+    }
+    msg.tokenRefreshed = true;
+    options.refreshRoute(ep).then(
+      (ok) => {
+        if (msg.res.destroyed) return;
+        if (ok && table.endpoint(ep.id) === ep) return forward(msg, ep);
+        retry(msg, ep, false, refused);
+      },
+      (err: unknown) => {
+        if (msg.res.destroyed) return;
+        fail(msg, 'bad-gateway', `refreshing the route token of instance ${ep.id} failed: ${(err as Error).message}`);
+      },
+    );
   }
 
   function gone(ep: RouteEndpoint, reason: RemovalReason): void {
@@ -404,7 +437,7 @@ const SMALL_REPLY = 64 * 1024;
 /** The host's own errors that decide the next step are read whole, up to this size (they are small). */
 const MAX_JUDGED = 1024 * 1024;
 /** The host's own errors that take an endpoint out or send the message elsewhere; others are passed on. */
-const JUDGED: ReadonlySet<DataPlaneError> = new Set<DataPlaneError>(['gone', 'no-route', 'not-ready', 'refused', 'lost', 'bad-reply']);
+const JUDGED: ReadonlySet<DataPlaneError> = new Set<DataPlaneError>(['gone', 'no-route', 'not-ready', 'refused', 'lost', 'bad-reply', 'token']);
 
 function drain(req: IncomingMessage): void {
   req.resume();

@@ -38,6 +38,8 @@ export interface RouteEndpoint {
   readonly pathPrefix: string;
   token: string;
   expiresAt: number;
+  /** How long the current token was valid for when it arrived (the host's lifetime setting). */
+  tokenLifetimeMs: number;
   /** Pooled keep-alive connections to the host's data plane (one per host address). */
   readonly link: Upstream;
   /** The Host header for it. */
@@ -161,6 +163,7 @@ export function createRoutingTable(options: { tracker: InFlightTracker; events?:
         const known = byInstance.get(endpoint.id)!;
         known.token = endpoint.token;
         known.expiresAt = endpoint.expiresAt;
+        known.tokenLifetimeMs = endpoint.tokenLifetimeMs;
         return;
       }
       byInstance.set(endpoint.id, endpoint);
@@ -173,6 +176,7 @@ export function createRoutingTable(options: { tracker: InFlightTracker; events?:
       if (ep === undefined) return;
       ep.token = ref.token;
       ep.expiresAt = ref.expiresAt;
+      ep.tokenLifetimeMs = Math.max(0, ref.expiresAt - Date.now());
     },
 
     removedAt(instanceId) {

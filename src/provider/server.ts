@@ -4,8 +4,8 @@
 //   everything else   the control API (Hono): /api/v1/…, /openapi.json, /metrics, /healthz
 // Error codes become HTTP statuses here and only here (httpStatusFor).
 import { createHash, timingSafeEqual } from 'node:crypto';
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { hardenServer } from '../http/index.ts';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
+import { createListener, hardenServer, type TlsIdentity } from '../http/index.ts';
 import { getRequestListener } from '@hono/node-server';
 import { Hono, type Context } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
@@ -310,6 +310,8 @@ async function readJson(c: Context): Promise<unknown> {
 const STORE_PREFIXES = ['/v2', '/api/v1/images', '/api/v1/repositories', '/api/v1/tags', '/api/v1/gc'];
 
 export function createProviderServer(options: {
+  /** Serve HTTPS with this certificate and key. */
+  tls?: TlsIdentity | undefined;
   router: Router;
   api: Hono;
   store?: MountedApp;
@@ -332,7 +334,7 @@ export function createProviderServer(options: {
     void api(req, res);
   };
   const gate = options.gate;
-  const server = createServer({ keepAliveTimeout: 30_000 }, gate === undefined ? dispatch : (req, res) => gate.handle(req, res, () => dispatch(req, res)));
+  const server = createListener({ keepAliveTimeout: 30_000, tls: options.tls }, gate === undefined ? dispatch : (req, res) => gate.handle(req, res, () => dispatch(req, res)));
   // Layers pushed to a mounted store can be large: no cap on a whole request, only on silence.
   return hardenServer(server, { requestTimeoutMs: 0, jsonBodies: ['/s/', '/x/', '/api/'] });
 }

@@ -178,3 +178,35 @@ test("the host's 503 not-ready (x-shoal-error) sends the message elsewhere and k
   assert.equal(r.headers.get('x-shoal-error'), 'not-ready');
   assert.match(r.body.error.message, /not ready/);
 });
+
+test('an expired route token: the router has its host re-sign once and resends; the consumer sees only 200s', async (t) => {
+  // Sync (and its ahead-of-expiry refresh) is far off: only the router's refresh can help.
+  const farm = await startFarm(t, { hosts: [{ tokenTtlMs: 300 }], service: quiet, tuning: { syncIntervalMs: 600_000 } });
+  assert.equal((await farm.call('Echo', { message: 'a' })).status, 200);
+  await new Promise((r) => setTimeout(r, 400)); // the token handed out at deployment has expired
+  const statuses: number[] = [];
+  for (let i = 0; i < 3; i++) {
+    const r = await farm.call('Write', { n: i });
+    statuses.push(r.status);
+    assert.equal(r.headers.get('x-shoal-error'), null);
+  }
+  assert.deepEqual(statuses, [200, 200, 200]);
+  const host = farm.hosts[0]!;
+  assert.ok(host.tokenRefusals >= 1, 'the host did refuse the expired token');
+  assert.ok(host.tokensResigned >= 1, 'and re-signed one for the provider');
+  assert.equal(farm.provider.table.endpoints('echo').length, 1, 'the endpoint stayed in routing');
+});
+
+test('route tokens are refreshed ahead of expiry by the sync pass: the host never has to refuse one', async (t) => {
+  const farm = await startFarm(t, { hosts: [{ tokenTtlMs: 1500 }], service: quiet, tuning: { syncIntervalMs: 100, tokenRefreshWithinMs: 1200 } });
+  const until = Date.now() + 3500; // more than two token lifetimes
+  let n = 0;
+  while (Date.now() < until) {
+    const r = await farm.call('Echo', { message: String(n++) });
+    assert.equal(r.status, 200);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  const host = farm.hosts[0]!;
+  assert.equal(host.tokenRefusals, 0);
+  assert.ok(host.tokensResigned >= 2, `re-signed ${host.tokensResigned} times`);
+});

@@ -53,3 +53,24 @@ export async function parseDriver(name: string | undefined): Promise<DriverName 
   if (!isDriverName(name)) throw new ShoalError('invalid', `--driver must be one of ${driverNames.join(', ')}, got ${JSON.stringify(name)}`, { field: 'driver' });
   return name;
 }
+
+/** --tls-cert, --tls-key and --insecure: what every listening role takes. */
+export function withListenerTlsOptions(cmd: Command): Command {
+  return cmd
+    .option('--tls-cert <file>', 'serve HTTPS with this certificate chain (PEM)')
+    .option('--tls-key <file>', 'the private key of --tls-cert (PEM)')
+    .option('--insecure', 'allow plain HTTP on a non-loopback address (tokens and messages cross the network unencrypted)');
+}
+
+export interface ListenerTlsFlags {
+  tlsCert?: string;
+  tlsKey?: string;
+  insecure?: boolean;
+}
+
+/** The TLS identity and --insecure from a role's flags. */
+export async function listenerTls(opts: ListenerTlsFlags): Promise<{ tls?: import('../../http/index.ts').TlsIdentity; insecure: boolean }> {
+  const { readTlsIdentity } = await import('../../http/index.ts');
+  const tls = readTlsIdentity({ certFile: opts.tlsCert, keyFile: opts.tlsKey });
+  return { ...(tls === undefined ? {} : { tls }), insecure: opts.insecure === true };
+}

@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import { fetch } from 'undici';
 import { totalmem, availableParallelism } from 'node:os';
 import { ShoalError } from '../../protocol/errors.ts';
-import { normalizeUrl, parseDriver, parseListen, untilSignal } from './common.ts';
+import { listenerTls, normalizeUrl, parseDriver, parseListen, untilSignal, withListenerTlsOptions, type ListenerTlsFlags } from './common.ts';
 
 function positiveInt(text: string, field: string): number {
   const n = Number(text);
@@ -25,8 +25,8 @@ export function defaultCapacity() {
 }
 
 export function registerHostCommand(program: Command): void {
-  program
-    .command('host')
+  withListenerTlsOptions(program
+    .command('host'))
     .description('run a host agent: admits deployments, pulls layers, runs instances isolated, forwards messages')
     .option('--listen <host:port>', 'control API address', '127.0.0.1:7080')
     .option('--data-listen <host:port>', 'data-plane (forwarder) address', '127.0.0.1:7081')
@@ -42,6 +42,7 @@ export function registerHostCommand(program: Command): void {
     .option('--join-token <token>', "the provider's join token (env SHOAL_JOIN_TOKEN)")
     .option('--store-token <token>', 'API token for pulling images when the store refuses anonymous pulls (env SHOAL_STORE_TOKEN)')
     .option('--labels <k=v,...>', 'labels placement can select this host by')
+    .option('--route-token-ttl <seconds>', 'lifetime of the route tokens this host signs (the provider re-signs them before expiry)', '600')
     .action(
       async (opts: {
         listen: string;
@@ -58,7 +59,9 @@ export function registerHostCommand(program: Command): void {
         provider?: string;
         joinToken?: string;
         labels?: string;
-      }) => {
+        routeTokenTtl: string;
+      } & ListenerTlsFlags) => {
+        const secure = await listenerTls(opts);
         const token = opts.token ?? process.env.SHOAL_HOST_TOKEN;
         if (!token || token.length < 8) {
           throw new ShoalError('invalid', 'a control token of at least 8 characters is required (--token or SHOAL_HOST_TOKEN)', { field: 'token' });
@@ -86,6 +89,8 @@ export function registerHostCommand(program: Command): void {
           capacity,
           ...(driver === undefined ? {} : { driver }),
           layerCacheBytes: positiveInt(opts.layerCache, 'layer-cache') * 1024 * 1024,
+          ...secure,
+          tokenTtlMs: positiveInt(opts.routeTokenTtl, 'route-token-ttl') * 1000,
           logger: createLogger('host'),
         });
         process.stdout.write(`shoal host ${host.hostId}: control ${host.controlUrl}  data ${host.dataUrl}\n`);

@@ -1,21 +1,23 @@
 import type { Command } from 'commander';
 import { randomBytes } from 'node:crypto';
 import { ShoalError } from '../../protocol/errors.ts';
-import { normalizeUrl, parseListen, untilSignal } from './common.ts';
+import { listenerTls, normalizeUrl, parseListen, untilSignal, withListenerTlsOptions, type ListenerTlsFlags } from './common.ts';
 
 export function registerProviderCommand(program: Command): void {
-  program
-    .command('provider')
+  withListenerTlsOptions(program
+    .command('provider'))
     .description('run a service provider: deploys services on their first message, routes, scales, heals; hosts register with it')
     .option('--listen <host:port>', 'address of the message path and the control API', '127.0.0.1:7070')
     .option('--db <url|path>', 'registry: postgres://… or a SQLite file (env SHOAL_DATABASE_URL, default ./.shoal/shoal.db)')
     .option('--store <url>', 'the store hosts pull images from (env SHOAL_STORE)')
     .option('--join-token <token>', 'token hosts register with (env SHOAL_JOIN_TOKEN; default: a random one, printed)')
+    .option('--advertise <host>', 'the address hosts and consumers reach this one at, put in the URLs it hands out (default: the --listen host, or 127.0.0.1 on a wildcard)')
     .option('--provider-id <id>', 'stable id of this provider in a shared registry (default hostname:port)')
     .option('--data <dir>', 'state directory: the admin token made on first start', './.shoal')
     .option('--store-token <token>', 'API token for reading the store when it refuses anonymous pulls (env SHOAL_STORE_TOKEN)')
-    .action(async (opts: { listen: string; db?: string; store?: string; joinToken?: string; providerId?: string; data: string; storeToken?: string }) => {
+    .action(async (opts: { listen: string; db?: string; store?: string; joinToken?: string; providerId?: string; data: string; storeToken?: string; advertise?: string } & ListenerTlsFlags) => {
       const listen = parseListen(opts.listen);
+      const secure = await listenerTls(opts);
       const store = opts.store ?? process.env.SHOAL_STORE;
       if (store === undefined) throw new ShoalError('invalid', 'the store hosts pull from is needed: --store URL or SHOAL_STORE', { field: 'store' });
       const joinToken = opts.joinToken ?? process.env.SHOAL_JOIN_TOKEN ?? randomBytes(18).toString('base64url');
@@ -30,6 +32,8 @@ export function registerProviderCommand(program: Command): void {
         ...(database === undefined ? {} : { database }),
         storeUrl: normalizeUrl(store, 'store'),
         joinToken,
+        ...secure,
+        ...(opts.advertise === undefined ? {} : { advertiseHost: opts.advertise }),
         ...(opts.providerId === undefined ? {} : { providerId: opts.providerId }),
         logger: createLogger('provider'),
       });

@@ -1,16 +1,17 @@
 import type { Command } from 'commander';
 import { join } from 'node:path';
-import { parseListen, untilSignal } from './common.ts';
+import { listenerTls, parseListen, untilSignal, withListenerTlsOptions, type ListenerTlsFlags } from './common.ts';
 
 export function registerStoreCommands(program: Command): void {
-  program
-    .command('store')
+  withListenerTlsOptions(program
+    .command('store'))
     .description('serve the image store: the OCI registry API under /v2/ and the control API under /api/v1/')
     .option('--listen <host:port>', 'address to listen on', '127.0.0.1:7071')
     .option('--data <dir>', 'where blobs, manifests and tags live', './.shoal/store')
     .option('--no-anonymous-pull', 'image pulls need the token too')
-    .action(async (opts: { listen: string; data: string; anonymousPull: boolean }) => {
+    .action(async (opts: { listen: string; data: string; anonymousPull: boolean } & ListenerTlsFlags) => {
       const listen = parseListen(opts.listen);
+      const secure = await listenerTls(opts);
       const { startStore } = await import('../../image/index.ts');
       const { auth } = await import('../../provider/index.ts');
       const { createLogger } = await import('../logger.ts');
@@ -25,7 +26,7 @@ export function registerStoreCommands(program: Command): void {
         audit: auth.createFileAuditSink(join(opts.data, 'audit.jsonl')),
         log,
       });
-      const store = await startStore({ dataDir: opts.data, host: listen.host, port: listen.port, gate, logger: log });
+      const store = await startStore({ dataDir: opts.data, host: listen.host, port: listen.port, gate, logger: log, ...secure });
       process.stdout.write(
         `shoal store: serving ${opts.data} at ${store.url} (registry ${store.url}/v2/, OpenAPI ${store.url}/openapi.json)\n` +
           `  token      ${token.path}${token.created ? ' (made now)' : ''}: pushes, tags, deletes and gc need it${opts.anonymousPull ? '' : ', pulls too'}\n`,

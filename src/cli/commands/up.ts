@@ -5,7 +5,7 @@ import { join, resolve } from 'node:path';
 import { parseImageRef } from '../../protocol/image-ref.ts';
 import { formatBytes } from '../output.ts';
 import { defaultCapacity } from './host.ts';
-import { parseDriver, parseListen, untilSignal } from './common.ts';
+import { listenerTls, parseDriver, parseListen, untilSignal, withListenerTlsOptions, type ListenerTlsFlags } from './common.ts';
 
 // The starter service (src/cli/starter/) is written against shoal/service and bundled
 // into a small overlay; its description is what the provider registers.
@@ -27,16 +27,19 @@ export async function prepareStateDir(dataDir: string): Promise<void> {
 }
 
 export function registerUpCommand(program: Command): void {
-  program
-    .command('up')
+  withListenerTlsOptions(program
+    .command('up'))
     .description('the platform on one machine: store + provider + one host on one address, state in ./.shoal/')
     .option('--listen <host:port>', 'address of the provider (messages, API) and the store (/v2/)', '127.0.0.1:7070')
     .option('--data <dir>', 'state directory', './.shoal')
     .option('--driver <name>', 'instance driver (default: runc when present and root, else process)')
     .option('--db <url|path>', 'registry database (env SHOAL_DATABASE_URL; default <data>/shoal.db)')
     .option('--no-anonymous-pull', 'image pulls from the store need a read token too')
-    .action(async (opts: { listen: string; data: string; driver?: string; db?: string; anonymousPull: boolean }) => {
+    .option('--advertise <host>', 'the address other machines reach this one at, put in the URLs hosts get (default: the --listen host, or 127.0.0.1 on a wildcard)')
+    .option('--join-token <token>', 'token other hosts register with (env SHOAL_JOIN_TOKEN; default: a random one, not shown)')
+    .action(async (opts: { listen: string; data: string; driver?: string; db?: string; anonymousPull: boolean; advertise?: string; joinToken?: string } & ListenerTlsFlags) => {
       const listen = parseListen(opts.listen);
+      const secure = await listenerTls(opts);
       const driver = await parseDriver(opts.driver);
       const dataDir = resolve(opts.data);
       await prepareStateDir(dataDir); // the store inside is 0700
@@ -63,9 +66,11 @@ export function registerUpCommand(program: Command): void {
         auth: { anonymousPull: opts.anonymousPull },
         storeToken: () => pullToken,
         listen,
+        ...secure,
         database,
         store: storeApp,
-        joinToken: randomBytes(18).toString('base64url'),
+        joinToken: opts.joinToken ?? process.env.SHOAL_JOIN_TOKEN ?? randomBytes(18).toString('base64url'),
+        ...(opts.advertise === undefined ? {} : { advertiseHost: opts.advertise }),
         providerId: `up:${listen.port}`,
         logger: log,
       });
@@ -101,7 +106,8 @@ export function registerUpCommand(program: Command): void {
         const token = randomBytes(18).toString('base64url');
         host = await startHost({
           dataDir: join(dataDir, 'host'),
-          listen: { host: listen.host, port: 0 },
+          // Only the provider and the store face the network; the host's planes stay on loopback.
+          listen: { host: '127.0.0.1', port: 0 },
           token,
           storeToken: pullToken,
           capacity: defaultCapacity(),

@@ -9,7 +9,8 @@
 // Replies the forwarder makes itself are JSON `{"error":{"code","message"}}` and carry
 // `x-shoal-error: <reason>` (src/protocol/data-plane.ts), which an instance's reply never
 // does (the forwarder drops it), so callers tell the two apart without reading bodies:
-//   401/403 token (missing · forged, altered or expired) · 404 gone (instance not on this
+//   401/403 token (missing · forged, altered or expired) · 403 operation (a path the token's
+//   scope does not name: the service never declared it) · 404 gone (instance not on this
 //   host) · 404 no-route (a path outside /i) · 503 not-ready (Retry-After: 1) · 413
 //   too-large · 502 refused (socket refuses or is missing) · 502 lost (closed or failed
 //   before a complete reply) · 502 bad-reply (invalid HTTP) · 504 timeout.
@@ -20,7 +21,7 @@ import { hardenServer } from '../../http/index.ts';
 import { ShoalError } from '../../protocol/errors.ts';
 import { INSTANCE_HEADER } from '../../protocol/data-plane.ts';
 import { closeServer, createUpstream, relay, replyError, readRequestHead, ROUTE_HEADER, type Upstream } from '../../http/index.ts';
-import { verifyRouteToken, type RouteClaims, type RouteTokenFailure } from './route-token.ts';
+import { claimsReach, verifyRouteToken, type RouteClaims, type RouteTokenFailure } from './route-token.ts';
 
 export type InstanceState = 'ready' | 'paused' | 'starting' | 'stopping';
 
@@ -140,6 +141,10 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
     const claims = check(head.route);
     if (typeof claims === 'string') {
       replyError(res, 403, 'forbidden', 'token', `route token ${TOKEN_FAILURE[claims]}`);
+      return;
+    }
+    if (!claimsReach(claims, path)) {
+      replyError(res, 403, 'forbidden', 'operation', `the route token of service ${claims.service} does not reach ${path.slice(0, 200)}: not one of its declared operations`);
       return;
     }
 

@@ -1,7 +1,7 @@
 // The host's data plane: route tokens, the forwarder and the import sockets (their HTTP
 // client is src/http, which the provider uses too).
-export { generateRouteKey, signRouteToken, verifyRouteToken } from './route-token.ts';
-export type { RouteClaims, RouteKeys, RouteTokenCheck, RouteTokenFailure } from './route-token.ts';
+export { claimsReach, generateRouteKey, signRouteToken, verifyRouteToken } from './route-token.ts';
+export type { RouteClaims, RouteGrant, RouteKeys, RouteTokenCheck, RouteTokenFailure } from './route-token.ts';
 export { createForwarder, listenForwarder } from './forwarder.ts';
 export type { ForwardEvent, Forwarder, ForwarderOptions, InstanceState, ListeningForwarder } from './forwarder.ts';
 export { IMPORT_NAME, openImportSockets } from './import-sockets.ts';

@@ -4,8 +4,11 @@
 //
 // Wire form (base64url, safe in URLs and headers):
 //   v1.<payload>.<sig>
-//   payload = base64url(JSON.stringify([instance, service, expiresAt]))   (a fixed-order array
-//             is a canonical encoding: one claims value has exactly one byte string)
+//   payload = base64url(JSON.stringify([instance, service, expiresAt, operations]))   (a
+//             fixed-order array is a canonical encoding: one claims value has one byte string)
+// `operations` lists the paths the bearer may reach (the service's declared operations); an
+// empty list means every path (a plan that names none, e.g. a raw HTTP instance). The
+// token carries its scope, so the forwarder checks it with no per-route state.
 //   sig     = base64url(HMAC-SHA256(key, "v1." + payload))                 (43 characters)
 
 import { createHmac, createSecretKey, randomBytes, timingSafeEqual, type KeyObject } from 'node:crypto';
@@ -16,6 +19,8 @@ export interface RouteClaims {
   service: string;
   /** Unix time in milliseconds after which the token is refused. */
   expiresAt: number;
+  /** Operations (first path segment under /i) the token reaches; empty = any path. */
+  operations: readonly string[];
 }
 
 export type RouteTokenFailure = 'malformed' | 'bad-signature' | 'expired';
@@ -29,7 +34,8 @@ const PREFIX = 'v1.';
 const SIG_CHARS = 43; // 32 bytes of base64url without padding
 const MIN_KEY_BYTES = 16;
 const MAX_NAME_CHARS = 256;
-const MAX_TOKEN_CHARS = 2048;
+const MAX_TOKEN_CHARS = 16_384;
+const MAX_OPERATIONS = 256;
 const BASE64URL = /^[A-Za-z0-9_-]+$/;
 
 /** A fresh random 32-byte key for signing route tokens. */
@@ -37,7 +43,10 @@ export function generateRouteKey(): Uint8Array {
   return new Uint8Array(randomBytes(32));
 }
 
-export function signRouteToken(claims: RouteClaims, keys: RouteKeys): string {
+/** What to sign: operations may be left out (= any path). */
+export type RouteGrant = Omit<RouteClaims, 'operations'> & { operations?: readonly string[] };
+
+export function signRouteToken(claims: RouteGrant, keys: RouteKeys): string {
   const key = firstKey(keys);
   checkName(claims.instance, 'instance');
   checkName(claims.service, 'service');
@@ -46,7 +55,11 @@ export function signRouteToken(claims: RouteClaims, keys: RouteKeys): string {
       field: 'expiresAt',
     });
   }
-  const payload = Buffer.from(JSON.stringify([claims.instance, claims.service, claims.expiresAt])).toString('base64url');
+  const operations = claims.operations ?? [];
+  if (!Array.isArray(operations) || operations.length > MAX_OPERATIONS || operations.some((o) => typeof o !== 'string' || o.length === 0 || o.length > MAX_NAME_CHARS || o.includes('/'))) {
+    throw new ShoalError('invalid', `route token operations must be at most ${MAX_OPERATIONS} non-empty names without '/'`, { field: 'operations' });
+  }
+  const payload = Buffer.from(JSON.stringify([claims.instance, claims.service, claims.expiresAt, operations])).toString('base64url');
   const signed = PREFIX + payload;
   return `${signed}.${mac(key, signed).toString('base64url')}`;
 }
@@ -103,11 +116,12 @@ function decodePayload(payload: string): RouteClaims | undefined {
   } catch {
     return undefined;
   }
-  if (!Array.isArray(value) || value.length !== 3) return undefined;
-  const [instance, service, expiresAt] = value as unknown[];
+  if (!Array.isArray(value) || value.length !== 4) return undefined;
+  const [instance, service, expiresAt, operations] = value as unknown[];
   if (typeof instance !== 'string' || typeof service !== 'string' || typeof expiresAt !== 'number') return undefined;
   if (instance.length === 0 || service.length === 0 || !Number.isSafeInteger(expiresAt)) return undefined;
-  return { instance, service, expiresAt };
+  if (!Array.isArray(operations) || !operations.every((o): o is string => typeof o === 'string')) return undefined;
+  return { instance, service, expiresAt, operations };
 }
 
 function keyList(keys: RouteKeys): readonly Uint8Array[] {
@@ -127,4 +141,20 @@ function checkName(value: unknown, field: 'instance' | 'service'): void {
   if (typeof value !== 'string' || value.length === 0 || value.length > MAX_NAME_CHARS) {
     throw new ShoalError('invalid', `route token ${field} must be a non-empty string of at most ${MAX_NAME_CHARS} characters`, { field });
   }
+}
+
+/** Whether claims reach `path` (the forwarded path, '/<op>…'): its first segment must be a named operation. */
+export function claimsReach(claims: RouteClaims, path: string): boolean {
+  if (claims.operations.length === 0) return true;
+  let end = path.length;
+  for (let i = 1; i < path.length; i++) {
+    const c = path.charCodeAt(i);
+    if (c === 47 /* / */ || c === 63 /* ? */) {
+      end = i;
+      break;
+    }
+  }
+  const segment = path.slice(1, end);
+  for (const op of claims.operations) if (op === segment) return true;
+  return false;
 }

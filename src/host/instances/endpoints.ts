@@ -5,7 +5,8 @@ import type { InstanceRecord } from '../host-state.ts';
 import { signRouteToken } from '../data-plane/route-token.ts';
 import type { EndpointReference, InstanceInfo } from '../../protocol/deployment.ts';
 
-export const DEFAULT_TOKEN_TTL_MS = 24 * 3600_000;
+/** Short: a captured token is worth minutes; the provider re-fetches fresh ones before expiry. */
+export const DEFAULT_TOKEN_TTL_MS = 10 * 60_000;
 
 export interface EndpointsOptions {
   /** Route-token keys: the first signs. */
@@ -28,7 +29,7 @@ export function createEndpoints(options: EndpointsOptions): Endpoints {
   const endpointFor = (r: InstanceRecord): EndpointReference => {
     const expiresAt = now() + ttl;
     const service = r.plan.service;
-    const token = signRouteToken({ instance: r.id, service: service.name, expiresAt }, options.routeKeys);
+    const token = signRouteToken({ instance: r.id, service: service.name, expiresAt, operations: r.plan.operations ?? [] }, options.routeKeys);
     const dataUrl = options.dataUrl();
     return { instance: r.id, service, host: { dataUrl }, url: `${dataUrl}/i`, token, expiresAt };
   };

@@ -394,7 +394,7 @@ test('no token → 401; forged, altered, expired or garbage token → 403', asyn
 
   const good = token();
   const [v, , sig] = good.split('.');
-  const altered = `${v}.${Buffer.from(JSON.stringify(['inst-b', 'svc', Date.now() + 60_000])).toString('base64url')}.${sig}`;
+  const altered = `${v}.${Buffer.from(JSON.stringify(['inst-b', 'svc', Date.now() + 60_000, []])).toString('base64url')}.${sig}`;
   const cases: Array<[string, RegExp]> = [
     [token('inst-a', 'svc', 60_000, generateRouteKey()), /bad signature/],
     [altered, /bad signature/],
@@ -410,6 +410,36 @@ test('no token → 401; forged, altered, expired or garbage token → 403', asyn
     assert.equal(body.error.code, 'forbidden');
     assert.match(body.error.message, /^route token /);
     assert.match(body.error.message, message);
+  }
+});
+
+test('a token scoped to operations: a declared one is forwarded, an undeclared path → 403 operation before the instance sees it', async () => {
+  const scoped = signRouteToken({ instance: 'inst-a', service: 'svc', expiresAt: Date.now() + 60_000, operations: ['echo', 'headers'] }, key);
+  const seenBefore = instance.seen.length;
+  const ok = await call(port, 'POST', '/i/echo', { 'x-shoal-route': scoped, 'content-type': 'application/json' }, '{"a":1}');
+  assert.equal(ok.status, 200);
+  assert.equal(ok.body.toString(), '{"a":1}');
+  for (const path of ['/i/admin', '/i/', '/i', '/i/echoes', '/i/healthz?x=1']) {
+    const r = await call(port, 'POST', path, { 'x-shoal-route': scoped, 'content-type': 'application/json' }, '{}');
+    assert.equal(r.status, 403, path);
+    assert.equal(r.headers['x-shoal-error'], 'operation', path);
+    assert.equal(bodyJson(r).error.code, 'forbidden');
+    assert.match(bodyJson(r).error.message, /not one of its declared operations/);
+  }
+  assert.deepEqual(instance.seen.slice(seenBefore), ['/echo']);
+});
+
+test('the host keeps no per-route state: a fresh forwarder that only shares the key honours a token and its scope', async () => {
+  const scoped = signRouteToken({ instance: 'inst-a', service: 'svc', expiresAt: Date.now() + 60_000, operations: ['headers'] }, key);
+  // Nothing is registered with this forwarder: no route table, just the key and instance lookup.
+  const fresh = await listenForwarder({ host: '127.0.0.1', port: 0, keys: [key], resolveInstance: (id) => instances.get(id) });
+  try {
+    assert.equal((await call(fresh.address.port, 'GET', '/i/headers', { 'x-shoal-route': scoped })).status, 200);
+    const denied = await call(fresh.address.port, 'GET', '/i/echo', { 'x-shoal-route': scoped });
+    assert.equal(denied.status, 403);
+    assert.equal(denied.headers['x-shoal-error'], 'operation');
+  } finally {
+    await fresh.close();
   }
 });
 

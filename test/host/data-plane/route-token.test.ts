@@ -1,10 +1,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { generateRouteKey, signRouteToken, verifyRouteToken, type RouteClaims } from '../../../src/host/data-plane/route-token.ts';
+import { claimsReach, generateRouteKey, signRouteToken, verifyRouteToken, type RouteClaims } from '../../../src/host/data-plane/route-token.ts';
 import { ShoalError } from '../../../src/protocol/errors.ts';
 
 const key = generateRouteKey();
-const claims: RouteClaims = { instance: 'inst-1', service: 'payment', expiresAt: 2_000_000_000_000 };
+const claims: RouteClaims = { instance: 'inst-1', service: 'payment', expiresAt: 2_000_000_000_000, operations: ['Pay', 'Refund'] };
 const now = 1_900_000_000_000;
 
 test('a signed token verifies and gives back its claims', () => {
@@ -12,7 +12,7 @@ test('a signed token verifies and gives back its claims', () => {
   assert.match(token, /^v1\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]{43}$/);
   assert.deepEqual(verifyRouteToken(token, key, now), { ok: true, claims });
   // Names with characters outside base64url survive the round trip.
-  const odd = { instance: 'ï/é "x"', service: 'a.b\n', expiresAt: claims.expiresAt };
+  const odd = { instance: 'ï/é "x"', service: 'a.b\n', expiresAt: claims.expiresAt, operations: [] };
   assert.deepEqual(verifyRouteToken(signRouteToken(odd, key), key, now), { ok: true, claims: odd });
 });
 
@@ -23,8 +23,10 @@ test('a token whose claims were altered has a bad signature', () => {
     { ...claims, instance: 'inst-2' },
     { ...claims, service: 'order' },
     { ...claims, expiresAt: claims.expiresAt + 1 },
+    { ...claims, operations: ['Pay', 'Refund', 'Admin'] },
+    { ...claims, operations: [] },
   ]) {
-    const payload = Buffer.from(JSON.stringify([altered.instance, altered.service, altered.expiresAt])).toString('base64url');
+    const payload = Buffer.from(JSON.stringify([altered.instance, altered.service, altered.expiresAt, altered.operations])).toString('base64url');
     assert.deepEqual(verifyRouteToken(`${v}.${payload}.${sig}`, key, now), { ok: false, reason: 'bad-signature' });
   }
   // One flipped signature character.
@@ -83,4 +85,17 @@ test('signing refuses bad input clearly', () => {
   assert.throws(() => signRouteToken({ ...claims, instance: '' }, key), (e: unknown) => e instanceof ShoalError && e.field === 'instance');
   assert.throws(() => signRouteToken({ ...claims, service: 'x'.repeat(300) }, key), (e: unknown) => e instanceof ShoalError && e.field === 'service');
   assert.throws(() => signRouteToken({ ...claims, expiresAt: 1.5 }, key), (e: unknown) => e instanceof ShoalError && e.field === 'expiresAt');
+});
+
+test('a token reaches the operations it names and no other path; no list reaches any path', () => {
+  const verified = verifyRouteToken(signRouteToken(claims, key), key, now);
+  assert.ok(verified.ok);
+  const c = verified.claims;
+  assert.deepEqual(c.operations, ['Pay', 'Refund']);
+  for (const path of ['/Pay', '/Refund', '/Pay?x=1', '/Pay/sub']) assert.equal(claimsReach(c, path), true, path);
+  for (const path of ['/', '/Admin', '/Pa', '/Payx', '/healthz', '/%50ay', '//Pay']) assert.equal(claimsReach(c, path), false, path);
+  const open = verifyRouteToken(signRouteToken({ instance: 'i', service: 's', expiresAt: claims.expiresAt }, key), key, now);
+  assert.ok(open.ok);
+  assert.equal(claimsReach(open.claims, '/anything'), true);
+  assert.throws(() => signRouteToken({ ...claims, operations: ['a/b'] }, key), (e: unknown) => e instanceof ShoalError && e.field === 'operations');
 });

@@ -14,8 +14,17 @@ test('an endpoint carries a token signed with the first key, naming the instance
   assert.deepEqual(ref.host, { dataUrl: 'http://10.0.0.1:7000' });
   assert.equal(ref.expiresAt, 1_060_000);
   const check = verifyRouteToken(ref.token, key, 1_000_000);
-  assert.deepEqual(check, { ok: true, claims: { instance: 'echo-1', service: 'echo', expiresAt: 1_060_000 } });
+  assert.deepEqual(check, { ok: true, claims: { instance: 'echo-1', service: 'echo', expiresAt: 1_060_000, operations: [] } });
   assert.equal(verifyRouteToken(ref.token, key, 1_060_001).ok, false);
+});
+
+test("a plan's operations scope the token; the default lifetime is minutes, not hours", () => {
+  const e = createEndpoints({ routeKeys: [key], dataUrl: () => 'http://h:1', now: () => 1_000_000 });
+  const ref = e.endpointFor(newRecord('echo-1', { ...plan(), operations: ['Echo', 'Who'] }, 'runc', 1));
+  assert.equal(ref.expiresAt, 1_000_000 + 10 * 60_000);
+  const check = verifyRouteToken(ref.token, key, 1_000_000);
+  assert.ok(check.ok);
+  assert.deepEqual(check.claims.operations, ['Echo', 'Who']);
 });
 
 test('a description has an endpoint only while ready or paused, and its exit and timeline when set', () => {
