@@ -21,8 +21,14 @@ export function createProgram(): Command {
   const program = new Command('shoal')
     .description('Deploy isolated services on demand and compose them with typed TypeScript')
     .version('0.1.0')
+    .option('--log-format <format>', 'logs on stderr: pretty, json, or auto (pretty on a terminal, else JSON lines; env SHOAL_LOG_FORMAT)')
     .showHelpAfterError()
     .exitOverride();
+  // Long-running roles read it through the environment, where their loggers are made.
+  program.hook('preAction', (root) => {
+    const format = (root.opts() as { logFormat?: string }).logFormat;
+    if (format !== undefined) process.env.SHOAL_LOG_FORMAT = format;
+  });
   registerUpCommand(program);
   registerStoreCommands(program);
   registerHostCommand(program);

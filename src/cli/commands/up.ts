@@ -1,10 +1,13 @@
 import type { Command } from 'commander';
 import { randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { parseImageRef } from '../../protocol/image-ref.ts';
 import { formatBytes } from '../output.ts';
 import { defaultCapacity } from './host.ts';
 import { parseDriver, parseListen, untilSignal } from './common.ts';
+import { hostDataDir } from './reachable-dir.ts';
 
 // The starter service (src/cli/starter/) is written against shoal/service and bundled
 // into a small overlay; its description is what the provider registers.
@@ -19,17 +22,24 @@ export function registerUpCommand(program: Command): void {
     .option('--driver <name>', 'instance driver (default: runc when present and root, else process)')
     .option('--db <url|path>', 'registry database (env SHOAL_DATABASE_URL; default <data>/shoal.db)')
     .option('--no-anonymous-pull', 'image pulls from the store need a read token too')
-    .action(async (opts: { listen: string; data: string; driver?: string; db?: string; anonymousPull: boolean }) => {
+    .option('--json', 'print one JSON line (addresses, token path) when ready instead of the human lines')
+    .action(async (opts: { listen: string; data: string; driver?: string; db?: string; anonymousPull: boolean; json?: boolean }) => {
       const listen = parseListen(opts.listen);
       const driver = await parseDriver(opts.driver);
       const dataDir = resolve(opts.data);
+      const { defaultDriverName } = await import('../../host/index.ts');
+      const effectiveDriver = driver ?? (await defaultDriverName());
       const auth = await import('../../provider/auth/index.ts');
       await auth.secureDir(dataDir); // 0700: it holds the registry and the admin token
       const image = await import('../../image/index.ts');
       const { startProvider } = await import('../../provider/index.ts');
       const { createLogger } = await import('../logger.ts');
       const log = createLogger('up');
-      const say = (line: string) => process.stdout.write(`${line}\n`);
+      // Human lines on stdout, logs on stderr; --json keeps stdout to the one ready line.
+      const say = (line: string) => void (opts.json ? undefined : process.stdout.write(`${line}\n`));
+      if (driver === undefined && effectiveDriver === 'process') say(isolationHint());
+      const hostData = await hostDataDir(dataDir, { processAsRoot: effectiveDriver === 'process' && process.getuid?.() === 0 });
+      if (hostData.relocated) say(`host state in ${hostData.dir} (instances run as an unprivileged user and cannot enter ${dataDir})`);
 
       // The store is not a server of its own here: its app is mounted in the provider's
       // server, so one address serves messages, the provider API and the OCI registry.
@@ -83,7 +93,7 @@ export function registerUpCommand(program: Command): void {
         const { startHost } = await import('../../host/index.ts');
         const token = randomBytes(18).toString('base64url');
         host = await startHost({
-          dataDir: join(dataDir, 'host'),
+          dataDir: hostData.dir,
           listen: { host: listen.host, port: 0 },
           token,
           storeToken: pullToken,
@@ -103,6 +113,10 @@ export function registerUpCommand(program: Command): void {
         throw e;
       }
 
+      if (opts.json) {
+        const ready = { state: dataDir, hostData: hostData.dir, adminToken: join(dataDir, 'admin-token'), provider: provider.url, store: provider.url, driver: effectiveDriver, host: { id: host.hostId, controlUrl: host.controlUrl, dataUrl: host.dataUrl } };
+        process.stdout.write(`${JSON.stringify(ready)}\n`);
+      }
       say(`shoal up: state in ${dataDir}`);
       say(`  provider   ${provider.url}  (messages POST ${provider.url}/s/<service>/<operation>, API ${provider.url}/api/v1/, ${provider.url}/openapi.json)`);
       say(`  store      ${provider.url}  (OCI registry ${provider.url}/v2/)`);
@@ -113,6 +127,13 @@ export function registerUpCommand(program: Command): void {
       say('stopping…');
       await stopAll();
     });
+}
+
+/** The one command that brings runc (and the rest of isolation) to this machine. */
+function isolationHint(): string {
+  const script = fileURLToPath(new URL('../../../scripts/setup-system.sh', import.meta.url));
+  const command = existsSync(script) ? `sudo bash ${script}` : 'sudo bash scripts/setup-system.sh (in a Shoal checkout)';
+  return `no runc here (or not root): instances run as plain processes, NOT isolated. For isolation install the system packages: ${command}`;
 }
 
 function isLoopback(host: string): boolean {
