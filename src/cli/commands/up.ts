@@ -24,6 +24,8 @@ export function registerUpCommand(program: Command): void {
     .option('--no-anonymous-pull', 'image pulls from the store need a read token too')
     .option('--json', 'print one JSON line (addresses, token path) when ready instead of the human lines')
     .action(async (opts: { listen: string; data: string; driver?: string; db?: string; anonymousPull: boolean; json?: boolean }) => {
+      // From here on Ctrl-C stops in order: a signal during the start stops right after it.
+      const stopped = untilSignal();
       const listen = parseListen(opts.listen);
       const driver = await parseDriver(opts.driver);
       const dataDir = resolve(opts.data);
@@ -123,7 +125,7 @@ export function registerUpCommand(program: Command): void {
       say(`  host       ${host.hostId}  control ${host.controlUrl}, data plane ${host.dataUrl}`);
       say(`  try        shoal call echo Echo '{"message":"hello"}'`);
       say('Ctrl-C stops everything.');
-      await untilSignal();
+      await stopped;
       say('stopping…');
       await stopAll();
     });
