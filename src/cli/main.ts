@@ -16,6 +16,9 @@ import { registerPsCommand } from './commands/ps.ts';
 import { registerFarmCommands } from './commands/farm.ts';
 import { registerTokenCommands } from './commands/token.ts';
 import { registerAuditCommand } from './commands/audit.ts';
+import { registerLogsCommand } from './commands/logs.ts';
+import { registerDeployCommand } from './commands/deploy.ts';
+import { registerStatusCommand } from './commands/status.ts';
 
 export function createProgram(): Command {
   const program = new Command('shoal')
@@ -38,6 +41,9 @@ export function createProgram(): Command {
   registerDeploymentsCommand(program);
   registerCallCommand(program);
   registerPsCommand(program);
+  registerDeployCommand(program);
+  registerLogsCommand(program);
+  registerStatusCommand(program);
   registerFarmCommands(program);
   registerTokenCommands(program);
   registerAuditCommand(program);

@@ -18,7 +18,7 @@ import { createWarmContainers, type WarmContainers } from './instances/warm-cont
 import { createDeploy, type DeployDeps } from './instances/deploy.ts';
 import { recoverInstances } from './instances/recovery.ts';
 import { setPaused, statsOf } from './instances/instance-ops.ts';
-import { tailLines } from './instances/instance-log.ts';
+import { followLog, tailLines } from './instances/instance-log.ts';
 import type { DeploymentPlan, DeploymentResult, InstanceInfo, PhaseName } from '../protocol/deployment.ts';
 import type { DriverName } from './drivers/index.ts';
 
@@ -64,6 +64,8 @@ export interface Agent {
   pause(id: string): Promise<InstanceInfo>;
   resume(id: string): Promise<InstanceInfo>;
   logs(id: string, tail: number): Promise<string>;
+  /** The last `tail` lines, then what follows until `signal` aborts or the instance goes. */
+  followLogs(id: string, tail: number, signal: AbortSignal): AsyncIterable<string>;
   /** For the forwarder: O(1), no I/O. */
   resolve(id: string): RoutableInstance | undefined;
   /** Re-adopt live instances from the state dir, clean up dead ones and stray mounts. */
@@ -134,6 +136,7 @@ export function createAgent(options: AgentOptions): Agent {
     pause: (id) => pauseOrResume(id, 'paused'),
     resume: (id) => pauseOrResume(id, 'ready'),
     logs: async (id, tail) => tailLines(store.get(id).paths.logFile, tail),
+    followLogs: (id, tail, signal) => followLog(store.get(id).paths.logFile, tail, signal),
     resolve: store.resolve,
     recover: () =>
       recoverInstances({ state, store, drivers: allDrivers, mounter, admission, layerCache, openImportSockets: options.openImportSockets, teardown, watchExit: exits.watch, log }),

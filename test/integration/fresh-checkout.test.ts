@@ -2,13 +2,16 @@
 // `mktemp -d` dir), `shoal up --driver process` there on an OS-chosen port, and
 // `shoal call echo` answers. As root the process driver runs instances as uid 65534,
 // which cannot enter the checkout, so the host keeps what they reach elsewhere
-// (/var/lib/shoal/<hash>). Ctrl-C (SIGINT) then stops everything and leaves no process.
+// (/var/lib/shoal/<hash>). Then the newcomer's next steps on that platform: their own
+// service deployed with `shoal deploy greeter.ts` (one module: the definition is read from
+// it without serving), `shoal logs -f` and `shoal status`. Ctrl-C (SIGINT) then stops
+// everything and leaves no process.
 // The store is seeded from the cached echo store (no ~10 s template build), and
 // node_modules is a symlink to this worktree's (an `npm ci` would take minutes).
-import { after, describe, it } from 'node:test';
+import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { chmod, cp, mkdir, mkdtemp, readFile, readdir, rm, stat, symlink } from 'node:fs/promises';
+import { chmod, cp, mkdir, mkdtemp, readFile, readdir, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -40,63 +43,172 @@ async function pidsMentioning(text: string): Promise<number[]> {
   return pids;
 }
 
-describe('a fresh checkout in a 0700 directory', () => {
-  let dir: string | undefined;
-  let hostData: string | undefined;
-  let child: ChildProcess | undefined;
-  after(async () => {
-    if (child && child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-    if (dir) await rm(dir, { recursive: true, force: true });
-    if (hostData && !hostData.startsWith(dir ?? '\0')) await rm(hostData, { recursive: true, force: true });
-  });
+const GREETER = `import { defineService, serve, Type } from 'shoal/service';
 
-  it('shoal up --driver process serves shoal call, and Ctrl-C leaves nothing behind', async () => {
+export const Greeter = defineService({
+  name: 'greeter',
+  version: '1',
+  operations: {
+    Hello: { input: Type.Object({ name: Type.String() }), output: Type.Object({ greeting: Type.String() }) },
+  },
+  scaling: { idleTimeoutMs: 60_000 },
+});
+
+await serve(Greeter, {
+  Hello: ({ name }) => {
+    console.log('greeting ' + name);
+    return { greeting: 'hello, ' + name };
+  },
+});
+`;
+
+interface Ready {
+  provider: string;
+  hostData: string;
+  adminToken: string;
+  driver: string;
+}
+
+describe('a fresh checkout in a 0700 directory', () => {
+  let dir = '';
+  let checkout = '';
+  let shoalJs = '';
+  let ready: Ready | undefined;
+  let child: ChildProcess | undefined;
+  let err = '';
+  const env = () => ({ ...process.env, SHOAL_URL: ready!.provider, SHOAL_TOKEN: '', SHOAL_STORE: '', SHOAL_LOG_FORMAT: '' });
+  /** `shoal ARGS` from inside the checkout (the CLI finds the admin token in ./.shoal/). */
+  const shoal = (args: string[], cwd = checkout) =>
+    run(process.execPath, [shoalJs, ...args], { cwd, env: env(), timeout: 120_000 }).catch((e: { stderr?: string; message: string }) =>
+      assert.fail(`shoal ${args.join(' ')} failed: ${e.stderr ?? e.message}\n--- shoal up:\n${err.slice(-3000)}`),
+    );
+
+  before(async () => {
     dir = await mkdtemp(join(tmpdir(), 'fresh-'));
     await chmod(dir, 0o700);
-    const checkout = join(dir, 'shoal');
+    checkout = join(dir, 'shoal');
+    shoalJs = join(checkout, 'bin', 'shoal.js');
     await copyCheckout(checkout);
     await cp(await echoStoreDir(), join(checkout, '.shoal', 'store'), { recursive: true });
-
-    const shoal = join(checkout, 'bin', 'shoal.js');
-    child = spawn(process.execPath, [shoal, 'up', '--driver', 'process', '--listen', '127.0.0.1:0', '--json'], {
+    child = spawn(process.execPath, [shoalJs, 'up', '--driver', 'process', '--listen', '127.0.0.1:0', '--json'], {
       cwd: checkout,
       stdio: ['ignore', 'pipe', 'pipe'],
       env: { ...process.env, SHOAL_LOG_LEVEL: 'warn', SHOAL_URL: '', SHOAL_TOKEN: '' },
     });
-    let err = '';
     child.stderr!.on('data', (c: Buffer) => (err += c.toString()));
-    const ready = await new Promise<{ provider: string; hostData: string; adminToken: string; driver: string }>((resolve, reject) => {
+    ready = await new Promise<Ready>((resolve, reject) => {
       let out = '';
       child!.stdout!.on('data', (c: Buffer) => {
         out += c.toString();
-        const line = out.split('\n')[0];
-        if (out.includes('\n')) resolve(JSON.parse(line!));
+        if (out.includes('\n')) resolve(JSON.parse(out.split('\n')[0]!) as Ready);
       });
       child!.once('exit', (code) => reject(new Error(`shoal up exited (${code}): ${err}`)));
     });
-    hostData = ready.hostData;
-    assert.equal(ready.driver, 'process');
-    assert.match(ready.provider, /^http:\/\/127\.0\.0\.1:\d+$/);
-    assert.equal(ready.adminToken, join(checkout, '.shoal', 'admin-token'));
+  });
+
+  after(async () => {
+    if (child && child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    if (dir) await rm(dir, { recursive: true, force: true });
+    if (ready && !ready.hostData.startsWith(dir)) await rm(ready.hostData, { recursive: true, force: true });
+  });
+
+  it('shoal up --driver process starts, with what instances reach outside the 0700 directory', async () => {
+    assert.equal(ready!.driver, 'process');
+    assert.match(ready!.provider, /^http:\/\/127\.0\.0\.1:\d+$/);
+    assert.equal(ready!.adminToken, join(checkout, '.shoal', 'admin-token'));
     if (process.getuid?.() === 0) {
-      assert.ok(!ready.hostData.startsWith(dir), `instances (uid 65534) must reach the host's data: ${ready.hostData}`);
-      const st = await stat(ready.hostData);
+      assert.ok(!ready!.hostData.startsWith(dir), `instances (uid 65534) must reach the host's data: ${ready!.hostData}`);
+      const st = await stat(ready!.hostData);
       assert.equal(st.uid, 0);
       assert.equal(st.mode & 0o777, 0o711, 'traversable, not writable, by the instance');
     }
+  });
 
-    // The CLI from inside the checkout finds the admin token in ./.shoal/.
-    const call = await run(process.execPath, [shoal, 'call', 'echo', 'Echo', '{"message":"hi"}'], {
-      cwd: checkout,
-      env: { ...process.env, SHOAL_URL: ready.provider, SHOAL_TOKEN: '' },
-      timeout: 60_000,
-    }).catch((e: { stderr?: string; message: string }) => assert.fail(`shoal call failed: ${e.stderr ?? e.message}\n${err}`));
+  it('shoal call echo answers', async () => {
+    const call = await shoal(['call', 'echo', 'Echo', '{"message":"hi"}']);
     assert.deepEqual(JSON.parse(call.stdout), { message: 'hi' });
+  });
 
-    child.kill('SIGINT');
+  it('shoal deploy greeter.ts builds, pushes and registers it from one module, and it answers', async () => {
+    const project = join(dir, 'greeter');
+    await mkdir(join(project, 'node_modules'), { recursive: true });
+    await symlink(checkout, join(project, 'node_modules', 'shoal')); // what `npm install <path to shoal>` makes
+    await writeFile(join(project, 'greeter.ts'), GREETER);
+    const deployed = await shoal(['deploy', join(project, 'greeter.ts'), '--json']);
+    const r = JSON.parse(deployed.stdout) as { service: string; version: string; image: string; operations: string[]; call: string };
+    assert.equal(r.service, 'greeter');
+    assert.deepEqual(r.operations, ['Hello']);
+    assert.match(r.image, /^greeter@sha256:[0-9a-f]{64}$/);
+    assert.equal(r.call, `shoal call greeter Hello '{"name":"…"}'`);
+    const show = JSON.parse((await shoal(['service', 'show', 'greeter', '--json'])).stdout) as { service: { description: { scaling: { idleTimeoutMs: number }; image: string } } };
+    assert.equal(show.service.description.scaling.idleTimeoutMs, 60_000, 'the definition came from the module');
+    assert.equal(show.service.description.image, 'greeter:1');
+    const call = await shoal(['call', 'greeter', 'Hello', '{"name":"ada"}']);
+    assert.deepEqual(JSON.parse(call.stdout), { greeting: 'hello, ada' });
+    const human = await shoal(['deploy', join(project, 'greeter.ts')]);
+    assert.match(human.stdout, /deployed greeter 1 .*\n  call it +shoal call greeter Hello/);
+  });
+
+  it('shoal logs shows what an instance wrote, and -f follows it until Ctrl-C', async () => {
+    const once = await shoal(['logs', 'greeter']);
+    assert.match(once.stdout, /greeting ada/);
+    const follower = spawn(process.execPath, [shoalJs, 'logs', 'greeter', '-f', '--tail', '1'], { cwd: checkout, env: env(), stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let ferr = '';
+    follower.stderr.on('data', (c: Buffer) => (ferr += c.toString()));
+    try {
+      const seen = new Promise<void>((resolve, reject) => {
+        follower.stdout.on('data', (c: Buffer) => {
+          out += c.toString();
+          if (out.includes('greeting grace')) resolve();
+        });
+        follower.once('exit', (code) => reject(new Error(`shoal logs -f exited (${code}): ${ferr}`)));
+      });
+      // The follower may not be attached yet when a call lands: call until one is seen.
+      let stop = false;
+      const calling = (async () => {
+        while (!stop) {
+          await shoal(['call', 'greeter', 'Hello', '{"name":"grace"}']);
+          await new Promise((r) => setTimeout(r, 200));
+        }
+      })();
+      await seen;
+      stop = true;
+      await calling;
+      follower.kill('SIGINT');
+      const code = await new Promise<number | null>((resolve) => follower.once('exit', (c) => resolve(c)));
+      assert.equal(code, 0, ferr);
+    } finally {
+      if (follower.exitCode === null && follower.signalCode === null) follower.kill('SIGKILL');
+    }
+    const read = JSON.parse((await shoal(['token', 'create', '--role', 'read', '--json'])).stdout) as { secret: string };
+    const withRead = await shoal(['logs', 'greeter', '--token', read.secret]);
+    assert.match(withRead.stdout, /greeting grace/, 'a read token is enough');
+  });
+
+  it('shoal status shows hosts, services and instances', async () => {
+    const s = JSON.parse((await shoal(['status', '--json'])).stdout) as {
+      hosts: Array<{ state: string }>;
+      services: Array<{ name: string; instances: number }>;
+      instances: Array<{ service: string }>;
+      recentFailures: { deployments: unknown[]; events: unknown[] };
+    };
+    assert.equal(s.hosts.length, 1);
+    assert.equal(s.hosts[0]!.state, 'alive');
+    assert.deepEqual(s.services.map((v) => v.name).sort(), ['echo', 'greeter']);
+    assert.equal(s.services.find((v) => v.name === 'greeter')!.instances, 1);
+    assert.ok(s.instances.some((i) => i.service === 'greeter'));
+    assert.deepEqual(s.recentFailures.deployments, []);
+    const human = await shoal(['status']);
+    assert.match(human.stdout, /hosts \(1\)\n.*HOST/);
+    assert.match(human.stdout, /services \(2\)/);
+  });
+
+  it('Ctrl-C (SIGINT) stops shoal up and leaves no process behind', async () => {
+    child!.kill('SIGINT');
     const code = await new Promise<number | null>((resolve) => child!.once('exit', (c) => resolve(c)));
     assert.equal(code, 0, err);
     assert.deepEqual(await pidsMentioning(checkout), [], 'no process of the checkout left');
-    assert.deepEqual(await pidsMentioning(ready.hostData), [], 'no instance left');
+    assert.deepEqual(await pidsMentioning(ready!.hostData), [], 'no instance left');
   });
 });
