@@ -8,7 +8,6 @@
 import { writeFile } from 'node:fs/promises';
 import type { AnyService } from './define.ts';
 import { toServiceDescription } from './define.ts';
-import type { RunningService } from './serve.ts';
 
 export const DESCRIBE_ENV = 'SHOAL_DESCRIBE_TO';
 
@@ -23,7 +22,7 @@ export function describeTarget(): string | undefined {
  * builds) to `file`, which must not exist yet (the caller made its directory), and
  * returns a service that serves nothing.
  */
-export async function describeOnly(def: AnyService, file: string): Promise<RunningService> {
+export async function describeOnly(def: AnyService, file: string): Promise<{ readonly socketPath: string; readonly inFlight: number; close(): Promise<void> }> {
   const description = toServiceDescription(def, { image: def.image ?? `${def.name}:${def.version}` });
   await writeFile(file, JSON.stringify(description), { flag: 'wx', mode: 0o600 });
   return { socketPath: '', inFlight: 0, close: async () => {} };
