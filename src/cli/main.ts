@@ -16,17 +16,24 @@ import { registerPsCommand } from './commands/ps.ts';
 import { registerFarmCommands } from './commands/farm.ts';
 import { registerTokenCommands } from './commands/token.ts';
 import { registerAuditCommand } from './commands/audit.ts';
+import { registerLogsCommand } from './commands/logs.ts';
+import { registerDeployCommand } from './commands/deploy.ts';
+import { registerStatusCommand } from './commands/status.ts';
 
 export function createProgram(): Command {
   const program = new Command('shoal')
     .description('Deploy isolated services on demand and compose them with typed TypeScript')
     .version('0.1.0')
+    .option('--log-format <format>', 'logs on stderr: pretty, json, or auto (pretty on a terminal, else JSON lines; env SHOAL_LOG_FORMAT)')
     .showHelpAfterError()
     .exitOverride()
     .option('--tls-ca <file>', 'trust this CA (PEM) for https:// providers, stores and hosts, beside the system roots (env SHOAL_TLS_CA)');
   // Every client (the CLI's calls, a host's pulls and registration, the provider's links to
-  // hosts) trusts the operator's CA once it is set here, before any command runs.
+  // hosts) trusts the operator's CA once it is set here, before any command runs. Long-running
+  // roles read the log format through the environment, where their loggers are made.
   program.hook('preAction', async () => {
+    const format = (program.opts() as { logFormat?: string }).logFormat;
+    if (format !== undefined) process.env.SHOAL_LOG_FORMAT = format;
     const ca = (program.opts() as { tlsCa?: string }).tlsCa ?? process.env.SHOAL_TLS_CA;
     if (ca === undefined || ca === '') return;
     const { trustCaFile } = await import('../http/index.ts');
@@ -41,6 +48,9 @@ export function createProgram(): Command {
   registerDeploymentsCommand(program);
   registerCallCommand(program);
   registerPsCommand(program);
+  registerDeployCommand(program);
+  registerLogsCommand(program);
+  registerStatusCommand(program);
   registerFarmCommands(program);
   registerTokenCommands(program);
   registerAuditCommand(program);

@@ -20,7 +20,7 @@ import { recoverInstances } from './instances/recovery.ts';
 import { createLiveness, livenessTargets, stopUnresponsive, type Liveness, type LivenessLimits } from './instances/liveness.ts';
 import { probe } from './instances/readiness.ts';
 import { setPaused, statsOf } from './instances/instance-ops.ts';
-import { tailLines } from './instances/instance-log.ts';
+import { followLog, tailLines } from './instances/instance-log.ts';
 import type { DeploymentPlan, DeploymentResult, InstanceInfo, PhaseName } from '../protocol/deployment.ts';
 import type { DriverName } from './drivers/index.ts';
 
@@ -68,6 +68,8 @@ export interface Agent {
   pause(id: string): Promise<InstanceInfo>;
   resume(id: string): Promise<InstanceInfo>;
   logs(id: string, tail: number): Promise<string>;
+  /** The last `tail` lines, then what follows until `signal` aborts or the instance goes. */
+  followLogs(id: string, tail: number, signal: AbortSignal): AsyncIterable<string>;
   /** For the forwarder: O(1), no I/O. */
   resolve(id: string): RoutableInstance | undefined;
   /** Drops the warm pool's containers of a service, except those of keepVersion (the service was removed or superseded). */
@@ -156,6 +158,7 @@ export function createAgent(options: AgentOptions): Agent {
     pause: (id) => pauseOrResume(id, 'paused'),
     resume: (id) => pauseOrResume(id, 'ready'),
     logs: async (id, tail) => tailLines(store.get(id).paths.logFile, tail),
+    followLogs: (id, tail, signal) => followLog(store.get(id).paths.logFile, tail, signal),
     resolve: store.resolve,
     suspect: (id) => liveness.suspect(id),
     dropWarm: (service, keepVersion) => warm.drop(service, keepVersion),

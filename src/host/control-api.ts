@@ -122,6 +122,11 @@ export function createControlApi(options: ControlApiOptions): Hono {
     if (!/^\d+$/.test(raw) || Number(raw) < 1 || Number(raw) > MAX_LOG_TAIL) {
       throw new ShoalError('invalid', `tail must be an integer from 1 to ${MAX_LOG_TAIL}, got ${JSON.stringify(raw)}`, { field: 'tail' });
     }
+    if (c.req.query('follow') === '1') {
+      // Streamed until the caller goes (its request's signal) or the instance is removed.
+      const lines = agent.followLogs(c.req.param('id'), Number(raw), c.req.raw.signal);
+      return new Response(ReadableStream.from(lines).pipeThrough(new TextEncoderStream()), { headers: { 'content-type': 'text/plain; charset=utf-8', 'cache-control': 'no-store' } });
+    }
     return c.text(await agent.logs(c.req.param('id'), Number(raw)));
   });
 
@@ -270,7 +275,7 @@ export function openApiDocument(version: string): object {
         post: { summary: 'Thaw the instance', responses: { '200': { description: 'ready', ...json(InstanceInfo) }, ...common, '409': error('not paused') } },
       },
       '/v1/instances/{id}/logs': {
-        parameters: [id, { name: 'tail', in: 'query', schema: { type: 'integer', minimum: 1, maximum: MAX_LOG_TAIL, default: 100 } }],
+        parameters: [id, { name: 'tail', in: 'query', schema: { type: 'integer', minimum: 1, maximum: MAX_LOG_TAIL, default: 100 } }, { name: 'follow', in: 'query', description: '1: keep streaming what the instance appends', schema: { type: 'string', enum: ['1'] } }],
         get: { summary: 'The last lines of the instance log', responses: { '200': { description: 'log lines', content: { 'text/plain': { schema: { type: 'string' } } } }, ...common } },
       },
       '/v1/events': {

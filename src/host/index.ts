@@ -31,7 +31,7 @@ import type { HostReport } from '../protocol/deployment.ts';
 import type { DriverName } from './drivers/index.ts';
 import { ShoalError } from '../protocol/errors.ts';
 
-export { driverNames, isDriverName, type DriverName } from './drivers/index.ts';
+export { defaultDriverName, driverNames, isDriverName, type DriverName } from './drivers/index.ts';
 export type { Agent } from './agent.ts';
 export type { Capacity } from './admission.ts';
 export type { EventBus } from './events.ts';

@@ -37,6 +37,8 @@ export interface HostClient {
   remove(instanceId: string): Promise<boolean>;
   /** Discards the host's containers created ahead for a service (removed), or for its versions but keepVersion (superseded). */
   dropWarm(service: string, keepVersion?: string): Promise<number>;
+  /** The instance's log: the last `tail` lines, then (follow) what it appends until `signal` aborts. */
+  logs(instanceId: string, options: { tail: number; follow: boolean; signal: AbortSignal }): Promise<IncomingMessage>;
   /** Follows the host's event stream, reconnecting until the returned function is called. */
   follow(onEvent: (e: HostEvent) => void, onConnected?: (up: boolean) => void): () => void;
   close(): void;
@@ -100,6 +102,39 @@ export function createHostClient(options: { controlUrl: string; token: string; t
         reject(new ShoalError('unavailable', `host ${options.controlUrl} is unreachable: ${e.code ?? e.message}`, { cause: e }));
       });
       req.end(data);
+    });
+  }
+
+  /** The host's log response as a stream (a followed log has no end to wait for). */
+  function openLog(id: string, o: { tail: number; follow: boolean; signal: AbortSignal }): Promise<IncomingMessage> {
+    const path = `/v1/instances/${encodeURIComponent(id)}/logs?tail=${o.tail}${o.follow ? '&follow=1' : ''}`;
+    return new Promise((resolve, reject) => {
+      const req = request(
+        { hostname: base.hostname.replace(/^\[|\]$/g, ''), port: base.port, path, headers: { authorization: auth }, signal: o.signal },
+        (res) => {
+          if (res.statusCode === 200) return resolve(res);
+          readBody(res).then((text) => {
+            let message = `HTTP ${res.statusCode}`;
+            let code: ErrorCode = res.statusCode === 404 ? 'not-found' : 'unavailable';
+            try {
+              const err = (JSON.parse(text) as { error: { code: ErrorCode; message: string } }).error;
+              message = err.message;
+              code = err.code;
+            } catch {
+              // not JSON: the status says enough
+            }
+            reject(new ShoalError(code, `host ${options.controlUrl}: logs of ${id}: ${message}`));
+          }, reject);
+        },
+      );
+      // Only the answer's start is timed: a followed log may stay quiet for long.
+      const timer = setTimeout(() => req.destroy(new ShoalError('timeout', `host ${options.controlUrl}: logs of ${id}: no answer within ${timeoutMs} ms`)), timeoutMs);
+      req.once('response', () => clearTimeout(timer));
+      req.on('error', (e: NodeJS.ErrnoException) => {
+        clearTimeout(timer);
+        reject(e instanceof ShoalError ? e : new ShoalError('unavailable', `host ${options.controlUrl} is unreachable: ${e.code ?? e.message}`, { cause: e }));
+      });
+      req.end();
     });
   }
 
@@ -176,6 +211,7 @@ export function createHostClient(options: { controlUrl: string; token: string; t
     dropWarm: async (service, keepVersion) =>
       (await call<{ dropped: number }>('DELETE', `/v1/warm/${encodeURIComponent(service)}${keepVersion === undefined ? '' : `?keep=${encodeURIComponent(keepVersion)}`}`)).dropped,
     follow,
+    logs: (id, o) => openLog(id, o),
     close() {
       for (const stop of [...streams]) stop();
       controlAgent.destroy();

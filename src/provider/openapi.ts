@@ -111,6 +111,17 @@ export function providerOpenApi(version: string, extraPaths: Record<string, unkn
       '/api/v1/instances': {
         get: { summary: 'Instances on every reachable host (ps)', responses: { '200': { description: 'instances', ...json(Type.Object({ instances: Type.Array(InstanceSummary), unreachable: Type.Array(Type.String()) })) } } },
       },
+      '/api/v1/instances/{id}/logs': {
+        get: {
+          summary: "An instance's log, from the host that runs it (a read token is enough)",
+          parameters: [
+            { name: 'id', in: 'path', required: true, schema: { type: 'string' } },
+            { name: 'tail', in: 'query', schema: { type: 'integer', minimum: 1, maximum: 10_000, default: 100 } },
+            { name: 'follow', in: 'query', description: '1: keep streaming what the instance appends', schema: { type: 'string', enum: ['1'] } },
+          ],
+          responses: { '200': { description: 'log lines', content: { 'text/plain': { schema: { type: 'string' } } } } },
+        },
+      },
       '/api/v1/events': {
         get: {
           summary: 'Registry events (deployments, crashes, host state changes)',

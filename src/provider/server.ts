@@ -6,6 +6,7 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import { createListener, hardenServer, type TlsIdentity } from '../http/index.ts';
+import { Readable } from 'node:stream';
 import { getRequestListener } from '@hono/node-server';
 import { Hono, type Context } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
@@ -252,6 +253,29 @@ export function createProviderApi(options: ProviderApiOptions): Hono {
     );
     instances.sort((a, b) => a.service.localeCompare(b.service) || a.createdAt - b.createdAt);
     return c.json({ instances, unreachable });
+  });
+
+  // The log of one instance, from the host that runs it (a read token is enough).
+  app.get('/api/v1/instances/:id/logs', async (c) => {
+    const id = c.req.param('id');
+    const raw = c.req.query('tail') ?? '100';
+    if (!/^\d+$/.test(raw) || Number(raw) < 1 || Number(raw) > 10_000) throw new ShoalError('invalid', `tail must be an integer from 1 to 10000, got ${JSON.stringify(raw)}`, { field: 'tail' });
+    const follow = c.req.query('follow') === '1';
+    const known = (await registry.listDeployments({ state: ['ready', 'pending', 'deploying'] })).find((d) => d.instanceId === id && d.hostId !== undefined);
+    const candidates = known ? [pool.get(known.hostId!)].filter((h) => h !== undefined) : pool.list().filter((h) => h.state !== 'dead');
+    for (const host of candidates) {
+      const there = known ? true : await host.client.get(id).then(
+        (info) => info !== undefined,
+        (e: unknown) => {
+          options.log.warn({ host: host.id, instance: id, err: String((e as Error)?.message ?? e) }, 'asking a host for an instance failed');
+          return false;
+        },
+      );
+      if (!there) continue;
+      const res = await host.client.logs(id, { tail: Number(raw), follow, signal: c.req.raw.signal });
+      return new Response(Readable.toWeb(res) as ReadableStream, { headers: { 'content-type': 'text/plain; charset=utf-8', 'cache-control': 'no-store' } });
+    }
+    throw new ShoalError('not-found', `no instance ${JSON.stringify(id)} on any reachable host`, { field: 'id' });
   });
 
   app.get('/api/v1/events', async (c) => {

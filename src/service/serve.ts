@@ -13,6 +13,7 @@ import { isServiceDefinition } from './define.ts';
 import { createImportClients, type CallOptions, type ImportClients } from './client.ts';
 import { ServiceError, toServiceError } from './errors.ts';
 import { createLogger, silentLogger, type Logger } from './log.ts';
+import { describeOnly, describeTarget } from './describe.ts';
 
 export interface HandlerContext<S extends AnyService> {
   /** A typed client for every import, reached over `$SHOAL_IMPORTS/<name>.sock`; calls default to `signal`. */
@@ -89,6 +90,10 @@ export async function serve<S extends AnyService>(def: S, handlers: NoInfer<Hand
   for (const name of Object.keys(handlers)) {
     if (!operations.has(name)) throw new TypeError(`serve(${def.name}): handler ${name} is for no operation (operations: ${[...operations.keys()].join(', ')})`);
   }
+
+  // `shoal deploy` reads the definition from this module without serving (describe.ts).
+  const describeTo = describeTarget();
+  if (describeTo !== undefined) return describeOnly(def, describeTo);
 
   const imports = createImportClients(def.imports, importsDir);
   const importNames = Object.keys(def.imports);

@@ -24,7 +24,9 @@ export function registerFarmCommands(program: Command): void {
     .command('graph <file>')
     .description("print a farm script's call graph (nodes: instances, imports, intermediaries; edges: possible calls)")
     .option('--format <format>', 'json or dot', 'json')
-    .action(async (file: string, opts: { format: string }) => {
+    .option('--json', 'the same as --format json (the default)')
+    .action(async (file: string, opts: { format: string; json?: boolean }) => {
+      if (opts.json) opts.format = 'json';
       if (opts.format !== 'json' && opts.format !== 'dot') throw new ShoalError('invalid', `--format must be json or dot, not ${JSON.stringify(opts.format)}`, { field: 'format' });
       const { loadFarm } = await import('../../compose/apply.ts');
       const { edgesOf, toDot } = await import('../../compose/graph.ts');

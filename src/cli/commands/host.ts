@@ -1,8 +1,10 @@
 import type { Command } from 'commander';
 import { fetch } from 'undici';
 import { totalmem, availableParallelism } from 'node:os';
+import { resolve } from 'node:path';
 import { ShoalError } from '../../protocol/errors.ts';
 import { listenerTls, normalizeUrl, parseDriver, parseListen, untilSignal, withListenerTlsOptions, type ListenerTlsFlags } from './common.ts';
+import { othersCanTraverse } from './reachable-dir.ts';
 
 function positiveInt(text: string, field: string): number {
   const n = Number(text);
@@ -43,6 +45,7 @@ export function registerHostCommand(program: Command): void {
     .option('--store-token <token>', 'API token for pulling images when the store refuses anonymous pulls (env SHOAL_STORE_TOKEN)')
     .option('--labels <k=v,...>', 'labels placement can select this host by')
     .option('--route-token-ttl <seconds>', 'lifetime of the route tokens this host signs (the provider re-signs them before expiry)', '600')
+    .option('--json', 'print one JSON line (host id, URLs) when ready')
     .action(
       async (opts: {
         listen: string;
@@ -60,6 +63,7 @@ export function registerHostCommand(program: Command): void {
         joinToken?: string;
         labels?: string;
         routeTokenTtl: string;
+        json?: boolean;
       } & ListenerTlsFlags) => {
         const secure = await listenerTls(opts);
         const token = opts.token ?? process.env.SHOAL_HOST_TOKEN;
@@ -78,8 +82,12 @@ export function registerHostCommand(program: Command): void {
           cpuMillis: opts.cpu ? positiveInt(opts.cpu, 'cpu') : d.cpuMillis,
           instances: opts.instances ? positiveInt(opts.instances, 'instances') : d.instances,
         };
-        const { startHost } = await import('../../host/index.ts');
+        const { startHost, defaultDriverName } = await import('../../host/index.ts');
         const { createLogger } = await import('../logger.ts');
+        // As root the process driver runs instances as another user: fail now, not at their first spawn.
+        if (process.getuid?.() === 0 && (driver ?? (await defaultDriverName())) === 'process' && !(await othersCanTraverse(resolve(opts.data)))) {
+          throw new ShoalError('invalid', `instances run as an unprivileged user and cannot enter ${resolve(opts.data)} (a directory above it is not searchable by others): choose --data elsewhere, e.g. /var/lib/shoal/host`, { field: 'data' });
+        }
         const host = await startHost({
           dataDir: opts.data,
           listen: parseListen(opts.listen),
@@ -93,16 +101,19 @@ export function registerHostCommand(program: Command): void {
           tokenTtlMs: positiveInt(opts.routeTokenTtl, 'route-token-ttl') * 1000,
           logger: createLogger('host'),
         });
-        process.stdout.write(`shoal host ${host.hostId}: control ${host.controlUrl}  data ${host.dataUrl}\n`);
+        // Listen for Ctrl-C before saying ready: a signal right after the ready line must stop in order.
+        const stopped = untilSignal();
+        if (opts.json) process.stdout.write(`${JSON.stringify({ hostId: host.hostId, controlUrl: host.controlUrl, dataUrl: host.dataUrl, data: opts.data })}\n`);
+        else process.stdout.write(`shoal host ${host.hostId}: control ${host.controlUrl}  data ${host.dataUrl}\n`);
         const stop = new AbortController();
         if (opts.provider !== undefined) {
           const provider = normalizeUrl(opts.provider, 'provider');
           void registerWithProvider(provider, joinToken!, { controlUrl: host.controlUrl, token, labels }, stop.signal).then(
-            (id) => process.stdout.write(`registered with the provider at ${provider} as ${id}\n`),
+            (id) => process.stdout.write(opts.json ? `${JSON.stringify({ registered: id, provider })}\n` : `registered with the provider at ${provider} as ${id}\n`),
             (e: unknown) => process.stderr.write(`shoal host: registering with ${provider} failed: ${(e as Error).message}\n`),
           );
         }
-        await untilSignal();
+        await stopped;
         stop.abort();
         await host.close({ stopInstances: !opts.keepInstances });
       },

@@ -15,7 +15,8 @@ export function registerProviderCommand(program: Command): void {
     .option('--provider-id <id>', 'stable id of this provider in a shared registry (default hostname:port)')
     .option('--data <dir>', 'state directory: the admin token made on first start', './.shoal')
     .option('--store-token <token>', 'API token for reading the store when it refuses anonymous pulls (env SHOAL_STORE_TOKEN)')
-    .action(async (opts: { listen: string; db?: string; store?: string; joinToken?: string; providerId?: string; data: string; storeToken?: string; advertise?: string } & ListenerTlsFlags) => {
+    .option('--json', 'print one JSON line (URL, registry, token path) when ready')
+    .action(async (opts: { listen: string; db?: string; store?: string; joinToken?: string; providerId?: string; data: string; storeToken?: string; advertise?: string; json?: boolean } & ListenerTlsFlags) => {
       const listen = parseListen(opts.listen);
       const secure = await listenerTls(opts);
       const store = opts.store ?? process.env.SHOAL_STORE;
@@ -39,19 +40,26 @@ export function registerProviderCommand(program: Command): void {
       });
       const { ensureAdminToken } = (await import('../../provider/index.ts')).auth;
       const admin = await ensureAdminToken(opts.data, provider.registry);
+      // Listen for Ctrl-C before saying ready: a signal right after the ready line must stop in order.
+      const stopped = untilSignal();
       const info = await provider.registry.info();
-      process.stdout.write(
+      const joinShown = opts.joinToken || process.env.SHOAL_JOIN_TOKEN ? '<the join token>' : joinToken;
+      if (opts.json) {
+        const ready = { providerId: provider.providerId, provider: provider.url, registry: { dialect: info.dialect, location: info.location }, adminToken: admin.path, joinToken: joinShown === joinToken ? joinToken : undefined };
+        process.stdout.write(`${JSON.stringify(ready)}\n`);
+      } else process.stdout.write(
         [
           `shoal provider ${provider.providerId}: ${provider.url}`,
           `  messages   POST ${provider.url}/s/<service>/<operation>`,
           `  API        ${provider.url}/api/v1/  (OpenAPI ${provider.url}/openapi.json, metrics ${provider.url}/metrics)`,
           `  registry   ${info.dialect} ${info.location}`,
           `  admin      ${admin.created ? 'made a token in' : 'token in'} ${admin.path} (the CLI reads it from there, or SHOAL_TOKEN)`,
-          `  hosts join with: shoal host --provider ${provider.url} --join-token ${opts.joinToken || process.env.SHOAL_JOIN_TOKEN ? '<the join token>' : joinToken}`,
+          // The host's --token is its own control token (any secret of 8+ characters), sent on join.
+          `  hosts join with: shoal host --provider ${provider.url} --join-token ${joinShown} --token <a control token for that host>`,
           '',
         ].join('\n'),
       );
-      await untilSignal();
+      await stopped;
       await provider.close();
     });
 }

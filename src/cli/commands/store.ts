@@ -9,7 +9,8 @@ export function registerStoreCommands(program: Command): void {
     .option('--listen <host:port>', 'address to listen on', '127.0.0.1:7071')
     .option('--data <dir>', 'where blobs, manifests and tags live', './.shoal/store')
     .option('--no-anonymous-pull', 'image pulls need the token too')
-    .action(async (opts: { listen: string; data: string; anonymousPull: boolean } & ListenerTlsFlags) => {
+    .option('--json', 'print one JSON line (URL, token path) when ready')
+    .action(async (opts: { listen: string; data: string; anonymousPull: boolean; json?: boolean } & ListenerTlsFlags) => {
       const listen = parseListen(opts.listen);
       const secure = await listenerTls(opts);
       const { startStore } = await import('../../image/index.ts');
@@ -27,11 +28,14 @@ export function registerStoreCommands(program: Command): void {
         log,
       });
       const store = await startStore({ dataDir: opts.data, host: listen.host, port: listen.port, gate, logger: log, ...secure });
-      process.stdout.write(
+      // Listen for Ctrl-C before saying ready: a signal right after the ready line must stop in order.
+      const stopped = untilSignal();
+      if (opts.json) process.stdout.write(`${JSON.stringify({ store: store.url, data: opts.data, token: token.path, anonymousPull: opts.anonymousPull })}\n`);
+      else process.stdout.write(
         `shoal store: serving ${opts.data} at ${store.url} (registry ${store.url}/v2/, OpenAPI ${store.url}/openapi.json)\n` +
           `  token      ${token.path}${token.created ? ' (made now)' : ''}: pushes, tags, deletes and gc need it${opts.anonymousPull ? '' : ', pulls too'}\n`,
       );
-      await untilSignal();
+      await stopped;
       await store.close();
     });
 }

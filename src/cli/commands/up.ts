@@ -1,11 +1,14 @@
 import type { Command } from 'commander';
 import { randomBytes } from 'node:crypto';
 import { chmod, mkdir } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { parseImageRef } from '../../protocol/image-ref.ts';
 import { formatBytes } from '../output.ts';
 import { defaultCapacity } from './host.ts';
 import { listenerTls, parseDriver, parseListen, untilSignal, withListenerTlsOptions, type ListenerTlsFlags } from './common.ts';
+import { hostDataDir } from './reachable-dir.ts';
 
 // The starter service (src/cli/starter/) is written against shoal/service and bundled
 // into a small overlay; its description is what the provider registers.
@@ -37,19 +40,28 @@ export function registerUpCommand(program: Command): void {
     .option('--no-anonymous-pull', 'image pulls from the store need a read token too')
     .option('--advertise <host>', 'the address other machines reach this one at, put in the URLs hosts get (default: the --listen host, or 127.0.0.1 on a wildcard)')
     .option('--join-token <token>', 'token other hosts register with (env SHOAL_JOIN_TOKEN; default: a random one, not shown)')
-    .action(async (opts: { listen: string; data: string; driver?: string; db?: string; anonymousPull: boolean; advertise?: string; joinToken?: string } & ListenerTlsFlags) => {
+    .option('--json', 'print one JSON line (addresses, token path) when ready instead of the human lines')
+    .action(async (opts: { listen: string; data: string; driver?: string; db?: string; anonymousPull: boolean; advertise?: string; joinToken?: string; json?: boolean } & ListenerTlsFlags) => {
+      // From here on Ctrl-C stops in order: a signal during the start stops right after it.
+      const stopped = untilSignal();
       const listen = parseListen(opts.listen);
       const secure = await listenerTls(opts);
       const driver = await parseDriver(opts.driver);
       const dataDir = resolve(opts.data);
       await prepareStateDir(dataDir); // the store inside is 0700
+      const { defaultDriverName } = await import('../../host/index.ts');
+      const effectiveDriver = driver ?? (await defaultDriverName());
       const { auth } = await import('../../provider/index.ts');
       await auth.secureDir(dataDir); // 0700: it holds the registry and the admin token
       const image = await import('../../image/index.ts');
       const { startProvider } = await import('../../provider/index.ts');
       const { createLogger } = await import('../logger.ts');
       const log = createLogger('up');
-      const say = (line: string) => process.stdout.write(`${line}\n`);
+      // Human lines on stdout, logs on stderr; --json keeps stdout to the one ready line.
+      const say = (line: string) => void (opts.json ? undefined : process.stdout.write(`${line}\n`));
+      if (driver === undefined && effectiveDriver === 'process') say(isolationHint());
+      const hostData = await hostDataDir(dataDir, { processAsRoot: effectiveDriver === 'process' && process.getuid?.() === 0 });
+      if (hostData.relocated) say(`host state in ${hostData.dir} (instances run as an unprivileged user and cannot enter ${dataDir})`);
 
       // The store is not a server of its own here: its app is mounted in the provider's
       // server, so one address serves messages, the provider API and the OCI registry.
@@ -105,7 +117,7 @@ export function registerUpCommand(program: Command): void {
         const { startHost } = await import('../../host/index.ts');
         const token = randomBytes(18).toString('base64url');
         host = await startHost({
-          dataDir: join(dataDir, 'host'),
+          dataDir: hostData.dir,
           // Only the provider and the store face the network; the host's planes stay on loopback.
           listen: { host: '127.0.0.1', port: 0 },
           token,
@@ -126,16 +138,27 @@ export function registerUpCommand(program: Command): void {
         throw e;
       }
 
+      if (opts.json) {
+        const ready = { state: dataDir, hostData: hostData.dir, adminToken: join(dataDir, 'admin-token'), provider: provider.url, store: provider.url, driver: effectiveDriver, host: { id: host.hostId, controlUrl: host.controlUrl, dataUrl: host.dataUrl } };
+        process.stdout.write(`${JSON.stringify(ready)}\n`);
+      }
       say(`shoal up: state in ${dataDir}`);
       say(`  provider   ${provider.url}  (messages POST ${provider.url}/s/<service>/<operation>, API ${provider.url}/api/v1/, ${provider.url}/openapi.json)`);
       say(`  store      ${provider.url}  (OCI registry ${provider.url}/v2/)`);
       say(`  host       ${host.hostId}  control ${host.controlUrl}, data plane ${host.dataUrl}`);
       say(`  try        shoal call echo Echo '{"message":"hello"}'`);
       say('Ctrl-C stops everything.');
-      await untilSignal();
+      await stopped;
       say('stopping…');
       await stopAll();
     });
+}
+
+/** The one command that brings runc (and the rest of isolation) to this machine. */
+function isolationHint(): string {
+  const script = fileURLToPath(new URL('../../../scripts/setup-system.sh', import.meta.url));
+  const command = existsSync(script) ? `sudo bash ${script}` : 'sudo bash scripts/setup-system.sh (in a Shoal checkout)';
+  return `no runc here (or not root): instances run as plain processes, NOT isolated. For isolation install the system packages: ${command}`;
 }
 
 function isLoopback(host: string): boolean {

@@ -45,6 +45,7 @@ const RULES: readonly Rule[] = [
   { methods: READ, pattern: '/api/v1/hosts', need: () => role('read', '/api/v1/hosts') },
   { methods: READ, pattern: '/api/v1/deployments', need: () => role('read', '/api/v1/deployments') },
   { methods: READ, pattern: '/api/v1/instances', need: () => role('read', '/api/v1/instances') },
+  { methods: READ, pattern: '/api/v1/instances/:id/logs', need: () => role('read', '/api/v1/instances/:id/logs') },
   { methods: READ, pattern: '/api/v1/events', need: () => role('read', '/api/v1/events') },
   { methods: READ, pattern: '/api/v1/farms', need: () => role('read', '/api/v1/farms') },
   { methods: READ, pattern: '/api/v1/farms/:name', need: (p) => role('read', '/api/v1/farms/:name', p.name) },
