@@ -14,6 +14,7 @@ import { startProvider } from '../src/provider/index.ts';
 import { Type, defineService } from '../src/service/index.ts';
 import { farm, or, par, ref, role } from '../src/compose/index.ts';
 import { startFakeHost, startTinyStore } from '../test/provider/fixtures/fake-host.ts';
+import { fig, type Figure } from './lib/figures.ts';
 
 export interface RouteFigures {
   route: 'direct' | 'or' | 'par' | 'ref';
@@ -127,4 +128,9 @@ if (import.meta.main) {
   const i = process.argv.indexOf('--messages');
   const r = await runComposeBench({ messages: i > 0 ? Number(process.argv[i + 1]) : 3000, log: (l) => process.stderr.write(`[bench] ${l}\n`) });
   process.stdout.write(`${formatComposeBench(r)}\n`);
+}
+
+/** The added p50 of each intermediary, for bench/compare.ts. */
+export function composeFigures(r: ComposeBenchResult): Figure[] {
+  return r.routes.filter((x) => x.route !== 'direct').map((x) => fig(`compose.${x.route}.added-p50-ms`, `${x.route}: added p50 per hop`, x.addedP50Ms, 'ms', 'lower'));
 }
