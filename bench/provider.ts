@@ -572,7 +572,7 @@ export function formatProviderBench(r: ProviderBenchResult): string {
       '| --- | ---: | ---: |',
       ...Object.entries(c.phases).map(([name, v]) => `| ${name} | ${f1(v.provider)} | ${Number.isNaN(v.direct) ? '–' : f1(v.direct)} |`),
       '',
-      `Provider's share of a cold start: **${f1(c.addedMs)} ms** (median of paired runs, provider − direct; goal ≤ 10 ms). The provider's own steps are the queue and place phases above plus recording the deployment; ${f1(c.overHostMs)} ms separate the consumer's reply from the host's plan-to-ready (both hops, the host's 201, the first message).`,
+      `Provider's share of a cold start: **${f1(c.addedMs)} ms** (median of paired runs, provider − direct; goal ≤ 10 ms; on both paths the image tag was resolved and the consumer's keep-alive connections opened before the clock; paired differences ${c.samples.provider.map((p, i) => f1(p - c.samples.direct[i]!)).join(', ')} ms: when they straddle zero, the share is inside this run's noise). The provider's own steps are the queue and place phases above plus recording the deployment; ${f1(c.overHostMs)} ms separate the consumer's reply from the host's plan-to-ready (both hops, the host's 201, the first message).`,
       '',
     );
   }
@@ -582,7 +582,7 @@ export function formatProviderBench(r: ProviderBenchResult): string {
       t === undefined ? `| ${name} | – | – | – | – | – |` : `| ${name} | ${Math.round(t.rps)} | ${f2(t.rps / w.direct.rps)} | ${f2(t.p50Ms)} | ${f2(t.p99Ms)} | ${t.errors} |`;
     const wrkRow = (name: string, t: LoadFigures | undefined) => (t === undefined ? [] : [`| ${name} (wrk) | ${Math.round(t.rps)} | – | ${f2(t.p50Ms)} | ${f2(t.p99Ms)} | ${t.errors} |`]);
     lines.push(
-      `### Warm path: ${w.connections} connections, ${w.durationMs / 1000} s per target, POST of a small JSON body`,
+      `### Warm path: ${w.connections} connections, ${w.durationMs / 1000} s per target in turns taken in rotation (interleaved; wrk likewise, the median turn), POST of a small JSON body`,
       '',
       '| target (Node keep-alive client) | req/s | × direct | p50 ms | p99 ms | errors |',
       '| --- | ---: | ---: | ---: | ---: | ---: |',
