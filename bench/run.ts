@@ -18,7 +18,7 @@ import { formatHostDeployBench, hostDeployFigures, runHostDeployBench } from './
 import { formatHostStartBench, runHostStartBench } from './host-start.ts';
 import { formatProviderBench, providerFigures, runProviderBench } from './provider.ts';
 import { composeFigures, formatComposeBench, runComposeBench } from './compose.ts';
-import type { Figure, ReportJson, ReportSection } from './lib/figures.ts';
+import { fig, type Figure, type ReportJson, type ReportSection } from './lib/figures.ts';
 import { formatMeta, reportMeta } from './lib/report-meta.ts';
 
 const HERE = fileURLToPath(new URL('.', import.meta.url));
@@ -101,7 +101,11 @@ const SECTIONS: Section[] = [
     title: 'Forwarding overhead (host data plane)',
     async run() {
       log('forwarding: direct vs host forwarder vs nginx');
-      return { text: formatForwardingBench(await runForwardingBench()) };
+      const r = await runForwardingBench();
+      const figures: Figure[] = [fig('forwarding.added-p50-ms', 'forwarder p50 added over direct (32 conn)', r.loaded.forwarderAddedMs, 'ms', 'lower')];
+      if (r.loaded.nginx !== undefined) figures.push(fig('forwarding.rps-vs-nginx', 'forwarder throughput × nginx (Node client)', r.loaded.forwarder.rps / r.loaded.nginx.rps, 'ratio', 'higher'));
+      if (r.wrk.forwarder !== undefined && r.wrk.nginx !== undefined) figures.push(fig('forwarding.wrk-rps-vs-nginx', 'forwarder throughput × nginx (wrk)', r.wrk.forwarder.rps / r.wrk.nginx.rps, 'ratio', 'higher'));
+      return { text: formatForwardingBench(r), figures };
     },
   },
   {
