@@ -118,14 +118,14 @@ export async function runPullBench(options: PullBenchOptions): Promise<PullBench
       const t0 = performance.now();
       const { stdout } = await run(process.execPath, [PULL_CLI, options.storeUrl, options.ref, dir, String(concurrency), durable ? 'durable' : 'no-fsync'], { maxBuffer: 1024 * 1024 });
       const seconds = (performance.now() - t0) / 1000;
-      const r = JSON.parse(stdout) as { manifestDigest: Digest; blobs: number };
+      const r = JSON.parse(stdout) as { manifestDigest: Digest; blobs: number; pullMs: number };
       const layout = await readLayout(dir);
       const manifest = JSON.parse((await layout.readBlob(layout.resolve(tag))).toString()) as ImageManifest;
       manifestDigest = r.manifestDigest;
       bytes = (await layout.readBlob(layout.resolve(tag))).length + manifest.config.size + manifest.layers.reduce((n, l) => n + l.size, 0);
       blobs = r.blobs + 1;
       (durable ? shoalRuns : noSyncRuns).push({ seconds, mbps: bytes / 1e6 / seconds });
-      log(`shoal${durable ? '' : ' (no fsync)'} run ${i + 1}: ${seconds.toFixed(3)} s, ${(bytes / 1e6 / seconds).toFixed(0)} MB/s`);
+      log(`shoal${durable ? '' : ' (no fsync)'} run ${i + 1}: ${seconds.toFixed(3)} s (the pull call itself ${(r.pullMs / 1000).toFixed(3)} s), ${(bytes / 1e6 / seconds).toFixed(0)} MB/s`);
       await rm(dir, { recursive: true, force: true });
     };
     const skopeoOnce = async (i: number): Promise<void> => {
