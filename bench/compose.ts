@@ -24,6 +24,8 @@ export interface RouteFigures {
   /** Added over direct at the same percentile. */
   addedP50Ms: number;
   addedP99Ms: number;
+  /** Added p50 in each round of 100 messages: the run-to-run spread bench/compare.ts reads. */
+  roundAddedP50Ms: number[];
 }
 
 export interface ComposeBenchResult {
@@ -101,7 +103,8 @@ export async function runComposeBench(options: { messages?: number; log?: (line:
         const xs = samples.get(route)!;
         const p50 = q(xs, 0.5);
         const p99 = q(xs, 0.99);
-        return { route, path, p50Ms: p50, p99Ms: p99, addedP50Ms: p50 - d50, addedP99Ms: p99 - d99 };
+        const rounds = Array.from({ length: xs.length / 100 }, (_, k) => q(xs.slice(k * 100, k * 100 + 100), 0.5) - q(direct.slice(k * 100, k * 100 + 100), 0.5));
+        return { route, path, p50Ms: p50, p99Ms: p99, addedP50Ms: p50 - d50, addedP99Ms: p99 - d99, roundAddedP50Ms: rounds };
       }),
     };
   } finally {
@@ -132,5 +135,5 @@ if (import.meta.main) {
 
 /** The added p50 of each intermediary, for bench/compare.ts. */
 export function composeFigures(r: ComposeBenchResult): Figure[] {
-  return r.routes.filter((x) => x.route !== 'direct').map((x) => fig(`compose.${x.route}.added-p50-ms`, `${x.route}: added p50 per hop`, x.addedP50Ms, 'ms', 'lower'));
+  return r.routes.filter((x) => x.route !== 'direct').map((x) => fig(`compose.${x.route}.added-p50-ms`, `${x.route}: added p50 per hop`, x.addedP50Ms, 'ms', 'lower', x.roundAddedP50Ms));
 }
