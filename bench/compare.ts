@@ -4,9 +4,10 @@
 //
 // Noise, per figure: the larger of a fixed floor for its kind (ratio 5 %, ms 10 % and at
 // least 0.05 ms, rate 10 %: about what repeated runs on this 2-core machine move) and
-// the run-to-run spread recorded with the figure, when it has per-run samples: half
-// their range over their median, in the old run or the new, whichever is wider. A
-// change inside that band is noise; outside it, in the worse direction, a regression.
+// the run-to-run spread recorded with the figure, when it has per-run samples: about two
+// standard errors of their median (1.86 × interquartile range / √n, over the median), in
+// the old run or the new, whichever is wider. A change inside that band is noise;
+// outside it, in the worse direction, a regression.
 // Figures only one run has are listed, not judged. Machine, Node or a dirty tree
 // differing between the runs is said first: then the comparison is only a hint.
 import { readFile } from 'node:fs/promises';
@@ -45,12 +46,23 @@ const median = (xs: readonly number[]): number => {
   return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 };
 
-/** Half the samples' range over their median; 0 without at least two samples. */
+/**
+ * About two standard errors of the samples' median, relative to it: σ ≈ IQR / 1.349 and
+ * SE(median) ≈ 1.253 σ / √n, so 2 SE ≈ 1.86 IQR / √n. 0 without at least three samples.
+ */
 export function spreadOf(samples: readonly number[] | undefined): number {
-  if (samples === undefined || samples.length < 2) return 0;
+  if (samples === undefined || samples.length < 3) return 0;
   const m = Math.abs(median(samples));
   if (m === 0) return 0;
-  return (Math.max(...samples) - Math.min(...samples)) / (2 * m);
+  return (1.86 * (quantile(samples, 0.75) - quantile(samples, 0.25))) / (Math.sqrt(samples.length) * m);
+}
+
+/** Linear interpolation between order statistics. */
+function quantile(xs: readonly number[], p: number): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const at = p * (s.length - 1);
+  const lo = Math.floor(at);
+  return s[lo]! + (s[Math.min(lo + 1, s.length - 1)]! - s[lo]!) * (at - lo);
 }
 
 export function compareFigure(a: Figure, b: Figure): FigureComparison {

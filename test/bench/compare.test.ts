@@ -25,7 +25,7 @@ test('two fixture reports: regressions beyond noise flagged, noise and improveme
   assert.deepEqual(verdict, {
     // 0.25 → 0.20 is −20 %, past the 5 % floor for a ratio.
     'provider.warm.rps-vs-direct': 'regression',
-    // 12 → 18 ms is +50 %, inside the old runs' own spread (half-range 10/12 ≈ 83 %): noise.
+    // 12 → 18 ms is +50 %, inside the old runs' own spread (1.86 × IQR 8 / √5 / 12 ≈ 55 %): noise.
     'provider.cold.added-ms': 'noise',
     'provider.warm.p50-ms': 'improvement',
     'pull.ratio': 'noise',
@@ -37,10 +37,13 @@ test('two fixture reports: regressions beyond noise flagged, noise and improveme
 });
 
 test('the spread recorded with a figure widens its noise band', () => {
-  // Old samples 10..30 around a median of 12: half-range 10/12 ≈ 0.83, so +50 % is noise.
-  assert.ok(Math.abs(spreadOf([10, 11, 12, 13, 30]) - 10 / 12) < 1e-9);
+  // Samples 4..20 around a median of 12: 1.86 × IQR 8 / √5 / 12 ≈ 0.55, so +50 % is noise.
+  assert.ok(Math.abs(spreadOf([4, 8, 12, 16, 20]) - (1.86 * 8) / Math.sqrt(5) / 12) < 1e-9);
+  // One outlier does not widen the band much (the IQR ignores it): +50 % is past it.
+  assert.ok(spreadOf([10, 11, 12, 13, 300]) < 0.2);
   const base = { id: 'x', label: 'x', kind: 'ms' as const, better: 'lower' as const };
-  assert.equal(compareFigure({ ...base, value: 12, samples: [10, 11, 12, 13, 30] }, { ...base, value: 18 }).verdict, 'noise');
+  assert.equal(compareFigure({ ...base, value: 12, samples: [4, 8, 12, 16, 20] }, { ...base, value: 18 }).verdict, 'noise');
+  assert.equal(compareFigure({ ...base, value: 12, samples: [10, 11, 12, 13, 300] }, { ...base, value: 18 }).verdict, 'regression');
   // The same change with tight samples is a regression.
   assert.equal(compareFigure({ ...base, value: 12, samples: [11.9, 12, 12.1] }, { ...base, value: 18, samples: [17.9, 18, 18.1] }).verdict, 'regression');
   // Small absolute moves of a small latency stay noise (0.05 ms floor).
