@@ -14,6 +14,7 @@ import { startProvider } from '../src/provider/index.ts';
 import { Type, defineService } from '../src/service/index.ts';
 import { farm, or, par, ref, role } from '../src/compose/index.ts';
 import { startFakeHost, startTinyStore } from '../test/provider/fixtures/fake-host.ts';
+import { fig, type Figure } from './lib/figures.ts';
 
 export interface RouteFigures {
   route: 'direct' | 'or' | 'par' | 'ref';
@@ -23,6 +24,8 @@ export interface RouteFigures {
   /** Added over direct at the same percentile. */
   addedP50Ms: number;
   addedP99Ms: number;
+  /** Added p50 in each round of 100 messages: the run-to-run spread bench/compare.ts reads. */
+  roundAddedP50Ms: number[];
 }
 
 export interface ComposeBenchResult {
@@ -100,7 +103,8 @@ export async function runComposeBench(options: { messages?: number; log?: (line:
         const xs = samples.get(route)!;
         const p50 = q(xs, 0.5);
         const p99 = q(xs, 0.99);
-        return { route, path, p50Ms: p50, p99Ms: p99, addedP50Ms: p50 - d50, addedP99Ms: p99 - d99 };
+        const rounds = Array.from({ length: xs.length / 100 }, (_, k) => q(xs.slice(k * 100, k * 100 + 100), 0.5) - q(direct.slice(k * 100, k * 100 + 100), 0.5));
+        return { route, path, p50Ms: p50, p99Ms: p99, addedP50Ms: p50 - d50, addedP99Ms: p99 - d99, roundAddedP50Ms: rounds };
       }),
     };
   } finally {
@@ -127,4 +131,9 @@ if (import.meta.main) {
   const i = process.argv.indexOf('--messages');
   const r = await runComposeBench({ messages: i > 0 ? Number(process.argv[i + 1]) : 3000, log: (l) => process.stderr.write(`[bench] ${l}\n`) });
   process.stdout.write(`${formatComposeBench(r)}\n`);
+}
+
+/** The added p50 of each intermediary, for bench/compare.ts. */
+export function composeFigures(r: ComposeBenchResult): Figure[] {
+  return r.routes.filter((x) => x.route !== 'direct').map((x) => fig(`compose.${x.route}.added-p50-ms`, `${x.route}: added p50 per hop`, x.addedP50Ms, 'ms', 'lower', x.roundAddedP50Ms));
 }

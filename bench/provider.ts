@@ -5,11 +5,16 @@
 //           a consumer that POSTs the plan to the host itself and then sends the message
 //           straight to the endpoint. Provider share = provider path − direct path (goal ≤ 10 ms).
 //           Hosts' layer caches are warm (the image is pulled once first): this is the start
-//           path, not the pull.
+//           path, not the pull. Both paths do the same work inside the clock: the image tag
+//           is resolved before it on both (the provider's resolver has it cached from the
+//           warm-up; the direct consumer resolves it once and sends the same digest-pinned
+//           reference the provider sends), and the consumer's connections (to the provider;
+//           to the host's control and data ports) are keep-alive ones opened before it, as
+//           the provider's own connections to the host are.
 //  warm     POST /Echo at a fixed concurrency for a fixed time: consumer → provider → host →
 //           instance, against the instance's Unix socket directly, the host's forwarder alone,
 //           and nginx proxying to the same socket. Node keep-alive client (and wrk for the TCP
-//           targets).
+//           targets); the targets take turns in rotation (interleaved), both clients.
 //  spread   deploy one service to 1, 4 and 8 hosts at once (one POST, spread placement):
 //           wall time, ratio to one host (goal: 8 hosts ≤ 1.5 × one). In the same run, the
 //           machine's own floor for starting N of the same service at once without Shoal:
@@ -25,11 +30,12 @@ import { chmod, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'n
 import { Agent, request, type RequestOptions } from 'node:http';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createHistogram } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import type { Driver } from '../src/host/drivers/driver.ts';
 import { createStartRig, removeCgroupParent, type BenchInstance, type StartedInstance, type StartRig } from './host-start.ts';
-import { executable, freePort, loadFor, NGINX, runWrk, startBenchChild, startNginx, stopChild, WRK, type LoadFigures } from './lib/peers.ts';
+import { measureInterleaved } from './forwarding.ts';
+import { fig, type Figure } from './lib/figures.ts';
+import { executable, freePort, NGINX, runWrk, startBenchChild, startNginx, stopChild, WRK, type LoadFigures } from './lib/peers.ts';
 import { settle } from './lib/settle.ts';
 
 const SELF = fileURLToPath(import.meta.url);
@@ -159,13 +165,22 @@ export async function runProviderBench(
     const overHost: number[] = [];
     // A fresh service name per run on both paths: the host keeps a warm container for a plan
     // it has just deployed, and a cold service has none.
-    const plan = (i: number) => ({ service: { name: `direct-${i}`, version: '1' }, image: 'echo:1', store: farm.storeUrl, resources: { memoryMb: 128, cpuMillis: 1000, pids: 32 } });
+    // The reference the provider's plans carry: resolved here once, before any clock, as the
+    // provider's resolver did during the warm-up.
+    const { createRegistryClient, resolveRemoteImage } = await import('../src/image/index.ts');
+    const resolved = await resolveRemoteImage(createRegistryClient({ baseUrl: farm.storeUrl }), 'echo:1');
+    const pinned = `${resolved.repository}@${resolved.manifestDigest}`;
+    const plan = (i: number) => ({ service: { name: `direct-${i}`, version: '1' }, image: pinned, store: farm.storeUrl, resources: { memoryMb: 128, cpuMillis: 1000, pids: 32 } });
+    // The consumer's keep-alive connections, one pool per path, opened before each clock.
+    const consumer = new Agent({ keepAlive: true, maxSockets: 4 });
+    const hostData = new URL(host0.dataUrl);
     const paired: number[] = [];
     const viaProvider = async (i: number): Promise<number> => {
       const name = `cold-${i}`;
       await api('POST', '/api/v1/services', service(name));
+      await touch(`${farm.providerUrl}/healthz`, consumer);
       const t0 = performance.now();
-      const r = await post(`${farm.providerUrl}/s/${name}/Echo`, BODY);
+      const r = await post(`${farm.providerUrl}/s/${name}/Echo`, BODY, {}, consumer);
       const e2e = performance.now() - t0;
       if (r.status !== 200) throw new Error(`cold message ${i}: ${r.status} ${r.text}`);
       const deps = (await api('GET', `/api/v1/deployments?service=${name}`)) as { deployments: Array<{ timeline: { phases: Array<{ name: string; startMs: number; endMs: number }> } }> };
@@ -181,13 +196,17 @@ export async function runProviderBench(
       return e2e;
     };
     const directly = async (i: number): Promise<number> => {
+      await touch(`${host0.controlUrl}/healthz`, consumer);
+      await touch(`${hostData.origin}/healthz`, consumer);
       const d0 = performance.now();
-      const res = await json(`${host0.controlUrl}/v1/instances`, 'POST', plan(i), { authorization: `Bearer ${TOKEN}` });
-      const endpoint = (res as { endpoint: { url: string; token: string; instance: string } }).endpoint;
-      const m = await post(`${endpoint.url}/Echo`, BODY, { 'x-shoal-route': endpoint.token });
+      const created = await post(`${host0.controlUrl}/v1/instances`, JSON.stringify(plan(i)), { authorization: `Bearer ${TOKEN}` }, consumer);
+      if (created.status !== 201) throw new Error(`direct plan ${i}: ${created.status} ${created.text}`);
+      const res = JSON.parse(created.text) as { endpoint: { url: string; token: string; instance: string }; timeline: { phases: Array<{ name: string; startMs: number; endMs: number }> } };
+      const endpoint = res.endpoint;
+      const m = await post(`${endpoint.url}/Echo`, BODY, { 'x-shoal-route': endpoint.token }, consumer);
       const direct = performance.now() - d0;
       if (m.status !== 200) throw new Error(`direct message ${i}: ${m.status} ${m.text}`);
-      addPhases(phaseSamples.direct, (res as { timeline: { phases: Array<{ name: string; startMs: number; endMs: number }> } }).timeline.phases);
+      addPhases(phaseSamples.direct, res.timeline.phases);
       samples.direct.push(direct);
       await json(`${host0.controlUrl}/v1/instances/${endpoint.instance}`, 'DELETE', undefined, { authorization: `Bearer ${TOKEN}` });
       return direct;
@@ -206,6 +225,7 @@ export async function runProviderBench(
       paired.push(p - d);
       log(`cold ${i + 1}/${runs}: provider ${p.toFixed(1)} ms, direct ${d.toFixed(1)} ms`);
     }
+    consumer.destroy();
     const cold = {
       runs,
       providerMs: median(samples.provider),
@@ -239,24 +259,31 @@ export async function runProviderBench(
     } else notes.push(`${NGINX} not found: nginx not measured`);
 
     const providerUrl = new URL(farm.providerUrl);
-    log('warm path: direct to the instance socket');
-    const direct = await measure({ socketPath, path: '/Echo' }, connections, durationMs);
-    log('warm path: host forwarder');
-    const forwarder = await measure({ host: dataUrl.hostname, port: Number(dataUrl.port), path: '/i/Echo', headers: { 'x-shoal-route': token } }, connections, durationMs);
-    log('warm path: provider');
-    const provider = await measure({ host: providerUrl.hostname, port: Number(providerUrl.port), path: '/s/echo/Echo' }, connections, durationMs);
-    const nginx = nginxPort === undefined ? undefined : (log('warm path: nginx'), await measure({ host: '127.0.0.1', port: nginxPort, path: '/Echo' }, connections, durationMs));
+    // Every target takes short turns in rotation (forwarding.ts's measureInterleaved), so a
+    // burst of load from elsewhere on the machine falls on all of them alike.
+    const targets: RequestOptions[] = [
+      { socketPath, path: '/Echo' },
+      { host: dataUrl.hostname, port: Number(dataUrl.port), path: '/i/Echo', headers: { 'x-shoal-route': token } },
+      { host: providerUrl.hostname, port: Number(providerUrl.port), path: '/s/echo/Echo' },
+      ...(nginxPort === undefined ? [] : [{ host: '127.0.0.1', port: nginxPort, path: '/Echo' }]),
+    ];
+    log(`warm path: direct, forwarder, provider${nginxPort === undefined ? '' : ', nginx'} interleaved (Node client)`);
+    const [direct, forwarder, provider, nginx] = await measureInterleaved(targets, connections, durationMs, BODY);
+    if (direct === undefined || forwarder === undefined || provider === undefined) throw new Error('unreachable: three targets measured');
     const wrk: NonNullable<ProviderBenchResult['warm']>['wrk'] = {};
     if (await executable(WRK)) {
       const script = join(dir, 'post.lua');
       await writeFile(script, `wrk.method = "POST"\nwrk.body = '${BODY}'\nwrk.headers["content-type"] = "application/json"\n`);
-      log('warm path: wrk');
-      const p = await runWrk(`${farm.providerUrl}/s/echo/Echo`, { script, connections, durationMs });
-      const f = await runWrk(`${host0.dataUrl}/i/Echo`, { script, token, connections, durationMs });
-      const n = nginxPort === undefined ? undefined : await runWrk(`http://127.0.0.1:${nginxPort}/Echo`, { script, connections, durationMs });
-      if (p) wrk.provider = p;
-      if (f) wrk.forwarder = f;
-      if (n) wrk.nginx = n;
+      log('warm path: wrk, interleaved');
+      const runs = await wrkInterleaved<'provider' | 'forwarder' | 'nginx'>(
+        {
+          provider: [`${farm.providerUrl}/s/echo/Echo`, undefined],
+          forwarder: [`${host0.dataUrl}/i/Echo`, token],
+          ...(nginxPort === undefined ? {} : { nginx: [`http://127.0.0.1:${nginxPort}/Echo`, undefined] }),
+        },
+        { script, connections, durationMs },
+      );
+      Object.assign(wrk, runs);
     } else notes.push(`${WRK} not found: wrk figures left out`);
     await api('DELETE', '/api/v1/services/echo');
     warm = { durationMs, connections, direct, forwarder, provider, nginx, wrk };
@@ -460,9 +487,21 @@ async function startFloor(image: HostImage): Promise<Floor> {
 
 // ---- clients ----
 
-function post(url: string, body: string, headers: Record<string, string> = {}): Promise<{ status: number; text: string }> {
+/** A GET whose reply is drained: opens (or keeps) `agent`'s connection to that origin before a clock starts. */
+function touch(url: string, agent: Agent): Promise<void> {
   return new Promise((resolve, reject) => {
-    const req = request(url, { method: 'POST', agent: false, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), ...headers } }, (res) => {
+    const req = request(url, { agent }, (res) => {
+      res.resume();
+      res.on('end', () => resolve());
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+function post(url: string, body: string, headers: Record<string, string> = {}, agent: Agent | false = false): Promise<{ status: number; text: string }> {
+  return new Promise((resolve, reject) => {
+    const req = request(url, { method: 'POST', agent, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), ...headers } }, (res) => {
       let text = '';
       res.setEncoding('utf8');
       res.on('data', (c: string) => (text += c));
@@ -480,19 +519,32 @@ async function json(url: string, method: string, body?: unknown, headers: Record
   return text ? JSON.parse(text) : undefined;
 }
 
-async function measure(target: RequestOptions, connections: number, durationMs: number): Promise<LoadFigures> {
-  const agent = new Agent({ keepAlive: true, maxSockets: connections });
-  try {
-    await loadFor(target, agent, connections, Math.min(1000, durationMs / 4), undefined, BODY);
-    const histogram = createHistogram();
-    const started = performance.now();
-    const { requests, errors } = await loadFor(target, agent, connections, durationMs, histogram, BODY);
-    const seconds = (performance.now() - started) / 1000;
-    return { requests, errors, rps: requests / seconds, p50Ms: histogram.percentile(50) / 1e6, p99Ms: histogram.percentile(99) / 1e6 };
-  } finally {
-    agent.destroy();
+/**
+ * wrk against each target in WRK_TURNS turns of durationMs / WRK_TURNS, the order rotating
+ * each turn; per target the turn with the median throughput (wrk reports percentiles per
+ * run, which cannot be merged).
+ */
+async function wrkInterleaved<K extends string>(
+  targets: Partial<Record<K, [url: string, token: string | undefined]>>,
+  options: { script: string; connections: number; durationMs: number },
+): Promise<Partial<Record<K, LoadFigures>>> {
+  const keys = Object.keys(targets) as K[];
+  const turns = new Map<K, LoadFigures[]>(keys.map((k) => [k, []]));
+  const turnMs = Math.max(1000, options.durationMs / WRK_TURNS);
+  for (let round = 0; round < WRK_TURNS; round++) {
+    for (let j = 0; j < keys.length; j++) {
+      const k = keys[(round + j) % keys.length]!;
+      const [url, token] = targets[k]!;
+      const f = await runWrk(url, { script: options.script, token, connections: options.connections, durationMs: turnMs });
+      if (f) turns.get(k)!.push(f);
+    }
   }
+  const out: Partial<Record<K, LoadFigures>> = {};
+  for (const [k, fs] of turns) if (fs.length > 0) out[k] = [...fs].sort((a, b) => a.rps - b.rps)[fs.length >> 1]!;
+  return out;
 }
+
+const WRK_TURNS = 3;
 
 
 
@@ -520,7 +572,7 @@ export function formatProviderBench(r: ProviderBenchResult): string {
       '| --- | ---: | ---: |',
       ...Object.entries(c.phases).map(([name, v]) => `| ${name} | ${f1(v.provider)} | ${Number.isNaN(v.direct) ? '–' : f1(v.direct)} |`),
       '',
-      `Provider's share of a cold start: **${f1(c.addedMs)} ms** (median of paired runs, provider − direct; goal ≤ 10 ms). The provider's own steps are the queue and place phases above plus recording the deployment; ${f1(c.overHostMs)} ms separate the consumer's reply from the host's plan-to-ready (both hops, the host's 201, the first message).`,
+      `Provider's share of a cold start: **${f1(c.addedMs)} ms** (median of paired runs, provider − direct; goal ≤ 10 ms; on both paths the image tag was resolved and the consumer's keep-alive connections opened before the clock; paired differences ${c.samples.provider.map((p, i) => f1(p - c.samples.direct[i]!)).join(', ')} ms: when they straddle zero, the share is inside this run's noise). The provider's own steps are the queue and place phases above plus recording the deployment; ${f1(c.overHostMs)} ms separate the consumer's reply from the host's plan-to-ready (both hops, the host's 201, the first message).`,
       '',
     );
   }
@@ -530,7 +582,7 @@ export function formatProviderBench(r: ProviderBenchResult): string {
       t === undefined ? `| ${name} | – | – | – | – | – |` : `| ${name} | ${Math.round(t.rps)} | ${f2(t.rps / w.direct.rps)} | ${f2(t.p50Ms)} | ${f2(t.p99Ms)} | ${t.errors} |`;
     const wrkRow = (name: string, t: LoadFigures | undefined) => (t === undefined ? [] : [`| ${name} (wrk) | ${Math.round(t.rps)} | – | ${f2(t.p50Ms)} | ${f2(t.p99Ms)} | ${t.errors} |`]);
     lines.push(
-      `### Warm path: ${w.connections} connections, ${w.durationMs / 1000} s per target, POST of a small JSON body`,
+      `### Warm path: ${w.connections} connections, ${w.durationMs / 1000} s per target in turns taken in rotation (interleaved; wrk likewise, the median turn), POST of a small JSON body`,
       '',
       '| target (Node keep-alive client) | req/s | × direct | p50 ms | p99 ms | errors |',
       '| --- | ---: | ---: | ---: | ---: | ---: |',
@@ -593,6 +645,31 @@ export function formatProviderBench(r: ProviderBenchResult): string {
   }
   lines.push(...r.notes.map((n) => `- ${n}`));
   return lines.join('\n');
+}
+
+/** For bench/compare.ts: the cold share (with its paired runs), the warm ratios, the spread ratio. */
+export function providerFigures(r: ProviderBenchResult): Figure[] {
+  const out: Figure[] = [];
+  const c = r.cold;
+  if (c !== undefined) {
+    const paired = c.samples.provider.map((p, i) => p - (c.samples.direct[i] ?? NaN)).filter((x) => Number.isFinite(x));
+    out.push(fig('provider.cold.added-ms', "provider's share of a cold start", c.addedMs, 'ms', 'lower', paired));
+    out.push(fig('provider.cold.provider-ms', 'cold first message through the provider', c.providerMs, 'ms', 'lower', c.samples.provider));
+  }
+  const w = r.warm;
+  if (w !== undefined) {
+    out.push(fig('provider.warm.rps-vs-direct', 'warm path throughput × direct (Node client)', w.provider.rps / w.direct.rps, 'ratio', 'higher'));
+    out.push(fig('provider.warm.added-p50-ms', 'warm path p50 added over direct (Node client)', w.provider.p50Ms - w.direct.p50Ms, 'ms', 'lower'));
+    if (w.nginx !== undefined) out.push(fig('provider.warm.rps-vs-nginx', 'warm path throughput × nginx (Node client)', w.provider.rps / w.nginx.rps, 'ratio', 'higher'));
+    if (w.wrk.provider !== undefined && w.wrk.nginx !== undefined) out.push(fig('provider.warm.wrk-rps-vs-nginx', 'warm path throughput × nginx (wrk)', w.wrk.provider.rps / w.wrk.nginx.rps, 'ratio', 'higher'));
+  }
+  const last = r.spread.at(-1);
+  if (last !== undefined && r.spread.length > 1) {
+    out.push(fig(`provider.spread.${last.hosts}-vs-1`, `deploy to ${last.hosts} hosts × one host`, last.ratio, 'ratio', 'lower'));
+    const runcFloor = last.floor.runc;
+    if (runcFloor !== undefined) out.push(fig(`provider.spread.${last.hosts}-vs-runc-floor`, `deploy to ${last.hosts} hosts × the runc floor`, last.wallMs / runcFloor.wallMs, 'ratio', 'lower'));
+  }
+  return out;
 }
 
 if (import.meta.main) {

@@ -7,9 +7,10 @@
 // config, layers) and shoal/skopeo (goal ≥ 1.0); for information also Shoal without
 // fsync, which shows what the disk costs.
 //
-// Shoal is timed as a library call in this process; skopeo as a whole process (its
-// start-up is part of what a caller of skopeo pays). The store runs in its own process
-// so the client and the server do not share an event loop.
+// Both are timed as a whole process per run, from spawn to exit (Shoal's as
+// bench/lib/pull-cli.ts): each pays its start-up, a fresh connection pool and a cold
+// JIT, as a caller starting either would. The store runs in its own process so the
+// client and the server do not share an event loop.
 //
 //   node bench/pull.ts [--runs 3] [--store URL --ref REPO:TAG]
 // Alone, it starts a store on a temp dir and pushes a synthetic image (three gzip
@@ -27,14 +28,16 @@ import { promisify } from 'node:util';
 import { createGzip } from 'node:zlib';
 import { pack } from 'tar-stream';
 import { createLayoutWriter, readLayout } from '../src/image/oci-layout.ts';
-import { createRegistryClient, pullImage, pushImage } from '../src/image/registry-client.ts';
+import { createRegistryClient, pushImage } from '../src/image/registry-client.ts';
 import { digestOf, type Digest } from '../src/protocol/digest.ts';
 import { formatImageRef, parseImageRef } from '../src/protocol/image-ref.ts';
 import { MediaType, type ImageManifest } from '../src/protocol/oci.ts';
+import { fig, type Figure } from './lib/figures.ts';
 
 const run = promisify(execFile);
 const SELF = fileURLToPath(import.meta.url);
 const ROOT = join(SELF, '..', '..');
+const PULL_CLI = join(ROOT, 'bench', 'lib', 'pull-cli.ts');
 
 export interface PullRun {
   seconds: number;
@@ -113,15 +116,16 @@ export async function runPullBench(options: PullBenchOptions): Promise<PullBench
     const shoalOnce = async (i: number, durable = true): Promise<void> => {
       const dir = join(work, `shoal-${i}`);
       const t0 = performance.now();
-      const r = await pullImage(client, ref, { layoutDir: dir }, { concurrency, durable });
+      const { stdout } = await run(process.execPath, [PULL_CLI, options.storeUrl, options.ref, dir, String(concurrency), durable ? 'durable' : 'no-fsync'], { maxBuffer: 1024 * 1024 });
       const seconds = (performance.now() - t0) / 1000;
+      const r = JSON.parse(stdout) as { manifestDigest: Digest; blobs: number; pullMs: number };
       const layout = await readLayout(dir);
       const manifest = JSON.parse((await layout.readBlob(layout.resolve(tag))).toString()) as ImageManifest;
       manifestDigest = r.manifestDigest;
       bytes = (await layout.readBlob(layout.resolve(tag))).length + manifest.config.size + manifest.layers.reduce((n, l) => n + l.size, 0);
       blobs = r.blobs + 1;
       (durable ? shoalRuns : noSyncRuns).push({ seconds, mbps: bytes / 1e6 / seconds });
-      log(`shoal${durable ? '' : ' (no fsync)'} run ${i + 1}: ${seconds.toFixed(3)} s, ${(bytes / 1e6 / seconds).toFixed(0)} MB/s`);
+      log(`shoal${durable ? '' : ' (no fsync)'} run ${i + 1}: ${seconds.toFixed(3)} s (the pull call itself ${(r.pullMs / 1000).toFixed(3)} s), ${(bytes / 1e6 / seconds).toFixed(0)} MB/s`);
       await rm(dir, { recursive: true, force: true });
     };
     const skopeoOnce = async (i: number): Promise<void> => {
@@ -270,8 +274,8 @@ function formatResult(r: PullBenchResult): string {
     '',
     '| client | MB/s per run | median MB/s | median s |',
     '| --- | --- | --- | --- |',
-    row('shoal pullImage', r.shoal),
-    row('shoal pullImage, no fsync', r.shoalNoSync),
+    row('shoal (pull-cli process)', r.shoal),
+    row('shoal (pull-cli process), no fsync', r.shoalNoSync),
     ...(r.skopeo ? [row('skopeo copy', r.skopeo)] : []),
     '',
     r.ratio !== undefined ? `ratio shoal/skopeo: ${r.ratio.toFixed(2)} (goal ≥ 1.0); same manifest: ${r.sameManifest}` : 'skopeo not installed: no ratio',
@@ -313,4 +317,13 @@ if (process.argv[1] === SELF) {
     console.error(e);
     process.exitCode = 1;
   });
+}
+
+/** For bench/compare.ts: the headline ratio and each side's MB/s with its runs. */
+export function pullFigures(r: PullBenchResult): Figure[] {
+  return [
+    fig('pull.shoal.mbps', 'Shoal pull MB/s (process per run)', r.shoal.medianMBps, 'rate', 'higher', r.shoal.runs.map((x) => x.mbps)),
+    ...(r.skopeo ? [fig('pull.skopeo.mbps', 'skopeo copy MB/s', r.skopeo.medianMBps, 'rate', 'higher', r.skopeo.runs.map((x) => x.mbps))] : []),
+    ...(r.ratio === undefined ? [] : [fig('pull.ratio', 'Shoal / skopeo pull throughput', r.ratio, 'ratio', 'higher')]),
+  ];
 }

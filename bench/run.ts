@@ -1,28 +1,32 @@
 // `npm run bench`: every benchmark, one run, figures printed and written to
-// bench/report.md. Each compares Shoal with a baseline or a peer measured in the same
-// run, because these machines are noisy: read the ratios, not the absolute times.
+// bench/report.md, with their numbers in bench/report.json for bench/compare.ts. Each
+// compares Shoal with a baseline or a peer measured in the same run, because these
+// machines are noisy: read the ratios, not the absolute times. The report records the
+// commit, date, machine (and its load at start) and Node version, and under each section
+// the command that produces it alone.
 //   SHOAL_BENCH_ONLY=pull,store,overlay,forwarding,host-start,provider,faults,compose,validation,slow-clients   run a subset
 import { mkdir, mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
-import { cpus, tmpdir, totalmem } from 'node:os';
-import { join } from 'node:path';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createRegistryClient, debootstrapRootfs } from '../src/image/index.ts';
 import { echoOverlayRow, nginxOverlayRow, pushDebianTemplate, type OverlayRow } from './overlay-sizes.ts';
-import { runPullBench, startStoreProcess, type PullBenchResult } from './pull.ts';
+import { pullFigures, runPullBench, startStoreProcess, type PullBenchResult } from './pull.ts';
 import { formatStoreBench, runStoreBench } from './store.ts';
 import { formatForwardingBench, runForwardingBench } from './forwarding.ts';
-import { formatHostDeployBench, runHostDeployBench } from './host-deploy.ts';
+import { formatHostDeployBench, hostDeployFigures, runHostDeployBench } from './host-deploy.ts';
 import { formatHostStartBench, runHostStartBench } from './host-start.ts';
-import { formatProviderBench, runProviderBench } from './provider.ts';
+import { formatProviderBench, providerFigures, runProviderBench } from './provider.ts';
+import { composeFigures, formatComposeBench, runComposeBench } from './compose.ts';
 import { formatFaultsBench, runFaultsBench } from './faults.ts';
-import { formatComposeBench, runComposeBench } from './compose.ts';
 import { formatValidationBench, runValidationBench } from './validation.ts';
 import { formatSlowClientsBench, runSlowClientsBench } from './slow-clients.ts';
+import { fig, type Figure, type ReportJson, type ReportSection } from './lib/figures.ts';
+import { formatMeta, reportMeta } from './lib/report-meta.ts';
 
 const HERE = fileURLToPath(new URL('.', import.meta.url));
 const only = process.env.SHOAL_BENCH_ONLY?.split(',').map((s) => s.trim());
 const wanted = (name: string) => !only || only.includes(name);
-const sections: string[] = [];
 const log = (line: string) => process.stderr.write(`[bench] ${line}\n`);
 const mb = (n: number) => (n < 1e6 ? `${(n / 1e3).toFixed(1)} kB` : `${(n / 1e6).toFixed(2)} MB`);
 const pct = (x: number) => `${(100 * x).toFixed(x < 0.001 ? 4 : 2)} %`;
@@ -41,122 +45,186 @@ function overlayTable(rows: OverlayRow[]): string {
 function pullTable(r: PullBenchResult): string {
   const runs = (s: PullBenchResult['shoal']) => s.runs.map((x) => x.mbps.toFixed(0)).join(', ');
   return [
-    `Image ${r.ref}: ${mb(r.bytes)} in ${r.blobs} blobs; Shoal concurrency ${r.concurrency}; store in its own process on loopback.`,
+    `Image ${r.ref}: ${mb(r.bytes)} in ${r.blobs} blobs; Shoal concurrency ${r.concurrency}; store in its own process on loopback. Both clients run as a new process per run (Shoal's: bench/lib/pull-cli.ts), timed from spawn to exit.`,
     '',
     '| client | runs (MB/s) | median MB/s | median s |',
     '|---|---|---|---|',
-    `| shoal pullImage | ${runs(r.shoal)} | ${r.shoal.medianMBps.toFixed(1)} | ${r.shoal.medianSeconds.toFixed(2)} |`,
+    `| shoal (pull-cli process) | ${runs(r.shoal)} | ${r.shoal.medianMBps.toFixed(1)} | ${r.shoal.medianSeconds.toFixed(2)} |`,
     r.skopeo ? `| skopeo copy | ${runs(r.skopeo)} | ${r.skopeo.medianMBps.toFixed(1)} | ${r.skopeo.medianSeconds.toFixed(2)} |` : '| skopeo | not installed | | |',
     '',
     `**Ratio shoal / skopeo: ${r.ratio === undefined ? 'n/a' : r.ratio.toFixed(2)}** (goal ≥ 1.0)${r.sameManifest === false ? ' — warning: skopeo pulled a different manifest' : ''}`,
   ].join('\n');
 }
 
+/** One section of the report: what `SHOAL_BENCH_ONLY=<name>` runs. */
+interface Section {
+  name: string;
+  title: string;
+  run(ctx: Context): Promise<{ text: string; figures?: Figure[] }>;
+}
+
+/** The store and the Debian template the image sections share, made on first use. */
+interface Context {
+  imageStore(): Promise<{ url: string; client: ReturnType<typeof createRegistryClient>; debian: string }>;
+}
+
+const SECTIONS: Section[] = [
+  {
+    name: 'overlay',
+    title: 'Overlay size (XenoServer Table 1)',
+    async run(ctx) {
+      const { client, debian } = await ctx.imageStore();
+      log('overlay: echo on template://node');
+      const rows = [await echoOverlayRow(client)];
+      log('overlay: nginx on template://debian/bookworm');
+      rows.push(await nginxOverlayRow(client, debian));
+      return { text: `${overlayTable(rows)}\n\nThe paper's Apache overlay was 1 % of its file system.` };
+    },
+  },
+  {
+    name: 'pull',
+    title: "Pull throughput: Shoal's client vs skopeo, same store, same run",
+    async run(ctx) {
+      const { url } = await ctx.imageStore();
+      log('pull: shoal vs skopeo, template://debian/bookworm');
+      const r = await runPullBench({ storeUrl: url, ref: 'template://debian/bookworm', runs: 5, log });
+      return { text: pullTable(r), figures: pullFigures(r) };
+    },
+  },
+  {
+    name: 'store',
+    title: "Store push and pull: Shoal's store vs the reference registry (docker-registry)",
+    async run() {
+      log('store: push and pull of template://node through skopeo, shoal store vs docker-registry');
+      return { text: formatStoreBench(await runStoreBench({ runs: 5, log })) };
+    },
+  },
+  {
+    name: 'forwarding',
+    title: 'Forwarding overhead (host data plane)',
+    async run() {
+      log('forwarding: direct vs host forwarder vs nginx');
+      const r = await runForwardingBench();
+      const figures: Figure[] = [fig('forwarding.added-p50-ms', 'forwarder p50 added over direct (32 conn)', r.loaded.forwarderAddedMs, 'ms', 'lower')];
+      if (r.loaded.nginx !== undefined) figures.push(fig('forwarding.rps-vs-nginx', 'forwarder throughput × nginx (Node client)', r.loaded.forwarder.rps / r.loaded.nginx.rps, 'ratio', 'higher'));
+      if (r.wrk.forwarder !== undefined && r.wrk.nginx !== undefined) figures.push(fig('forwarding.wrk-rps-vs-nginx', 'forwarder throughput × nginx (wrk)', r.wrk.forwarder.rps / r.wrk.nginx.rps, 'ratio', 'higher'));
+      return { text: formatForwardingBench(r), figures };
+    },
+  },
+  {
+    name: 'host-start',
+    title: 'Cold start on a warm layer cache (host)',
+    async run() {
+      log('host-start: plan → ready on a warm cache vs plain node');
+      const r = await runHostDeployBench({ log });
+      log('host-start: driver-level start variants');
+      const d = await runHostStartBench({ log });
+      return {
+        text: `${formatHostDeployBench(r)}\n\n### Start variants of the drivers (no host agent)\n\n${formatHostStartBench(d)}`,
+        figures: hostDeployFigures(r),
+      };
+    },
+  },
+  {
+    name: 'provider',
+    title: 'Provider',
+    async run() {
+      log('provider: cold share, warm path vs direct and nginx, deploy to 1/4/8 hosts');
+      const r = await runProviderBench({ log });
+      return { text: formatProviderBench(r), figures: providerFigures(r) };
+    },
+  },
+  {
+    name: 'faults',
+    title: 'Faults: outage and outcomes',
+    async run() {
+      log('faults: kill -9 of an up process and restart; kill -9 of one of three hosts (under load)');
+      return { text: formatFaultsBench(await runFaultsBench()) };
+    },
+  },
+  {
+    name: 'compose',
+    title: 'Composition: added latency per intermediary hop',
+    async run() {
+      log('compose: added latency per intermediary hop');
+      const r = await runComposeBench({ log });
+      return { text: formatComposeBench(r), figures: composeFigures(r) };
+    },
+  },
+  {
+    name: 'validation',
+    title: 'Message validation: old checker vs Ajv vs TypeBox',
+    async run() {
+      log('validation: message-path cost of the input check');
+      return { text: formatValidationBench(await runValidationBench()) };
+    },
+  },
+  {
+    name: 'slow-clients',
+    title: 'Slow and many connections',
+    async run() {
+      log('slow-clients: 20,000 half-sent requests from one client, and everyone else');
+      return { text: formatSlowClientsBench(await runSlowClientsBench({ connections: 20_000, log }), 20_000) };
+    },
+  },
+];
+
 async function main() {
+  const meta = await reportMeta(dirname(HERE));
   const started = Date.now();
   const work = await mkdtemp(join(tmpdir(), 'shoal-bench-'));
-  const store = await startStoreProcess(join(work, 'store'));
-  const client = createRegistryClient({ baseUrl: store.url });
-  try {
-    const overlayRows: OverlayRow[] = [];
-    if (wanted('overlay')) {
-      log('overlay: echo on template://node');
-      overlayRows.push(await echoOverlayRow(client));
-    }
-    if (wanted('overlay') || wanted('pull')) {
+  let store: Awaited<ReturnType<typeof startStoreProcess>> | undefined;
+  let image: Awaited<ReturnType<Context['imageStore']>> | undefined;
+  const ctx: Context = {
+    async imageStore() {
+      if (image !== undefined) return image;
+      store = await startStoreProcess(join(work, 'store'));
+      const client = createRegistryClient({ baseUrl: store.url });
       // The Debian tree is kept under bench/out/ between runs (debootstrap takes ~30 s+).
-      const cached = join(HERE, 'out', 'debian-rootfs');
-      if (!(await stat(join(cached, 'etc/debian_version')).catch(() => undefined))) {
+      const debian = join(HERE, 'out', 'debian-rootfs');
+      if (!(await stat(join(debian, 'etc/debian_version')).catch(() => undefined))) {
         log('debootstrap bookworm (kept in bench/out/ for the next run)');
         await mkdir(join(HERE, 'out'), { recursive: true });
-        await rm(cached, { recursive: true, force: true });
-        await debootstrapRootfs(cached, { log: () => undefined });
+        await rm(debian, { recursive: true, force: true });
+        await debootstrapRootfs(debian, { log: () => undefined });
       }
       log('pushing template://debian/bookworm');
-      await pushDebianTemplate(client, cached);
-      if (wanted('overlay')) {
-        log('overlay: nginx on template://debian/bookworm');
-        overlayRows.push(await nginxOverlayRow(client, cached));
-      }
-    }
-    if (overlayRows.length) {
-      sections.push(`## Overlay size (XenoServer Table 1)\n\n${overlayTable(overlayRows)}\n\nThe paper's Apache overlay was 1 % of its file system.`);
-      console.log(sections.at(-1));
-    }
-    if (wanted('pull')) {
-      log('pull: shoal vs skopeo, template://debian/bookworm');
-      const r = await runPullBench({ storeUrl: store.url, ref: 'template://debian/bookworm', runs: 5, log });
-      sections.push(`## Pull throughput: Shoal's client vs skopeo, same store, same run\n\n${pullTable(r)}`);
-      console.log(sections.at(-1));
+      await pushDebianTemplate(client, debian);
+      image = { url: store.url, client, debian };
+      return image;
+    },
+  };
+  const texts: string[] = [];
+  const json: ReportSection[] = [];
+  try {
+    for (const s of SECTIONS.filter((x) => wanted(x.name))) {
+      // Each section alone, as the report says it can be reproduced.
+      const command = `SHOAL_BENCH_ONLY=${s.name} npm run bench`;
+      const r = await s.run(ctx);
+      texts.push(`## ${s.title}\n\n_Command: \`${command}\`_\n\n${r.text}`);
+      json.push({ name: s.name, title: s.title, command, figures: r.figures ?? [] });
+      console.log(texts.at(-1));
     }
   } finally {
-    await store.stop();
+    await store?.stop();
+    await rm(work, { recursive: true, force: true });
   }
-  if (wanted('store')) {
-    log('store: push and pull of template://node through skopeo, shoal store vs docker-registry');
-    const r = await runStoreBench({ runs: 5, log });
-    sections.push(`## Store push and pull: Shoal's store vs the reference registry (docker-registry)\n\n${formatStoreBench(r)}`);
-    console.log(sections.at(-1));
-  }
-  if (wanted('forwarding')) {
-    log('forwarding: direct vs host forwarder vs nginx');
-    const r = await runForwardingBench();
-    sections.push(`## Forwarding overhead (host data plane)\n\n${formatForwardingBench(r)}`);
-    console.log(sections.at(-1));
-  }
-  if (wanted('host-start')) {
-    log('host-start: plan → ready on a warm cache vs plain node');
-    const r = await runHostDeployBench({ log });
-    sections.push(`## Cold start on a warm layer cache (host)\n\n${formatHostDeployBench(r)}`);
-    console.log(sections.at(-1));
-    log('host-start: driver-level start variants');
-    const d = await runHostStartBench({ log });
-    sections.push(`## Start variants of the drivers (no host agent)\n\n${formatHostStartBench(d)}`);
-    console.log(sections.at(-1));
-  }
-  if (wanted('provider')) {
-    log('provider: cold share, warm path vs direct and nginx, deploy to 1/4/8 hosts');
-    const r = await runProviderBench({ log });
-    sections.push(`## Provider\n\n${formatProviderBench(r)}`);
-    console.log(sections.at(-1));
-  }
-  if (wanted('faults')) {
-    log('faults: kill -9 of an up process and restart; kill -9 of one of three hosts (under load)');
-    const r = await runFaultsBench();
-    sections.push(`## Faults: outage and outcomes\n\n${formatFaultsBench(r)}`);
-    console.log(sections.at(-1));
-  }
-  if (wanted('compose')) {
-    log('compose: added latency per intermediary hop');
-    const r = await runComposeBench({ log });
-    sections.push(`## Composition: added latency per intermediary hop\n\n${formatComposeBench(r)}`);
-    console.log(sections.at(-1));
-  }
-  if (wanted('validation')) {
-    log('validation: message-path cost of the input check');
-    sections.push(`## Message validation: old checker vs Ajv vs TypeBox\n\n${formatValidationBench(await runValidationBench())}`);
-    console.log(sections.at(-1));
-  }
-  if (wanted('slow-clients')) {
-    log('slow-clients: 20,000 half-sent requests from one client, and everyone else');
-    const rows = await runSlowClientsBench({ connections: 20_000, log });
-    sections.push(`## Slow and many connections\n\n${formatSlowClientsBench(rows, 20_000)}`);
-    console.log(sections.at(-1));
-  }
-  await rm(work, { recursive: true, force: true });
-
-  const cpu = cpus()[0]?.model ?? 'unknown cpu';
+  meta.durationS = (Date.now() - started) / 1000;
   const header = [
     '# Shoal benchmark report',
     '',
-    `Written by \`npm run bench\` on ${new Date().toISOString()} in ${((Date.now() - started) / 1000).toFixed(0)} s.`,
-    `Machine: ${cpus().length} × ${cpu}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}.`,
-    'Figures from one run; compare the ratios (Shoal vs a baseline or peer measured in the same run), not absolute times.',
+    `Written by \`${only ? `SHOAL_BENCH_ONLY=${only.join(',')} ` : ''}npm run bench\`:`,
+    '',
+    formatMeta(meta),
+    '',
+    'Figures from one run; compare the ratios (Shoal vs a baseline or peer measured in the same run), not absolute times. `node bench/compare.ts OLD.json NEW.json` flags regressions between two runs.',
   ].join('\n');
-  const out = only ? join(HERE, 'out', `report-${only.join('-')}.md`) : join(HERE, 'report.md');
+  const base = only ? join(HERE, 'out', `report-${only.join('-')}`) : join(HERE, 'report');
   await mkdir(join(HERE, 'out'), { recursive: true });
-  await writeFile(out, `${header}\n\n${sections.join('\n\n')}\n`);
-  log(`report written to ${out}`);
+  await writeFile(`${base}.md`, `${header}\n\n${texts.join('\n\n')}\n`);
+  const report: ReportJson = { meta, sections: json };
+  await writeFile(`${base}.json`, `${JSON.stringify(report, null, 2)}\n`);
+  log(`report written to ${base}.md and ${base}.json`);
 }
 
 await main();

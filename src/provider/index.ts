@@ -360,6 +360,7 @@ async function assemble(options: ProviderOptions, registry: Registry, ownRegistr
       return registerService(d);
     },
     deploy: (service) => control.ensureInstance(service),
+    invoke: (service, operation, body, signal) => router.invoke(service, operation, body, signal),
     log,
     ...(t.maxBodyBytes === undefined ? {} : { maxBodyBytes: t.maxBodyBytes }),
     ...(t.requestTimeoutMs === undefined ? {} : { timeoutMs: t.requestTimeoutMs }),

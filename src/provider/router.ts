@@ -15,7 +15,8 @@
 //   crash): idempotent operations go to another endpoint, others are answered 502.
 // Which failure it was, the host says in the x-shoal-error header of the replies it makes
 // itself (src/protocol/data-plane.ts); an instance's own reply never carries it.
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import { EventEmitter } from 'node:events';
+import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import type { ReplyHead, UpstreamExchange } from '../http/index.ts';
 import { dataPlaneErrorOf, ROUTE_HEADER, type DataPlaneError } from '../protocol/data-plane.ts';
 import type { InFlightTracker } from './balancer/index.ts';
@@ -69,6 +70,31 @@ export interface RouterOptions {
 export interface Router {
   /** Handles a request whose path starts with /s/. */
   handle(req: IncomingMessage, res: ServerResponse): void;
+  /**
+   * The same path for a message from inside this provider (the farms' intermediaries):
+   * no HTTP hop to its own /s/, the same checks, choice of endpoint, retries and hooks.
+   * Aborting `signal` drops the message as a consumer closing its connection would.
+   */
+  invoke(service: string, operation: string, body: string, signal?: AbortSignal): Promise<InvokeReply>;
+}
+
+export interface InvokeReply {
+  status: number;
+  body: string;
+  contentType?: string;
+}
+
+/** What the router writes a reply to: a ServerResponse, or invoke()'s in-memory one. */
+interface ReplySink {
+  readonly destroyed: boolean;
+  readonly headersSent: boolean;
+  readonly writableFinished: boolean;
+  setHeader(name: string, value: string): unknown;
+  writeHead(status: number, headers: OutgoingHttpHeaders | string[]): unknown;
+  write(chunk: Buffer): boolean;
+  end(body?: Buffer | string): unknown;
+  once(event: 'close' | 'drain', listener: () => void): unknown;
+  destroy(): unknown;
 }
 
 export const MESSAGE_PREFIX = '/s/';
@@ -77,7 +103,7 @@ interface Message {
   service: ServiceEntry;
   op: CompiledOperation;
   body: Buffer;
-  res: ServerResponse;
+  res: ReplySink;
   startedAt: number;
   /** Endpoints already tried. */
   tried: Set<string> | undefined;
@@ -171,7 +197,7 @@ export function createRouter(options: RouterOptions): Router {
     });
   }
 
-  function checked(service: ServiceEntry, op: CompiledOperation, raw: Buffer, res: ServerResponse, startedAt: number): void {
+  function checked(service: ServiceEntry, op: CompiledOperation, raw: Buffer, res: ReplySink, startedAt: number): void {
     let value: unknown;
     let body = raw;
     if (raw.length === 0) {
@@ -412,7 +438,7 @@ export function createRouter(options: RouterOptions): Router {
   }
 
   function reply(
-    res: ServerResponse,
+    res: ReplySink,
     code: ErrorCode,
     message: string,
     field: string | undefined,
@@ -428,7 +454,74 @@ export function createRouter(options: RouterOptions): Router {
     hooks.onAnswered?.(service, operation, status, startedAt);
   }
 
-  return { handle };
+  function invoke(serviceName: string, opName: string, body: string, signal?: AbortSignal): Promise<InvokeReply> {
+    const startedAt = performance.now();
+    const sink = createSink(signal);
+    void (async () => {
+      const service = table.service(serviceName) ?? (await options.resolveService?.(serviceName).catch(() => undefined));
+      if (service === undefined) return reply(sink, 'not-found', `no service named ${JSON.stringify(serviceName)}`, 'service', serviceName, '', startedAt);
+      const op = service.operations.get(opName);
+      if (op === undefined) return reply(sink, 'not-found', `service ${service.name} has no operation ${JSON.stringify(opName)}`, 'operation', service.name, opName, startedAt);
+      const raw = Buffer.from(body, 'utf8');
+      if (raw.length > maxBodyBytes) return reply(sink, 'too-large', `message body is larger than the limit of ${maxBodyBytes} bytes`, 'body', service.name, op.name, startedAt);
+      checked(service, op, raw, sink, startedAt);
+    })();
+    return sink.reply;
+  }
+
+  return { handle, invoke };
+}
+
+/** An in-memory reply for invoke(): collects what the router writes; settles at end or abort. */
+function createSink(signal: AbortSignal | undefined): ReplySink & { reply: Promise<InvokeReply> } {
+  const events = new EventEmitter();
+  let resolve!: (r: InvokeReply) => void;
+  let reject!: (e: unknown) => void;
+  const reply = new Promise<InvokeReply>((ok, fail) => {
+    resolve = ok;
+    reject = fail;
+  });
+  let status = 0;
+  let contentType: string | undefined;
+  const chunks: Buffer[] = [];
+  const sink = {
+    reply,
+    destroyed: false,
+    headersSent: false,
+    writableFinished: false,
+    setHeader: () => undefined,
+    writeHead(s: number, headers: OutgoingHttpHeaders | string[]) {
+      status = s;
+      sink.headersSent = true;
+      if (Array.isArray(headers)) {
+        for (let i = 0; i < headers.length; i += 2) if (headers[i]!.toLowerCase() === 'content-type') contentType = headers[i + 1];
+      } else if (headers['content-type'] !== undefined) contentType = String(headers['content-type']);
+    },
+    write(chunk: Buffer) {
+      chunks.push(chunk);
+      return true;
+    },
+    end(body?: Buffer | string) {
+      if (body !== undefined) chunks.push(typeof body === 'string' ? Buffer.from(body) : body);
+      sink.writableFinished = true;
+      signal?.removeEventListener('abort', onAbort);
+      resolve({ status, body: Buffer.concat(chunks).toString('utf8'), ...(contentType === undefined ? {} : { contentType }) });
+      events.emit('close');
+    },
+    once(event: 'close' | 'drain', listener: () => void) {
+      events.once(event, listener);
+    },
+    destroy() {
+      if (sink.destroyed) return;
+      sink.destroyed = true;
+      reject(signal?.reason ?? new ShoalError('unavailable', 'the reply was cut off'));
+      if (!sink.writableFinished) events.emit('close');
+    },
+  };
+  const onAbort = () => sink.destroy();
+  if (signal?.aborted) queueMicrotask(onAbort);
+  else signal?.addEventListener('abort', onAbort, { once: true });
+  return sink;
 }
 
 const EMPTY_OBJECT = Buffer.from('{}');

@@ -29,14 +29,17 @@ interface Harness {
   providerUrl: string;
   farmUrl: string;
   hits: Map<string, number>;
+  /** Messages the engine sent in process (the router's invoke), when the harness gave it one. */
+  invoked: Map<string, number>;
   registered: string[];
   deployed: string[];
   events: Array<{ id: number; kind: string; detail: unknown }>;
   close(): Promise<void>;
 }
 
-async function harness(events: Harness['events'] = []): Promise<Harness> {
+async function harness(events: Harness['events'] = [], inProcess = false): Promise<Harness> {
   const hits = new Map<string, number>();
+  const invoked = new Map<string, number>();
   // The stand-in provider: /s/<service>/<op> answers who it is.
   const fakeProvider: Server = createServer((req, res) => {
     const [, , service, op] = (req.url ?? '').split('/');
@@ -64,12 +67,20 @@ async function harness(events: Harness['events'] = []): Promise<Harness> {
     async deploy(s) {
       deployed.push(s);
     },
+    ...(inProcess
+      ? {
+          async invoke(service: string, op: string) {
+            invoked.set(service, (invoked.get(service) ?? 0) + 1);
+            return { status: 200, body: JSON.stringify({ service, op, by: service, inProcess: true }), contentType: 'application/json' };
+          },
+        }
+      : {}),
   });
   const front = createServer((req, res) => engine.handle(req, res));
   await new Promise<void>((r) => front.listen(0, '127.0.0.1', r));
   const farmUrl = `http://127.0.0.1:${(front.address() as AddressInfo).port}`;
   return {
-    engine, providerUrl, farmUrl, hits, registered, deployed, events,
+    engine, providerUrl, farmUrl, hits, invoked, registered, deployed, events,
     async close() {
       engine.close();
       front.closeAllConnections();
@@ -166,4 +177,21 @@ test('the provider re-checks the graph: a miswired edge is refused even if a scr
   const entry = g.nodes.find((n) => n.id === 'entry1')!;
   (entry.imports as Record<string, string>).payment = 'proc';
   assert.throws(() => validateFarmGraph(g), /nodes\/\d+\/imports\/payment: proc is order-processing, payment expected/);
+});
+
+test('with the router in process, messages reach the instances without an HTTP hop to the provider', async (t) => {
+  const h = await harness([], true);
+  t.after(() => h.close());
+  await h.engine.apply(buildGraph());
+  const order = { orderId: 'o1', customer: 'ann', items: [{ sku: 'bike', quantity: 1 }], card: '4111111111111111' };
+  for (let i = 0; i < 4; i++) {
+    const r = await post(`${h.farmUrl}/s/order-entry/SubmitOrder`, order);
+    assert.equal(r.status, 200);
+    assert.equal(r.json.inProcess, true);
+  }
+  assert.deepEqual([h.invoked.get('aw-entry1'), h.invoked.get('aw-entry2')], [2, 2], 'or spread the orders in process');
+  const viaImport = await post(`${h.farmUrl}/x/aw/entry1/payment/Authorize`, pay);
+  assert.equal(viaImport.json.by, 'aw-payment1', 'par → ref → payment1, in process');
+  assert.equal([...h.hits.values()].reduce((a, b) => a + b, 0), 0, "nothing went to the provider's /s/ over HTTP");
+  assert.equal((await post(`${h.farmUrl}/x/aw/entry1/payment/Authorize`, { orderId: 'o1', card: 42, amount: 1 })).status, 400);
 });

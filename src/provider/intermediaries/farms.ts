@@ -29,6 +29,11 @@ export interface FarmEngineOptions {
   /** This provider's own URL (leaves are sent to `${url}/s/<service>/<op>`; imports bound to `${url}/x/...`). */
   providerUrl(): string;
   registerService(description: ServiceDescriptionInput): Promise<void>;
+  /**
+   * Sends a message to an instance service in process (the router's invoke): with it, a
+   * farm's instances are reached without an HTTP hop to this provider's own /s/.
+   */
+  invoke?(service: string, operation: string, body: string, signal?: AbortSignal): Promise<Reply>;
   /** An invoke API token: sent on the engine's own calls to instance services, and given to instances for their imports. */
   token?(): string | undefined;
   /** Brings up an instance service (after registration, and for `restart`/`restore`). */
@@ -235,7 +240,11 @@ export function createFarmEngine(options: FarmEngineOptions): FarmEngine {
       building.add(id);
       const n = byId.get(id)!;
       let t: Target;
-      if (n.kind === 'instance') t = httpLeaf(id, `${options.providerUrl()}/s/${instanceServiceName(graph.name, id)}`);
+      if (n.kind === 'instance') {
+        const service = instanceServiceName(graph.name, id);
+        const invoke = options.invoke;
+        t = invoke === undefined ? httpLeaf(id, `${options.providerUrl()}/s/${service}`) : { id, send: (operation, body, signal) => invoke(service, operation, body, signal) };
+      }
       else if (n.kind === 'import') t = httpLeaf(id, n.url);
       else if (n.kind === 'or') {
         const ops = graph.services[n.service]!.operations;
