@@ -1,7 +1,7 @@
 /*
  * shoal-shim: a tiny container monitor (conmon in small) for Shoal's runc driver.
  *
- *   shoal-shim <exit-file> <pid-file> <runc> [runc args…]   # `create …` or `run -d …`
+ *   shoal-shim [--listen-fd N] <exit-file> <pid-file> <runc> [runc args…]   # `create …` or `run -d …`
  *
  * It makes itself a child subreaper, runs runc (with --pid-file <pid-file>), and so
  * becomes the parent of the container's init once runc exits. It then waits for that
@@ -16,12 +16,16 @@
  * The `exit` line is also written to <exit-file> (atomically) so that an agent that
  * restarted meanwhile still learns the status. The shim ignores SIGINT/SIGTERM/SIGHUP so
  * it outlives the agent; it exits right after the init does.
+ *
+ * --listen-fd N: the instance's listening socket, made by the agent, is open at fd N; runc
+ * gets it at fd 3 (for `--preserve-fds 1`) and the shim keeps no copy.
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
@@ -64,8 +68,18 @@ static int finish(const char *exit_file, int status) {
 }
 
 int main(int argc, char **argv) {
+  int listen_fd = -1;
+  if (argc > 2 && strcmp(argv[1], "--listen-fd") == 0) {
+    listen_fd = atoi(argv[2]);
+    if (listen_fd <= 3) {
+      fprintf(stderr, "shoal-shim: --listen-fd must be above 3\n");
+      return 2;
+    }
+    argv += 2;
+    argc -= 2;
+  }
   if (argc < 4) {
-    fprintf(stderr, "usage: shoal-shim <exit-file> <pid-file> <runc> [runc args...]\n");
+    fprintf(stderr, "usage: shoal-shim [--listen-fd N] <exit-file> <pid-file> <runc> [runc args...]\n");
     return 2;
   }
   const char *exit_file = argv[1], *pid_file = argv[2];
@@ -88,10 +102,20 @@ int main(int argc, char **argv) {
   if (runc == 0) {
     /* Ignored signals survive exec: give runc (and the container) the defaults back. */
     for (size_t i = 0; i < sizeof ignored / sizeof *ignored; i++) signal(ignored[i], SIG_DFL);
+    if (listen_fd > 0) {
+      /* fd 3 is the report pipe here (close-on-exec): the listener takes its place. */
+      if (dup2(listen_fd, 3) < 0) {
+        perror("shoal-shim: dup2 listener");
+        _exit(127);
+      }
+      close(listen_fd);
+    }
     execvp(argv[3], argv + 3);
     perror("shoal-shim: exec runc");
     _exit(127);
   }
+
+  if (listen_fd > 0) close(listen_fd); /* runc has it; the agent connects by path */
 
   /* Children reaped before runc create returned (so before we knew the init's pid). */
   struct { pid_t pid; int status; } early[64];

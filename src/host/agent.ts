@@ -4,7 +4,7 @@
 // Every step registers its undo; a failure at any point runs them all, so a refused or
 // failed deployment leaves nothing behind (reservation, mount, upper dir, container).
 import { request as httpRequest } from 'node:http';
-import { chown, open, readdir, rm, stat, unlink } from 'node:fs/promises';
+import { open, readdir, rm, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Driver, InstanceExit, RunningInstance, InstanceSpec } from './drivers/driver.ts';
 import { canPrepare, isPausable } from './drivers/driver.ts';
@@ -368,10 +368,6 @@ export function createAgent(options: AgentOptions): Agent {
     const mountEnd = performance.now();
 
     const user = await resolveUser(l.record.rootPath!, rootfs.process.user);
-    if (process.getuid?.() === 0) {
-      await chown(paths.socketDir, user.uid, user.gid);
-      await chown(paths.importsDir, user.uid, user.gid);
-    }
     const spec: InstanceSpec = {
       id,
       rootfs: l.record.rootPath!,
@@ -381,7 +377,8 @@ export function createAgent(options: AgentOptions): Agent {
       cwd: rootfs.process.cwd || '/',
       user,
       resources: { memoryBytes: plan.resources.memoryMb * 1024 * 1024, cpuMillis: plan.resources.cpuMillis, pids: plan.resources.pids },
-      socketDir: paths.socketDir,
+      listenSocket: paths.socketPath,
+      importsDir: paths.importsDir,
       logFile: paths.logFile,
       stateDir: paths.stateDir,
     };

@@ -31,8 +31,14 @@ export interface InstanceSpec {
   /** uid:gid the service runs as inside. */
   user: { uid: number; gid: number };
   resources: InstanceResources;
-  /** Host directory mounted at /run/shoal inside: holds app.sock (SHOAL_LISTEN) and imports/. */
-  socketDir: string;
+  /**
+   * Host path of the instance's listening socket. The driver creates it (in a directory
+   * only the host can write) and passes the listening descriptor to the instance as fd 3
+   * with LISTEN_FDS=1; the host connects here, never to a path the instance can replace.
+   */
+  listenSocket: string;
+  /** Host-owned directory of the import sockets, mounted read-only at /run/shoal/imports (runc). */
+  importsDir: string;
   /** Where the driver writes the instance's stdout+stderr. */
   logFile: string;
   /** Per-instance scratch space for the driver (bundle dir, pid files, …). */

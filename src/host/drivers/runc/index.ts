@@ -31,6 +31,7 @@ import type {
   PreparingDriver,
   RecoveredInstance,
 } from '../driver.ts';
+import { createInheritedListener, type InheritedListener } from '../shared/listener.ts';
 import { delay, readProcStat, signalName, watchExit, within } from '../shared/proc.ts';
 import { cgroupMode, cgroupPathsOf, readCgroupStats, readOomKills, type CgroupPaths } from './cgroups.ts';
 import { createRuncCli, lastRuncError, type RuncCli } from './runc-cli.ts';
@@ -71,6 +72,8 @@ export interface RuncDriverOptions {
   seccompArchitectures?: SeccompArchitectures;
   /** Size of each instance's /tmp (default 64 MiB). */
   tmpSizeBytes?: number;
+  /** Size of each instance's /run/shoal (default 16 MiB). */
+  runSizeBytes?: number;
   log?: (message: string) => void;
 }
 
@@ -130,6 +133,7 @@ export function createRuncDriver(options: RuncDriverOptions) {
       seccomp: options.seccomp !== false,
       ...(options.seccompArchitectures ? { seccompArchitectures: options.seccompArchitectures } : {}),
       ...(options.tmpSizeBytes === undefined ? {} : { tmpSizeBytes: options.tmpSizeBytes }),
+      ...(options.runSizeBytes === undefined ? {} : { runSizeBytes: options.runSizeBytes }),
     });
     return JSON.stringify(config, null, 2);
   }
@@ -158,23 +162,31 @@ export function createRuncDriver(options: RuncDriverOptions) {
    */
   async function launchWithShim(spec: InstanceSpec, config: string, shim: string, action: 'create' | 'run'): Promise<RuncInstance> {
     const f = await writeBundle(spec, config, 'shim');
+    let listener: InheritedListener;
+    try {
+      listener = await createInheritedListener(spec.listenSocket);
+    } catch (e) {
+      return failCreate(spec, f, 'creating the listener of', e);
+    }
     const logHandle = await open(spec.logFile, 'a');
     let child: ChildProcess;
     try {
-      child = spawn(
-        shim,
-        [f.exit, f.pid, runc.binary, ...runc.globalArgs(f.runcLog), ...(action === 'run' ? ['run', '--detach'] : ['create']), '--bundle', f.bundle, '--pid-file', f.pid, spec.id],
-        { stdio: ['ignore', logHandle.fd, logHandle.fd, 'pipe'], detached: true },
-      );
+      const runcArgs = [...runc.globalArgs(f.runcLog), ...(action === 'run' ? ['run', '--detach'] : ['create']), '--preserve-fds', '1', '--bundle', f.bundle, '--pid-file', f.pid, spec.id];
+      child = spawn(shim, ['--listen-fd', '4', f.exit, f.pid, runc.binary, ...runcArgs], {
+        stdio: ['ignore', logHandle.fd, logHandle.fd, 'pipe', listener.fd],
+        detached: true,
+      });
       await new Promise<void>((resolve, reject) => {
         child.once('spawn', resolve);
         child.once('error', reject);
       });
     } catch (e) {
       await logHandle.close();
+      await listener.release();
       return failCreate(spec, f, 'starting the shim for', e);
     }
     await logHandle.close();
+    await listener.release();
 
     const pipe = child.stdio[3] as Readable;
     const lines = lineReader(pipe);
@@ -228,13 +240,19 @@ export function createRuncDriver(options: RuncDriverOptions) {
   /** `runc run --keep` as our child; resolves once the container is running. */
   async function runForeground(spec: InstanceSpec, config: string): Promise<RuncInstance> {
     const f = await writeBundle(spec, config, 'foreground');
+    let listener: InheritedListener;
+    try {
+      listener = await createInheritedListener(spec.listenSocket);
+    } catch (e) {
+      return failCreate(spec, f, 'creating the listener of', e);
+    }
     const logHandle = await open(spec.logFile, 'a');
     let child: ChildProcess;
     try {
       child = spawn(
         runc.binary,
-        [...runc.globalArgs(f.runcLog), 'run', '--keep', '--bundle', f.bundle, '--pid-file', f.pid, spec.id],
-        { stdio: ['ignore', logHandle.fd, logHandle.fd], detached: true },
+        [...runc.globalArgs(f.runcLog), 'run', '--keep', '--preserve-fds', '1', '--bundle', f.bundle, '--pid-file', f.pid, spec.id],
+        { stdio: ['ignore', logHandle.fd, logHandle.fd, listener.fd], detached: true },
       );
       await new Promise<void>((resolve, reject) => {
         child.once('spawn', resolve);
@@ -242,9 +260,11 @@ export function createRuncDriver(options: RuncDriverOptions) {
       });
     } catch (e) {
       await logHandle.close();
+      await listener.release();
       return failCreate(spec, f, 'running', e);
     }
     await logHandle.close();
+    await listener.release();
     let exitStatus: { code: number | null; signal: NodeJS.Signals | null } | undefined;
     let onExit: ((code: number | null, signal: NodeJS.Signals | null) => void) | undefined;
     child.once('exit', (code, signal) => {

@@ -2,6 +2,7 @@
 // Shoal's edits (no capabilities, no network but lo, limits, seccomp, /run/shoal).
 import { ShoalError } from '../../../protocol/errors.ts';
 import type { InstanceResources, InstanceSpec } from '../driver.ts';
+import { LISTEN_ENV } from '../shared/listener.ts';
 import { defaultSeccompProfile, type SeccompArchitectures, type SeccompProfile } from './seccomp.ts';
 
 export interface OciMount {
@@ -51,9 +52,14 @@ export interface RuntimeSpecOptions {
   seccompArchitectures?: SeccompArchitectures;
   /** Size of the instance's /tmp tmpfs (default 64 MiB). */
   tmpSizeBytes?: number;
+  /** Size of the instance's /run/shoal tmpfs (default 16 MiB). */
+  runSizeBytes?: number;
 }
 
 export const DEFAULT_TMP_BYTES = 64 * 1024 * 1024;
+export const DEFAULT_RUN_BYTES = 16 * 1024 * 1024;
+/** Where the instance finds its import sockets (a read-only view of a host-owned dir). */
+export const IMPORTS_INSIDE = '/run/shoal/imports';
 const CPU_PERIOD_US = 100_000;
 
 /** runc's container-id rule (and ours): letters, digits, _ + - . */
@@ -98,13 +104,16 @@ export function buildRuntimeSpec(spec: InstanceSpec, options: RuntimeSpecOptions
   if (spec.args.length === 0) throw new ShoalError('invalid', 'spec.args is empty: nothing to run', { field: 'args' });
   if (!spec.cwd.startsWith('/')) throw new ShoalError('invalid', `spec.cwd must be absolute inside the root: ${spec.cwd}`, { field: 'cwd' });
   const tmpBytes = options.tmpSizeBytes ?? DEFAULT_TMP_BYTES;
+  const runBytes = options.runSizeBytes ?? DEFAULT_RUN_BYTES;
+  const kib = (n: number): string => `size=${Math.ceil(n / 1024)}k`;
   const runtime: OciRuntimeSpec = {
     ociVersion: '1.0.2-dev',
     process: {
       terminal: false,
       user: { uid: spec.user.uid, gid: spec.user.gid },
       args: spec.args,
-      env: spec.env,
+      // The listener arrives as fd 3 (runc --preserve-fds 1): LISTEN_FDS says so.
+      env: [...spec.env.filter((kv) => !/^LISTEN_(FDS|PID|FDNAMES)=/.test(kv)), ...LISTEN_ENV],
       cwd: spec.cwd,
       capabilities: { bounding: [], effective: [], inheritable: [], permitted: [], ambient: [] },
       rlimits: [{ type: 'RLIMIT_NOFILE', hard: 1024, soft: 1024 }],
@@ -124,9 +133,13 @@ export function buildRuntimeSpec(spec: InstanceSpec, options: RuntimeSpecOptions
       { destination: '/dev/mqueue', type: 'mqueue', source: 'mqueue', options: ['nosuid', 'noexec', 'nodev'] },
       { destination: '/sys', type: 'sysfs', source: 'sysfs', options: ['nosuid', 'noexec', 'nodev', 'ro'] },
       { destination: '/sys/fs/cgroup', type: 'cgroup', source: 'cgroup', options: ['nosuid', 'noexec', 'nodev', 'relatime', 'ro'] },
-      { destination: '/tmp', type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'nodev', 'mode=1777', `size=${Math.ceil(tmpBytes / 1024)}k`] },
-      // The instance's socket (SHOAL_LISTEN) and its imports' sockets (SHOAL_IMPORTS).
-      { destination: '/run/shoal', type: 'bind', source: spec.socketDir, options: ['rbind', 'rw', 'nosuid', 'nodev', 'noexec'] },
+      { destination: '/tmp', type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'nodev', 'mode=1777', kib(tmpBytes)] },
+      // The instance's own scratch run dir: nothing on the host, bounded. Its listener is
+      // inherited (fd 3), so nothing the host connects to lives here.
+      { destination: '/run/shoal', type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'nodev', 'noexec', 'mode=1777', kib(runBytes)] },
+      // Its imports' sockets (SHOAL_IMPORTS): a read-only view of a host-owned directory, so
+      // the instance can connect to them but not replace, add or remove any.
+      { destination: IMPORTS_INSIDE, type: 'bind', source: spec.importsDir, options: ['rbind', 'ro', 'nosuid', 'nodev', 'noexec'] },
     ],
     linux: {
       cgroupsPath: options.cgroupsPath,

@@ -107,7 +107,7 @@ async function instance(id: string, resources = { memoryBytes: 128 * 1024 * 1024
   const base = join(dir, 'i', id);
   const d = { upper: join(base, 'upper'), work: join(base, 'work'), rootfs: join(base, 'rootfs'), sock: join(base, 'sock'), state: join(base, 'state') };
   for (const p of Object.values(d)) await mkdir(p, { recursive: true });
-  await chown(d.sock, 65534, 65534);
+  await mkdir(join(d.sock, 'imports'));
   await mountOverlay({ lowerDirs: [layers.appLayer, layers.nodeLayer], upperDir: d.upper, workDir: d.work, target: d.rootfs });
   return {
     upperDir: d.upper,
@@ -120,7 +120,8 @@ async function instance(id: string, resources = { memoryBytes: 128 * 1024 * 1024
       cwd: '/app',
       user: { uid: 65534, gid: 65534 },
       resources,
-      socketDir: d.sock,
+      listenSocket: join(d.sock, 'app.sock'),
+      importsDir: join(d.sock, 'imports'),
       logFile: join(base, 'log'),
       stateDir: d.state,
     },
@@ -286,7 +287,11 @@ describe('runc driver', { skip: unavailable }, () => {
     await driver.prepare(ci.spec);
     const st = JSON.parse((await run('runc', ['--root', join(dir, 'runc-shim'), 'state', ci.spec.id])).stdout) as { status: string };
     assert.equal(st.status, 'created');
-    await assert.rejects(access(ci.socketPath)); // not running yet
+    // The host made the listener already (socket activation): its own, closed to others.
+    const sock = await stat(ci.socketPath);
+    assert.ok(sock.isSocket());
+    assert.equal(sock.uid, 0);
+    assert.equal(sock.mode & 0o777, 0o600);
     const inst = await driver.start(ci.spec);
     await waitReady(ci.socketPath);
     assert.equal((await call(ci.socketPath, 'POST', '/Crash', { code: 7 })).status, 200);
