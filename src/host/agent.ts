@@ -7,7 +7,8 @@ import { request as httpRequest } from 'node:http';
 import { open, readdir, rm, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Driver, InstanceExit, RunningInstance, InstanceSpec } from './drivers/driver.ts';
-import { canPrepare, isPausable } from './drivers/driver.ts';
+import { canPrepare, idMappingOf, isPausable } from './drivers/driver.ts';
+import { watchDiskFull } from './drivers/shared/disk-watch.ts';
 import type { Admission, Reservation } from './admission.ts';
 import type { EventBus } from './events.ts';
 import type { HostState, InstancePaths, InstanceRecord } from './host-state.ts';
@@ -43,7 +44,14 @@ export interface ImageSource {
 }
 
 export interface Mounter {
-  mountOverlay(options: { lowerDirs: string[]; upperDir: string; workDir: string; target: string }): Promise<void>;
+  mountOverlay(options: {
+    lowerDirs: string[];
+    upperDir: string;
+    workDir: string;
+    target: string;
+    sizeBytes?: number | undefined;
+    idmap?: { hostId: number; count: number } | undefined;
+  }): Promise<void>;
   unmountOverlay(target: string): Promise<void>;
   /** Mount points at or below `under`. */
   listMounts(under: string): Promise<string[]>;
@@ -238,6 +246,12 @@ export function createAgent(options: AgentOptions): Agent {
   };
 
   const watchExit = (l: Live, running: RunningInstance): void => {
+    if (l.record.mounted) {
+      const stopDisk = watchDiskFull(l.paths.rootfs, () => emit(l, 'instance-disk-full'), (e) =>
+        log.warn({ instance: l.record.id, err: String(e) }, 'cannot read the root layer usage'),
+      );
+      void running.exited.finally(stopDisk);
+    }
     running.exited.then(
       (exit) => onExit(l, exit),
       (err) => onExit(l, { reason: 'crashed', code: undefined, signal: undefined, at: Date.now() }, String(err)),
@@ -358,7 +372,15 @@ export function createAgent(options: AgentOptions): Agent {
     const mountStart = performance.now();
     if (mode === 'overlay') {
       // overlayfs lists the topmost lower directory first
-      await mounter.mountOverlay({ lowerDirs: [...l.lease.lowerDirs].reverse(), upperDir: paths.upper, workDir: paths.work, target: paths.rootfs });
+      await mounter.mountOverlay({
+        lowerDirs: [...l.lease.lowerDirs].reverse(),
+        upperDir: paths.upper,
+        workDir: paths.work,
+        target: paths.rootfs,
+        // Bounded (ENOSPC past it) and, for a driver with a user namespace, id-mapped.
+        sizeBytes: diskBytes(plan),
+        idmap: idMappingOf(l.driver),
+      });
       l.record.mounted = true;
       l.record.rootPath = paths.rootfs;
     } else {
@@ -376,7 +398,12 @@ export function createAgent(options: AgentOptions): Agent {
       env: buildEnv(rootfs.process.env, plan, id, mode === 'flat' ? paths.socketDir : SOCKET_DIR_INSIDE),
       cwd: rootfs.process.cwd || '/',
       user,
-      resources: { memoryBytes: plan.resources.memoryMb * 1024 * 1024, cpuMillis: plan.resources.cpuMillis, pids: plan.resources.pids },
+      resources: {
+        memoryBytes: plan.resources.memoryMb * 1024 * 1024,
+        cpuMillis: plan.resources.cpuMillis,
+        pids: plan.resources.pids,
+        ...(mode === 'overlay' ? { diskBytes: diskBytes(plan) } : {}),
+      },
       listenSocket: paths.socketPath,
       importsDir: paths.importsDir,
       logFile: paths.logFile,
@@ -785,6 +812,9 @@ function buildEnv(imageEnv: string[], plan: DeploymentPlan, id: string, socketDi
 }
 
 const NOBODY = { uid: 65534, gid: 65534 };
+
+const DEFAULT_DISK_MB = 64;
+const diskBytes = (plan: DeploymentPlan): number => (plan.resources.diskMb ?? DEFAULT_DISK_MB) * 1024 * 1024;
 
 /** The image config's User ("uid", "uid:gid", "name", "name:group"); nobody when unset. */
 async function resolveUser(root: string, user: string | undefined): Promise<{ uid: number; gid: number }> {

@@ -4,7 +4,7 @@
 // Runs as root with runc (CI); elsewhere it skips with the reason.
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { copyFile, chmod, lstat, mkdir, mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { copyFile, chmod, lstat, mkdir, mkdtemp, readdir, rm, stat, statfs, writeFile } from 'node:fs/promises';
 import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
 import { createServer as createNetServer, type Server as NetServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -163,6 +163,59 @@ describe('a hostile instance on runc', { skip: missing ?? false }, () => {
     const victimAfter = await lstat(daemon.socket);
     assert.equal(victimAfter.ino, victimBefore.ino);
     assert.equal(victimAfter.mode, victimBefore.mode);
+    await othersServed();
+  });
+
+  test('a setuid-root binary it writes is not owned by host root and gives no host user euid 0', async () => {
+    const hostile = await deploy();
+    assert.equal((await call(hostile, 'Whoami')).json.uid, 0, 'root inside');
+    const written = await call(hostile, 'Setuid', { source: '/app/euid', dests: ['/app/suid', '/suid', '/tmp/suid', '/run/shoal/suid', '/dev/shm/suid'] });
+    for (const d of ['/app/suid', '/suid']) assert.equal(written.json[d].ok, true, JSON.stringify(written.json));
+    const dir = join(h.dataDir, 'instances', hostile.instance.id);
+    // Where the host sees the instance's root (host-state's paths.rootfs).
+    const onHost = [join(dir, 'root', 'app', 'suid'), join(dir, 'root', 'suid')];
+    for (const p of onHost) {
+      const st = await stat(p);
+      assert.notEqual(st.uid, 0, `${p} is owned by host root`);
+    }
+    const asNobody = async (p: string): Promise<string> => {
+      try {
+        return (await run('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', p])).stdout.trim();
+      } catch (e) {
+        return `refused: ${String((e as { stderr?: string }).stderr ?? e).trim()}`;
+      }
+    };
+    for (const p of onHost) assert.notEqual(await asNobody(p), '0', `nobody ran ${p} as euid 0`);
+    // Even with the instance dir opened to others (it is 0710 root:<its range>), the
+    // root is mounted nosuid and the file is not root's: still no euid 0.
+    assert.equal((await stat(dir)).mode & 0o007, 0, 'the instance dir is closed to others');
+    const mode = (await stat(dir)).mode & 0o7777;
+    await chmod(dir, mode | 0o001);
+    try {
+      for (const p of onHost) {
+        const out = await asNobody(p);
+        assert.match(out, /^\d+$/, `${p} did not run: ${out}`);
+        assert.notEqual(out, '0');
+      }
+    } finally {
+      await chmod(dir, mode);
+    }
+  });
+
+  test('filling any writable path gives ENOSPC inside and an instance-disk-full event; the host is unaffected', async () => {
+    const hostile = await deploy({ resources: { memoryMb: 128, cpuMillis: 500, pids: 64, diskMb: 32 } });
+    const hostFree = (await statfs(h.dataDir)).bavail * (await statfs(h.dataDir)).bsize;
+    for (const path of ['/tmp/fill', '/run/shoal/fill', '/dev/shm/fill', '/fill', '/app/more']) {
+      const r = await call(hostile, 'Fill', { path, mb: 200 });
+      assert.equal(r.status, 200, JSON.stringify(r.json));
+      assert.equal(r.json.error, 'ENOSPC', `${path}: ${JSON.stringify(r.json)}`);
+      assert.ok(r.json.written <= 64 * 1024 * 1024, `${path}: wrote ${r.json.written}`);
+    }
+    await until('an instance-disk-full event', () => h.host.events.since(0).some((e: HostEvent) => e.type === 'instance-disk-full' && e.instance === hostile.instance.id), 5000, 50);
+    // Still serving, and the host's own disk did not take the writes.
+    assert.deepEqual((await call(hostile, 'Echo', { ok: 1 })).json, { ok: 1 });
+    const after = (await statfs(h.dataDir)).bavail * (await statfs(h.dataDir)).bsize;
+    assert.ok(hostFree - after < 16 * 1024 * 1024, `the host lost ${(hostFree - after) >> 20} MiB`);
     await othersServed();
   });
 

@@ -17,6 +17,8 @@ export interface InstanceResources {
   /** CPU share in millicores (1000 = one core). */
   cpuMillis: number;
   pids: number;
+  /** Size bound of the instance's writable root layer (the agent mounts it; default in the agent). */
+  diskBytes?: number;
 }
 
 /** Everything a driver needs to start one instance; the host agent prepares it. */
@@ -108,6 +110,24 @@ export interface Driver {
  */
 export interface PreparingDriver extends Driver {
   prepare(spec: InstanceSpec): Promise<void>;
+}
+
+/** uid/gid 0..count-1 inside an instance are hostId..hostId+count-1 on the host. */
+export interface IdMapping {
+  hostId: number;
+  count: number;
+}
+
+/**
+ * Optional: a driver whose instances run in a user namespace with this mapping (one per
+ * host). The agent mounts their roots to match (id-mapped layers, upper owned by hostId).
+ */
+export interface IdMappedDriver extends Driver {
+  readonly idMapping: IdMapping;
+}
+
+export function idMappingOf(d: Driver): IdMapping | undefined {
+  return (d as Partial<IdMappedDriver>).idMapping;
 }
 
 export function canPrepare(d: Driver): d is PreparingDriver {

@@ -16,14 +16,16 @@
 // report), runc.log (runc's own JSON log: the reason when create fails).
 import { spawn, type ChildProcess } from 'node:child_process';
 import { watch, type FSWatcher } from 'node:fs';
-import { mkdir, open, readFile, rm, writeFile } from 'node:fs/promises';
+import { chmod, chown, mkdir, open, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { release } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { ShoalError } from '../../../protocol/errors.ts';
 import type {
   DriverCapabilities,
   DriverFingerprint,
+  IdMappedDriver,
+  IdMapping,
   InstanceExit,
   InstanceSpec,
   InstanceStats,
@@ -74,10 +76,24 @@ export interface RuncDriverOptions {
   tmpSizeBytes?: number;
   /** Size of each instance's /run/shoal (default 16 MiB). */
   runSizeBytes?: number;
+  /**
+   * The user namespace every instance runs in (one range per host; default
+   * DEFAULT_ID_MAPPING), or false for none (root inside is then root outside).
+   */
+  userNamespace?: IdMapping | false;
   log?: (message: string) => void;
 }
 
 type Mode = { kind: 'shim'; shim: string } | { kind: 'foreground' };
+
+/**
+ * One id range for all instances of a host, inside systemd's range for containers
+ * (0x10000000..): root inside is uid 268435456 outside, an id no host user has. Per host
+ * rather than per instance: instances are already kept apart by their namespaces and by
+ * directories closed to each other, while one range lets every root share one view of
+ * the layer cache and needs no range bookkeeping across restarts.
+ */
+export const DEFAULT_ID_MAPPING: IdMapping = { hostId: 0x10000000, count: 65536 };
 
 const DEFAULT_GRACE_MS = 5000;
 const CREATE_TIMEOUT_MS = 30_000;
@@ -108,6 +124,9 @@ export function createRuncDriver(options: RuncDriverOptions) {
   const cgroupParent = (options.cgroupParent ?? 'shoal').replace(/\/+$/, '');
   const log = options.log ?? ((m: string) => console.warn(m));
   const live = new Map<string, RuncInstance>();
+  const idMapping = options.userNamespace === false ? undefined : (options.userNamespace ?? DEFAULT_ID_MAPPING);
+  /** Directories already checked to let the instances' root pass. */
+  const passable = new Set<string>();
   /** Config of each created-but-not-started container, to check start() asks for the same. */
   const prepared = new Map<string, string>();
   let closed = false;
@@ -134,8 +153,32 @@ export function createRuncDriver(options: RuncDriverOptions) {
       ...(options.seccompArchitectures ? { seccompArchitectures: options.seccompArchitectures } : {}),
       ...(options.tmpSizeBytes === undefined ? {} : { tmpSizeBytes: options.tmpSizeBytes }),
       ...(options.runSizeBytes === undefined ? {} : { runSizeBytes: options.runSizeBytes }),
+      idMapping,
     });
     return JSON.stringify(config, null, 2);
+  }
+
+  /**
+   * In a user namespace runc mounts the root as the instance's root (hostId), which must
+   * be able to walk to it: the instance dir becomes root:hostId 0710 (no one else may
+   * enter, list or write it), and its ancestors let others pass (o+x) without listing.
+   */
+  async function letRootPass(spec: InstanceSpec): Promise<void> {
+    if (!idMapping) return;
+    const instanceDir = dirname(spec.rootfs);
+    const st = await stat(instanceDir);
+    if (st.gid !== idMapping.hostId || (st.mode & 0o7777) !== 0o710) {
+      await chown(instanceDir, st.uid, idMapping.hostId);
+      await chmod(instanceDir, 0o710);
+    }
+    for (let d = dirname(instanceDir); d !== dirname(d) && !passable.has(d); d = dirname(d)) {
+      const ds = await stat(d);
+      if ((ds.mode & 0o001) === 0) {
+        log(`runc driver: letting instances pass through ${d} (o+x), to reach their roots from their user namespace`);
+        await chmod(d, (ds.mode & 0o7777) | 0o001);
+      }
+      passable.add(d);
+    }
   }
 
   async function writeBundle(spec: InstanceSpec, config: string, launch: Mode['kind']): Promise<ReturnType<typeof files>> {
@@ -325,6 +368,7 @@ export function createRuncDriver(options: RuncDriverOptions) {
     const config = runtimeConfig(spec);
     const m = await mode();
     if (m.kind !== 'shim') throw new ShoalError('unsupported', 'pre-creating containers needs the shim (no C compiler?)');
+    await letRootPass(spec);
     await launchWithShim(spec, config, m.shim, 'create');
     prepared.set(spec.id, config);
   }
@@ -343,6 +387,7 @@ export function createRuncDriver(options: RuncDriverOptions) {
       await existing.stop({ graceMs: 0 });
     }
     const m = await mode();
+    await letRootPass(spec);
     if (m.kind === 'foreground') return runForeground(spec, config);
     return launchWithShim(spec, config, m.shim, 'run');
   }
@@ -465,6 +510,7 @@ export function createRuncDriver(options: RuncDriverOptions) {
     if (cg === 'none') problems.push('no cgroup hierarchy mounted');
     const actions = await readFile('/proc/sys/kernel/seccomp/actions_avail', 'utf8').catch(() => '');
     attributes.seccomp = actions.includes('errno') ? 'yes' : 'no';
+    attributes.userns = idMapping ? `${idMapping.hostId}+${idMapping.count}` : 'off';
     if (options.seccomp !== false && attributes.seccomp === 'no') problems.push('the kernel has no seccomp filters');
     try {
       attributes.launch = (await mode()).kind;
@@ -493,7 +539,8 @@ export function createRuncDriver(options: RuncDriverOptions) {
     prepared.clear();
   }
 
-  return { name: 'runc', capabilities, fingerprint, prepare, start, recover, destroy, close } satisfies PreparingDriver;
+  const driver = { name: 'runc', capabilities, fingerprint, prepare, start, recover, destroy, close } satisfies PreparingDriver;
+  return idMapping ? ({ ...driver, idMapping } satisfies PreparingDriver & IdMappedDriver) : driver;
 }
 
 class RuncInstance implements PausableInstance {

@@ -1,7 +1,7 @@
 // The OCI runtime spec (config.json) of one instance: what `runc spec` generates, with
 // Shoal's edits (no capabilities, no network but lo, limits, seccomp, /run/shoal).
 import { ShoalError } from '../../../protocol/errors.ts';
-import type { InstanceResources, InstanceSpec } from '../driver.ts';
+import type { IdMapping, InstanceResources, InstanceSpec } from '../driver.ts';
 import { LISTEN_ENV } from '../shared/listener.ts';
 import { defaultSeccompProfile, type SeccompArchitectures, type SeccompProfile } from './seccomp.ts';
 
@@ -37,6 +37,8 @@ export interface OciRuntimeSpec {
       pids: { limit: number };
     };
     namespaces: Array<{ type: string }>;
+    uidMappings?: Array<{ containerID: number; hostID: number; size: number }>;
+    gidMappings?: Array<{ containerID: number; hostID: number; size: number }>;
     maskedPaths: string[];
     readonlyPaths: string[];
     seccomp?: SeccompProfile;
@@ -54,6 +56,8 @@ export interface RuntimeSpecOptions {
   tmpSizeBytes?: number;
   /** Size of the instance's /run/shoal tmpfs (default 16 MiB). */
   runSizeBytes?: number;
+  /** Run in a user namespace with this mapping (root inside is hostId outside). */
+  idMapping?: IdMapping | undefined;
 }
 
 export const DEFAULT_TMP_BYTES = 64 * 1024 * 1024;
@@ -85,7 +89,7 @@ export function cpuControls(cpuMillis: number): { shares: number; quota: number;
 }
 
 function validateResources(r: InstanceResources): void {
-  const checks: Array<[keyof InstanceResources, number]> = [
+  const checks: Array<['memoryBytes' | 'cpuMillis' | 'pids', number]> = [
     ['memoryBytes', 4 * 1024 * 1024],
     ['cpuMillis', 1],
     ['pids', 1],
@@ -105,6 +109,7 @@ export function buildRuntimeSpec(spec: InstanceSpec, options: RuntimeSpecOptions
   if (!spec.cwd.startsWith('/')) throw new ShoalError('invalid', `spec.cwd must be absolute inside the root: ${spec.cwd}`, { field: 'cwd' });
   const tmpBytes = options.tmpSizeBytes ?? DEFAULT_TMP_BYTES;
   const runBytes = options.runSizeBytes ?? DEFAULT_RUN_BYTES;
+  const memoryLimit = spec.resources.memoryBytes + (spec.resources.diskBytes ?? 0);
   const kib = (n: number): string => `size=${Math.ceil(n / 1024)}k`;
   const runtime: OciRuntimeSpec = {
     ociVersion: '1.0.2-dev',
@@ -145,8 +150,9 @@ export function buildRuntimeSpec(spec: InstanceSpec, options: RuntimeSpecOptions
       cgroupsPath: options.cgroupsPath,
       resources: {
         devices: [{ allow: false, access: 'rwm' }],
-        // swap = memory: no swap on top of the limit.
-        memory: { limit: spec.resources.memoryBytes, swap: spec.resources.memoryBytes },
+        // swap = memory: no swap on top of the limit. The root layer is a tmpfs whose pages
+        // are charged here too: its size is added, so filling it ends in ENOSPC, not OOM.
+        memory: { limit: memoryLimit, swap: memoryLimit },
         cpu: cpuControls(spec.resources.cpuMillis),
         pids: { limit: spec.resources.pids },
       },
@@ -159,6 +165,17 @@ export function buildRuntimeSpec(spec: InstanceSpec, options: RuntimeSpecOptions
       readonlyPaths: ['/proc/bus', '/proc/fs', '/proc/irq', '/proc/sys', '/proc/sysrq-trigger'],
     },
   };
+  if (options.idMapping) {
+    // Root inside is an unprivileged id outside: whatever the instance writes (a setuid
+    // file included) belongs to no privileged host user.
+    const { hostId, count } = options.idMapping;
+    if (spec.user.uid >= count || spec.user.gid >= count) {
+      throw new ShoalError('invalid', `user ${spec.user.uid}:${spec.user.gid} is outside the ${count} ids an instance has`, { field: 'user' });
+    }
+    runtime.linux.namespaces.unshift({ type: 'user' });
+    runtime.linux.uidMappings = [{ containerID: 0, hostID: hostId, size: count }];
+    runtime.linux.gidMappings = [{ containerID: 0, hostID: hostId, size: count }];
+  }
   if (options.seccomp !== false) {
     runtime.linux.seccomp = defaultSeccompProfile(options.seccompArchitectures ? { architectures: options.seccompArchitectures } : {});
   }

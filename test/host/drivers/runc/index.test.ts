@@ -8,7 +8,7 @@ import { after, afterEach, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import { canPrepare, isPausable, type Driver } from '../../../../src/host/drivers/driver.ts';
 import { cgroupPathsOf } from '../../../../src/host/drivers/runc/cgroups.ts';
-import { capabilities, createRuncDriver, type RuncDriverOptions } from '../../../../src/host/drivers/runc/index.ts';
+import { capabilities, createRuncDriver, DEFAULT_ID_MAPPING, type RuncDriverOptions } from '../../../../src/host/drivers/runc/index.ts';
 import { listMounts, mountOverlay, unmountOverlay } from '../../../../src/host/rootfs/overlay.ts';
 import { skipUnless } from '../../fixtures/requirements.ts';
 import { exitWithin, runDriverContract, type ContractInstance } from '../contract.ts';
@@ -108,7 +108,8 @@ async function instance(id: string, resources = { memoryBytes: 128 * 1024 * 1024
   const d = { upper: join(base, 'upper'), work: join(base, 'work'), rootfs: join(base, 'rootfs'), sock: join(base, 'sock'), state: join(base, 'state') };
   for (const p of Object.values(d)) await mkdir(p, { recursive: true });
   await mkdir(join(d.sock, 'imports'));
-  await mountOverlay({ lowerDirs: [layers.appLayer, layers.nodeLayer], upperDir: d.upper, workDir: d.work, target: d.rootfs });
+  // As the agent does for a driver in a user namespace: the layers id-mapped to its range.
+  await mountOverlay({ lowerDirs: [layers.appLayer, layers.nodeLayer], upperDir: d.upper, workDir: d.work, target: d.rootfs, idmap: DEFAULT_ID_MAPPING, helperDir: join(dir, 'shim') });
   return {
     upperDir: d.upper,
     socketPath: join(d.sock, 'app.sock'),
