@@ -219,6 +219,21 @@ describe('a hostile instance on runc', { skip: missing ?? false }, () => {
     await othersServed();
   });
 
+  test('a log flood is capped and rotated on the host', async () => {
+    const hostile = await deploy();
+    const r = await call(hostile, 'Flood', { mb: 48 });
+    assert.equal(r.json.written, 48 * 1024 * 1024, JSON.stringify(r.json));
+    const log = join(h.dataDir, 'instances', hostile.instance.id, 'log');
+    // The logger drains the pipe behind the instance: wait for it to catch up.
+    await until('the log to be rotated', async () => (await stat(`${log}.1`).catch(() => undefined)) !== undefined, 10_000, 50);
+    const sizes = [(await stat(log)).size, (await stat(`${log}.1`)).size];
+    for (const size of sizes) assert.ok(size <= 8 * 1024 * 1024, `a log file of ${size} bytes`);
+    assert.deepEqual((await call(hostile, 'Echo', { after: 'flood' })).json, { after: 'flood' });
+    const tail = await h.api(`/v1/instances/${hostile.instance.id}/logs?tail=2`);
+    assert.equal(tail.status, 200, tail.text);
+    await othersServed();
+  });
+
   test('a fork bomb is stopped at the pids limit', async () => {
     const hostile = await deploy();
     const r = await call(hostile, 'Exec', { file: '/app/forkbomb' });

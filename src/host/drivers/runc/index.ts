@@ -81,6 +81,12 @@ export interface RuncDriverOptions {
    * DEFAULT_ID_MAPPING), or false for none (root inside is then root outside).
    */
   userNamespace?: IdMapping | false;
+  /**
+   * An instance's log (stdout+stderr) is rotated to <logFile>.1 past this size, so it
+   * never takes more than twice that (default 8 MiB). Shim mode only: in foreground mode
+   * the container writes the file directly, unbounded.
+   */
+  logMaxBytes?: number;
   log?: (message: string) => void;
 }
 
@@ -96,6 +102,7 @@ type Mode = { kind: 'shim'; shim: string } | { kind: 'foreground' };
 export const DEFAULT_ID_MAPPING: IdMapping = { hostId: 0x10000000, count: 65536 };
 
 const DEFAULT_GRACE_MS = 5000;
+export const DEFAULT_LOG_MAX_BYTES = 8 * 1024 * 1024;
 const CREATE_TIMEOUT_MS = 30_000;
 
 function files(stateDir: string) {
@@ -215,7 +222,8 @@ export function createRuncDriver(options: RuncDriverOptions) {
     let child: ChildProcess;
     try {
       const runcArgs = [...runc.globalArgs(f.runcLog), ...(action === 'run' ? ['run', '--detach'] : ['create']), '--preserve-fds', '1', '--bundle', f.bundle, '--pid-file', f.pid, spec.id];
-      child = spawn(shim, ['--listen-fd', '4', f.exit, f.pid, runc.binary, ...runcArgs], {
+      const logMax = String(options.logMaxBytes ?? DEFAULT_LOG_MAX_BYTES);
+      child = spawn(shim, ['--listen-fd', '4', '--log', spec.logFile, logMax, f.exit, f.pid, runc.binary, ...runcArgs], {
         stdio: ['ignore', logHandle.fd, logHandle.fd, 'pipe', listener.fd],
         detached: true,
       });
