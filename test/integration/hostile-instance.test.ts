@@ -278,6 +278,26 @@ describe('a hostile instance on runc', { skip: missing ?? false }, () => {
     }
   });
 
+  test('less to see: masked kernel files, no host disks, no host paths in its root mount', async () => {
+    const hostile = await deploy();
+    for (const path of ['/proc/kcore', '/proc/keys', '/proc/timer_list', '/proc/sched_debug', '/proc/partitions', '/proc/diskstats']) {
+      const r = await call(hostile, 'Read', { path });
+      assert.ok(r.json.ok === false || r.json.value === '', `${path} is readable: ${JSON.stringify(r.json).slice(0, 200)}`);
+    }
+    for (const path of ['/sys/block', '/sys/class/block', '/sys/devices/virtual/block', '/sys/firmware', '/sys/fs/ext4']) {
+      const r = await call(hostile, 'List', { path });
+      assert.ok(r.json.ok === false || r.json.value.length === 0, `${path} lists ${JSON.stringify(r.json.value)}`);
+    }
+    const mountinfo = String((await call(hostile, 'Read', { path: '/proc/self/mountinfo' })).json.value);
+    const lines = mountinfo.split('\n').filter(Boolean);
+    const root = lines.find((l) => l.split(' ')[4] === '/');
+    assert.ok(root, mountinfo);
+    for (const hostPath of [base, h.dataDir, tmpdir()]) assert.ok(!root.includes(hostPath), `the root mount names ${hostPath}: ${root}`);
+    // Known exception (see the runc driver): the imports mount's root field is the host
+    // path of the instance's imports dir. Every other mount names no host path.
+    for (const l of lines.filter((x) => x.split(' ')[4] !== '/run/shoal/imports')) assert.ok(!l.includes(base), `names a host path: ${l}`);
+  });
+
   test('host files are out of sight', async () => {
     const secret = join(base, 'secret.txt');
     await writeFile(secret, 'host secret');

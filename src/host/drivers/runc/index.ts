@@ -39,7 +39,7 @@ import { cgroupMode, cgroupPathsOf, readCgroupStats, readOomKills, type CgroupPa
 import { createRuncCli, lastRuncError, type RuncCli } from './runc-cli.ts';
 import { ensureShim } from './shim.ts';
 import type { SeccompArchitectures } from './seccomp.ts';
-import { buildRuntimeSpec, validateInstanceId } from './spec.ts';
+import { buildRuntimeSpec, hostBlockDeviceDirs, validateInstanceId } from './spec.ts';
 
 export { ensureShim } from './shim.ts';
 export { buildRuntimeSpec, cpuControls } from './spec.ts';
@@ -132,6 +132,7 @@ export function createRuncDriver(options: RuncDriverOptions) {
   const log = options.log ?? ((m: string) => console.warn(m));
   const live = new Map<string, RuncInstance>();
   const idMapping = options.userNamespace === false ? undefined : (options.userNamespace ?? DEFAULT_ID_MAPPING);
+  const blockDeviceDirs = hostBlockDeviceDirs();
   /** Directories already checked to let the instances' root pass. */
   const passable = new Set<string>();
   /** Config of each created-but-not-started container, to check start() asks for the same. */
@@ -161,6 +162,7 @@ export function createRuncDriver(options: RuncDriverOptions) {
       ...(options.tmpSizeBytes === undefined ? {} : { tmpSizeBytes: options.tmpSizeBytes }),
       ...(options.runSizeBytes === undefined ? {} : { runSizeBytes: options.runSizeBytes }),
       idMapping,
+      extraMaskedPaths: blockDeviceDirs,
     });
     return JSON.stringify(config, null, 2);
   }

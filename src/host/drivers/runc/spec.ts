@@ -1,5 +1,7 @@
 // The OCI runtime spec (config.json) of one instance: what `runc spec` generates, with
 // Shoal's edits (no capabilities, no network but lo, limits, seccomp, /run/shoal).
+import { readdirSync, realpathSync } from 'node:fs';
+import { join } from 'node:path';
 import { ShoalError } from '../../../protocol/errors.ts';
 import type { IdMapping, InstanceResources, InstanceSpec } from '../driver.ts';
 import { LISTEN_ENV } from '../shared/listener.ts';
@@ -58,6 +60,46 @@ export interface RuntimeSpecOptions {
   runSizeBytes?: number;
   /** Run in a user namespace with this mapping (root inside is hostId outside). */
   idMapping?: IdMapping | undefined;
+  /** More paths to mask, e.g. hostBlockDeviceDirs() (default none). */
+  extraMaskedPaths?: string[];
+}
+
+/**
+ * What containerd masks, plus what names the host's disks: the block device views of
+ * sysfs, per-filesystem dirs named after devices (/sys/fs/ext4/vda), /proc/partitions and
+ * /proc/diskstats. Directories are covered by an empty read-only tmpfs, files by /dev/null.
+ */
+export const MASKED_PATHS = [
+  '/proc/acpi', '/proc/asound', '/proc/kcore', '/proc/keys', '/proc/latency_stats', '/proc/timer_list',
+  '/proc/timer_stats', '/proc/sched_debug', '/proc/scsi', '/sys/firmware', '/sys/devices/virtual/powercap',
+  '/proc/partitions', '/proc/diskstats', '/sys/block', '/sys/class/block', '/sys/dev/block', '/sys/devices/virtual/block',
+  '/sys/fs/ext4', '/sys/fs/btrfs', '/sys/fs/xfs', '/sys/kernel/debug',
+];
+
+/**
+ * The sysfs dirs that hold this host's physical block devices (…/virtio1/block for vda):
+ * masked too, since they name the host's disks. Read once per driver.
+ */
+export function hostBlockDeviceDirs(sysClassBlock = '/sys/class/block'): string[] {
+  const out = new Set<string>();
+  let names: string[] = [];
+  try {
+    names = readdirSync(sysClassBlock);
+  } catch {
+    return [];
+  }
+  for (const name of names) {
+    try {
+      const real = realpathSync(join(sysClassBlock, name));
+      if (!real.startsWith('/sys/devices/') || real.startsWith('/sys/devices/virtual/')) continue;
+      // …/block/vda (or …/block/vda/vda1): mask the …/block dir.
+      const i = real.lastIndexOf('/block/');
+      if (i > 0) out.add(real.slice(0, i + '/block'.length));
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return [...out].sort();
 }
 
 export const DEFAULT_TMP_BYTES = 64 * 1024 * 1024;
@@ -158,10 +200,7 @@ export function buildRuntimeSpec(spec: InstanceSpec, options: RuntimeSpecOptions
       },
       // A new network namespace holds only lo: the instance cannot reach the host's network.
       namespaces: [{ type: 'pid' }, { type: 'network' }, { type: 'ipc' }, { type: 'uts' }, { type: 'mount' }],
-      maskedPaths: [
-        '/proc/acpi', '/proc/asound', '/proc/kcore', '/proc/keys', '/proc/latency_stats', '/proc/timer_list',
-        '/proc/timer_stats', '/proc/sched_debug', '/sys/firmware', '/proc/scsi',
-      ],
+      maskedPaths: [...MASKED_PATHS, ...(options.extraMaskedPaths ?? [])],
       readonlyPaths: ['/proc/bus', '/proc/fs', '/proc/irq', '/proc/sys', '/proc/sysrq-trigger'],
     },
   };

@@ -96,3 +96,30 @@ describe('runc runtime spec', () => {
     assert.doesNotThrow(() => validateInstanceId('svc_1.a+b-c'));
   });
 });
+
+describe('runc runtime spec: hardening', () => {
+  it('runs in a user namespace when given a mapping, and refuses a user outside it', () => {
+    const c = buildRuntimeSpec(spec, { cgroupsPath: 'x', idMapping: { hostId: 0x10000000, count: 65536 } });
+    assert.equal(c.linux.namespaces[0]?.type, 'user');
+    assert.deepEqual(c.linux.uidMappings, [{ containerID: 0, hostID: 0x10000000, size: 65536 }]);
+    assert.deepEqual(c.linux.gidMappings, [{ containerID: 0, hostID: 0x10000000, size: 65536 }]);
+    assert.equal(buildRuntimeSpec(spec, { cgroupsPath: 'x' }).linux.uidMappings, undefined);
+    assert.throws(
+      () => buildRuntimeSpec({ ...spec, user: { uid: 70000, gid: 0 } }, { cgroupsPath: 'x', idMapping: { hostId: 0x10000000, count: 65536 } }),
+      (e: unknown) => isShoalError(e) && e.field === 'user',
+    );
+  });
+
+  it('adds the root layer size to the memory limit (its tmpfs pages are charged there)', () => {
+    const c = buildRuntimeSpec({ ...spec, resources: { ...spec.resources, diskBytes: 64 * 1024 * 1024 } }, { cgroupsPath: 'x' });
+    assert.deepEqual(c.linux.resources.memory, { limit: 192 * 1024 * 1024, swap: 192 * 1024 * 1024 });
+  });
+
+  it('masks the kernel files containerd masks and what names the host disks', () => {
+    const c = buildRuntimeSpec(spec, { cgroupsPath: 'x', extraMaskedPaths: ['/sys/devices/pci0000:00/0000:00:02.0/virtio1/block'] });
+    for (const p of ['/proc/kcore', '/proc/keys', '/sys/firmware', '/sys/devices/virtual/powercap', '/sys/block', '/sys/class/block', '/proc/partitions']) {
+      assert.ok(c.linux.maskedPaths.includes(p), p);
+    }
+    assert.ok(c.linux.maskedPaths.includes('/sys/devices/pci0000:00/0000:00:02.0/virtio1/block'));
+  });
+});
