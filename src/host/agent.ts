@@ -7,7 +7,7 @@ import { request as httpRequest } from 'node:http';
 import { open, readdir, rm, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Driver, InstanceExit, RunningInstance, InstanceSpec } from './drivers/driver.ts';
-import { canPrepare, idMappingOf, isPausable } from './drivers/driver.ts';
+import { boundsRoot, canPrepare, idMappingOf, isPausable } from './drivers/driver.ts';
 import { watchDiskFull } from './drivers/shared/disk-watch.ts';
 import type { Admission, Reservation } from './admission.ts';
 import type { EventBus } from './events.ts';
@@ -378,7 +378,7 @@ export function createAgent(options: AgentOptions): Agent {
         workDir: paths.work,
         target: paths.rootfs,
         // Bounded (ENOSPC past it) and, for a driver with a user namespace, id-mapped.
-        sizeBytes: diskBytes(plan),
+        sizeBytes: boundsRoot(l.driver) ? diskBytes(plan) : undefined,
         idmap: idMappingOf(l.driver),
       });
       l.record.mounted = true;
@@ -402,7 +402,7 @@ export function createAgent(options: AgentOptions): Agent {
         memoryBytes: plan.resources.memoryMb * 1024 * 1024,
         cpuMillis: plan.resources.cpuMillis,
         pids: plan.resources.pids,
-        ...(mode === 'overlay' ? { diskBytes: diskBytes(plan) } : {}),
+        ...(boundsRoot(l.driver) ? { diskBytes: diskBytes(plan) } : {}),
       },
       listenSocket: paths.socketPath,
       importsDir: paths.importsDir,

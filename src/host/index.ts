@@ -19,7 +19,7 @@ import { createForwarder } from './data-plane/forwarder.ts';
 import { closeServer } from './data-plane/relay.ts';
 import { openImportSockets } from './data-plane/import-sockets.ts';
 import { listMounts, mountOverlay, unmountOverlay } from './rootfs/overlay.ts';
-import { createDriver, defaultDriverName } from './drivers/index.ts';
+import { createDriver, defaultDriverName, type RuncHardeningOptions } from './drivers/index.ts';
 import type { Driver, DriverFingerprint } from './drivers/driver.ts';
 import { createRegistryClient, flattenLayers, resolveRemoteImage, unpackLayer, type RegistryClient, type RemoteImage } from '../image/index.ts';
 import { parseImageRef } from '../protocol/image-ref.ts';
@@ -53,6 +53,8 @@ export interface HostOptions {
   advertiseHost?: string;
   /** Containers created ahead for plans just deployed (runc): per plan (default 1; 0 = off) and in all (default 4). */
   warmPool?: { perImage?: number; max?: number };
+  /** runc's hardening (user namespace, bounded root, log cap): all on by default; off only to compare or debug. */
+  runc?: RuncHardeningOptions;
   logger?: Logger;
 }
 
@@ -106,7 +108,7 @@ async function startLocked(options: HostOptions, dataDir: string, log: Logger, r
   const names = [...new Set([defaultDriver, ...(options.drivers ?? [])])];
   const drivers: Partial<Record<DriverName, Driver>> = {};
   for (const name of names) {
-    drivers[name] = await createDriver(name, { dataDir, log: (message: string) => log.warn({ driver: name }, message) });
+    drivers[name] = await createDriver(name, { dataDir, log: (message: string) => log.warn({ driver: name }, message), ...(options.runc ? { runc: options.runc } : {}) });
   }
   // Instances an earlier run started with a driver no longer offered still need it to be
   // re-adopted or cleaned up.
@@ -114,7 +116,11 @@ async function startLocked(options: HostOptions, dataDir: string, log: Logger, r
   const standbyDrivers: Partial<Record<DriverName, Driver>> = {};
   for (const r of (await state.list()).records) {
     if (drivers[r.driver] || standbyDrivers[r.driver] || !(r.driver === 'runc' || r.driver === 'process')) continue;
-    standbyDrivers[r.driver] = await createDriver(r.driver, { dataDir, log: (message: string) => log.warn({ driver: r.driver }, message) });
+    standbyDrivers[r.driver] = await createDriver(r.driver, {
+      dataDir,
+      log: (message: string) => log.warn({ driver: r.driver }, message),
+      ...(options.runc ? { runc: options.runc } : {}),
+    });
   }
   const fingerprints = new Map<string, { at: number; value: DriverFingerprint }>();
   const fingerprint = async (d: Driver): Promise<DriverFingerprint> => {

@@ -130,6 +130,15 @@ export function idMappingOf(d: Driver): IdMapping | undefined {
   return (d as Partial<IdMappedDriver>).idMapping;
 }
 
+/** Optional: a driver whose instances' writable root layer the agent bounds (InstanceResources.diskBytes). */
+export interface RootBoundingDriver extends Driver {
+  readonly boundsRoot: true;
+}
+
+export function boundsRoot(d: Driver): boolean {
+  return (d as Partial<RootBoundingDriver>).boundsRoot === true;
+}
+
 export function canPrepare(d: Driver): d is PreparingDriver {
   return typeof (d as Partial<PreparingDriver>).prepare === 'function';
 }

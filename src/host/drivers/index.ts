@@ -18,6 +18,10 @@ export { capabilities as processCapabilities } from './process/index.ts';
 export { capabilities as runcCapabilities, ensureShim } from './runc/index.ts';
 export type { ProcessDriverOptions } from './process/index.ts';
 export type { RuncDriverOptions } from './runc/index.ts';
+import type { RuncDriverOptions } from './runc/index.ts';
+
+/** The runc settings a host may change (all on by default; off only to compare or debug). */
+export type RuncHardeningOptions = Pick<RuncDriverOptions, 'userNamespace' | 'boundedRoot' | 'logMaxBytes'>;
 export * from './driver.ts';
 
 /** An executable named `name` on $PATH, or undefined. */
@@ -43,11 +47,14 @@ export async function defaultDriverName(): Promise<'runc' | 'process'> {
  * A driver with this host's standard settings: runc keeps its state in <dataDir>/runc
  * (its own `runc --root`) and puts instances in the cgroup shoal/<id>.
  */
-export async function createDriver(name: DriverName, options: { dataDir: string; log?: (message: string) => void }): Promise<Driver> {
+export async function createDriver(
+  name: DriverName,
+  options: { dataDir: string; log?: (message: string) => void; runc?: RuncHardeningOptions },
+): Promise<Driver> {
   const log = options.log === undefined ? {} : { log: options.log };
   switch (name) {
     case 'runc':
-      return drivers.runc({ runcRoot: join(options.dataDir, 'runc'), ...log });
+      return drivers.runc({ runcRoot: join(options.dataDir, 'runc'), ...options.runc, ...log });
     case 'process':
       return drivers.process(log);
     default: {

@@ -26,6 +26,7 @@ import type {
   DriverFingerprint,
   IdMappedDriver,
   IdMapping,
+  RootBoundingDriver,
   InstanceExit,
   InstanceSpec,
   InstanceStats,
@@ -87,6 +88,8 @@ export interface RuncDriverOptions {
    * the container writes the file directly, unbounded.
    */
   logMaxBytes?: number;
+  /** Let the agent bound each instance's root layer with a tmpfs of the plan's diskMb (default true). */
+  boundedRoot?: boolean;
   log?: (message: string) => void;
 }
 
@@ -549,8 +552,19 @@ export function createRuncDriver(options: RuncDriverOptions) {
     prepared.clear();
   }
 
-  const driver = { name: 'runc', capabilities, fingerprint, prepare, start, recover, destroy, close } satisfies PreparingDriver;
-  return idMapping ? ({ ...driver, idMapping } satisfies PreparingDriver & IdMappedDriver) : driver;
+  const driver = {
+    name: 'runc',
+    capabilities,
+    fingerprint,
+    prepare,
+    start,
+    recover,
+    destroy,
+    close,
+    ...(idMapping ? { idMapping } : {}),
+    ...(options.boundedRoot === false ? {} : { boundsRoot: true as const }),
+  } satisfies PreparingDriver & Partial<IdMappedDriver & RootBoundingDriver>;
+  return driver;
 }
 
 class RuncInstance implements PausableInstance {
