@@ -6,6 +6,12 @@
  *
  * (<host-id> "-": no id mapping, only the neutral paths described below.)
  *
+ *   shoal-idmap <host-id> <count> <lower-parent> --tmpfs=<KiB> <target> <options>
+ *
+ * first mounts a tmpfs of that size (nosuid,nodev, root owned by <host-id>) at <target>,
+ * makes upper/ (owned by <host-id>) and work/ in it and uses it as the upper parent: the
+ * instance's writable layer is then bounded, and the whole root costs one exec.
+ *
  * The layers under <lower-parent> are seen through an id-mapped mount in which a file
  * owned by uid/gid N (0 <= N < count) shows as owned by <host-id> + N. In an instance
  * whose user namespace maps 0..count-1 to <host-id>.., the image's files keep their owners
@@ -33,6 +39,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -123,8 +130,22 @@ int main(int argc, char **argv) {
   if (tree < 0) die("open_tree");
   struct shoal_mount_attr attr = {.attr_set = MOUNT_ATTR_IDMAP, .userns_fd = (uint64_t)ns};
   if (mapped && syscall(SYS_mount_setattr, tree, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr, sizeof attr) < 0) die("mount_setattr(MOUNT_ATTR_IDMAP)");
-  int upper = open(argv[4], O_PATH | O_DIRECTORY | O_CLOEXEC);
+  const char *upper_parent = argv[4];
+  if (strncmp(argv[4], "--tmpfs=", 8) == 0) {
+    char data[128];
+    unsigned long owner = mapped ? host : 0;
+    snprintf(data, sizeof data, "size=%sk,mode=0755,uid=%lu,gid=%lu", argv[4] + 8, owner, owner);
+    if (mount("tmpfs", argv[5], "tmpfs", MS_NOSUID | MS_NODEV, data) < 0) die("mounting the tmpfs");
+    upper_parent = argv[5];
+  }
+  int upper = open(upper_parent, O_PATH | O_DIRECTORY | O_CLOEXEC);
   if (upper < 0) die("opening the upper parent");
+  if (upper_parent == argv[5]) {
+    int dirfd = open(upper_parent, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dirfd < 0 || mkdirat(dirfd, "upper", 0755) < 0 || mkdirat(dirfd, "work", 0700) < 0) die("making upper and work");
+    if (mapped && fchownat(dirfd, "upper", (uid_t)host, (gid_t)host, 0) < 0) die("chown upper");
+    close(dirfd);
+  }
   /* @U → /proc/self/fd/<upper>: overlayfs resolves the options at mount time. */
   char options[8192], fdpath[32];
   snprintf(fdpath, sizeof fdpath, "/proc/self/fd/%d", upper);
@@ -146,6 +167,11 @@ int main(int argc, char **argv) {
   }
   options[o] = 0;
   if (fchdir(tree) < 0) die("entering the layers' view");
-  if (mount("overlay", argv[5], "overlay", MS_NOSUID | MS_NODEV, options) < 0) die("mounting the overlay");
+  if (mount("overlay", argv[5], "overlay", MS_NOSUID | MS_NODEV, options) < 0) {
+    int e = errno;
+    if (upper_parent == argv[5]) umount2(argv[5], MNT_DETACH);
+    errno = e;
+    die("mounting the overlay");
+  }
   return 0;
 }

@@ -114,33 +114,29 @@ async function mountInstanceRoot(options: OverlayOptions, upperDir: string, work
     throw new ShoalError('invalid', `the writable layer's size must be at least 1 MiB, got ${sizeBytes}`, { field: 'sizeBytes' });
   }
   const helper = await ensureIdmapHelper(options.helperDir ? { cacheDir: options.helperDir } : {});
-  const owner = idmap ? `,uid=${idmap.hostId},gid=${idmap.hostId}` : '';
-  let upperParent: string;
+  let upperArg: string;
   let names: [string, string];
   if (sizeBytes !== undefined) {
-    await mountCommand(['-t', 'tmpfs', '-o', `size=${Math.ceil(sizeBytes / 1024)}k,mode=0755,nosuid,nodev${owner}`, 'tmpfs', target], undefined, target);
-    upperParent = target;
+    // The helper mounts the tmpfs at target and makes upper/ and work/ in it.
+    upperArg = `--tmpfs=${Math.ceil(sizeBytes / 1024)}`;
     names = ['upper', 'work'];
   } else {
     if (dirname(upperDir) !== dirname(workDir)) throw new ShoalError('invalid', 'upperDir and workDir must be siblings', { field: 'workDir' });
-    upperParent = dirname(upperDir);
+    upperArg = dirname(upperDir);
     names = [basename(upperDir), basename(workDir)];
+    await mkdir(upperDir, { recursive: true, mode: 0o755 });
+    await mkdir(workDir, { recursive: true, mode: 0o700 });
+    // The root dir inside is the upper dir: root inside (hostId) owns it.
+    if (idmap) await chown(upperDir, idmap.hostId, idmap.hostId);
+  }
+  const parent = commonParent(lowerDirs);
+  const opts = `lowerdir=${lowerDirs.map((d) => relative(parent, d) || '.').join(':')},upperdir=@U/${names[0]},workdir=@U/${names[1]}`;
+  if (opts.length > MAX_OPTIONS) {
+    throw new ShoalError('too-large', `${lowerDirs.length} layers do not fit in one overlay mount (options ${opts.length} bytes > ${MAX_OPTIONS})`, { field: 'lowerDirs' });
   }
   try {
-    const upper = join(upperParent, names[0]);
-    await mkdir(upper, { recursive: true, mode: 0o755 });
-    await mkdir(join(upperParent, names[1]), { recursive: true, mode: 0o700 });
-    // The root dir inside is the upper dir: root inside (hostId) owns it.
-    if (idmap) await chown(upper, idmap.hostId, idmap.hostId);
-    const parent = commonParent(lowerDirs);
-    const opts = `lowerdir=${lowerDirs.map((d) => relative(parent, d) || '.').join(':')},upperdir=@U/${names[0]},workdir=@U/${names[1]}`;
-    if (opts.length > MAX_OPTIONS) {
-      throw new ShoalError('too-large', `${lowerDirs.length} layers do not fit in one overlay mount (options ${opts.length} bytes > ${MAX_OPTIONS})`, { field: 'lowerDirs' });
-    }
-    await run(helper, [idmap ? String(idmap.hostId) : '-', String(idmap?.count ?? 0), parent, upperParent, target, opts]);
+    await run(helper, [idmap ? String(idmap.hostId) : '-', String(idmap?.count ?? 0), parent, upperArg, target, opts]);
   } catch (e) {
-    if (sizeBytes !== undefined) await run('umount', [target]).catch(() => undefined);
-    if (e instanceof ShoalError) throw e;
     const stderr = (e as { stderr?: string }).stderr?.trim() ?? String(e);
     throw new ShoalError('internal', `mounting the root file system at ${target} failed: ${stderr}`, { field: 'target', cause: e });
   }
