@@ -28,7 +28,7 @@ import { hostReport, metricsSnapshot, type HostFacts } from './host-report.ts';
 import { listen } from './listen.ts';
 import { advertisedUrl } from '../protocol/listen-address.ts';
 import type { HostReport } from '../protocol/deployment.ts';
-import type { DriverName } from './drivers/index.ts';
+import type { DriverName, RuncHardeningOptions } from './drivers/index.ts';
 import { ShoalError } from '../protocol/errors.ts';
 
 export { driverNames, isDriverName, type DriverName } from './drivers/index.ts';
@@ -60,6 +60,8 @@ export interface HostOptions {
   advertiseHost?: string;
   /** Containers created ahead for plans just deployed (runc): per plan (default 1; 0 = off) and in all (default 4). */
   warmPool?: { perImage?: number; max?: number };
+  /** runc's hardening (user namespace, bounded root, log cap): all on by default; off only to compare or debug. */
+  runc?: RuncHardeningOptions;
   logger?: Logger;
 }
 
@@ -96,7 +98,7 @@ async function startLocked(options: HostOptions, dataDir: string, log: Logger, r
   const { routeKey, hostId } = await loadIdentity(dataDir);
   const state = createHostState(dataDir, { log });
   const defaultDriver = options.driver ?? (await defaultDriverName());
-  const set = await openDrivers({ defaultDriver, ...(options.drivers ? { names: options.drivers } : {}), state, make: driverFactory(dataDir, log) });
+  const set = await openDrivers({ defaultDriver, ...(options.drivers ? { names: options.drivers } : {}), state, make: driverFactory(dataDir, log, options.runc) });
   const fingerprints = createFingerprintCache();
   await requireHealthy(set, defaultDriver, fingerprints, log);
 
