@@ -5,6 +5,8 @@
 // name each run, on the default host with its warm pool): what a cold service pays. The
 // same service deployed again (the warm pool's pre-created container for it) and the
 // host without a pool are secondary figures. Goal (issue 12): first deployment ≤ 1.2×.
+// A host without the pool nor runc's hardening (user namespace + id-mapped layers, a
+// bounded tmpfs root) shows what the hardening adds (issue 10: ≤ 1.3×).
 //   node bench/host-deploy.ts [--n 10]   (root + runc)
 import { spawn } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -79,8 +81,11 @@ export interface HostDeployResult {
   pooledMs: number[];
   unpooledMs: number[];
   ratioFirst: number;
+  /** No pool, no user namespace, no bounded root (the runc driver as it was). */
+  plainRuncMs: number[];
   ratioPooled: number;
   ratioUnpooled: number;
+  ratioPlainRunc: number;
 }
 
 export async function runHostDeployBench(options: { n?: number; log?: (m: string) => void } = {}): Promise<HostDeployResult> {
@@ -112,24 +117,39 @@ export async function runHostDeployBench(options: { n?: number; log?: (m: string
       warmPool: { perImage: 0 },
     });
     hosts.push(unpooled);
-    // Warm both layer caches (and the pool) first: the figure is for a warm cache.
+    const unhardened = await startHost({
+      dataDir: join(work, 'hx'),
+      listen: { host: '127.0.0.1', port: 0 },
+      token: TOKEN,
+      capacity,
+      driver: 'runc',
+      warmPool: { perImage: 0 },
+      runc: { userNamespace: false, boundedRoot: false },
+    });
+    hosts.push(unhardened);
+    // Warm the layer caches (and the pool) first: the figure is for a warm cache.
     await hostDeploy(pooled, image.reference, store.url);
     await hostDeploy(unpooled, image.reference, store.url);
+    await hostDeploy(unhardened, image.reference, store.url);
     await plainNodeStart(work);
     const plainMs: number[] = [];
     const firstMs: number[] = [];
     const pooledMs: number[] = [];
     const unpooledMs: number[] = [];
+    const plainRuncMs: number[] = [];
     const variants: Array<() => Promise<void>> = [
       async () => void plainMs.push(await plainNodeStart(work)),
       async () => void firstMs.push(await hostDeploy(pooled, image.reference, store.url, `first-${firstMs.length}`)),
       async () => void pooledMs.push(await hostDeploy(pooled, image.reference, store.url)),
       async () => void unpooledMs.push(await hostDeploy(unpooled, image.reference, store.url)),
+      async () => void plainRuncMs.push(await hostDeploy(unhardened, image.reference, store.url)),
     ];
     for (let i = 0; i < n; i++) {
       // Rotate the order each run, so none always follows another's teardown.
       for (let k = 0; k < variants.length; k++) await variants[(i + k) % variants.length]!();
-      log(`run ${i}: plain ${plainMs.at(-1)!.toFixed(0)} ms, first deployment ${firstMs.at(-1)!.toFixed(0)} ms, same service again ${pooledMs.at(-1)!.toFixed(0)} ms, unpooled ${unpooledMs.at(-1)!.toFixed(0)} ms`);
+      log(
+        `run ${i}: plain ${plainMs.at(-1)!.toFixed(0)} ms, first deployment ${firstMs.at(-1)!.toFixed(0)} ms, same service again ${pooledMs.at(-1)!.toFixed(0)} ms, unpooled ${unpooledMs.at(-1)!.toFixed(0)} ms, unhardened ${plainRuncMs.at(-1)!.toFixed(0)} ms`,
+      );
     }
     return {
       n,
@@ -138,8 +158,10 @@ export async function runHostDeployBench(options: { n?: number; log?: (m: string
       pooledMs,
       unpooledMs,
       ratioFirst: median(firstMs) / median(plainMs),
+      plainRuncMs,
       ratioPooled: median(pooledMs) / median(plainMs),
       ratioUnpooled: median(unpooledMs) / median(plainMs),
+      ratioPlainRunc: median(plainRuncMs) / median(plainMs),
     };
   } finally {
     for (const h of hosts) await h.close({ stopInstances: true });
@@ -160,8 +182,10 @@ export function formatHostDeployBench(r: HostDeployResult): string {
     row("host plan → ready, a service's first deployment (default host)", r.firstMs, r.ratioFirst),
     row('host plan → ready, the same service again (warm pool)', r.pooledMs, r.ratioPooled),
     row('host plan → ready, no pool (runc run)', r.unpooledMs, r.ratioUnpooled),
+    row('same, without user namespace nor bounded root', r.plainRuncMs, r.ratioPlainRunc),
     '',
     `**A service's first deployment: ${r.ratioFirst.toFixed(2)}× a plain process start** (goal ≤ 1.2×). The same service deployed again, from the warm pool: ${r.ratioPooled.toFixed(2)}×.`,
+    `The hardening (user namespace, bounded root) adds ${(r.ratioUnpooled - r.ratioPlainRunc).toFixed(2)}× of a plain start without the pool (issue 10: cold start ≤ 1.3×).`,
   ].join('\n');
 }
 

@@ -108,7 +108,7 @@ export function createStartRig(options: StartRigOptions): StartRig {
       await chmod(dir, 0o755);
       await chmod(join(dir, 'i'), 0o755);
       await chmod(base, 0o755);
-      if (asRoot) await chown(d.sock, 65534, 65534);
+      await mkdir(join(d.sock, 'imports'));
       let mounted = false;
       const listen = overlay ? '/run/shoal/app.sock' : join(d.sock, 'app.sock');
       return {
@@ -121,7 +121,8 @@ export function createStartRig(options: StartRigOptions): StartRig {
           cwd: options.cwd ?? '/app',
           user: { uid: 65534, gid: 65534 },
           resources,
-          socketDir: d.sock,
+          listenSocket: join(d.sock, 'app.sock'),
+          importsDir: join(d.sock, 'imports'),
           logFile: join(base, 'log'),
           stateDir: d.state,
         },

@@ -1,7 +1,7 @@
 /*
  * shoal-shim: a tiny container monitor (conmon in small) for Shoal's runc driver.
  *
- *   shoal-shim <exit-file> <pid-file> <runc> [runc args…]   # `create …` or `run -d …`
+ *   shoal-shim [--listen-fd N] [--log FILE MAX] <exit-file> <pid-file> <runc> [runc args…]
  *
  * It makes itself a child subreaper, runs runc (with --pid-file <pid-file>), and so
  * becomes the parent of the container's init once runc exits. It then waits for that
@@ -16,14 +16,24 @@
  * The `exit` line is also written to <exit-file> (atomically) so that an agent that
  * restarted meanwhile still learns the status. The shim ignores SIGINT/SIGTERM/SIGHUP so
  * it outlives the agent; it exits right after the init does.
+ *
+ * --log FILE MAX: runc and the container write into a pipe; a logger process of the
+ * shim's appends it to FILE, and when FILE would pass MAX bytes renames it to FILE.1
+ * (replacing the older one) and starts a new FILE: an instance's log never takes more
+ * than 2 x MAX on the host, however much it writes.
+ *
+ * --listen-fd N: the instance's listening socket, made by the agent, is open at fd N; runc
+ * gets it at fd 3 (for `--preserve-fds 1`) and the shim keeps no copy.
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -42,6 +52,39 @@ static void write_exit_file(const char *path, const char *line) {
   ssize_t n = write(fd, line, strlen(line));
   close(fd);
   if (n == (ssize_t)strlen(line)) rename(tmp, path);
+}
+
+/* The logger: copies `in` to `path`, rotating at `max` bytes, until every writer is gone. */
+static void run_logger(int in, const char *path, long long max) {
+  char rotated[4096];
+  if (snprintf(rotated, sizeof rotated, "%s.1", path) >= (int)sizeof rotated) _exit(1);
+  int out = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+  struct stat st;
+  long long size = out >= 0 && fstat(out, &st) == 0 ? (long long)st.st_size : 0;
+  char buf[65536];
+  for (;;) {
+    ssize_t n = read(in, buf, sizeof buf);
+    if (n == 0) break;
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      break;
+    }
+    if (size > 0 && size + n > max) {
+      if (out >= 0) close(out);
+      rename(path, rotated);
+      out = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0640);
+      size = 0;
+    }
+    if (out < 0) continue; /* keep draining: a full pipe would block the instance */
+    for (ssize_t off = 0; off < n;) {
+      ssize_t w = write(out, buf + off, (size_t)(n - off));
+      if (w < 0 && errno == EINTR) continue;
+      if (w <= 0) break;
+      off += w;
+    }
+    size += n;
+  }
+  _exit(0);
 }
 
 static pid_t read_pid(const char *path) {
@@ -64,8 +107,30 @@ static int finish(const char *exit_file, int status) {
 }
 
 int main(int argc, char **argv) {
+  int listen_fd = -1;
+  if (argc > 2 && strcmp(argv[1], "--listen-fd") == 0) {
+    listen_fd = atoi(argv[2]);
+    if (listen_fd <= 3) {
+      fprintf(stderr, "shoal-shim: --listen-fd must be above 3\n");
+      return 2;
+    }
+    argv += 2;
+    argc -= 2;
+  }
+  const char *log_file = NULL;
+  long long log_max = 0;
+  if (argc > 3 && strcmp(argv[1], "--log") == 0) {
+    log_file = argv[2];
+    log_max = atoll(argv[3]);
+    if (log_max <= 0) {
+      fprintf(stderr, "shoal-shim: --log needs a positive size\n");
+      return 2;
+    }
+    argv += 3;
+    argc -= 3;
+  }
   if (argc < 4) {
-    fprintf(stderr, "usage: shoal-shim <exit-file> <pid-file> <runc> [runc args...]\n");
+    fprintf(stderr, "usage: shoal-shim [--listen-fd N] <exit-file> <pid-file> <runc> [runc args...]\n");
     return 2;
   }
   const char *exit_file = argv[1], *pid_file = argv[2];
@@ -79,6 +144,33 @@ int main(int argc, char **argv) {
     return 1;
   }
 
+  pid_t logger = -1;
+  if (log_file) {
+    int p[2];
+    if (pipe(p) < 0) {
+      perror("shoal-shim: pipe");
+      report("failed -1\n");
+      return 1;
+    }
+    logger = fork();
+    if (logger < 0) {
+      perror("shoal-shim: fork logger");
+      report("failed -1\n");
+      return 1;
+    }
+    if (logger == 0) {
+      close(p[1]);
+      if (report_fd >= 0) close(report_fd);
+      if (listen_fd > 0) close(listen_fd);
+      run_logger(p[0], log_file, log_max);
+    }
+    /* From here on our stdout/stderr, runc's and the container's go to the logger. */
+    dup2(p[1], 1);
+    dup2(p[1], 2);
+    close(p[0]);
+    close(p[1]);
+  }
+
   pid_t runc = fork();
   if (runc < 0) {
     perror("shoal-shim: fork");
@@ -88,10 +180,20 @@ int main(int argc, char **argv) {
   if (runc == 0) {
     /* Ignored signals survive exec: give runc (and the container) the defaults back. */
     for (size_t i = 0; i < sizeof ignored / sizeof *ignored; i++) signal(ignored[i], SIG_DFL);
+    if (listen_fd > 0) {
+      /* fd 3 is the report pipe here (close-on-exec): the listener takes its place. */
+      if (dup2(listen_fd, 3) < 0) {
+        perror("shoal-shim: dup2 listener");
+        _exit(127);
+      }
+      close(listen_fd);
+    }
     execvp(argv[3], argv + 3);
     perror("shoal-shim: exec runc");
     _exit(127);
   }
+
+  if (listen_fd > 0) close(listen_fd); /* runc has it; the agent connects by path */
 
   /* Children reaped before runc create returned (so before we knew the init's pid). */
   struct { pid_t pid; int status; } early[64];
@@ -132,6 +234,7 @@ int main(int argc, char **argv) {
       continue;
     }
     if (init > 0 && pid == init) return finish(exit_file, status);
+    if (pid == logger) continue;
     if (init < 0 && n_early < 64) {
       early[n_early].pid = pid;
       early[n_early].status = status;

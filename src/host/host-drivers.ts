@@ -1,6 +1,6 @@
 // The drivers a host offers, the ones it keeps on standby for what an earlier run
 // started, and their fingerprints (cached: a fingerprint runs commands).
-import { createDriver, drivers as builtIn } from './drivers/index.ts';
+import { createDriver, drivers as builtIn, type RuncHardeningOptions } from './drivers/index.ts';
 import type { Driver, DriverFingerprint } from './drivers/driver.ts';
 import type { HostState } from './host-state.ts';
 import type { Logger } from './ports.ts';
@@ -16,9 +16,9 @@ export interface HostDrivers {
   standby: DriverSet;
 }
 
-/** The host's standard driver factory: settings under dataDir, warnings to the log. */
-export function driverFactory(dataDir: string, log: Logger): MakeDriver {
-  return (name) => createDriver(name, { dataDir, log: (message: string) => log.warn({ driver: name }, message) });
+/** The host's standard driver factory: settings under dataDir, warnings to the log, runc's hardening switches. */
+export function driverFactory(dataDir: string, log: Logger, runc?: RuncHardeningOptions): MakeDriver {
+  return (name) => createDriver(name, { dataDir, log: (message: string) => log.warn({ driver: name }, message), ...(runc ? { runc } : {}) });
 }
 
 /**

@@ -17,7 +17,11 @@ export interface InstancePaths {
   work: string;
   /** Where the root file system is mounted (runc) or the flattened tree's path (process). */
   rootfs: string;
-  /** Mounted at /run/shoal inside: app.sock and imports/. Kept short (sockets: 108 bytes). */
+  /**
+   * Host-owned (never writable by the instance): app.sock, the instance's listening socket
+   * (its descriptor is passed in), and imports/ (mounted read-only inside). Kept short
+   * (socket paths: 108 bytes).
+   */
   socketDir: string;
   importsDir: string;
   socketPath: string;
@@ -79,7 +83,7 @@ export function createHostState(dataDir: string, options: { log?: Pick<Logger, '
   const paths = (id: string): InstancePaths => {
     if (!isInstanceId(id)) throw new Error(`bad instance id ${JSON.stringify(id)}`);
     const dir = join(instancesDir, id);
-    const socketDir = join(dir, 'run');
+    const socketDir = join(dir, 'sock');
     return {
       dir,
       record: join(dir, 'instance.json'),
@@ -121,7 +125,7 @@ export function createHostState(dataDir: string, options: { log?: Pick<Logger, '
       const p = paths(id);
       await mkdir(instancesDir, { recursive: true });
       await mkdir(p.dir); // fails if the id is taken
-      for (const d of [p.upper, p.work, p.rootfs, p.socketDir, p.importsDir, p.stateDir]) await mkdir(d, { recursive: true });
+      for (const d of [p.upper, p.work, p.rootfs, p.socketDir, p.importsDir, p.stateDir]) await mkdir(d, { recursive: true, mode: 0o755 });
       return p;
     },
     async write(record) {

@@ -28,7 +28,7 @@ import { listen } from './listen.ts';
 import { listenPreferring, readPorts, writePorts } from './listen-ports.ts';
 import { advertisedUrl } from '../protocol/listen-address.ts';
 import type { HostReport } from '../protocol/deployment.ts';
-import type { DriverName } from './drivers/index.ts';
+import type { DriverName, RuncHardeningOptions } from './drivers/index.ts';
 import { ShoalError } from '../protocol/errors.ts';
 
 export { defaultDriverName, driverNames, isDriverName, type DriverName } from './drivers/index.ts';
@@ -66,6 +66,8 @@ export interface HostOptions {
   warmPool?: { perImage?: number; max?: number };
   /** Probing ready instances: period (default 5 s; 0 = only when the forwarder gets no answer), timeout, failures in a row. */
   liveness?: LivenessLimits;
+  /** runc's hardening (user namespace, bounded root, log cap): all on by default; off only to compare or debug. */
+  runc?: RuncHardeningOptions;
   logger?: Logger;
 }
 
@@ -105,7 +107,7 @@ async function startLocked(options: HostOptions, dataDir: string, log: Logger, r
   const { routeKey, hostId } = await loadIdentity(dataDir);
   const state = createHostState(dataDir, { log });
   const defaultDriver = options.driver ?? (await defaultDriverName());
-  const set = await openDrivers({ defaultDriver, ...(options.drivers ? { names: options.drivers } : {}), state, make: driverFactory(dataDir, log) });
+  const set = await openDrivers({ defaultDriver, ...(options.drivers ? { names: options.drivers } : {}), state, make: driverFactory(dataDir, log, options.runc) });
   const fingerprints = createFingerprintCache();
   await requireHealthy(set, defaultDriver, fingerprints, log);
 

@@ -18,7 +18,14 @@ export interface ImageSource {
 }
 
 export interface Mounter {
-  mountOverlay(options: { lowerDirs: string[]; upperDir: string; workDir: string; target: string }): Promise<void>;
+  mountOverlay(options: {
+    lowerDirs: string[];
+    upperDir: string;
+    workDir: string;
+    target: string;
+    sizeBytes?: number | undefined;
+    idmap?: { hostId: number; count: number } | undefined;
+  }): Promise<void>;
   unmountOverlay(target: string): Promise<void>;
   /** Mount points at or below `under`. */
   listMounts(under: string): Promise<string[]>;

@@ -22,6 +22,8 @@ export const PlanResources = Type.Object(
     memoryMb: Type.Integer({ minimum: 16, maximum: 1024 * 1024 }),
     cpuMillis: Type.Integer({ minimum: 10, maximum: 1024 * 1000 }),
     pids: Type.Integer({ minimum: 4, maximum: 1 << 20 }),
+    /** Bound of the instance's writable root layer (runc; default 64). Kept in RAM: it counts toward the memory limit too. */
+    diskMb: Type.Optional(Type.Integer({ minimum: 1, maximum: 1024 * 1024 })),
   },
   { additionalProperties: false },
 );
@@ -193,6 +195,8 @@ export const HostEventType = Type.Union([
   Type.Literal('removed'),
   /** A ready instance stopped answering its readiness probe; the host stops it (crash rules apply). */
   Type.Literal('unresponsive'),
+  /** The instance's writable root layer is full: its writes fail with ENOSPC. */
+  Type.Literal('instance-disk-full'),
 ]);
 export type HostEventType = Static<typeof HostEventType>;
 

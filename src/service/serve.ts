@@ -1,5 +1,7 @@
 // serve(): the instance side of the contract (DESIGN.md, "Drivers"). HTTP on the Unix
-// socket `$SHOAL_LISTEN`: `GET /healthz` answers 200 while serving; `POST /<Op>` with a
+// socket the host passed in (fd 3 with LISTEN_FDS=1: socket activation, so the host never
+// connects to a path the instance could replace), or else bound at `$SHOAL_LISTEN` (hosts
+// that pass no listener, and tests): `GET /healthz` answers 200 while serving; `POST /<Op>` with a
 // JSON body is checked against the operation's input schema, handed to its typed
 // handler, and the handler's value (or error) is the JSON reply. SIGTERM drains: stop
 // accepting, finish what is in flight, exit 0.
@@ -33,7 +35,9 @@ export type Handler<S extends AnyService, Op extends OperationName<S>> = (
 export type Handlers<S extends AnyService> = { readonly [Op in OperationName<S>]: Handler<S, Op> };
 
 export interface ServeOptions {
-  /** Socket path. Default `$SHOAL_LISTEN`, else /run/shoal/app.sock. */
+  /** An inherited listening socket's descriptor. Default: 3 when LISTEN_FDS >= 1 names it, else none. */
+  listenFd?: number;
+  /** Socket path to bind when no listener is inherited. Default `$SHOAL_LISTEN`, else /run/shoal/app.sock. */
   listen?: string;
   /** Where the import sockets are. Default `$SHOAL_IMPORTS`, else /run/shoal/imports. */
   importsDir?: string;
@@ -50,6 +54,7 @@ export interface ServeOptions {
 }
 
 export interface RunningService {
+  /** The bound path, or `fd:<n>` for an inherited listener. */
   readonly socketPath: string;
   /** Messages being handled now. */
   readonly inFlight: number;
@@ -69,7 +74,8 @@ interface CompiledOperation {
 
 export async function serve<S extends AnyService>(def: S, handlers: NoInfer<Handlers<S>>, options: ServeOptions = {}): Promise<RunningService> {
   if (!isServiceDefinition(def)) throw new TypeError('serve: the first argument must be a definition made by defineService');
-  const socketPath = options.listen ?? process.env.SHOAL_LISTEN ?? DEFAULT_LISTEN;
+  const listenFd = options.listenFd ?? (options.listen === undefined ? inheritedListenFd() : undefined);
+  const socketPath = listenFd !== undefined ? `fd:${listenFd}` : (options.listen ?? process.env.SHOAL_LISTEN ?? DEFAULT_LISTEN);
   const importsDir = options.importsDir ?? process.env.SHOAL_IMPORTS ?? DEFAULT_IMPORTS;
   const validateOutput = options.validateOutput ?? (process.env.NODE_ENV === 'development' || process.env.SHOAL_VALIDATE_OUTPUT === '1');
   const maxBodyBytes = options.maxBodyBytes ?? 10 * 1024 * 1024;
@@ -176,17 +182,21 @@ export async function serve<S extends AnyService>(def: S, handlers: NoInfer<Hand
     }
   }
 
-  await mkdir(dirname(socketPath), { recursive: true });
-  await removeStaleSocket(socketPath);
+  if (listenFd === undefined) {
+    await mkdir(dirname(socketPath), { recursive: true });
+    await removeStaleSocket(socketPath);
+  }
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(socketPath, () => {
+    const listening = (): void => {
       server.off('error', reject);
       resolve();
-    });
+    };
+    if (listenFd !== undefined) server.listen({ fd: listenFd }, listening);
+    else server.listen(socketPath, listening);
   });
   // The service may run as another uid than whoever connects (the host's forwarder).
-  await chmod(socketPath, 0o666);
+  if (listenFd === undefined) await chmod(socketPath, 0o666);
 
   let closing: Promise<void> | undefined;
   const close = (): Promise<void> => {
@@ -211,7 +221,8 @@ export async function serve<S extends AnyService>(def: S, handlers: NoInfer<Hand
       server.closeAllConnections();
       await serverClosed;
       imports.close();
-      await rm(socketPath, { force: true });
+      // An inherited listener's path belongs to the host.
+      if (listenFd === undefined) await rm(socketPath, { force: true });
       log.info('stopped');
     })();
     return closing;
@@ -242,6 +253,20 @@ export async function serve<S extends AnyService>(def: S, handlers: NoInfer<Hand
     },
     close,
   };
+}
+
+/**
+ * fd 3 when the host passed a listener (LISTEN_FDS >= 1 and, when set, LISTEN_PID is us).
+ * The variables are removed so that a child of the service does not take them as its own.
+ */
+function inheritedListenFd(): number | undefined {
+  const count = Number(process.env.LISTEN_FDS ?? '0');
+  const pid = process.env.LISTEN_PID;
+  const ours = Number.isInteger(count) && count >= 1 && (pid === undefined || Number(pid) === process.pid);
+  delete process.env.LISTEN_FDS;
+  delete process.env.LISTEN_PID;
+  delete process.env.LISTEN_FDNAMES;
+  return ours ? 3 : undefined;
 }
 
 function replyError(res: ServerResponse, error: ServiceError): void {

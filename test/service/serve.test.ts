@@ -3,12 +3,13 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { lstat, rm, stat, writeFile } from 'node:fs/promises';
+import { lstat, mkdir, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { defineService, serve, ServiceError, Type, type RunningService } from '../../src/service/index.ts';
 import { ShoalError } from '../../src/protocol/errors.ts';
+import { createInheritedListener } from '../../src/host/drivers/shared/listener.ts';
 import { Payment, Shop } from './fixtures/payment.ts';
 import { startChildService, type ChildService } from '../fixtures/child-service.ts';
 import { call, post } from '../fixtures/instance-client.ts';
@@ -363,6 +364,40 @@ describe('serve: imports', () => {
       assert.match(r.json.error.message, /import payment \(payment\): Authorize: cannot reach it: ENOENT/);
     } finally {
       await lonely.close();
+      await rm(d, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('serve() on an inherited listener (socket activation)', () => {
+  test('answers on the socket the host made and passed as fd 3, never binds $SHOAL_LISTEN, leaves the host path alone', async () => {
+    const d = await tempDir();
+    const hostDir = join(d, 'host');
+    await mkdir(hostDir, { mode: 0o755 });
+    const listener = await createInheritedListener(join(hostDir, 'app.sock'));
+    const elsewhere = join(d, 'elsewhere.sock');
+    const slowService = fileURLToPath(new URL('./fixtures/slow-service.ts', import.meta.url));
+    const child = spawn(process.execPath, [slowService], {
+      env: { ...process.env, LISTEN_FDS: '1', SHOAL_LISTEN: elsewhere, SHOAL_IMPORTS: join(d, 'imports') },
+      stdio: ['ignore', 'pipe', 'inherit', listener.fd],
+    });
+    const exited = once(child, 'exit');
+    try {
+      await once(child, 'spawn');
+      await listener.release();
+      let out = '';
+      child.stdout!.on('data', (c: Buffer) => (out += c.toString()));
+      for (let i = 0; i < 200 && !out.includes('listening'); i++) await new Promise((r) => setTimeout(r, 25));
+      assert.match(out, /listening on fd:3/);
+      const r = await post(listener.path, 'Sleep', { ms: 0 });
+      assert.deepEqual(r.json, { slept: 0 });
+      await assert.rejects(lstat(elsewhere), 'SHOAL_LISTEN is not bound when a listener is inherited');
+      child.kill('SIGTERM');
+      assert.deepEqual(await exited, [0, null]);
+      // The socket file is the host's: the service does not remove it on its way out.
+      assert.ok((await lstat(listener.path)).isSocket());
+    } finally {
+      if (child.exitCode === null) child.kill('SIGKILL');
       await rm(d, { recursive: true, force: true });
     }
   });

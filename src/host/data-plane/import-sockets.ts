@@ -7,6 +7,10 @@
 //   relayed to:               <method> <url's path, without its trailing slash>/<rest>?<query>
 //                             with x-shoal-route: <token> and the binding's headers
 //
+// The directory is the host's (instances see it read-only): the host lists and unlinks
+// there, so a directory an instance could swap (a symlink, or one others may write) is
+// refused rather than followed.
+//
 // Requests whose path could climb out of the bound URL's path (dot segments, also
 // percent-encoded, or an absolute-form target) are refused with 400.
 
@@ -16,6 +20,7 @@ import { chmod, chown, lstat, mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ShoalError } from '../../protocol/errors.ts';
 import { closeServer, createUpstream, relay, replyError, readRequestHead, ROUTE_HEADER, type Upstream } from '../../http/index.ts';
+import { assertHostOwnedDir } from '../drivers/shared/listener.ts';
 
 export interface ImportBinding {
   /** The import's name; the socket is `<dir>/<name>.sock`. */
@@ -67,7 +72,8 @@ export async function openImportSockets(dir: string, bindings: ImportBinding[], 
     seen.add(p.binding.name);
   });
 
-  await mkdir(dir, { recursive: true });
+  await mkdir(dir, { recursive: true, mode: 0o755 });
+  await assertHostOwnedDir(dir);
   const opened: Array<{ server: Server; prepared: Prepared }> = [];
   const closeAll = async (): Promise<void> => {
     await Promise.all(

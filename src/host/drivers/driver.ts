@@ -11,6 +11,8 @@ export interface InstanceResources {
   /** CPU share in millicores (1000 = one core). */
   cpuMillis: number;
   pids: number;
+  /** Size bound of the instance's writable root layer (the agent mounts it; default in the agent). */
+  diskBytes?: number;
 }
 
 /** Everything a driver needs to start one instance; the host agent prepares it. */
@@ -25,8 +27,14 @@ export interface InstanceSpec {
   /** uid:gid the service runs as inside. */
   user: { uid: number; gid: number };
   resources: InstanceResources;
-  /** Host directory mounted at /run/shoal inside: holds app.sock (SHOAL_LISTEN) and imports/. */
-  socketDir: string;
+  /**
+   * Host path of the instance's listening socket. The driver creates it (in a directory
+   * only the host can write) and passes the listening descriptor to the instance as fd 3
+   * with LISTEN_FDS=1; the host connects here, never to a path the instance can replace.
+   */
+  listenSocket: string;
+  /** Host-owned directory of the import sockets, mounted read-only at /run/shoal/imports (runc). */
+  importsDir: string;
   /** Where the driver writes the instance's stdout+stderr. */
   logFile: string;
   /** Per-instance scratch space for the driver (bundle dir, pid files, …). */
@@ -96,6 +104,33 @@ export interface Driver {
  */
 export interface PreparingDriver extends Driver {
   prepare(spec: InstanceSpec): Promise<void>;
+}
+
+/** uid/gid 0..count-1 inside an instance are hostId..hostId+count-1 on the host. */
+export interface IdMapping {
+  hostId: number;
+  count: number;
+}
+
+/**
+ * Optional: a driver whose instances run in a user namespace with this mapping (one per
+ * host). The agent mounts their roots to match (id-mapped layers, upper owned by hostId).
+ */
+export interface IdMappedDriver extends Driver {
+  readonly idMapping: IdMapping;
+}
+
+export function idMappingOf(d: Driver): IdMapping | undefined {
+  return (d as Partial<IdMappedDriver>).idMapping;
+}
+
+/** Optional: a driver whose instances' writable root layer the agent bounds (InstanceResources.diskBytes). */
+export interface RootBoundingDriver extends Driver {
+  readonly boundsRoot: true;
+}
+
+export function boundsRoot(d: Driver): boolean {
+  return (d as Partial<RootBoundingDriver>).boundsRoot === true;
 }
 
 export function canPrepare(d: Driver): d is PreparingDriver {

@@ -11,6 +11,8 @@ import { createRuncDriver } from './runc/index.ts';
 export interface DriverSettings {
   dataDir: string;
   log?: (message: string) => void;
+  /** runc's hardening switches (all on by default); other drivers ignore them. */
+  runc?: RuncHardeningOptions;
 }
 
 /**
@@ -18,7 +20,8 @@ export interface DriverSettings {
  * state in <dataDir>/runc (its own `runc --root`) and puts instances in the cgroup shoal/<id>.
  */
 export const drivers = {
-  runc: (s: DriverSettings) => createRuncDriver({ runcRoot: join(s.dataDir, 'runc'), ...(s.log === undefined ? {} : { log: s.log }) }),
+  runc: (s: DriverSettings) =>
+    createRuncDriver({ runcRoot: join(s.dataDir, 'runc'), ...s.runc, ...(s.log === undefined ? {} : { log: s.log }) }),
   process: (s: DriverSettings) => createProcessDriver(s.log === undefined ? {} : { log: s.log }),
 } as const satisfies Record<string, (settings: DriverSettings) => Driver>;
 
@@ -35,6 +38,10 @@ export { capabilities as processCapabilities } from './process/index.ts';
 export { capabilities as runcCapabilities, ensureShim } from './runc/index.ts';
 export type { ProcessDriverOptions } from './process/index.ts';
 export type { RuncDriverOptions } from './runc/index.ts';
+import type { RuncDriverOptions } from './runc/index.ts';
+
+/** The runc settings a host may change (all on by default; off only to compare or debug). */
+export type RuncHardeningOptions = Pick<RuncDriverOptions, 'userNamespace' | 'boundedRoot' | 'logMaxBytes'>;
 export * from './driver.ts';
 
 /** An executable named `name` on $PATH, or undefined. */

@@ -5,6 +5,7 @@
 import type { InstanceExit, RunningInstance } from '../drivers/driver.ts';
 import type { EventBus } from '../events.ts';
 import type { InstanceExitRecord } from '../host-state.ts';
+import { watchDiskFull } from '../drivers/shared/disk-watch.ts';
 import { emitFor, type LiveInstance } from './instance-store.ts';
 import type { Logger } from '../ports.ts';
 import type { InstanceState } from '../../protocol/deployment.ts';
@@ -47,6 +48,12 @@ export function createExitHandler(deps: ExitHandlerDeps): ExitHandler {
   };
   return {
     watch(l, running) {
+      if (l.record.mounted) {
+        const stopDisk = watchDiskFull(l.paths.rootfs, () => emitFor(deps.events, l, 'instance-disk-full'), (e) =>
+          deps.log.warn({ instance: l.record.id, err: String(e) }, 'cannot read the root layer usage'),
+        );
+        void running.exited.finally(stopDisk);
+      }
       running.exited.then(
         (exit) => onExit(l, exit),
         (err) => onExit(l, { reason: 'crashed', code: undefined, signal: undefined, at: Date.now() }, String(err)),

@@ -14,15 +14,21 @@ export const SOCKET_DIR_INSIDE = '/run/shoal';
 
 export const NOBODY = { uid: 65534, gid: 65534 };
 
+const DEFAULT_DISK_MB = 64;
+/** The bound on an instance's writable root layer: the plan's diskMb, else 64 MiB. */
+export const diskBytes = (plan: DeploymentPlan): number => (plan.resources.diskMb ?? DEFAULT_DISK_MB) * 1024 * 1024;
+
 export interface SpecInput {
   id: string;
   plan: DeploymentPlan;
   rootfs: RootfsSpec;
   rootPath: string;
-  paths: Pick<InstancePaths, 'socketDir' | 'logFile' | 'stateDir'>;
+  paths: Pick<InstancePaths, 'socketDir' | 'socketPath' | 'importsDir' | 'logFile' | 'stateDir'>;
   user: { uid: number; gid: number };
   /** Without a mount namespace the service sees host paths, so it is told those. */
   hostPaths: boolean;
+  /** The driver bounds the root's writable layer (resources.diskBytes). */
+  boundedRoot?: boolean;
 }
 
 export function buildSpec(input: SpecInput): InstanceSpec {
@@ -34,8 +40,14 @@ export function buildSpec(input: SpecInput): InstanceSpec {
     env: buildEnv(rootfs.process.env, plan, id, input.hostPaths ? paths.socketDir : SOCKET_DIR_INSIDE),
     cwd: rootfs.process.cwd || '/',
     user: input.user,
-    resources: { memoryBytes: plan.resources.memoryMb * 1024 * 1024, cpuMillis: plan.resources.cpuMillis, pids: plan.resources.pids },
-    socketDir: paths.socketDir,
+    resources: {
+      memoryBytes: plan.resources.memoryMb * 1024 * 1024,
+      cpuMillis: plan.resources.cpuMillis,
+      pids: plan.resources.pids,
+      ...(input.boundedRoot ? { diskBytes: diskBytes(plan) } : {}),
+    },
+    listenSocket: paths.socketPath,
+    importsDir: paths.importsDir,
     logFile: paths.logFile,
     stateDir: paths.stateDir,
   };

@@ -2,13 +2,13 @@
 // missing, leased from the layer cache), then its root (an overlay mount, or the flat
 // tree for drivers without isolation), then the spec its driver starts. Each step is
 // recorded on the instance as it happens, so teardown knows what to undo.
-import { chown } from 'node:fs/promises';
 import type { Driver, InstanceSpec } from '../drivers/driver.ts';
-import type { HostState, InstancePaths } from '../host-state.ts';
+import { boundsRoot, idMappingOf } from '../drivers/driver.ts';
+import type { HostState } from '../host-state.ts';
 import type { BlobFetcher, CacheMode, LayerCache, PreparedRoot } from '../layer-cache.ts';
 import type { LiveInstance } from './instance-store.ts';
 import type { Mounter } from '../ports.ts';
-import { buildSpec, resolveUser } from './instance-spec.ts';
+import { buildSpec, diskBytes, resolveUser } from './instance-spec.ts';
 import type { RootfsSpec } from '../../protocol/oci.ts';
 
 export interface RootPreparationDeps {
@@ -16,8 +16,6 @@ export interface RootPreparationDeps {
   save(l: LiveInstance): Promise<void>;
   layerCache: Pick<LayerCache, 'prepare'>;
   mounter: Pick<Mounter, 'mountOverlay'>;
-  /** Whether the socket dirs can be given to the instance's user (we are root). */
-  canChown?: () => boolean;
 }
 
 export interface PreparedInstance {
@@ -56,8 +54,8 @@ export async function prepareInstanceRoot(
 
   const rootPath = l.record.rootPath!;
   const user = await resolveUser(rootPath, rootfs.process.user);
-  if (deps.canChown?.() ?? process.getuid?.() === 0) await giveSocketDirs(l.paths, user);
-  const spec = buildSpec({ id, plan, rootfs, rootPath, paths: l.paths, user, hostPaths: mode === 'flat' });
+  // The socket dirs stay the host's (the instance is handed its listening socket's fd).
+  const spec = buildSpec({ id, plan, rootfs, rootPath, paths: l.paths, user, hostPaths: mode === 'flat', boundedRoot: boundsRoot(l.driver) });
   return { spec, user, mountStart, mountEnd };
 }
 
@@ -65,15 +63,18 @@ async function mountRoot(deps: RootPreparationDeps, l: LiveInstance, lease: Prep
   if (mode === 'overlay') {
     const paths = l.paths;
     // overlayfs lists the topmost lower directory first
-    await deps.mounter.mountOverlay({ lowerDirs: [...lease.lowerDirs].reverse(), upperDir: paths.upper, workDir: paths.work, target: paths.rootfs });
+    await deps.mounter.mountOverlay({
+      lowerDirs: [...lease.lowerDirs].reverse(),
+      upperDir: paths.upper,
+      workDir: paths.work,
+      target: paths.rootfs,
+      // Bounded (ENOSPC past it) and, for a driver with a user namespace, id-mapped.
+      sizeBytes: boundsRoot(l.driver) ? diskBytes(l.record.plan) : undefined,
+      idmap: idMappingOf(l.driver),
+    });
     l.record.mounted = true;
     l.record.rootPath = paths.rootfs;
   } else {
     l.record.rootPath = lease.flatDir;
   }
-}
-
-async function giveSocketDirs(paths: Pick<InstancePaths, 'socketDir' | 'importsDir'>, user: { uid: number; gid: number }): Promise<void> {
-  await chown(paths.socketDir, user.uid, user.gid);
-  await chown(paths.importsDir, user.uid, user.gid);
 }

@@ -3,10 +3,11 @@
 // We call mount(8) rather than mount(2) because Node has no binding for the latter.
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdir, readFile, realpath, rm, symlink } from 'node:fs/promises';
-import { dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
+import { chown, mkdir, readFile, realpath, rm, symlink } from 'node:fs/promises';
+import { basename, dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { promisify } from 'node:util';
 import { ShoalError } from '../../protocol/errors.ts';
+import { ensureIdmapHelper } from '../drivers/runc/shim.ts';
 
 const run = promisify(execFile);
 
@@ -24,6 +25,21 @@ export interface OverlayOptions {
   /** Overlayfs scratch dir on the same file system as upperDir. */
   workDir?: string | undefined;
   target: string;
+  /**
+   * Bound the writable layer: a tmpfs of this size is mounted (nosuid,nodev) at `target`
+   * first and holds the upper and work dirs, and the overlay goes on top of it; so
+   * `unmountOverlay(target)` takes both away. Writes past the size fail with ENOSPC.
+   */
+  sizeBytes?: number | undefined;
+  /**
+   * The instance runs in a user namespace mapping 0..count-1 to hostId..: the layers are
+   * shown through an id-mapped mount (their files keep their owners inside) and the upper
+   * dir belongs to hostId. Uses native/idmap/shoal-idmap.c, which also keeps host paths
+   * out of the mount's options (what /proc/self/mountinfo shows inside).
+   */
+  idmap?: { hostId: number; count: number } | undefined;
+  /** Where the compiled helper is cached (default: the shim's cache). */
+  helperDir?: string | undefined;
 }
 
 /**
@@ -46,6 +62,11 @@ export async function mountOverlay(options: OverlayOptions): Promise<void> {
     // ',' separates mount options and ':' separates layers; overlayfs escapes exist but
     // our own dirs never need them, so refuse instead of escaping.
     if (/[,:\\\n]/.test(p)) throw new ShoalError('invalid', `${field} contains a character overlayfs cannot take (, : \\ or newline): ${p}`, { field });
+  }
+
+  if (upperDir !== undefined && workDir !== undefined && (options.sizeBytes !== undefined || options.idmap !== undefined)) {
+    await mountInstanceRoot(options, upperDir, workDir);
+    return;
   }
 
   if (upperDir === undefined && lowerDirs.length === 1) {
@@ -79,6 +100,45 @@ export async function mountOverlay(options: OverlayOptions): Promise<void> {
     await mountCommand(['-t', 'overlay', 'overlay', '-o', linked, target], linkDir, target);
   } finally {
     await rm(linkDir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * An instance's root: optionally size-bounded and id-mapped, mounted by shoal-idmap from
+ * inside the layers' common parent with relative lower paths and the upper named by
+ * descriptor, so that its options name no host path.
+ */
+async function mountInstanceRoot(options: OverlayOptions, upperDir: string, workDir: string): Promise<void> {
+  const { lowerDirs, target, sizeBytes, idmap } = options;
+  if (sizeBytes !== undefined && (!Number.isSafeInteger(sizeBytes) || sizeBytes < 1024 * 1024)) {
+    throw new ShoalError('invalid', `the writable layer's size must be at least 1 MiB, got ${sizeBytes}`, { field: 'sizeBytes' });
+  }
+  const helper = await ensureIdmapHelper(options.helperDir ? { cacheDir: options.helperDir } : {});
+  let upperArg: string;
+  let names: [string, string];
+  if (sizeBytes !== undefined) {
+    // The helper mounts the tmpfs at target and makes upper/ and work/ in it.
+    upperArg = `--tmpfs=${Math.ceil(sizeBytes / 1024)}`;
+    names = ['upper', 'work'];
+  } else {
+    if (dirname(upperDir) !== dirname(workDir)) throw new ShoalError('invalid', 'upperDir and workDir must be siblings', { field: 'workDir' });
+    upperArg = dirname(upperDir);
+    names = [basename(upperDir), basename(workDir)];
+    await mkdir(upperDir, { recursive: true, mode: 0o755 });
+    await mkdir(workDir, { recursive: true, mode: 0o700 });
+    // The root dir inside is the upper dir: root inside (hostId) owns it.
+    if (idmap) await chown(upperDir, idmap.hostId, idmap.hostId);
+  }
+  const parent = commonParent(lowerDirs);
+  const opts = `lowerdir=${lowerDirs.map((d) => relative(parent, d) || '.').join(':')},upperdir=@U/${names[0]},workdir=@U/${names[1]}`;
+  if (opts.length > MAX_OPTIONS) {
+    throw new ShoalError('too-large', `${lowerDirs.length} layers do not fit in one overlay mount (options ${opts.length} bytes > ${MAX_OPTIONS})`, { field: 'lowerDirs' });
+  }
+  try {
+    await run(helper, [idmap ? String(idmap.hostId) : '-', String(idmap?.count ?? 0), parent, upperArg, target, opts]);
+  } catch (e) {
+    const stderr = (e as { stderr?: string }).stderr?.trim() ?? String(e);
+    throw new ShoalError('internal', `mounting the root file system at ${target} failed: ${stderr}`, { field: 'target', cause: e });
   }
 }
 

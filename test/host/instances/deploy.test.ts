@@ -58,7 +58,7 @@ async function setup(t: { after(fn: () => Promise<void>): void }, o: { exitAtSta
     }
     const server = createServer((_q, s) => s.end('ok'));
     servers.push(server);
-    await new Promise<void>((r) => server.listen(join(spec.socketDir, 'app.sock'), r));
+    await new Promise<void>((r) => server.listen(spec.listenSocket, r));
     return running;
   };
   const admission = createAdmission({ memoryMb: 128, cpuMillis: 1000, instances: 2 });
@@ -79,7 +79,7 @@ async function setup(t: { after(fn: () => Promise<void>): void }, o: { exitAtSta
       for (const d of [p.socketDir, p.stateDir]) await mkdir(d, { recursive: true });
       l.lease = lease;
       onPulled?.(lease);
-      return { spec: { id: l.record.id, socketDir: p.socketDir, logFile: p.logFile } as InstanceSpec, user: { uid: 1, gid: 1 }, mountStart: performance.now(), mountEnd: performance.now() };
+      return { spec: { id: l.record.id, listenSocket: p.socketPath, logFile: p.logFile } as InstanceSpec, user: { uid: 1, gid: 1 }, mountStart: performance.now(), mountEnd: performance.now() };
     },
     warm: { take: () => undefined, refill: (_d, p) => void refills.push(p.service.name) },
     openImportSockets: async () => ({ close() {} }),
@@ -119,7 +119,7 @@ test('a warm container takes over the deployment: its id, a reservation of its o
   const s = await setup(t, {
     warm: (l) => {
       warmLive = l;
-      return { live: l, spec: { id: l.record.id, socketDir: l.paths.socketDir, logFile: l.paths.logFile } as InstanceSpec, user: { uid: 1, gid: 1 } };
+      return { live: l, spec: { id: l.record.id, listenSocket: l.paths.socketPath, logFile: l.paths.logFile } as InstanceSpec, user: { uid: 1, gid: 1 } };
     },
   });
   await mkdir(s.state.paths('echo-warm1').socketDir, { recursive: true });
@@ -164,7 +164,7 @@ test('an image the store cannot resolve: its error with an empty log, and the re
 
 test('a warm take-over that cannot be saved tears down the warm container and gives its reservation back', async (t) => {
   const s = await setup(t, {
-    warm: (l) => ({ live: l, spec: { id: l.record.id, socketDir: l.paths.socketDir, logFile: l.paths.logFile } as InstanceSpec, user: { uid: 1, gid: 1 } }),
+    warm: (l) => ({ live: l, spec: { id: l.record.id, listenSocket: l.paths.socketPath, logFile: l.paths.logFile } as InstanceSpec, user: { uid: 1, gid: 1 } }),
   });
   s.state.failWrite = new Error('disk full');
   await assert.rejects(createDeploy(s.deps)(plan()), /disk full/);

@@ -13,7 +13,7 @@ const rootfs: RootfsSpec = {
   layers: [],
   process: { args: ['/bin/app'], env: ['PATH=/x', 'A=image', 'B=image', 'BROKEN'], cwd: '', user: undefined },
 };
-const paths = { socketDir: '/d/run', logFile: '/d/log', stateDir: '/d/driver' };
+const paths = { socketDir: '/d/sock', socketPath: '/d/sock/app.sock', importsDir: '/d/sock/imports', logFile: '/d/log', stateDir: '/d/driver' };
 
 test('env: the image, then the plan, then Shoal, which wins', () => {
   const env = buildEnv(rootfs.process.env, plan({ env: { B: 'plan' } }), 'echo-1', '/run/shoal');
@@ -28,9 +28,13 @@ test('spec: the image program unless the plan gives args; limits in bytes; host 
   assert.equal(s.cwd, '/');
   assert.equal(s.resources.memoryBytes, 64 * 1024 * 1024);
   assert.ok(s.env.includes(`SHOAL_LISTEN=${SOCKET_DIR_INSIDE}/app.sock`));
+  assert.equal(s.listenSocket, '/d/sock/app.sock', 'the host-side socket whose fd is passed in');
+  assert.equal(s.importsDir, '/d/sock/imports');
+  assert.equal(s.resources.diskBytes, undefined, 'no bound unless the driver bounds the root');
+  assert.equal(buildSpec({ ...base, plan: plan(), hostPaths: false, boundedRoot: true }).resources.diskBytes, 64 * 1024 * 1024, 'default 64 MiB');
   const flat = buildSpec({ ...base, plan: plan({ args: ['/bin/other', '-v'] }), hostPaths: true });
   assert.deepEqual(flat.args, ['/bin/other', '-v']);
-  assert.ok(flat.env.includes('SHOAL_LISTEN=/d/run/app.sock'));
+  assert.ok(flat.env.includes('SHOAL_LISTEN=/d/sock/app.sock'));
   assert.throws(
     () => buildSpec({ ...base, rootfs: { ...rootfs, process: { ...rootfs.process, args: [] } }, plan: plan(), hostPaths: false }),
     (e: any) => e.code === 'invalid' && e.field === 'args',

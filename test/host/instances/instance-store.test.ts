@@ -22,7 +22,7 @@ test('only routable states resolve, and only they count as live', () => {
   for (const [id, state] of [['a-1', 'ready'], ['b-1', 'paused'], ['c-1', 'starting'], ['d-1', 'stopping'], ['e-1', 'crashed'], ['f-1', 'exited'], ['g-1', 'oom']] as const) {
     liveIn(store, id, fakeDriver(), { state });
   }
-  assert.deepEqual(store.resolve('a-1'), { socketPath: '/nonexistent/instances/a-1/run/app.sock', state: 'ready' });
+  assert.deepEqual(store.resolve('a-1'), { socketPath: '/nonexistent/instances/a-1/sock/app.sock', state: 'ready' });
   assert.equal(store.resolve('e-1'), undefined);
   assert.equal(store.resolve('g-1'), undefined);
   assert.equal(store.routableCount(), 4);

@@ -35,7 +35,6 @@ function setup(isolation: 'none' | 'container') {
     save: async (x: LiveInstance) => void saves.push({ rootfs: x.record.rootfs !== undefined, mounted: x.record.mounted, rootPath: x.record.rootPath }),
     layerCache: { prepare: async (_i: unknown, _f: unknown, mode: CacheMode) => ((modes.push(mode), lease)) },
     mounter,
-    canChown: () => false,
   };
   return { l, deps, mounter, created, saves, modes, lease };
 }
@@ -78,4 +77,20 @@ test('a failed mount leaves the lease on the instance for teardown, and nothing 
   await assert.rejects(prepareInstanceRoot(s.deps, s.l, rootfs, async () => {}), /permission denied/);
   assert.equal(s.l.lease, s.lease);
   assert.equal(s.l.record.mounted, false);
+});
+
+test('a driver that bounds the root and maps ids gets a sized, id-mapped overlay and the bound in its spec', async () => {
+  const s = setup('container');
+  Object.assign(s.l.driver, { boundsRoot: true, idMapping: { hostId: 100000, count: 65536 } });
+  s.l.record.plan = { ...s.l.record.plan, resources: { ...s.l.record.plan.resources, diskMb: 8 } };
+  const seen: unknown[] = [];
+  const mount = s.deps.mounter.mountOverlay;
+  s.deps.mounter.mountOverlay = async (o) => {
+    seen.push({ sizeBytes: o.sizeBytes, idmap: o.idmap });
+    await mount(o);
+  };
+  const p = await prepareInstanceRoot(s.deps, s.l, rootfs, async () => {});
+  assert.deepEqual(seen, [{ sizeBytes: 8 * 1024 * 1024, idmap: { hostId: 100000, count: 65536 } }]);
+  assert.equal(p.spec.resources.diskBytes, 8 * 1024 * 1024);
+  assert.equal(p.spec.listenSocket, s.l.paths.socketPath);
 });

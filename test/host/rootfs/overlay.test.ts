@@ -154,4 +154,28 @@ describe('overlay root', { skip }, () => {
     await unmountOverlay(two.target);
     assert.deepEqual(await listMounts(join(dir, 'list')), []);
   });
+
+  it('bounds the writable layer, shows the layers id-mapped, names no host path, and unmounts as one', { skip: skipUnless(['cc']) }, async () => {
+    const top = await layer('b-top', { 'a.txt': 'top' });
+    const bottom = await layer('b-bottom', { 'b.txt': 'bottom' });
+    const inst = await instanceDirs('bounded');
+    const idmap = { hostId: 0x10000000, count: 65536 };
+    await mountOverlay({ lowerDirs: [top, bottom], ...inst, sizeBytes: 2 * 1024 * 1024, idmap, helperDir: join(dir, 'helper') });
+    const { stat } = await import('node:fs/promises');
+    // Root-owned layer files show as the range's root; the root dir (the upper) too.
+    assert.equal((await stat(join(inst.target, 'a.txt'))).uid, idmap.hostId);
+    assert.equal((await stat(inst.target)).uid, idmap.hostId);
+    // Past the size: ENOSPC.
+    await assert.rejects(writeFile(join(inst.target, 'big'), Buffer.alloc(4 * 1024 * 1024)), (e: NodeJS.ErrnoException) => e.code === 'ENOSPC');
+    const line = (await readFile('/proc/self/mountinfo', 'utf8')).split('\n').find((l) => l.includes(` ${inst.target} `) && l.includes(' - overlay '));
+    assert.ok(line, 'the overlay is mounted');
+    const superOptions = line.split(' - ')[1] ?? '';
+    assert.ok(!superOptions.includes(dir), `the overlay's options name a host path: ${superOptions}`);
+    assert.match(line, /nosuid,nodev/);
+    assert.equal((await listMounts(inst.target)).length, 2, 'overlay on its tmpfs');
+    await unmountOverlay(inst.target);
+    assert.deepEqual(await listMounts(inst.target), []);
+    // The layers were not written.
+    assert.deepEqual((await readdir(top)).sort(), ['a.txt']);
+  });
 });

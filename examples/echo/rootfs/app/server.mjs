@@ -128,12 +128,17 @@ const server = createServer(async (req, res) => {
   }
 });
 
-mkdirSync(dirname(listen), { recursive: true });
-rmSync(listen, { force: true }); // a socket left by an earlier run would make listen fail
-server.listen(listen, () => {
-  chmodSync(listen, 0o666);
-  console.log(`echo: listening on ${listen}`);
-});
+if (Number(process.env.LISTEN_FDS) >= 1) {
+  // The host made the socket and passed it as fd 3 (socket activation).
+  server.listen({ fd: 3 }, () => console.log('echo: listening on the inherited socket (fd 3)'));
+} else {
+  mkdirSync(dirname(listen), { recursive: true });
+  rmSync(listen, { force: true }); // a socket left by an earlier run would make listen fail
+  server.listen(listen, () => {
+    chmodSync(listen, 0o666);
+    console.log(`echo: listening on ${listen}`);
+  });
+}
 
 const stop = () => {
   server.close(() => process.exit(0));

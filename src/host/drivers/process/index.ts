@@ -9,9 +9,10 @@
 //   the rootfs); any later argument that is an absolute path existing inside the rootfs
 //   is rewritten to its host path (so `node /app/server.js` works); cwd is spec.cwd
 //   inside the rootfs.
-// - The environment is exactly spec.env (nothing of the agent's leaks in). Because there
-//   is no /run/shoal bind mount, the agent must put HOST paths in SHOAL_LISTEN and
-//   SHOAL_IMPORTS (that is, under spec.socketDir) for this driver.
+// - The environment is exactly spec.env (nothing of the agent's leaks in), plus
+//   LISTEN_FDS=1: the listening socket, made by the driver at spec.listenSocket, is fd 3.
+//   Because there is no mount namespace, the agent must put the HOST path of
+//   spec.importsDir in SHOAL_IMPORTS for this driver.
 // - stdout and stderr go to spec.logFile. The process leads its own process group, and
 //   pause/stop signal the whole group; when the program exits, what is left of its group
 //   is killed (as a pid namespace would).
@@ -30,6 +31,7 @@ import type {
   PausableInstance,
   RecoveredInstance,
 } from '../driver.ts';
+import { createInheritedListener, LISTEN_ENV } from '../shared/listener.ts';
 import { delay, isAlive, NANOS_PER_TICK, readProcStat, readStatusField, sendSignal, signalName, watchExit, within } from '../shared/proc.ts';
 
 export const capabilities = {
@@ -83,11 +85,12 @@ export function createProcessDriver(options: ProcessDriverOptions = {}) {
     if (closed) throw new ShoalError('unavailable', 'the process driver is closed');
     if (live.has(spec.id)) throw new ShoalError('conflict', `instance ${spec.id} is already running`, { field: 'id' });
     if (spec.args.length === 0) throw new ShoalError('invalid', 'spec.args is empty: nothing to run', { field: 'args' });
-    const env = envObject(spec.env);
+    const env = envObject([...spec.env, ...LISTEN_ENV]);
     const program = await resolveProgram(spec.rootfs, spec.args[0] as string, spec.cwd, env.PATH);
     const args = await Promise.all(spec.args.slice(1).map((a) => hostPathIfInside(spec.rootfs, a)));
     const cwd = join(spec.rootfs, spec.cwd);
     await mkdir(spec.stateDir, { recursive: true });
+    const listener = await createInheritedListener(spec.listenSocket);
     const logHandle = await open(spec.logFile, 'a');
     let child: ChildProcess;
     let earlyExit: [number | null, NodeJS.Signals | null] | undefined;
@@ -101,7 +104,7 @@ export function createProcessDriver(options: ProcessDriverOptions = {}) {
         cwd,
         env,
         argv0: spec.args[0],
-        stdio: ['ignore', logHandle.fd, logHandle.fd],
+        stdio: ['ignore', logHandle.fd, logHandle.fd, listener.fd],
         detached: true,
         ...(asRoot ? { uid: spec.user.uid, gid: spec.user.gid } : {}),
       });
@@ -116,6 +119,7 @@ export function createProcessDriver(options: ProcessDriverOptions = {}) {
       throw new ShoalError('invalid', `starting ${spec.args[0]} for instance ${spec.id} failed: ${(e as Error).message}`, { field: 'args', cause: e });
     } finally {
       await logHandle.close();
+      await listener.release();
     }
     const pid = child.pid as number;
     const startTime = (await readProcStat(pid))?.startTime ?? 0;

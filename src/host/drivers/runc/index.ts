@@ -16,14 +16,17 @@
 // report), runc.log (runc's own JSON log: the reason when create fails).
 import { spawn, type ChildProcess } from 'node:child_process';
 import { watch, type FSWatcher } from 'node:fs';
-import { mkdir, open, readFile, rm, writeFile } from 'node:fs/promises';
+import { chmod, chown, mkdir, open, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { release } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { ShoalError } from '../../../protocol/errors.ts';
 import type {
   DriverCapabilities,
   DriverFingerprint,
+  IdMappedDriver,
+  IdMapping,
+  RootBoundingDriver,
   InstanceExit,
   InstanceSpec,
   InstanceStats,
@@ -31,12 +34,13 @@ import type {
   PreparingDriver,
   RecoveredInstance,
 } from '../driver.ts';
+import { createInheritedListener, type InheritedListener } from '../shared/listener.ts';
 import { delay, readProcStat, signalName, watchExit, within } from '../shared/proc.ts';
 import { cgroupMode, cgroupPathsOf, readCgroupStats, readOomKills, type CgroupPaths } from './cgroups.ts';
 import { createRuncCli, lastRuncError, type RuncCli } from './runc-cli.ts';
 import { ensureShim } from './shim.ts';
 import type { SeccompArchitectures } from './seccomp.ts';
-import { buildRuntimeSpec, validateInstanceId } from './spec.ts';
+import { buildRuntimeSpec, hostBlockDeviceDirs, validateInstanceId } from './spec.ts';
 
 export { ensureShim } from './shim.ts';
 export { buildRuntimeSpec, cpuControls } from './spec.ts';
@@ -71,12 +75,37 @@ export interface RuncDriverOptions {
   seccompArchitectures?: SeccompArchitectures;
   /** Size of each instance's /tmp (default 64 MiB). */
   tmpSizeBytes?: number;
+  /** Size of each instance's /run/shoal (default 16 MiB). */
+  runSizeBytes?: number;
+  /**
+   * The user namespace every instance runs in (one range per host; default
+   * DEFAULT_ID_MAPPING), or false for none (root inside is then root outside).
+   */
+  userNamespace?: IdMapping | false;
+  /**
+   * An instance's log (stdout+stderr) is rotated to <logFile>.1 past this size, so it
+   * never takes more than twice that (default 8 MiB). Shim mode only: in foreground mode
+   * the container writes the file directly, unbounded.
+   */
+  logMaxBytes?: number;
+  /** Let the agent bound each instance's root layer with a tmpfs of the plan's diskMb (default true). */
+  boundedRoot?: boolean;
   log?: (message: string) => void;
 }
 
 type Mode = { kind: 'shim'; shim: string } | { kind: 'foreground' };
 
+/**
+ * One id range for all instances of a host, inside systemd's range for containers
+ * (0x10000000..): root inside is uid 268435456 outside, an id no host user has. Per host
+ * rather than per instance: instances are already kept apart by their namespaces and by
+ * directories closed to each other, while one range lets every root share one view of
+ * the layer cache and needs no range bookkeeping across restarts.
+ */
+export const DEFAULT_ID_MAPPING: IdMapping = { hostId: 0x10000000, count: 65536 };
+
 const DEFAULT_GRACE_MS = 5000;
+export const DEFAULT_LOG_MAX_BYTES = 8 * 1024 * 1024;
 const CREATE_TIMEOUT_MS = 30_000;
 
 function files(stateDir: string) {
@@ -105,6 +134,10 @@ export function createRuncDriver(options: RuncDriverOptions) {
   const cgroupParent = (options.cgroupParent ?? 'shoal').replace(/\/+$/, '');
   const log = options.log ?? ((m: string) => console.warn(m));
   const live = new Map<string, RuncInstance>();
+  const idMapping = options.userNamespace === false ? undefined : (options.userNamespace ?? DEFAULT_ID_MAPPING);
+  const blockDeviceDirs = hostBlockDeviceDirs();
+  /** Directories already checked to let the instances' root pass. */
+  const passable = new Set<string>();
   /** Config of each created-but-not-started container, to check start() asks for the same. */
   const prepared = new Map<string, string>();
   let closed = false;
@@ -130,8 +163,34 @@ export function createRuncDriver(options: RuncDriverOptions) {
       seccomp: options.seccomp !== false,
       ...(options.seccompArchitectures ? { seccompArchitectures: options.seccompArchitectures } : {}),
       ...(options.tmpSizeBytes === undefined ? {} : { tmpSizeBytes: options.tmpSizeBytes }),
+      ...(options.runSizeBytes === undefined ? {} : { runSizeBytes: options.runSizeBytes }),
+      idMapping,
+      extraMaskedPaths: blockDeviceDirs,
     });
     return JSON.stringify(config, null, 2);
+  }
+
+  /**
+   * In a user namespace runc mounts the root as the instance's root (hostId), which must
+   * be able to walk to it: the instance dir becomes root:hostId 0710 (no one else may
+   * enter, list or write it), and its ancestors let others pass (o+x) without listing.
+   */
+  async function letRootPass(spec: InstanceSpec): Promise<void> {
+    if (!idMapping) return;
+    const instanceDir = dirname(spec.rootfs);
+    const st = await stat(instanceDir);
+    if (st.gid !== idMapping.hostId || (st.mode & 0o7777) !== 0o710) {
+      await chown(instanceDir, st.uid, idMapping.hostId);
+      await chmod(instanceDir, 0o710);
+    }
+    for (let d = dirname(instanceDir); d !== dirname(d) && !passable.has(d); d = dirname(d)) {
+      const ds = await stat(d);
+      if ((ds.mode & 0o001) === 0) {
+        log(`runc driver: letting instances pass through ${d} (o+x), to reach their roots from their user namespace`);
+        await chmod(d, (ds.mode & 0o7777) | 0o001);
+      }
+      passable.add(d);
+    }
   }
 
   async function writeBundle(spec: InstanceSpec, config: string, launch: Mode['kind']): Promise<ReturnType<typeof files>> {
@@ -158,23 +217,32 @@ export function createRuncDriver(options: RuncDriverOptions) {
    */
   async function launchWithShim(spec: InstanceSpec, config: string, shim: string, action: 'create' | 'run'): Promise<RuncInstance> {
     const f = await writeBundle(spec, config, 'shim');
+    let listener: InheritedListener;
+    try {
+      listener = await createInheritedListener(spec.listenSocket);
+    } catch (e) {
+      return failCreate(spec, f, 'creating the listener of', e);
+    }
     const logHandle = await open(spec.logFile, 'a');
     let child: ChildProcess;
     try {
-      child = spawn(
-        shim,
-        [f.exit, f.pid, runc.binary, ...runc.globalArgs(f.runcLog), ...(action === 'run' ? ['run', '--detach'] : ['create']), '--bundle', f.bundle, '--pid-file', f.pid, spec.id],
-        { stdio: ['ignore', logHandle.fd, logHandle.fd, 'pipe'], detached: true },
-      );
+      const runcArgs = [...runc.globalArgs(f.runcLog), ...(action === 'run' ? ['run', '--detach'] : ['create']), '--preserve-fds', '1', '--bundle', f.bundle, '--pid-file', f.pid, spec.id];
+      const logMax = String(options.logMaxBytes ?? DEFAULT_LOG_MAX_BYTES);
+      child = spawn(shim, ['--listen-fd', '4', '--log', spec.logFile, logMax, f.exit, f.pid, runc.binary, ...runcArgs], {
+        stdio: ['ignore', logHandle.fd, logHandle.fd, 'pipe', listener.fd],
+        detached: true,
+      });
       await new Promise<void>((resolve, reject) => {
         child.once('spawn', resolve);
         child.once('error', reject);
       });
     } catch (e) {
       await logHandle.close();
+      await listener.release();
       return failCreate(spec, f, 'starting the shim for', e);
     }
     await logHandle.close();
+    await listener.release();
 
     const pipe = child.stdio[3] as Readable;
     const lines = lineReader(pipe);
@@ -228,13 +296,19 @@ export function createRuncDriver(options: RuncDriverOptions) {
   /** `runc run --keep` as our child; resolves once the container is running. */
   async function runForeground(spec: InstanceSpec, config: string): Promise<RuncInstance> {
     const f = await writeBundle(spec, config, 'foreground');
+    let listener: InheritedListener;
+    try {
+      listener = await createInheritedListener(spec.listenSocket);
+    } catch (e) {
+      return failCreate(spec, f, 'creating the listener of', e);
+    }
     const logHandle = await open(spec.logFile, 'a');
     let child: ChildProcess;
     try {
       child = spawn(
         runc.binary,
-        [...runc.globalArgs(f.runcLog), 'run', '--keep', '--bundle', f.bundle, '--pid-file', f.pid, spec.id],
-        { stdio: ['ignore', logHandle.fd, logHandle.fd], detached: true },
+        [...runc.globalArgs(f.runcLog), 'run', '--keep', '--preserve-fds', '1', '--bundle', f.bundle, '--pid-file', f.pid, spec.id],
+        { stdio: ['ignore', logHandle.fd, logHandle.fd, listener.fd], detached: true },
       );
       await new Promise<void>((resolve, reject) => {
         child.once('spawn', resolve);
@@ -242,9 +316,11 @@ export function createRuncDriver(options: RuncDriverOptions) {
       });
     } catch (e) {
       await logHandle.close();
+      await listener.release();
       return failCreate(spec, f, 'running', e);
     }
     await logHandle.close();
+    await listener.release();
     let exitStatus: { code: number | null; signal: NodeJS.Signals | null } | undefined;
     let onExit: ((code: number | null, signal: NodeJS.Signals | null) => void) | undefined;
     child.once('exit', (code, signal) => {
@@ -305,6 +381,7 @@ export function createRuncDriver(options: RuncDriverOptions) {
     const config = runtimeConfig(spec);
     const m = await mode();
     if (m.kind !== 'shim') throw new ShoalError('unsupported', 'pre-creating containers needs the shim (no C compiler?)');
+    await letRootPass(spec);
     await launchWithShim(spec, config, m.shim, 'create');
     prepared.set(spec.id, config);
   }
@@ -323,6 +400,7 @@ export function createRuncDriver(options: RuncDriverOptions) {
       await existing.stop({ graceMs: 0 });
     }
     const m = await mode();
+    await letRootPass(spec);
     if (m.kind === 'foreground') return runForeground(spec, config);
     return launchWithShim(spec, config, m.shim, 'run');
   }
@@ -445,6 +523,7 @@ export function createRuncDriver(options: RuncDriverOptions) {
     if (cg === 'none') problems.push('no cgroup hierarchy mounted');
     const actions = await readFile('/proc/sys/kernel/seccomp/actions_avail', 'utf8').catch(() => '');
     attributes.seccomp = actions.includes('errno') ? 'yes' : 'no';
+    attributes.userns = idMapping ? `${idMapping.hostId}+${idMapping.count}` : 'off';
     if (options.seccomp !== false && attributes.seccomp === 'no') problems.push('the kernel has no seccomp filters');
     try {
       attributes.launch = (await mode()).kind;
@@ -473,7 +552,19 @@ export function createRuncDriver(options: RuncDriverOptions) {
     prepared.clear();
   }
 
-  return { name: 'runc', capabilities, fingerprint, prepare, start, recover, destroy, close } satisfies PreparingDriver;
+  const driver = {
+    name: 'runc',
+    capabilities,
+    fingerprint,
+    prepare,
+    start,
+    recover,
+    destroy,
+    close,
+    ...(idMapping ? { idMapping } : {}),
+    ...(options.boundedRoot === false ? {} : { boundsRoot: true as const }),
+  } satisfies PreparingDriver & Partial<IdMappedDriver & RootBoundingDriver>;
+  return driver;
 }
 
 class RuncInstance implements PausableInstance {

@@ -1,9 +1,10 @@
-// Builds native/shim/shoal-shim.c (the runc driver's container monitor) on first use.
+// Builds native/shim/shoal-shim.c (the runc driver's container monitor) and
+// native/idmap/shoal-idmap.c (user namespaces: overlays over id-mapped layers) on first use.
 // The binary is cached by the hash of its source, so an updated source is rebuilt and
 // several agents can share one cache dir.
 //
 // Pre-build (setup scripts):  node src/host/drivers/runc/shim.ts [cacheDir]
-// which prints the binary's path; it is the same as `cc -O2 -o <cacheDir>/shoal-shim-<hash>
+// which prints the binaries' paths; the shim's is the same as `cc -O2 -o <cacheDir>/shoal-shim-<hash>
 // native/shim/shoal-shim.c`.
 import { execFile } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
@@ -17,6 +18,8 @@ import { ShoalError } from '../../../protocol/errors.ts';
 const run = promisify(execFile);
 
 export const shimSource = fileURLToPath(new URL('../../../../native/shim/shoal-shim.c', import.meta.url));
+/** The overlay-over-id-mapped-layers mounter (user namespaces; src/host/rootfs/overlay.ts). */
+export const idmapSource = fileURLToPath(new URL('../../../../native/idmap/shoal-idmap.c', import.meta.url));
 
 /** $XDG_CACHE_HOME/shoal, else ~/.cache/shoal. */
 export function defaultShimDir(): string {
@@ -27,20 +30,30 @@ const building = new Map<string, Promise<string>>();
 
 /** Path of the compiled shim, compiling it with `cc` if the cache lacks this version. */
 export function ensureShim(options: { cacheDir?: string; cc?: string } = {}): Promise<string> {
+  return ensureNative(shimSource, 'shoal-shim', options);
+}
+
+/** Path of the compiled shoal-idmap helper (same cache and rules as the shim). */
+export function ensureIdmapHelper(options: { cacheDir?: string; cc?: string } = {}): Promise<string> {
+  return ensureNative(idmapSource, 'shoal-idmap', options);
+}
+
+function ensureNative(sourcePath: string, name: string, options: { cacheDir?: string; cc?: string }): Promise<string> {
   const cacheDir = options.cacheDir ?? defaultShimDir();
-  let p = building.get(cacheDir);
+  const key = `${cacheDir}\0${name}`;
+  let p = building.get(key);
   if (!p) {
-    p = build(cacheDir, options.cc ?? 'cc');
-    building.set(cacheDir, p);
-    p.catch(() => building.delete(cacheDir));
+    p = build(sourcePath, name, cacheDir, options.cc ?? 'cc');
+    building.set(key, p);
+    p.catch(() => building.delete(key));
   }
   return p;
 }
 
-async function build(cacheDir: string, cc: string): Promise<string> {
-  const source = await readFile(shimSource);
+async function build(sourcePath: string, name: string, cacheDir: string, cc: string): Promise<string> {
+  const source = await readFile(sourcePath);
   const hash = createHash('sha256').update(source).digest('hex').slice(0, 16);
-  const out = join(cacheDir, `shoal-shim-${hash}`);
+  const out = join(cacheDir, `${name}-${hash}`);
   try {
     await access(out, constants.X_OK);
     return out;
@@ -51,19 +64,20 @@ async function build(cacheDir: string, cc: string): Promise<string> {
   // Compile beside, then rename: a concurrent builder never sees half a binary.
   const tmp = `${out}.${randomBytes(4).toString('hex')}.tmp`;
   try {
-    await run(cc, ['-O2', '-Wall', '-o', tmp, shimSource]);
+    await run(cc, ['-O2', '-Wall', '-o', tmp, sourcePath]);
     await rename(tmp, out);
   } catch (e) {
     await rm(tmp, { force: true });
     const stderr = (e as { stderr?: string }).stderr?.trim();
-    throw new ShoalError('unavailable', `cannot build the runc shim with ${cc}: ${stderr || (e as Error).message}`, { cause: e });
+    throw new ShoalError('unavailable', `cannot build the runc ${name === 'shoal-shim' ? 'shim' : `helper ${name}`} with ${cc}: ${stderr || (e as Error).message}`, { cause: e });
   }
   return out;
 }
 
 if (import.meta.main) {
-  ensureShim(process.argv[2] ? { cacheDir: process.argv[2] } : {}).then(
-    (path) => console.log(path),
+  const opts = process.argv[2] ? { cacheDir: process.argv[2] } : {};
+  Promise.all([ensureShim(opts), ensureIdmapHelper(opts)]).then(
+    (paths) => console.log(paths.join('\n')),
     (e: unknown) => {
       console.error((e as Error).message);
       process.exitCode = 1;

@@ -1,7 +1,10 @@
 // The OCI runtime spec (config.json) of one instance: what `runc spec` generates, with
 // Shoal's edits (no capabilities, no network but lo, limits, seccomp, /run/shoal).
+import { readdirSync, realpathSync } from 'node:fs';
+import { join } from 'node:path';
 import { ShoalError } from '../../../protocol/errors.ts';
-import type { InstanceResources, InstanceSpec } from '../driver.ts';
+import type { IdMapping, InstanceResources, InstanceSpec } from '../driver.ts';
+import { LISTEN_ENV } from '../shared/listener.ts';
 import { defaultSeccompProfile, type SeccompArchitectures, type SeccompProfile } from './seccomp.ts';
 
 export interface OciMount {
@@ -36,6 +39,8 @@ export interface OciRuntimeSpec {
       pids: { limit: number };
     };
     namespaces: Array<{ type: string }>;
+    uidMappings?: Array<{ containerID: number; hostID: number; size: number }>;
+    gidMappings?: Array<{ containerID: number; hostID: number; size: number }>;
     maskedPaths: string[];
     readonlyPaths: string[];
     seccomp?: SeccompProfile;
@@ -51,9 +56,56 @@ export interface RuntimeSpecOptions {
   seccompArchitectures?: SeccompArchitectures;
   /** Size of the instance's /tmp tmpfs (default 64 MiB). */
   tmpSizeBytes?: number;
+  /** Size of the instance's /run/shoal tmpfs (default 16 MiB). */
+  runSizeBytes?: number;
+  /** Run in a user namespace with this mapping (root inside is hostId outside). */
+  idMapping?: IdMapping | undefined;
+  /** More paths to mask, e.g. hostBlockDeviceDirs() (default none). */
+  extraMaskedPaths?: string[];
+}
+
+/**
+ * What containerd masks, plus what names the host's disks: the block device views of
+ * sysfs, per-filesystem dirs named after devices (/sys/fs/ext4/vda), /proc/partitions and
+ * /proc/diskstats. Directories are covered by an empty read-only tmpfs, files by /dev/null.
+ */
+export const MASKED_PATHS = [
+  '/proc/acpi', '/proc/asound', '/proc/kcore', '/proc/keys', '/proc/latency_stats', '/proc/timer_list',
+  '/proc/timer_stats', '/proc/sched_debug', '/proc/scsi', '/sys/firmware', '/sys/devices/virtual/powercap',
+  '/proc/partitions', '/proc/diskstats', '/sys/block', '/sys/class/block', '/sys/dev/block', '/sys/devices/virtual/block',
+  '/sys/fs/ext4', '/sys/fs/btrfs', '/sys/fs/xfs', '/sys/kernel/debug',
+];
+
+/**
+ * The sysfs dirs that hold this host's physical block devices (…/virtio1/block for vda):
+ * masked too, since they name the host's disks. Read once per driver.
+ */
+export function hostBlockDeviceDirs(sysClassBlock = '/sys/class/block'): string[] {
+  const out = new Set<string>();
+  let names: string[] = [];
+  try {
+    names = readdirSync(sysClassBlock);
+  } catch {
+    return [];
+  }
+  for (const name of names) {
+    try {
+      const real = realpathSync(join(sysClassBlock, name));
+      if (!real.startsWith('/sys/devices/') || real.startsWith('/sys/devices/virtual/')) continue;
+      // …/block/vda (or …/block/vda/vda1): mask the …/block dir.
+      const i = real.lastIndexOf('/block/');
+      if (i > 0) out.add(real.slice(0, i + '/block'.length));
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return [...out].sort();
 }
 
 export const DEFAULT_TMP_BYTES = 64 * 1024 * 1024;
+export const DEFAULT_RUN_BYTES = 16 * 1024 * 1024;
+/** Where the instance finds its import sockets (a read-only view of a host-owned dir). */
+export const IMPORTS_INSIDE = '/run/shoal/imports';
 const CPU_PERIOD_US = 100_000;
 
 /** runc's container-id rule (and ours): letters, digits, _ + - . */
@@ -79,7 +131,7 @@ export function cpuControls(cpuMillis: number): { shares: number; quota: number;
 }
 
 function validateResources(r: InstanceResources): void {
-  const checks: Array<[keyof InstanceResources, number]> = [
+  const checks: Array<['memoryBytes' | 'cpuMillis' | 'pids', number]> = [
     ['memoryBytes', 4 * 1024 * 1024],
     ['cpuMillis', 1],
     ['pids', 1],
@@ -98,13 +150,17 @@ export function buildRuntimeSpec(spec: InstanceSpec, options: RuntimeSpecOptions
   if (spec.args.length === 0) throw new ShoalError('invalid', 'spec.args is empty: nothing to run', { field: 'args' });
   if (!spec.cwd.startsWith('/')) throw new ShoalError('invalid', `spec.cwd must be absolute inside the root: ${spec.cwd}`, { field: 'cwd' });
   const tmpBytes = options.tmpSizeBytes ?? DEFAULT_TMP_BYTES;
+  const runBytes = options.runSizeBytes ?? DEFAULT_RUN_BYTES;
+  const memoryLimit = spec.resources.memoryBytes + (spec.resources.diskBytes ?? 0);
+  const kib = (n: number): string => `size=${Math.ceil(n / 1024)}k`;
   const runtime: OciRuntimeSpec = {
     ociVersion: '1.0.2-dev',
     process: {
       terminal: false,
       user: { uid: spec.user.uid, gid: spec.user.gid },
       args: spec.args,
-      env: spec.env,
+      // The listener arrives as fd 3 (runc --preserve-fds 1): LISTEN_FDS says so.
+      env: [...spec.env.filter((kv) => !/^LISTEN_(FDS|PID|FDNAMES)=/.test(kv)), ...LISTEN_ENV],
       cwd: spec.cwd,
       capabilities: { bounding: [], effective: [], inheritable: [], permitted: [], ambient: [] },
       rlimits: [{ type: 'RLIMIT_NOFILE', hard: 1024, soft: 1024 }],
@@ -124,28 +180,41 @@ export function buildRuntimeSpec(spec: InstanceSpec, options: RuntimeSpecOptions
       { destination: '/dev/mqueue', type: 'mqueue', source: 'mqueue', options: ['nosuid', 'noexec', 'nodev'] },
       { destination: '/sys', type: 'sysfs', source: 'sysfs', options: ['nosuid', 'noexec', 'nodev', 'ro'] },
       { destination: '/sys/fs/cgroup', type: 'cgroup', source: 'cgroup', options: ['nosuid', 'noexec', 'nodev', 'relatime', 'ro'] },
-      { destination: '/tmp', type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'nodev', 'mode=1777', `size=${Math.ceil(tmpBytes / 1024)}k`] },
-      // The instance's socket (SHOAL_LISTEN) and its imports' sockets (SHOAL_IMPORTS).
-      { destination: '/run/shoal', type: 'bind', source: spec.socketDir, options: ['rbind', 'rw', 'nosuid', 'nodev', 'noexec'] },
+      { destination: '/tmp', type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'nodev', 'mode=1777', kib(tmpBytes)] },
+      // The instance's own scratch run dir: nothing on the host, bounded. Its listener is
+      // inherited (fd 3), so nothing the host connects to lives here.
+      { destination: '/run/shoal', type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'nodev', 'noexec', 'mode=1777', kib(runBytes)] },
+      // Its imports' sockets (SHOAL_IMPORTS): a read-only view of a host-owned directory, so
+      // the instance can connect to them but not replace, add or remove any.
+      { destination: IMPORTS_INSIDE, type: 'bind', source: spec.importsDir, options: ['rbind', 'ro', 'nosuid', 'nodev', 'noexec'] },
     ],
     linux: {
       cgroupsPath: options.cgroupsPath,
       resources: {
         devices: [{ allow: false, access: 'rwm' }],
-        // swap = memory: no swap on top of the limit.
-        memory: { limit: spec.resources.memoryBytes, swap: spec.resources.memoryBytes },
+        // swap = memory: no swap on top of the limit. The root layer is a tmpfs whose pages
+        // are charged here too: its size is added, so filling it ends in ENOSPC, not OOM.
+        memory: { limit: memoryLimit, swap: memoryLimit },
         cpu: cpuControls(spec.resources.cpuMillis),
         pids: { limit: spec.resources.pids },
       },
       // A new network namespace holds only lo: the instance cannot reach the host's network.
       namespaces: [{ type: 'pid' }, { type: 'network' }, { type: 'ipc' }, { type: 'uts' }, { type: 'mount' }],
-      maskedPaths: [
-        '/proc/acpi', '/proc/asound', '/proc/kcore', '/proc/keys', '/proc/latency_stats', '/proc/timer_list',
-        '/proc/timer_stats', '/proc/sched_debug', '/sys/firmware', '/proc/scsi',
-      ],
+      maskedPaths: [...MASKED_PATHS, ...(options.extraMaskedPaths ?? [])],
       readonlyPaths: ['/proc/bus', '/proc/fs', '/proc/irq', '/proc/sys', '/proc/sysrq-trigger'],
     },
   };
+  if (options.idMapping) {
+    // Root inside is an unprivileged id outside: whatever the instance writes (a setuid
+    // file included) belongs to no privileged host user.
+    const { hostId, count } = options.idMapping;
+    if (spec.user.uid >= count || spec.user.gid >= count) {
+      throw new ShoalError('invalid', `user ${spec.user.uid}:${spec.user.gid} is outside the ${count} ids an instance has`, { field: 'user' });
+    }
+    runtime.linux.namespaces.unshift({ type: 'user' });
+    runtime.linux.uidMappings = [{ containerID: 0, hostID: hostId, size: count }];
+    runtime.linux.gidMappings = [{ containerID: 0, hostID: hostId, size: count }];
+  }
   if (options.seccomp !== false) {
     runtime.linux.seccomp = defaultSeccompProfile(options.seccompArchitectures ? { architectures: options.seccompArchitectures } : {});
   }

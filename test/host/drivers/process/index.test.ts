@@ -31,7 +31,6 @@ async function instance(id: string): Promise<ContractInstance> {
   await mkdir(stateDir, { recursive: true });
   await chmod(join(dir, 'i'), 0o755);
   await chmod(base, 0o755);
-  if (asRoot) await chown(socketDir, 65534, 65534);
   return {
     socketPath: join(socketDir, 'app.sock'),
     spec: {
@@ -39,11 +38,12 @@ async function instance(id: string): Promise<ContractInstance> {
       rootfs,
       args: serviceArgs,
       // No /run/shoal bind mount with this driver: the instance gets host paths.
-      env: ['PATH=/usr/local/bin:/bin', `SHOAL_LISTEN=${join(socketDir, 'app.sock')}`, `SHOAL_IMPORTS=${join(socketDir, 'imports')}`],
+      env: ['PATH=/usr/local/bin:/bin', `SHOAL_IMPORTS=${join(socketDir, 'imports')}`],
       cwd: '/app',
       user: { uid: 65534, gid: 65534 },
       resources: { memoryBytes: 128 * 1024 * 1024, cpuMillis: 500, pids: 64 },
-      socketDir,
+      listenSocket: join(socketDir, 'app.sock'),
+      importsDir: join(socketDir, 'imports'),
       logFile: join(base, 'log'),
       stateDir,
     },

@@ -8,7 +8,7 @@ import { after, afterEach, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import { canPrepare, isPausable, type Driver } from '../../../../src/host/drivers/driver.ts';
 import { cgroupPathsOf } from '../../../../src/host/drivers/runc/cgroups.ts';
-import { capabilities, createRuncDriver, type RuncDriverOptions } from '../../../../src/host/drivers/runc/index.ts';
+import { capabilities, createRuncDriver, DEFAULT_ID_MAPPING, type RuncDriverOptions } from '../../../../src/host/drivers/runc/index.ts';
 import { listMounts, mountOverlay, unmountOverlay } from '../../../../src/host/rootfs/overlay.ts';
 import { skipUnless } from '../../fixtures/requirements.ts';
 import { exitWithin, runDriverContract, type ContractInstance } from '../contract.ts';
@@ -107,8 +107,9 @@ async function instance(id: string, resources = { memoryBytes: 128 * 1024 * 1024
   const base = join(dir, 'i', id);
   const d = { upper: join(base, 'upper'), work: join(base, 'work'), rootfs: join(base, 'rootfs'), sock: join(base, 'sock'), state: join(base, 'state') };
   for (const p of Object.values(d)) await mkdir(p, { recursive: true });
-  await chown(d.sock, 65534, 65534);
-  await mountOverlay({ lowerDirs: [layers.appLayer, layers.nodeLayer], upperDir: d.upper, workDir: d.work, target: d.rootfs });
+  await mkdir(join(d.sock, 'imports'));
+  // As the agent does for a driver in a user namespace: the layers id-mapped to its range.
+  await mountOverlay({ lowerDirs: [layers.appLayer, layers.nodeLayer], upperDir: d.upper, workDir: d.work, target: d.rootfs, idmap: DEFAULT_ID_MAPPING, helperDir: join(dir, 'shim') });
   return {
     upperDir: d.upper,
     socketPath: join(d.sock, 'app.sock'),
@@ -120,7 +121,8 @@ async function instance(id: string, resources = { memoryBytes: 128 * 1024 * 1024
       cwd: '/app',
       user: { uid: 65534, gid: 65534 },
       resources,
-      socketDir: d.sock,
+      listenSocket: join(d.sock, 'app.sock'),
+      importsDir: join(d.sock, 'imports'),
       logFile: join(base, 'log'),
       stateDir: d.state,
     },
@@ -286,7 +288,11 @@ describe('runc driver', { skip: unavailable }, () => {
     await driver.prepare(ci.spec);
     const st = JSON.parse((await run('runc', ['--root', join(dir, 'runc-shim'), 'state', ci.spec.id])).stdout) as { status: string };
     assert.equal(st.status, 'created');
-    await assert.rejects(access(ci.socketPath)); // not running yet
+    // The host made the listener already (socket activation): its own, closed to others.
+    const sock = await stat(ci.socketPath);
+    assert.ok(sock.isSocket());
+    assert.equal(sock.uid, 0);
+    assert.equal(sock.mode & 0o777, 0o600);
     const inst = await driver.start(ci.spec);
     await waitReady(ci.socketPath);
     assert.equal((await call(ci.socketPath, 'POST', '/Crash', { code: 7 })).status, 200);

@@ -12,7 +12,8 @@ const spec: InstanceSpec = {
   cwd: '/app',
   user: { uid: 65534, gid: 65534 },
   resources: { memoryBytes: 128 * 1024 * 1024, cpuMillis: 500, pids: 64 },
-  socketDir: '/data/instances/svc-1/run',
+  listenSocket: '/data/instances/svc-1/sock/app.sock',
+  importsDir: '/data/instances/svc-1/sock/imports',
   logFile: '/data/instances/svc-1/log',
   stateDir: '/data/instances/svc-1/state',
 };
@@ -30,7 +31,7 @@ describe('runc runtime spec', () => {
     const c = buildRuntimeSpec(spec, { cgroupsPath: 'shoal/svc-1' });
     assert.equal(c.process.terminal, false);
     assert.deepEqual(c.process.args, spec.args);
-    assert.deepEqual(c.process.env, spec.env);
+    assert.deepEqual(c.process.env, [...spec.env, 'LISTEN_FDS=1', 'LISTEN_FDNAMES=shoal']);
     assert.equal(c.process.cwd, '/app');
     assert.deepEqual(c.process.user, { uid: 65534, gid: 65534 });
     assert.deepEqual(c.process.capabilities, { bounding: [], effective: [], inheritable: [], permitted: [], ambient: [] });
@@ -54,11 +55,19 @@ describe('runc runtime spec', () => {
     assert.deepEqual(buildRuntimeSpec(spec, { cgroupsPath: 'x', seccompArchitectures: 'native' }).linux.seccomp?.architectures, ['SCMP_ARCH_X86_64']);
   });
 
-  it('mounts the rootfs, a bounded /tmp and the socket dir at /run/shoal', () => {
+  it('mounts the rootfs, a bounded /tmp and /run/shoal, and the imports read-only', () => {
     const c = buildRuntimeSpec(spec, { cgroupsPath: 'shoal/svc-1' });
     assert.deepEqual(c.root, { path: spec.rootfs, readonly: false });
     const byDest = new Map(c.mounts.map((m) => [m.destination, m]));
-    assert.deepEqual(byDest.get('/run/shoal'), { destination: '/run/shoal', type: 'bind', source: spec.socketDir, options: ['rbind', 'rw', 'nosuid', 'nodev', 'noexec'] });
+    // Nothing of the host is writable at /run/shoal: a bounded tmpfs of its own.
+    assert.deepEqual(byDest.get('/run/shoal'), { destination: '/run/shoal', type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'nodev', 'noexec', 'mode=1777', 'size=16384k'] });
+    assert.deepEqual(byDest.get('/run/shoal/imports'), {
+      destination: '/run/shoal/imports',
+      type: 'bind',
+      source: spec.importsDir,
+      options: ['rbind', 'ro', 'nosuid', 'nodev', 'noexec'],
+    });
+    assert.ok(c.mounts.findIndex((m) => m.destination === '/run/shoal') < c.mounts.findIndex((m) => m.destination === '/run/shoal/imports'));
     assert.deepEqual(byDest.get('/tmp')?.options, ['nosuid', 'nodev', 'mode=1777', 'size=65536k']);
     assert.ok(byDest.get('/sys')?.options?.includes('ro'));
     for (const d of ['/proc', '/dev', '/dev/pts', '/dev/shm', '/dev/mqueue']) assert.ok(byDest.has(d), d);
@@ -85,5 +94,32 @@ describe('runc runtime spec', () => {
       assert.throws(() => buildRuntimeSpec({ ...spec, ...patch }, { cgroupsPath: 'x' }), (e: unknown) => isShoalError(e) && e.code === 'invalid' && e.field === field, field);
     }
     assert.doesNotThrow(() => validateInstanceId('svc_1.a+b-c'));
+  });
+});
+
+describe('runc runtime spec: hardening', () => {
+  it('runs in a user namespace when given a mapping, and refuses a user outside it', () => {
+    const c = buildRuntimeSpec(spec, { cgroupsPath: 'x', idMapping: { hostId: 0x10000000, count: 65536 } });
+    assert.equal(c.linux.namespaces[0]?.type, 'user');
+    assert.deepEqual(c.linux.uidMappings, [{ containerID: 0, hostID: 0x10000000, size: 65536 }]);
+    assert.deepEqual(c.linux.gidMappings, [{ containerID: 0, hostID: 0x10000000, size: 65536 }]);
+    assert.equal(buildRuntimeSpec(spec, { cgroupsPath: 'x' }).linux.uidMappings, undefined);
+    assert.throws(
+      () => buildRuntimeSpec({ ...spec, user: { uid: 70000, gid: 0 } }, { cgroupsPath: 'x', idMapping: { hostId: 0x10000000, count: 65536 } }),
+      (e: unknown) => isShoalError(e) && e.field === 'user',
+    );
+  });
+
+  it('adds the root layer size to the memory limit (its tmpfs pages are charged there)', () => {
+    const c = buildRuntimeSpec({ ...spec, resources: { ...spec.resources, diskBytes: 64 * 1024 * 1024 } }, { cgroupsPath: 'x' });
+    assert.deepEqual(c.linux.resources.memory, { limit: 192 * 1024 * 1024, swap: 192 * 1024 * 1024 });
+  });
+
+  it('masks the kernel files containerd masks and what names the host disks', () => {
+    const c = buildRuntimeSpec(spec, { cgroupsPath: 'x', extraMaskedPaths: ['/sys/devices/pci0000:00/0000:00:02.0/virtio1/block'] });
+    for (const p of ['/proc/kcore', '/proc/keys', '/sys/firmware', '/sys/devices/virtual/powercap', '/sys/block', '/sys/class/block', '/proc/partitions']) {
+      assert.ok(c.linux.maskedPaths.includes(p), p);
+    }
+    assert.ok(c.linux.maskedPaths.includes('/sys/devices/pci0000:00/0000:00:02.0/virtio1/block'));
   });
 });
