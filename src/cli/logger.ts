@@ -1,5 +1,5 @@
 import pino from 'pino';
-import { ShoalError } from '../protocol/errors.ts';
+import { ShoalError } from '../protocol/index.ts';
 
 export type LogFormat = 'json' | 'pretty';
 

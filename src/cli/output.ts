@@ -1,6 +1,6 @@
 // How every CLI command prints: human text by default, one JSON document with --json,
 // errors on stderr with an exit code chosen by the error's category.
-import { exitCodeFor, isShoalError } from '../protocol/errors.ts';
+import { exitCodeFor, isShoalError } from '../protocol/index.ts';
 
 export interface OutputOptions {
   json?: boolean;

@@ -3,7 +3,7 @@
 // to a provider's farms API.
 import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { ShoalError, codeForStatus, isErrorCode } from '../protocol/errors.ts';
+import { ShoalError, codeForStatus, isErrorCode } from '../protocol/index.ts';
 import type { FarmGraph } from './graph.ts';
 import { typeCheckFarm } from './typecheck.ts';
 

@@ -4,9 +4,9 @@
 // (input and output) and its name, so wiring an endpoint of one service where another is
 // expected, mixing services in or/par, or exporting a service under another's name, does
 // not compile.
-import { ShoalError } from '../protocol/errors.ts';
+import { ShoalError } from '../protocol/index.ts';
 import { isServiceDefinition, toServiceDescription, type AnyService, type InputOf, type OperationName, type OutputOf } from '../service/index.ts';
-import type { CrashAction, FarmGraph, GraphNode } from '../protocol/farm-graph.ts';
+import type { CrashAction, FarmGraph, GraphNode } from '../protocol/index.ts';
 
 // Phantom members: declared for the type checker only; values never carry them.
 declare const PHANTOM: unique symbol;

@@ -1,8 +1,22 @@
 // Printing a farm graph (the types are shared wire data: src/protocol/farm-graph.ts).
-import { edgesOf, type GraphNode, type FarmGraph } from '../protocol/farm-graph.ts';
+import { edgesOf, type GraphNode, type FarmGraph } from '../protocol/index.ts';
 
 export { edgesOf };
-export type { FarmGraph, GraphNode, GraphEdge, InstanceNode, ImportNode, OrNode, ParNode, RefNode, IntermediaryNode, CrashAction, CrashRule, SnapshotDecl, ExportDecl } from '../protocol/farm-graph.ts';
+export type {
+  FarmGraph,
+  GraphNode,
+  GraphEdge,
+  InstanceNode,
+  ImportNode,
+  OrNode,
+  ParNode,
+  RefNode,
+  IntermediaryNode,
+  CrashAction,
+  CrashRule,
+  SnapshotDecl,
+  ExportDecl,
+} from '../protocol/index.ts';
 
 const SHAPE: Record<GraphNode['kind'], string> = { instance: 'box', import: 'cds', or: 'diamond', par: 'trapezium', ref: 'circle' };
 

@@ -21,7 +21,7 @@ import { createLiveness, livenessTargets, stopUnresponsive, type Liveness, type 
 import { probe } from './instances/readiness.ts';
 import { setPaused, statsOf } from './instances/instance-ops.ts';
 import { followLog, tailLines } from './instances/instance-log.ts';
-import type { DeploymentPlan, DeploymentResult, InstanceInfo, PhaseName } from '../protocol/deployment.ts';
+import type { DeploymentPlan, DeploymentResult, InstanceInfo, PhaseName } from '../protocol/index.ts';
 import type { DriverName } from './drivers/index.ts';
 
 export type { ImageSource, Logger, Mounter, OpenImportSockets } from './ports.ts';

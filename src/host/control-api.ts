@@ -19,11 +19,13 @@ import {
   HostEvent,
   HostReport,
   InstanceInfo,
-} from '../protocol/deployment.ts';
-import { ShoalError, errorReply, isShoalError } from '../protocol/errors.ts';
+  ShoalError,
+  errorReply,
+  isShoalError,
+  parseImageRef,
+  ErrorBodySchema as ErrorSchema,
+} from '../protocol/index.ts';
 import { driverNames, isDriverName } from './drivers/index.ts';
-import { parseImageRef } from '../protocol/image-ref.ts';
-import { ErrorBodySchema as ErrorSchema } from '../protocol/error-body.ts';
 
 export interface ControlApiOptions {
   agent: Agent;

@@ -5,7 +5,7 @@ import { unlinkSync } from 'node:fs';
 import { chmod, readFile, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from './ports.ts';
-import { ShoalError } from '../protocol/errors.ts';
+import { ShoalError } from '../protocol/index.ts';
 
 /**
  * Unix socket paths are limited to 107 bytes; instance sockets live at

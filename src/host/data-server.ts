@@ -3,7 +3,7 @@
 import { createForwarder, DATA_PLANE_MAX_CONNECTIONS, type ForwardEvent, type Forwarder, type ForwarderOptions } from './data-plane/forwarder.ts';
 import { closeServer, createListener, hardenServer, type TlsIdentity } from '../http/index.ts';
 import { listen } from './listen.ts';
-import { advertisedUrl } from '../protocol/listen-address.ts';
+import { advertisedUrl } from '../protocol/index.ts';
 
 export interface DataServerOptions {
   keys: Uint8Array[];

@@ -1,7 +1,7 @@
 // The host's event stream: instance started, ready, exited, crashed, oom, paused,
 // resumed, removed. Subscribers (the SSE endpoint, metrics, tests) get every event in
 // order; a short history lets a reconnecting SSE client resume from Last-Event-ID.
-import type { HostEvent } from '../protocol/deployment.ts';
+import type { HostEvent } from '../protocol/index.ts';
 
 export type HostEventInput = Omit<HostEvent, 'seq' | 'at'> & { at?: number };
 

@@ -5,7 +5,7 @@ import type { Agent } from './agent.ts';
 import type { LayerCache } from './layer-cache.ts';
 import type { MetricsSnapshot } from './metrics.ts';
 import type { DriverSet, FingerprintCache } from './host-drivers.ts';
-import type { HostReport } from '../protocol/deployment.ts';
+import type { HostReport } from '../protocol/index.ts';
 import type { DriverName } from './drivers/index.ts';
 
 export interface HostFacts {

@@ -4,9 +4,8 @@
 import { randomBytes } from 'node:crypto';
 import { mkdir, readdir, readFile, rename, rm, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { DeploymentPlan, DeploymentTimeline, InstanceState } from '../protocol/deployment.ts';
+import type { DeploymentPlan, DeploymentTimeline, InstanceState, RootfsSpec } from '../protocol/index.ts';
 import type { DriverName } from './drivers/index.ts';
-import type { RootfsSpec } from '../protocol/oci.ts';
 import type { Logger } from './ports.ts';
 
 export interface InstancePaths {

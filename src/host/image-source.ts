@@ -4,8 +4,8 @@ import { createImageResolver, createRegistryClient, type ImageResolver, type Reg
 import type { ImageSource } from './ports.ts';
 import type { BlobFetcher } from './layer-cache.ts';
 import type { RemoteImage } from '../image/index.ts';
-import type { Digest } from '../protocol/digest.ts';
-import { ShoalError } from '../protocol/errors.ts';
+import type { Digest } from '../protocol/index.ts';
+import { ShoalError } from '../protocol/index.ts';
 
 export interface StoreImageSourceOptions {
   userAgent: string;

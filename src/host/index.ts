@@ -26,10 +26,9 @@ import { createStoreImageSource } from './image-source.ts';
 import { hostReport, metricsSnapshot, type HostFacts } from './host-report.ts';
 import { listen } from './listen.ts';
 import { listenPreferring, readPorts, writePorts } from './listen-ports.ts';
-import { advertisedUrl } from '../protocol/listen-address.ts';
-import type { HostReport } from '../protocol/deployment.ts';
+import { advertisedUrl, ShoalError } from '../protocol/index.ts';
+import type { HostReport } from '../protocol/index.ts';
 import type { DriverName, RuncHardeningOptions } from './drivers/index.ts';
-import { ShoalError } from '../protocol/errors.ts';
 
 export { defaultDriverName, driverNames, isDriverName, type DriverName } from './drivers/index.ts';
 export type { Agent } from './agent.ts';

@@ -13,8 +13,8 @@
 import { randomBytes } from 'node:crypto';
 import { lstat, mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { PullStats } from '../protocol/deployment.ts';
-import { isDigest } from '../protocol/digest.ts';
+import type { PullStats } from '../protocol/index.ts';
+import { isDigest } from '../protocol/index.ts';
 
 export interface LayerDescriptor {
   digest: string;

@@ -1,7 +1,7 @@
 // Prometheus metrics of one host. Each host gets its own registry (tests run several
 // hosts in one process); gauges read the live state when scraped.
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
-import type { HostEvent } from '../protocol/deployment.ts';
+import type { HostEvent } from '../protocol/index.ts';
 
 export interface MetricsSnapshot {
   instances: number;

@@ -1,7 +1,7 @@
 // What the instance manager needs from outside, as small interfaces: a logger, a source of
 // images, a mounter and a way to open import sockets. startHost passes the real ones;
 // tests pass fakes.
-import type { RootfsSpec } from '../protocol/oci.ts';
+import type { RootfsSpec } from '../protocol/index.ts';
 import type { BlobFetcher } from './layer-cache.ts';
 
 export interface Logger {

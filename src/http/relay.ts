@@ -6,8 +6,8 @@
 // mark (src/protocol/data-plane.ts).
 
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
-import type { ErrorCode } from '../protocol/errors.ts';
-import { ERROR_HEADER, ROUTE_HEADER, type DataPlaneError } from '../protocol/data-plane.ts';
+import type { ErrorCode } from '../protocol/index.ts';
+import { ERROR_HEADER, ROUTE_HEADER, type DataPlaneError } from '../protocol/index.ts';
 import { HeadTimeout, ProtocolError, ReplyReader, type ReplyHead, type Upstream, type UpstreamConnection, type UpstreamOwner } from './upstream.ts';
 
 export { ROUTE_HEADER };

@@ -8,7 +8,7 @@ import { createServer as createHttpsServer, globalAgent as httpsGlobalAgent } fr
 import { isIP } from 'node:net';
 import { rootCertificates } from 'node:tls';
 import { Agent, setGlobalDispatcher } from 'undici';
-import { ShoalError } from '../protocol/errors.ts';
+import { ShoalError } from '../protocol/index.ts';
 
 /** A listener's certificate chain and key, PEM text. */
 export interface TlsIdentity {

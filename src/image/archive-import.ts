@@ -20,17 +20,21 @@ import { pipeline } from 'node:stream/promises';
 import { createGzip, createGunzip } from 'node:zlib';
 import { Value } from '@sinclair/typebox/value';
 import { extract as tarExtract } from 'tar-stream';
-import { digestHex, isDigest, type Digest } from '../protocol/digest.ts';
-import { isShoalError, ShoalError } from '../protocol/errors.ts';
-import { formatImageRef, type ImageRef } from '../protocol/image-ref.ts';
 import {
+  digestHex,
+  isDigest,
+  type Digest,
+  isShoalError,
+  ShoalError,
+  formatImageRef,
+  type ImageRef,
   configMediaTypes,
   ImageConfig,
   layerMediaTypes,
   MediaType,
   type Descriptor,
   type ImageManifest,
-} from '../protocol/oci.ts';
+} from '../protocol/index.ts';
 import { checkLayer, type UnpackLimits } from './layer-unpack.ts';
 import {
   LAYOUT_FILE,

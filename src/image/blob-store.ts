@@ -19,8 +19,7 @@ import { createReadStream } from 'node:fs';
 import { mkdir, open, readdir, rename, rm, stat, unlink, utimes, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import { digestHex, isDigest, type Digest } from '../protocol/digest.ts';
-import { ShoalError } from '../protocol/errors.ts';
+import { digestHex, isDigest, type Digest, ShoalError } from '../protocol/index.ts';
 import { exists, isNoEnt } from './fs-util.ts';
 
 export type ByteSource = Readable | AsyncIterable<Uint8Array> | Iterable<Uint8Array>;

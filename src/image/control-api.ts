@@ -7,9 +7,11 @@ import { Hono, type Context } from 'hono';
 import { Value } from '@sinclair/typebox/value';
 import type { TSchema } from '@sinclair/typebox';
 import type { ImageStore } from './image-store.ts';
-import { ShoalError, errorReply as toReply, isShoalError } from '../protocol/errors.ts';
-import { parseImageRef } from '../protocol/image-ref.ts';
 import {
+  ShoalError,
+  errorReply as toReply,
+  isShoalError,
+  parseImageRef,
   DeleteResult,
   ErrorReply,
   GcRequest,
@@ -20,7 +22,7 @@ import {
   RootfsSpecSchema,
   TagRequest,
   TagResult,
-} from '../protocol/store-api.ts';
+} from '../protocol/index.ts';
 
 export interface ControlApiOptions {
   store: ImageStore;

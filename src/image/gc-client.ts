@@ -1,5 +1,5 @@
 import { fetch, type Response } from 'undici';
-import { ShoalError, type ErrorBody } from '../protocol/errors.ts';
+import { ShoalError, type ErrorBody } from '../protocol/index.ts';
 
 /** Asks a Shoal store to collect unreachable blobs (its control API; not part of OCI). */
 export async function requestGc(storeUrl: string, options: { minAgeMs?: number; token?: string } = {}): Promise<{ removedBlobs: number; freedBytes: number }> {

@@ -1,9 +1,7 @@
 // Client-side views of a store for the CLI: list, inspect, tag. They speak only the OCI
 // distribution API, so they work against any registry, not just Shoal's store.
-import type { Digest } from '../protocol/digest.ts';
-import { ShoalError } from '../protocol/errors.ts';
-import { formatImageRef, TEMPLATE_PREFIX, type ImageRef } from '../protocol/image-ref.ts';
-import type { ImageConfig } from '../protocol/oci.ts';
+import type { Digest, ImageConfig } from '../protocol/index.ts';
+import { ShoalError, formatImageRef, TEMPLATE_PREFIX, type ImageRef } from '../protocol/index.ts';
 import { resolveImageManifest } from './oci-layout.ts';
 import { mapLimit, type RegistryClient } from './registry-client.ts';
 

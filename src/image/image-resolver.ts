@@ -7,7 +7,7 @@
 // is logged. At most `max` resolutions are kept (oldest out first).
 import type { RegistryClient } from './registry-client.ts';
 import { resolveRemoteImage, type RemoteImage } from './remote-resolve.ts';
-import { parseImageRef } from '../protocol/image-ref.ts';
+import { parseImageRef } from '../protocol/index.ts';
 
 export interface ImageResolverOptions {
   /** The store's client, or a function giving it (a provider serving the store knows its URL only once it listens). */

@@ -17,11 +17,8 @@
 // upload session or a stored manifest needs is never lost to it. Only gc deletes blobs.
 import { join } from 'node:path';
 import { createBlobStore, readBlob, writeBlob, type BlobStore } from './blob-store.ts';
-import { isDigest, type Digest } from '../protocol/digest.ts';
-import { ShoalError, isShoalError } from '../protocol/errors.ts';
-import type { ImageRef } from '../protocol/image-ref.ts';
-import { layerMediaTypes, type RootfsSpec } from '../protocol/oci.ts';
-import type { GcResult, ImageInspection, ImageSummary, LayerInfo } from '../protocol/store-api.ts';
+import { isDigest, type Digest, ShoalError, isShoalError, layerMediaTypes, type RootfsSpec } from '../protocol/index.ts';
+import type { ImageRef, GcResult, ImageInspection, ImageSummary, LayerInfo } from '../protocol/index.ts';
 import { createDocumentReader } from './store/documents.ts';
 import { collectGarbage } from './store/gc.ts';
 import { openImage, toInspection, toRootfsSpec, type Platform, type StoredManifest } from './store/images.ts';

@@ -3,8 +3,8 @@
 // compares a service's tree with it to write an overlay of only what changed.
 import { createHash } from 'node:crypto';
 import type { Readable } from 'node:stream';
-import type { Digest } from '../protocol/digest.ts';
-import { ShoalError } from '../protocol/errors.ts';
+import type { Digest } from '../protocol/index.ts';
+import { ShoalError } from '../protocol/index.ts';
 import { scanLayer, drain, type LayerSource } from './layer-unpack.ts';
 import { baseOf, parentOf, type SafeEntry, type UnpackLimits } from './tar-safety.ts';
 

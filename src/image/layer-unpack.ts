@@ -19,9 +19,8 @@ import { pipeline, Readable } from 'node:stream';
 import { promisify } from 'node:util';
 import { createGunzip, createZstdDecompress } from 'node:zlib';
 import { extract as tarExtract } from 'tar-stream';
-import type { Digest } from '../protocol/digest.ts';
-import { isShoalError, ShoalError } from '../protocol/errors.ts';
-import { MediaType } from '../protocol/oci.ts';
+import type { Digest } from '../protocol/index.ts';
+import { isShoalError, ShoalError, MediaType } from '../protocol/index.ts';
 import {
   ArchiveChecker,
   joinPath,

@@ -9,16 +9,18 @@ import { join } from 'node:path';
 import { Readable, Transform, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { Value } from '@sinclair/typebox/value';
-import { digestHex, isDigest, type Digest } from '../protocol/digest.ts';
-import { ShoalError } from '../protocol/errors.ts';
 import {
+  digestHex,
+  isDigest,
+  type Digest,
+  ShoalError,
   Descriptor,
   ImageIndex,
   ImageManifest,
   indexMediaTypes,
   manifestMediaTypes,
   MediaType,
-} from '../protocol/oci.ts';
+} from '../protocol/index.ts';
 
 export const LAYOUT_FILE = 'oci-layout';
 export const LAYOUT_VERSION = '1.0.0';

@@ -8,10 +8,20 @@ import { createHash, randomBytes } from 'node:crypto';
 import { open, rename, rm } from 'node:fs/promises';
 import { Agent, fetch, request, type Dispatcher, type RequestInit, type Response } from 'undici';
 import { Readable } from 'node:stream';
-import { isDigest, type Digest } from '../protocol/digest.ts';
-import { isErrorCode, ShoalError, type ErrorCode } from '../protocol/errors.ts';
-import { formatImageRef, isRepositoryName, isTagName, type ImageRef } from '../protocol/image-ref.ts';
-import { indexMediaTypes, manifestMediaTypes, type Descriptor } from '../protocol/oci.ts';
+import {
+  isDigest,
+  type Digest,
+  isErrorCode,
+  ShoalError,
+  type ErrorCode,
+  formatImageRef,
+  isRepositoryName,
+  isTagName,
+  type ImageRef,
+  indexMediaTypes,
+  manifestMediaTypes,
+  type Descriptor,
+} from '../protocol/index.ts';
 import {
   createLayoutWriter,
   MAX_MANIFEST_BYTES,

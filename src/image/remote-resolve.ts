@@ -3,10 +3,8 @@
 // Every document is checked against the digest that names it.
 import { createHash } from 'node:crypto';
 import { Value } from '@sinclair/typebox/value';
-import type { Digest } from '../protocol/digest.ts';
-import { ShoalError } from '../protocol/errors.ts';
-import { formatImageRef, parseImageRef, type ImageRef } from '../protocol/image-ref.ts';
-import { ImageConfig, type RootfsSpec } from '../protocol/oci.ts';
+import type { Digest } from '../protocol/index.ts';
+import { ShoalError, formatImageRef, parseImageRef, type ImageRef, ImageConfig, type RootfsSpec } from '../protocol/index.ts';
 import { hostPlatform, MAX_MANIFEST_BYTES, resolveImageManifest, type Platform } from './oci-layout.ts';
 import type { RegistryClient } from './registry-client.ts';
 

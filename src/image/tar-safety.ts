@@ -6,7 +6,7 @@
 // rewritten to that in-root target), hardlinks to symlinks, fifos and device nodes
 // (the unpacker skips the last two with a log line). The checks are pure and hold their own memory of the archive so
 // far, so the same code vets a pushed layer (nothing written) and guards an unpack.
-import { ShoalError } from '../protocol/errors.ts';
+import { ShoalError } from '../protocol/index.ts';
 
 export interface UnpackLimits {
   /** Entries of any kind, whiteouts and directories included. */

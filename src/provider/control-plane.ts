@@ -8,8 +8,7 @@ import type { HostPool, HostRegistrationRequest, Logger, PoolHost } from './host
 import type { Registry, ServiceRecord } from './registry/index.ts';
 import { compileService, type RoutingTable } from './routing-table.ts';
 import { logHostFailure, logWriteFailure } from './write-failures.ts';
-import { ShoalError } from '../protocol/errors.ts';
-import { validateServiceDescription, type ServiceDescription } from '../protocol/service.ts';
+import { ShoalError, validateServiceDescription, type ServiceDescription } from '../protocol/index.ts';
 
 export interface ControlPlaneOptions {
   registry: Registry;

@@ -1,7 +1,7 @@
 // What happens to a message whose instance crashed under it. Pure: the router asks,
 // then retries on another instance or answers 502. Retrying is safe only when running
 // the operation twice is harmless (idempotent) or when it never reached the instance.
-import { ShoalError } from '../protocol/errors.ts';
+import { ShoalError } from '../protocol/index.ts';
 
 export interface RetryInput {
   /** The operation is declared idempotent in the service description. */

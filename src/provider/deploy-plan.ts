@@ -6,8 +6,7 @@ import { place, type HostView, type PlacementRequest, type RequiredCapabilities 
 import type { PoolHost } from './host-pool.ts';
 import type { RouteEndpoint, ServiceEntry } from './routing-table.ts';
 import type { RemoteImage } from '../image/index.ts';
-import type { DeploymentPlan, ImportBinding } from '../protocol/deployment.ts';
-import type { DriverName } from '../protocol/driver.ts';
+import type { DeploymentPlan, ImportBinding, DriverName } from '../protocol/index.ts';
 
 export interface Pick {
   host: string;

@@ -19,8 +19,8 @@ import { abortableSleep } from './sleep.ts';
 import { providerTimeline, withFirstReply, type Timing } from './timeline.ts';
 import { conditionalWrite, logHostFailure, logWriteFailure } from './write-failures.ts';
 import type { ImageResolver } from '../image/index.ts';
-import type { DeploymentTimeline, ImportBinding, EndpointReference } from '../protocol/deployment.ts';
-import { ShoalError, isShoalError } from '../protocol/errors.ts';
+import type { DeploymentTimeline, ImportBinding, EndpointReference } from '../protocol/index.ts';
+import { ShoalError, isShoalError } from '../protocol/index.ts';
 
 export type DeployReason = 'cold' | 'scale' | 'replace';
 

@@ -13,8 +13,8 @@
 // several providers share a database only one of them moves a dead host's instances.
 import { Agent, request as httpRequest, type IncomingMessage } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
-import type { DeploymentPlan, DeploymentResult, HostEvent, HostReport, InstanceInfo } from '../protocol/deployment.ts';
-import { ShoalError, type ErrorCode } from '../protocol/errors.ts';
+import type { DeploymentPlan, DeploymentResult, HostEvent, HostReport, InstanceInfo } from '../protocol/index.ts';
+import { ShoalError, type ErrorCode } from '../protocol/index.ts';
 import type { HostRecord, HostState, Registry } from './registry/index.ts';
 import { caOption, createUpstream, readEventStream, type Upstream as HostLink } from '../http/index.ts';
 import { logWriteFailure } from './write-failures.ts';

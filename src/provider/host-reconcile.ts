@@ -7,7 +7,7 @@ import type { Logger, PoolHost } from './host-pool.ts';
 import type { DeploymentRecord, Registry } from './registry/index.ts';
 import type { RoutingTable } from './routing-table.ts';
 import { conditionalWrite, logHostFailure, logWriteFailure } from './write-failures.ts';
-import type { InstanceInfo } from '../protocol/deployment.ts';
+import type { InstanceInfo } from '../protocol/index.ts';
 
 export interface HostReconcileContext {
   registry: Registry;

@@ -28,8 +28,7 @@ import { createScaler } from './scaler.ts';
 import { createFarmEngine, type FarmEngine } from './intermediaries/farms.ts';
 import { createProviderApi, createProviderServer, type MountedApp } from './server.ts';
 import { createImageResolver, createRegistryClient } from '../image/index.ts';
-import { ShoalError } from '../protocol/errors.ts';
-import { advertisedUrl } from '../protocol/listen-address.ts';
+import { ShoalError, advertisedUrl } from '../protocol/index.ts';
 
 export type { RouteEndpoint, RemovalReason, RoutingTable } from './routing-table.ts';
 export type { PoolHost, HostRegistrationRequest, Logger } from './host-pool.ts';
@@ -431,3 +430,4 @@ async function assemble(options: ProviderOptions, registry: Registry, ownRegistr
 export function checkDescription(description: Parameters<typeof compileService>[0]): void {
   compileService(description);
 }
+export { parseTtl } from './auth/token.ts';

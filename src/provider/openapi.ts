@@ -2,8 +2,8 @@
 // TypeBox values are). `shoal up` merges the store's paths into it, since one address
 // serves both.
 import { Type, type TSchema } from '@sinclair/typebox';
-import { ServiceDescriptionSchema } from '../protocol/service.ts';
 import {
+  ServiceDescriptionSchema,
   DeploymentSummary,
   DeployRequestBody,
   EventSummary,
@@ -11,9 +11,12 @@ import {
   HostSummary,
   InstanceSummary,
   ServiceSummary,
-} from '../protocol/provider-api.ts';
-import { ErrorBodySchema as ErrorSchema } from '../protocol/error-body.ts';
-import { AuditEntry, TokenCreateBody, TokenCreated, TokenSummary } from '../protocol/auth.ts';
+  ErrorBodySchema as ErrorSchema,
+  AuditEntry,
+  TokenCreateBody,
+  TokenCreated,
+  TokenSummary,
+} from '../protocol/index.ts';
 
 
 function strip(schema: TSchema): unknown {

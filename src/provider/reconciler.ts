@@ -20,7 +20,7 @@ import { listInstances, reconcileInstances, zeroCounts, type ReconcileCounts } f
 import type { HostState, Registry } from './registry/index.ts';
 import { createRegistrySync } from './registry-sync.ts';
 import type { RemovalReason, RoutingTable } from './routing-table.ts';
-import type { HostEvent } from '../protocol/deployment.ts';
+import type { HostEvent } from '../protocol/index.ts';
 import { conditionalWrite, logWriteFailure } from './write-failures.ts';
 
 export interface ReconcilerOptions {

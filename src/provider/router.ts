@@ -18,12 +18,11 @@
 import { EventEmitter } from 'node:events';
 import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import type { ReplyHead, UpstreamExchange } from '../http/index.ts';
-import { dataPlaneErrorOf, ROUTE_HEADER, type DataPlaneError } from '../protocol/data-plane.ts';
+import { dataPlaneErrorOf, ROUTE_HEADER, type DataPlaneError, ShoalError, errorReply, type ErrorCode } from '../protocol/index.ts';
 import type { InFlightTracker } from './balancer/index.ts';
 import { leastOutstanding } from './balancer/index.ts';
 import type { CompiledOperation, RemovalReason, RouteEndpoint, RoutingTable, ServiceEntry } from './routing-table.ts';
 import { retryDecision } from './crash-policy.ts';
-import { ShoalError, errorReply, type ErrorCode } from '../protocol/errors.ts';
 
 /**
  * What the router needs of the activator (Knative's one-method Throttler): wait until

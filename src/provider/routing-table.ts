@@ -7,8 +7,7 @@
 import type { Upstream } from '../http/index.ts';
 import type { InFlightTracker } from './balancer/index.ts';
 import { compileSchema, type SchemaCheck } from './json-schema.ts';
-import type { ServiceDescription } from '../protocol/service.ts';
-import type { EndpointReference } from '../protocol/deployment.ts';
+import type { ServiceDescription, EndpointReference } from '../protocol/index.ts';
 
 export interface CompiledOperation {
   readonly name: string;

@@ -21,8 +21,18 @@ import { providerOpenApi } from './openapi.ts';
 import type { DeploymentRecord, DeploymentState, Registry } from './registry/index.ts';
 import { MESSAGE_PREFIX, type Router } from './router.ts';
 import type { RoutingTable } from './routing-table.ts';
-import { ShoalError, errorReply, httpStatusFor, isShoalError } from '../protocol/errors.ts';
-import { DeployRequestBody, HostRegistrationBody, type DeploymentSummary, type HostSummary, type InstanceSummary, type ServiceSummary } from '../protocol/provider-api.ts';
+import {
+  ShoalError,
+  errorReply,
+  httpStatusFor,
+  isShoalError,
+  DeployRequestBody,
+  HostRegistrationBody,
+  type DeploymentSummary,
+  type HostSummary,
+  type InstanceSummary,
+  type ServiceSummary,
+} from '../protocol/index.ts';
 
 /** Anything with Hono's fetch signature: the store's app. */
 export interface MountedApp {

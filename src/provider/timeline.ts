@@ -1,5 +1,5 @@
 // A deployment's timeline as the provider records it.
-import type { DeploymentTimeline, TimelinePhase } from '../protocol/deployment.ts';
+import type { DeploymentTimeline, TimelinePhase } from '../protocol/index.ts';
 
 /** When a demand arrived: the timeline's zero. */
 export interface Timing {

@@ -1,7 +1,7 @@
 // Registry writes that must not stop their caller must still never fail unseen: these
 // helpers log a failed write with what it was and its context. A conditional write
 // (ifState) refused with 'conflict' is no failure: someone else recorded it first.
-import { isShoalError } from '../protocol/errors.ts';
+import { isShoalError } from '../protocol/index.ts';
 import type { Logger } from './logger.ts';
 
 /** A catch handler: logs the failed write (error level: the durable record is now behind). */

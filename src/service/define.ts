@@ -4,7 +4,7 @@
 // a client for an import is typed by what that service offers.
 import type { Static, TSchema } from '@sinclair/typebox';
 import { ShoalError } from '../protocol/errors.ts';
-import type { ServiceDescriptionInput } from '../protocol/service.ts';
+import type { ServiceDescriptionInput } from '../protocol/index.ts';
 
 /** One operation: `POST /<name>` with `input`, replying `output`. */
 export interface OperationSpec<In extends TSchema = TSchema, Out extends TSchema = TSchema> {

@@ -1,6 +1,6 @@
 // shoal audit: the provider's record of mutating calls (admin only).
 import type { Command } from 'commander';
-import type { AuditEntry } from '../../protocol/auth.ts';
+import type { AuditEntry } from '../../protocol/index.ts';
 import { printResult, table } from '../output.ts';
 import { providerRequest, withProviderOptions, type ClientOptions } from './provider-client.ts';
 

@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { fetch, type Response } from 'undici';
-import { ShoalError } from '../../protocol/errors.ts';
+import { ShoalError } from '../../protocol/index.ts';
 import { errorFrom, providerUrl, withProviderOptions, type ClientOptions } from './provider-client.ts';
 import { authHeader } from './credentials.ts';
 

@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { ShoalError } from '../../protocol/errors.ts';
+import { ShoalError } from '../../protocol/index.ts';
 import type { DriverName } from '../../host/index.ts';
 
 export const DEFAULT_URL = 'http://127.0.0.1:7070';

@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import type { DeploymentSummary } from '../../protocol/provider-api.ts';
+import type { DeploymentSummary } from '../../protocol/index.ts';
 import { formatBytes, printResult } from '../output.ts';
 import { providerRequest, withProviderOptions, type ClientOptions } from './provider-client.ts';
 

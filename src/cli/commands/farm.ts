@@ -1,7 +1,7 @@
 // shoal apply <farm.ts>: type-check a farm script, then realise it on the provider.
 // shoal graph <farm.ts>: print its call graph (JSON or Graphviz DOT); nothing is applied.
 import type { Command } from 'commander';
-import { ShoalError } from '../../protocol/errors.ts';
+import { ShoalError } from '../../protocol/index.ts';
 import { providerUrl, withProviderOptions, type ClientOptions } from './provider-client.ts';
 import { resolveToken } from './credentials.ts';
 
@@ -11,7 +11,7 @@ export function registerFarmCommands(program: Command): void {
       .command('apply <file>')
       .description('type-check a farm script (shoal/compose) and realise it on the provider; applying it again changes nothing'),
   ).action(async (file: string, opts: ClientOptions) => {
-    const { applyFarm } = await import('../../compose/apply.ts');
+    const { applyFarm } = await import('../../compose/index.ts');
     const token = resolveToken(opts);
     const r = await applyFarm(file, { url: providerUrl(opts), ...(token === undefined ? {} : { token }) });
     if (opts.json) return void process.stdout.write(`${JSON.stringify(r)}\n`);
@@ -28,8 +28,8 @@ export function registerFarmCommands(program: Command): void {
     .action(async (file: string, opts: { format: string; json?: boolean }) => {
       if (opts.json) opts.format = 'json';
       if (opts.format !== 'json' && opts.format !== 'dot') throw new ShoalError('invalid', `--format must be json or dot, not ${JSON.stringify(opts.format)}`, { field: 'format' });
-      const { loadFarm } = await import('../../compose/apply.ts');
-      const { edgesOf, toDot } = await import('../../compose/graph.ts');
+      const { loadFarm } = await import('../../compose/index.ts');
+      const { edgesOf, toDot } = await import('../../compose/index.ts');
       const graph = await loadFarm(file);
       process.stdout.write(opts.format === 'dot' ? toDot(graph) : `${JSON.stringify({ ...graph, edges: edgesOf(graph) }, null, 2)}\n`);
     });

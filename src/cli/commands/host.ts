@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import { fetch } from 'undici';
 import { totalmem, availableParallelism } from 'node:os';
 import { resolve } from 'node:path';
-import { ShoalError } from '../../protocol/errors.ts';
+import { ShoalError } from '../../protocol/index.ts';
 import { listenerTls, normalizeUrl, parseDriver, parseListen, untilSignal, withListenerTlsOptions, type ListenerTlsFlags } from './common.ts';
 import { othersCanTraverse } from './reachable-dir.ts';
 

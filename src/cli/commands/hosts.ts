@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import type { HostSummary } from '../../protocol/provider-api.ts';
+import type { HostSummary } from '../../protocol/index.ts';
 import { printResult, table } from '../output.ts';
 import { ago, providerRequest, withProviderOptions, type ClientOptions } from './provider-client.ts';
 

@@ -1,6 +1,5 @@
 import type { Command } from 'commander';
-import { ShoalError } from '../../protocol/errors.ts';
-import { formatImageRef, parseImageRef } from '../../protocol/image-ref.ts';
+import { ShoalError, formatImageRef, parseImageRef } from '../../protocol/index.ts';
 import { createProgress, formatBytes, printResult, table } from '../output.ts';
 import { storeUrl, withStoreOption } from './common.ts';
 import { resolveToken } from './credentials.ts';

@@ -3,8 +3,8 @@
 // instances, lines prefixed with the instance id when there are several.
 import type { Command } from 'commander';
 import { fetch } from 'undici';
-import type { InstanceSummary } from '../../protocol/provider-api.ts';
-import { ShoalError } from '../../protocol/errors.ts';
+import type { InstanceSummary } from '../../protocol/index.ts';
+import { ShoalError } from '../../protocol/index.ts';
 import { authHeader } from './credentials.ts';
 import { errorFrom, providerRequest, providerUrl, withProviderOptions, type ClientOptions } from './provider-client.ts';
 

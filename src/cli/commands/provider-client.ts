@@ -3,7 +3,7 @@
 // becomes a ShoalError with the provider's code, so the CLI exits with its category.
 import type { Command } from 'commander';
 import { fetch, type Response } from 'undici';
-import { codeForStatus, isErrorCode, ShoalError, type ErrorCode } from '../../protocol/errors.ts';
+import { codeForStatus, isErrorCode, ShoalError, type ErrorCode } from '../../protocol/index.ts';
 import { DEFAULT_URL, normalizeUrl } from './common.ts';
 import { authHeader, TOKEN_OPTION_HELP } from './credentials.ts';
 

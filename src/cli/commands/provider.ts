@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { randomBytes } from 'node:crypto';
-import { ShoalError } from '../../protocol/errors.ts';
+import { ShoalError } from '../../protocol/index.ts';
 import { listenerTls, normalizeUrl, parseListen, untilSignal, withListenerTlsOptions, type ListenerTlsFlags } from './common.ts';
 
 export function registerProviderCommand(program: Command): void {

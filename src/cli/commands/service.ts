@@ -2,9 +2,8 @@ import type { Command } from 'commander';
 import { readFile } from 'node:fs/promises';
 import { extname, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { ShoalError } from '../../protocol/errors.ts';
-import type { DeploymentSummary, ServiceSummary } from '../../protocol/provider-api.ts';
-import type { ServiceDescription } from '../../protocol/service.ts';
+import { ShoalError } from '../../protocol/index.ts';
+import type { DeploymentSummary, ServiceSummary, ServiceDescription } from '../../protocol/index.ts';
 import { printResult, table } from '../output.ts';
 import { ago, providerRequest, withProviderOptions, type ClientOptions } from './provider-client.ts';
 

@@ -2,7 +2,7 @@
 // services (ready, queued), instances, and the recent failures (failed deployments, dead
 // hosts, crashed instances).
 import type { Command } from 'commander';
-import type { DeploymentSummary, HostSummary, InstanceSummary, ServiceSummary } from '../../protocol/provider-api.ts';
+import type { DeploymentSummary, HostSummary, InstanceSummary, ServiceSummary } from '../../protocol/index.ts';
 import { printResult, table } from '../output.ts';
 import { ago, providerRequest, providerUrl, withProviderOptions, type ClientOptions } from './provider-client.ts';
 

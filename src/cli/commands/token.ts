@@ -1,7 +1,6 @@
 // shoal token create|ls|revoke: API tokens on the provider (admin only).
 import type { Command } from 'commander';
-import { API_ROLES, type ApiRole, type TokenCreated, type TokenSummary } from '../../protocol/auth.ts';
-import { ShoalError } from '../../protocol/errors.ts';
+import { API_ROLES, type ApiRole, type TokenCreated, type TokenSummary, ShoalError } from '../../protocol/index.ts';
 import { printResult, table } from '../output.ts';
 import { ago, providerRequest, withProviderOptions, type ClientOptions } from './provider-client.ts';
 
@@ -18,7 +17,7 @@ export function registerTokenCommands(program: Command): void {
       .option('--note <text>', 'what the token is for'),
   ).action(async (opts: ClientOptions & { role: string; ttl?: string; service?: string[]; note?: string }) => {
     if (!API_ROLES.includes(opts.role as ApiRole)) throw new ShoalError('invalid', `--role must be one of ${API_ROLES.join(', ')}, got ${JSON.stringify(opts.role)}`, { field: 'role' });
-    const { parseTtl } = await import('../../provider/auth/token.ts');
+    const { parseTtl } = await import('../../provider/index.ts');
     const ttlSeconds = opts.ttl === undefined ? undefined : parseTtl(opts.ttl);
     if (opts.ttl !== undefined && ttlSeconds === undefined) throw new ShoalError('invalid', `--ttl must look like 90s, 15m, 12h or 30d, got ${JSON.stringify(opts.ttl)}`, { field: 'ttl' });
     const body = {

@@ -4,7 +4,7 @@ import { chmod, mkdir } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseImageRef } from '../../protocol/image-ref.ts';
+import { parseImageRef } from '../../protocol/index.ts';
 import { formatBytes } from '../output.ts';
 import { defaultCapacity } from './host.ts';
 import { listenerTls, parseDriver, parseListen, untilSignal, withListenerTlsOptions, type ListenerTlsFlags } from './common.ts';

@@ -18,8 +18,7 @@
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { hardenServer } from '../../http/index.ts';
-import { ShoalError } from '../../protocol/errors.ts';
-import { INSTANCE_HEADER } from '../../protocol/data-plane.ts';
+import { ShoalError, INSTANCE_HEADER } from '../../protocol/index.ts';
 import { closeServer, createUpstream, relay, replyError, readRequestHead, ROUTE_HEADER, type Upstream } from '../../http/index.ts';
 import { claimsReach, verifyRouteToken, type RouteClaims, type RouteTokenFailure } from './route-token.ts';
 

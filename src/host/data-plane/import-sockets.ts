@@ -18,7 +18,7 @@ import { createServer, validateHeaderName, validateHeaderValue, type IncomingMes
 import { hardenServer } from '../../http/index.ts';
 import { chmod, chown, lstat, mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { ShoalError } from '../../protocol/errors.ts';
+import { ShoalError } from '../../protocol/index.ts';
 import { closeServer, createUpstream, relay, replyError, readRequestHead, ROUTE_HEADER, type Upstream } from '../../http/index.ts';
 import { assertHostOwnedDir } from '../drivers/shared/listener.ts';
 

@@ -6,4 +6,4 @@ export { createForwarder, listenForwarder } from './forwarder.ts';
 export type { ForwardEvent, Forwarder, ForwarderOptions, InstanceState, ListeningForwarder } from './forwarder.ts';
 export { IMPORT_NAME, openImportSockets } from './import-sockets.ts';
 export type { ImportBinding, ImportSockets, ImportSocketsOptions } from './import-sockets.ts';
-export { ROUTE_HEADER } from '../../protocol/data-plane.ts';
+export { ROUTE_HEADER } from '../../protocol/index.ts';

@@ -12,7 +12,7 @@
 //   sig     = base64url(HMAC-SHA256(key, "v1." + payload))                 (43 characters)
 
 import { createHmac, createSecretKey, randomBytes, timingSafeEqual, type KeyObject } from 'node:crypto';
-import { ShoalError } from '../../protocol/errors.ts';
+import { ShoalError } from '../../protocol/index.ts';
 
 export interface RouteClaims {
   instance: string;

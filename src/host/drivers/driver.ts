@@ -1,7 +1,7 @@
 // The one interface every instance driver implements (Nomad's DriverPlugin in small).
 // The host agent talks only to this; placement reads `capabilities`, never a driver's name.
 
-import type { DriverCapabilities, DriverFingerprint, Isolation } from '../../protocol/driver.ts';
+import type { DriverCapabilities, DriverFingerprint, Isolation } from '../../protocol/index.ts';
 
 // Defined in protocol: hosts report them and the provider places on them.
 export type { DriverCapabilities, DriverFingerprint, Isolation };

@@ -17,10 +17,9 @@ import type { WarmContainer, WarmContainers } from './warm-containers.ts';
 import { exitedEarly } from './exit-handling.ts';
 import { DEFAULT_READY_TIMEOUT_MS, waitReady } from './readiness.ts';
 import { tailLines } from './instance-log.ts';
-import type { DeploymentPlan, DeploymentResult, DeploymentTimeline, PhaseName, TimelinePhase } from '../../protocol/deployment.ts';
+import type { DeploymentPlan, DeploymentResult, DeploymentTimeline, PhaseName, TimelinePhase, RootfsSpec } from '../../protocol/index.ts';
 import { isDriverName, type DriverName } from '../drivers/index.ts';
-import type { RootfsSpec } from '../../protocol/oci.ts';
-import { ShoalError, isShoalError } from '../../protocol/errors.ts';
+import { ShoalError, isShoalError } from '../../protocol/index.ts';
 
 const LOG_TAIL_LINES = 40;
 

@@ -3,7 +3,7 @@
 // endpoint while it is routable.
 import type { InstanceRecord } from '../host-state.ts';
 import { signRouteToken } from '../data-plane/route-token.ts';
-import type { EndpointReference, InstanceInfo } from '../../protocol/deployment.ts';
+import type { EndpointReference, InstanceInfo } from '../../protocol/index.ts';
 
 /** Short: a captured token is worth minutes; the provider re-fetches fresh ones before expiry. */
 export const DEFAULT_TOKEN_TTL_MS = 10 * 60_000;

@@ -8,8 +8,8 @@ import type { InstanceExitRecord } from '../host-state.ts';
 import { watchDiskFull } from '../drivers/shared/disk-watch.ts';
 import { emitFor, type LiveInstance } from './instance-store.ts';
 import type { Logger } from '../ports.ts';
-import type { InstanceState } from '../../protocol/deployment.ts';
-import { ShoalError } from '../../protocol/errors.ts';
+import type { InstanceState } from '../../protocol/index.ts';
+import { ShoalError } from '../../protocol/index.ts';
 
 export interface ExitHandlerDeps {
   events: Pick<EventBus, 'emit'>;

@@ -4,8 +4,8 @@ import { isPausable, type RunningInstance } from '../drivers/driver.ts';
 import type { EventBus } from '../events.ts';
 import { emitFor, type LiveInstance } from './instance-store.ts';
 import type { Logger } from '../ports.ts';
-import type { InstanceInfo } from '../../protocol/deployment.ts';
-import { ShoalError } from '../../protocol/errors.ts';
+import type { InstanceInfo } from '../../protocol/index.ts';
+import { ShoalError } from '../../protocol/index.ts';
 
 export interface PauseDeps {
   save(l: LiveInstance): Promise<void>;

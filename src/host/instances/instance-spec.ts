@@ -5,9 +5,8 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { InstanceSpec } from '../drivers/driver.ts';
 import type { InstancePaths } from '../host-state.ts';
-import type { DeploymentPlan } from '../../protocol/deployment.ts';
-import type { RootfsSpec } from '../../protocol/oci.ts';
-import { ShoalError } from '../../protocol/errors.ts';
+import type { DeploymentPlan, RootfsSpec } from '../../protocol/index.ts';
+import { ShoalError } from '../../protocol/index.ts';
 
 /** Where the instance's socket directory appears inside its root. */
 export const SOCKET_DIR_INSIDE = '/run/shoal';

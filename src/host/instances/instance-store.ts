@@ -7,9 +7,9 @@ import type { EventBus } from '../events.ts';
 import type { HostState, InstancePaths, InstanceRecord } from '../host-state.ts';
 import type { PreparedRoot } from '../layer-cache.ts';
 import type { ImportSockets } from '../ports.ts';
-import type { DeploymentPlan, HostEventType, InstanceState } from '../../protocol/deployment.ts';
+import type { DeploymentPlan, HostEventType, InstanceState } from '../../protocol/index.ts';
 import type { DriverName } from '../drivers/index.ts';
-import { ShoalError } from '../../protocol/errors.ts';
+import { ShoalError } from '../../protocol/index.ts';
 
 export interface LiveInstance {
   record: InstanceRecord;

@@ -3,7 +3,7 @@ import { request as httpRequest } from 'node:http';
 import { stat } from 'node:fs/promises';
 import type { InstanceExit } from '../drivers/driver.ts';
 import { exitedEarly } from './exit-handling.ts';
-import { ShoalError } from '../../protocol/errors.ts';
+import { ShoalError } from '../../protocol/index.ts';
 
 export const DEFAULT_READY_TIMEOUT_MS = 10_000;
 

@@ -5,7 +5,7 @@ import type { EventBus } from '../events.ts';
 import type { HostState } from '../host-state.ts';
 import { emitFor, isRoutable, type InstanceStore, type LiveInstance } from './instance-store.ts';
 import type { Logger } from '../ports.ts';
-import { ShoalError } from '../../protocol/errors.ts';
+import { ShoalError } from '../../protocol/index.ts';
 
 /** Ended instances kept for their state and log until deleted. */
 export const KEEP_DEAD = 100;

@@ -9,7 +9,7 @@ import type { BlobFetcher, CacheMode, LayerCache, PreparedRoot } from '../layer-
 import type { LiveInstance } from './instance-store.ts';
 import type { Mounter } from '../ports.ts';
 import { buildSpec, diskBytes, resolveUser } from './instance-spec.ts';
-import type { RootfsSpec } from '../../protocol/oci.ts';
+import type { RootfsSpec } from '../../protocol/index.ts';
 
 export interface RootPreparationDeps {
   state: Pick<HostState, 'create'>;

@@ -7,7 +7,7 @@ import { isPausable, type RunningInstance } from '../drivers/driver.ts';
 import type { Admission } from '../admission.ts';
 import type { LiveInstance } from './instance-store.ts';
 import type { Logger, Mounter } from '../ports.ts';
-import { ShoalError } from '../../protocol/errors.ts';
+import { ShoalError } from '../../protocol/index.ts';
 
 export interface TeardownDeps {
   mounter: Pick<Mounter, 'unmountOverlay' | 'listMounts'>;

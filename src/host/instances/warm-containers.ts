@@ -10,10 +10,9 @@ import { newRecord, type InstanceStore, type LiveInstance } from './instance-sto
 import type { Logger } from '../ports.ts';
 import { createWarmPool } from './warm-pool.ts';
 import type { PreparedInstance } from './root-preparation.ts';
-import type { DeploymentPlan } from '../../protocol/deployment.ts';
+import type { DeploymentPlan, RootfsSpec } from '../../protocol/index.ts';
 import type { DriverName } from '../drivers/index.ts';
-import type { RootfsSpec } from '../../protocol/oci.ts';
-import { isShoalError } from '../../protocol/errors.ts';
+import { isShoalError } from '../../protocol/index.ts';
 
 export interface WarmContainer {
   live: LiveInstance;

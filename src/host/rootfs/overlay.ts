@@ -6,7 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { chown, mkdir, readFile, realpath, rm, symlink } from 'node:fs/promises';
 import { basename, dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { promisify } from 'node:util';
-import { ShoalError } from '../../protocol/errors.ts';
+import { ShoalError } from '../../protocol/index.ts';
 import { ensureIdmapHelper } from '../drivers/runc/shim.ts';
 
 const run = promisify(execFile);

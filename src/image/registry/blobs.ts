@@ -7,7 +7,7 @@ import { Readable } from 'node:stream';
 import type { Context } from 'hono';
 import type { BlobStore, Upload } from '../blob-store.ts';
 import { sendFileRange } from '../file-sender.ts';
-import { isDigest, type Digest } from '../../protocol/digest.ts';
+import { isDigest, type Digest } from '../../protocol/index.ts';
 import { parseRange, uploadRange } from './paths.ts';
 import {
   alreadySent,

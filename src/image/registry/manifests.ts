@@ -2,8 +2,7 @@
 // digest, the OCI 1.1 referrers of a manifest, tags of a repository, the catalog.
 import type { Context } from 'hono';
 import type { ImageStore } from '../image-store.ts';
-import { isShoalError } from '../../protocol/errors.ts';
-import { MediaType } from '../../protocol/oci.ts';
+import { isShoalError, MediaType } from '../../protocol/index.ts';
 import {
   API_VERSION,
   checkDigestParam,

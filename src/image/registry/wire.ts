@@ -3,9 +3,7 @@
 import { Readable } from 'node:stream';
 import type { HttpBindings } from '@hono/node-server';
 import type { Context } from 'hono';
-import { isDigest, type Digest } from '../../protocol/digest.ts';
-import { isShoalError, type ShoalError } from '../../protocol/errors.ts';
-import { isRepositoryName, isTagName } from '../../protocol/image-ref.ts';
+import { isDigest, type Digest, isShoalError, type ShoalError, isRepositoryName, isTagName } from '../../protocol/index.ts';
 
 export type RegistryEnv = { Bindings: Partial<HttpBindings> };
 

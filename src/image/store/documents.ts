@@ -2,9 +2,7 @@
 // documents were checked when they were put and are immutable, so a parsed one is
 // cached for as long as the process lives (gc forgets the ones it deletes).
 import { readBlob, type BlobReader } from '../blob-store.ts';
-import { isDigest, type Digest } from '../../protocol/digest.ts';
-import { isShoalError, ShoalError } from '../../protocol/errors.ts';
-import { MediaType, type Descriptor, type ImageIndex, type ImageManifest } from '../../protocol/oci.ts';
+import { isDigest, type Digest, isShoalError, ShoalError, MediaType, type Descriptor, type ImageIndex, type ImageManifest } from '../../protocol/index.ts';
 import type { RepoLayout } from './layout.ts';
 
 export interface StoredDocument {

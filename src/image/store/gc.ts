@@ -2,7 +2,7 @@
 // they may belong to a push in flight (uploaded, its manifest not yet put).
 import { stat } from 'node:fs/promises';
 import type { BlobStore } from '../blob-store.ts';
-import type { GcResult } from '../../protocol/store-api.ts';
+import type { GcResult } from '../../protocol/index.ts';
 import { isNoEnt } from '../fs-util.ts';
 import { referencedBlobs, type DocumentReader } from './documents.ts';
 import type { RepoLayout } from './layout.ts';

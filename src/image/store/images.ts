@@ -2,11 +2,18 @@
 // the image manifest, its config and layers; and the two views callers want of it, the
 // host's RootfsSpec and the control API's inspection.
 import { readBlob, type BlobReader } from '../blob-store.ts';
-import type { Digest } from '../../protocol/digest.ts';
-import { ShoalError } from '../../protocol/errors.ts';
-import { formatImageRef, type ImageRef } from '../../protocol/image-ref.ts';
-import { indexMediaTypes, manifestMediaTypes, type ImageConfig, type ImageIndex, type ImageManifest, type RootfsSpec } from '../../protocol/oci.ts';
-import type { ImageInspection, LayerInfo } from '../../protocol/store-api.ts';
+import type { Digest, ImageInspection, LayerInfo } from '../../protocol/index.ts';
+import {
+  ShoalError,
+  formatImageRef,
+  type ImageRef,
+  indexMediaTypes,
+  manifestMediaTypes,
+  type ImageConfig,
+  type ImageIndex,
+  type ImageManifest,
+  type RootfsSpec,
+} from '../../protocol/index.ts';
 import { imageConfigTypes } from './manifest-check.ts';
 
 export interface StoredManifest {

@@ -10,8 +10,7 @@
 import { randomBytes } from 'node:crypto';
 import { mkdir, readdir, readFile, rename, rm, rmdir, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { digestHex, isDigest, type Digest } from '../../protocol/digest.ts';
-import { isRepositoryName, isTagName } from '../../protocol/image-ref.ts';
+import { digestHex, isDigest, type Digest, isRepositoryName, isTagName } from '../../protocol/index.ts';
 import { exists, isNoEnt } from '../fs-util.ts';
 
 export interface RepoLayout {

@@ -8,9 +8,11 @@
 import { Value } from '@sinclair/typebox/value';
 import type { TSchema } from '@sinclair/typebox';
 import { readBlob, type BlobReader } from '../blob-store.ts';
-import { digestOf, type Digest } from '../../protocol/digest.ts';
-import { isShoalError, ShoalError } from '../../protocol/errors.ts';
 import {
+  digestOf,
+  type Digest,
+  isShoalError,
+  ShoalError,
   Descriptor as DescriptorSchema,
   ImageConfig as ImageConfigSchema,
   ImageIndex as ImageIndexSchema,
@@ -22,7 +24,7 @@ import {
   type ImageConfig,
   type ImageIndex,
   type ImageManifest,
-} from '../../protocol/oci.ts';
+} from '../../protocol/index.ts';
 import type { Reference } from './names.ts';
 
 export const imageConfigTypes: readonly string[] = [MediaType.ociConfig, MediaType.dockerConfig];

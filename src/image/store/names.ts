@@ -1,7 +1,5 @@
 // Checks of the names a store call takes: repository, tag, and a reference (tag or digest).
-import { isDigest, type Digest } from '../../protocol/digest.ts';
-import { ShoalError } from '../../protocol/errors.ts';
-import { isRepositoryName, isTagName } from '../../protocol/image-ref.ts';
+import { isDigest, type Digest, ShoalError, isRepositoryName, isTagName } from '../../protocol/index.ts';
 
 export function checkRepo(repo: string): void {
   if (!isRepositoryName(repo)) {

@@ -1,8 +1,8 @@
 // The OCI 1.1 referrers of a manifest: the manifests in a repository whose `subject`
 // names it (signatures, SBOMs, attestations). Computed from the stored documents on
 // each call, so it can never disagree with them (parsed documents are cached).
-import type { Digest } from '../../protocol/digest.ts';
-import { MediaType, type Descriptor, type ImageIndex } from '../../protocol/oci.ts';
+import type { Digest } from '../../protocol/index.ts';
+import { MediaType, type Descriptor, type ImageIndex } from '../../protocol/index.ts';
 import type { DocumentReader } from './documents.ts';
 import type { RepoLayout } from './layout.ts';
 

@@ -9,8 +9,7 @@
 // the verdict remembers, so a config lying about a layer is refused without a re-read.
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { digestHex, type Digest } from '../../protocol/digest.ts';
-import { isShoalError, ShoalError, type ErrorCode } from '../../protocol/errors.ts';
+import { digestHex, type Digest, isShoalError, ShoalError, type ErrorCode } from '../../protocol/index.ts';
 import { readIfExists, writeAtomic } from './layout.ts';
 
 /**

@@ -3,7 +3,7 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseImageRef } from '../../protocol/image-ref.ts';
+import { parseImageRef } from '../../protocol/index.ts';
 import { buildTemplate, type BuildResult } from '../image-build.ts';
 import type { RegistryClient } from '../registry-client.ts';
 import { debootstrapRootfs } from './debian-rootfs.ts';

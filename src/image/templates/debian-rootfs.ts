@@ -5,7 +5,7 @@
 import { spawn } from 'node:child_process';
 import { chmod, lstat, mkdir, readdir, readFile, readlink, rm, symlink, unlink, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { ShoalError } from '../../protocol/errors.ts';
+import { ShoalError } from '../../protocol/index.ts';
 import { lstatIfExists } from '../fs-util.ts';
 
 export interface DebianRootfsOptions {

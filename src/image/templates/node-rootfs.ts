@@ -5,7 +5,7 @@ import { execFile } from 'node:child_process';
 import { chmod, copyFile, mkdir, realpath, symlink, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
-import { ShoalError } from '../../protocol/errors.ts';
+import { ShoalError } from '../../protocol/index.ts';
 
 const run = promisify(execFile);
 

@@ -6,7 +6,7 @@
 // drivers: "the service has ready endpoints now" arrives as data (`release`), a failed
 // deployment arrives as data (`fail`), and demand leaves through listeners. No I/O;
 // timers can be injected.
-import { ShoalError } from '../../protocol/errors.ts';
+import { ShoalError } from '../../protocol/index.ts';
 
 /**
  * A request for a deployment. `cold`: the service has no ready endpoint and nothing is

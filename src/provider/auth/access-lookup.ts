@@ -2,8 +2,7 @@
 // Farm exports are looked at first (the farms take their /s/ names before the router), then
 // the routing table (no I/O on the warm path), then the registry (a service another provider
 // registered a moment ago). Descriptions stored before `access` existed count as 'token'.
-import type { ServiceAccess } from '../../protocol/auth.ts';
-import type { ServiceDescription, ServiceDescriptionInput } from '../../protocol/service.ts';
+import type { ServiceAccess, ServiceDescription, ServiceDescriptionInput } from '../../protocol/index.ts';
 
 export interface AccessLookupOptions {
   table: { service(name: string): { description: ServiceDescription } | undefined };

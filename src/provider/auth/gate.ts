@@ -4,7 +4,7 @@
 // a WWW-Authenticate challenge; mutating calls are written to the audit trail when their
 // reply is finished (status known). Public message paths are passed on synchronously.
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { ServiceAccess } from '../../protocol/auth.ts';
+import type { ServiceAccess } from '../../protocol/index.ts';
 import type { NewAuditEntry } from '../registry/index.ts';
 import { isMutating, requirementFor, type Requirement } from './policy.ts';
 import { credentialOf, mayInvoke, roleAllows } from './token.ts';

@@ -7,7 +7,7 @@
 // authenticated request (the message path included).
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { IncomingHttpHeaders } from 'node:http';
-import type { ApiRole } from '../../protocol/auth.ts';
+import type { ApiRole } from '../../protocol/index.ts';
 
 const TOKEN = /^shoal_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$/;
 

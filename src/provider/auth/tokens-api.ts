@@ -1,8 +1,7 @@
 // /api/v1/tokens and /api/v1/audit (admin only: the gate checks the role before these run).
 import { Hono, type Context } from 'hono';
 import { Value } from '@sinclair/typebox/value';
-import { TokenCreateBody, type TokenCreated, type TokenSummary } from '../../protocol/auth.ts';
-import { ShoalError } from '../../protocol/errors.ts';
+import { TokenCreateBody, type TokenCreated, type TokenSummary, ShoalError } from '../../protocol/index.ts';
 import type { ApiTokenRecord, AuditFilter, Registry } from '../registry/index.ts';
 import { mintToken } from './token.ts';
 import type { TokenVerifier } from './verifier.ts';

@@ -5,7 +5,7 @@
 // services may use a verdict cached for `cacheTtlMs` (default 1 s) so warm requests do not
 // touch the database; a revocation made through this process drops its cache entry at
 // once, one made on another provider is seen here within cacheTtlMs.
-import type { ApiRole } from '../../protocol/auth.ts';
+import type { ApiRole } from '../../protocol/index.ts';
 import type { ApiTokenRecord } from '../registry/index.ts';
 import { hashToken, sameHash, tokenId } from './token.ts';
 

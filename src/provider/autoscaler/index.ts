@@ -7,7 +7,7 @@
 // last `stableWindowMs`, and only once the history covers that whole window, so a
 // brief lull does not tear instances down. Zero (or min) comes after `idleTimeoutMs`
 // with no request and nothing in flight; the idle timeout is itself the damping there.
-import { ShoalError } from '../../protocol/errors.ts';
+import { ShoalError } from '../../protocol/index.ts';
 
 export interface ScaleMetrics {
   /** Messages being handled now, plus those waiting in the activator for this service. */

@@ -1,7 +1,7 @@
 // The intermediaries' routing logic (Baltic's eOr, ePar, eRef), without HTTP: a target is
 // anything that can send one message and return one reply. The provider's data plane
 // composes them per farm (farms.ts) with HTTP leaves; tests compose them with fakes.
-import { ShoalError } from '../../protocol/errors.ts';
+import { ShoalError } from '../../protocol/index.ts';
 
 export interface Reply {
   status: number;

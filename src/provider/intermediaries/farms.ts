@@ -7,10 +7,8 @@
 // Every message entering a farm is checked against the operation's input schema.
 import { Agent, request, type IncomingMessage, type ServerResponse } from 'node:http';
 import { isDeepStrictEqual } from 'node:util';
-import { ShoalError, errorReply, isShoalError } from '../../protocol/errors.ts';
-import type { ImportBinding } from '../../protocol/deployment.ts';
-import type { ServiceDescriptionInput } from '../../protocol/service.ts';
-import type { CrashAction, FarmGraph, GraphNode } from '../../protocol/farm-graph.ts';
+import { ShoalError, errorReply, isShoalError } from '../../protocol/index.ts';
+import type { ImportBinding, ServiceDescriptionInput, CrashAction, FarmGraph, GraphNode } from '../../protocol/index.ts';
 import { compileSchema, type SchemaCheck } from '../json-schema.ts';
 import { createOr, createPar, createRef, type RefTarget, type Reply, type Target } from './engine.ts';
 

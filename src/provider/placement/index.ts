@@ -3,8 +3,8 @@
 // made-up reports. A shared feasibility filter runs first for every policy and gives
 // each refused host a reason (Nomad's scheduler/feasible in small). Hosts are judged by
 // their drivers' declared capabilities, never by a driver's name. No I/O, no clocks.
-import type { DriverCapabilities, Isolation } from '../../protocol/driver.ts';
-import { ShoalError } from '../../protocol/errors.ts';
+import type { DriverCapabilities, Isolation } from '../../protocol/index.ts';
+import { ShoalError } from '../../protocol/index.ts';
 
 export type { DriverCapabilities, Isolation };
 

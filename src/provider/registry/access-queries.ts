@@ -1,6 +1,6 @@
 // The registry's API tokens and audit trail (migration 3): same SQL on both databases.
-import { ShoalError } from '../../protocol/errors.ts';
-import type { ApiRole } from '../../protocol/auth.ts';
+import { ShoalError } from '../../protocol/index.ts';
+import type { ApiRole } from '../../protocol/index.ts';
 import { isUniqueViolation, type Row, type SqlExecutor, type SqlValue } from './sql-driver.ts';
 import type { ApiTokenRecord, AuditFilter, AuditRecord, NewApiToken, NewAuditEntry, Registry } from './types.ts';
 

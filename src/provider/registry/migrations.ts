@@ -4,7 +4,7 @@
 // Both dialects run the same SQL except where a placeholder below differs. Times are
 // epoch milliseconds (BIGINT), JSON is TEXT (parsed by the registry), so rows read the
 // same from either database.
-import { ShoalError } from '../../protocol/errors.ts';
+import { ShoalError } from '../../protocol/index.ts';
 import type { Dialect, SqlDriver } from './sql-driver.ts';
 
 export interface Migration {

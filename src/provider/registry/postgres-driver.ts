@@ -1,7 +1,7 @@
 // PostgreSQL through `pg` (pure JavaScript client): a pool per registry; a transaction
 // holds one pooled connection from BEGIN to COMMIT.
 import pg from 'pg';
-import { ShoalError } from '../../protocol/errors.ts';
+import { ShoalError } from '../../protocol/index.ts';
 import type { Row, SqlDriver, SqlExecutor, SqlValue } from './sql-driver.ts';
 
 export interface PostgresDriverOptions {

@@ -1,8 +1,7 @@
 // The registry's queries, written once for both databases (see index.ts for why plain SQL).
 import { randomUUID } from 'node:crypto';
-import { ShoalError } from '../../protocol/errors.ts';
-import type { HostReport } from '../../protocol/deployment.ts';
-import { validateServiceDescription, type ServiceDescription } from '../../protocol/service.ts';
+import { ShoalError, validateServiceDescription, type ServiceDescription } from '../../protocol/index.ts';
+import type { HostReport } from '../../protocol/index.ts';
 import { createAccessQueries } from './access-queries.ts';
 import { MIGRATIONS } from './migrations.ts';
 import { isUniqueViolation, type Row, type SqlDriver, type SqlExecutor, type SqlValue } from './sql-driver.ts';

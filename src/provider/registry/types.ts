@@ -1,7 +1,5 @@
 // What the registry stores and returns: typed records, never raw rows.
-import type { DeploymentTimeline, EndpointReference, HostReport } from '../../protocol/deployment.ts';
-import type { ServiceDescription } from '../../protocol/service.ts';
-import type { ApiRole, AuditEntry } from '../../protocol/auth.ts';
+import type { DeploymentTimeline, EndpointReference, HostReport, ServiceDescription, ApiRole, AuditEntry } from '../../protocol/index.ts';
 import type { Dialect } from './sql-driver.ts';
 
 export interface ServiceRecord {

@@ -20,7 +20,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { access, constants as fsConstants, mkdir, open, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { release } from 'node:os';
 import { isAbsolute, join } from 'node:path';
-import { ShoalError } from '../../../protocol/errors.ts';
+import { ShoalError } from '../../../protocol/index.ts';
 import type {
   Driver,
   DriverCapabilities,

@@ -20,7 +20,7 @@ import { chmod, chown, mkdir, open, readFile, rm, stat, writeFile } from 'node:f
 import { release } from 'node:os';
 import { dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
-import { ShoalError } from '../../../protocol/errors.ts';
+import { ShoalError } from '../../../protocol/index.ts';
 import type {
   DriverCapabilities,
   DriverFingerprint,

@@ -3,7 +3,7 @@
 import { execFile } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import { promisify } from 'node:util';
-import { ShoalError } from '../../../protocol/errors.ts';
+import { ShoalError } from '../../../protocol/index.ts';
 
 const run = promisify(execFile);
 

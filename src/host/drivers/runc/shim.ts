@@ -13,7 +13,7 @@ import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { ShoalError } from '../../../protocol/errors.ts';
+import { ShoalError } from '../../../protocol/index.ts';
 
 const run = promisify(execFile);
 

@@ -2,7 +2,7 @@
 // Shoal's edits (no capabilities, no network but lo, limits, seccomp, /run/shoal).
 import { readdirSync, realpathSync } from 'node:fs';
 import { join } from 'node:path';
-import { ShoalError } from '../../../protocol/errors.ts';
+import { ShoalError } from '../../../protocol/index.ts';
 import type { IdMapping, InstanceResources, InstanceSpec } from '../driver.ts';
 import { LISTEN_ENV } from '../shared/listener.ts';
 import { defaultSeccompProfile, type SeccompArchitectures, type SeccompProfile } from './seccomp.ts';

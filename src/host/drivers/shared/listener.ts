@@ -12,7 +12,7 @@ import { randomBytes } from 'node:crypto';
 import { chmod, link, lstat, rm } from 'node:fs/promises';
 import { createServer, type Server } from 'node:net';
 import { basename, dirname, join } from 'node:path';
-import { ShoalError } from '../../../protocol/errors.ts';
+import { ShoalError } from '../../../protocol/index.ts';
 
 /** The descriptor number an instance finds its listener on (SD_LISTEN_FDS_START). */
 export const LISTEN_FD = 3;
