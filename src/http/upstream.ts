@@ -5,7 +5,7 @@
 // whole request and hands its reply to callbacks (the provider's link to each host).
 //
 // Why not undici, which the rest of the project uses (src/http/event-stream.ts, the registry
-// client, the CLI): measured in one interleaved run (bench/http-client.ts), undici costs
+// client, the CLI): measured in one interleaved run (bench/http-client.md), undici costs
 // 1.3–1.9× the CPU per request of this client on both data-plane hops, and adds ~0.03 ms of
 // p50 per hop; it passes the same hostile-reply suite. Why not node:http's client: ~100 µs
 // of CPU per request (ClientRequest, Agent, IncomingMessage, their events and streams).

@@ -1,6 +1,6 @@
 // The relay (src/http/relay.ts) against a scripted raw instance on a Unix socket: framing,
 // interim replies, connection reuse, and every malformed, hostile or slow reply it must
-// refuse. (The same suite passes against the undici variant in bench/lib/undici-http, with
+// refuse. (The same suite passed against an undici variant (bench/http-client.md), with
 // two differences of undici's: it refuses an unasked-for 100 Continue, and back-to-back
 // requests may alternate between two connections.)
 import { after, before, test } from 'node:test';
