@@ -105,7 +105,7 @@ describe('bundleService: echo', () => {
     // Nothing from other parts of the platform: only what the SDK needs.
     assert.deepEqual(
       result.files.filter((f) => f.startsWith('app/.shoal/')),
-      ['app/.shoal/src/protocol/errors.mjs', ...['client', 'define', 'errors', 'index', 'log', 'serve'].map((n) => `app/.shoal/src/service/${n}.mjs`)],
+      ['app/.shoal/src/protocol/errors.mjs', ...['client', 'define', 'describe', 'errors', 'index', 'log', 'serve'].map((n) => `app/.shoal/src/service/${n}.mjs`)],
     );
     let gz = 0;
     for (const f of result.files) gz += gzipSync(await readFile(join(out, f))).length;

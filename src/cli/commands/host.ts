@@ -84,6 +84,11 @@ export function registerHostCommand(program: Command): void {
         };
         const { startHost, defaultDriverName } = await import('../../host/index.ts');
         const { createLogger } = await import('../logger.ts');
+        // Flags first: a listener that would need TLS is refused before anything else is checked.
+        const { checkBindAddress } = await import('../../http/index.ts');
+        const plain = { tls: secure.tls !== undefined, insecure: secure.insecure, warn: () => {} }; // startHost warns
+        checkBindAddress('the host control API', parseListen(opts.listen).host, plain);
+        checkBindAddress('the host data plane', parseListen(opts.dataListen, 'data-listen').host, plain);
         // As root the process driver runs instances as another user: fail now, not at their first spawn.
         if (process.getuid?.() === 0 && (driver ?? (await defaultDriverName())) === 'process' && !(await othersCanTraverse(resolve(opts.data)))) {
           throw new ShoalError('invalid', `instances run as an unprivileged user and cannot enter ${resolve(opts.data)} (a directory above it is not searchable by others): choose --data elsewhere, e.g. /var/lib/shoal/host`, { field: 'data' });
