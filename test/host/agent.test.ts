@@ -3,7 +3,7 @@
 // runc or root (the runc path is covered by test/integration/host-runc.test.ts).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { chmod, copyFile, mkdir, mkdtemp, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
+import { chmod, copyFile, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createAdmission } from '../../src/host/admission.ts';
@@ -18,6 +18,7 @@ import type { DeploymentPlan } from '../../src/protocol/deployment.ts';
 import { digestOf } from '../../src/protocol/digest.ts';
 import type { RootfsSpec } from '../../src/protocol/oci.ts';
 import { post } from '../fixtures/instance-client.ts';
+import { linkNode } from '../fixtures/link-node.ts';
 
 const echoServer = new URL('../../examples/echo/rootfs/app/server.mjs', import.meta.url).pathname;
 const layerText = 'echo-layer-v1';
@@ -48,14 +49,14 @@ async function setup(t: { after(fn: () => Promise<void>): void }, capacity = { m
   const layerCache = createLayerCache({
     dir: join(dataDir, 'cache'),
     budgetBytes: 1 << 30,
-    // "unpacking" builds the tree: node (a link to this node) and the echo server
+    // "unpacking" builds the tree: node (a hard link to this node) and the echo server
     unpack: async () => {
       throw new Error('the process driver uses flat trees');
     },
     flatten: async (_layers, dest) => {
       await mkdir(join(dest, 'usr/local/bin'), { recursive: true });
       await mkdir(join(dest, 'app'), { recursive: true });
-      await symlink(process.execPath, join(dest, 'usr/local/bin/node'));
+      await linkNode(join(dest, 'usr/local/bin/node'));
       await copyFile(echoServer, join(dest, 'app/server.mjs'));
     },
   });
