@@ -17,7 +17,7 @@ import { prepareInstanceRoot } from './instances/root-preparation.ts';
 import { createWarmContainers, type WarmContainers } from './instances/warm-containers.ts';
 import { createDeploy, type DeployDeps } from './instances/deploy.ts';
 import { recoverInstances } from './instances/recovery.ts';
-import { createLiveness, livenessTargets, stopUnresponsive, type Liveness, type LivenessLimits } from './instances/liveness.ts';
+import { createLiveness, EXIT_REPORT_MS, exitedWithin, livenessTargets, stopUnresponsive, type Liveness, type LivenessLimits } from './instances/liveness.ts';
 import { probe } from './instances/readiness.ts';
 import { setPaused, statsOf } from './instances/instance-ops.ts';
 import { followLog, tailLines } from './instances/instance-log.ts';
@@ -108,8 +108,12 @@ export function createAgent(options: AgentOptions): Agent {
     probe,
     onUnresponsive(id, why) {
       const l = store.find(id);
-      if (l === undefined) return;
-      void stopUnresponsive({ events, teardown, save, afterCleanup: removal.pruneDead, log, ...hooks }, l, why);
+      if (l?.running === undefined) return;
+      // A process that died is a crash, not an unresponsive instance: drivers report an exit
+      // within a second, so give the exit handler that long to claim it first.
+      void exitedWithin(l.running, EXIT_REPORT_MS).then((exited) => {
+        if (!exited) return stopUnresponsive({ events, teardown, save, afterCleanup: removal.pruneDead, log, ...hooks }, l, why);
+      });
     },
     log,
     ...options.liveness,
@@ -215,3 +219,4 @@ async function waitUntil(cond: () => boolean, timeoutMs: number): Promise<void> 
   const end = Date.now() + timeoutMs;
   while (!cond() && Date.now() < end) await new Promise((r) => setTimeout(r, 20));
 }
+

@@ -215,7 +215,9 @@ describe('a hostile instance on runc', { skip: missing ?? false }, () => {
     // Still serving, and the host's own disk did not take the writes.
     assert.deepEqual((await call(hostile, 'Echo', { ok: 1 })).json, { ok: 1 });
     const after = (await statfs(h.dataDir)).bavail * (await statfs(h.dataDir)).bsize;
-    assert.ok(hostFree - after < 16 * 1024 * 1024, `the host lost ${(hostFree - after) >> 20} MiB`);
+    // Other tests share this file system; had the three disk-backed paths (/tmp, /, /app)
+    // landed on it, it would have lost at least 3 × the 64 MiB each may write.
+    assert.ok(hostFree - after < 100 * 1024 * 1024, `the host lost ${(hostFree - after) >> 20} MiB`);
     await othersServed();
   });
 

@@ -6,6 +6,7 @@
 import type { EventBus } from '../events.ts';
 import { emitFor, type InstanceStore, type LiveInstance } from './instance-store.ts';
 import type { Logger } from '../ports.ts';
+import type { RunningInstance } from '../drivers/driver.ts';
 
 export interface LivenessLimits {
   /** How often each ready instance is probed. Default 5 s. */
@@ -156,4 +157,25 @@ export async function stopUnresponsive(deps: UnresponsiveDeps, l: LiveInstance, 
     deps.log.error({ instance, err: String(e) }, 'saving the unresponsive verdict failed');
   }
   deps.afterCleanup();
+}
+
+/** How long a driver may take to report an instance's exit (RunningInstance.exited). */
+export const EXIT_REPORT_MS = 1500;
+
+/** True if the instance's exit is reported within ms. */
+export function exitedWithin(running: RunningInstance, ms: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => resolve(false), ms);
+    timer.unref();
+    running.exited.then(
+      () => {
+        clearTimeout(timer);
+        resolve(true);
+      },
+      () => {
+        clearTimeout(timer);
+        resolve(true);
+      },
+    );
+  });
 }

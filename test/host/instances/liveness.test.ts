@@ -1,6 +1,6 @@
-import { describe, it } from 'node:test';
+import { describe, it, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createLiveness, type LivenessTarget } from '../../../src/host/instances/liveness.ts';
+import { createLiveness, exitedWithin, type LivenessTarget } from '../../../src/host/instances/liveness.ts';
 import { silentLogger } from '../../../src/host/ports.ts';
 
 function harness(answers: Record<string, Array<number | Error>>, opts: { failures?: number } = {}) {
@@ -69,4 +69,10 @@ describe('liveness', () => {
     assert.deepEqual(h.verdicts, []);
     await h.liveness.close();
   });
+});
+
+test('exitedWithin: an exit reported in time is a crash for the exit handler, silence is not', async () => {
+  const running = (exited: Promise<never> | Promise<{ reason: 'exited' }>) => ({ id: 'i', pid: 1, exited, stop: async () => {}, stats: async () => ({ memoryBytes: undefined, cpuUsageNanos: undefined, pids: undefined }) }) as never;
+  assert.equal(await exitedWithin(running(new Promise((r) => setTimeout(() => r({ reason: 'exited' }), 20))), 500), true);
+  assert.equal(await exitedWithin(running(new Promise(() => {})), 50), false);
 });
