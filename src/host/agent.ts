@@ -17,7 +17,7 @@ import { prepareInstanceRoot } from './instances/root-preparation.ts';
 import { createWarmContainers, type WarmContainers } from './instances/warm-containers.ts';
 import { createDeploy, type DeployDeps } from './instances/deploy.ts';
 import { recoverInstances } from './instances/recovery.ts';
-import { createLiveness, EXIT_REPORT_MS, exitedWithin, livenessTargets, stopUnresponsive, type Liveness, type LivenessLimits } from './instances/liveness.ts';
+import { createLiveness, diedWithin, EXIT_REPORT_MS, livenessTargets, stopUnresponsive, type Liveness, type LivenessLimits } from './instances/liveness.ts';
 import { probe } from './instances/readiness.ts';
 import { setPaused, statsOf } from './instances/instance-ops.ts';
 import { followLog, tailLines } from './instances/instance-log.ts';
@@ -109,9 +109,9 @@ export function createAgent(options: AgentOptions): Agent {
     onUnresponsive(id, why) {
       const l = store.find(id);
       if (l?.running === undefined) return;
-      // A process that died is a crash, not an unresponsive instance: drivers report an exit
-      // within a second, so give the exit handler that long to claim it first.
-      void exitedWithin(l.running, EXIT_REPORT_MS).then((exited) => {
+      // A process that died is a crash, not an unresponsive instance: unless it is still
+      // running, give the exit handler the time drivers take to report an exit.
+      void diedWithin(l.running, EXIT_REPORT_MS).then((exited) => {
         if (!exited) return stopUnresponsive({ events, teardown, save, afterCleanup: removal.pruneDead, log, ...hooks }, l, why);
       });
     },

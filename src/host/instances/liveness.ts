@@ -7,6 +7,7 @@ import type { EventBus } from '../events.ts';
 import { emitFor, type InstanceStore, type LiveInstance } from './instance-store.ts';
 import type { Logger } from '../ports.ts';
 import type { RunningInstance } from '../drivers/driver.ts';
+import { readFile } from 'node:fs/promises';
 
 export interface LivenessLimits {
   /** How often each ready instance is probed. Default 5 s. */
@@ -157,6 +158,27 @@ export async function stopUnresponsive(deps: UnresponsiveDeps, l: LiveInstance, 
     deps.log.error({ instance, err: String(e) }, 'saving the unresponsive verdict failed');
   }
   deps.afterCleanup();
+}
+
+/**
+ * Whether a probe failure is the instance's death (a crash, the exit handler's to report)
+ * rather than a live process that stopped answering. A process still running (not a
+ * zombie) answers at once; otherwise its exit report gets EXIT_REPORT_MS to arrive.
+ */
+export async function diedWithin(running: RunningInstance, ms: number): Promise<boolean> {
+  if (running.pid !== undefined && (await processRunning(running.pid))) return false;
+  return exitedWithin(running, ms);
+}
+
+/** A host pid that exists and is not a zombie (/proc/<pid>/stat: the state after the name). */
+async function processRunning(pid: number): Promise<boolean> {
+  try {
+    const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+    const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+    return state !== 'Z' && state !== 'X' && state !== '';
+  } catch {
+    return false; // gone
+  }
 }
 
 /** How long a driver may take to report an instance's exit (RunningInstance.exited). */

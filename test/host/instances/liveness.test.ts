@@ -1,6 +1,6 @@
 import { describe, it, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createLiveness, exitedWithin, type LivenessTarget } from '../../../src/host/instances/liveness.ts';
+import { createLiveness, diedWithin, exitedWithin, type LivenessTarget } from '../../../src/host/instances/liveness.ts';
 import { silentLogger } from '../../../src/host/ports.ts';
 
 function harness(answers: Record<string, Array<number | Error>>, opts: { failures?: number } = {}) {
@@ -75,4 +75,13 @@ test('exitedWithin: an exit reported in time is a crash for the exit handler, si
   const running = (exited: Promise<never> | Promise<{ reason: 'exited' }>) => ({ id: 'i', pid: 1, exited, stop: async () => {}, stats: async () => ({ memoryBytes: undefined, cpuUsageNanos: undefined, pids: undefined }) }) as never;
   assert.equal(await exitedWithin(running(new Promise((r) => setTimeout(() => r({ reason: 'exited' }), 20))), 500), true);
   assert.equal(await exitedWithin(running(new Promise(() => {})), 50), false);
+});
+
+test('diedWithin: a process still running answers at once; a dead pid waits for the exit report', { timeout: 60_000 }, async () => {
+  const never = new Promise<never>(() => {});
+  const alive = { id: 'i', pid: process.pid, exited: never, stop: async () => {}, stats: async () => ({ memoryBytes: undefined, cpuUsageNanos: undefined, pids: undefined }) } as never;
+  // With an exit report that never comes and a ten-minute wait, only a running process answers.
+  assert.equal(await diedWithin(alive, 600_000), false);
+  const gone = { id: 'j', pid: 2 ** 22 + 7, exited: Promise.resolve({ reason: 'exited' }), stop: async () => {}, stats: async () => ({ memoryBytes: undefined, cpuUsageNanos: undefined, pids: undefined }) } as never;
+  assert.equal(await diedWithin(gone, 5000), true);
 });
