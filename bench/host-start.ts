@@ -61,6 +61,11 @@ export interface BenchInstance {
   spec: InstanceSpec;
   /** The socket as seen from this process. */
   socket: string;
+  /**
+   * Where the plain baseline binds its own socket: a directory its unprivileged user owns
+   * (the drivers' socket dir is the host's, root-owned, and they pass the listener in).
+   */
+  plainSocket: string;
   mount(): Promise<void>;
   release(): Promise<void>;
 }
@@ -109,10 +114,14 @@ export function createStartRig(options: StartRigOptions): StartRig {
       await chmod(join(dir, 'i'), 0o755);
       await chmod(base, 0o755);
       await mkdir(join(d.sock, 'imports'));
+      const plainDir = join(base, 'p');
+      await mkdir(plainDir);
+      if (asRoot) await chown(plainDir, 65534, 65534);
       let mounted = false;
       const listen = overlay ? '/run/shoal/app.sock' : join(d.sock, 'app.sock');
       return {
         socket: join(d.sock, 'app.sock'),
+        plainSocket: join(plainDir, 'app.sock'),
         spec: {
           id,
           rootfs: overlay ? d.rootfs : flat,
@@ -142,7 +151,7 @@ export function createStartRig(options: StartRigOptions): StartRig {
       const inRoot = (p: string): string => (isAbsolute(p) ? join(flat, p) : p);
       const child = spawn(inRoot(args[0]!), args.slice(1).map(inRoot), {
         cwd: inRoot(options.cwd ?? '/app'),
-        env: { PATH: '/usr/local/bin:/bin', SHOAL_LISTEN: inst.socket },
+        env: { PATH: '/usr/local/bin:/bin', SHOAL_LISTEN: inst.plainSocket },
         stdio: 'ignore',
         ...(asRoot ? { uid: 65534, gid: 65534 } : {}),
       });
@@ -152,7 +161,7 @@ export function createStartRig(options: StartRigOptions): StartRig {
         await gone;
       };
       try {
-        return { ms: await untilReady(inst.socket, t0), stop };
+        return { ms: await untilReady(inst.plainSocket, t0), stop };
       } catch (e) {
         await stop();
         throw e;
