@@ -106,26 +106,14 @@ export async function runHostDeployBench(options: { n?: number; log?: (m: string
       process: { cmd: ['/usr/local/bin/node', '/app/server.mjs'] },
     });
     const capacity = { memoryMb: 4096, cpuMillis: 8000, instances: 16 };
-    const pooled = await startHost({ dataDir: join(work, 'hp'), listen: { host: '127.0.0.1', port: 0 }, token: TOKEN, capacity, driver: 'runc' });
-    hosts.push(pooled);
-    const unpooled = await startHost({
-      dataDir: join(work, 'hu'),
-      listen: { host: '127.0.0.1', port: 0 },
-      token: TOKEN,
-      capacity,
-      driver: 'runc',
-      warmPool: { perImage: 0 },
-    });
-    hosts.push(unpooled);
-    const unhardened = await startHost({
-      dataDir: join(work, 'hx'),
-      listen: { host: '127.0.0.1', port: 0 },
-      token: TOKEN,
-      capacity,
-      driver: 'runc',
-      warmPool: { perImage: 0 },
-      runc: { userNamespace: false, boundedRoot: false },
-    });
+    const runcHost = async (dir: string, extra: Partial<Parameters<typeof startHost>[0]> = {}): Promise<Host> => {
+      const h = await startHost({ dataDir: join(work, dir), listen: { host: '127.0.0.1', port: 0 }, token: TOKEN, capacity, driver: 'runc', ...extra });
+      hosts.push(h);
+      return h;
+    };
+    const pooled = await runcHost('hp');
+    const unpooled = await runcHost('hu', { warmPool: { perImage: 0 } });
+    const unhardened = await runcHost('hx', { warmPool: { perImage: 0 }, runc: { userNamespace: false, boundedRoot: false } });
     hosts.push(unhardened);
     // Warm the layer caches (and the pool) first: the figure is for a warm cache.
     await hostDeploy(pooled, image.reference, store.url);

@@ -16,11 +16,11 @@
 
 import { createServer, validateHeaderName, validateHeaderValue, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { hardenServer } from '../../http/index.ts';
-import { chmod, chown, lstat, mkdir, rm } from 'node:fs/promises';
+import { chmod, chown, mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ShoalError } from '../../protocol/index.ts';
 import { closeServer, createUpstream, relay, replyError, readRequestHead, ROUTE_HEADER, type Upstream } from '../../http/index.ts';
-import { assertHostOwnedDir } from '../drivers/shared/listener.ts';
+import { assertHostOwnedDir, removeStaleSocket } from '../drivers/shared/listener.ts';
 
 export interface ImportBinding {
   /** The import's name; the socket is `<dir>/<name>.sock`. */
@@ -86,7 +86,7 @@ export async function openImportSockets(dir: string, bindings: ImportBinding[], 
   };
   try {
     for (const p of prepared) {
-      await removeStaleSocket(p.socketPath);
+      await removeStaleSocket(p.socketPath, 'dir');
       const server = hardenServer(createServer((req, res) => handle(p, req, res)));
       await new Promise<void>((resolve, reject) => {
         server.once('error', reject);
@@ -188,13 +188,3 @@ function staysInside(target: string): boolean {
   return true;
 }
 
-async function removeStaleSocket(path: string): Promise<void> {
-  let stat;
-  try {
-    stat = await lstat(path);
-  } catch {
-    return;
-  }
-  if (!stat.isSocket()) throw new ShoalError('conflict', `${path} exists and is not a socket; refusing to replace it`, { field: 'dir' });
-  await rm(path, { force: true });
-}

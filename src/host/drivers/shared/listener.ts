@@ -68,13 +68,14 @@ export async function createInheritedListener(path: string): Promise<InheritedLi
   return { path, fd, release };
 }
 
-async function removeStaleSocket(path: string): Promise<void> {
+/** Removes a socket left by an earlier run; anything else at the path is refused (named by `field`). */
+export async function removeStaleSocket(path: string, field?: string): Promise<void> {
   let st;
   try {
     st = await lstat(path);
   } catch {
     return;
   }
-  if (!st.isSocket()) throw new ShoalError('conflict', `${path} exists and is not a socket; refusing to replace it`);
+  if (!st.isSocket()) throw new ShoalError('conflict', `${path} exists and is not a socket; refusing to replace it`, field === undefined ? {} : { field });
   await rm(path, { force: true });
 }
