@@ -136,3 +136,51 @@ export function boundsRoot(d: Driver): boolean {
 export function canPrepare(d: Driver): d is PreparingDriver {
   return typeof (d as Partial<PreparingDriver>).prepare === 'function';
 }
+
+// ---- Live state (issues 13, 14, 15) -------------------------------------------------
+// One shape for every driver that can hold running state (wasm, isolate, vm). The agent
+// owns the consistency question: it quiesces the instance (no message in flight, new ones
+// held) before calling capture(), and stores the result in the store as an OCI artifact.
+// Drivers only capture and restore bytes; they never talk to the store or the provider.
+
+/** A running instance's state, captured by its driver, written to a host-owned file. */
+export interface CapturedState {
+  /** The artifact's layer media type, e.g. `application/vnd.shoal.state.wasm.v1+zstd`. */
+  mediaType: string;
+  /** Host-owned file holding the state (already compressed); the agent moves or deletes it. */
+  file: string;
+  /** Recorded with the artifact: driver, image digest, memory size, format version… */
+  annotations: Record<string, string>;
+}
+
+/** Optional: an instance whose running state its driver can capture (the agent has quiesced it). */
+export interface CapturingInstance extends RunningInstance {
+  /** Capture into a new file under `dir` (host-owned). The instance keeps running after. */
+  capture(dir: string): Promise<CapturedState>;
+}
+
+export function canCapture(i: RunningInstance): i is CapturingInstance {
+  return typeof (i as Partial<CapturingInstance>).capture === 'function';
+}
+
+/** Optional: a driver that can start an instance from a captured state instead of from the image's start. */
+export interface RestoringDriver extends Driver {
+  /** Like start(), but the instance continues from `state` (same image; the spec is the new instance's). */
+  restore(spec: InstanceSpec, state: CapturedState): Promise<RunningInstance>;
+}
+
+export function canRestore(d: Driver): d is RestoringDriver {
+  return typeof (d as Partial<RestoringDriver>).restore === 'function';
+}
+
+/**
+ * Optional: a driver with a faster fork than capture + restore (wasm: copy the non-zero
+ * pages in process; QuickJS: copy the heap). The source keeps serving.
+ */
+export interface ForkingDriver extends Driver {
+  fork(source: RunningInstance, spec: InstanceSpec): Promise<RunningInstance>;
+}
+
+export function canFork(d: Driver): d is ForkingDriver {
+  return typeof (d as Partial<ForkingDriver>).fork === 'function';
+}
