@@ -27,6 +27,8 @@ import { compileService, createRoutingTable, type RemovalReason, type RouteEndpo
 import { createScaler } from './scaler.ts';
 import { createFarmEngine, type FarmEngine } from './intermediaries/farms.ts';
 import { createProviderApi, createProviderServer, type MountedApp } from './server.ts';
+import { createProviderDashboard } from './dashboard.ts';
+import { createInstancesApi } from './instances-api.ts';
 import { createImageResolver, createRegistryClient } from '../image/index.ts';
 import { ShoalError, advertisedUrl } from '../protocol/index.ts';
 
@@ -346,6 +348,8 @@ async function assemble(options: ProviderOptions, registry: Registry, ownRegistr
     ...(options.store === undefined ? {} : { store: options.store }),
     log,
   });
+  api.route('/', createInstancesApi({ table, control, deployer }));
+  const dashboard = createProviderDashboard({ registry, verifier, secure: options.tls !== undefined, log });
   const farmCredential = createFarmCredential({ registry, providerId });
   const registerService = async (description: unknown): Promise<void> => {
     await control.registerService(description);
@@ -371,9 +375,13 @@ async function assemble(options: ProviderOptions, registry: Registry, ownRegistr
     ...(options.auth?.anonymousPull === undefined ? {} : { anonymousPull: options.auth.anonymousPull }),
     access: createAccessLookup({ table, registry, farms }),
     audit: (entry) => registry.appendAudit(entry),
+    session: async (req) => {
+      const v = await dashboard.session(req);
+      return v === undefined || !v.ok ? v : { ok: true, principal: v.principal };
+    },
     log,
   });
-  const server = createProviderServer({ tls: options.tls, router, api, farms, gate, ...(options.store === undefined ? {} : { store: options.store }) });
+  const server = createProviderServer({ tls: options.tls, router, api, farms, gate, dashboard, ...(options.store === undefined ? {} : { store: options.store }) });
 
   await reconciler.reconcile();
   const boundPort = await new Promise<number>((resolve, reject) => {
@@ -409,6 +417,7 @@ async function assemble(options: ProviderOptions, registry: Registry, ownRegistr
         await scaler.close();
         await reconciler.close();
         activator.close();
+        dashboard.close();
         // Together: a cold start waiting on a host's reply ends only when the deployer aborts it.
         await Promise.all([coldStart.close(), deployer.close()]);
         await new Promise<void>((resolve) => {

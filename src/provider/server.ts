@@ -353,12 +353,15 @@ export function createProviderServer(options: {
   farms?: { handles(url: string): boolean; handle(req: IncomingMessage, res: ServerResponse): void };
   /** Checks tokens and roles before anything else runs (auth/gate.ts). */
   gate?: AuthGate;
+  /** The web page at /ui (src/dashboard). */
+  dashboard?: { handles(url: string): boolean; handle(req: IncomingMessage, res: ServerResponse): void };
 }): Server {
   const api = getRequestListener(options.api.fetch);
   const store = options.store === undefined ? undefined : getRequestListener(options.store.fetch);
   const dispatch = (req: IncomingMessage, res: ServerResponse): void => {
     const url = req.url ?? '/';
     if (options.farms?.handles(url)) return options.farms.handle(req, res);
+    if (options.dashboard?.handles(url)) return options.dashboard.handle(req, res);
     if (url.startsWith(MESSAGE_PREFIX)) return options.router.handle(req, res);
     if (store !== undefined) {
       for (const p of STORE_PREFIXES) {

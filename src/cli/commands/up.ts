@@ -139,12 +139,13 @@ export function registerUpCommand(program: Command): void {
       }
 
       if (opts.json) {
-        const ready = { state: dataDir, hostData: hostData.dir, adminToken: join(dataDir, 'admin-token'), provider: provider.url, store: provider.url, driver: effectiveDriver, host: { id: host.hostId, controlUrl: host.controlUrl, dataUrl: host.dataUrl } };
+        const ready = { dashboard: `${provider.url}/ui/`, state: dataDir, hostData: hostData.dir, adminToken: join(dataDir, 'admin-token'), provider: provider.url, store: provider.url, driver: effectiveDriver, host: { id: host.hostId, controlUrl: host.controlUrl, dataUrl: host.dataUrl } };
         process.stdout.write(`${JSON.stringify(ready)}\n`);
       }
       say(`shoal up: state in ${dataDir}`);
       say(`  provider   ${provider.url}  (messages POST ${provider.url}/s/<service>/<operation>, API ${provider.url}/api/v1/, ${provider.url}/openapi.json)`);
       say(`  store      ${provider.url}  (OCI registry ${provider.url}/v2/)`);
+      say(`  dashboard  ${provider.url}/ui/  (log in with the admin token: ${join(dataDir, 'admin-token')})`);
       say(`  host       ${host.hostId}  control ${host.controlUrl}, data plane ${host.dataUrl}`);
       say(`  try        shoal call echo Echo '{"message":"hello"}'`);
       say('Ctrl-C stops everything.');

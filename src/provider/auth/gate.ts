@@ -19,7 +19,14 @@ export interface AuthGateOptions {
   /** Where audit entries go (the registry, or the standalone store's file). */
   audit(entry: NewAuditEntry): Promise<unknown>;
   log: { warn(obj: object, msg?: string): void };
+  /**
+   * A browser session (the dashboard's cookie), tried when the request sends no token:
+   * undefined when it has none; a refusal when it is stale or a change lacks its CSRF proof.
+   */
+  session?(req: IncomingMessage): Promise<SessionCheck | undefined>;
 }
+
+export type SessionCheck = { ok: true; principal: Principal } | { ok: false; status: 401 | 403; reason: string };
 
 export interface AuthGate {
   /** Calls `next` when the request may go on; answers 401/403 itself otherwise. */
@@ -79,7 +86,12 @@ export function createAuthGate(options: AuthGateOptions): AuthGate {
   async function checkRole(req: IncomingMessage, res: ServerResponse, next: () => void, need: Extract<Requirement, { kind: 'role' | 'pull' }>): Promise<void> {
     const role = need.kind === 'pull' ? 'read' : need.role;
     const mutating = isMutating(req.method ?? 'GET');
-    const p = await principalOf(req, true);
+    const viaSession = options.session !== undefined && credentialOf(req.headers) === undefined ? await options.session(req) : undefined;
+    if (viaSession !== undefined && !viaSession.ok) {
+      if (mutating) audit(req, res, need.route, undefined, need.kind === 'role' ? need.service : undefined);
+      return refuse(req, res, viaSession.status, viaSession.reason);
+    }
+    const p = viaSession?.ok ? viaSession.principal : await principalOf(req, true);
     const service = need.kind === 'role' ? need.service : undefined;
     if (typeof p === 'string') {
       if (mutating) audit(req, res, need.route, undefined, service);

@@ -7,7 +7,7 @@ export type NeededRole = 'admin' | 'deploy' | 'read';
 export type Requirement =
   /** Health and the API description. */
   | { kind: 'open' }
-  /** Host registration: the route checks the join token itself. */
+  /** Host registration (and the dashboard's login): the route checks the credential itself. */
   | { kind: 'join'; route: string }
   | { kind: 'role'; role: NeededRole; route: string; service?: string }
   /** Reading images from the store: anonymous when the store allows it, else a read token. */
@@ -34,6 +34,14 @@ const RULES: readonly Rule[] = [
   { methods: READ, pattern: '/healthz', need: () => ({ kind: 'open' }) },
   { methods: READ, pattern: '/openapi.json', need: () => ({ kind: 'open' }) },
   { methods: READ, pattern: '/metrics', need: () => role('read', '/metrics') },
+  // the dashboard (src/dashboard): the page and its files hold no data; the login checks the
+  // token it is given itself (audited like a join); the live events need a read role, and
+  // the page's API calls go to /api/v1/ with the session cookie (the gate's `session`)
+  { methods: READ, pattern: '/ui', need: () => ({ kind: 'open' }) },
+  { methods: ['POST'], pattern: '/ui/session', need: () => ({ kind: 'join', route: '/ui/session' }) },
+  { methods: ['GET', 'DELETE'], pattern: '/ui/session', need: () => ({ kind: 'open' }) },
+  { methods: READ, pattern: '/ui/events', need: () => role('read', '/ui/events') },
+  { methods: READ, pattern: '/ui/*', need: () => ({ kind: 'open' }) },
   // provider
   { methods: ['POST'], pattern: '/api/v1/services', need: () => role('deploy', '/api/v1/services') },
   { methods: READ, pattern: '/api/v1/services', need: () => role('read', '/api/v1/services') },
@@ -45,6 +53,8 @@ const RULES: readonly Rule[] = [
   { methods: READ, pattern: '/api/v1/hosts', need: () => role('read', '/api/v1/hosts') },
   { methods: READ, pattern: '/api/v1/deployments', need: () => role('read', '/api/v1/deployments') },
   { methods: READ, pattern: '/api/v1/instances', need: () => role('read', '/api/v1/instances') },
+  { methods: ['DELETE'], pattern: '/api/v1/instances/:id', need: () => role('deploy', '/api/v1/instances/:id') },
+  { methods: ['PUT'], pattern: '/api/v1/services/:name/scale', need: (p) => role('deploy', '/api/v1/services/:name/scale', p.name) },
   { methods: READ, pattern: '/api/v1/instances/:id/logs', need: () => role('read', '/api/v1/instances/:id/logs') },
   { methods: READ, pattern: '/api/v1/events', need: () => role('read', '/api/v1/events') },
   { methods: READ, pattern: '/api/v1/farms', need: () => role('read', '/api/v1/farms') },

@@ -1,0 +1,92 @@
+// Live events for the page as server-sent events. The provider's events are rows in the
+// registry (deployed, undeployed, adopted, farm changes, crash rules), written by any
+// provider sharing it, so the feed follows the table: one poll loop for all browsers,
+// running only while one is connected. Each event carries its row id, so a browser that
+// reconnects (EventSource sends Last-Event-ID) misses none.
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { EventSummary } from '../protocol/index.ts';
+
+export interface EventFeedOptions {
+  /** Events after `afterId` oldest first, or the newest `limit` without it (registry.listEvents). */
+  listEvents(filter: { afterId?: number; limit: number }): Promise<EventSummary[]>;
+  pollMs?: number;
+  heartbeatMs?: number;
+  log: { warn(obj: object, msg?: string): void };
+}
+
+export interface EventFeed {
+  attach(req: IncomingMessage, res: ServerResponse): Promise<void>;
+  clients(): number;
+  close(): void;
+}
+
+const BACKLOG = 50;
+
+export function createEventFeed(options: EventFeedOptions): EventFeed {
+  const pollMs = options.pollMs ?? 500;
+  const heartbeatMs = options.heartbeatMs ?? 15_000;
+  const clients = new Set<ServerResponse>();
+  let lastId: number | undefined;
+  let timer: NodeJS.Timeout | undefined;
+  let heartbeat: NodeJS.Timeout | undefined;
+  let polling = false;
+
+  const frame = (e: EventSummary): string => `id: ${e.id}\nevent: shoal\ndata: ${JSON.stringify(e)}\n\n`;
+
+  async function poll(): Promise<void> {
+    if (polling || lastId === undefined) return;
+    polling = true;
+    try {
+      for (;;) {
+        const events = await options.listEvents({ afterId: lastId, limit: 500 });
+        if (events.length === 0) break;
+        lastId = events.at(-1)!.id;
+        const text = events.map(frame).join('');
+        for (const res of clients) res.write(text);
+        if (events.length < 500) break;
+      }
+    } catch (e) {
+      options.log.warn({ err: String((e as Error)?.message ?? e) }, 'dashboard: reading new events failed; trying again');
+    } finally {
+      polling = false;
+    }
+  }
+
+  function stopIfIdle(): void {
+    if (clients.size > 0) return;
+    clearInterval(timer);
+    clearInterval(heartbeat);
+    timer = heartbeat = undefined;
+  }
+
+  return {
+    async attach(req, res) {
+      const resume = Number(req.headers['last-event-id']);
+      const backlog = Number.isInteger(resume) && resume >= 0 ? await options.listEvents({ afterId: resume, limit: 500 }) : await options.listEvents({ limit: BACKLOG });
+      if (lastId === undefined) {
+        const newest = backlog.at(-1)?.id ?? (await options.listEvents({ limit: 1 })).at(-1)?.id ?? 0;
+        lastId = newest;
+      }
+      res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-store', 'x-accel-buffering': 'no' });
+      // Only what the shared loop has not sent yet to others: the loop sends the rest.
+      res.write(`retry: 2000\n\n${backlog.filter((e) => e.id <= lastId!).map(frame).join('')}`);
+      clients.add(res);
+      const gone = (): void => {
+        clients.delete(res);
+        stopIfIdle();
+      };
+      res.once('close', gone);
+      req.once('close', gone);
+      timer ??= setInterval(() => void poll(), pollMs);
+      heartbeat ??= setInterval(() => {
+        for (const c of clients) c.write(': keep-alive\n\n');
+      }, heartbeatMs);
+    },
+    clients: () => clients.size,
+    close() {
+      for (const res of clients) res.end();
+      clients.clear();
+      stopIfIdle();
+    },
+  };
+}
