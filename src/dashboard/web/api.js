@@ -25,6 +25,8 @@ export async function api(method, path, body) {
   } catch {
     data = text;
   }
+  // The session ended (token revoked or expired, provider restarted): back to the login.
+  if (res.status === 401 && !path.startsWith('/ui/session')) dispatchEvent(new CustomEvent('shoal-logged-out', { detail: data?.error?.message }));
   if (!res.ok) throw new ApiError(res.status, data?.error?.message ?? `HTTP ${res.status}`);
   return data;
 }

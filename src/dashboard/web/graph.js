@@ -14,7 +14,7 @@ const SIZE = { instance: [150, 48], import: [150, 48], or: [70, 40], par: [70, 4
 export function graphModel(status) {
   const graph = status.graph;
   const nodes = graph.nodes.map((n) => ({ id: n.id, kind: n.kind, service: n.service, label: n.id, sub: n.kind === 'import' ? n.url : n.kind === 'instance' ? n.service : n.kind }));
-  for (const e of graph.exports) nodes.push({ id: `export:${e.path}`, kind: 'export', label: `/x/${graph.name}/${e.path}`, sub: 'export' });
+  for (const e of graph.exports) nodes.push({ id: `export:${e.path}`, kind: 'export', label: e.path, sub: `export /x/${graph.name}/…` });
   const edges = [];
   for (const n of graph.nodes) {
     if (n.kind === 'instance') for (const [name, to] of Object.entries(n.imports)) edges.push({ from: n.id, to, label: name, kind: 'import' });
@@ -63,7 +63,7 @@ function shape(n) {
 export function FarmGraph({ status }) {
   const laid = layout(graphModel(status));
   return html`<figure class="graph">
-    <svg viewBox=${`0 0 ${laid.width} ${laid.height}`} width=${laid.width} height=${laid.height} role="img" aria-label=${`call graph of farm ${status.name}`} data-farm=${status.name}>
+    <svg viewBox=${`0 0 ${laid.width} ${laid.height}`} style=${`width:100%;max-width:${laid.width}px;height:auto`} role="img" aria-label=${`call graph of farm ${status.name}`} data-farm=${status.name}>
       <defs>
         <marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" orient="auto-start-reverse"><path d="M0,0L10,5L0,10z" class="arrow" /></marker>
       </defs>

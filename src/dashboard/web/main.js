@@ -334,6 +334,16 @@ function App() {
     );
   }, []);
 
+  const [ended, setEnded] = useState(undefined);
+  useEffect(() => {
+    const on = (e) => {
+      setEnded(e.detail);
+      setSession(undefined);
+    };
+    addEventListener('shoal-logged-out', on);
+    return () => removeEventListener('shoal-logged-out', on);
+  }, []);
+
   useEffect(() => {
     if (session === undefined) return undefined;
     const source = new EventSource('/ui/events');
@@ -347,13 +357,17 @@ function App() {
     return () => source.close();
   }, [session]);
 
+  // A page change moves focus to the new content (not on first load: Tab starts at the top).
+  const firstPage = useRef(true);
   useEffect(() => {
-    document.getElementById('main')?.focus();
+    if (firstPage.current) firstPage.current = false;
+    else document.getElementById('main')?.focus();
   }, [page]);
 
   if (!checked) return html`<p class="loading">Loading…</p>`;
   if (session === undefined) {
-    return html`<${Login} onLogin=${(s) => {
+    return html`<${Login} message=${ended} onLogin=${(s) => {
+      setEnded(undefined);
       setCsrf(s.csrf);
       setSession(s);
     }} />`;
