@@ -14,9 +14,10 @@
 #                "nginx on debian" row installs it inside the template
 #   wrk          load generator for the benchmarks
 #   iproute2     `ip` for inspecting network namespaces in tests
+#   chromium     the browser the dashboard's tests drive (playwright-core, test/dashboard/)
 set -euo pipefail
 
-packages=(skopeo docker-registry debootstrap runc attr gcc libc6-dev nginx-light wrk iproute2 ca-certificates)
+packages=(skopeo docker-registry debootstrap runc attr gcc libc6-dev nginx-light wrk iproute2 ca-certificates chromium)
 
 missing=()
 for p in "${packages[@]}"; do

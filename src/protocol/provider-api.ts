@@ -104,3 +104,15 @@ export const DeployRequestBody = Type.Object(
   { additionalProperties: false },
 );
 export type DeployRequestBody = Static<typeof DeployRequestBody>;
+
+/** PUT /api/v1/services/:name/scale: deploy or stop instances until this many run here. */
+export const ScaleRequestBody = Type.Object({ instances: Type.Integer({ minimum: 0, maximum: 100 }) }, { additionalProperties: false });
+export type ScaleRequestBody = Static<typeof ScaleRequestBody>;
+
+export const ScaleReply = Type.Object({
+  service: Type.String(),
+  before: Type.Integer(),
+  instances: Type.Integer(),
+  errors: Type.Array(Type.String()),
+});
+export type ScaleReply = Static<typeof ScaleReply>;

@@ -4,7 +4,8 @@
 // Both act on this provider's routing set; the autoscaler keeps running afterwards, so a
 // service scaled above its load may be scaled down again when idle (its scaling rules).
 import { Hono } from 'hono';
-import { ShoalError } from '../protocol/index.ts';
+import { Value } from '@sinclair/typebox/value';
+import { ScaleRequestBody, ShoalError, type ScaleReply } from '../protocol/index.ts';
 import type { ControlPlane } from './control-plane.ts';
 import type { Deployer } from './deployer.ts';
 import type { RoutingTable } from './routing-table.ts';
@@ -20,18 +21,20 @@ export function createInstancesApi(o: { table: RoutingTable; control: Pick<Contr
     } catch {
       throw new ShoalError('invalid', 'body: send {"instances": n} as JSON', { field: 'body' });
     }
-    const n = (body as { instances?: unknown } | null)?.instances;
-    if (typeof n !== 'number' || !Number.isInteger(n) || n < 0 || n > 100) throw new ShoalError('invalid', 'instances must be an integer from 0 to 100', { field: 'instances' });
+    if (!Value.Check(ScaleRequestBody, body)) throw new ShoalError('invalid', 'send {"instances": n}, n an integer from 0 to 100', { field: 'instances' });
+    const n = body.instances;
     if (o.table.service(name) === undefined) throw new ShoalError('not-found', `no service named ${JSON.stringify(name)}`, { field: 'name' });
     const running = o.table.endpoints(name);
     if (n > running.length) {
       const outcome = await o.control.deploy(name, { count: n - running.length, reason: 'scale' });
-      return c.json({ service: name, before: running.length, instances: o.table.endpoints(name).length, errors: outcome.errors }, outcome.errors.length > 0 && outcome.ready.length === 0 ? 503 : 200);
+      const reply: ScaleReply = { service: name, before: running.length, instances: o.table.endpoints(name).length, errors: outcome.errors };
+      return c.json(reply, outcome.errors.length > 0 && outcome.ready.length === 0 ? 503 : 200);
     }
     // The newest go first: the oldest are the warmest.
     const extra = [...running].sort((a, b) => b.readyAt - a.readyAt).slice(0, running.length - n);
     await Promise.all(extra.map((ep) => o.deployer.undeploy(ep, 'scaled-down')));
-    return c.json({ service: name, before: running.length, instances: o.table.endpoints(name).length, errors: [] });
+    const reply: ScaleReply = { service: name, before: running.length, instances: o.table.endpoints(name).length, errors: [] };
+    return c.json(reply);
   });
 
   app.delete('/api/v1/instances/:id', async (c) => {

@@ -6,6 +6,8 @@ import {
   ServiceDescriptionSchema,
   DeploymentSummary,
   DeployRequestBody,
+  ScaleRequestBody,
+  ScaleReply,
   EventSummary,
   HostRegistrationBody,
   HostSummary,
@@ -113,6 +115,21 @@ export function providerOpenApi(version: string, extraPaths: Record<string, unkn
       },
       '/api/v1/instances': {
         get: { summary: 'Instances on every reachable host (ps)', responses: { '200': { description: 'instances', ...json(Type.Object({ instances: Type.Array(InstanceSummary), unreachable: Type.Array(Type.String()) })) } } },
+      },
+      '/api/v1/instances/{id}': {
+        delete: {
+          summary: 'Stop one instance of this provider now (drained first)',
+          parameters: [{ name: 'id', in: 'path', required: true, schema: { type: 'string' } }],
+          responses: { '200': { description: 'removed' }, '404': error('no routable instance with this id') },
+        },
+      },
+      '/api/v1/services/{name}/scale': {
+        put: {
+          summary: 'Deploy or stop instances until this many run (the autoscaler keeps running after)',
+          parameters: [{ name: 'name', in: 'path', required: true, schema: { type: 'string' } }],
+          requestBody: { required: true, ...json(ScaleRequestBody) },
+          responses: { '200': { description: 'scaled', ...json(ScaleReply) }, '400': error('invalid body'), '404': error('unknown service'), '503': error('no instance could be deployed') },
+        },
       },
       '/api/v1/instances/{id}/logs': {
         get: {
