@@ -65,7 +65,7 @@ export function FarmGraph({ status }) {
   return html`<figure class="graph">
     <svg viewBox=${`0 0 ${laid.width} ${laid.height}`} style=${`width:100%;max-width:${laid.width}px;height:auto`} role="img" aria-label=${`call graph of farm ${status.name}`} data-farm=${status.name}>
       <defs>
-        <marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" orient="auto-start-reverse"><path d="M0,0L10,5L0,10z" class="arrow" /></marker>
+        <marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerUnits="userSpaceOnUse" markerWidth="10" markerHeight="10" orient="auto-start-reverse"><path d="M0,0L10,5L0,10z" class="arrow" /></marker>
       </defs>
       ${laid.edges.map(
         (e) => html`<g class=${`edge edge-${e.kind}`}>

@@ -62,12 +62,12 @@ function Badge({ value }) {
   return html`<span class=${`badge badge-${value}`}>${value}</span>`;
 }
 
-function Meter({ label, used, total, unit }) {
-  const pct = total > 0 ? Math.min(100, Math.round((used / total) * 100)) : 0;
+function Meter({ label, used, total, unit, format = (n) => n }) {
+  const pct = total > 0 ? Math.min(100, Math.max(used > 0 ? 1 : 0, Math.round((used / total) * 100))) : 0;
   return html`<div class="meter">
     <span class="meter-label">${label}</span>
     <span class="meter-bar" role="meter" aria-label=${label} aria-valuemin="0" aria-valuemax=${total} aria-valuenow=${used}><span style=${`width:${pct}%`}></span></span>
-    <span class="meter-value">${used} / ${total}${unit ? ` ${unit}` : ''}</span>
+    <span class="meter-value">${format(used)} / ${format(total)}${unit ? ` ${unit}` : ''}</span>
   </div>`;
 }
 
@@ -130,7 +130,7 @@ function Host({ host }) {
           <h3>Load</h3>
           <p class="stats"><span><b>${r.load.instances}</b> instances</span> <span><b>${r.load.inFlight}</b> in flight</span> <span><b>${r.load.requestsTotal}</b> requests</span></p>
           <h3>Layer cache</h3>
-          <${Meter} label="bytes" used=${formatBytes(r.layerCache.bytes)} total=${formatBytes(r.layerCache.budgetBytes)} />
+          <${Meter} label="bytes" used=${r.layerCache.bytes} total=${r.layerCache.budgetBytes} format=${formatBytes} />
           <details><summary>${r.layers.length} cached layers</summary>
             <ul class="layers">${r.layers.map((l) => html`<li><code>${l.digest.slice(7, 19)}</code> ${formatBytes(l.size)}${l.inUse ? ' · in use' : ''}</li>`)}</ul>
           </details>
@@ -151,9 +151,24 @@ function Host({ host }) {
 
 // ---- services and instances ----
 
+const CRASHES = new Set(['crashed', 'oom', 'unresponsive', 'exited']);
 const loadServices = async () => {
-  const [services, instances, failed] = await Promise.all([api('GET', '/api/v1/services'), api('GET', '/api/v1/instances'), api('GET', '/api/v1/deployments?state=failed')]);
-  return { services: services.services, instances: instances.instances, unreachable: instances.unreachable, failed: failed.deployments.slice(-10).reverse() };
+  const [services, instances, failed, events] = await Promise.all([
+    api('GET', '/api/v1/services'),
+    api('GET', '/api/v1/instances'),
+    api('GET', '/api/v1/deployments?state=failed'),
+    api('GET', '/api/v1/events?limit=300'),
+  ]);
+  // Recent errors: failed deployments and instances that left on their own (crashed, oom, …).
+  const errors = [
+    ...failed.deployments.map((d) => ({ at: d.updatedAt, service: d.service, what: `deployment of ${d.version} failed: ${d.error ?? 'failed'}` })),
+    ...events.events
+      .filter((e) => e.kind === 'undeployed' && CRASHES.has(e.detail?.reason))
+      .map((e) => ({ at: e.at, service: e.service, what: `instance ${e.instanceId} ${e.detail.reason}` })),
+  ]
+    .sort((a, b) => b.at - a.at)
+    .slice(0, 12);
+  return { services: services.services, instances: instances.instances, unreachable: instances.unreachable, errors };
 };
 
 function Services({ tick, role }) {
@@ -194,7 +209,7 @@ function Services({ tick, role }) {
     </table></div>
     ${data?.instances.length === 0 ? html`<p>No instance runs now: services start on their first message, or deploy one.</p>` : null}
     <h2>Recent errors</h2>
-    ${data?.failed.length ? html`<ul class="errors">${data.failed.map((d) => html`<li><b>${d.service}</b> ${d.version} <span class="muted">${ago(d.updatedAt)}</span>: ${d.error ?? 'failed'}</li>`)}</ul>` : html`<p>No failed deployment.</p>`}
+    ${data?.errors.length ? html`<ul class="errors">${data.errors.map((e) => html`<li><b>${e.service}</b> <span class="muted">${ago(e.at)}</span>: ${e.what}</li>`)}</ul>` : html`<p>No failed deployment or crash.</p>`}
   </section>`;
 }
 
