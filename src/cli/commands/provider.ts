@@ -52,6 +52,7 @@ export function registerProviderCommand(program: Command): void {
           `shoal provider ${provider.providerId}: ${provider.url}`,
           `  messages   POST ${provider.url}/s/<service>/<operation>`,
           `  API        ${provider.url}/api/v1/  (OpenAPI ${provider.url}/openapi.json, metrics ${provider.url}/metrics)`,
+          `  dashboard  ${provider.url}/ui/  (log in with an API token)`,
           `  registry   ${info.dialect} ${info.location}`,
           `  admin      ${admin.created ? 'made a token in' : 'token in'} ${admin.path} (the CLI reads it from there, or SHOAL_TOKEN)`,
           // The host's --token is its own control token (any secret of 8+ characters), sent on join.
