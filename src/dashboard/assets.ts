@@ -4,12 +4,25 @@
 // beside them); an installed package carries them prebuilt (`npm run build:ui`, chained
 // into prepack), and without esbuild they are served as found.
 import { createHash } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import { mkdir, readdir, readFile, rename, writeFile } from 'node:fs/promises';
-import { basename, extname, join } from 'node:path';
+import { basename, dirname, extname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-export const WEB_DIR = fileURLToPath(new URL('./web/', import.meta.url));
-export const OUT_DIR = fileURLToPath(new URL('../../dist/ui/', import.meta.url));
+const HERE = dirname(fileURLToPath(import.meta.url));
+
+/** The package root: the nearest folder above this module with a package.json (src/ or a compiled copy). */
+function packageRoot(): string {
+  for (let dir = HERE; ; dir = dirname(dir)) {
+    if (existsSync(join(dir, 'package.json'))) return dir;
+    if (dirname(dir) === dir) return join(HERE, '..', '..');
+  }
+}
+
+const ROOT = packageRoot();
+/** The page's sources: beside this module, or under src/ when this module is a compiled copy. */
+export const WEB_DIR = existsSync(join(HERE, 'web')) ? join(HERE, 'web') : join(ROOT, 'src', 'dashboard', 'web');
+export const OUT_DIR = join(ROOT, 'dist', 'ui');
 const STAMP = 'build.json';
 
 export interface Asset {

@@ -8,7 +8,7 @@ import { createEventFeed, type EventFeedOptions } from './event-feed.ts';
 import { createDashboardHandler, handles } from './handler.ts';
 import { createSessionStore, sessionOf, type DashboardTokens, type SessionVerdict } from './sessions.ts';
 
-export { buildAssets, OUT_DIR as DASHBOARD_ASSETS_DIR, type BuildReport } from './assets.ts';
+export { buildAssets, createAssetSource, OUT_DIR as DASHBOARD_ASSETS_DIR, type AssetSource, type BuildReport } from './assets.ts';
 export { CSRF_HEADER, SESSION_COOKIE, type DashboardTokens, type SessionPrincipal, type SessionVerdict, type TokenCheck } from './sessions.ts';
 
 export interface DashboardOptions {
