@@ -125,6 +125,14 @@ export const ServiceDescriptionSchema = Type.Object(
     resources: Type.Optional(ServiceResources),
     scaling: Type.Optional(ServiceScaling),
     placement: Type.Optional(ServicePlacement),
+    /**
+     * The $PORT contract: the program listens on TCP 127.0.0.1:`port` (PORT is set in its
+     * environment) in its own network namespace, instead of on Shoal's socket. For images
+     * made without Shoal (the Knative / Cloud Run contract).
+     */
+    listen: Type.Optional(Type.Object({ port: Type.Integer({ minimum: 1, maximum: 65535 }) }, { additionalProperties: false })),
+    /** The instance is ready (and alive) while GET `path` answers 200 (default /healthz). */
+    readiness: Type.Optional(Type.Object({ path: Type.String({ pattern: '^/', maxLength: 256 }) }, { additionalProperties: false })),
     /** Unset: the host's default driver. */
     driver: Type.Optional(DriverName),
     /**
@@ -165,6 +173,8 @@ export interface ServiceDescription {
   scaling: ServiceScalingValue;
   placement: ServicePlacementValue;
   driver?: DriverName;
+  listen?: { port: number };
+  readiness?: { path: string };
   access: ServiceAccess;
 }
 

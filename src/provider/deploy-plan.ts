@@ -119,7 +119,8 @@ export function planFor(
     store,
     driver,
     resources: { ...d.resources },
-    readiness: { timeoutMs: readinessTimeoutMs },
+    readiness: { timeoutMs: readinessTimeoutMs, ...(d.readiness === undefined ? {} : { path: d.readiness.path }) },
+    ...(d.listen === undefined ? {} : { listen: { port: d.listen.port } }),
     // Route tokens reach the declared operations only (the host checks each path against them).
     operations: Object.keys(d.operations),
     ...(imports === undefined || imports.length === 0 ? {} : { imports }),
