@@ -120,7 +120,11 @@ export const ServiceDescriptionSchema = Type.Object(
         default: {},
       }),
     ),
-    /** NAME:TAG, NAME@sha256:… or template://N/V, resolved in the provider's store. */
+    /**
+     * NAME:TAG, NAME@sha256:… or template://N/V, resolved in the provider's store; or
+     * HOST[:PORT]/NAME:TAG (any OCI registry), which the provider copies into its store
+     * at registration and pins by digest.
+     */
     image: Type.String({ minLength: 1, maxLength: 512 }),
     resources: Type.Optional(ServiceResources),
     scaling: Type.Optional(ServiceScaling),
@@ -197,7 +201,7 @@ export function validateServiceDescription(value: unknown): ServiceDescription {
   }
   const desc = defaulted as ServiceDescription;
   try {
-    parseImageRef(desc.image, '/image');
+    parseImageRef(desc.image, '/image', { foreign: true });
   } catch (e) {
     throw new ShoalError('invalid', `service description: /image: ${(e as Error).message}`, { field: '/image', cause: e });
   }

@@ -27,7 +27,10 @@ import { compileService, createRoutingTable, type RemovalReason, type RouteEndpo
 import { createScaler } from './scaler.ts';
 import { createFarmEngine, type FarmEngine } from './intermediaries/farms.ts';
 import { createProviderApi, createProviderServer, type MountedApp } from './server.ts';
-import { createImageResolver, createRegistryClient } from '../image/index.ts';
+import { createImageResolver, createRegistryClient, resolveRemoteImage } from '../image/index.ts';
+import { createForeignImages } from './foreign-images.ts';
+import { createApiToken } from './auth/index.ts';
+import { join } from 'node:path';
 import { ShoalError, advertisedUrl } from '../protocol/index.ts';
 
 export type { RouteEndpoint, RemovalReason, RoutingTable } from './routing-table.ts';
@@ -90,6 +93,19 @@ export interface ProviderOptions {
   store?: MountedApp;
   /** An API token for reading the store (when it refuses anonymous pulls); asked for at first use. */
   storeToken?: () => string | undefined;
+  /**
+   * Images from other registries: where the credentials are kept (containers-auth.json
+   * format, 0600; `shoal registry login` fills it). Default SHOAL_REGISTRY_AUTH_FILE, else
+   * ./.shoal/registry-auth.json.
+   */
+  registryAuthFile?: string;
+  /**
+   * A token that may push to the store, for copying images from other registries into it.
+   * Default: with the store mounted (`store`), the provider makes a short-lived deploy token
+   * in its own registry when it needs one; otherwise SHOAL_STORE_PUSH_TOKEN, else such
+   * images are refused.
+   */
+  storePushToken?: () => string | undefined;
   /** Hosts register with this token (Authorization: Bearer). At least 8 characters. */
   joinToken: string;
   /** Stable across restarts so a restarted provider recognises its own claims. Default hostname:port. */
@@ -193,7 +209,19 @@ async function assemble(options: ProviderOptions, registry: Registry, ownRegistr
   let url = '';
   const storeUrlOf = () => options.storeUrl ?? url;
   let storeClient: ReturnType<typeof createRegistryClient> | undefined;
+  const foreignImages = createForeignImages({
+    authFile: options.registryAuthFile ?? process.env.SHOAL_REGISTRY_AUTH_FILE ?? join('.shoal', 'registry-auth.json'),
+    storeUrl: storeUrlOf,
+    pushToken: async () => {
+      const given = options.storePushToken?.() ?? process.env.SHOAL_STORE_PUSH_TOKEN;
+      if (given !== undefined || options.store === undefined) return given;
+      // Our own store: a deploy token of our own registry, valid for one copy's time.
+      return (await createApiToken(registry, { role: 'deploy', note: 'provider: copying an image from another registry', ttlSeconds: 3600 })).secret;
+    },
+    log,
+  });
   const images = createImageResolver({
+    resolveWith: async (client, ref) => resolveRemoteImage(client, await foreignImages.storeRefFor(ref)),
     client: () => {
       const token = options.storeToken?.();
       return (storeClient ??= createRegistryClient({ baseUrl: storeUrlOf(), userAgent: `shoal-provider/${providerId}`, ...(token === undefined ? {} : { token }) }));
@@ -260,6 +288,7 @@ async function assemble(options: ProviderOptions, registry: Registry, ownRegistr
     deployer,
     resetCooldown: (service) => coldStart.reset(service),
     failWaiting: (service, reason) => activator.fail(service, reason),
+    pinImage: (image, field) => foreignImages.pin(image, field),
     log,
   });
   const reconciler = createReconciler({
@@ -344,6 +373,7 @@ async function assemble(options: ProviderOptions, registry: Registry, ownRegistr
     providerId,
     version: options.version ?? '0.1.0',
     ...(options.store === undefined ? {} : { store: options.store }),
+    registries: foreignImages,
     log,
   });
   const farmCredential = createFarmCredential({ registry, providerId });
