@@ -14,9 +14,11 @@
 #                "nginx on debian" row installs it inside the template
 #   wrk          load generator for the benchmarks
 #   iproute2     `ip` for inspecting network namespaces in tests
+#   apache2-utils  htpasswd: the bring-your-own-image test gives docker-registry a bcrypt
+#                password (basic auth) to log in with
 set -euo pipefail
 
-packages=(skopeo docker-registry debootstrap runc attr gcc libc6-dev nginx-light wrk iproute2 ca-certificates)
+packages=(skopeo docker-registry debootstrap runc attr gcc libc6-dev nginx-light wrk iproute2 apache2-utils ca-certificates)
 
 missing=()
 for p in "${packages[@]}"; do
