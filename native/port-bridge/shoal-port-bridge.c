@@ -17,8 +17,9 @@
  * every child (as init it inherits the program's orphans), and exits with the program's
  * status (128+N when signal N killed it and it cannot die of the same signal itself).
  *
- * One thread, epoll, non-blocking sockets, a 64 KiB buffer per direction; at most
- * MAX_PAIRS connections at once (more wait in the listen backlog).
+ * One thread, epoll, non-blocking sockets, a 16 KiB buffer per direction; at most as many
+ * connections at once as its descriptor limit allows (more wait in the listen backlog:
+ * the listener is not polled meanwhile, so a full table never spins).
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -31,14 +32,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #define LISTEN_FD 3
-#define BUF 65536
-#define MAX_PAIRS 1024
+#define BUF 16384
+#define MAX_PAIRS 4096
 
 struct side;
 struct pair {
@@ -58,6 +60,15 @@ struct side {
 
 static int epfd;
 static int pairs;
+static int max_pairs = MAX_PAIRS;
+static int accepting = 1; /* the listener is in the epoll set's interest */
+
+static void set_accepting(int on) {
+  if (accepting == on) return;
+  struct epoll_event ev = {.events = on ? EPOLLIN : 0, .data.ptr = NULL};
+  epoll_ctl(epfd, EPOLL_CTL_MOD, LISTEN_FD, &ev);
+  accepting = on;
+}
 static struct sockaddr_in target;
 
 static void die(const char *what) {
@@ -79,6 +90,7 @@ static void close_pair(struct pair *p) {
   p->dead = 1;
   graveyard[buried++] = p;
   pairs--;
+  set_accepting(1);
 }
 
 static void free_dead(void) {
@@ -138,15 +150,20 @@ static int pump(struct pair *p) {
 }
 
 static void accept_one(void) {
+  if (pairs >= max_pairs) {
+    set_accepting(0); /* until a connection ends */
+    return;
+  }
   int c = accept4(LISTEN_FD, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-  if (c < 0) return;
-  if (pairs >= MAX_PAIRS) {
-    close(c);
+  if (c < 0) {
+    /* Out of descriptors with none of ours to free: stop polling until one ends. */
+    if ((errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) && pairs > 0) set_accepting(0);
     return;
   }
   int s = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (s < 0) {
     close(c);
+    if (pairs > 0) set_accepting(0);
     return;
   }
   int one = 1;
@@ -189,6 +206,11 @@ int main(int argc, char **argv) {
   if (*end != '\0' || port < 1 || port > 65535) {
     fprintf(stderr, "shoal-port-bridge: bad port %s\n", argv[1]);
     return 125;
+  }
+  struct rlimit nofile;
+  if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur != RLIM_INFINITY) {
+    long fit = ((long)nofile.rlim_cur - 16) / 2; /* two descriptors a connection, a few of our own */
+    if (fit < max_pairs) max_pairs = fit < 1 ? 1 : (int)fit;
   }
   memset(&target, 0, sizeof target);
   target.sin_family = AF_INET;

@@ -7,7 +7,7 @@
 // Credentials for other registries: a containers-auth.json file (0600) that
 // `shoal registry login` fills through the admin API, or that an operator writes (skopeo
 // login --authfile makes the same format). Never logged, never in an error or the audit.
-import { createRegistryClient, credentialsFor, listLogins, mirrorForeignImage, mirrorRef, removeLogin, saveLogin, authorizeRegistry, type RegistryClient } from '../image/index.ts';
+import { createRegistryClient, credentialsFor, listLogins, mirrorForeignImage, mirrorRef, mirrorRepository, removeLogin, saveLogin, authorizeRegistry, type RegistryClient } from '../image/index.ts';
 import { formatImageRef, parseImageRef, ShoalError, type Digest, type ImageRef } from '../protocol/index.ts';
 import type { Logger } from './host-pool.ts';
 
@@ -63,6 +63,8 @@ export function createForeignImages(options: ForeignImagesOptions): ForeignImage
     async pin(image, field) {
       const ref = parseImageRef(image, field, { foreign: true });
       if (ref.registry === undefined) return image;
+      // Pinned and copied already (a farm applied again, a description registered twice): nothing to fetch.
+      if (ref.digest !== undefined && (await storeHas(ref as ImageRef & { digest: Digest }))) return image;
       // The platform's image manifest: an index's digest would name what the store does not keep.
       const digest = await copy(ref, field);
       return formatImageRef({ ...ref, digest });
@@ -71,10 +73,9 @@ export function createForeignImages(options: ForeignImagesOptions): ForeignImage
       const ref = parseImageRef(image, 'image', { foreign: true });
       if (ref.registry === undefined) return image;
       if (ref.digest === undefined) return mirrorRef({ ...ref, digest: await copy(ref, 'image') });
-      const local = mirrorRef({ ...ref, digest: ref.digest });
-      const store = createRegistryClient({ baseUrl: options.storeUrl(), userAgent: 'shoal-provider-mirror', ...(await pushToken()) });
-      const at = local.lastIndexOf('@');
-      if ((await store.getManifest(local.slice(0, at), ref.digest)) === undefined) {
+      const pinned = { ...ref, digest: ref.digest };
+      const local = mirrorRef(pinned);
+      if (!(await storeHas(pinned))) {
         log.warn({ image }, 'the store lost its copy of an image from another registry; copying it again');
         const again = await copy(ref, 'image');
         if (again !== ref.digest) throw new ShoalError('digest-mismatch', `image ${image}: the registry now serves ${again}`, { field: 'image' });
@@ -96,8 +97,9 @@ export function createForeignImages(options: ForeignImagesOptions): ForeignImage
     logins: () => listLogins(authFile),
   };
 
-  async function pushToken(): Promise<{ token?: string }> {
-    const t = await options.pushToken();
-    return t === undefined ? {} : { token: t };
+  async function storeHas(ref: ImageRef & { digest: Digest }): Promise<boolean> {
+    const token = await options.pushToken();
+    const store = createRegistryClient({ baseUrl: options.storeUrl(), userAgent: 'shoal-provider-mirror', ...(token === undefined ? {} : { token }) });
+    return (await store.getManifest(mirrorRepository(ref), ref.digest)) !== undefined;
   }
 }

@@ -209,14 +209,20 @@ async function assemble(options: ProviderOptions, registry: Registry, ownRegistr
   let url = '';
   const storeUrlOf = () => options.storeUrl ?? url;
   let storeClient: ReturnType<typeof createRegistryClient> | undefined;
+  let mirrorToken: { secret: string; until: number } | undefined;
   const foreignImages = createForeignImages({
     authFile: options.registryAuthFile ?? process.env.SHOAL_REGISTRY_AUTH_FILE ?? join('.shoal', 'registry-auth.json'),
     storeUrl: storeUrlOf,
     pushToken: async () => {
       const given = options.storePushToken?.() ?? process.env.SHOAL_STORE_PUSH_TOKEN;
       if (given !== undefined || options.store === undefined) return given;
-      // Our own store: a deploy token of our own registry, valid for one copy's time.
-      return (await createApiToken(registry, { role: 'deploy', note: 'provider: copying an image from another registry', ttlSeconds: 3600 })).secret;
+      // Our own store: a deploy token of our own registry, made when first needed, valid
+      // for an hour, replaced ten minutes before it ends (a copy may take a while).
+      if (mirrorToken === undefined || mirrorToken.until - Date.now() < 600_000) {
+        const made = await createApiToken(registry, { role: 'deploy', note: 'provider: copying images from other registries into its store', ttlSeconds: 3600 });
+        mirrorToken = { secret: made.secret, until: Date.now() + 3600_000 };
+      }
+      return mirrorToken.secret;
     },
     log,
   });
