@@ -29,8 +29,9 @@ interface AuthFile {
 const MAX_AUTH_FILE = 1024 * 1024;
 const MAX_TOKEN_REPLY = 64 * 1024;
 
-/** The scheme a registry host is spoken to with: plain http on loopback only (Docker's default), https elsewhere. */
+/** The scheme a registry host is spoken to with: plain http on loopback only (Docker's default), https elsewhere; docker.io's API is at registry-1.docker.io. */
 export function registryBaseUrl(host: string): string {
+  if (host === 'docker.io' || host === 'index.docker.io') return 'https://registry-1.docker.io';
   const name = host.replace(/:\d+$/, '');
   const loopback = name === 'localhost' || /^127\.\d+\.\d+\.\d+$/.test(name);
   return `${loopback ? 'http' : 'https'}://${host}`;
