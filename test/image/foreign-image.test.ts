@@ -123,6 +123,33 @@ describe('images from another registry', () => {
     assert.equal((await mirrorForeignImage({ store: client(), ref, credentials: alice })).bytes, 0);
   });
 
+  it('takes a pinned digest, and picks linux/amd64 from an index (pinning the platform manifest)', async () => {
+    const { manifest, blobs } = image({ salt: 'multi' });
+    const index = Buffer.from(
+      JSON.stringify({
+        schemaVersion: 2,
+        mediaType: 'application/vnd.oci.image.index.v1+json',
+        manifests: [
+          { mediaType: 'application/vnd.oci.image.manifest.v1+json', digest: sha('other'), size: 5, platform: { os: 'linux', architecture: 'arm64' } },
+          { mediaType: 'application/vnd.oci.image.manifest.v1+json', digest: sha(manifest), size: manifest.length, platform: { os: 'linux', architecture: 'amd64' } },
+        ],
+      }),
+    );
+    const oci = 'application/vnd.oci.image.manifest.v1+json';
+    const reg = await registry(
+      new Map([
+        ['multi', { bytes: index, mediaType: 'application/vnd.oci.image.index.v1+json' }],
+        [sha(manifest), { bytes: manifest, mediaType: oci }],
+      ]),
+      blobs,
+    );
+    const viaIndex = await mirrorForeignImage({ store: client(), ref: parseImageRef(`${reg.host}/app:multi`, 'image', { foreign: true }), credentials: alice });
+    assert.equal(viaIndex.digest, sha(manifest));
+    const pinned = await mirrorForeignImage({ store: client(), ref: parseImageRef(`${reg.host}/app@${sha(manifest)}`, 'image', { foreign: true }), credentials: alice });
+    assert.equal(pinned.digest, sha(manifest));
+    assert.equal(pinned.bytes, 0, 'already copied');
+  });
+
   it('refuses wrong credentials, a missing tag and a closed port, each a 400 naming the field', async () => {
     const { manifest, blobs } = image();
     const reg = await registry(new Map([['1', { bytes: manifest, mediaType: 'application/vnd.oci.image.manifest.v1+json' }]]), blobs);
