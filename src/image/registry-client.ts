@@ -40,7 +40,7 @@ export interface RegistryClientOptions {
   token?: string;
   /** A whole Authorization header value (another registry's Basic or Bearer; see registry-auth.ts); wins over `token`. */
   authorization?: string;
-  /** Each request (including reading its body) is aborted after this long (default: none). */
+  /** Each request but a layer download (including reading its body) is aborted after this long (default: none); downloadBlob's signal bounds layers. */
   requestTimeoutMs?: number;
 }
 
@@ -125,6 +125,8 @@ export function createRegistryClient(options: RegistryClientOptions): RegistryCl
     headers?: Record<string, string>;
     body?: Uint8Array | ReadableStream<Uint8Array>;
     signal?: AbortSignal | undefined;
+    /** Layers: the caller's signal carries their own deadline, not requestTimeoutMs. */
+    ownDeadline?: boolean;
   }
 
   async function send(method: string, url: URL | string, what: string, init: RequestInit2 = {}): Promise<Response> {
@@ -134,7 +136,7 @@ export function createRegistryClient(options: RegistryClientOptions): RegistryCl
         method,
         headers,
         body: init.body ?? null,
-        signal: bounded(init.signal) ?? null,
+        signal: (init.ownDeadline ? init.signal : bounded(init.signal)) ?? null,
         redirect: 'follow',
         ...(init.body instanceof ReadableStream ? { duplex: 'half' } : {}),
       } as RequestInit);
@@ -240,7 +242,7 @@ export function createRegistryClient(options: RegistryClientOptions): RegistryCl
       // Layers are the bulk of every pull: over plain http they stream through undici's
       // request (Node streams), which moves bytes at about twice fetch's rate here (fetch's
       // web streams cost CPU per chunk); https and redirects to other hosts keep using fetch.
-      const res = url.protocol === 'http:' ? await httpGet(url, what, { 'user-agent': userAgent, ...auth }, bounded(opts.signal)) : await call('GET', url, what, [200], { signal: opts.signal });
+      const res = url.protocol === 'http:' ? await httpGet(url, what, { 'user-agent': userAgent, ...auth }, opts.signal) : await call('GET', url, what, [200], { signal: opts.signal, ownDeadline: true });
       const declared = res.headers.get('content-length');
       if (opts.expectedSize !== undefined && declared !== null && Number(declared) !== opts.expectedSize) {
         await ('stream' in res ? res.cancel() : res.body?.cancel());

@@ -23,9 +23,11 @@ interface Blob {
   bytes: Buffer;
   /** Sent instead of `bytes` (a registry lying about the content). */
   send?: Buffer;
+  /** Send the first bytes, then nothing more, never ending (a stalling registry). */
+  stall?: boolean;
 }
 
-function image(extra: { layerSend?: Buffer; salt?: string } = {}) {
+function image(extra: { layerSend?: Buffer; salt?: string; stall?: boolean } = {}) {
   const layer = Buffer.from(`not really a tar, never unpacked here${extra.salt ?? ''}`);
   const config = Buffer.from(JSON.stringify({ architecture: 'amd64', os: 'linux', config: { Cmd: ['/bin/app'] }, rootfs: { type: 'layers', diff_ids: [sha('x')] } }));
   const manifest = Buffer.from(
@@ -38,7 +40,7 @@ function image(extra: { layerSend?: Buffer; salt?: string } = {}) {
   );
   const blobs = new Map<string, Blob>([
     [sha(config), { bytes: config }],
-    [sha(layer), { bytes: layer, ...(extra.layerSend ? { send: extra.layerSend } : {}) }],
+    [sha(layer), { bytes: layer, ...(extra.layerSend ? { send: extra.layerSend } : {}), ...(extra.stall ? { stall: true } : {}) }],
   ]);
   return { manifest, blobs };
 }
@@ -76,7 +78,9 @@ function startFakeRegistry(manifests: Map<string, { bytes: Buffer; mediaType: st
         res.writeHead(404);
         return res.end();
       }
-      res.writeHead(200, { 'content-type': 'application/octet-stream' });
+      // A lying or stalling registry sends no length up front (chunked), as an endless one would.
+      res.writeHead(200, { 'content-type': 'application/octet-stream', ...(blob.send || blob.stall ? {} : { 'content-length': String(blob.bytes.length) }) });
+      if (blob.stall) return void res.write(blob.bytes.subarray(0, 4));
       return res.end(blob.send ?? blob.bytes);
     }
     res.writeHead(404);
@@ -95,7 +99,10 @@ describe('images from another registry', () => {
     store = await startStore({ dataDir: join(dir, 'store') });
   });
   after(async () => {
-    for (const s of servers) await new Promise((r) => s.close(r));
+    for (const s of servers) {
+      s.closeAllConnections();
+      await new Promise((r) => s.close(r));
+    }
     await store.close();
     await rm(dir, { recursive: true, force: true });
   });
@@ -196,6 +203,15 @@ describe('images from another registry', () => {
     await assert.rejects(fail('lying'), (e: ShoalError) => e.field === 'image' && /more than the \d+ bytes declared/.test(e.message));
     // Nothing of the lying image reached the store.
     assert.equal(await client().getManifest(`mirror/${reg.host.replace(':', '-')}/app`, sha(manifest)), undefined);
+  });
+
+  it('cuts off a registry that stalls in the middle of a layer', async () => {
+    const { manifest, blobs } = image({ salt: 'stall', stall: true });
+    const reg = await registry(new Map([['1', { bytes: manifest, mediaType: 'application/vnd.oci.image.manifest.v1+json' }]]), blobs);
+    await assert.rejects(
+      mirrorForeignImage({ store: client(), ref: parseImageRef(`${reg.host}/app:1`, 'image', { foreign: true }), credentials: alice, blobTimeoutMs: 300 }),
+      (e: ShoalError) => e.code === 'invalid' && e.field === 'image',
+    );
   });
 
   it('is refused anywhere but in a service description', () => {
