@@ -11,7 +11,8 @@
  * namespaces (its network is the instance's loopback only), as the instance's user, with
  * the instance's seccomp filter and limits, so it is no more trusted than the program
  * itself and the host only ever talks to the socket it made. A connection the program
- * refuses (not listening yet) is closed at once, so the host's readiness probe retries.
+ * refuses (not listening yet, or any more) is answered 502 with a JSON body saying so and
+ * closed, so the host's readiness probe retries and its log says why.
  *
  * It forwards SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 to the program, reaps
  * every child (as init it inherits the program's orphans), and exits with the program's
@@ -51,6 +52,7 @@ struct pair {
   int shut[2];      /* fd[i] was shut for writing */
   int connecting;   /* fd[1]'s connect() is in progress */
   int dead;         /* closed; freed after the current batch of events */
+  int refused;      /* the program refused: fd[0] got the 502 and is drained until it closes; fd[1] is -1 */
   struct side *tag[2];
 };
 struct side {
@@ -86,7 +88,8 @@ static int buried;
 
 /* Closes now; frees after the batch, which may still hold events for the other side. */
 static void close_pair(struct pair *p) {
-  for (int i = 0; i < 2; i++) close(p->fd[i]); /* close also removes it from the epoll set */
+  for (int i = 0; i < 2; i++)
+    if (p->fd[i] >= 0) close(p->fd[i]); /* close also removes it from the epoll set */
   p->dead = 1;
   graveyard[buried++] = p;
   pairs--;
@@ -108,9 +111,11 @@ static void free_dead(void) {
 /* What each side waits for: readable while its buffer is empty and no EOF; writable while the other side's buffer has bytes. */
 static void rearm(struct pair *p) {
   for (int i = 0; i < 2; i++) {
+    if (p->fd[i] < 0) continue;
     struct epoll_event ev = {0};
     ev.data.ptr = p->tag[i];
-    if (i == 1 && p->connecting) ev.events = EPOLLOUT;
+    if (p->refused) ev.events = EPOLLIN;
+    else if (p->connecting) ev.events = i == 1 ? EPOLLOUT : 0; /* nothing moves before the connection is made */
     else {
       if (!p->eof[i] && p->len[i] == 0) ev.events |= EPOLLIN;
       if (p->len[1 - i] > p->off[1 - i]) ev.events |= EPOLLOUT;
@@ -149,6 +154,35 @@ static int pump(struct pair *p) {
   return p->shut[0] && p->shut[1] ? -1 : 0;
 }
 
+static char refused_reply[512];
+static size_t refused_len;
+
+/*
+ * The program refused the connection: answer 502 (it fits an empty socket buffer), end
+ * our side, and read what the caller sends until it closes, so that it reads the reply
+ * instead of a reset.
+ */
+static void refuse(struct pair *p) {
+  if (p->fd[1] >= 0) close(p->fd[1]);
+  p->fd[1] = -1;
+  p->connecting = 0;
+  p->refused = 1;
+  ssize_t n = write(p->fd[0], refused_reply, refused_len);
+  (void)n;
+  shutdown(p->fd[0], SHUT_WR);
+  rearm(p);
+}
+
+/* A refused pair: discards input; -1 once the caller is gone. */
+static int drain(struct pair *p) {
+  for (;;) {
+    ssize_t n = read(p->fd[0], p->buf[0], BUF);
+    if (n > 0) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) return 0;
+    return -1;
+  }
+}
+
 static void accept_one(void) {
   if (pairs >= max_pairs) {
     set_accepting(0); /* until a connection ends */
@@ -169,11 +203,7 @@ static void accept_one(void) {
   int one = 1;
   setsockopt(s, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   int r = connect(s, (struct sockaddr *)&target, sizeof target);
-  if (r < 0 && errno != EINPROGRESS) { /* refused: not listening yet */
-    close(s);
-    close(c);
-    return;
-  }
+  int failed = r < 0 && errno != EINPROGRESS; /* refused: not listening yet */
   struct pair *p = calloc(1, sizeof *p);
   if (!p) die("out of memory");
   p->fd[0] = c;
@@ -189,6 +219,10 @@ static void accept_one(void) {
     epoll_ctl(epfd, EPOLL_CTL_ADD, p->fd[i], &ev);
   }
   pairs++;
+  if (failed) {
+    refuse(p);
+    return;
+  }
   if (!p->connecting && pump(p) < 0) {
     close_pair(p);
     return;
@@ -212,6 +246,10 @@ int main(int argc, char **argv) {
     long fit = ((long)nofile.rlim_cur - 16) / 2; /* two descriptors a connection, a few of our own */
     if (fit < max_pairs) max_pairs = fit < 1 ? 1 : (int)fit;
   }
+  char body[256];
+  int blen = snprintf(body, sizeof body, "{\"error\":{\"code\":\"bad-gateway\",\"message\":\"nothing listens on 127.0.0.1:%ld inside the instance ($PORT)\"}}", port);
+  refused_len = (size_t)snprintf(refused_reply, sizeof refused_reply,
+                                 "HTTP/1.1 502 Bad Gateway\r\ncontent-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n%s", blen, body);
   memset(&target, 0, sizeof target);
   target.sin_family = AF_INET;
   target.sin_port = htons((unsigned short)port);
@@ -282,8 +320,12 @@ int main(int argc, char **argv) {
       } else {
         struct pair *p = s->p;
         if (p->dead) continue;
-        if (events[k].events & EPOLLERR) {
+        if ((events[k].events & EPOLLERR) && !(s->i == 1 && p->connecting)) { /* a failed connect is refuse()d below */
           close_pair(p);
+          continue;
+        }
+        if (p->refused) {
+          if (drain(p) < 0) close_pair(p);
           continue;
         }
         if (s->i == 1 && p->connecting) {
@@ -291,7 +333,7 @@ int main(int argc, char **argv) {
           socklen_t len = sizeof err;
           getsockopt(p->fd[1], SOL_SOCKET, SO_ERROR, &err, &len);
           if (err != 0) {
-            close_pair(p);
+            refuse(p);
             continue;
           }
           p->connecting = 0;

@@ -111,6 +111,18 @@ describe('process driver', () => {
       assert.equal(reply.listenFds, null, 'the program does not see the inherited socket');
       assert.ok(Number(reply.port) > 0, 'PORT is the free port the driver chose');
       await inst.stop({ graceMs: 2000 });
+      // A program that does not listen: the bridge answers 502, saying so, and the probe retries.
+      const deaf = await instance('p-port-deaf');
+      const quietInst = await driver.start({ ...deaf.spec, args: ['/usr/local/bin/node', '-e', 'setInterval(() => {}, 1000)'], tcpPort: 8080 });
+      try {
+        const refused = await call(deaf.socketPath, 'GET', '/healthz');
+        assert.equal(refused.status, 502);
+        assert.match(refused.json.error.message, /nothing listens on 127\.0\.0\.1:\d+ inside the instance/);
+      } finally {
+        await quietInst.stop({ graceMs: 1000 });
+        await driver.destroy(deaf.spec.id, deaf.spec.stateDir);
+        await deaf.release();
+      }
       const exit = await inst.exited;
       assert.ok(exit.reason === 'killed' || exit.reason === 'exited' || exit.reason === 'crashed', JSON.stringify(exit));
     } finally {
