@@ -15,9 +15,11 @@
 #   wrk          load generator for the benchmarks
 #   iproute2     `ip` for inspecting network namespaces in tests
 #   chromium     the browser the dashboard's tests drive (playwright-core, test/dashboard/)
+#   apache2-utils  htpasswd: the bring-your-own-image test gives docker-registry a bcrypt
+#                password (basic auth) to log in with
 set -euo pipefail
 
-packages=(skopeo docker-registry debootstrap runc attr gcc libc6-dev nginx-light wrk iproute2 ca-certificates chromium)
+packages=(skopeo docker-registry debootstrap runc attr gcc libc6-dev nginx-light wrk iproute2 apache2-utils ca-certificates chromium)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -19,6 +19,7 @@ import { registerAuditCommand } from './commands/audit.ts';
 import { registerLogsCommand } from './commands/logs.ts';
 import { registerDeployCommand } from './commands/deploy.ts';
 import { registerStatusCommand } from './commands/status.ts';
+import { registerRegistryCommands } from './commands/registry.ts';
 
 export function createProgram(): Command {
   const program = new Command('shoal')
@@ -53,6 +54,7 @@ export function createProgram(): Command {
   registerStatusCommand(program);
   registerFarmCommands(program);
   registerTokenCommands(program);
+  registerRegistryCommands(program);
   registerAuditCommand(program);
   registerTemplateCommands(program);
   registerImageCommands(program);

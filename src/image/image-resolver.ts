@@ -45,7 +45,7 @@ export function createImageResolver(options: ImageResolverOptions): ImageResolve
   const entries = new Map<string, Entry>();
   const pinned = (ref: string): boolean => {
     try {
-      return parseImageRef(ref).digest !== undefined;
+      return parseImageRef(ref, 'image', { foreign: true }).digest !== undefined;
     } catch {
       return false; // not a reference at all: resolveWith names the problem
     }

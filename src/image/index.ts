@@ -17,3 +17,5 @@ export { assembleNodeRootfs } from './templates/node-rootfs.ts';
 export { debootstrapRootfs, aptInstallInto } from './templates/debian-rootfs.ts';
 export { requestGc } from './gc-client.ts';
 export { bundleService, buildServiceImage, findImports, type BundleOptions, type BundleResult } from './sdk-bundle.ts';
+export { mirrorForeignImage, mirrorRepository, mirrorRef, type MirroredImage, type MirrorLimits } from './foreign-image.ts';
+export { authorizeRegistry, credentialsFor, listLogins, saveLogin, removeLogin, registryBaseUrl, type RegistryCredentials } from './registry-auth.ts';

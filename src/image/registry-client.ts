@@ -38,6 +38,10 @@ export interface RegistryClientOptions {
   concurrency?: number;
   /** An API token sent as `Authorization: Bearer` (pushes need one; pulls when the store says so). */
   token?: string;
+  /** A whole Authorization header value (another registry's Basic or Bearer; see registry-auth.ts); wins over `token`. */
+  authorization?: string;
+  /** Each request but a layer download (including reading its body) is aborted after this long (default: none); downloadBlob's signal bounds layers. */
+  requestTimeoutMs?: number;
 }
 
 export interface FetchedManifest {
@@ -106,7 +110,13 @@ export function createRegistryClient(options: RegistryClientOptions): RegistryCl
   }
   const baseUrl = base.href.replace(/\/+$/, '');
   const userAgent = options.userAgent ?? 'shoal';
-  const auth: Record<string, string> = options.token === undefined ? {} : { authorization: `Bearer ${options.token}` };
+  const auth: Record<string, string> =
+    options.authorization !== undefined ? { authorization: options.authorization } : options.token === undefined ? {} : { authorization: `Bearer ${options.token}` };
+  const bounded = (signal: AbortSignal | undefined): AbortSignal | undefined => {
+    if (options.requestTimeoutMs === undefined) return signal;
+    const timeout = AbortSignal.timeout(options.requestTimeoutMs);
+    return signal === undefined ? timeout : AbortSignal.any([signal, timeout]);
+  };
   const concurrency = options.concurrency ?? 4;
 
   const urlFor = (path: string): URL => new URL(baseUrl + path);
@@ -115,6 +125,8 @@ export function createRegistryClient(options: RegistryClientOptions): RegistryCl
     headers?: Record<string, string>;
     body?: Uint8Array | ReadableStream<Uint8Array>;
     signal?: AbortSignal | undefined;
+    /** Layers: the caller's signal carries their own deadline, not requestTimeoutMs. */
+    ownDeadline?: boolean;
   }
 
   async function send(method: string, url: URL | string, what: string, init: RequestInit2 = {}): Promise<Response> {
@@ -124,7 +136,7 @@ export function createRegistryClient(options: RegistryClientOptions): RegistryCl
         method,
         headers,
         body: init.body ?? null,
-        signal: init.signal ?? null,
+        signal: (init.ownDeadline ? init.signal : bounded(init.signal)) ?? null,
         redirect: 'follow',
         ...(init.body instanceof ReadableStream ? { duplex: 'half' } : {}),
       } as RequestInit);
@@ -230,7 +242,7 @@ export function createRegistryClient(options: RegistryClientOptions): RegistryCl
       // Layers are the bulk of every pull: over plain http they stream through undici's
       // request (Node streams), which moves bytes at about twice fetch's rate here (fetch's
       // web streams cost CPU per chunk); https and redirects to other hosts keep using fetch.
-      const res = url.protocol === 'http:' ? await httpGet(url, what, { 'user-agent': userAgent, ...auth }, opts.signal) : await call('GET', url, what, [200], { signal: opts.signal });
+      const res = url.protocol === 'http:' ? await httpGet(url, what, { 'user-agent': userAgent, ...auth }, opts.signal) : await call('GET', url, what, [200], { signal: opts.signal, ownDeadline: true });
       const declared = res.headers.get('content-length');
       if (opts.expectedSize !== undefined && declared !== null && Number(declared) !== opts.expectedSize) {
         await ('stream' in res ? res.cancel() : res.body?.cancel());
@@ -543,7 +555,7 @@ async function* chunksOf(source: Readable, size: number): AsyncGenerator<Buffer>
 function networkError(e: unknown, what: string, baseUrl: string): ShoalError {
   if (e instanceof ShoalError) return e;
   const err = e as Error & { cause?: { code?: string; message?: string } };
-  if (err.name === 'AbortError') return new ShoalError('timeout', `${what}: aborted`, { cause: e });
+  if (err.name === 'AbortError' || err.name === 'TimeoutError') return new ShoalError('timeout', `${what}: ${err.name === 'TimeoutError' ? 'timed out' : 'aborted'}`, { cause: e });
   const code = err.cause?.code ?? '';
   const reason = err.cause?.message ?? err.message;
   return new ShoalError('unavailable', `cannot reach the store at ${baseUrl} (${what}): ${code || reason}`, { cause: e, detail: { code } });

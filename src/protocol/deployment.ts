@@ -51,6 +51,15 @@ export const Readiness = Type.Object(
 );
 export type Readiness = Static<typeof Readiness>;
 
+/** A service that listens on TCP $PORT (the Knative / Cloud Run contract) instead of Shoal's socket. */
+export const ListenPort = Type.Object(
+  {
+    port: Type.Integer({ minimum: 1, maximum: 65535 }),
+  },
+  { additionalProperties: false },
+);
+export type ListenPort = Static<typeof ListenPort>;
+
 export const DeploymentPlan = Type.Object(
   {
     service: ServiceRef,
@@ -70,6 +79,8 @@ export const DeploymentPlan = Type.Object(
     /** The operations route tokens for it may reach (paths /i/<op>); absent = any path. */
     operations: Type.Optional(Type.Array(Type.String({ minLength: 1, maxLength: 256, pattern: '^[^/?#]+$' }), { maxItems: 256 })),
     readiness: Type.Optional(Readiness),
+    /** The $PORT contract: the program listens on TCP `port` in its own network namespace (PORT is set), not on the inherited socket. */
+    listen: Type.Optional(ListenPort),
     /** Replaces the image's entrypoint+cmd. */
     args: Type.Optional(Type.Array(Type.String({ maxLength: 4096 }), { minItems: 1, maxItems: 256 })),
   },

@@ -24,6 +24,8 @@ export const DriverCapabilities = Type.Object({
   canClone: Type.Boolean(),
   /** Enforces the plan's memory / cpu / pids limits. */
   enforcesLimits: Type.Boolean(),
+  /** Runs programs that listen on TCP $PORT (a plan's `listen`); absent: refuses such plans. */
+  servesPort: Type.Optional(Type.Boolean()),
 });
 export type DriverCapabilities = Static<typeof DriverCapabilities>;
 

@@ -120,11 +120,23 @@ export const ServiceDescriptionSchema = Type.Object(
         default: {},
       }),
     ),
-    /** NAME:TAG, NAME@sha256:… or template://N/V, resolved in the provider's store. */
+    /**
+     * NAME:TAG, NAME@sha256:… or template://N/V, resolved in the provider's store; or
+     * HOST[:PORT]/NAME:TAG (any OCI registry), which the provider copies into its store
+     * at registration and pins by digest.
+     */
     image: Type.String({ minLength: 1, maxLength: 512 }),
     resources: Type.Optional(ServiceResources),
     scaling: Type.Optional(ServiceScaling),
     placement: Type.Optional(ServicePlacement),
+    /**
+     * The $PORT contract: the program listens on TCP 127.0.0.1:`port` (PORT is set in its
+     * environment) in its own network namespace, instead of on Shoal's socket. For images
+     * made without Shoal (the Knative / Cloud Run contract).
+     */
+    listen: Type.Optional(Type.Object({ port: Type.Integer({ minimum: 1, maximum: 65535 }) }, { additionalProperties: false })),
+    /** The instance is ready (and alive) while GET `path` answers 200 (default /healthz). */
+    readiness: Type.Optional(Type.Object({ path: Type.String({ pattern: '^/', maxLength: 256 }) }, { additionalProperties: false })),
     /** Unset: the host's default driver. */
     driver: Type.Optional(DriverName),
     /**
@@ -165,6 +177,8 @@ export interface ServiceDescription {
   scaling: ServiceScalingValue;
   placement: ServicePlacementValue;
   driver?: DriverName;
+  listen?: { port: number };
+  readiness?: { path: string };
   access: ServiceAccess;
 }
 
@@ -187,7 +201,7 @@ export function validateServiceDescription(value: unknown): ServiceDescription {
   }
   const desc = defaulted as ServiceDescription;
   try {
-    parseImageRef(desc.image, '/image');
+    parseImageRef(desc.image, '/image', { foreign: true });
   } catch (e) {
     throw new ShoalError('invalid', `service description: /image: ${(e as Error).message}`, { field: '/image', cause: e });
   }

@@ -19,6 +19,8 @@ export interface ControlPlaneOptions {
   resetCooldown(service?: string): void;
   /** Answer every message waiting for `service` with a failure (the activator's fail). */
   failWaiting(service: string, reason: string): void;
+  /** An image in another registry is copied into the store and pinned by digest (foreign-images.ts); others are returned as they are. */
+  pinImage?(image: string, field: string): Promise<string>;
   log: Logger;
 }
 
@@ -42,6 +44,7 @@ export function createControlPlane(options: ControlPlaneOptions): ControlPlane {
   async function registerService(input: unknown) {
     const desc = validateServiceDescription(input);
     checkSchemasCompile(desc);
+    if (options.pinImage) desc.image = await options.pinImage(desc.image, '/image');
     const previous = table.service(desc.name);
     const record = await registry.putService(desc);
     table.putService(record.description);

@@ -47,15 +47,20 @@ export function hostViews(hosts: readonly PoolHost[], endpoints: readonly RouteE
 export function placementRequest(entry: ServiceEntry, image: RemoteImage, exclude: readonly string[]): PlacementRequest {
   const d = entry.description;
   const req = d.placement.requires;
+  // A program on TCP $PORT needs a driver that runs the port bridge (runc, process).
+  const port = d.listen === undefined ? {} : { servesPort: true };
   const capabilities: RequiredCapabilities | undefined =
     req === undefined
-      ? undefined
+      ? d.listen === undefined
+        ? undefined
+        : port
       : {
           ...(req.isolation === undefined ? {} : { isolation: [req.isolation] }),
           ...(req.canPause === undefined ? {} : { canPause: req.canPause }),
           ...(req.canSnapshot === undefined ? {} : { canSnapshot: req.canSnapshot }),
           ...(req.canMigrate === undefined ? {} : { canMigrate: req.canMigrate }),
           ...(req.canClone === undefined ? {} : { canClone: req.canClone }),
+          ...port,
         };
   return {
     service: d.name,
@@ -119,7 +124,8 @@ export function planFor(
     store,
     driver,
     resources: { ...d.resources },
-    readiness: { timeoutMs: readinessTimeoutMs },
+    readiness: { timeoutMs: readinessTimeoutMs, ...(d.readiness === undefined ? {} : { path: d.readiness.path }) },
+    ...(d.listen === undefined ? {} : { listen: { port: d.listen.port } }),
     // Route tokens reach the declared operations only (the host checks each path against them).
     operations: Object.keys(d.operations),
     ...(imports === undefined || imports.length === 0 ? {} : { imports }),

@@ -29,7 +29,10 @@ import { createFarmEngine, type FarmEngine } from './intermediaries/farms.ts';
 import { createProviderApi, createProviderServer, type MountedApp } from './server.ts';
 import { createProviderDashboard } from './dashboard.ts';
 import { createInstancesApi } from './instances-api.ts';
-import { createImageResolver, createRegistryClient } from '../image/index.ts';
+import { createImageResolver, createRegistryClient, resolveRemoteImage } from '../image/index.ts';
+import { createForeignImages } from './foreign-images.ts';
+import { createApiToken } from './auth/index.ts';
+import { join } from 'node:path';
 import { ShoalError, advertisedUrl } from '../protocol/index.ts';
 
 export type { RouteEndpoint, RemovalReason, RoutingTable } from './routing-table.ts';
@@ -92,6 +95,19 @@ export interface ProviderOptions {
   store?: MountedApp;
   /** An API token for reading the store (when it refuses anonymous pulls); asked for at first use. */
   storeToken?: () => string | undefined;
+  /**
+   * Images from other registries: where the credentials are kept (containers-auth.json
+   * format, 0600; `shoal registry login` fills it). Default SHOAL_REGISTRY_AUTH_FILE, else
+   * ./.shoal/registry-auth.json.
+   */
+  registryAuthFile?: string;
+  /**
+   * A token that may push to the store, for copying images from other registries into it.
+   * Default: with the store mounted (`store`), the provider makes a short-lived deploy token
+   * in its own registry when it needs one; otherwise SHOAL_STORE_PUSH_TOKEN, else such
+   * images are refused.
+   */
+  storePushToken?: () => string | undefined;
   /** Hosts register with this token (Authorization: Bearer). At least 8 characters. */
   joinToken: string;
   /** Stable across restarts so a restarted provider recognises its own claims. Default hostname:port. */
@@ -195,7 +211,25 @@ async function assemble(options: ProviderOptions, registry: Registry, ownRegistr
   let url = '';
   const storeUrlOf = () => options.storeUrl ?? url;
   let storeClient: ReturnType<typeof createRegistryClient> | undefined;
+  let mirrorToken: { secret: string; until: number } | undefined;
+  const foreignImages = createForeignImages({
+    authFile: options.registryAuthFile ?? process.env.SHOAL_REGISTRY_AUTH_FILE ?? join('.shoal', 'registry-auth.json'),
+    storeUrl: storeUrlOf,
+    pushToken: async () => {
+      const given = options.storePushToken?.() ?? process.env.SHOAL_STORE_PUSH_TOKEN;
+      if (given !== undefined || options.store === undefined) return given;
+      // Our own store: a deploy token of our own registry, made when first needed, valid
+      // for an hour, replaced ten minutes before it ends (a copy may take a while).
+      if (mirrorToken === undefined || mirrorToken.until - Date.now() < 600_000) {
+        const made = await createApiToken(registry, { role: 'deploy', note: 'provider: copying images from other registries into its store', ttlSeconds: 3600 });
+        mirrorToken = { secret: made.secret, until: Date.now() + 3600_000 };
+      }
+      return mirrorToken.secret;
+    },
+    log,
+  });
   const images = createImageResolver({
+    resolveWith: async (client, ref) => resolveRemoteImage(client, await foreignImages.storeRefFor(ref)),
     client: () => {
       const token = options.storeToken?.();
       return (storeClient ??= createRegistryClient({ baseUrl: storeUrlOf(), userAgent: `shoal-provider/${providerId}`, ...(token === undefined ? {} : { token }) }));
@@ -262,6 +296,7 @@ async function assemble(options: ProviderOptions, registry: Registry, ownRegistr
     deployer,
     resetCooldown: (service) => coldStart.reset(service),
     failWaiting: (service, reason) => activator.fail(service, reason),
+    pinImage: (image, field) => foreignImages.pin(image, field),
     log,
   });
   const reconciler = createReconciler({
@@ -346,6 +381,7 @@ async function assemble(options: ProviderOptions, registry: Registry, ownRegistr
     providerId,
     version: options.version ?? '0.1.0',
     ...(options.store === undefined ? {} : { store: options.store }),
+    registries: foreignImages,
     log,
   });
   api.route('/', createInstancesApi({ table, control, deployer }));

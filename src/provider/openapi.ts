@@ -170,6 +170,25 @@ export function providerOpenApi(version: string, extraPaths: Record<string, unkn
           responses: { '200': { description: 'revoked' }, '404': error('no live token with this id') },
         },
       },
+      '/api/v1/registry-logins': {
+        get: {
+          summary: 'Hosts of other registries with kept credentials, and their user names (admin; passwords never come back)',
+          responses: { '200': { description: 'logins', ...json(Type.Object({ logins: Type.Array(Type.Object({ host: Type.String(), username: Type.String() })) })) } },
+        },
+      },
+      '/api/v1/registry-logins/{host}': {
+        put: {
+          summary: 'Check credentials against another registry (HOST[:PORT]) and keep them (0600 file) for copying its images (admin)',
+          parameters: [{ name: 'host', in: 'path', required: true, schema: { type: 'string' } }],
+          requestBody: { required: true, ...json(Type.Object({ username: Type.String(), password: Type.String() })) },
+          responses: { '200': { description: 'kept', ...json(Type.Object({ host: Type.String(), username: Type.String() })) }, '400': { description: 'registry unreachable or credentials refused (field names which)' } },
+        },
+        delete: {
+          summary: 'Forget the credentials kept for a registry (admin)',
+          parameters: [{ name: 'host', in: 'path', required: true, schema: { type: 'string' } }],
+          responses: { '200': { description: 'removed' }, '404': { description: 'none kept' } },
+        },
+      },
       '/api/v1/audit': {
         get: {
           summary: 'Mutating calls: token id and role, method, route, service, address, status (admin)',

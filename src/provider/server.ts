@@ -33,6 +33,7 @@ import {
   type InstanceSummary,
   type ServiceSummary,
 } from '../protocol/index.ts';
+import { checkRegistryHost, type ForeignImages } from './foreign-images.ts';
 
 /** Anything with Hono's fetch signature: the store's app. */
 export interface MountedApp {
@@ -53,6 +54,8 @@ export interface ProviderApiOptions {
   version: string;
   /** The store app mounted beside the provider (its API paths go into /openapi.json). */
   store?: MountedApp;
+  /** Credentials for other registries (/api/v1/registry-logins; foreign-images.ts). */
+  registries?: Pick<ForeignImages, 'login' | 'logout' | 'logins'>;
   /** Serves /api/v1/tokens (revocations drop its cached verdicts). */
   verifier: TokenVerifier;
   log: { warn(obj: object, msg?: string): void };
@@ -106,6 +109,26 @@ export function createProviderApi(options: ProviderApiOptions): Hono {
     await next();
   };
   const limit = bodyLimit({ maxSize: 4 * 1024 * 1024, onError: (c) => replyError(c, new ShoalError('too-large', 'request body larger than 4 MiB')) });
+
+  // ---- other registries' credentials (admin; the password never comes back out) ----
+
+  const registries = options.registries;
+  if (registries !== undefined) {
+    app.get('/api/v1/registry-logins', async (c) => c.json({ logins: await registries.logins() }));
+    app.put('/api/v1/registry-logins/:host', limit, async (c) => {
+      const body = (await readJson(c)) as { username?: unknown; password?: unknown } | null;
+      if (typeof body?.username !== 'string') throw new ShoalError('invalid', 'username: a string is required', { field: 'username' });
+      if (typeof body.password !== 'string') throw new ShoalError('invalid', 'password: a string is required', { field: 'password' });
+      const host = c.req.param('host');
+      await registries.login(host, { username: body.username, password: body.password });
+      return c.json({ host: checkRegistryHost(host), username: body.username });
+    });
+    app.delete('/api/v1/registry-logins/:host', async (c) => {
+      const host = c.req.param('host');
+      if (!(await registries.logout(host))) throw new ShoalError('not-found', `no login kept for ${checkRegistryHost(host)}`, { field: 'host' });
+      return c.json({ removed: checkRegistryHost(host) });
+    });
+  }
 
   // ---- services ----
 

@@ -84,3 +84,16 @@ test('the plan pins the image by digest and carries the store, readiness and imp
   const imports = [{ name: 'db', url: 'http://127.0.0.1:1/x/f/i/db' }] as unknown as NonNullable<ReturnType<typeof planFor>['imports']>;
   assert.deepEqual(planFor(entry(), image, 'runc', 'http://store', 5000, imports).imports, imports);
 });
+
+test('a service on TCP $PORT: the plan carries listen and the readiness path, and only drivers that serve a port are placed', () => {
+  const web = entry({ listen: { port: 8080 }, readiness: { path: '/ready' } });
+  const plan = planFor(web, image, 'runc', 'http://store', 5000, undefined);
+  assert.deepEqual(plan.listen, { port: 8080 });
+  assert.deepEqual(plan.readiness, { timeoutMs: 5000, path: '/ready' });
+  assert.equal('listen' in planFor(entry(), image, 'runc', 'http://store', 5000, undefined), false);
+  assert.deepEqual(placementRequest(web, image, []).placement.capabilities, { servesPort: true });
+  // The hosts here report drivers without servesPort (as a host of an older version would).
+  const refused = choosePlacements(web, image, 1, [], hostViews([poolHost('a')], [], undefined), () => 0);
+  assert.equal(refused.picks.length, 0);
+  assert.match(refused.refusal ?? '', /servesPort/);
+});

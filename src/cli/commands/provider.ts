@@ -1,3 +1,4 @@
+import { join } from 'node:path';
 import type { Command } from 'commander';
 import { randomBytes } from 'node:crypto';
 import { ShoalError } from '../../protocol/index.ts';
@@ -29,6 +30,7 @@ export function registerProviderCommand(program: Command): void {
       const storeToken = opts.storeToken ?? process.env.SHOAL_STORE_TOKEN;
       const provider = await startProvider({
         ...(storeToken === undefined ? {} : { storeToken: () => storeToken }),
+        registryAuthFile: process.env.SHOAL_REGISTRY_AUTH_FILE ?? join(opts.data, 'registry-auth.json'),
         listen,
         ...(database === undefined ? {} : { database }),
         storeUrl: normalizeUrl(store, 'store'),

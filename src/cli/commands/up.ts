@@ -77,6 +77,7 @@ export function registerUpCommand(program: Command): void {
       const provider = await startProvider({
         auth: { anonymousPull: opts.anonymousPull },
         storeToken: () => pullToken,
+        registryAuthFile: process.env.SHOAL_REGISTRY_AUTH_FILE ?? join(dataDir, 'registry-auth.json'),
         listen,
         ...secure,
         database,

@@ -33,6 +33,13 @@ export interface InstanceSpec {
    * with LISTEN_FDS=1; the host connects here, never to a path the instance can replace.
    */
   listenSocket: string;
+  /**
+   * The $PORT contract: the program listens on TCP 127.0.0.1:<tcpPort> in its own network
+   * namespace instead of using the socket at fd 3. The driver runs shoal-port-bridge in
+   * front of it (inside the instance, with the instance's confinement), which holds the
+   * listener and relays each connection to the port. Drivers without it refuse the spec.
+   */
+  tcpPort?: number;
   /** Host-owned directory of the import sockets, mounted read-only at /run/shoal/imports (runc). */
   importsDir: string;
   /** Where the driver writes the instance's stdout+stderr. */

@@ -72,6 +72,9 @@ export function createDeploy(deps: DeployDeps): (plan: DeploymentPlan) => Promis
     const timeline = createTimeline(deps.onPhase);
     const startedAt = Date.now();
     const driver = driverFor(deps.drivers, plan.driver ?? deps.defaultDriver);
+    if (plan.listen !== undefined && driver.capabilities.servesPort !== true) {
+      throw new ShoalError('unsupported', `the ${driver.name} driver cannot run a program that listens on TCP $PORT (listen.port); use runc or process`, { field: 'listen' });
+    }
     let l = admit(deps, plan, driver, startedAt);
     const tAdmit = performance.now();
     timeline.add('admit', timeline.t0, tAdmit);

@@ -46,6 +46,7 @@ export function buildSpec(input: SpecInput): InstanceSpec {
       ...(input.boundedRoot ? { diskBytes: diskBytes(plan) } : {}),
     },
     listenSocket: paths.socketPath,
+    ...(plan.listen === undefined ? {} : { tcpPort: plan.listen.port }),
     importsDir: paths.importsDir,
     logFile: paths.logFile,
     stateDir: paths.stateDir,
@@ -68,6 +69,8 @@ export function buildEnv(imageEnv: string[], plan: DeploymentPlan, id: string, s
   env.set('SHOAL_SERVICE', plan.service.name);
   env.set('SHOAL_VERSION', plan.service.version);
   env.set('SHOAL_INSTANCE', id);
+  // The $PORT contract; the process driver replaces it with a free port of the host's.
+  if (plan.listen !== undefined) env.set('PORT', String(plan.listen.port));
   return [...env].map(([k, v]) => `${k}=${v}`);
 }
 

@@ -64,6 +64,8 @@ const RULES: readonly Rule[] = [
   { methods: ['POST'], pattern: '/api/v1/tokens', need: () => role('admin', '/api/v1/tokens') },
   { methods: ['DELETE'], pattern: '/api/v1/tokens/:id', need: () => role('admin', '/api/v1/tokens/:id') },
   { methods: READ, pattern: '/api/v1/audit', need: () => role('admin', '/api/v1/audit') },
+  { methods: READ, pattern: '/api/v1/registry-logins', need: () => role('admin', '/api/v1/registry-logins') },
+  { methods: ['PUT', 'DELETE'], pattern: '/api/v1/registry-logins/:host', need: () => role('admin', '/api/v1/registry-logins/:host') },
   // the store's control API
   { methods: READ, pattern: '/api/v1/images', need: () => role('read', '/api/v1/images') },
   { methods: READ, pattern: '/api/v1/images/inspect', need: () => ({ kind: 'pull', route: '/api/v1/images/inspect' }) },

@@ -63,6 +63,8 @@ export interface RequiredCapabilities {
   canMigrate?: boolean;
   canClone?: boolean;
   enforcesLimits?: boolean;
+  /** Runs programs listening on TCP $PORT (a service's `listen`). */
+  servesPort?: boolean;
 }
 
 export interface PlacementSpec {
@@ -118,7 +120,7 @@ export interface Feasibility {
   rejected: Record<string, string>;
 }
 
-const REQUIRED_FLAGS = ['canPause', 'canSnapshot', 'canMigrate', 'canClone', 'enforcesLimits'] as const;
+const REQUIRED_FLAGS = ['canPause', 'canSnapshot', 'canMigrate', 'canClone', 'enforcesLimits', 'servesPort'] as const;
 
 /** What `capabilities` lacks of `required` (empty when it satisfies them). */
 export function missingCapabilities(capabilities: DriverCapabilities, required: RequiredCapabilities | undefined): string[] {

@@ -57,3 +57,13 @@ test('user: numbers as given, names from the image, nobody when unset, unknown n
   await assert.rejects(resolveUser(root, 'app:nogroup'), (e: any) => e.code === 'invalid' && /nogroup/.test(e.message));
   await assert.rejects(resolveUser(join(root, 'missing'), 'app'), (e: any) => e.code === 'invalid', 'no passwd: no names');
 });
+
+test('spec: a plan on TCP $PORT sets PORT (Shoal wins over the image) and asks the driver for the bridge', () => {
+  const base = { id: 'web-1', rootfs: { ...rootfs, process: { ...rootfs.process, env: ['PORT=1'] } }, rootPath: '/root', paths, user: { uid: 1, gid: 2 } };
+  const s = buildSpec({ ...base, plan: plan({ listen: { port: 8080 } }), hostPaths: false });
+  assert.equal(s.tcpPort, 8080);
+  assert.deepEqual(s.env.filter((kv) => kv.startsWith('PORT=')), ['PORT=8080']);
+  const socketOnly = buildSpec({ ...base, plan: plan(), hostPaths: false });
+  assert.equal('tcpPort' in socketOnly, false);
+  assert.deepEqual(socketOnly.env.filter((kv) => kv.startsWith('PORT=')), ['PORT=1'], 'the image’s own PORT is left alone');
+});

@@ -16,6 +16,10 @@
 // - stdout and stderr go to spec.logFile. The process leads its own process group, and
 //   pause/stop signal the whole group; when the program exits, what is left of its group
 //   is killed (as a pid namespace would).
+// - The $PORT contract (spec.tcpPort): with no network namespace, every instance shares
+//   the host's; the driver picks a free loopback port, sets PORT to it and runs the port
+//   bridge in front of the program. This isolates nothing: any local process may connect
+//   to that port, and the program may listen anywhere.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { access, constants as fsConstants, mkdir, open, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { release } from 'node:os';
@@ -32,6 +36,7 @@ import type {
   RecoveredInstance,
 } from '../driver.ts';
 import { createInheritedListener, LISTEN_ENV } from '../shared/listener.ts';
+import { freeLoopbackPort, portBridgeCopy } from '../shared/port-bridge.ts';
 import { delay, isAlive, NANOS_PER_TICK, readProcStat, readStatusField, sendSignal, signalName, watchExit, within } from '../shared/proc.ts';
 
 export const capabilities = {
@@ -41,6 +46,7 @@ export const capabilities = {
   canMigrate: false,
   canClone: false,
   enforcesLimits: false,
+  servesPort: true,
 } as const satisfies DriverCapabilities;
 
 export interface ProcessDriverOptions {
@@ -86,8 +92,14 @@ export function createProcessDriver(options: ProcessDriverOptions = {}) {
     if (live.has(spec.id)) throw new ShoalError('conflict', `instance ${spec.id} is already running`, { field: 'id' });
     if (spec.args.length === 0) throw new ShoalError('invalid', 'spec.args is empty: nothing to run', { field: 'args' });
     const env = envObject([...spec.env, ...LISTEN_ENV]);
-    const program = await resolveProgram(spec.rootfs, spec.args[0] as string, spec.cwd, env.PATH);
-    const args = await Promise.all(spec.args.slice(1).map((a) => hostPathIfInside(spec.rootfs, a)));
+    let program = await resolveProgram(spec.rootfs, spec.args[0] as string, spec.cwd, env.PATH);
+    let args = await Promise.all(spec.args.slice(1).map((a) => hostPathIfInside(spec.rootfs, a)));
+    if (spec.tcpPort !== undefined) {
+      const port = await freeLoopbackPort();
+      env.PORT = String(port);
+      args = [String(port), program, ...args];
+      program = await portBridgeCopy(spec.stateDir, undefined);
+    }
     const cwd = join(spec.rootfs, spec.cwd);
     await mkdir(spec.stateDir, { recursive: true });
     const listener = await createInheritedListener(spec.listenSocket);

@@ -39,10 +39,11 @@ import { delay, readProcStat, signalName, watchExit, within } from '../shared/pr
 import { cgroupMode, cgroupPathsOf, readCgroupStats, readOomKills, type CgroupPaths } from './cgroups.ts';
 import { createRuncCli, lastRuncError, type RuncCli } from './runc-cli.ts';
 import { ensureShim } from './shim.ts';
+import { portBridgeCopy } from '../shared/port-bridge.ts';
 import type { SeccompArchitectures } from './seccomp.ts';
 import { buildRuntimeSpec, hostBlockDeviceDirs, validateInstanceId } from './spec.ts';
 
-export { ensureShim } from './shim.ts';
+export { ensurePortBridge, ensureShim } from './shim.ts';
 export { buildRuntimeSpec, cpuControls } from './spec.ts';
 export { defaultSeccompProfile, type SeccompArchitectures } from './seccomp.ts';
 
@@ -53,6 +54,7 @@ export const capabilities = {
   canMigrate: false,
   canClone: false,
   enforcesLimits: true,
+  servesPort: true,
 } as const satisfies DriverCapabilities;
 
 export interface RuncDriverOptions {
@@ -157,8 +159,14 @@ export function createRuncDriver(options: RuncDriverOptions) {
     return modePromise;
   }
 
-  function runtimeConfig(spec: InstanceSpec): string {
+  /** The $PORT contract: the bridge's host path for the runtime spec (shared/port-bridge.ts). */
+  async function portBridgeFor(spec: InstanceSpec): Promise<string | undefined> {
+    return spec.tcpPort === undefined ? undefined : portBridgeCopy(spec.stateDir, options.shimDir);
+  }
+
+  function runtimeConfig(spec: InstanceSpec, portBridge: string | undefined): string {
     const config = buildRuntimeSpec(spec, {
+      portBridge,
       cgroupsPath: `${cgroupParent}/${spec.id}`,
       seccomp: options.seccomp !== false,
       ...(options.seccompArchitectures ? { seccompArchitectures: options.seccompArchitectures } : {}),
@@ -378,7 +386,7 @@ export function createRuncDriver(options: RuncDriverOptions) {
   async function prepare(spec: InstanceSpec): Promise<void> {
     if (closed) throw new ShoalError('unavailable', 'the runc driver is closed');
     if (live.has(spec.id)) throw new ShoalError('conflict', `instance ${spec.id} already exists`, { field: 'id' });
-    const config = runtimeConfig(spec);
+    const config = runtimeConfig(spec, await portBridgeFor(spec));
     const m = await mode();
     if (m.kind !== 'shim') throw new ShoalError('unsupported', 'pre-creating containers needs the shim (no C compiler?)');
     await letRootPass(spec);
@@ -388,7 +396,7 @@ export function createRuncDriver(options: RuncDriverOptions) {
 
   async function start(spec: InstanceSpec): Promise<RuncInstance> {
     if (closed) throw new ShoalError('unavailable', 'the runc driver is closed');
-    const config = runtimeConfig(spec);
+    const config = runtimeConfig(spec, await portBridgeFor(spec));
     const existing = live.get(spec.id);
     if (existing) {
       if (existing.started) throw new ShoalError('conflict', `instance ${spec.id} is already running`, { field: 'id' });

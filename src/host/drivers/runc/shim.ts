@@ -38,19 +38,27 @@ export function ensureIdmapHelper(options: { cacheDir?: string; cc?: string } = 
   return ensureNative(idmapSource, 'shoal-idmap', options);
 }
 
-function ensureNative(sourcePath: string, name: string, options: { cacheDir?: string; cc?: string }): Promise<string> {
+/** The $PORT contract's bridge (native/port-bridge), linked statically: it runs inside images that may have no libc. */
+export const portBridgeSource = fileURLToPath(new URL('../../../../native/port-bridge/shoal-port-bridge.c', import.meta.url));
+
+/** Path of the compiled shoal-port-bridge (same cache and rules as the shim). */
+export function ensurePortBridge(options: { cacheDir?: string; cc?: string } = {}): Promise<string> {
+  return ensureNative(portBridgeSource, 'shoal-port-bridge', options, ['-static']);
+}
+
+function ensureNative(sourcePath: string, name: string, options: { cacheDir?: string; cc?: string }, flags: string[] = []): Promise<string> {
   const cacheDir = options.cacheDir ?? defaultShimDir();
   const key = `${cacheDir}\0${name}`;
   let p = building.get(key);
   if (!p) {
-    p = build(sourcePath, name, cacheDir, options.cc ?? 'cc');
+    p = build(sourcePath, name, cacheDir, options.cc ?? 'cc', flags);
     building.set(key, p);
     p.catch(() => building.delete(key));
   }
   return p;
 }
 
-async function build(sourcePath: string, name: string, cacheDir: string, cc: string): Promise<string> {
+async function build(sourcePath: string, name: string, cacheDir: string, cc: string, flags: string[]): Promise<string> {
   const source = await readFile(sourcePath);
   const hash = createHash('sha256').update(source).digest('hex').slice(0, 16);
   const out = join(cacheDir, `${name}-${hash}`);
@@ -64,7 +72,7 @@ async function build(sourcePath: string, name: string, cacheDir: string, cc: str
   // Compile beside, then rename: a concurrent builder never sees half a binary.
   const tmp = `${out}.${randomBytes(4).toString('hex')}.tmp`;
   try {
-    await run(cc, ['-O2', '-Wall', '-o', tmp, sourcePath]);
+    await run(cc, ['-O2', '-Wall', ...flags, '-o', tmp, sourcePath]);
     await rename(tmp, out);
   } catch (e) {
     await rm(tmp, { force: true });
@@ -76,7 +84,7 @@ async function build(sourcePath: string, name: string, cacheDir: string, cc: str
 
 if (import.meta.main) {
   const opts = process.argv[2] ? { cacheDir: process.argv[2] } : {};
-  Promise.all([ensureShim(opts), ensureIdmapHelper(opts)]).then(
+  Promise.all([ensureShim(opts), ensureIdmapHelper(opts), ensurePortBridge(opts)]).then(
     (paths) => console.log(paths.join('\n')),
     (e: unknown) => {
       console.error((e as Error).message);

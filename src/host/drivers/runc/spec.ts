@@ -62,7 +62,16 @@ export interface RuntimeSpecOptions {
   idMapping?: IdMapping | undefined;
   /** More paths to mask, e.g. hostBlockDeviceDirs() (default none). */
   extraMaskedPaths?: string[];
+  /**
+   * The $PORT contract (spec.tcpPort): the host path of a copy of shoal-port-bridge,
+   * bound read-only at PORT_BRIDGE_INSIDE and run as the container's init in front of
+   * spec.args (native/port-bridge/shoal-port-bridge.c).
+   */
+  portBridge?: string | undefined;
 }
+
+/** Where the port bridge appears inside an instance that listens on $PORT. */
+export const PORT_BRIDGE_INSIDE = '/.shoal-port-bridge';
 
 /**
  * What containerd masks, plus what names the host's disks: the block device views of
@@ -153,12 +162,16 @@ export function buildRuntimeSpec(spec: InstanceSpec, options: RuntimeSpecOptions
   const runBytes = options.runSizeBytes ?? DEFAULT_RUN_BYTES;
   const memoryLimit = spec.resources.memoryBytes + (spec.resources.diskBytes ?? 0);
   const kib = (n: number): string => `size=${Math.ceil(n / 1024)}k`;
+  if (spec.tcpPort !== undefined && options.portBridge === undefined) {
+    throw new ShoalError('internal', 'spec.tcpPort needs the port bridge (options.portBridge)', { field: 'tcpPort' });
+  }
+  const args = spec.tcpPort === undefined ? spec.args : [PORT_BRIDGE_INSIDE, String(spec.tcpPort), ...spec.args];
   const runtime: OciRuntimeSpec = {
     ociVersion: '1.0.2-dev',
     process: {
       terminal: false,
       user: { uid: spec.user.uid, gid: spec.user.gid },
-      args: spec.args,
+      args,
       // The listener arrives as fd 3 (runc --preserve-fds 1): LISTEN_FDS says so.
       env: [...spec.env.filter((kv) => !/^LISTEN_(FDS|PID|FDNAMES)=/.test(kv)), ...LISTEN_ENV],
       cwd: spec.cwd,
@@ -187,6 +200,8 @@ export function buildRuntimeSpec(spec: InstanceSpec, options: RuntimeSpecOptions
       // Its imports' sockets (SHOAL_IMPORTS): a read-only view of a host-owned directory, so
       // the instance can connect to them but not replace, add or remove any.
       { destination: IMPORTS_INSIDE, type: 'bind', source: spec.importsDir, options: ['rbind', 'ro', 'nosuid', 'nodev', 'noexec'] },
+      // The $PORT contract's bridge: a host-owned, read-only copy of one static binary.
+      ...(options.portBridge === undefined ? [] : [{ destination: PORT_BRIDGE_INSIDE, type: 'bind', source: options.portBridge, options: ['bind', 'ro', 'nosuid', 'nodev'] }]),
     ],
     linux: {
       cgroupsPath: options.cgroupsPath,

@@ -8,6 +8,7 @@ import { delay, isAlive } from '../../../../src/host/drivers/shared/proc.ts';
 import { runDriverContract, type ContractInstance } from '../contract.ts';
 import { call, waitReady } from '../../../fixtures/instance-client.ts';
 import { buildFlatRootfs, serviceArgs } from '../harness.ts';
+import { missing } from '../../fixtures/requirements.ts';
 
 const asRoot = process.getuid?.() === 0;
 let dir = '';
@@ -91,6 +92,39 @@ describe('process driver', () => {
       await driver.destroy(again.spec.id, again.spec.stateDir);
       await again.release();
       await inst.stop({ graceMs: 1000 });
+    } finally {
+      await driver.destroy(ci.spec.id, ci.spec.stateDir);
+      await ci.release();
+      await driver.close();
+    }
+  });
+
+  it('runs a program that listens on TCP $PORT behind the socket (a free loopback port; nothing isolated)', { skip: missing(['cc']) ?? false }, async () => {
+    const driver = createProcessDriver({ log: quiet });
+    const ci = await instance('p-port');
+    const program = `require('node:http').createServer((q, s) => s.end(JSON.stringify({ url: q.url, port: process.env.PORT, listenFds: process.env.LISTEN_FDS ?? null }))).listen(Number(process.env.PORT), '127.0.0.1')`;
+    try {
+      const inst = await driver.start({ ...ci.spec, args: ['/usr/local/bin/node', '-e', program], env: [...ci.spec.env, 'PORT=8080'], tcpPort: 8080 });
+      await waitReady(ci.socketPath);
+      const reply = (await call(ci.socketPath, 'POST', '/Echo', { message: 'hi' })).json;
+      assert.equal(reply.url, '/Echo');
+      assert.equal(reply.listenFds, null, 'the program does not see the inherited socket');
+      assert.ok(Number(reply.port) > 0, 'PORT is the free port the driver chose');
+      await inst.stop({ graceMs: 2000 });
+      // A program that does not listen: the bridge answers 502, saying so, and the probe retries.
+      const deaf = await instance('p-port-deaf');
+      const quietInst = await driver.start({ ...deaf.spec, args: ['/usr/local/bin/node', '-e', 'setInterval(() => {}, 1000)'], tcpPort: 8080 });
+      try {
+        const refused = await call(deaf.socketPath, 'GET', '/healthz');
+        assert.equal(refused.status, 502);
+        assert.match(refused.json.error.message, /nothing listens on 127\.0\.0\.1:\d+ inside the instance/);
+      } finally {
+        await quietInst.stop({ graceMs: 1000 });
+        await driver.destroy(deaf.spec.id, deaf.spec.stateDir);
+        await deaf.release();
+      }
+      const exit = await inst.exited;
+      assert.ok(exit.reason === 'killed' || exit.reason === 'exited' || exit.reason === 'crashed', JSON.stringify(exit));
     } finally {
       await driver.destroy(ci.spec.id, ci.spec.stateDir);
       await ci.release();

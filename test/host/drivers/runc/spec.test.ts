@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { InstanceSpec } from '../../../../src/host/drivers/driver.ts';
-import { buildRuntimeSpec, cpuControls, validateInstanceId } from '../../../../src/host/drivers/runc/spec.ts';
+import { buildRuntimeSpec, cpuControls, PORT_BRIDGE_INSIDE, validateInstanceId } from '../../../../src/host/drivers/runc/spec.ts';
 import { isShoalError } from '../../../../src/protocol/errors.ts';
 
 const spec: InstanceSpec = {
@@ -121,5 +121,14 @@ describe('runc runtime spec: hardening', () => {
       assert.ok(c.linux.maskedPaths.includes(p), p);
     }
     assert.ok(c.linux.maskedPaths.includes('/sys/devices/pci0000:00/0000:00:02.0/virtio1/block'));
+  });
+
+  it('the $PORT contract: the bridge, bound read-only from a host copy, runs in front of the program', () => {
+    const c = buildRuntimeSpec({ ...spec, tcpPort: 8080 }, { cgroupsPath: 'x', portBridge: '/host/driver/port-bridge' });
+    assert.deepEqual(c.process.args, [PORT_BRIDGE_INSIDE, '8080', ...spec.args]);
+    const m = c.mounts.find((x) => x.destination === PORT_BRIDGE_INSIDE);
+    assert.deepEqual(m, { destination: PORT_BRIDGE_INSIDE, type: 'bind', source: '/host/driver/port-bridge', options: ['bind', 'ro', 'nosuid', 'nodev'] });
+    assert.deepEqual(buildRuntimeSpec(spec, { cgroupsPath: 'x' }).process.args, spec.args, 'the socket contract is unchanged');
+    assert.throws(() => buildRuntimeSpec({ ...spec, tcpPort: 8080 }, { cgroupsPath: 'x' }), (e: unknown) => isShoalError(e) && e.field === 'tcpPort');
   });
 });
