@@ -9,6 +9,7 @@
 // bin/shoal.js is run through its shebang in each shoal variant, as a linked bin is.
 // `shoal up` runs in a child process with a state dir seeded from the cached echo store.
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { cp, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -26,6 +27,8 @@ export interface CliCallVariant {
   samplesMs: number[];
   medianMs: number;
   p90Ms: number;
+  /** Median CPU (user + sys) of the process tree, when GNU time is there. */
+  cpuMedianMs: number | undefined;
 }
 
 export interface CliCallBench {
@@ -39,16 +42,22 @@ const quantile = (xs: number[], q: number) => {
   return s[Math.min(s.length - 1, Math.floor(q * s.length))]!;
 };
 
-function timeOnce(file: string, args: string[], env: NodeJS.ProcessEnv): Promise<number> {
+/** GNU time, when the machine has it: CPU time is what load does not inflate much, unlike wall time. */
+const GNU_TIME = existsSync('/usr/bin/time') ? '/usr/bin/time' : undefined;
+
+/** One run: wall ms from spawn to exit, and the CPU ms (user + sys) it used when GNU time is there. */
+function timeOnce(file: string, args: string[], env: NodeJS.ProcessEnv): Promise<{ wallMs: number; cpuMs: number | undefined }> {
   return new Promise((resolve, reject) => {
     const t0 = process.hrtime.bigint();
-    const child = spawn(file, args, { env, stdio: ['ignore', 'ignore', 'pipe'] });
+    const [cmd, argv] = GNU_TIME === undefined ? [file, args] : [GNU_TIME, ['-f', 'cpu %U %S', file, ...args]];
+    const child = spawn(cmd, argv, { env, stdio: ['ignore', 'ignore', 'pipe'] });
     let err = '';
     child.stderr.on('data', (c: Buffer) => (err += c.toString()));
     child.once('error', reject);
     child.once('exit', (code) => {
-      const ms = Number(process.hrtime.bigint() - t0) / 1e6;
-      if (code === 0) resolve(ms);
+      const wallMs = Number(process.hrtime.bigint() - t0) / 1e6;
+      const m = /cpu ([\d.]+) ([\d.]+)\s*$/.exec(err);
+      if (code === 0) resolve({ wallMs, cpuMs: m === null ? undefined : (Number(m[1]) + Number(m[2])) * 1000 });
       else reject(new Error(`${file} ${args.join(' ')} exited ${code}: ${err}`));
     });
   });
@@ -92,12 +101,26 @@ export async function runCliCallBench(options: { runs?: number; log?: (line: str
     log('cli-call: warming up (the first message deploys echo)');
     for (const v of variants) await timeOnce(v.file, v.args, v.env);
     const samples = variants.map(() => [] as number[]);
+    const cpu = variants.map(() => [] as number[]);
     log(`cli-call: ${runs} rounds over ${variants.length} variants`);
-    for (let i = 0; i < runs; i++) for (const [k, v] of variants.entries()) samples[k]!.push(await timeOnce(v.file, v.args, v.env));
+    for (let i = 0; i < runs; i++) {
+      for (const [k, v] of variants.entries()) {
+        const t = await timeOnce(v.file, v.args, v.env);
+        samples[k]!.push(t.wallMs);
+        if (t.cpuMs !== undefined) cpu[k]!.push(t.cpuMs);
+      }
+    }
     return {
       runs,
       systemNode,
-      variants: variants.map((v, k) => ({ name: v.name, command: v.command, samplesMs: samples[k]!, medianMs: quantile(samples[k]!, 0.5), p90Ms: quantile(samples[k]!, 0.9) })),
+      variants: variants.map((v, k) => ({
+        name: v.name,
+        command: v.command,
+        samplesMs: samples[k]!,
+        medianMs: quantile(samples[k]!, 0.5),
+        p90Ms: quantile(samples[k]!, 0.9),
+        cpuMedianMs: cpu[k]!.length === 0 ? undefined : quantile(cpu[k]!, 0.5),
+      })),
     };
   } finally {
     if (up && up.exitCode === null) {
@@ -111,11 +134,13 @@ export async function runCliCallBench(options: { runs?: number; log?: (line: str
 export function formatCliCallBench(r: CliCallBench): string {
   const curl = r.variants[0]!.medianMs;
   return [
-    `A warm message to echo through \`shoal up\` on loopback; ${r.runs} interleaved rounds, each run timed from spawn to exit. Goal: \`shoal call\` as the README says within 150 ms.`,
+    `A warm message to echo through \`shoal up\` on loopback; ${r.runs} interleaved rounds, each run timed from spawn to exit (curl's time is mostly the provider's and the instance's). Goal: \`shoal call\` as the README says within 150 ms. CPU is the client's user + sys (GNU time), which a loaded machine inflates far less than wall time.`,
     '',
-    '| variant | command | median ms | p90 ms | × curl |',
-    '|---|---|---|---|---|',
-    ...r.variants.map((v) => `| ${v.name} | \`${v.command}\` | ${v.medianMs.toFixed(0)} | ${v.p90Ms.toFixed(0)} | ${(v.medianMs / curl).toFixed(1)} |`),
+    '| variant | command | median ms | p90 ms | × curl | CPU ms (median) |',
+    '|---|---|---|---|---|---|',
+    ...r.variants.map(
+      (v) => `| ${v.name} | \`${v.command}\` | ${v.medianMs.toFixed(0)} | ${v.p90Ms.toFixed(0)} | ${(v.medianMs / curl).toFixed(1)} | ${v.cpuMedianMs === undefined ? 'n/a' : v.cpuMedianMs.toFixed(0)} |`,
+    ),
   ].join('\n');
 }
 
@@ -124,6 +149,7 @@ export function cliCallFigures(r: CliCallBench): Figure[] {
   return [
     fig('cli-call.shoal-median-ms', 'shoal call, Node 24 on PATH (dist/), median', v.medianMs, 'ms', 'lower', v.samplesMs),
     fig('cli-call.shoal-minus-curl-ms', 'shoal call minus curl, medians', v.medianMs - r.variants[0]!.medianMs, 'ms', 'lower'),
+    ...(v.cpuMedianMs === undefined ? [] : [fig('cli-call.shoal-cpu-ms', 'shoal call CPU (user + sys), median', v.cpuMedianMs, 'ms', 'lower')]),
   ];
 }
 

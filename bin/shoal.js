@@ -10,15 +10,21 @@
 // (Linux x64), or say what to install.
 import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
-import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const at = (rel) => fileURLToPath(new URL(rel, import.meta.url));
 const source = at('../src/cli/main.ts');
 const compiled = at('../dist/cli/main.js');
 
-/** Whether dist/ was built after the last change to anything under src/ (files and directories). */
-function builtAfterSources() {
+/**
+ * The modules `shoal call` loads (src/cli/main.ts registers call alone). Its freshness
+ * check stats only these: stat-ing all of src/ costs 10-90 ms, most of the budget of a
+ * call. test/cli/bin.test.ts checks this list against call's imports.
+ */
+const CALL_PATH = ['cli/main', 'cli/output', 'cli/commands/call', 'cli/commands/client-options', 'cli/commands/credentials', 'protocol/errors'];
+
+/** Whether dist/ was built after the last change under src/ (of the files `only` names, or of every file and directory). */
+function builtAfterSources(only) {
   let startedAt;
   try {
     startedAt = JSON.parse(readFileSync(at('../dist/build-info.json'), 'utf8')).startedAt;
@@ -27,9 +33,10 @@ function builtAfterSources() {
   }
   if (typeof startedAt !== 'number') return false;
   const src = at('../src');
-  if (statSync(src).mtimeMs > startedAt) return false;
-  for (const rel of readdirSync(src, { recursive: true })) {
-    if (statSync(join(src, rel)).mtimeMs > startedAt) return false;
+  const paths = only !== undefined ? only.map((m) => `${src}/${m}.ts`) : [src, ...readdirSync(src, { recursive: true }).map((rel) => `${src}/${rel}`)];
+  for (const path of paths) {
+    const st = statSync(path, { throwIfNoEntry: false });
+    if (st === undefined || st.mtimeMs > startedAt) return false;
   }
   return true;
 }
@@ -44,8 +51,9 @@ function commandOf(argv) {
 }
 
 const args = process.argv.slice(2);
-const entry = existsSync(source) && !(existsSync(compiled) && builtAfterSources()) ? source : compiled;
-const needs = entry === compiled && commandOf(args) === 'call' ? 20 : 24;
+const call = commandOf(args) === 'call';
+const entry = existsSync(source) && !(existsSync(compiled) && builtAfterSources(call ? CALL_PATH : undefined)) ? source : compiled;
+const needs = entry === compiled && call ? 20 : 24;
 const major = Number(process.versions.node.split('.')[0]);
 if (major >= needs) {
   await import(entry);

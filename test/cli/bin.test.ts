@@ -48,3 +48,21 @@ test('the packed manifest points every export at dist/ (.d.ts for types, .js to 
   });
   assert.throws(() => publishedManifest({ exports: { './x': './lib/x.js' } }), /not a \.\/src\/\*\.ts file/);
 });
+
+test("bin/shoal.js's CALL_PATH is what shoal call loads of src/ (main.ts, call.ts and their static imports)", async () => {
+  const { readFile } = await import('node:fs/promises');
+  const { dirname, relative, resolve } = await import('node:path');
+  const src = fileURLToPath(new URL('../../src/', import.meta.url));
+  const listed = /const CALL_PATH = \[([^\]]*)\]/.exec(await readFile(BIN, 'utf8'))![1]!.split(',').map((s) => s.trim().replace(/^'|'$/g, ''));
+  const seen = new Set<string>();
+  const queue = [join(src, 'cli/main.ts'), join(src, 'cli/commands/call.ts')];
+  while (queue.length > 0) {
+    const file = queue.pop()!;
+    if (seen.has(file)) continue;
+    seen.add(file);
+    const text = await readFile(file, 'utf8');
+    // Static value imports (type-only ones are erased); relative ones are Shoal's own.
+    for (const m of text.matchAll(/^import (?!type )[^;]*? from '(\.[^']+)';/gms)) queue.push(resolve(dirname(file), m[1]!));
+  }
+  assert.deepEqual([...seen].map((f) => relative(src, f).replace(/\.ts$/, '')).sort(), [...listed].sort());
+});
