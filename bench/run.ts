@@ -4,7 +4,7 @@
 // machines are noisy: read the ratios, not the absolute times. The report records the
 // commit, date, machine (and its load at start) and Node version, and under each section
 // the command that produces it alone.
-//   SHOAL_BENCH_ONLY=pull,store,overlay,forwarding,host-start,provider,faults,compose,validation,slow-clients   run a subset
+//   SHOAL_BENCH_ONLY=pull,store,overlay,forwarding,host-start,provider,faults,compose,validation,slow-clients,cli-call   run a subset
 import { mkdir, mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -21,6 +21,7 @@ import { composeFigures, formatComposeBench, runComposeBench } from './compose.t
 import { formatFaultsBench, runFaultsBench } from './faults.ts';
 import { formatValidationBench, runValidationBench } from './validation.ts';
 import { formatSlowClientsBench, runSlowClientsBench } from './slow-clients.ts';
+import { cliCallFigures, formatCliCallBench, runCliCallBench } from './cli-call.ts';
 import { fig, type Figure, type ReportJson, type ReportSection } from './lib/figures.ts';
 import { formatMeta, reportMeta } from './lib/report-meta.ts';
 
@@ -165,6 +166,15 @@ const SECTIONS: Section[] = [
     async run() {
       log('slow-clients: 20,000 half-sent requests from one client, and everyone else');
       return { text: formatSlowClientsBench(await runSlowClientsBench({ connections: 20_000, log }), 20_000) };
+    },
+  },
+  {
+    name: 'cli-call',
+    title: '`shoal call` vs curl: one warm message, CLI start-up included',
+    async run() {
+      log('cli-call: shoal call (as the README says, and the slower ways) vs curl, interleaved');
+      const r = await runCliCallBench({ runs: 30, log });
+      return { text: formatCliCallBench(r), figures: cliCallFigures(r) };
     },
   },
 ];

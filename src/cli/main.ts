@@ -1,27 +1,12 @@
-// The `shoal` command. Each sub-command lives in ./commands/ and is imported only when
-// it runs, so `shoal --help` and quick client commands start fast.
+// The `shoal` command. Each sub-command lives in ./commands/. `shoal call` (the command
+// people run most, and the one whose start-up shows) is registered alone, so its path
+// loads commander, node:http and the error module only; any other command loads them all
+// (./commands/all.ts), which is what `--help` lists.
 import { Command, CommanderError } from 'commander';
 import { reportError } from './output.ts';
-import { registerStoreCommands } from './commands/store.ts';
-import { registerImageCommands } from './commands/image.ts';
-import { registerTemplateCommands } from './commands/template.ts';
-import { registerUpCommand } from './commands/up.ts';
-import { registerHostCommand } from './commands/host.ts';
-import { registerProviderCommand } from './commands/provider.ts';
-import { registerServiceCommands } from './commands/service.ts';
-import { registerHostsCommand } from './commands/hosts.ts';
-import { registerDeploymentsCommand } from './commands/deployments.ts';
-import { registerCallCommand } from './commands/call.ts';
-import { registerPsCommand } from './commands/ps.ts';
-import { registerFarmCommands } from './commands/farm.ts';
-import { registerTokenCommands } from './commands/token.ts';
-import { registerAuditCommand } from './commands/audit.ts';
-import { registerLogsCommand } from './commands/logs.ts';
-import { registerDeployCommand } from './commands/deploy.ts';
-import { registerStatusCommand } from './commands/status.ts';
-import { registerRegistryCommands } from './commands/registry.ts';
 
-export function createProgram(): Command {
+/** The program with its global options and no command yet. */
+export function baseProgram(): Command {
   const program = new Command('shoal')
     .description('Deploy isolated services on demand and compose them with typed TypeScript')
     .version('0.1.0')
@@ -29,7 +14,7 @@ export function createProgram(): Command {
     .showHelpAfterError()
     .exitOverride()
     .option('--tls-ca <file>', 'trust this CA (PEM) for https:// providers, stores and hosts, beside the system roots (env SHOAL_TLS_CA)');
-  // Every client (the CLI's calls, a host's pulls and registration, the provider's links to
+  // Every client (the CLI's calls, a host's pulls and its registration, the provider's links to
   // hosts) trusts the operator's CA once it is set here, before any command runs. Long-running
   // roles read the log format through the environment, where their loggers are made.
   program.hook('preAction', async () => {
@@ -40,30 +25,35 @@ export function createProgram(): Command {
     const { trustCaFile } = await import('../http/index.ts');
     trustCaFile(ca);
   });
-  registerUpCommand(program);
-  registerStoreCommands(program);
-  registerHostCommand(program);
-  registerProviderCommand(program);
-  registerServiceCommands(program);
-  registerHostsCommand(program);
-  registerDeploymentsCommand(program);
-  registerCallCommand(program);
-  registerPsCommand(program);
-  registerDeployCommand(program);
-  registerLogsCommand(program);
-  registerStatusCommand(program);
-  registerFarmCommands(program);
-  registerTokenCommands(program);
-  registerRegistryCommands(program);
-  registerAuditCommand(program);
-  registerTemplateCommands(program);
-  registerImageCommands(program);
   return program;
 }
 
+/** The full program (every command), or only `call` when that is what runs. */
+export async function createProgram(argv: string[] = []): Promise<Command> {
+  const program = baseProgram();
+  if (commandOf(argv) === 'call') {
+    const { registerCallCommand } = await import('./commands/call.ts');
+    registerCallCommand(program);
+  } else {
+    const { registerAllCommands } = await import('./commands/all.ts');
+    registerAllCommands(program);
+  }
+  return program;
+}
+
+/** The sub-command's name: the first word that is not a global option or its value. */
+function commandOf(argv: string[]): string | undefined {
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (a === '--log-format' || a === '--tls-ca') i++;
+    else if (!a.startsWith('-')) return a;
+  }
+  return undefined;
+}
+
 export async function main(argv: string[]): Promise<number> {
-  const program = createProgram();
   try {
+    const program = await createProgram(argv);
     await program.parseAsync(argv, { from: 'user' });
     return 0;
   } catch (error) {

@@ -1,6 +1,8 @@
 // How every CLI command prints: human text by default, one JSON document with --json,
 // errors on stderr with an exit code chosen by the error's category.
-import { exitCodeFor, isShoalError } from '../protocol/index.ts';
+// The error module itself, not the protocol door: every command loads this file, and the
+// door brings TypeBox and all the schemas (`shoal call` must start fast).
+import { exitCodeFor, isShoalError } from '../protocol/errors.ts';
 
 export interface OutputOptions {
   json?: boolean;

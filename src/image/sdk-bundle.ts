@@ -53,10 +53,11 @@ const APP = 'app';
 const SDK_DIR = '.shoal';
 const NODE = '/usr/local/bin/node';
 const TYPEBOX = '@sinclair/typebox';
-/** The repository root: src/image/ is two levels down. */
+/** The package root: src/image/ (dist/image/ in the published package) is two levels down. */
 const SHOAL_ROOT = fileURLToPath(new URL('../../', import.meta.url));
-const SHOAL_SRC = join(SHOAL_ROOT, 'src') + sep;
-const SDK_ENTRY = join(SHOAL_ROOT, 'src/service/index.ts');
+/** Shoal's own modules: src/*.ts in the checkout, dist/*.js (compiled) once installed. */
+const SHOAL_SRC = fileURLToPath(new URL('../', import.meta.url));
+const SDK_ENTRY = fileURLToPath(new URL(import.meta.url.endsWith('.ts') ? '../service/index.ts' : '../service/index.js', import.meta.url));
 /** Bare specifiers that name the SDK. */
 const SDK_SPECIFIERS: Record<string, string> = { 'shoal/service': SDK_ENTRY };
 

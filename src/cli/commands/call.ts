@@ -1,7 +1,11 @@
+// shoal call: one message to a service's operation through the provider. This is the
+// command people run most and the one whose start-up shows, so its path loads only
+// commander, node:http(s) and the error module: no undici, no protocol door (TypeBox and
+// the schemas), no other command (see main.ts). bench/cli-call.ts times it against curl.
 import type { Command } from 'commander';
-import { fetch, type Response } from 'undici';
-import { ShoalError } from '../../protocol/index.ts';
-import { errorFrom, providerUrl, withProviderOptions, type ClientOptions } from './provider-client.ts';
+import type { IncomingMessage } from 'node:http';
+import { ShoalError } from '../../protocol/errors.ts';
+import { errorFrom, providerUrl, withProviderOptions, type ClientOptions } from './client-options.ts';
 import { authHeader } from './credentials.ts';
 
 export function registerCallCommand(program: Command): void {
@@ -18,15 +22,15 @@ export function registerCallCommand(program: Command): void {
     }
     const base = providerUrl(opts);
     const path = `/s/${encodeURIComponent(service)}/${encodeURIComponent(operation)}`;
-    let res: Response;
+    let res: { status: number; text: string };
     try {
-      res = await fetch(`${base}${path}`, { method: 'POST', headers: { 'content-type': 'application/json', ...authHeader(opts) }, body });
+      res = await post(`${base}${path}`, body, { 'content-type': 'application/json', ...authHeader(opts) });
     } catch (e) {
-      const cause = (e as { cause?: { code?: string } }).cause?.code ?? (e as Error).message;
+      const cause = (e as { code?: string }).code ?? (e as Error).message;
       throw new ShoalError('unavailable', `cannot reach the provider at ${base} (${cause}); is \`shoal up\` running? (--url / SHOAL_URL)`);
     }
-    const text = await res.text();
-    if (!res.ok) throw errorFrom(res.status, text, ''); // the provider's message names the service and operation
+    const { status, text } = res;
+    if (status < 200 || status > 299) throw errorFrom(status, text, ''); // the provider's message names the service and operation
     if (opts.json) {
       process.stdout.write(text.endsWith('\n') ? text : `${text}\n`);
       return;
@@ -38,5 +42,26 @@ export function registerCallCommand(program: Command): void {
       // not JSON: print as is
     }
     process.stdout.write(out.endsWith('\n') ? out : `${out}\n`);
+  });
+}
+
+/**
+ * POSTs `body` and reads the whole reply. node:https uses its global agent, which trusts
+ * the operator's CA once --tls-ca / SHOAL_TLS_CA is set (main.ts, http/tls.ts).
+ * process.getBuiltinModule, not `import … from 'node:http'`: an ES import of node:http
+ * reads every export, and its WebSocket getter loads Node's internal undici, http2 and
+ * TLS (~80 ms of CPU, measured with --cpu-prof); node:https only when the URL wants it.
+ */
+function post(url: string, body: string, headers: Record<string, string>): Promise<{ status: number; text: string }> {
+  return new Promise((resolve, reject) => {
+    const send = url.startsWith('https:') ? process.getBuiltinModule('node:https').request : process.getBuiltinModule('node:http').request;
+    const req = send(url, { method: 'POST', headers: { ...headers, 'content-length': String(Buffer.byteLength(body)) } }, (res: IncomingMessage) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }));
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.end(body);
   });
 }

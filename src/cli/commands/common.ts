@@ -2,20 +2,11 @@ import type { Command } from 'commander';
 import { ShoalError } from '../../protocol/index.ts';
 import type { DriverName } from '../../host/index.ts';
 
-export const DEFAULT_URL = 'http://127.0.0.1:7070';
+export { DEFAULT_URL, normalizeUrl } from './client-options.ts';
+import { DEFAULT_URL, normalizeUrl } from './client-options.ts';
 
 export function storeUrl(opts: { store?: string }): string {
   return normalizeUrl(opts.store ?? process.env.SHOAL_STORE ?? DEFAULT_URL, 'store');
-}
-
-export function normalizeUrl(url: string, field: string): string {
-  try {
-    const u = new URL(url);
-    if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new Error('not http');
-    return u.toString().replace(/\/$/, '');
-  } catch {
-    throw new ShoalError('invalid', `--${field} must be an http(s) URL, got ${JSON.stringify(url)}`, { field });
-  }
 }
 
 /** Parses HOST:PORT (port 0 lets the OS choose). */

@@ -1,42 +1,12 @@
 // How the client commands (service, hosts, deployments, call, ps) reach a provider:
 // --url, else SHOAL_URL, else http://127.0.0.1:7070; JSON in and out; a non-2xx reply
 // becomes a ShoalError with the provider's code, so the CLI exits with its category.
-import type { Command } from 'commander';
 import { fetch, type Response } from 'undici';
-import { codeForStatus, isErrorCode, ShoalError, type ErrorCode } from '../../protocol/index.ts';
-import { DEFAULT_URL, normalizeUrl } from './common.ts';
-import { authHeader, TOKEN_OPTION_HELP } from './credentials.ts';
+import { ShoalError } from '../../protocol/index.ts';
+import { errorFrom, providerUrl, type ClientOptions } from './client-options.ts';
+import { authHeader } from './credentials.ts';
 
-export interface ClientOptions {
-  url?: string;
-  json?: boolean;
-  token?: string;
-}
-
-export function providerUrl(opts: ClientOptions): string {
-  return normalizeUrl(opts.url ?? process.env.SHOAL_URL ?? DEFAULT_URL, 'url');
-}
-
-export function withProviderOptions(cmd: Command): Command {
-  return cmd.option('--url <url>', `provider URL (env SHOAL_URL, default ${DEFAULT_URL})`).option('--token <token>', TOKEN_OPTION_HELP).option('--json', 'print JSON');
-}
-
-/** The provider's error body as a ShoalError (or a generic one for a non-JSON reply). */
-export function errorFrom(status: number, text: string, what: string): ShoalError {
-  let body: { error?: { code?: string; message?: string; field?: string; detail?: unknown } } | undefined;
-  try {
-    body = JSON.parse(text) as typeof body;
-  } catch {
-    body = undefined;
-  }
-  const e = body?.error;
-  const code: ErrorCode = e?.code !== undefined && isErrorCode(e.code) ? e.code : codeForStatus(status);
-  const message = e?.message ?? (text.trim().slice(0, 500) || `HTTP ${status}`);
-  return new ShoalError(code, what === '' ? message : `${what}: ${message}`, {
-    ...(e?.field === undefined ? {} : { field: e.field }),
-    ...(e?.detail === undefined ? {} : { detail: e.detail }),
-  });
-}
+export { errorFrom, providerUrl, withProviderOptions, type ClientOptions } from './client-options.ts';
 
 export async function providerRequest<T>(opts: ClientOptions, method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<T> {
   const base = providerUrl(opts);

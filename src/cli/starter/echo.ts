@@ -7,8 +7,11 @@ import { defineService, toServiceDescription, Type } from '../../service/index.t
 
 export const STARTER_IMAGE = 'echo:1';
 
-/** The program the starter image runs (bundled by src/image/sdk-bundle.ts, never imported here). */
-export const STARTER_ENTRY = fileURLToPath(new URL('./service.ts', import.meta.url));
+/**
+ * The program the starter image runs (bundled by src/image/sdk-bundle.ts, never imported
+ * here): service.ts in the checkout, service.js in the published package (dist/).
+ */
+export const STARTER_ENTRY = fileURLToPath(new URL(import.meta.url.endsWith('.ts') ? './service.ts' : './service.js', import.meta.url));
 
 export const StarterEcho = defineService({
   name: 'echo',

@@ -20,9 +20,9 @@ export interface DriverSettings {
  * state in <dataDir>/runc (its own `runc --root`) and puts instances in the cgroup shoal/<id>.
  */
 export const drivers = {
-  runc: (s: DriverSettings) =>
+  runc: (s: DriverSettings): Driver =>
     createRuncDriver({ runcRoot: join(s.dataDir, 'runc'), ...s.runc, ...(s.log === undefined ? {} : { log: s.log }) }),
-  process: (s: DriverSettings) => createProcessDriver(s.log === undefined ? {} : { log: s.log }),
+  process: (s: DriverSettings): Driver => createProcessDriver(s.log === undefined ? {} : { log: s.log }),
 } as const satisfies Record<string, (settings: DriverSettings) => Driver>;
 
 /** The drivers this code has; the wire's DriverName (src/protocol/driver.ts) is any name. */
