@@ -45,6 +45,7 @@ export function launchRunner(options: { maxMemoryPages: number; confinement: Con
     `--wasm-max-mem-pages=${options.maxMemoryPages}`,
     '--max-old-space-size=64',
     '--disable-warning=ExperimentalWarning',
+    '--disable-warning=SecurityWarning',
     RUNNER_SCRIPT,
   ];
   const ns = options.confinement.namespaces;

@@ -63,7 +63,10 @@ function start(message: Extract<HostToRunner, { type: 'start' }>, listener: Serv
   else component = ComponentInstance.restore(module, options, message.stateCompressed ? decodeState(message.state) : deserializeState(Buffer.from(message.state)));
   if (message.cpuLimitMs > 0) startWatchdog(message.cpuLimitMs);
   const server = createServer((req, res) => void serveOne(req, res));
-  server.listen(listener, () => send({ type: 'ready', seq: message.seq }));
+  // The listener arrives already listening (Node re-creates the sent server here): its
+  // connections go to the HTTP server.
+  listener.on('connection', (socket) => server.emit('connection', socket));
+  send({ type: 'ready', seq: message.seq });
 }
 
 async function serveOne(req: IncomingMessage, res: ServerResponse): Promise<void> {
