@@ -21,6 +21,7 @@ import { composeFigures, formatComposeBench, runComposeBench } from './compose.t
 import { formatFaultsBench, runFaultsBench } from './faults.ts';
 import { formatValidationBench, runValidationBench } from './validation.ts';
 import { formatSlowClientsBench, runSlowClientsBench } from './slow-clients.ts';
+import { runWasmBench } from './wasm.ts';
 import { fig, type Figure, type ReportJson, type ReportSection } from './lib/figures.ts';
 import { formatMeta, reportMeta } from './lib/report-meta.ts';
 
@@ -69,6 +70,13 @@ interface Context {
 }
 
 const SECTIONS: Section[] = [
+  {
+    name: 'wasm',
+    title: 'wasm components: cold start, fork, snapshot size, capture/restore as memory grows',
+    async run() {
+      return runWasmBench({ log });
+    },
+  },
   {
     name: 'overlay',
     title: 'Overlay size (XenoServer Table 1)',

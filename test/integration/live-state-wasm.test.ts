@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { buildWasmComponentImage, createRegistryClient, startStore, type RunningStore } from '../../src/image/index.ts';
 import { parseImageRef } from '../../src/protocol/image-ref.ts';
-import type { DeploymentPlan } from '../../src/protocol/deployment.ts';
+import type { DeploymentPlan, DeploymentResult } from '../../src/protocol/deployment.ts';
 import { componentWasm } from '../fixtures/components.ts';
 import { startTestHost, type HostFixture, type StoreFixture } from './host-fixture.ts';
 import { skipUnless } from '../host/fixtures/requirements.ts';
@@ -53,7 +53,7 @@ describe('live state of wasm components across two hosts', { skip }, () => {
   const deploy = async (h: HostFixture, over: Partial<DeploymentPlan> = {}) => {
     const r = await h.api('/v1/instances', { method: 'POST', body: plan(over) });
     assert.equal(r.status, 201, r.text);
-    return r.json as { endpoint: { url: string; token: string }; instance: { id: string } };
+    return r.json as DeploymentResult;
   };
 
   it('the component image names its driver and entry in its config labels', async () => {
