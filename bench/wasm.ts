@@ -5,7 +5,7 @@ import { mkdir, mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createWasmDriver } from '../src/host/drivers/wasm/index.ts';
-import { ComponentInstance } from '../src/host/drivers/wasm/engine.ts';
+import { activeDataRanges, ComponentInstance } from '../src/host/drivers/wasm/engine.ts';
 import type { InstanceSpec, RunningInstance } from '../src/host/drivers/driver.ts';
 import { canCapture } from '../src/host/drivers/driver.ts';
 import { componentWasm } from '../test/fixtures/components.ts';
@@ -13,7 +13,6 @@ import { post } from '../test/fixtures/instance-client.ts';
 import { fig, type Figure } from './lib/figures.ts';
 
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const MIB = 1024 * 1024;
 
 export async function runWasmBench(options: { runs?: number; log?: (m: string) => void } = {}): Promise<{ text: string; figures: Figure[] }> {
@@ -46,7 +45,7 @@ export async function runWasmBench(options: { runs?: number; log?: (m: string) =
     const cold: number[] = [];
     for (let i = 0; i < runs + 1; i++) {
       const s = await spec(r1, 128);
-      await sleep(300); // the spare runner is ready again
+      await driver.warm(128 * MIB); // the spare runner is ready again
       const t = performance.now();
       const inst = await driver.start(s);
       const reply = await post(s.listenSocket, 'echo', { hi: 1 });
@@ -64,21 +63,23 @@ export async function runWasmBench(options: { runs?: number; log?: (m: string) =
     const forks: number[] = [];
     for (let i = 0; i < runs; i++) {
       const s = await spec(r1, 128);
-      await sleep(300);
+      await driver.warm(128 * MIB);
       const t = performance.now();
       const f = await driver.fork(source, s);
       await post(s.listenSocket, 'get');
       forks.push(performance.now() - t);
       live.push(f);
     }
-    const module = new WebAssembly.Module(await componentWasm(16));
+    const moduleBytes = await componentWasm(16);
+    const module = new WebAssembly.Module(moduleBytes);
+    const ranges = activeDataRanges(moduleBytes);
     const opts = { maxMemoryBytes: 64 * MIB, stdout: 1, stderr: 2 };
     const c = ComponentInstance.start(module, opts);
     c.handle('inc', Buffer.alloc(0));
     const engineForks: number[] = [];
     for (let i = 0; i < runs * 10; i++) {
       const t = performance.now();
-      const f = ComponentInstance.restore(module, opts, c.capture());
+      const f = ComponentInstance.restore(module, opts, c.capture(), ranges);
       engineForks.push(performance.now() - t);
       if (i === 0 && f.handle('get', Buffer.alloc(0)).status !== 200) throw new Error('engine fork broken');
     }
@@ -104,7 +105,7 @@ export async function runWasmBench(options: { runs?: number; log?: (m: string) =
         caps.push(performance.now() - t);
         size = (await stat(state.file)).size;
         const s2 = await spec(r, 128);
-        await sleep(300);
+        await driver.warm(128 * MIB);
         t = performance.now();
         const restored = await driver.restore(s2, state);
         await post(s2.listenSocket, 'get');
@@ -123,7 +124,7 @@ export async function runWasmBench(options: { runs?: number; log?: (m: string) =
     await rm(dir, { recursive: true, force: true });
   }
   const text = [
-    `Median of ${runs} runs (capture/restore: 5). Driver level with real runner processes (${(await driver.fingerprint()).detail}). Migration to another host is capture + store push + pull + restore; the store round trip is not included here.`,
+    `Load average when this ran: ${(await import('node:os')).loadavg().map((x) => x.toFixed(1)).join(' ')} on ${(await import('node:os')).availableParallelism()} CPUs. Median of ${runs} runs (capture/restore: 5). Driver level with real runner processes (${(await driver.fingerprint()).detail}). Migration to another host is capture + store push + pull + restore; the store round trip is not included here.`,
     '',
     '| what | median | goal |',
     '|---|---|---|',

@@ -15,6 +15,7 @@
 // Imports: only wasi_snapshot_preview1, with no preopens (no file system): fd 1 and 2 go to
 // the instance log, stdin is empty.
 import { WASI } from 'node:wasi';
+import { activeDataRanges, type ByteRange } from './data-segments.ts';
 import { zstdCompressSync, zstdDecompressSync, constants as zlibConstants } from 'node:zlib';
 
 export const WASM_PAGE = 65536;
@@ -103,14 +104,14 @@ export class ComponentInstance {
   }
 
   /** An instance that continues from `state`: its data segments are overwritten, `_initialize` is not run. */
-  static restore(module: WebAssembly.Module, options: EngineOptions, state: RawState): ComponentInstance {
+  static restore(module: WebAssembly.Module, options: EngineOptions, state: RawState, dataRanges?: ByteRange[]): ComponentInstance {
     if (state.memoryPages * WASM_PAGE > options.maxMemoryBytes) {
       throw new AbiError(`the state's memory (${state.memoryPages * WASM_PAGE} bytes) is over this instance's limit (${options.maxMemoryBytes} bytes)`);
     }
     const { instance, wasi } = instantiate(module, options);
     wasi.finalizeBindings(instance);
     const c = new ComponentInstance(module, instance, options.maxMemoryBytes);
-    c.load(state);
+    c.load(state, dataRanges);
     return c;
   }
 
@@ -168,12 +169,14 @@ export class ComponentInstance {
     return ptr;
   }
 
-  private load(state: RawState): void {
+  private load(state: RawState, dataRanges: ByteRange[] | undefined): void {
     const memory = this.exports.memory;
     const have = memory.buffer.byteLength / WASM_PAGE;
-    // Data segments wrote into the fresh memory; what the state does not hold was zero then.
+    // Data segments wrote into the fresh memory; what the state does not hold was zero
+    // then. Zero what they wrote (known from the binary), else scan every page.
     const fresh = Buffer.from(memory.buffer);
-    for (const page of nonZeroPages(fresh, 0, fresh.length)) fresh.fill(0, page * STATE_PAGE, (page + 1) * STATE_PAGE);
+    if (dataRanges) for (const r of dataRanges) fresh.fill(0, Math.min(r.start, fresh.length), Math.min(r.end, fresh.length));
+    else for (const page of nonZeroPages(fresh, 0, fresh.length)) fresh.fill(0, page * STATE_PAGE, (page + 1) * STATE_PAGE);
     if (state.memoryPages > have) memory.grow(state.memoryPages - have);
     const mem = Buffer.from(memory.buffer);
     if (mem.length !== state.memoryPages * WASM_PAGE) throw new AbiError(`the state's memory is ${state.memoryPages} pages, the module's ${mem.length / WASM_PAGE}`);
@@ -192,6 +195,8 @@ export class ComponentInstance {
 }
 
 export class MemoryLimitError extends Error {}
+
+export { activeDataRanges } from './data-segments.ts';
 
 function instantiate(module: WebAssembly.Module, options: EngineOptions): { instance: WebAssembly.Instance; wasi: WASI } {
   checkModule(module);

@@ -178,6 +178,21 @@ export function createWasmDriver(options: WasmDriverOptions = {}) {
     return launch(spec, source.module, { bytes: raw.state, compressed: false });
   }
 
+  /** Resolves once a spare runner for `memoryBytes` instances is loaded (a warm host; benchmarks wait for it). */
+  async function warm(memoryBytes: number): Promise<void> {
+    const pages = Math.max(1, Math.floor(memoryBytes / WASM_PAGE));
+    if (spare && spare.maxMemoryPages !== pages) {
+      spare.child.kill('SIGKILL');
+      spare = undefined;
+    }
+    if (!spare) {
+      const c = await confine();
+      spare ??= launchRunner({ maxMemoryPages: pages, confinement: c });
+      spare.child.unref();
+    }
+    await spare.spawned;
+  }
+
   async function recover(known: Array<{ id: string; stateDir: string }>): Promise<RecoveredInstance[]> {
     // Runners end with the agent that started them (they exit when their IPC channel closes).
     return known.map(({ id }) => {
@@ -196,7 +211,8 @@ export function createWasmDriver(options: WasmDriverOptions = {}) {
     spare = undefined;
   }
 
-  return { name: 'wasm', capabilities, fingerprint, start, restore, fork, recover, destroy, close } satisfies Driver & RestoringDriver & ForkingDriver;
+  const driver = { name: 'wasm', capabilities, fingerprint, start, restore, fork, recover, destroy, close } satisfies Driver & RestoringDriver & ForkingDriver;
+  return { ...driver, warm };
 }
 
 export class WasmInstance implements CapturingInstance {

@@ -10,7 +10,7 @@
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { Server } from 'node:net';
 import { Worker } from 'node:worker_threads';
-import { AbiError, ComponentInstance, deserializeState, decodeState, encodeState, MemoryLimitError, serializeState } from './engine.ts';
+import { AbiError, activeDataRanges, ComponentInstance, deserializeState, decodeState, encodeState, MemoryLimitError, serializeState } from './engine.ts';
 import type { HostToRunner, RunnerToHost } from './runner-protocol.ts';
 
 const MAX_BODY = 10 * 1024 * 1024;
@@ -60,7 +60,10 @@ function start(message: Extract<HostToRunner, { type: 'start' }>, listener: Serv
   const module = new WebAssembly.Module(message.module);
   const options = { maxMemoryBytes: message.maxMemoryBytes, stdout: 1, stderr: 2, env: message.env, args: ['component'] };
   if (message.state === undefined) component = ComponentInstance.start(module, options);
-  else component = ComponentInstance.restore(module, options, message.stateCompressed ? decodeState(message.state) : deserializeState(Buffer.from(message.state)));
+  else {
+    const state = message.stateCompressed ? decodeState(message.state) : deserializeState(Buffer.from(message.state));
+    component = ComponentInstance.restore(module, options, state, activeDataRanges(message.module));
+  }
   if (message.cpuLimitMs > 0) startWatchdog(message.cpuLimitMs);
   const server = createServer((req, res) => void serveOne(req, res));
   // The listener arrives already listening (Node re-creates the sent server here): its
