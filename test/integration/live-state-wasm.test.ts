@@ -7,7 +7,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { buildWasmComponentImage, createRegistryClient, startStore, type RunningStore } from '../../src/image/index.ts';
+import { buildWasmComponentImage, createRegistryClient, resolveRemoteImage, startStore, type RunningStore } from '../../src/image/index.ts';
 import { parseImageRef } from '../../src/protocol/image-ref.ts';
 import type { DeploymentPlan, DeploymentResult } from '../../src/protocol/deployment.ts';
 import { componentWasm } from '../fixtures/components.ts';
@@ -63,6 +63,8 @@ describe('live state of wasm components across two hosts', { skip }, () => {
     const config = JSON.parse((await new Response((await client.fetchBlob('counter', manifest.config.digest)) as any).text()));
     assert.equal(config.config.Labels['dev.shoal.driver'], 'wasm');
     assert.equal(config.config.Labels['dev.shoal.entry'], '/component.wasm');
+    // what the provider's placement reads: only hosts offering this driver are candidates
+    assert.equal((await resolveRemoteImage(client, 'counter:1')).driver, 'wasm');
   });
 
   it('snapshot on host A restores on host B and the next call continues the count', async () => {
