@@ -113,6 +113,43 @@ describe('live state of wasm components across two hosts', { skip }, () => {
     assert.deepEqual((await b.call(restored.endpoint, 'inc', {})).json.count, next + 1);
   });
 
+  it('a move under load (snapshot with hold on A, restore on B, remove on A) loses and duplicates nothing', async () => {
+    const src = await deploy(a);
+    const n = 40;
+    // What the provider's router does with a host's `gone` (never delivered): send it to the new endpoint.
+    let target: DeploymentResult | undefined;
+    const targetReady = new Promise<DeploymentResult>((resolve) => {
+      const t = setInterval(() => {
+        if (target) {
+          clearInterval(t);
+          resolve(target);
+        }
+      }, 5);
+    });
+    const sendOne = async (): Promise<{ host: 'a' | 'b'; count: number }> => {
+      const r = await a.call(src.endpoint, 'inc', {});
+      if (r.status === 200) return { host: 'a', count: r.json.count };
+      assert.equal(r.status, 404, JSON.stringify(r.json)); // gone: never delivered
+      const moved = await targetReady;
+      const r2 = await b.call(moved.endpoint, 'inc', {});
+      assert.equal(r2.status, 200);
+      return { host: 'b', count: r2.json.count };
+    };
+    const sent = Array.from({ length: n }, (_, i) => new Promise((r) => setTimeout(r, i)).then(sendOne));
+    await new Promise((r) => setTimeout(r, 10));
+    const snap = await a.api(`/v1/instances/${src.instance.id}/snapshot?hold=1`, { method: 'POST' });
+    assert.equal(snap.status, 201, snap.text);
+    target = await deploy(b, { from: snap.json.digest });
+    assert.equal((await a.api(`/v1/instances/${src.instance.id}`, { method: 'DELETE' })).status, 200);
+    const results = await Promise.all(sent);
+    const counts = results.map((r) => r.count).sort((x, y) => x - y);
+    assert.deepEqual(counts, Array.from({ length: n }, (_, i) => i + 1));
+    // every count A answered came before every count B answered: one history, moved once
+    const maxA = Math.max(0, ...results.filter((r) => r.host === 'a').map((r) => r.count));
+    const minB = Math.min(n + 1, ...results.filter((r) => r.host === 'b').map((r) => r.count));
+    assert.ok(maxA < minB);
+  });
+
   it('refuses a state on a plan whose image is not the one it was captured from', async () => {
     const r = await b.api('/v1/instances', { method: 'POST', body: plan({ from: `sha256:${'0'.repeat(64)}` }) });
     assert.equal(r.status, 404, r.text);

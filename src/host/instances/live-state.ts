@@ -30,7 +30,37 @@ function notSupported(message: string): ShoalError {
   return new ShoalError('unsupported', message, { field: 'id', detail: { reason: 'not-supported' } });
 }
 
-export async function snapshotInstance(deps: LiveStateDeps, id: string): Promise<SnapshotResult> {
+/**
+ * Messages held after a snapshot taken for a migration: they stay held until the instance
+ * is removed (then they are answered `gone`, which callers such as the provider's router
+ * retry elsewhere: nothing was delivered) or released (the move was given up), or until
+ * the hold expires.
+ */
+export function createHolds(holdMs = 30_000) {
+  const held = new Map<string, { release: () => void; timer: NodeJS.Timeout }>();
+  return {
+    keep(id: string, release: () => void): void {
+      const timer = setTimeout(() => this.release(id), holdMs);
+      timer.unref();
+      held.set(id, { release, timer });
+    },
+    has: (id: string): boolean => held.has(id),
+    release(id: string): boolean {
+      const h = held.get(id);
+      if (!h) return false;
+      held.delete(id);
+      clearTimeout(h.timer);
+      h.release();
+      return true;
+    },
+    releaseAll(): void {
+      for (const id of [...held.keys()]) this.release(id);
+    },
+  };
+}
+export type Holds = ReturnType<typeof createHolds>;
+
+export async function snapshotInstance(deps: LiveStateDeps, id: string, options: { hold?: Holds } = {}): Promise<SnapshotResult> {
   const l = deps.store.get(id);
   const running = l.running;
   if (!running || !canCapture(running)) throw notSupported(`instance ${id} runs on driver ${l.driver.name}, which cannot capture its state`);
@@ -38,13 +68,18 @@ export async function snapshotInstance(deps: LiveStateDeps, id: string): Promise
   if (!deps.states) throw notSupported('this host has no state store');
   const dir = l.paths.stateDir;
   await mkdir(dir, { recursive: true });
+  if (options.hold?.has(id)) throw new ShoalError('conflict', `instance ${id} is held for a move already`, { field: 'id' });
   const release = await deps.quiesce(id, QUIESCE_TIMEOUT_MS);
   let state;
   try {
     state = await running.capture(dir);
-  } finally {
+  } catch (e) {
     release();
+    throw e;
   }
+  // For a move, messages stay held until the instance is removed (or the hold ends).
+  if (options.hold) options.hold.keep(id, release);
+  else release();
   try {
     const plan = l.record.plan;
     const annotations = { 'dev.shoal.image': plan.image, 'dev.shoal.service': `${plan.service.name}@${plan.service.version}`, 'dev.shoal.instance': id };
