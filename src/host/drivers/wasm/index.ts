@@ -73,6 +73,7 @@ export interface WasmDriverOptions {
 const DEFAULT_CALL_TIMEOUT_MS = 10_000;
 const DEFAULT_GRACE_MS = 2000;
 const START_TIMEOUT_MS = 30_000;
+const SPARE_DELAY_MS = 200;
 
 export function createWasmDriver(options: WasmDriverOptions = {}) {
   const callTimeoutMs = options.callTimeoutMs ?? DEFAULT_CALL_TIMEOUT_MS;
@@ -122,7 +123,6 @@ export function createWasmDriver(options: WasmDriverOptions = {}) {
     const maxMemoryPages = Math.max(1, Math.floor(spec.resources.memoryBytes / WASM_PAGE));
     await mkdir(spec.stateDir, { recursive: true });
     const runner = await takeRunner(maxMemoryPages);
-    refill(maxMemoryPages);
     const inst = new WasmInstance(spec.id, runner, module);
     const logStream = createWriteStream(spec.logFile, { flags: 'a' });
     runner.child.stdout?.pipe(logStream);
@@ -154,6 +154,9 @@ export function createWasmDriver(options: WasmDriverOptions = {}) {
       throw new ShoalError('invalid', `starting wasm instance ${spec.id} failed: ${(e as Error).message}`, { field: 'image', cause: e });
     } finally {
       await listener.release();
+      // The next spare, a little after this start: a spawn stalls this process's event loop
+      // (tens of ms here), which would delay the new instance's readiness and first messages.
+      setTimeout(() => refill(maxMemoryPages), SPARE_DELAY_MS).unref();
     }
     return inst;
   }

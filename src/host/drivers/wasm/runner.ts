@@ -9,6 +9,7 @@
 // Node built-ins and engine.ts.
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { Server } from 'node:net';
+import { WASI } from 'node:wasi';
 import { Worker } from 'node:worker_threads';
 import { AbiError, activeDataRanges, ComponentInstance, deserializeState, decodeState, encodeState, MemoryLimitError, serializeState } from './engine.ts';
 import type { HostToRunner, RunnerToHost } from './runner-protocol.ts';
@@ -16,8 +17,8 @@ import type { HostToRunner, RunnerToHost } from './runner-protocol.ts';
 const MAX_BODY = 10 * 1024 * 1024;
 
 let component: ComponentInstance | undefined;
-/** [0]: 1 while a call runs; [1]: its start, ms since the runner's clock origin (watchdog.ts reads it). */
-const callClock = new Int32Array(new SharedArrayBuffer(8));
+/** [0]: 1 while a call runs; [1]: its start, ms since the runner's clock origin; [2]: the call limit in ms (0: none). */
+const callClock = new Int32Array(new SharedArrayBuffer(12));
 
 function send(message: RunnerToHost): void {
   process.send?.(message);
@@ -64,7 +65,7 @@ function start(message: Extract<HostToRunner, { type: 'start' }>, listener: Serv
     const state = message.stateCompressed ? decodeState(message.state) : deserializeState(Buffer.from(message.state));
     component = ComponentInstance.restore(module, options, state, activeDataRanges(message.module));
   }
-  if (message.cpuLimitMs > 0) startWatchdog(message.cpuLimitMs);
+  Atomics.store(callClock, 2, Math.max(0, Math.min(message.cpuLimitMs, 2 ** 31 - 1)));
   const server = createServer((req, res) => void serveOne(req, res));
   // The listener arrives already listening (Node re-creates the sent server here): its
   // connections go to the HTTP server.
@@ -126,17 +127,23 @@ function errorBody(code: string, message: string): Buffer {
  * synchronous), so a watchdog thread ends the whole runner with SIGXCPU, which the
  * driver reports as an exit with reason 'killed'.
  */
-function startWatchdog(limitMs: number): void {
+function startWatchdog(): Promise<void> {
   const code = `
     const { workerData } = require('node:worker_threads');
-    const clock = workerData.clock, limit = workerData.limit, origin = workerData.origin;
+    const clock = workerData.clock, origin = workerData.origin;
     setInterval(() => {
-      if (Atomics.load(clock, 0) !== 1) return;
+      const limit = Atomics.load(clock, 2);
+      if (limit === 0 || Atomics.load(clock, 0) !== 1) return;
       const now = Math.round(performance.timeOrigin + performance.now() - origin);
       if (now - Atomics.load(clock, 1) > limit) process.kill(process.pid, 'SIGXCPU');
-    }, Math.max(5, Math.min(50, limit / 4)));`;
-  const w = new Worker(code, { eval: true, workerData: { clock: callClock, limit: limitMs, origin: performance.timeOrigin } });
+    }, 10);`;
+  const w = new Worker(code, { eval: true, workerData: { clock: callClock, origin: performance.timeOrigin } });
   w.unref();
+  return new Promise<void>((resolve) => w.once('online', resolve));
 }
 
+// Everything slow happens before the runner says it is there (it is a spare until then):
+// the watchdog thread, and node:wasi's first use.
+await startWatchdog();
+new WASI({ version: 'preview1' });
 send({ type: 'spawned' });
