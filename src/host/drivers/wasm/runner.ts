@@ -58,6 +58,7 @@ process.on('message', (raw: unknown, handle: unknown) => {
 process.on('disconnect', () => process.exit(0)); // the host went away
 
 function start(message: Extract<HostToRunner, { type: 'start' }>, listener: Server): void {
+  if (component) throw new Error('this runner serves an instance already');
   const module = new WebAssembly.Module(message.module);
   const options = { maxMemoryBytes: message.maxMemoryBytes, stdout: 1, stderr: 2, env: message.env, args: ['component'] };
   if (message.state === undefined) component = ComponentInstance.start(module, options);
