@@ -17,6 +17,7 @@ import { createClaims } from './claims.ts';
 import { createColdStart } from './cold-start.ts';
 import { createControlPlane } from './control-plane.ts';
 import { createAccessLookup, createAuthGate, createFarmCredential, createRegistryVerifier } from './auth/index.ts';
+import { migrateInstance } from './migration.ts';
 import { createDeployer, type DeployOutcome } from './deployer.ts';
 import { createHostPool, type HostPool, type HostRegistrationRequest, type Logger, type PoolHost } from './host-pool.ts';
 import { createProviderMetrics } from './metrics.ts';
@@ -345,6 +346,7 @@ async function assemble(options: ProviderOptions, registry: Registry, ownRegistr
     version: options.version ?? '0.1.0',
     ...(options.store === undefined ? {} : { store: options.store }),
     log,
+    migrate: (id, o) => migrateInstance({ pool, table, registry, images, deployer, providerId, storeUrl: storeUrlOf, readinessTimeoutMs, log }, id, o),
   });
   const farmCredential = createFarmCredential({ registry, providerId });
   const registerService = async (description: unknown): Promise<void> => {

@@ -46,6 +46,7 @@ const RULES: readonly Rule[] = [
   { methods: READ, pattern: '/api/v1/deployments', need: () => role('read', '/api/v1/deployments') },
   { methods: READ, pattern: '/api/v1/instances', need: () => role('read', '/api/v1/instances') },
   { methods: READ, pattern: '/api/v1/instances/:id/logs', need: () => role('read', '/api/v1/instances/:id/logs') },
+  { methods: ['POST'], pattern: '/api/v1/instances/:id/migrate', need: () => role('deploy', '/api/v1/instances/:id/migrate') },
   { methods: READ, pattern: '/api/v1/events', need: () => role('read', '/api/v1/events') },
   { methods: READ, pattern: '/api/v1/farms', need: () => role('read', '/api/v1/farms') },
   { methods: READ, pattern: '/api/v1/farms/:name', need: (p) => role('read', '/api/v1/farms/:name', p.name) },
