@@ -46,8 +46,8 @@ export const capabilities = {
   isolation: 'wasm',
   canPause: false,
   canSnapshot: true,
-  // Capture here and restore on another host works; the provider's move of the route does not exist yet.
-  canMigrate: false,
+  // Capture here, restore on another host; the provider moves the route (src/provider/migration.ts).
+  canMigrate: true,
   canClone: true,
   // Linear memory and call time are bounded; the plan's CPU share and pids are not.
   enforcesLimits: false,
