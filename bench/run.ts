@@ -22,6 +22,7 @@ import { formatFaultsBench, runFaultsBench } from './faults.ts';
 import { formatValidationBench, runValidationBench } from './validation.ts';
 import { formatSlowClientsBench, runSlowClientsBench } from './slow-clients.ts';
 import { cliCallFigures, formatCliCallBench, runCliCallBench } from './cli-call.ts';
+import { runWasmBench } from './wasm.ts';
 import { fig, type Figure, type ReportJson, type ReportSection } from './lib/figures.ts';
 import { formatMeta, reportMeta } from './lib/report-meta.ts';
 
@@ -70,6 +71,13 @@ interface Context {
 }
 
 const SECTIONS: Section[] = [
+  {
+    name: 'wasm',
+    title: 'wasm components: cold start, fork, snapshot size, capture/restore as memory grows',
+    async run() {
+      return runWasmBench({ log });
+    },
+  },
   {
     name: 'overlay',
     title: 'Overlay size (XenoServer Table 1)',

@@ -21,11 +21,14 @@ import { createLiveness, diedWithin, EXIT_REPORT_MS, livenessTargets, stopUnresp
 import { probe } from './instances/readiness.ts';
 import { setPaused, statsOf } from './instances/instance-ops.ts';
 import { followLog, tailLines } from './instances/instance-log.ts';
+import { createHolds, forkInstance, snapshotInstance, type SnapshotResult } from './instances/live-state.ts';
+import type { StateStore } from './state-store.ts';
 import type { DeploymentPlan, DeploymentResult, InstanceInfo, PhaseName } from '../protocol/index.ts';
 import type { DriverName } from './drivers/index.ts';
 
 export type { ImageSource, Logger, Mounter, OpenImportSockets } from './ports.ts';
 export type { RoutableInstance } from './instances/instance-store.ts';
+export type { SnapshotResult } from './instances/live-state.ts';
 export { SOCKET_DIR_INSIDE } from './instances/instance-spec.ts';
 export { waitReady } from './instances/readiness.ts';
 
@@ -58,6 +61,10 @@ export interface AgentOptions {
   /** Probing ready instances (liveness.ts); periodMs 0 turns the periodic probe off. */
   liveness?: LivenessLimits;
   logger?: Logger;
+  /** Where live states go and come from (snapshot, plan.from); without it, both are refused. */
+  states?: StateStore;
+  /** Holds new messages to an instance at the forwarder until none is in flight (live state). */
+  quiesce?: (id: string, timeoutMs: number) => Promise<() => void>;
 }
 
 export interface Agent {
@@ -65,6 +72,16 @@ export interface Agent {
   list(): InstanceInfo[];
   get(id: string, options?: { stats?: boolean }): Promise<InstanceInfo>;
   remove(id: string): Promise<void>;
+  /**
+   * Quiesce, capture and store the instance's running state (drivers that can capture).
+   * With `hold` (a move), new messages stay held after the capture until the instance is
+   * removed — they are then answered `gone`, never delivered — or release(id) is called.
+   */
+  snapshot(id: string, options?: { hold?: boolean }): Promise<SnapshotResult>;
+  /** Lets the messages held by snapshot({hold}) go on to the instance (the move was given up). */
+  release(id: string): boolean;
+  /** A copy of a running instance on this host; the source keeps serving. */
+  fork(id: string): Promise<DeploymentResult>;
   pause(id: string): Promise<InstanceInfo>;
   resume(id: string): Promise<InstanceInfo>;
   logs(id: string, tail: number): Promise<string>;
@@ -139,7 +156,11 @@ export function createAgent(options: AgentOptions): Agent {
     isClosing: () => closing,
     ...hooks,
     ...(options.onPhase ? { onPhase: options.onPhase } : {}),
+    ...(options.states ? { states: options.states } : {}),
   });
+  const quiesce = options.quiesce ?? (async () => () => {});
+  const liveState = { store, states: options.states, quiesce, deploy };
+  const holds = createHolds();
   const pauseOrResume = async (id: string, to: 'paused' | 'ready'): Promise<InstanceInfo> => {
     const l = store.get(id);
     await setPaused({ save, events }, l, to);
@@ -158,7 +179,17 @@ export function createAgent(options: AgentOptions): Agent {
       }
       return out;
     },
-    remove: removal.remove,
+    async remove(id) {
+      try {
+        await removal.remove(id);
+      } finally {
+        // Held messages now find no instance: answered `gone` (never delivered).
+        holds.release(id);
+      }
+    },
+    snapshot: (id, opts = {}) => snapshotInstance(liveState, id, opts.hold ? { hold: holds } : {}),
+    release: (id) => holds.release(id),
+    fork: (id) => forkInstance(liveState, id),
     pause: (id) => pauseOrResume(id, 'paused'),
     resume: (id) => pauseOrResume(id, 'ready'),
     logs: async (id, tail) => tailLines(store.get(id).paths.logFile, tail),
@@ -172,6 +203,7 @@ export function createAgent(options: AgentOptions): Agent {
     liveCount: store.routableCount,
     close(opts = {}) {
       closing = true;
+      holds.releaseAll();
       closed ??= closeAgent({ store, warm, liveness, remove: removal.remove, drivers: allDrivers, log }, opts.stopInstances ?? true);
       return closed;
     },

@@ -117,6 +117,18 @@ export function createControlApi(options: ControlApiOptions): Hono {
     await agent.remove(id);
     return c.json({ id, removed: true });
   });
+  // Live state (drivers that can capture / fork; others get 415 unsupported, detail.reason not-supported).
+  app.post('/v1/instances/:id/snapshot', async (c) => {
+    const hold = c.req.query('hold');
+    if (hold !== undefined && hold !== '1') throw new ShoalError('invalid', 'hold must be 1 or absent', { field: 'hold' });
+    return c.json(await agent.snapshot(c.req.param('id'), { hold: hold === '1' }), 201);
+  });
+  app.post('/v1/instances/:id/release', (c) => {
+    const id = c.req.param('id');
+    if (!agent.release(id)) throw new ShoalError('not-found', `instance ${id} holds no messages`, { field: 'id' });
+    return c.json({ id, released: true });
+  });
+  app.post('/v1/instances/:id/fork', async (c) => c.json(await agent.fork(c.req.param('id')), 201));
   app.post('/v1/instances/:id/pause', async (c) => c.json(await agent.pause(c.req.param('id'))));
   app.post('/v1/instances/:id/resume', async (c) => c.json(await agent.resume(c.req.param('id'))));
   app.get('/v1/instances/:id/logs', async (c) => {
@@ -266,6 +278,25 @@ export function openApiDocument(version: string): object {
         delete: {
           summary: 'Stop and remove the instance (unmounts, removes its writable layer)',
           responses: { '200': { description: 'removed', ...json(Type.Object({ id: Type.String(), removed: Type.Boolean() })) }, ...common },
+        },
+      },
+      '/v1/instances/{id}/snapshot': {
+        parameters: [id],
+        post: {
+          parameters: [{ name: 'hold', in: 'query', description: '1 (a move): keep new messages held after the capture until the instance is removed (they are then answered gone, never delivered, so callers retry elsewhere) or released; at most 30 s', schema: { type: 'string', enum: ['1'] } }],
+          summary: 'Quiesce the instance (new messages held, none in flight), capture its running state, store it as an OCI artifact (application/vnd.shoal.state.v1) next to its image; answers its digest, usable as a plan\'s `from`',
+          responses: { '201': { description: 'stored: {id, digest, size, annotations}' }, ...common, '409': error('not ready'), '415': error('the driver cannot capture (error.detail.reason: not-supported)') },
+        },
+      },
+      '/v1/instances/{id}/release': {
+        parameters: [id],
+        post: { summary: 'Let the messages held by snapshot?hold=1 go on to the instance (a move given up)', responses: { '200': { description: 'released' }, ...common } },
+      },
+      '/v1/instances/{id}/fork': {
+        parameters: [id],
+        post: {
+          summary: 'Start a copy of the running instance on this host from its state now; the source keeps serving',
+          responses: { '201': { description: 'the fork, ready', ...json(DeploymentResult) }, ...common, '409': error('not ready'), '415': error('the driver cannot fork (error.detail.reason: not-supported)') },
         },
       },
       '/v1/instances/{id}/pause': {

@@ -23,6 +23,7 @@ import { createFingerprintCache, driverFactory, openDrivers, type FingerprintCac
 import { DEFAULT_LAYER_CACHE_BYTES, openHostLayerCache } from './host-layer-cache.ts';
 import { startDataServer } from './data-server.ts';
 import { createStoreImageSource } from './image-source.ts';
+import { createStateStore } from './state-store.ts';
 import { hostReport, metricsSnapshot, type HostFacts } from './host-report.ts';
 import { listen } from './listen.ts';
 import { listenPreferring, readPorts, writePorts } from './listen-ports.ts';
@@ -155,6 +156,8 @@ async function startLocked(options: HostOptions, dataDir: string, log: Logger, r
     ...(options.warmPool === undefined ? {} : { warmPool: options.warmPool }),
     ...(options.liveness === undefined ? {} : { liveness: options.liveness }),
     logger: log,
+    states: createStateStore({ userAgent: `shoal-host/${hostId}`, ...(options.storeToken === undefined ? {} : { token: options.storeToken }) }),
+    quiesce: (id, ms) => data.forwarder.quiesce(id, ms),
   });
   agentRef = agent;
 

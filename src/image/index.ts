@@ -9,6 +9,7 @@ export { createImageResolver, type ImageResolver, type ImageResolverOptions } fr
 export { importImage, type ImportResult } from './archive-import.ts';
 export { exportImage, type ExportResult } from './archive-export.ts';
 export { buildImage, buildTemplate, type BuildResult, type ProcessConfig } from './image-build.ts';
+export { buildWasmComponentImage, COMPONENT_LABELS } from './component-build.ts';
 export { buildLayer, indexLayers, type BuiltLayer, type LayerIndex } from './layer-build.ts';
 export { unpackLayer, checkLayer, flattenLayers, type WhiteoutMode } from './layer-unpack.ts';
 export { listImages, inspectImage, tagImage, type ImageListEntry, type ImageDetails } from './image-catalog.ts';

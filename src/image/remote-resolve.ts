@@ -64,6 +64,8 @@ export async function resolveRemoteImage(
       cwd: c.WorkingDir || '/',
       user: c.User || undefined,
     },
+    // Component images name their driver (src/image/component-build.ts); placement follows it.
+    ...(typeof c.Labels?.['dev.shoal.driver'] === 'string' ? { driver: c.Labels['dev.shoal.driver'] } : {}),
   };
 }
 

@@ -68,6 +68,8 @@ export const DeploymentPlan = Type.Object(
     /** Base URL of the store that holds the image. */
     store: Type.String({ pattern: '^https?://[^\\s]+$', maxLength: 2048 }),
     driver: Type.Optional(DriverName),
+    /** Start from a captured state (an artifact in `store`, in the image's repository) instead of the image's start. */
+    from: Type.Optional(Type.String({ pattern: '^sha256:[a-f0-9]{64}$', description: 'digest of a state artifact (POST /v1/instances/:id/snapshot)' })),
     resources: PlanResources,
     env: Type.Optional(
       Type.Record(Type.String({ pattern: ENV_NAME_PATTERN }), Type.String({ maxLength: 65536 }), {

@@ -106,4 +106,6 @@ export interface RootfsSpec {
   configDigest: string;
   layers: Array<{ digest: string; diffId: string; size: number; mediaType: string }>;
   process: { args: string[]; env: string[]; cwd: string; user: string | undefined };
+  /** The driver a component image asks for (its config label dev.shoal.driver), e.g. wasm. */
+  driver?: string;
 }

@@ -35,6 +35,10 @@ export interface HostClient {
   get(instanceId: string): Promise<InstanceInfo | undefined>;
   /** Stops and removes an instance; true if it was there. */
   remove(instanceId: string): Promise<boolean>;
+  /** Captures the instance's state into the store; with hold, its new messages stay held until it is removed or released. */
+  snapshot(instanceId: string, options?: { hold?: boolean }): Promise<{ digest: string; size: number }>;
+  /** Lets messages held by snapshot({hold}) go on. */
+  release(instanceId: string): Promise<void>;
   /** Discards the host's containers created ahead for a service (removed), or for its versions but keepVersion (superseded). */
   dropWarm(service: string, keepVersion?: string): Promise<number>;
   /** The instance's log: the last `tail` lines, then (follow) what it appends until `signal` aborts. */
@@ -208,6 +212,10 @@ export function createHostClient(options: { controlUrl: string; token: string; t
     list: async () => (await call<{ instances: InstanceInfo[] }>('GET', '/v1/instances')).instances,
     get: (id) => call<InstanceInfo | undefined>('GET', `/v1/instances/${encodeURIComponent(id)}`, undefined, { allow404: true }),
     remove: async (id) => (await call<{ removed: boolean } | undefined>('DELETE', `/v1/instances/${encodeURIComponent(id)}`, undefined, { allow404: true, timeoutMs: 30_000 })) !== undefined,
+    snapshot: (id, o = {}) => call<{ digest: string; size: number }>('POST', `/v1/instances/${encodeURIComponent(id)}/snapshot${o.hold ? '?hold=1' : ''}`, undefined, { timeoutMs: 60_000 }),
+    release: async (id) => {
+      await call<unknown>('POST', `/v1/instances/${encodeURIComponent(id)}/release`);
+    },
     dropWarm: async (service, keepVersion) =>
       (await call<{ dropped: number }>('DELETE', `/v1/warm/${encodeURIComponent(service)}${keepVersion === undefined ? '' : `?keep=${encodeURIComponent(keepVersion)}`}`)).dropped,
     follow,

@@ -17,6 +17,7 @@ import { createClaims } from './claims.ts';
 import { createColdStart } from './cold-start.ts';
 import { createControlPlane } from './control-plane.ts';
 import { createAccessLookup, createAuthGate, createFarmCredential, createRegistryVerifier } from './auth/index.ts';
+import { migrateInstance } from './migration.ts';
 import { createDeployer, type DeployOutcome } from './deployer.ts';
 import { createHostPool, type HostPool, type HostRegistrationRequest, type Logger, type PoolHost } from './host-pool.ts';
 import { createProviderMetrics } from './metrics.ts';
@@ -383,6 +384,7 @@ async function assemble(options: ProviderOptions, registry: Registry, ownRegistr
     ...(options.store === undefined ? {} : { store: options.store }),
     registries: foreignImages,
     log,
+    migrate: (id, o) => migrateInstance({ pool, table, registry, images, deployer, providerId, storeUrl: storeUrlOf, readinessTimeoutMs, log }, id, o),
   });
   api.route('/', createInstancesApi({ table, control, deployer }));
   const dashboard = createProviderDashboard({ registry, verifier, secure: options.tls !== undefined, log });

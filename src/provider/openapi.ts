@@ -129,6 +129,14 @@ export function providerOpenApi(version: string, extraPaths: Record<string, unkn
           parameters: [{ name: 'name', in: 'path', required: true, schema: { type: 'string' } }],
           requestBody: { required: true, ...json(ScaleRequestBody) },
           responses: { '200': { description: 'scaled', ...json(ScaleReply) }, '400': error('invalid body'), '404': error('unknown service'), '503': error('no instance could be deployed') },
+          },
+        },
+      '/api/v1/instances/{id}/migrate': {
+        post: {
+          summary: "Move a running instance to another host with its state (drivers that capture, e.g. wasm): its host holds new messages and captures, the other host restores, routing switches, the old instance goes; held messages are retried on the new one (none lost or run twice)",
+          parameters: [{ name: 'id', in: 'path', required: true, schema: { type: 'string' } }],
+          requestBody: { required: false, content: { 'application/json': { schema: { type: 'object', properties: { host: { type: 'string', description: 'the host to move to (default: placement picks one)' } } } } } },
+          responses: { '201': { description: '{from: {instance, host}, to: {instance, host}, state: the state digest}' } },
         },
       },
       '/api/v1/instances/{id}/logs': {

@@ -21,6 +21,7 @@ import { providerOpenApi } from './openapi.ts';
 import type { DeploymentRecord, DeploymentState, Registry } from './registry/index.ts';
 import { MESSAGE_PREFIX, type Router } from './router.ts';
 import type { RoutingTable } from './routing-table.ts';
+import type { MigrationResult } from './migration.ts';
 import {
   ShoalError,
   errorReply,
@@ -58,6 +59,8 @@ export interface ProviderApiOptions {
   registries?: Pick<ForeignImages, 'login' | 'logout' | 'logins'>;
   /** Serves /api/v1/tokens (revocations drop its cached verdicts). */
   verifier: TokenVerifier;
+  /** Moves a running instance to another host with its state (migration.ts). */
+  migrate?: (instanceId: string, options: { host?: string }) => Promise<MigrationResult>;
   log: { warn(obj: object, msg?: string): void };
 }
 
@@ -289,6 +292,15 @@ export function createProviderApi(options: ProviderApiOptions): Hono {
   });
 
   // The log of one instance, from the host that runs it (a read token is enough).
+  app.post('/api/v1/instances/:id/migrate', async (c) => {
+    const id = c.req.param('id');
+    if (!options.migrate) throw new ShoalError('unsupported', 'this provider cannot move instances', { field: 'id' });
+    const text = await c.req.text();
+    const body = (text.trim() === '' ? {} : parseJson(text)) as { host?: unknown };
+    if (body === null || typeof body !== 'object' || (body.host !== undefined && typeof body.host !== 'string')) throw new ShoalError('invalid', 'migrate: body.host must be a host id', { field: 'host' });
+    return c.json(await options.migrate(id, body.host === undefined ? {} : { host: body.host }), 201);
+  });
+
   app.get('/api/v1/instances/:id/logs', async (c) => {
     const id = c.req.param('id');
     const raw = c.req.query('tail') ?? '100';

@@ -50,9 +50,10 @@ export function registerImageCommands(program: Command): void {
       .command('build <path>')
       .description(
         "build an image: the template's layers plus one overlay layer of what PATH adds or changes; " +
-          'PATH is a directory laid out from / or a TypeScript service entry (bundled with shoal/service)',
+          'PATH is a directory laid out from / or a TypeScript service entry (bundled with shoal/service); ' +
+          'a .wasm or .wat module becomes a wasm component image (no template)',
       )
-      .requiredOption('--template <ref>', 'template to build on, e.g. template://node/24')
+      .option('--template <ref>', 'template to build on, e.g. template://node/24 (directories and service entries)')
       .requiredOption('--tag <name:tag>', 'name of the new image')
       .option('--whole-root', 'DIR is a complete root: what it lacks of the template is deleted (OCI whiteouts)')
       .option('--cmd <cmd>', 'command to run (JSON array or words)')
@@ -64,10 +65,17 @@ export function registerImageCommands(program: Command): void {
   ).action(
     async (
       dir: string,
-      opts: { store?: string; json?: boolean; template: string; tag: string; wholeRoot?: boolean; cmd?: string; entrypoint?: string; env?: string[]; workdir?: string; user?: string; owner?: string },
+      opts: { store?: string; json?: boolean; template?: string; tag: string; wholeRoot?: boolean; cmd?: string; entrypoint?: string; env?: string[]; workdir?: string; user?: string; owner?: string },
     ) => {
-      const template = parseImageRef(opts.template, 'template');
       const ref = parseImageRef(opts.tag, 'tag');
+      if (/\.(wasm|wat)$/.test(dir)) {
+        const { buildWasmComponentImage } = await import('../../image/index.ts');
+        const built = await buildWasmComponentImage({ client: await client(opts), module: dir, ref });
+        printResult(opts, built, () => `${formatImageRef(ref)} = ${built.reference} (wasm component, ${formatBytes(built.imageSize)})`);
+        return;
+      }
+      if (opts.template === undefined) throw new ShoalError('invalid', '--template is required to build a directory or a service entry', { field: 'template' });
+      const template = parseImageRef(opts.template, 'template');
       const cmd = parseCommand(opts.cmd, 'cmd');
       const entrypoint = parseCommand(opts.entrypoint, 'entrypoint');
       const owner = parseOwner(opts.owner) ?? (opts.wholeRoot ? undefined : { uid: 0, gid: 0 });

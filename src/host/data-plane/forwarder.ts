@@ -54,6 +54,12 @@ export interface Forwarder {
   handle(req: IncomingMessage, res: ServerResponse): void;
   /** Drops the kept-alive connections to an instance (by id or socket path) once it is gone. */
   forget(instanceOrSocketPath: string): void;
+  /**
+   * Holds new messages to `instance` here and resolves once none is in flight to it (live
+   * state: a capture sees no message half-handled). The returned function lets the held
+   * messages go on. Rejects (and releases) after timeoutMs.
+   */
+  quiesce(instance: string, timeoutMs: number): Promise<() => void>;
   close(): Promise<void>;
 }
 
@@ -121,6 +127,41 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
     dropUpstream(instanceOrSocketPath);
   }
 
+  // Quiescing (live state): messages in flight per instance, and the gates that hold new ones.
+  const inFlight = new Map<string, number>();
+  const gates = new Map<string, { opened: Promise<void>; idle: (() => void) | undefined }>();
+
+  function leave(instance: string): void {
+    const n = (inFlight.get(instance) ?? 1) - 1;
+    if (n > 0) inFlight.set(instance, n);
+    else {
+      inFlight.delete(instance);
+      gates.get(instance)?.idle?.();
+    }
+  }
+
+  async function quiesce(instance: string, timeoutMs: number): Promise<() => void> {
+    if (gates.has(instance)) throw new ShoalError('conflict', `instance ${instance} is already being quiesced`);
+    let open!: () => void;
+    const gate = { opened: new Promise<void>((r) => (open = r)), idle: undefined as (() => void) | undefined };
+    gates.set(instance, gate);
+    const release = (): void => {
+      if (gates.get(instance) === gate) gates.delete(instance);
+      open();
+    };
+    if ((inFlight.get(instance) ?? 0) === 0) return release;
+    const idle = new Promise<void>((r) => (gate.idle = r));
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<'late'>((r) => (timer = setTimeout(() => r('late'), timeoutMs)));
+    const outcome = await Promise.race([idle, late]);
+    clearTimeout(timer);
+    if (outcome === 'late') {
+      release();
+      throw new ShoalError('timeout', `instance ${instance} still had messages in flight after ${timeoutMs} ms`);
+    }
+    return release;
+  }
+
   function handle(req: IncomingMessage, res: ServerResponse): void {
     const url = req.url ?? '';
     let path: string;
@@ -147,6 +188,20 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
       return;
     }
 
+    const gate = gates.get(claims.instance);
+    if (gate !== undefined) {
+      // Held while the instance is quiesced; then routed as if it had just arrived.
+      void gate.opened.then(() => forward(req, res, claims, path, head));
+      return;
+    }
+    forward(req, res, claims, path, head);
+  }
+
+  function forward(req: IncomingMessage, res: ServerResponse, claims: RouteClaims, path: string, head: ReturnType<typeof readRequestHead>): void {
+    if (gates.has(claims.instance)) {
+      void gates.get(claims.instance)!.opened.then(() => forward(req, res, claims, path, head));
+      return;
+    }
     const started = onRequest === undefined ? 0 : performance.now();
     const instance = options.resolveInstance(claims.instance);
     if (instance === undefined) {
@@ -168,6 +223,8 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
       return;
     }
 
+    inFlight.set(claims.instance, (inFlight.get(claims.instance) ?? 0) + 1);
+    res.once('close', () => leave(claims.instance));
     relay(req, res, {
       upstream: upstreamFor(claims.instance, instance.socketPath),
       method: req.method!,
@@ -197,7 +254,7 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
     verified.clear();
   }
 
-  return { handle, forget, close };
+  return { handle, forget, quiesce, close };
 }
 
 const TOKEN_FAILURE: Record<RouteTokenFailure, string> = {

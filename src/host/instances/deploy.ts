@@ -3,7 +3,9 @@
 // mount) → open import sockets → driver.start → wait until it answers → endpoint.
 // Each phase goes into the timeline. A failure at any point tears down what was taken,
 // so a refused or failed deployment leaves nothing behind.
-import type { Driver, InstanceSpec, RunningInstance } from '../drivers/driver.ts';
+import { canFork, canRestore, type Driver, type InstanceSpec, type RunningInstance } from '../drivers/driver.ts';
+import { mkdir, rm } from 'node:fs/promises';
+import type { StateStore } from '../state-store.ts';
 import type { Admission } from '../admission.ts';
 import type { EventBus } from '../events.ts';
 import type { HostState } from '../host-state.ts';
@@ -42,7 +44,18 @@ export interface DeployDeps {
   isClosing(): boolean;
   onUnroutable?: (id: string) => void;
   onPhase?: (name: PhaseName, durationMs: number) => void;
+  /** Where plans' `from` states are pulled from (live state). */
+  states?: Pick<StateStore, 'pull'>;
 }
+
+/** How the instance begins: the image's start (default), a plan's `from` state, or a fork of a running instance. */
+export type Origin =
+  | {
+      fork: RunningInstance;
+      /** Quiesces the source while its state is copied; the result lets its messages go. */
+      hold?: () => Promise<() => void>;
+    }
+  | undefined;
 
 /** The phases of one deployment, relative to its start (performance.now() times). */
 export interface Timeline {
@@ -66,8 +79,8 @@ export function createTimeline(onPhase?: (name: PhaseName, durationMs: number) =
   };
 }
 
-export function createDeploy(deps: DeployDeps): (plan: DeploymentPlan) => Promise<DeploymentResult> {
-  return async (plan) => {
+export function createDeploy(deps: DeployDeps): (plan: DeploymentPlan, origin?: Origin) => Promise<DeploymentResult> {
+  return async (plan, origin) => {
     if (deps.isClosing()) throw new ShoalError('unavailable', 'the host is shutting down');
     const timeline = createTimeline(deps.onPhase);
     const startedAt = Date.now();
@@ -75,12 +88,17 @@ export function createDeploy(deps: DeployDeps): (plan: DeploymentPlan) => Promis
     if (plan.listen !== undefined && driver.capabilities.servesPort !== true) {
       throw new ShoalError('unsupported', `the ${driver.name} driver cannot run a program that listens on TCP $PORT (listen.port); use runc or process`, { field: 'listen' });
     }
+    if (plan.from !== undefined && !canRestore(driver)) {
+      throw new ShoalError('unsupported', `driver ${driver.name} cannot start from a captured state`, { field: 'from', detail: { reason: 'not-supported' } });
+    }
+    if (origin?.fork && !canFork(driver)) throw new ShoalError('unsupported', `driver ${driver.name} cannot fork instances`, { field: 'id', detail: { reason: 'not-supported' } });
     let l = admit(deps, plan, driver, startedAt);
     const tAdmit = performance.now();
     timeline.add('admit', timeline.t0, tAdmit);
     try {
       const { rootfs, fetchBlob } = await deps.images.resolve(plan.store, plan.image);
-      const hit = deps.warm.take(driver, plan, rootfs);
+      // A state or a fork needs its own start: no container made ahead for the image's.
+      const hit = plan.from === undefined && origin === undefined ? deps.warm.take(driver, plan, rootfs) : undefined;
       let prepared: Pick<PreparedInstance, 'spec' | 'user'>;
       if (hit) {
         l = takeOver(deps, l, hit, startedAt);
@@ -91,7 +109,7 @@ export function createDeploy(deps: DeployDeps): (plan: DeploymentPlan) => Promis
       } else {
         prepared = await prepareCold(deps, l, rootfs, fetchBlob, timeline, tAdmit);
       }
-      const tReady = await startAndWait(deps, l, prepared, timeline, !hit);
+      const tReady = await startAndWait(deps, l, prepared, timeline, !hit, origin);
       const pull = hit ? { bytes: 0, layersFetched: 0, layersCached: rootfs.layers.length } : l.lease!.stats;
       const done: DeploymentTimeline = { startedAt, phases: timeline.phases, pull, totalMs: timeline.rel(tReady) };
       l.record.timeline = done;
@@ -169,6 +187,7 @@ async function startAndWait(
   prepared: { spec: InstanceSpec; user: { uid: number; gid: number } },
   timeline: Timeline,
   timeCreate: boolean,
+  origin?: Origin,
 ): Promise<number> {
   const plan = l.record.plan;
   const tCreate = performance.now();
@@ -178,7 +197,7 @@ async function startAndWait(
   const tCreated = performance.now();
   if (timeCreate) timeline.add('create', tCreate, tCreated);
 
-  const running = await l.driver.start(prepared.spec);
+  const running = await begin(deps, l, prepared.spec, origin);
   l.running = running;
   deps.watchExit(l, running);
   const tStarted = performance.now();
@@ -191,6 +210,31 @@ async function startAndWait(
   timeline.add('ready', tStarted, tReady);
   if (l.exit) throw exitedEarly(l.exit);
   return tReady;
+}
+
+/** The driver's start, restore (plan.from) or fork. */
+async function begin(deps: DeployDeps, l: LiveInstance, spec: InstanceSpec, origin: Origin): Promise<RunningInstance> {
+  const driver = l.driver;
+  const plan = l.record.plan;
+  if (origin?.fork && canFork(driver)) {
+    const release = origin.hold ? await origin.hold() : () => {};
+    try {
+      return await driver.fork(origin.fork, spec);
+    } finally {
+      release();
+    }
+  }
+  if (plan.from !== undefined && canRestore(driver)) {
+    if (!deps.states) throw new ShoalError('unsupported', 'this host has no state store', { field: 'from' });
+    await mkdir(l.paths.stateDir, { recursive: true });
+    const state = await deps.states.pull(plan.store, plan.image, plan.from, l.paths.stateDir);
+    try {
+      return await driver.restore(spec, state);
+    } finally {
+      await rm(state.file, { force: true });
+    }
+  }
+  return driver.start(spec);
 }
 
 /** Tears down what the failed deployment took; the error to throw carries the log tail. */

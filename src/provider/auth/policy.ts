@@ -56,6 +56,7 @@ const RULES: readonly Rule[] = [
   { methods: ['DELETE'], pattern: '/api/v1/instances/:id', need: () => role('deploy', '/api/v1/instances/:id') },
   { methods: ['PUT'], pattern: '/api/v1/services/:name/scale', need: (p) => role('deploy', '/api/v1/services/:name/scale', p.name) },
   { methods: READ, pattern: '/api/v1/instances/:id/logs', need: () => role('read', '/api/v1/instances/:id/logs') },
+  { methods: ['POST'], pattern: '/api/v1/instances/:id/migrate', need: () => role('deploy', '/api/v1/instances/:id/migrate') },
   { methods: READ, pattern: '/api/v1/events', need: () => role('read', '/api/v1/events') },
   { methods: READ, pattern: '/api/v1/farms', need: () => role('read', '/api/v1/farms') },
   { methods: READ, pattern: '/api/v1/farms/:name', need: (p) => role('read', '/api/v1/farms/:name', p.name) },

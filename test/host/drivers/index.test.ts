@@ -3,12 +3,12 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { createDriver, defaultDriverName, driverNames, drivers, findOnPath, isDriverName, processCapabilities, runcCapabilities } from '../../../src/host/drivers/index.ts';
+import { createDriver, defaultDriverName, driverNames, drivers, findOnPath, isDriverName, processCapabilities, runcCapabilities, wasmCapabilities } from '../../../src/host/drivers/index.ts';
 import { missing } from '../fixtures/requirements.ts';
 
 describe('driver registry', () => {
   it('maps each name to a factory whose driver carries that name and its capabilities', async () => {
-    assert.deepEqual(Object.keys(drivers).sort(), ['process', 'runc']);
+    assert.deepEqual(Object.keys(drivers).sort(), ['process', 'runc', 'wasm']);
     const dir = await mkdtemp(join(tmpdir(), 'shoal-reg-'));
     try {
       const p = await createDriver('process', { dataDir: dir, log: () => undefined });
@@ -19,6 +19,10 @@ describe('driver registry', () => {
       assert.equal(r.name, 'runc');
       assert.equal(r.capabilities, runcCapabilities);
       await r.close();
+      const w = await createDriver('wasm', { dataDir: dir, log: () => undefined });
+      assert.equal(w.name, 'wasm');
+      assert.equal(w.capabilities, wasmCapabilities);
+      await w.close();
     } finally {
       await rm(dir, { recursive: true, force: true });
     }

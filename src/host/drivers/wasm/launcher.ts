@@ -1,0 +1,76 @@
+// Starts wasm runner processes (runner.ts), confined as far as this host allows without
+// runc (the isolate helper's shared launcher in src/host/drivers/runner/ is meant to take
+// over here). What a runner gets:
+// - `node --permission`: no file writes, no child processes, no addons; reads only the
+//   runner's own folder; WASI and one worker thread (the CPU watchdog) allowed;
+// - `--wasm-max-mem-pages`: no linear memory can grow past the instance's memory limit;
+// - as root (and with util-linux's unshare and setpriv): its own network, IPC and UTS
+//   namespaces (no network at all) and uid/gid 65534 with no_new_privs;
+// - an empty environment, stdin closed, stdout/stderr piped to the host (the instance log).
+// Not (yet): a cgroup, seccomp, a mount or pid namespace.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { RunnerToHost } from './runner-protocol.ts';
+
+const HERE = dirname(fileURLToPath(import.meta.url));
+export const RUNNER_SCRIPT = join(HERE, 'runner.ts');
+const NOBODY = 65534;
+
+export interface Confinement {
+  /** unshare and setpriv paths when the host can use them (root), else undefined. */
+  namespaces: { unshare: string; setpriv: string } | undefined;
+}
+
+export function describeConfinement(c: Confinement): string {
+  return c.namespaces
+    ? 'runner: a child process in its own network/IPC/UTS namespaces as uid 65534 with no_new_privs, under node --permission (no file writes, no child processes); no cgroup, no seccomp (not runc yet)'
+    : 'runner: a plain child process of the host user under node --permission (no file writes, no child processes); no namespaces (needs root with unshare and setpriv), no cgroup, no seccomp';
+}
+
+export interface Runner {
+  readonly child: ChildProcess;
+  /** The pages limit it was started with (a spare runner fits only an instance with the same limit). */
+  readonly maxMemoryPages: number;
+  /** Resolves when the runner has loaded and waits for its start message. */
+  readonly spawned: Promise<void>;
+}
+
+export function launchRunner(options: { maxMemoryPages: number; confinement: Confinement }): Runner {
+  const nodeArgs = [
+    '--permission',
+    `--allow-fs-read=${HERE}`,
+    '--allow-wasi',
+    '--allow-worker',
+    `--wasm-max-mem-pages=${options.maxMemoryPages}`,
+    '--max-old-space-size=64',
+    '--disable-warning=ExperimentalWarning',
+    '--disable-warning=SecurityWarning',
+    RUNNER_SCRIPT,
+  ];
+  const ns = options.confinement.namespaces;
+  const [program, args] = ns
+    ? [ns.unshare, ['--net', '--ipc', '--uts', '--', ns.setpriv, `--reuid=${NOBODY}`, `--regid=${NOBODY}`, '--clear-groups', '--no-new-privs', '--', process.execPath, ...nodeArgs]]
+    : [process.execPath, nodeArgs];
+  const child = spawn(program, args, {
+    env: {},
+    // Piped, not the log file: a spare runner starts before its instance (and log) exist.
+    stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
+    serialization: 'advanced',
+    detached: true,
+  });
+  const spawned = new Promise<void>((resolve, reject) => {
+    const onMessage = (m: RunnerToHost): void => {
+      if (m.type !== 'spawned') return;
+      child.off('message', onMessage);
+      child.off('exit', onExit);
+      resolve();
+    };
+    const onExit = (code: number | null, signal: string | null): void => reject(new Error(`the wasm runner exited while loading (code ${code}, signal ${signal})`));
+    child.on('message', onMessage);
+    child.once('exit', onExit);
+    child.once('error', reject);
+  });
+  spawned.catch(() => undefined); // observed by whoever takes the runner
+  return { child, maxMemoryPages: options.maxMemoryPages, spawned };
+}

@@ -1,0 +1,150 @@
+// The wasm runner: the process one component instance lives in (started by launcher.ts,
+// never inside the host agent). It waits for one `start` message on its IPC channel with
+// the module's bytes and the instance's listening socket, then serves HTTP on that socket:
+// `GET /healthz`, and `POST /<op>` → the module's handle(op, body). The host asks it over
+// the same channel to capture its state; handle() is synchronous, so a capture always
+// falls between two messages.
+//
+// Loaded under `node --permission` (no file writes, no child processes): it imports only
+// Node built-ins and engine.ts.
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { Server } from 'node:net';
+import { WASI } from 'node:wasi';
+import { Worker } from 'node:worker_threads';
+import { AbiError, activeDataRanges, ComponentInstance, deserializeState, decodeState, encodeState, MemoryLimitError, serializeState } from './engine.ts';
+import type { HostToRunner, RunnerToHost } from './runner-protocol.ts';
+
+const MAX_BODY = 10 * 1024 * 1024;
+
+let component: ComponentInstance | undefined;
+/** [0]: 1 while a call runs; [1]: its start, ms since the runner's clock origin; [2]: the call limit in ms (0: none). */
+const callClock = new Int32Array(new SharedArrayBuffer(12));
+
+function send(message: RunnerToHost): void {
+  process.send?.(message);
+}
+
+/** Tells the host why, then ends the process (the host maps the reason onto the exit event). */
+function die(reason: 'oom' | 'crashed', message: string): void {
+  dead = true;
+  send({ type: 'exiting', reason, message });
+  process.stderr.write(`shoal wasm runner: ${message}\n`);
+  // Give the IPC message and the reply a moment to leave; then go.
+  setTimeout(() => process.exit(reason === 'oom' ? 137 : 70), 20);
+}
+let dead = false;
+
+process.on('message', (raw: unknown, handle: unknown) => {
+  const message = raw as HostToRunner;
+  try {
+    switch (message.type) {
+      case 'start':
+        return start(message, handle as Server);
+      case 'capture': {
+        if (!component) throw new Error('capture before start');
+        const state = component.capture();
+        const bytes = message.compress ? encodeState(state) : serializeState(state);
+        send({ type: 'captured', seq: message.seq, state: bytes, memoryBytes: component.memoryBytes, pages: state.pageIndexes.length });
+        return;
+      }
+      case 'stop':
+        process.exit(0);
+    }
+  } catch (e) {
+    const seq = 'seq' in message ? message.seq : undefined;
+    send({ type: 'failed', seq, message: (e as Error).message });
+  }
+});
+process.on('disconnect', () => process.exit(0)); // the host went away
+
+function start(message: Extract<HostToRunner, { type: 'start' }>, listener: Server): void {
+  if (component) throw new Error('this runner serves an instance already');
+  const module = new WebAssembly.Module(message.module);
+  const options = { maxMemoryBytes: message.maxMemoryBytes, stdout: 1, stderr: 2, env: message.env, args: ['component'] };
+  if (message.state === undefined) component = ComponentInstance.start(module, options);
+  else {
+    const state = message.stateCompressed ? decodeState(message.state) : deserializeState(Buffer.from(message.state));
+    component = ComponentInstance.restore(module, options, state, activeDataRanges(message.module));
+  }
+  Atomics.store(callClock, 2, Math.max(0, Math.min(message.cpuLimitMs, 2 ** 31 - 1)));
+  const server = createServer((req, res) => void serveOne(req, res));
+  // The listener arrives already listening (Node re-creates the sent server here): its
+  // connections go to the HTTP server.
+  listener.on('connection', (socket) => server.emit('connection', socket));
+  send({ type: 'ready', seq: message.seq });
+}
+
+async function serveOne(req: IncomingMessage, res: ServerResponse): Promise<void> {
+  const path = (req.url ?? '/').split('?')[0]!;
+  if (path === '/healthz') {
+    req.resume();
+    return reply(res, 200, Buffer.from('ok'), 'text/plain');
+  }
+  if (req.method !== 'POST') {
+    req.resume();
+    return reply(res, 405, errorBody('unsupported', `use POST, not ${req.method}`));
+  }
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const c of req) {
+    size += (c as Buffer).length;
+    if (size > MAX_BODY) return reply(res, 413, errorBody('too-large', 'the request body is over 10 MiB'));
+    chunks.push(c as Buffer);
+  }
+  const op = decodeURIComponent(path.slice(1));
+  const c = component!;
+  if (dead) return reply(res, 503, errorBody('unavailable', 'the instance is stopping'));
+  let out;
+  Atomics.store(callClock, 1, Math.round(performance.now()));
+  Atomics.store(callClock, 0, 1);
+  try {
+    out = c.handle(op, Buffer.concat(chunks));
+  } catch (e) {
+    Atomics.store(callClock, 0, 0);
+    if (e instanceof MemoryLimitError) {
+      reply(res, 503, errorBody('unavailable', e.message));
+      return die('oom', e.message);
+    }
+    const message = e instanceof AbiError ? e.message : `the module trapped: ${(e as Error).message}`;
+    reply(res, 500, errorBody('internal', message));
+    // A trap may leave the instance's memory half-updated: it does not serve again.
+    return die('crashed', message);
+  }
+  Atomics.store(callClock, 0, 0);
+  reply(res, out.status, out.body);
+}
+
+function reply(res: ServerResponse, status: number, body: Buffer, type = 'application/json'): void {
+  res.writeHead(status, { 'content-type': type, 'content-length': body.length });
+  res.end(body);
+}
+
+function errorBody(code: string, message: string): Buffer {
+  return Buffer.from(JSON.stringify({ error: { code, message } }));
+}
+
+/**
+ * A call that runs longer than the limit cannot be interrupted from JS (handle() is
+ * synchronous), so a watchdog thread ends the whole runner with SIGXCPU, which the
+ * driver reports as an exit with reason 'killed'.
+ */
+function startWatchdog(): Promise<void> {
+  const code = `
+    const { workerData } = require('node:worker_threads');
+    const clock = workerData.clock, origin = workerData.origin;
+    setInterval(() => {
+      const limit = Atomics.load(clock, 2);
+      if (limit === 0 || Atomics.load(clock, 0) !== 1) return;
+      const now = Math.round(performance.timeOrigin + performance.now() - origin);
+      if (now - Atomics.load(clock, 1) > limit) process.kill(process.pid, 'SIGXCPU');
+    }, 10);`;
+  const w = new Worker(code, { eval: true, workerData: { clock: callClock, origin: performance.timeOrigin } });
+  w.unref();
+  return new Promise<void>((resolve) => w.once('online', resolve));
+}
+
+// Everything slow happens before the runner says it is there (it is a spare until then):
+// the watchdog thread, and node:wasi's first use.
+await startWatchdog();
+new WASI({ version: 'preview1' });
+send({ type: 'spawned' });
