@@ -24,6 +24,8 @@ export interface InheritedListener {
   path: string;
   /** The listening descriptor, to put in the child's stdio (and nowhere else). */
   fd: number;
+  /** The same listener as a Node server: a handle to send over an IPC channel (runner drivers). */
+  server: Server;
   /** Drops the host's copy (call once the child holds its own). Leaves `path` in place. */
   release(): Promise<void>;
 }
@@ -65,7 +67,7 @@ export async function createInheritedListener(path: string): Promise<InheritedLi
   }
   // Internal but stable: the libuv pipe's descriptor, for the child's stdio.
   const fd = (server as unknown as { _handle: { fd: number } })._handle.fd;
-  return { path, fd, release };
+  return { path, fd, server, release };
 }
 
 /** Removes a socket left by an earlier run; anything else at the path is refused (named by `field`). */
