@@ -73,6 +73,8 @@ interface Runner {
   proc: RunnerProcess;
   channel: RunnerChannel;
   instances: Map<string, IsolateInstance>;
+  /** The runner holds the bundle (sent once, with its first start). */
+  hasModules: boolean;
   idleTimer: NodeJS.Timeout | undefined;
 }
 
@@ -144,7 +146,7 @@ export function createIsolateDriver(options: IsolateDriverOptions) {
     });
     let readyResolve!: () => void;
     const ready = new Promise<void>((resolve) => (readyResolve = resolve));
-    const runner: Runner = { key, proc, channel: undefined as unknown as RunnerChannel, instances: new Map(), idleTimer: undefined };
+    const runner: Runner = { key, proc, channel: undefined as unknown as RunnerChannel, instances: new Map(), hasModules: false, idleTimer: undefined };
     runner.channel = createRunnerChannel(proc.child, (m) => {
       if (m.t === 'ready') return readyResolve();
       const inst = typeof m.id === 'string' ? runner.instances.get(m.id) : undefined;
@@ -217,7 +219,7 @@ export function createIsolateDriver(options: IsolateDriverOptions) {
     const entry = spec.args.find((a) => a.startsWith('/') && MODULE_FILE.test(a));
     if (entry === undefined) throw new ShoalError('invalid', `spec.args names no module to run (an absolute .mjs/.js path in the image): ${JSON.stringify(spec.args)}`, { field: 'args' });
     const modules = await readBundle(spec.rootfs, entry);
-    const key = createHash('sha256').update(entry).update(JSON.stringify(Object.entries(modules).sort(([a], [b]) => (a < b ? -1 : 1)))).digest('hex').slice(0, 16);
+    const key = bundleDigest(entry, modules);
     const runner = await runnerFor(key);
     clearTimeout(runner.idleTimer);
     await mkdir(spec.stateDir, { recursive: true });
@@ -234,13 +236,14 @@ export function createIsolateDriver(options: IsolateDriverOptions) {
           t: 'start',
           id: spec.id,
           entry,
-          modules,
+          ...(runner.hasModules ? {} : { modules }),
           env,
           memoryMb: Math.max(MIN_HEAP_MB, Math.floor(spec.resources.memoryBytes / (1024 * 1024))),
           messageCpuMs,
         },
         listener.server,
       );
+      runner.hasModules = true;
       // A program that fails while starting is a crash of the instance, as with the other drivers.
       if (!reply.ok) inst.settle({ t: 'exit', id: spec.id, reason: 'crashed', code: 1, message: `starting ${entry} failed: ${reply.message}` });
     } catch (e) {
@@ -362,6 +365,13 @@ async function readBundle(rootfs: string, entry: string): Promise<Record<string,
   }
   if (out[entry] === undefined) throw new ShoalError('invalid', `${entry} is not a module file in the image`, { field: 'args' });
   return out;
+}
+
+/** The service version a runner holds: the digest of the entry's name and every module file. */
+function bundleDigest(entry: string, modules: Record<string, string>): string {
+  const h = createHash('sha256').update(entry).update('\0');
+  for (const path of Object.keys(modules).sort()) h.update(path).update('\0').update(modules[path] as string).update('\0');
+  return h.digest('hex').slice(0, 16);
 }
 
 async function onPath(name: string): Promise<boolean> {

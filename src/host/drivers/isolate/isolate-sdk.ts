@@ -12,8 +12,8 @@
 
 export const BOOTSTRAP = String.raw`
 (() => {
-  const h = { log: __h_log, timer: __h_timer, clear: __h_clear, exit: __h_exit, importCall: __h_import, serving: __h_serving, env: __h_env, entry: __h_entry };
-  for (const k of ['__h_log', '__h_timer', '__h_clear', '__h_exit', '__h_import', '__h_serving', '__h_env', '__h_entry']) delete globalThis[k];
+  const h = { log: __h_log, timer: __h_timer, clear: __h_clear, exit: __h_exit, importCall: __h_import, serving: __h_serving, entry: __h_entry };
+  for (const k of ['__h_log', '__h_timer', '__h_clear', '__h_exit', '__h_import', '__h_serving', '__h_entry']) delete globalThis[k];
   const timers = new Map();
   let nextTimer = 1;
   const add = (fn, ms, args, repeat) => {
@@ -51,7 +51,7 @@ export const BOOTSTRAP = String.raw`
   const stream = { write: (s) => { h.log(String(s)); return true; } };
   const start = Date.now();
   const proc = {
-    env: h.env,
+    env: {},
     argv: ['node', h.entry],
     pid: 1,
     platform: 'linux',
@@ -73,6 +73,8 @@ export const BOOTSTRAP = String.raw`
     },
   };
   globalThis.process = proc;
+  // The instance's env arrives when a prepared isolate becomes an instance.
+  Object.defineProperty(globalThis, '__shoalSetEnv', { value: (env) => { proc.env = env; } });
   globalThis.__shoalHost = { importCall: h.importCall, serving: h.serving };
 })();
 `;
@@ -103,7 +105,15 @@ export async function serve(def, handlers, options = {}) {
   for (const [name, spec] of Object.entries(def.operations)) {
     const handler = handlers[name];
     if (typeof handler !== 'function') throw new TypeError('serve(' + def.name + '): no handler for operation ' + name);
-    operations.set(name, { name, handler, input: TypeCompiler.Compile(spec.input), output: validateOutput ? TypeCompiler.Compile(spec.output) : undefined });
+    // Checkers are compiled on an operation's first message: a start compiles none.
+    let input;
+    let output;
+    operations.set(name, {
+      name,
+      handler,
+      get input() { return (input ??= TypeCompiler.Compile(spec.input)); },
+      get output() { return validateOutput ? (output ??= TypeCompiler.Compile(spec.output)) : undefined; },
+    });
   }
   for (const name of Object.keys(handlers)) {
     if (!operations.has(name)) throw new TypeError('serve(' + def.name + '): handler ' + name + ' is for no operation');

@@ -10,8 +10,8 @@ export type ToRunner =
       id: string;
       /** The entry module's path inside the image, e.g. /app/service.mjs. */
       entry: string;
-      /** Every module file of the bundle, by its path inside the image. */
-      modules: Record<string, string>;
+      /** Every module file of the bundle, by its path inside the image (sent with a runner's first start). */
+      modules?: Record<string, string>;
       env: Record<string, string>;
       /** The isolate's heap limit (isolated-vm `memoryLimit`, MiB). */
       memoryMb: number;

@@ -21,6 +21,8 @@ import type { ExitMessage, FromRunner, ToRunner } from './messages.ts';
 const MAX_BODY_BYTES = 10 * 1024 * 1024;
 const SDK_INDEX_SUFFIX = '/.shoal/src/service/index.mjs';
 const TYPEBOX = '@sinclair/typebox';
+/** Modules that are not the service's own: evaluated ahead, in spares. */
+const LIBRARY = /\/\.shoal\/src\/service\/index\.mjs$|\/node_modules\/.*\.mjs$/;
 
 function send(m: FromRunner): void {
   process.send?.(m);
@@ -28,10 +30,24 @@ function send(m: FromRunner): void {
 
 type StartMessage = Extract<ToRunner, { t: 'start' }>;
 
+/** What every isolate of this runner runs: one service version. */
+interface Version {
+  entry: string;
+  modules: Record<string, string>;
+  memoryMb: number;
+  cpuMs: number;
+}
+
+/**
+ * One isolate. Made ahead of time as a spare (context, globals and the bundle's modules
+ * compiled and linked: most of a start's cost), and activated by a start: the instance's
+ * env is set, the entry module runs (it calls serve()), the listener is attached.
+ */
 class Component {
-  readonly id: string;
+  id = '';
   readonly isolate: ivm.Isolate;
   private context: ivm.Context | undefined;
+  private entryModule: ivm.Module | undefined;
   private dispatch: ivm.Reference | undefined;
   private fire: ivm.Reference | undefined;
   private readonly timers = new Map<number, NodeJS.Timeout>();
@@ -43,13 +59,11 @@ class Component {
   private serving = false;
   private readonly pendingImports = new Map<number, (r: { status: number; text: string }) => void>();
   readonly cpuMs: number;
+  private readonly m: Version;
 
-  private readonly m: StartMessage;
-
-  constructor(m: StartMessage) {
+  constructor(m: Version) {
     this.m = m;
-    this.id = m.id;
-    this.cpuMs = m.messageCpuMs;
+    this.cpuMs = m.cpuMs;
     this.isolate = new ivm.Isolate({ memoryLimit: m.memoryMb, onCatastrophicError: (msg) => this.end({ t: 'exit', id: this.id, reason: 'crashed', message: msg }) });
     this.http.requestTimeout = 60_000;
     this.http.on('connection', (s: Socket) => {
@@ -58,7 +72,8 @@ class Component {
     });
   }
 
-  async boot(): Promise<void> {
+  /** Everything of a start that does not depend on the instance. */
+  async prepare(): Promise<void> {
     const context = await this.isolate.createContext();
     this.context = context;
     const jail = context.global;
@@ -69,7 +84,6 @@ class Component {
     await jail.set('__h_exit', new ivm.Callback((code: number) => this.exitFromInside(code)));
     await jail.set('__h_serving', new ivm.Callback(() => (this.serving = true)));
     await jail.set('__h_import', new ivm.Callback((name: string, op: string, body: string) => this.importCall(name, op, body), { async: true }));
-    await jail.set('__h_env', new ivm.ExternalCopy(this.m.env).copyInto());
     await jail.set('__h_entry', this.m.entry);
     await jail.set(
       '__shoalHash',
@@ -81,13 +95,31 @@ class Component {
     );
     await jail.set('__shoalRandomUUID', new ivm.Callback(() => randomUUID()));
     await context.eval(BOOTSTRAP, { timeout: this.cpuMs });
-    const entry = await this.load(this.m.entry);
+    // The libraries (the SDK, TypeBox) run now, from a prelude module that imports them:
+    // they read nothing of the instance. The service's own modules are compiled now and
+    // run at activation, with the instance's env.
+    const libraries = Object.keys(this.m.modules).filter((p) => LIBRARY.test(p));
+    const prelude = await this.isolate.compileModule(libraries.map((p) => `import ${JSON.stringify(p)};`).join('\n'), { filename: 'file:///shoal/prelude.mjs' });
+    this.pathOf.set(prelude, '/shoal/prelude.mjs');
+    await prelude.instantiate(context, (spec, referrer) => this.resolve(spec, referrer));
+    await prelude.evaluate({ timeout: this.cpuMs });
+    this.entryModule = await this.load(this.m.entry);
+  }
+
+  /** Becomes instance `id`: its env, its program run until it serves, then its socket. */
+  async activate(id: string, env: Record<string, string>, server: NetServer): Promise<void> {
+    this.id = id;
+    const context = this.context as ivm.Context;
+    await context.evalClosure('__shoalSetEnv($0)', [env], { arguments: { copy: true }, timeout: this.cpuMs });
+    const entry = this.entryModule as ivm.Module;
     await entry.instantiate(context, (spec, referrer) => this.resolve(spec, referrer));
     await entry.evaluate({ timeout: this.cpuMs });
     if (this.ended) throw new Error(this.ended.message ?? `the service exited while starting (code ${this.ended.code})`);
     if (!this.serving) throw new Error(`${this.m.entry} ran to its end without calling serve()`);
-    this.dispatch = await jail.get('__shoalDispatch', { reference: true });
-    this.fire = await jail.get('__shoalFire', { reference: true });
+    this.dispatch = await context.global.get('__shoalDispatch', { reference: true });
+    this.fire = await context.global.get('__shoalFire', { reference: true });
+    this.listener = server;
+    server.on('connection', (s: Socket) => this.http.emit('connection', s));
   }
 
   // ---- Modules: the bundle's files, the SDK's index swapped for the isolate's, node: shims.
@@ -138,10 +170,6 @@ class Component {
   }
 
   // ---- Serving.
-  listen(server: NetServer): void {
-    this.listener = server;
-    server.on('connection', (s: Socket) => this.http.emit('connection', s));
-  }
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const url = req.url ?? '/';
@@ -275,6 +303,33 @@ class Component {
 }
 
 const components = new Map<string, Component>();
+let version: Version | undefined;
+/** One isolate prepared ahead for the next start of this version (most of a start's cost). */
+let spare: Promise<Component | undefined> | undefined;
+
+async function takeSpare(v: Version): Promise<Component | undefined> {
+  const s = spare;
+  spare = undefined;
+  const c = await s;
+  return c !== undefined && !c.isolate.isDisposed ? c : undefined;
+}
+
+function refillSpare(v: Version): void {
+  if (spare !== undefined) return;
+  spare = new Promise((resolve) => {
+    // After the reply has gone: the spare is made while the runner would idle.
+    setImmediate(() => {
+      const c = new Component(v);
+      c.prepare().then(
+        () => resolve(c),
+        () => {
+          if (!c.isolate.isDisposed) c.isolate.dispose();
+          resolve(undefined);
+        },
+      );
+    });
+  });
+}
 const importOwners = new Map<number, Component>();
 const shimCache = new Map<string, string>();
 
@@ -297,18 +352,28 @@ async function onMessage(m: ToRunner, handle: unknown): Promise<void> {
   switch (m.t) {
     case 'start': {
       if (components.has(m.id)) return send({ t: 'reply', seq: m.seq, ok: false, message: `instance ${m.id} is already running` });
-      const c = new Component(m);
-      components.set(m.id, c);
+      if (m.modules !== undefined) version = { entry: m.entry, modules: m.modules, memoryMb: m.memoryMb, cpuMs: m.messageCpuMs };
+      const v = version;
+      if (v === undefined) return send({ t: 'reply', seq: m.seq, ok: false, message: 'the runner has no bundle yet' });
+      const same = v.entry === m.entry && v.memoryMb === m.memoryMb && v.cpuMs === m.messageCpuMs;
+      const want: Version = same ? v : { ...v, entry: m.entry, memoryMb: m.memoryMb, cpuMs: m.messageCpuMs };
+      let c: Component | undefined;
       try {
-        await c.boot();
-        c.listen(handle as NetServer);
+        c = same ? await takeSpare(v) : undefined;
+        if (c === undefined) {
+          c = new Component(want);
+          await c.prepare();
+        }
+        components.set(m.id, c);
+        await c.activate(m.id, m.env, handle as NetServer);
         send({ t: 'reply', seq: m.seq, ok: true });
       } catch (e) {
         components.delete(m.id);
-        if (!c.isolate.isDisposed) c.isolate.dispose();
+        if (c !== undefined && !c.isolate.isDisposed) c.isolate.dispose();
         (handle as NetServer | undefined)?.close();
         send({ t: 'reply', seq: m.seq, ok: false, message: (e as Error).message ?? String(e) });
       }
+      if (same) refillSpare(v);
       return;
     }
     case 'stop': {
