@@ -224,9 +224,19 @@ class Component {
   private failed(e: unknown): void {
     if (this.ended) return;
     const message = (e as Error)?.message ?? String(e);
-    if (this.isolate.isDisposed || /memory limit/i.test(message)) this.end({ t: 'exit', id: this.id, reason: 'oom', message });
+    if (this.isolate.isDisposed || /memory limit/i.test(message) || this.nearHeapLimit()) this.end({ t: 'exit', id: this.id, reason: 'oom', message });
     else if (/timed out/i.test(message)) this.end({ t: 'exit', id: this.id, reason: 'killed', signal: 'SIGXCPU', message: `a message ran over its ${this.cpuMs} ms of CPU time` });
     else this.end({ t: 'exit', id: this.id, reason: 'crashed', code: 1, message });
+  }
+
+  /** A heap this full spends its time collecting: a CPU limit hit there is the memory's fault. */
+  private nearHeapLimit(): boolean {
+    try {
+      const h = this.isolate.getHeapStatisticsSync();
+      return h.used_heap_size + h.externally_allocated_size > 0.9 * h.heap_size_limit;
+    } catch {
+      return true; // disposed meanwhile: by the memory limit
+    }
   }
 
   private exitFromInside(code: number): void {
