@@ -17,3 +17,4 @@ export { assembleNodeRootfs } from './templates/node-rootfs.ts';
 export { debootstrapRootfs, aptInstallInto } from './templates/debian-rootfs.ts';
 export { requestGc } from './gc-client.ts';
 export { bundleService, buildServiceImage, findImports, type BundleOptions, type BundleResult } from './sdk-bundle.ts';
+export { buildComponentImage, componentDriverOf, isComponentDriver, COMPONENT_DRIVERS, DRIVER_LABEL, ENTRY_LABEL, type ComponentDriver } from './component-image.ts';

@@ -104,6 +104,7 @@ export const RootfsSpecSchema = Type.Object({
     cwd: Type.String(),
     user: Type.Optional(Type.String()),
   }),
+  driver: Type.Optional(Type.String()),
 });
 
 export { ErrorBodySchema as ErrorReply } from './error-body.ts';

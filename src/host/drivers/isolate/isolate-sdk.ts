@@ -179,12 +179,12 @@ export const EOL = '\n';
 export default { hostname, networkInterfaces, platform, EOL };
 `,
   crypto: String.raw`
-const hash = globalThis.__shoalHash;
+const hostHash$ = globalThis.__shoalHash;
 export function createHash(algorithm) {
   const parts = [];
   const h = {
     update(data) { parts.push(typeof data === 'string' ? data : String.fromCharCode(...data)); return h; },
-    digest(encoding) { return hash(algorithm, parts, encoding ?? 'hex'); },
+    digest(encoding) { return hostHash$(algorithm, parts, encoding ?? 'hex'); },
   };
   return h;
 }
