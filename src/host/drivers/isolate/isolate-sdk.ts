@@ -12,7 +12,9 @@
 
 export const BOOTSTRAP = String.raw`
 (() => {
-  const h = { log: __h_log, timer: __h_timer, clear: __h_clear, exit: __h_exit, importCall: __h_import, serving: __h_serving, entry: __h_entry };
+  const importRef = __h_import;
+  const importCall = (name, op, body) => importRef.apply(undefined, [String(name), String(op), String(body)], { result: { promise: true, copy: true } });
+  const h = { log: __h_log, timer: __h_timer, clear: __h_clear, exit: __h_exit, importCall, serving: __h_serving, entry: __h_entry };
   for (const k of ['__h_log', '__h_timer', '__h_clear', '__h_exit', '__h_import', '__h_serving', '__h_entry']) delete globalThis[k];
   const timers = new Map();
   let nextTimer = 1;

@@ -83,7 +83,8 @@ class Component {
     await jail.set('__h_clear', new ivm.Callback((tid: number) => this.clearTimer(tid)));
     await jail.set('__h_exit', new ivm.Callback((code: number) => this.exitFromInside(code)));
     await jail.set('__h_serving', new ivm.Callback(() => (this.serving = true)));
-    await jail.set('__h_import', new ivm.Callback((name: string, op: string, body: string) => this.importCall(name, op, body), { async: true }));
+    // A Reference, not a Callback: the isolate awaits the host's promise (result.promise).
+    await jail.set('__h_import', new ivm.Reference((name: string, op: string, body: string) => this.importCall(name, op, body)));
     await jail.set('__h_entry', this.m.entry);
     await jail.set(
       '__shoalHash',
@@ -280,7 +281,7 @@ class Component {
     const resolve = this.pendingImports.get(seq);
     this.pendingImports.delete(seq);
     importOwners.delete(seq);
-    resolve?.(new ivm.ExternalCopy(r).copyInto() as never);
+    resolve?.(r);
   }
 
   stats(): { memoryBytes: number; cpuNanos: number } {
