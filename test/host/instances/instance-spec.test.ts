@@ -57,3 +57,12 @@ test('user: numbers as given, names from the image, nobody when unset, unknown n
   await assert.rejects(resolveUser(root, 'app:nogroup'), (e: any) => e.code === 'invalid' && /nogroup/.test(e.message));
   await assert.rejects(resolveUser(join(root, 'missing'), 'app'), (e: any) => e.code === 'invalid', 'no passwd: no names');
 });
+
+test('a component image runs only on the driver its label names', () => {
+  const base = { id: 'echo-1', rootfs: { ...rootfs, driver: 'isolate' }, rootPath: '/root', paths, user: { uid: 1, gid: 2 }, hostPaths: false };
+  assert.throws(
+    () => buildSpec({ ...base, plan: plan({ driver: 'runc' }) }),
+    (e: any) => e.code === 'invalid' && e.field === 'driver' && /isolate component/.test(e.message),
+  );
+  assert.deepEqual(buildSpec({ ...base, plan: plan({ driver: 'isolate' }) }).args, ['/bin/app']);
+});
