@@ -21,6 +21,7 @@ import { composeFigures, formatComposeBench, runComposeBench } from './compose.t
 import { formatFaultsBench, runFaultsBench } from './faults.ts';
 import { formatValidationBench, runValidationBench } from './validation.ts';
 import { formatSlowClientsBench, runSlowClientsBench } from './slow-clients.ts';
+import { formatComponentsBench, runComponentsBench } from './components.ts';
 import { fig, type Figure, type ReportJson, type ReportSection } from './lib/figures.ts';
 import { formatMeta, reportMeta } from './lib/report-meta.ts';
 
@@ -165,6 +166,14 @@ const SECTIONS: Section[] = [
     async run() {
       log('slow-clients: 20,000 half-sent requests from one client, and everyone else');
       return { text: formatSlowClientsBench(await runSlowClientsBench({ connections: 20_000, log }), 20_000) };
+    },
+  },
+  {
+    name: 'components',
+    title: 'Components: echo on the process, runc and isolate drivers (issue 13)',
+    async run() {
+      log('components: cold start, messages/s, isolate density');
+      return { text: formatComponentsBench(await runComponentsBench({ log })) };
     },
   },
 ];

@@ -15,7 +15,7 @@
 // process with the same channel, no isolation of its own. The driver says so in its
 // fingerprint.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, lstatSync, readlinkSync, realpathSync } from 'node:fs';
+import { existsSync, lstatSync, readFileSync, readlinkSync, realpathSync } from 'node:fs';
 import { mkdir, open, rm, symlink, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { ShoalError } from '../../../protocol/index.ts';
@@ -72,6 +72,15 @@ export const NODE_DIR_INSIDE = '/shoal/node';
 /** The node binary this host runs, as the runner will run it (inside its root or on the host). */
 export function nodeBinary(confinement: Confinement): string {
   return confinement === 'runc' ? `${NODE_DIR_INSIDE}/node` : process.execPath;
+}
+
+/** Descriptors a runner may hold (its instances' listeners and connections). */
+const RUNNER_NOFILE = 65536;
+
+/** This process's hard limit on descriptors (a runner cannot be given more without CAP_SYS_RESOURCE). */
+function hardNofile(): number {
+  const m = /^Max open files\s+\S+\s+(\d+)/m.exec(readFileSync('/proc/self/limits', 'utf8'));
+  return m ? Number(m[1]) : 1024;
 }
 
 /** Host directories holding the libraries node links against (read-only in the runner). */
@@ -163,6 +172,10 @@ async function writeRuncBundle(o: RunnerLaunchOptions, bundle: string): Promise<
     },
     { cgroupsPath: o.cgroupsPath as string, seccomp: true },
   );
+  // One runner holds every instance's listening socket and connections: more than the
+  // 1024 descriptors an instance gets.
+  const nofile = Math.min(RUNNER_NOFILE, hardNofile());
+  config.process.rlimits = [{ type: 'RLIMIT_NOFILE', hard: nofile, soft: nofile }];
   // The runner's listener variables are not ours: the channel is not a listening socket.
   config.process.env = config.process.env.filter((kv) => !kv.startsWith('LISTEN_'));
   config.root = { path: root, readonly: true };
