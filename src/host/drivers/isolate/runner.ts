@@ -100,6 +100,8 @@ class Component {
     // they read nothing of the instance. The service's own modules are compiled now and
     // run at activation, with the instance's env.
     const libraries = Object.keys(this.m.modules).filter((p) => LIBRARY.test(p));
+    // The built-ins the service imports (their shims read nothing of the instance either).
+    for (const code of Object.values(this.m.modules)) for (const m of code.matchAll(/\bfrom\s*['"](node:[\w/]+)['"]/g)) libraries.push(m[1] as string);
     const prelude = await this.isolate.compileModule(libraries.map((p) => `import ${JSON.stringify(p)};`).join('\n'), { filename: 'file:///shoal/prelude.mjs' });
     this.pathOf.set(prelude, '/shoal/prelude.mjs');
     await prelude.instantiate(context, (spec, referrer) => this.resolve(spec, referrer));
@@ -266,16 +268,14 @@ class Component {
     this.timers.delete(tid);
   }
 
-  private importSeq = 0;
   private importCall(name: string, op: string, body: string): Promise<{ status: number; text: string }> {
-    const seq = ++this.importSeq + this.idSeqBase;
+    const seq = ++importSeq;
     return new Promise((resolve) => {
       this.pendingImports.set(seq, resolve);
       importOwners.set(seq, this);
       send({ t: 'import', seq, id: this.id, name, op, body });
     });
   }
-  private readonly idSeqBase = Math.floor(Math.random() * 1e9) * 1000;
 
   importReply(seq: number, r: { status: number; text: string }): void {
     const resolve = this.pendingImports.get(seq);
@@ -341,7 +341,9 @@ function refillSpare(v: Version): void {
     });
   });
 }
+/** Import calls in flight, by their seq (one counter for the runner: replies name only the seq). */
 const importOwners = new Map<number, Component>();
+let importSeq = 0;
 const shimCache = new Map<string, string>();
 
 /** A module for a built-in: a real one for os/crypto's few functions, else every export throws when called. */
