@@ -22,6 +22,7 @@ import { formatFaultsBench, runFaultsBench } from './faults.ts';
 import { formatValidationBench, runValidationBench } from './validation.ts';
 import { formatSlowClientsBench, runSlowClientsBench } from './slow-clients.ts';
 import { formatComponentsBench, runComponentsBench } from './components.ts';
+import { runComponentsProviderBench } from './components-provider.ts';
 import { fig, type Figure, type ReportJson, type ReportSection } from './lib/figures.ts';
 import { formatMeta, reportMeta } from './lib/report-meta.ts';
 
@@ -173,7 +174,10 @@ const SECTIONS: Section[] = [
     title: 'Components: echo on the process, runc and isolate drivers (issue 13)',
     async run() {
       log('components: cold start, messages/s, isolate density');
-      return { text: formatComponentsBench(await runComponentsBench({ log })) };
+      const drivers = formatComponentsBench(await runComponentsBench({ log }));
+      const viaProvider = await runComponentsProviderBench({ log });
+      const rows = Object.entries(viaProvider).map(([d, v]) => `| ${d} | ${v.toFixed(0)} |`);
+      return { text: `${drivers}\n\nThrough the provider (16 concurrent callers, 3 s, one host offering every driver):\n\n| driver | messages/s |\n|---|---|\n${rows.join('\n')}` };
     },
   },
 ];
