@@ -218,8 +218,7 @@ export function createIsolateDriver(options: IsolateDriverOptions) {
     if (live.has(spec.id)) throw new ShoalError('conflict', `instance ${spec.id} is already running`, { field: 'id' });
     const entry = spec.args.find((a) => a.startsWith('/') && MODULE_FILE.test(a));
     if (entry === undefined) throw new ShoalError('invalid', `spec.args names no module to run (an absolute .mjs/.js path in the image): ${JSON.stringify(spec.args)}`, { field: 'args' });
-    const modules = await readBundle(spec.rootfs, entry);
-    const key = bundleDigest(entry, modules);
+    const { modules, key } = await bundleOf(spec.rootfs, entry);
     const runner = await runnerFor(key);
     clearTimeout(runner.idleTimer);
     await mkdir(spec.stateDir, { recursive: true });
@@ -252,6 +251,26 @@ export function createIsolateDriver(options: IsolateDriverOptions) {
       await listener.release();
     }
     return inst;
+  }
+
+  /**
+   * The bundle and its digest, read once per root tree: the agent gives isolate instances
+   * of one image the same flat tree (host-owned, never written). The entry file's inode,
+   * size and mtime guard against a tree replaced at the same path.
+   */
+  const bundles = new Map<string, { stamp: string; modules: Record<string, string>; key: string }>();
+  async function bundleOf(rootfs: string, entry: string): Promise<{ modules: Record<string, string>; key: string }> {
+    const st = await lstat(join(rootfs, entry)).catch(() => undefined);
+    const stamp = st ? `${st.dev}:${st.ino}:${st.size}:${st.mtimeMs}` : '';
+    const cacheKey = `${rootfs}\0${entry}`;
+    const hit = bundles.get(cacheKey);
+    if (hit !== undefined && st !== undefined && hit.stamp === stamp) return hit;
+    const modules = await readBundle(rootfs, entry);
+    const found = { stamp, modules, key: bundleDigest(entry, modules) };
+    bundles.set(cacheKey, found);
+    // Bounded: an entry per image tree in use (overlay roots, one per instance, would grow it).
+    if (bundles.size > 256) bundles.delete(bundles.keys().next().value as string);
+    return found;
   }
 
   async function recover(known: Array<{ id: string; stateDir: string }>): Promise<RecoveredInstance[]> {
