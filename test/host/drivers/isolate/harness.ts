@@ -3,17 +3,19 @@
 // a flat rootfs all instances share (the agent would mount the image per instance).
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { chmod, mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, rm, rmdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
+import { cgroupPathsOf } from '../../../../src/host/drivers/runc/cgroups.ts';
 import { createIsolateDriver, type IsolateDriverOptions } from '../../../../src/host/drivers/isolate/index.ts';
 import { bundleService } from '../../../../src/image/index.ts';
 import type { ContractInstance } from '../contract.ts';
 
 const run = promisify(execFile);
 export const isolateFixture = fileURLToPath(new URL('../../fixtures/isolate-service.ts', import.meta.url));
+const CGROUP_PARENT = `shoal-test-iso-${process.pid}`;
 /** A short CPU budget, so the limit test is quick. */
 export const MESSAGE_CPU_MS = 1000;
 
@@ -42,9 +44,12 @@ export function createIsolateHarness(): IsolateHarness {
     },
     async tearDown() {
       await rm(dir, { recursive: true, force: true });
+      // The parent cgroup runc made for the runners (empty by now).
+      const own = await cgroupPathsOf(process.pid).catch(() => ({ v1: {}, unified: undefined }));
+      for (const p of new Set([...Object.values(own.v1), ...(own.unified ? [own.unified] : [])])) await rmdir(join(p, CGROUP_PARENT)).catch(() => undefined);
     },
     driver(extra = {}) {
-      return createIsolateDriver({ dataDir: join(dir, 'data'), messageCpuMs: MESSAGE_CPU_MS, runnerIdleMs: 1000, cgroupParent: `shoal-test-${process.pid}`, log: () => undefined, ...extra });
+      return createIsolateDriver({ dataDir: join(dir, 'data'), messageCpuMs: MESSAGE_CPU_MS, runnerIdleMs: 1000, cgroupParent: CGROUP_PARENT, log: () => undefined, ...extra });
     },
     async instance(id) {
       const base = join(dir, 'i', id);
