@@ -23,6 +23,8 @@ import { formatValidationBench, runValidationBench } from './validation.ts';
 import { formatSlowClientsBench, runSlowClientsBench } from './slow-clients.ts';
 import { cliCallFigures, formatCliCallBench, runCliCallBench } from './cli-call.ts';
 import { runWasmBench } from './wasm.ts';
+import { formatComponentsBench, runComponentsBench } from './components.ts';
+import { runComponentsProviderBench } from './components-provider.ts';
 import { fig, type Figure, type ReportJson, type ReportSection } from './lib/figures.ts';
 import { formatMeta, reportMeta } from './lib/report-meta.ts';
 
@@ -183,6 +185,17 @@ const SECTIONS: Section[] = [
       log('cli-call: shoal call (as the README says, and the slower ways) vs curl, interleaved');
       const r = await runCliCallBench({ runs: 30, log });
       return { text: formatCliCallBench(r), figures: cliCallFigures(r) };
+      },
+    },
+    {
+    name: 'components',
+    title: 'Components: echo on the process, runc and isolate drivers (issue 13)',
+    async run() {
+      log('components: cold start, messages/s, isolate density');
+      const drivers = formatComponentsBench(await runComponentsBench({ log }));
+      const viaProvider = await runComponentsProviderBench({ log });
+      const rows = Object.entries(viaProvider).map(([d, v]) => `| ${d} | ${v.toFixed(0)} |`);
+      return { text: `${drivers}\n\nThrough the provider (16 concurrent callers, 3 s, one host offering every driver):\n\n| driver | messages/s |\n|---|---|\n${rows.join('\n')}` };
     },
   },
 ];

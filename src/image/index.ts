@@ -20,3 +20,4 @@ export { requestGc } from './gc-client.ts';
 export { bundleService, buildServiceImage, findImports, type BundleOptions, type BundleResult } from './sdk-bundle.ts';
 export { mirrorForeignImage, mirrorRepository, mirrorRef, type MirroredImage, type MirrorLimits } from './foreign-image.ts';
 export { authorizeRegistry, credentialsFor, listLogins, saveLogin, removeLogin, registryBaseUrl, type RegistryCredentials } from './registry-auth.ts';
+export { buildComponentImage, componentDriverOf, isComponentDriver, COMPONENT_DRIVERS, DRIVER_LABEL, ENTRY_LABEL, type ComponentDriver } from './component-image.ts';

@@ -4,7 +4,7 @@
 import { createHash } from 'node:crypto';
 import { Value } from '@sinclair/typebox/value';
 import type { Digest } from '../protocol/index.ts';
-import { ShoalError, formatImageRef, parseImageRef, type ImageRef, ImageConfig, type RootfsSpec } from '../protocol/index.ts';
+import { COMPONENT_DRIVER_LABEL, ShoalError, formatImageRef, parseImageRef, type ImageRef, ImageConfig, type RootfsSpec } from '../protocol/index.ts';
 import { hostPlatform, MAX_MANIFEST_BYTES, resolveImageManifest, type Platform } from './oci-layout.ts';
 import type { RegistryClient } from './registry-client.ts';
 
@@ -64,8 +64,7 @@ export async function resolveRemoteImage(
       cwd: c.WorkingDir || '/',
       user: c.User || undefined,
     },
-    // Component images name their driver (src/image/component-build.ts); placement follows it.
-    ...(typeof c.Labels?.['dev.shoal.driver'] === 'string' ? { driver: c.Labels['dev.shoal.driver'] } : {}),
+    ...(c.Labels?.[COMPONENT_DRIVER_LABEL] ? { driver: c.Labels[COMPONENT_DRIVER_LABEL] } : {}),
   };
 }
 

@@ -100,12 +100,17 @@ export type ImageConfig = Static<typeof ImageConfig>;
  * What the image part hands a host to build a root file system: the layers in order
  * (lowest first) and what the config says to run. The host needs nothing else of OCI.
  */
+/** Image config label naming the driver a component image is for (issue 13): `isolate`, `wasm`. */
+export const COMPONENT_DRIVER_LABEL = 'dev.shoal.driver';
+/** Image config label naming a component image's entry module (also its Cmd). */
+export const COMPONENT_ENTRY_LABEL = 'dev.shoal.entry';
+
 export interface RootfsSpec {
   /** Manifest digest: what a deployment records. */
   manifestDigest: string;
   configDigest: string;
   layers: Array<{ digest: string; diffId: string; size: number; mediaType: string }>;
   process: { args: string[]; env: string[]; cwd: string; user: string | undefined };
-  /** The driver a component image asks for (its config label dev.shoal.driver), e.g. wasm. */
+  /** A component image's driver (its COMPONENT_DRIVER_LABEL): only that driver runs it. Unset for ordinary images. */
   driver?: string;
 }

@@ -6,7 +6,26 @@ import { place, type HostView, type PlacementRequest, type RequiredCapabilities 
 import type { PoolHost } from './host-pool.ts';
 import type { RouteEndpoint, ServiceEntry } from './routing-table.ts';
 import type { RemoteImage } from '../image/index.ts';
-import type { DeploymentPlan, ImportBinding, DriverName } from '../protocol/index.ts';
+import { ShoalError, type DeploymentPlan, type ImportBinding, type DriverName, type Isolation } from '../protocol/index.ts';
+
+/** Drivers that run component images (bundles without a runtime), by their isolation. */
+const COMPONENT_ISOLATIONS: ReadonlySet<Isolation> = new Set(['isolate', 'wasm']);
+
+/**
+ * The driver a service's instances need: a component image's own driver (its label),
+ * else the service's `driver` (unset: the host's default). A service that names another
+ * driver than its component image is refused.
+ */
+export function requiredDriver(entry: ServiceEntry, image: RemoteImage): DriverName | undefined {
+  const named = entry.description.driver;
+  if (image.driver === undefined) return named;
+  if (named !== undefined && named !== image.driver) {
+    throw new ShoalError('invalid', `service ${entry.name}: its image is a ${image.driver} component, which only the ${image.driver} driver runs, but the service names driver ${named}`, {
+      field: 'driver',
+    });
+  }
+  return image.driver;
+}
 
 export interface Pick {
   host: string;
@@ -31,7 +50,8 @@ export function hostViews(hosts: readonly PoolHost[], endpoints: readonly RouteE
       load: { instances: r.load.instances, inFlight: r.load.inFlight },
       cachedLayers: new Set(r.layers.map((l) => l.digest)),
       drivers: r.drivers
-        .filter((d) => driver === undefined || d.name === driver)
+        // No driver asked for: an ordinary image, which component drivers cannot run.
+        .filter((d) => (driver === undefined ? !COMPONENT_ISOLATIONS.has(d.capabilities.isolation) : d.name === driver))
         .map((d) => ({
           key: d.name,
           isDefault: d.default,
@@ -87,6 +107,10 @@ export function choosePlacements(
 ): { picks: Pick[]; refusal: string | undefined } {
   const picks: Pick[] = [];
   let refusal: string | undefined;
+  if (image.driver !== undefined && [...views.values()].every((v) => v.drivers.length === 0)) {
+    const name = `${image.repository}@${image.manifestDigest}`;
+    return { picks, refusal: `image ${name} is a ${image.driver} component: no host in the pool offers the ${image.driver} driver (start a host with --driver ${image.driver})` };
+  }
   for (let i = 0; i < count; i++) {
     // With several replicas at once, prefer distinct hosts: spread unless told otherwise.
     const req = placementRequest(entry, image, exclude);

@@ -11,7 +11,7 @@ import { randomUUID } from 'node:crypto';
 import type { InFlightTracker } from './balancer/index.ts';
 import type { AttemptResult } from './cold-start.ts';
 import type { Claims } from './claims.ts';
-import { choosePlacements, hostViews, planFor } from './deploy-plan.ts';
+import { choosePlacements, hostViews, planFor, requiredDriver } from './deploy-plan.ts';
 import type { HostPool, Logger, PoolHost } from './host-pool.ts';
 import type { DeploymentRecord, Registry } from './registry/index.ts';
 import type { RemovalReason, RouteEndpoint, RoutingTable, ServiceEntry } from './routing-table.ts';
@@ -139,7 +139,7 @@ export function createDeployer(options: DeployerOptions): Deployer {
       } catch (e) {
         if (connectionRefused(e) && moved < 2) {
           pool.unreachable(host.id);
-          const views = hostViews(pool.placeable(), table.endpoints(entry.name), entry.description.driver ?? image.driver);
+          const views = hostViews(pool.placeable(), table.endpoints(entry.name), requiredDriver(entry, image));
           const next = choosePlacements(entry, image, 1, [host.id], views, rand).picks[0];
           if (next !== undefined) {
             log.warn({ service: entry.name, host: host.id, to: next.host }, 'a host refused the connection; deploying on another');
@@ -161,7 +161,7 @@ export function createDeployer(options: DeployerOptions): Deployer {
   async function run(entry: ServiceEntry, count: number, mode: 'cold' | 'add', exclude: readonly string[], timing: Timing): Promise<Attempt> {
     const placeStart = performance.now() - timing.t0;
     const image = await images.resolve(entry.description.image);
-    const views = hostViews(pool.placeable(), table.endpoints(entry.name), entry.description.driver ?? image.driver);
+    const views = hostViews(pool.placeable(), table.endpoints(entry.name), requiredDriver(entry, image));
     const { picks, refusal } = choosePlacements(entry, image, count, exclude, views, rand);
     if (picks.length === 0) return { ready: [], deployments: [], errors: [refusal ?? 'no host'], failedHosts: [], noHost: refusal ?? 'no host' };
     const claim = await claims.claim({ service: entry.name, version: entry.version, mode, hostId: picks[0]!.host });

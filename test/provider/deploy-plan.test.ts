@@ -3,7 +3,7 @@
 // placement request from a description, and the plan a host is sent.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { choosePlacements, hostViews, placementRequest, planFor } from '../../src/provider/deploy-plan.ts';
+import { choosePlacements, hostViews, placementRequest, planFor, requiredDriver } from '../../src/provider/deploy-plan.ts';
 import type { PoolHost } from '../../src/provider/host-pool.ts';
 import { compileService, type RouteEndpoint } from '../../src/provider/routing-table.ts';
 import type { RemoteImage } from '../../src/image/index.ts';
@@ -96,4 +96,23 @@ test('a service on TCP $PORT: the plan carries listen and the readiness path, an
   const refused = choosePlacements(web, image, 1, [], hostViews([poolHost('a')], [], undefined), () => 0);
   assert.equal(refused.picks.length, 0);
   assert.match(refused.refusal ?? '', /servesPort/);
+});
+
+test('a component image needs its own driver: placed only where a host offers it, refused with the driver named otherwise', () => {
+  const component: RemoteImage = { ...image, driver: 'isolate' };
+  assert.equal(requiredDriver(entry(), component), 'isolate', 'the image label decides when the service names no driver');
+  assert.equal(requiredDriver(entry({ driver: 'isolate' }), component), 'isolate');
+  assert.equal(requiredDriver(entry({ driver: 'runc' }), image), 'runc', 'an ordinary image: the service’s driver');
+  assert.throws(() => requiredDriver(entry({ driver: 'runc' }), component), (e: { code?: string; message: string }) => e.code === 'invalid' && /isolate component/.test(e.message));
+  // No host offers isolate: the refusal names it.
+  const none = choosePlacements(entry(), component, 1, [], hostViews([poolHost('a')], [], 'isolate'), () => 0);
+  assert.deepEqual(none.picks, []);
+  assert.match(none.refusal ?? '', /isolate component: no host in the pool offers the isolate driver/);
+  // A host that offers it is picked, with that driver.
+  const withIsolate = poolHost('b');
+  (withIsolate.report as unknown as { drivers: unknown[] }).drivers.push({ name: 'isolate', default: false, fingerprint: { healthy: true }, capabilities: { ...capabilities, isolation: 'isolate' } });
+  const one = choosePlacements(entry(), component, 1, [], hostViews([poolHost('a'), withIsolate], [], 'isolate'), () => 0);
+  assert.deepEqual(one.picks.map((p) => [p.host, p.driver]), [['b', 'isolate']]);
+  // An ordinary image is never given to a component driver.
+  assert.deepEqual(hostViews([withIsolate], [], undefined).get('b')!.drivers.map((d) => d.key), ['runc', 'process']);
 });

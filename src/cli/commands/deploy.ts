@@ -52,13 +52,16 @@ export function registerDeployCommand(program: Command): void {
     const token = resolveToken(opts);
     const storeBase = opts.store || process.env.SHOAL_STORE || providerUrl(opts); // an empty SHOAL_STORE is unset
     const client = image.createRegistryClient({ baseUrl: storeBase, ...(token === undefined ? {} : { token }) });
+    const say = (line: string) => void (opts.json ? undefined : process.stderr.write(`${line}\n`));
+    const component = isEntry && image.isComponentDriver(description.driver);
     const template = parseImageRef(opts.template ?? `template://node/${process.versions.node.split('.')[0]}`, 'template');
-    if (!(await client.getManifest(template.repository, template.tag ?? 'latest'))) {
+    if (!component && !(await client.getManifest(template.repository, template.tag ?? 'latest'))) {
       throw new ShoalError('not-found', `the store at ${storeBase} has no ${opts.template ?? formatImageRef(template)}: shoal up builds it on first start, or shoal template node`, { field: 'template' });
     }
-    const say = (line: string) => void (opts.json ? undefined : process.stderr.write(`${line}\n`));
-    say(`building ${formatImageRef(ref)} on ${formatImageRef(template)}…`);
-    const built = isEntry
+    say(component ? `building ${formatImageRef(ref)} as a ${description.driver} component…` : `building ${formatImageRef(ref)} on ${formatImageRef(template)}…`);
+    const built = component
+      ? await image.buildComponentImage({ client, entry: path, ref, driver: description.driver as string })
+      : isEntry
       ? await image.buildServiceImage({ client, entry: path, template, ref, owner: { uid: 0, gid: 0 } })
       : await image.buildImage({ client, source: path, template, ref, owner: { uid: 0, gid: 0 }, process: opts.cmd ? { cmd: opts.cmd.trim().split(/\s+/) } : {} });
     say(`  pushed ${built.reference}: overlay ${formatBytes(built.layer.size)} of ${formatBytes(built.imageSize)}`);

@@ -53,7 +53,8 @@ export function registerImageCommands(program: Command): void {
           'PATH is a directory laid out from / or a TypeScript service entry (bundled with shoal/service); ' +
           'a .wasm or .wat module becomes a wasm component image (no template)',
       )
-      .option('--template <ref>', 'template to build on, e.g. template://node/24 (directories and service entries)')
+      .option('--template <ref>', 'template to build on, e.g. template://node/24 (required but with --driver isolate)')
+      .option('--driver <name>', 'build a component image for this driver (isolate): the bundle alone, no template; PATH is a service entry')
       .requiredOption('--tag <name:tag>', 'name of the new image')
       .option('--whole-root', 'DIR is a complete root: what it lacks of the template is deleted (OCI whiteouts)')
       .option('--cmd <cmd>', 'command to run (JSON array or words)')
@@ -65,7 +66,7 @@ export function registerImageCommands(program: Command): void {
   ).action(
     async (
       dir: string,
-      opts: { store?: string; json?: boolean; template?: string; tag: string; wholeRoot?: boolean; cmd?: string; entrypoint?: string; env?: string[]; workdir?: string; user?: string; owner?: string },
+      opts: { store?: string; json?: boolean; template?: string; driver?: string; tag: string; wholeRoot?: boolean; cmd?: string; entrypoint?: string; env?: string[]; workdir?: string; user?: string; owner?: string },
     ) => {
       const ref = parseImageRef(opts.tag, 'tag');
       if (/\.(wasm|wat)$/.test(dir)) {
@@ -74,7 +75,16 @@ export function registerImageCommands(program: Command): void {
         printResult(opts, built, () => `${formatImageRef(ref)} = ${built.reference} (wasm component, ${formatBytes(built.imageSize)})`);
         return;
       }
-      if (opts.template === undefined) throw new ShoalError('invalid', '--template is required to build a directory or a service entry', { field: 'template' });
+      if (opts.driver !== undefined) {
+        if (opts.template !== undefined || opts.wholeRoot || opts.cmd || opts.entrypoint || opts.workdir || opts.user || opts.owner) {
+          throw new ShoalError('invalid', 'a component image (--driver) is its bundle alone: --template, --whole-root, --cmd, --entrypoint, --workdir, --user and --owner do not apply', { field: 'driver' });
+        }
+        const { buildComponentImage } = await import('../../image/index.ts');
+        const built = await buildComponentImage({ client: await client(opts), entry: dir, ref, driver: opts.driver, ...(opts.env ? { env: opts.env } : {}) });
+        printResult(opts, built, () => `${formatImageRef(ref)} = ${built.reference}\n${opts.driver} component: ${built.bundle.files.length} files, ${formatBytes(built.layer.size)} (entry ${built.bundle.entry})`);
+        return;
+      }
+      if (opts.template === undefined) throw new ShoalError('invalid', '--template is required (or --driver isolate for a component image)', { field: 'template' });
       const template = parseImageRef(opts.template, 'template');
       const cmd = parseCommand(opts.cmd, 'cmd');
       const entrypoint = parseCommand(opts.entrypoint, 'entrypoint');

@@ -4,6 +4,7 @@ import { constants } from 'node:fs';
 import { access } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Driver } from './driver.ts';
+import { createIsolateDriver } from './isolate/index.ts';
 import { createProcessDriver } from './process/index.ts';
 import { createRuncDriver } from './runc/index.ts';
 import { createWasmDriver } from './wasm/index.ts';
@@ -25,6 +26,7 @@ export const drivers = {
     createRuncDriver({ runcRoot: join(s.dataDir, 'runc'), ...s.runc, ...(s.log === undefined ? {} : { log: s.log }) }),
   process: (s: DriverSettings): Driver => createProcessDriver(s.log === undefined ? {} : { log: s.log }),
   wasm: (s: DriverSettings): Driver => createWasmDriver(s.log === undefined ? {} : { log: s.log }),
+  isolate: (s: DriverSettings): Driver => createIsolateDriver({ dataDir: s.dataDir, ...(s.log === undefined ? {} : { log: s.log }) }),
 } as const satisfies Record<string, (settings: DriverSettings) => Driver>;
 
 /** The drivers this code has; the wire's DriverName (src/protocol/driver.ts) is any name. */
@@ -37,6 +39,8 @@ export function isDriverName(name: string): name is DriverName {
 }
 
 export { capabilities as processCapabilities } from './process/index.ts';
+export { capabilities as isolateCapabilities } from './isolate/index.ts';
+export type { IsolateDriverOptions } from './isolate/index.ts';
 export { capabilities as runcCapabilities, ensureShim } from './runc/index.ts';
 export { capabilities as wasmCapabilities, STATE_MEDIA_TYPE as WASM_STATE_MEDIA_TYPE } from './wasm/index.ts';
 export type { ProcessDriverOptions } from './process/index.ts';

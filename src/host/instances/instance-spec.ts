@@ -51,6 +51,10 @@ export function buildSpec(input: SpecInput): InstanceSpec {
     logFile: paths.logFile,
     stateDir: paths.stateDir,
   };
+  // A component image is a bundle for one driver (its label); no other driver can run it.
+  if (rootfs.driver !== undefined && rootfs.driver !== plan.driver) {
+    throw new ShoalError('invalid', `image ${plan.image} is a ${rootfs.driver} component: only the ${rootfs.driver} driver runs it, and this plan asks for ${plan.driver ?? "the host's default driver"}`, { field: 'driver' });
+  }
   if (spec.args.length === 0) throw new ShoalError('invalid', `image ${plan.image} names no program to run, and the plan gives no args`, { field: 'args' });
   return spec;
 }

@@ -26,9 +26,12 @@ export interface PreparedInstance {
   mountEnd: number;
 }
 
-/** Drivers without isolation run from a flat tree; the others from an overlay mount. */
+/**
+ * Drivers without isolation run from a flat tree, and so do isolates (their driver only
+ * reads the bundle; an isolate has no file system to write to); the others from an overlay mount.
+ */
 export function cacheModeOf(driver: Pick<Driver, 'capabilities'>): CacheMode {
-  return driver.capabilities.isolation === 'none' ? 'flat' : 'overlay';
+  return driver.capabilities.isolation === 'none' || driver.capabilities.isolation === 'isolate' ? 'flat' : 'overlay';
 }
 
 /** `onPulled` marks the end of pull+unpack for the timeline. */

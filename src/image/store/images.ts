@@ -3,6 +3,7 @@
 // host's RootfsSpec and the control API's inspection.
 import { readBlob, type BlobReader } from '../blob-store.ts';
 import type { Digest, ImageInspection, LayerInfo } from '../../protocol/index.ts';
+import { COMPONENT_DRIVER_LABEL } from '../../protocol/index.ts';
 import {
   ShoalError,
   formatImageRef,
@@ -95,6 +96,7 @@ export function toRootfsSpec(o: OpenedImage): RootfsSpec {
       cwd: c.WorkingDir || '/',
       user: c.User || undefined,
     },
+    ...(c.Labels?.[COMPONENT_DRIVER_LABEL] ? { driver: c.Labels[COMPONENT_DRIVER_LABEL] } : {}),
   };
 }
 

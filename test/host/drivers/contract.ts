@@ -3,7 +3,7 @@
 // driver cannot pass is skipped with its reason.
 import assert from 'node:assert/strict';
 import { access, readdir } from 'node:fs/promises';
-import { afterEach, describe, it } from 'node:test';
+import { after, afterEach, before, describe, it } from 'node:test';
 import { isPausable, type Driver, type InstanceExit, type InstanceSpec, type RunningInstance } from '../../../src/host/drivers/driver.ts';
 import { call, waitReady } from '../../fixtures/instance-client.ts';
 
@@ -26,6 +26,10 @@ export interface DriverContractOptions {
   skip?: Array<{ reason: string; tests: string[] }>;
   /** Why the whole suite cannot run on this machine (from skipUnless), or false. */
   unavailable?: string | false;
+  /** Runs once before the suite's tests (builds what `instance` needs). */
+  before?: () => Promise<void>;
+  /** Runs once after them. */
+  after?: () => Promise<void>;
 }
 
 const EXIT_TIMEOUT_MS = 2000;
@@ -41,7 +45,12 @@ export const contractTests = [
   'recover re-attaches a running instance and cleans a dead one',
   'fingerprint describes the host',
   'refuses a second start of a running id',
+  'ends an instance over its memory limit as oom',
+  'ends an instance over its CPU-time limit as killed',
 ] as const;
+
+/** How long a limit may take to end an instance (a hog fills 128 MiB in well under a second). */
+const LIMIT_TIMEOUT_MS = 30_000;
 
 /** Fails unless the instance reports its exit within EXIT_TIMEOUT_MS. */
 export async function exitWithin(inst: RunningInstance, ms = EXIT_TIMEOUT_MS): Promise<InstanceExit> {
@@ -63,6 +72,8 @@ export function runDriverContract(options: DriverContractOptions): void {
   for (const s of options.skip ?? []) for (const t of s.tests) skipped.set(t, s.reason);
 
   describe(`driver contract: ${options.name}`, { skip: options.unavailable ?? false }, () => {
+    if (options.before) before(options.before);
+    if (options.after) after(options.after);
     /** Everything a test started, torn down after it whatever happened. */
     let cleanups: Array<() => Promise<void>> = [];
     let seq = 0;
@@ -243,6 +254,24 @@ export function runDriverContract(options: DriverContractOptions): void {
       assert.equal(fp.healthy, true, fp.detail);
       assert.equal(typeof fp.detail, 'string');
       assert.equal(fp.attributes.isolation, driver.capabilities.isolation);
+    });
+
+    test('ends an instance over its memory limit as oom', async () => {
+      const driver = await newDriver();
+      const { ci, inst } = await startReady(driver, 'oom');
+      await call(ci.socketPath, 'POST', '/Hog', {}).catch(() => undefined); // may end before it answers
+      const exit = await exitWithin(inst, LIMIT_TIMEOUT_MS);
+      assert.equal(exit.reason, 'oom');
+    });
+
+    test('ends an instance over its CPU-time limit as killed', async () => {
+      const driver = await newDriver();
+      const { ci, inst } = await startReady(driver, 'cpu');
+      const r = await call(ci.socketPath, 'POST', '/Spin', {}, LIMIT_TIMEOUT_MS).catch(() => undefined);
+      if (r !== undefined) assert.ok(r.status >= 500, `a message stopped by the limit fails, got ${r.status}`);
+      const exit = await exitWithin(inst, LIMIT_TIMEOUT_MS);
+      assert.equal(exit.reason, 'killed');
+      assert.equal(exit.signal, 'SIGXCPU');
     });
 
     test('refuses a second start of a running id', async () => {

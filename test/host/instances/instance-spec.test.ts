@@ -67,3 +67,12 @@ test('spec: a plan on TCP $PORT sets PORT (Shoal wins over the image) and asks t
   assert.equal('tcpPort' in socketOnly, false);
   assert.deepEqual(socketOnly.env.filter((kv) => kv.startsWith('PORT=')), ['PORT=1'], 'the image’s own PORT is left alone');
 });
+
+test('a component image runs only on the driver its label names', () => {
+  const base = { id: 'echo-1', rootfs: { ...rootfs, driver: 'isolate' }, rootPath: '/root', paths, user: { uid: 1, gid: 2 }, hostPaths: false };
+  assert.throws(
+    () => buildSpec({ ...base, plan: plan({ driver: 'runc' }) }),
+    (e: any) => e.code === 'invalid' && e.field === 'driver' && /isolate component/.test(e.message),
+  );
+  assert.deepEqual(buildSpec({ ...base, plan: plan({ driver: 'isolate' }) }).args, ['/bin/app']);
+});

@@ -66,7 +66,7 @@ test('drivers without isolation run from the flat tree, told host paths, with no
   assert.equal(s.l.record.mounted, false);
   assert.equal(p.spec.rootfs, '/cache/flat/mm');
   assert.ok(p.spec.env.includes(`SHOAL_LISTEN=${s.l.paths.socketDir}/app.sock`));
-  assert.deepEqual([cacheModeOf(fakeDriver('x', 'none')), cacheModeOf(fakeDriver('x', 'container'))], ['flat', 'overlay']);
+  assert.deepEqual([cacheModeOf(fakeDriver('x', 'none')), cacheModeOf(fakeDriver('x', 'container')), cacheModeOf(fakeDriver('x', 'isolate'))], ['flat', 'overlay', 'flat']);
 });
 
 test('a failed mount leaves the lease on the instance for teardown, and nothing recorded as mounted', async () => {

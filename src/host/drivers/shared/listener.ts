@@ -24,7 +24,7 @@ export interface InheritedListener {
   path: string;
   /** The listening descriptor, to put in the child's stdio (and nowhere else). */
   fd: number;
-  /** The same listener as a Node server, for drivers that hand it over an IPC channel instead (wasm). */
+  /** The same listener as a Node server: a handle to send over an IPC channel (runner drivers). */
   server: Server;
   /** Drops the host's copy (call once the child holds its own). Leaves `path` in place. */
   release(): Promise<void>;

@@ -1,64 +1,26 @@
 import assert from 'node:assert/strict';
-import { chmod, chown, mkdir, mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { capabilities, createProcessDriver } from '../../../../src/host/drivers/process/index.ts';
 import { delay, isAlive } from '../../../../src/host/drivers/shared/proc.ts';
-import { runDriverContract, type ContractInstance } from '../contract.ts';
+import { createProcessHarness } from './harness.ts';
 import { call, waitReady } from '../../../fixtures/instance-client.ts';
 import { buildFlatRootfs, serviceArgs } from '../harness.ts';
 import { missing } from '../../fixtures/requirements.ts';
 
 const asRoot = process.getuid?.() === 0;
-let dir = '';
+// The contract suite runs this driver from ../contract.test.ts; these are its own cases.
+const harness = createProcessHarness();
+const instance = (id: string) => harness.instance(id);
 let rootfs = '';
 
 before(async () => {
-  dir = await mkdtemp(join(tmpdir(), 'shoal-proc-'));
-  // As root the instances run as nobody, which must reach the rootfs and sockets.
-  await chmod(dir, 0o755);
-  rootfs = await buildFlatRootfs(join(dir, 'rootfs'));
+  await harness.setUp();
+  rootfs = harness.rootfs;
 });
-after(async () => {
-  await rm(dir, { recursive: true, force: true });
-});
-
-async function instance(id: string): Promise<ContractInstance> {
-  const base = join(dir, 'i', id);
-  const socketDir = join(base, 'sock');
-  const stateDir = join(base, 'state');
-  await mkdir(socketDir, { recursive: true });
-  await mkdir(stateDir, { recursive: true });
-  await chmod(join(dir, 'i'), 0o755);
-  await chmod(base, 0o755);
-  return {
-    socketPath: join(socketDir, 'app.sock'),
-    spec: {
-      id,
-      rootfs,
-      args: serviceArgs,
-      // No /run/shoal bind mount with this driver: the instance gets host paths.
-      env: ['PATH=/usr/local/bin:/bin', `SHOAL_IMPORTS=${join(socketDir, 'imports')}`],
-      cwd: '/app',
-      user: { uid: 65534, gid: 65534 },
-      resources: { memoryBytes: 128 * 1024 * 1024, cpuMillis: 500, pids: 64 },
-      listenSocket: join(socketDir, 'app.sock'),
-      importsDir: join(socketDir, 'imports'),
-      logFile: join(base, 'log'),
-      stateDir,
-    },
-    release: () => rm(base, { recursive: true, force: true }),
-  };
-}
+after(() => harness.tearDown());
 
 const quiet = (): void => undefined;
-
-runDriverContract({
-  name: 'process',
-  create: () => createProcessDriver({ log: quiet }),
-  instance,
-});
 
 describe('process driver', () => {
   it('declares that it does not isolate', () => {
