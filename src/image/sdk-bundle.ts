@@ -57,6 +57,12 @@ const TYPEBOX = '@sinclair/typebox';
 const SHOAL_ROOT = fileURLToPath(new URL('../../', import.meta.url));
 /** Shoal's own modules: src/*.ts in the checkout, dist/*.js (compiled) once installed. */
 const SHOAL_SRC = fileURLToPath(new URL('../', import.meta.url));
+/**
+ * Shoal's own files, wherever this copy runs from: a checkout running dist/ still bundles
+ * services (the examples) that import src/ by relative path, and those are the SDK too.
+ */
+const SHOAL_OWN = [SHOAL_SRC, join(SHOAL_ROOT, 'src') + sep, join(SHOAL_ROOT, 'dist') + sep];
+const isShoalOwn = (path: string): boolean => SHOAL_OWN.some((dir) => path.startsWith(dir));
 const SDK_ENTRY = fileURLToPath(new URL(import.meta.url.endsWith('.ts') ? '../service/index.ts' : '../service/index.js', import.meta.url));
 /** Bare specifiers that name the SDK. */
 const SDK_SPECIFIERS: Record<string, string> = { 'shoal/service': SDK_ENTRY };
@@ -101,13 +107,13 @@ export async function bundleService(options: BundleOptions): Promise<BundleResul
 
   // 2. Where each file goes: the SDK under /app/.shoal, the service's own files under
   //    /app relative to their common directory.
-  const own = [...sources.keys()].filter((p) => !p.startsWith(SHOAL_SRC));
+  const own = [...sources.keys()].filter((p) => !isShoalOwn(p));
   const ownRoot = commonDir(own.length > 0 ? own : [entry]);
   const outPath = new Map<string, string>();
   for (const path of sources.keys()) {
-    const rel = path.startsWith(SHOAL_SRC) ? join(SDK_DIR, relative(SHOAL_ROOT, path)) : relative(ownRoot, path);
+    const rel = isShoalOwn(path) ? join(SDK_DIR, relative(SHOAL_ROOT, path)) : relative(ownRoot, path);
     const first = rel.split(sep)[0];
-    if (!path.startsWith(SHOAL_SRC) && (first === SDK_DIR || first === 'node_modules')) {
+    if (!isShoalOwn(path) && (first === SDK_DIR || first === 'node_modules')) {
       throw new ShoalError('conflict', `bundle: ${path} would land in /${APP}/${first}, which the bundle keeps for itself`, { field: 'entry' });
     }
     outPath.set(path, join(APP, toMjs(rel)));
