@@ -19,7 +19,12 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import type { AddressInfo } from 'node:net';
 import { hardenServer } from '../../http/index.ts';
 import { ShoalError, INSTANCE_HEADER } from '../../protocol/index.ts';
-import { closeServer, createUpstream, relay, replyError, readRequestHead, ROUTE_HEADER, type Upstream } from '../../http/index.ts';
+import { closeServer, createUpstream, relay, replyError, readRequestHead, ROUTE_HEADER, type OutgoingRequest, type ReplyHandlers, type Upstream, type UpstreamExchange } from '../../http/index.ts';
+import type { ErrorCode, DataPlaneError } from '../../protocol/index.ts';
+import { answerLater, relayExchange } from './local-exchange.ts';
+
+/** A reply the forwarder makes itself: status, error code, x-shoal-error mark, message, extra headers. */
+type Refusal = [status: number, code: ErrorCode, reason: DataPlaneError, message: string, extra?: string[]];
 import { claimsReach, verifyRouteToken, type RouteClaims, type RouteTokenFailure } from './route-token.ts';
 
 export type InstanceState = 'ready' | 'paused' | 'starting' | 'stopping';
@@ -52,6 +57,11 @@ export interface ForwarderOptions {
 
 export interface Forwarder {
   handle(req: IncomingMessage, res: ServerResponse): void;
+  /**
+   * The same as `handle` for a request from this process (a provider beside its host,
+   * src/http/local-link.ts): the same checks and marked replies, no HTTP server between.
+   */
+  exchange(req: OutgoingRequest, handlers: ReplyHandlers): UpstreamExchange;
   /** Drops the kept-alive connections to an instance (by id or socket path) once it is gone. */
   forget(instanceOrSocketPath: string): void;
   close(): Promise<void>;
@@ -121,63 +131,89 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
     dropUpstream(instanceOrSocketPath);
   }
 
-  function handle(req: IncomingMessage, res: ServerResponse): void {
-    const url = req.url ?? '';
+  /** What the checks decided: a refusal the forwarder answers itself, or the instance to relay to. */
+  type Admission =
+    | { refused: Refusal; claims?: RouteClaims; started: number }
+    | { refused: undefined; claims: RouteClaims; path: string; socketPath: string; replyHeaders: string[]; started: number };
+
+  /**
+   * The checks every message passes, over HTTP or in-process alike: the path is under /i,
+   * the route token is present, genuine and unexpired, its scope reaches the path (a
+   * declared operation), the instance is here and ready, and the body is within the limit.
+   */
+  function admit(url: string, route: string | undefined, contentLength: number): Admission {
     let path: string;
     if (url.startsWith('/i/')) path = url.slice(2);
     else if (url === '/i') path = '/';
     else if (url.startsWith('/i?')) path = '/' + url.slice(2);
-    else {
-      replyError(res, 404, 'not-found', 'no-route', `no route for ${url.slice(0, 200)}: data-plane requests go to /i/<path> with an ${ROUTE_HEADER} token`);
-      return;
-    }
-
-    const head = readRequestHead(req.rawHeaders);
-    if (head.route === undefined) {
-      replyError(res, 401, 'unauthorized', 'token', `route token missing: send the ${ROUTE_HEADER} header the endpoint reference gave you`);
-      return;
-    }
-    const claims = check(head.route);
-    if (typeof claims === 'string') {
-      replyError(res, 403, 'forbidden', 'token', `route token ${TOKEN_FAILURE[claims]}`);
-      return;
-    }
+    else return { refused: [404, 'not-found', 'no-route', `no route for ${url.slice(0, 200)}: data-plane requests go to /i/<path> with an ${ROUTE_HEADER} token`], started: 0 };
+    if (route === undefined) return { refused: [401, 'unauthorized', 'token', `route token missing: send the ${ROUTE_HEADER} header the endpoint reference gave you`], started: 0 };
+    const claims = check(route);
+    if (typeof claims === 'string') return { refused: [403, 'forbidden', 'token', `route token ${TOKEN_FAILURE[claims]}`], started: 0 };
     if (!claimsReach(claims, path)) {
-      replyError(res, 403, 'forbidden', 'operation', `the route token of service ${claims.service} does not reach ${path.slice(0, 200)}: not one of its declared operations`);
-      return;
+      return { refused: [403, 'forbidden', 'operation', `the route token of service ${claims.service} does not reach ${path.slice(0, 200)}: not one of its declared operations`], started: 0 };
     }
-
     const started = onRequest === undefined ? 0 : performance.now();
     const instance = options.resolveInstance(claims.instance);
     if (instance === undefined) {
       forget(claims.instance);
-      replyError(res, 404, 'not-found', 'gone', `instance ${claims.instance} (service ${claims.service}) is not on this host`);
-      report(claims, started, 404, 0, 0);
-      return;
+      return { refused: [404, 'not-found', 'gone', `instance ${claims.instance} (service ${claims.service}) is not on this host`], claims, started };
     }
     const replyHeaders = [INSTANCE_HEADER, claims.instance];
     if (instance.state !== 'ready') {
-      replyError(res, 503, 'unavailable', 'not-ready', `instance ${claims.instance} (service ${claims.service}) is ${instance.state}, not ready`, [...replyHeaders, 'retry-after', '1']);
-      report(claims, started, 503, 0, 0);
-      return;
+      return { refused: [503, 'unavailable', 'not-ready', `instance ${claims.instance} (service ${claims.service}) is ${instance.state}, not ready`, [...replyHeaders, 'retry-after', '1']], claims, started };
     }
-    if (head.contentLength > maxBodyBytes) {
+    if (contentLength > maxBodyBytes) {
       // Refused before reading it; closing the connection spares us reading the body.
-      replyError(res, 413, 'too-large', 'too-large', `request body of ${head.contentLength} bytes is larger than the limit of ${maxBodyBytes} bytes`, [...replyHeaders, 'connection', 'close']);
-      report(claims, started, 413, 0, 0);
+      return { refused: [413, 'too-large', 'too-large', `request body of ${contentLength} bytes is larger than the limit of ${maxBodyBytes} bytes`, [...replyHeaders, 'connection', 'close']], claims, started };
+    }
+    return { refused: undefined, claims, path, socketPath: instance.socketPath, replyHeaders, started };
+  }
+
+  function handle(req: IncomingMessage, res: ServerResponse): void {
+    const url = req.url ?? '';
+    const head = readRequestHead(req.rawHeaders);
+    const a = admit(url, head.route, head.contentLength);
+    if (a.refused !== undefined) {
+      const [status, code, reason, message, extra] = a.refused;
+      replyError(res, status, code, reason, message, extra);
+      if (a.claims !== undefined) report(a.claims, a.started, status, 0, 0);
       return;
     }
-
+    const { claims, started } = a;
     relay(req, res, {
-      upstream: upstreamFor(claims.instance, instance.socketPath),
+      upstream: upstreamFor(claims.instance, a.socketPath),
       method: req.method!,
-      path,
+      path: a.path,
       head,
       maxBodyBytes,
-      replyHeaders,
+      replyHeaders: a.replyHeaders,
       untrusted: true,
       describe: `instance ${claims.instance} (service ${claims.service})`,
       done: onRequest === undefined ? undefined : (status, bytesIn, bytesOut) => report(claims, started, status, bytesIn, bytesOut),
+    });
+  }
+
+  function exchange(req: OutgoingRequest, handlers: ReplyHandlers): UpstreamExchange {
+    let route: string | undefined;
+    const headers: string[] = [];
+    for (let i = 0; i < req.headers.length; i += 2) {
+      const name = req.headers[i]!;
+      if (name.length === ROUTE_HEADER.length && name.toLowerCase() === ROUTE_HEADER) route ??= req.headers[i + 1];
+      else headers.push(name, req.headers[i + 1]!);
+    }
+    const bodyBytes = req.body?.length ?? 0;
+    const a = admit(req.path, route, bodyBytes);
+    if (a.refused !== undefined) {
+      const [status, code, reason, message, extra] = a.refused;
+      if (a.claims !== undefined) report(a.claims, a.started, status, 0, 0);
+      return answerLater(handlers, status, code, reason, message, extra);
+    }
+    const { claims, started } = a;
+    return relayExchange(upstreamFor(claims.instance, a.socketPath), { method: req.method, path: a.path, headers, body: req.body, timeoutMs }, handlers, {
+      replyHeaders: a.replyHeaders,
+      describe: `instance ${claims.instance} (service ${claims.service})`,
+      done: (status, bytesOut) => report(claims, started, status, bodyBytes, bytesOut),
     });
   }
 
@@ -197,7 +233,7 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
     verified.clear();
   }
 
-  return { handle, forget, close };
+  return { handle, exchange, forget, close };
 }
 
 const TOKEN_FAILURE: Record<RouteTokenFailure, string> = {
