@@ -186,9 +186,9 @@ export function freePort(): Promise<number> {
 /** A bench child: `node script …args`, ready once it prints its first line (kept in `ready`). */
 export type BenchChild = ChildProcess & { ready?: string };
 
-export function startBenchChild(script: string, args: string[]): Promise<BenchChild> {
+export function startBenchChild(script: string, args: string[], withStdin = false): Promise<BenchChild> {
   return new Promise((resolve, reject) => {
-    const child: BenchChild = spawn(process.execPath, [script, ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const child: BenchChild = spawn(process.execPath, [script, ...args], { stdio: [withStdin ? 'pipe' : 'ignore', 'pipe', 'inherit'] });
     let out = '';
     const onData = (c: Buffer): void => {
       out += c.toString();
