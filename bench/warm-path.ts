@@ -116,7 +116,7 @@ export async function runWarmPathBench(
     // Warm-up: JIT and pooled connections everywhere, outside the figures.
     for (const k of keys) await runWrk(urls[k]![0], { script, token: urls[k]![1], connections, durationMs: 1000 });
 
-    const turns = new Map<WarmTarget, Array<LoadFigures & { farmCpuMs: number }>>(keys.map((k) => [k, []]));
+    const turns = new Map<WarmTarget, Array<LoadFigures & { farmCpuMs: number; round: number }>>(keys.map((k) => [k, []]));
     for (let round = 0; round < rounds; round++) {
       for (let j = 0; j < keys.length; j++) {
         const k = keys[(round + j) % keys.length]!;
@@ -129,9 +129,9 @@ export async function runWarmPathBench(
           continue;
         }
         if (f.errors > 0) notes.push(`round ${round + 1}: ${k} had ${f.errors} errors`);
-        turns.get(k)!.push({ ...f, farmCpuMs: cpu1 - cpu0 });
+        turns.get(k)!.push({ ...f, farmCpuMs: cpu1 - cpu0, round });
       }
-      log(`round ${round + 1}/${rounds}: ${keys.map((k) => `${k} ${Math.round(turns.get(k)!.at(-1)?.rps ?? NaN)}`).join(', ')} req/s`);
+      log(`round ${round + 1}/${rounds}: ${keys.map((k) => `${k} ${Math.round(turns.get(k)!.find((t) => t.round === round)?.rps ?? NaN)}`).join(', ')} req/s`);
     }
 
     const targets: WarmPathResult['targets'] = {};
@@ -152,8 +152,10 @@ export async function runWarmPathBench(
     const ratio = (a: WarmTarget, b: WarmTarget): number | undefined => {
       const xs = turns.get(a);
       const ys = turns.get(b);
-      if (xs === undefined || ys === undefined || xs.length === 0 || xs.length !== ys.length) return undefined;
-      return median(xs.map((x, i) => x.rps / ys[i]!.rps));
+      if (xs === undefined || ys === undefined) return undefined;
+      // Rounds where both were read (a round whose wrk output was unreadable is left out of both).
+      const pairs = xs.flatMap((x) => ys.filter((y) => y.round === x.round).map((y) => x.rps / y.rps));
+      return pairs.length === 0 ? undefined : median(pairs);
     };
     const addedP50Ms: WarmPathResult['addedP50Ms'] = {};
     for (const k of keys) if (k !== 'direct' && targets[k] && targets.direct) addedP50Ms[k] = targets[k].p50Ms - targets.direct.p50Ms;
