@@ -101,6 +101,8 @@ export async function runScaleBench(options: { hosts?: number[]; postgresUrl?: s
   for (const n of counts) {
     const dir = await mkdtemp(join(tmpdir(), 'ssc-'));
     const children: ChildProcess[] = [];
+    /** What was measured before a failure, for the note. */
+    const partial: string[] = [];
     try {
       log(`${n} hosts: starting the simulated hosts and the provider`);
       const hostsChild = await startBenchChild(SELF, ['--role=hosts', String(n)], true);
@@ -125,10 +127,13 @@ export async function runScaleBench(options: { hosts?: number[]; postgresUrl?: s
         if (++registered % 100 === 0) log(`${n} hosts: ${registered} registered after ${Math.round((performance.now() - r0) / 1000)} s`);
       });
       const registerMs = performance.now() - r0;
+      partial.push(`${n} hosts registered in ${Math.round(registerMs)} ms`);
 
       const idle0 = await cpuMsOf(pid);
       await new Promise((r) => setTimeout(r, IDLE_MS));
       const idleCpuMsPerHostPerS = ((await cpuMsOf(pid)) - idle0) / (IDLE_MS / 1000) / n;
+      partial.push(`idle provider CPU ${idleCpuMsPerHostPerS.toFixed(2)} ms/s per host (${(idleCpuMsPerHostPerS * n).toFixed(0)} ms/s in all)`);
+      log(`${n} hosts: ${partial.join('; ')}`);
 
       const services = Array.from({ length: n }, (_, i) => `s${i}`);
       await pool(services, 16, (name) =>
@@ -181,7 +186,7 @@ export async function runScaleBench(options: { hosts?: number[]; postgresUrl?: s
       log(`${n} hosts: ${Math.round(deployWallMs)} ms for ${n} deployments, ${(cpuMs / n).toFixed(2)} ms provider CPU each, ${(total / n).toFixed(1)} registry writes each`);
     } catch (e) {
       // A provider overwhelmed at this N is a finding, not a crash of the whole bench.
-      notes.push(`${n} hosts: did not complete: ${(e as Error).message.slice(0, 300)}`);
+      notes.push(`${n} hosts: did not complete (${partial.join('; ') || 'nothing measured'}): ${(e as Error).message.slice(0, 300)}`);
       log(`${n} hosts: did not complete: ${(e as Error).message}`);
     } finally {
       for (const c of children.reverse()) await stopChild(c, 20_000);
