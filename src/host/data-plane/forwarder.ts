@@ -23,9 +23,10 @@ import { closeServer, createUpstream, relay, replyError, readRequestHead, ROUTE_
 import type { ErrorCode, DataPlaneError } from '../../protocol/index.ts';
 import { answerLater, relayExchange } from './local-exchange.ts';
 
+import { claimsReach, verifyRouteToken, type RouteClaims, type RouteTokenFailure } from './route-token.ts';
+
 /** A reply the forwarder makes itself: status, error code, x-shoal-error mark, message, extra headers. */
 type Refusal = [status: number, code: ErrorCode, reason: DataPlaneError, message: string, extra?: string[]];
-import { claimsReach, verifyRouteToken, type RouteClaims, type RouteTokenFailure } from './route-token.ts';
 
 export type InstanceState = 'ready' | 'paused' | 'starting' | 'stopping';
 
