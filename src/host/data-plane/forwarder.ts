@@ -22,7 +22,6 @@ import { ShoalError, INSTANCE_HEADER } from '../../protocol/index.ts';
 import { closeServer, createUpstream, relay, replyError, readRequestHead, ROUTE_HEADER, type OutgoingRequest, type ReplyHandlers, type Upstream, type UpstreamExchange } from '../../http/index.ts';
 import type { ErrorCode, DataPlaneError } from '../../protocol/index.ts';
 import { answerLater, relayExchange } from './local-exchange.ts';
-
 import { claimsReach, verifyRouteToken, type RouteClaims, type RouteTokenFailure } from './route-token.ts';
 
 /** A reply the forwarder makes itself: status, error code, x-shoal-error mark, message, extra headers. */
