@@ -4,7 +4,7 @@
 // machines are noisy: read the ratios, not the absolute times. The report records the
 // commit, date, machine (and its load at start) and Node version, and under each section
 // the command that produces it alone.
-//   SHOAL_BENCH_ONLY=pull,store,overlay,forwarding,host-start,provider,faults,compose,validation,slow-clients,cli-call   run a subset
+//   SHOAL_BENCH_ONLY=pull,store,overlay,forwarding,host-start,provider,warm-path,scale,faults,compose,validation,slow-clients,cli-call,components,wasm   run a subset
 import { mkdir, mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -17,6 +17,8 @@ import { formatForwardingBench, runForwardingBench } from './forwarding.ts';
 import { formatHostDeployBench, hostDeployFigures, runHostDeployBench } from './host-deploy.ts';
 import { formatHostStartBench, runHostStartBench } from './host-start.ts';
 import { formatProviderBench, providerFigures, runProviderBench } from './provider.ts';
+import { formatWarmPathBench, runWarmPathBench, warmPathFigures } from './warm-path.ts';
+import { formatScaleBench, runScaleBench, scaleFigures } from './scale.ts';
 import { composeFigures, formatComposeBench, runComposeBench } from './compose.ts';
 import { formatFaultsBench, runFaultsBench } from './faults.ts';
 import { formatValidationBench, runValidationBench } from './validation.ts';
@@ -140,9 +142,37 @@ const SECTIONS: Section[] = [
     name: 'provider',
     title: 'Provider',
     async run() {
-      log('provider: cold share, warm path vs direct and nginx, deploy to 1/4/8 hosts');
-      const r = await runProviderBench({ log });
+      // The warm path has its own section (warm-path: wrk, rounds, medians of per-round ratios).
+      log('provider: cold share, deploy to 1/4/8 hosts');
+      const r = await runProviderBench({ log, only: ['cold', 'spread'] });
       return { text: formatProviderBench(r), figures: providerFigures(r) };
+    },
+  },
+  {
+    name: 'warm-path',
+    title: 'Warm path through the provider vs direct and nginx (wrk, interleaved rounds)',
+    async run() {
+      log('warm-path: direct, nginx, provider (in-process and HTTP link), forwarder; wrk, rotated rounds');
+      const r = await runWarmPathBench({ log });
+      return { text: formatWarmPathBench(r), figures: warmPathFigures(r) };
+    },
+  },
+  {
+    name: 'scale',
+    title: 'Scale by simulation: the provider with 10, 100 and 1,000 simulated hosts',
+    async run() {
+      log('scale: simulated hosts, N deployments each; SQLite, and PostgreSQL when SHOAL_TEST_DATABASE_URL is set');
+      const r = await runScaleBench({ log });
+      const rows = [...r.rows];
+      const notes = [...r.notes];
+      const pg = process.env.SHOAL_TEST_DATABASE_URL;
+      if (pg !== undefined) {
+        const p = await runScaleBench({ log, postgresUrl: pg, hosts: [10, 100] });
+        rows.push(...p.rows);
+        notes.push(...p.notes);
+      } else notes.push('SHOAL_TEST_DATABASE_URL unset: PostgreSQL not measured (scripts/start-postgres.sh prints it)');
+      const all = { rows, notes };
+      return { text: formatScaleBench(all), figures: scaleFigures(all) };
     },
   },
   {

@@ -87,12 +87,14 @@ export async function runWrk(url: string, options: { token?: string | undefined;
   const { stdout } = await promisify(execFile)(WRK, args, { timeout: durationMs + 30_000 });
   const rps = /Requests\/sec:\s+([\d.]+)/.exec(stdout);
   const total = /(\d+) requests in/.exec(stdout);
-  const p50 = /^\s+50%\s+([\d.]+)(us|ms|s)$/m.exec(stdout);
-  const p99 = /^\s+99%\s+([\d.]+)(us|ms|s)$/m.exec(stdout);
+  // wrk pads values in seconds and minutes with a trailing space ("1.52s "): without the
+  // \s* a turn whose p99 reached a second was silently dropped, flattering the slow target.
+  const p50 = /^\s+50%\s+([\d.]+)(us|ms|s|m)\s*$/m.exec(stdout);
+  const p99 = /^\s+99%\s+([\d.]+)(us|ms|s|m)\s*$/m.exec(stdout);
   const non2xx = /Non-2xx or 3xx responses:\s+(\d+)/.exec(stdout);
   const socketErrors = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(stdout);
   if (rps === null || p50 === null || p99 === null || total === null) return undefined;
-  const ms = (m: RegExpExecArray): number => Number(m[1]) * (m[2] === 'us' ? 1e-3 : m[2] === 's' ? 1e3 : 1);
+  const ms = (m: RegExpExecArray): number => Number(m[1]) * (m[2] === 'us' ? 1e-3 : m[2] === 's' ? 1e3 : m[2] === 'm' ? 60e3 : 1);
   const errors = Number(non2xx?.[1] ?? 0) + (socketErrors === null ? 0 : socketErrors.slice(1).reduce((a, b) => a + Number(b), 0));
   return { requests: Number(total[1]), errors, rps: Number(rps[1]), p50Ms: ms(p50), p99Ms: ms(p99) };
 }
@@ -186,9 +188,9 @@ export function freePort(): Promise<number> {
 /** A bench child: `node script …args`, ready once it prints its first line (kept in `ready`). */
 export type BenchChild = ChildProcess & { ready?: string };
 
-export function startBenchChild(script: string, args: string[]): Promise<BenchChild> {
+export function startBenchChild(script: string, args: string[], withStdin = false): Promise<BenchChild> {
   return new Promise((resolve, reject) => {
-    const child: BenchChild = spawn(process.execPath, [script, ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const child: BenchChild = spawn(process.execPath, [script, ...args], { stdio: [withStdin ? 'pipe' : 'ignore', 'pipe', 'inherit'] });
     let out = '';
     const onData = (c: Buffer): void => {
       out += c.toString();

@@ -96,6 +96,13 @@ export function hardenServer<S extends Server>(server: S, options: HardeningOpti
   if (checks.length > 0) (server as unknown as { connectionsCheckingInterval: number }).connectionsCheckingInterval = Math.max(100, Math.min(1000, ...checks.map((ms) => Math.floor(ms / 4))));
   if (server.keepAliveTimeout > limits.idleTimeoutMs && limits.idleTimeoutMs > 0) server.keepAliveTimeout = limits.idleTimeoutMs;
 
+  // The listener's address, read once per listen: server.address() is a getsockname(2) call,
+  // and the Host check needs it on every request.
+  let address: ReturnType<Server['address']> | undefined;
+  server.on('listening', () => (address = server.address()));
+  server.on('close', () => (address = undefined));
+  const listenerAddress = (): ReturnType<Server['address']> => (address ??= server.address());
+
   const perClient = new Map<string, number>();
   server.prependListener('connection', (socket: Tracked) => {
     const key = clientKey(socket);
@@ -136,7 +143,7 @@ export function hardenServer<S extends Server>(server: S, options: HardeningOpti
         state.readMark = socket.bytesRead;
       });
     }
-    const refusal = guard(req, res, server, { jsonBodies, allowedHosts, corsOrigins });
+    const refusal = guard(req, res, listenerAddress(), { jsonBodies, allowedHosts, corsOrigins });
     if (refusal !== undefined) {
       req.resume(); // drain a small body; large ones are cut by connection: close
       return reply(res, refusal.status, refusal.code, refusal.message, refusal.field);
@@ -179,8 +186,7 @@ interface Refusal {
   field: string;
 }
 
-function guard(req: IncomingMessage, res: ServerResponse, server: Server, o: { jsonBodies: readonly string[]; allowedHosts: ReadonlySet<string>; corsOrigins: ReadonlySet<string> }): Refusal | undefined {
-  const address = server.address();
+function guard(req: IncomingMessage, res: ServerResponse, address: ReturnType<Server['address']>, o: { jsonBodies: readonly string[]; allowedHosts: ReadonlySet<string>; corsOrigins: ReadonlySet<string> }): Refusal | undefined {
   if (address !== null && typeof address === 'object' && isLoopback(address.address)) {
     const host = (req.headers.host ?? '').toLowerCase();
     if (!hostNamesListener(host, address, o.allowedHosts)) {

@@ -5,7 +5,9 @@
 // (registry client, CLI). Host and provider import this door only.
 export { ChunkedDecoder, createUpstream, MAX_HEAD_BYTES, parseReplyHead, ProtocolError, Upstream } from './upstream.ts';
 export type { Framing, OutgoingRequest, ReplyHandlers, ReplyHead, UpstreamExchange, UpstreamOptions } from './upstream.ts';
-export { closeServer, readRequestHead, relay, replyError, ROUTE_HEADER } from './relay.ts';
+export { localDataPlane, registerLocalDataPlane } from './local-link.ts';
+export type { DataLink } from './local-link.ts';
+export { closeServer, readRequestHead, relay, replyError, rewriteReplyHeaders, ROUTE_HEADER } from './relay.ts';
 export type { RelayPlan, RequestHead } from './relay.ts';
 export { caOption, checkBindAddress, createListener, isLoopbackHost, readTlsIdentity, trustCaFile, trustedCa, undiciConnect } from './tls.ts';
 export type { ListenerOptions, TlsIdentity } from './tls.ts';

@@ -236,7 +236,7 @@ class Exchange extends ReplyReader implements UpstreamOwner {
   protected replyHead(head: ReplyHead): void {
     if (head.keepAliveMs !== undefined) this.conn!.keepAliveMs = head.keepAliveMs;
     const { replyHeaders, untrusted } = this.plan;
-    const headers = replyHeaders === undefined && !untrusted ? head.headers : rewrite(head.headers, replyHeaders, untrusted);
+    const headers = replyHeaders === undefined && !untrusted ? head.headers : rewriteReplyHeaders(head.headers, replyHeaders, untrusted);
     try {
       this.res.writeHead(head.status, headers);
     } catch (e) {
@@ -348,7 +348,7 @@ class Exchange extends ReplyReader implements UpstreamOwner {
  * (an instance cannot pose as another), and so is its x-shoal-error when `untrusted` (an
  * instance cannot pose as the host).
  */
-function rewrite(headers: string[], ours: readonly string[] | undefined, untrusted: boolean): string[] {
+export function rewriteReplyHeaders(headers: string[], ours: readonly string[] | undefined, untrusted: boolean): string[] {
   const out: string[] = [];
   for (let i = 0; i < headers.length; i += 2) {
     const lower = headers[i]!.toLowerCase();

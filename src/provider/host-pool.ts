@@ -16,7 +16,7 @@ import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import type { DeploymentPlan, DeploymentResult, HostEvent, HostReport, InstanceInfo } from '../protocol/index.ts';
 import { ShoalError, type ErrorCode } from '../protocol/index.ts';
 import type { HostRecord, HostState, Registry } from './registry/index.ts';
-import { caOption, createUpstream, readEventStream, type Upstream as HostLink } from '../http/index.ts';
+import { caOption, createUpstream, localDataPlane, readEventStream, type DataLink as HostLink } from '../http/index.ts';
 import { logWriteFailure } from './write-failures.ts';
 
 
@@ -198,7 +198,10 @@ export function createHostClient(options: { controlUrl: string; token: string; t
   return {
     controlUrl: options.controlUrl,
     dataLink(hostname, port, protocol = 'http:') {
-      const key = `${protocol}//${hostname}:${port}`;
+      const key = `${protocol}//${hostname.includes(':') ? `[${hostname}]` : hostname}:${port}`;
+      // A host in this very process: its forwarder is called directly (src/http/local-link.ts).
+      const local = localDataPlane(key);
+      if (local !== undefined) return local;
       let link = links.get(key);
       if (link === undefined) {
         // The router gives each request its own timeout; 256 idle connections cover a busy host.

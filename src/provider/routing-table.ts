@@ -4,7 +4,7 @@
 // the reconciler and the host events keep the two in step. Changes leave as events
 // (`onAdded`, `onRemoved`); the wiring turns an added endpoint into the activator's
 // release. A warm message never leaves this table for the database.
-import type { Upstream } from '../http/index.ts';
+import type { DataLink } from '../http/index.ts';
 import type { InFlightTracker } from './balancer/index.ts';
 import { compileSchema, type SchemaCheck } from './json-schema.ts';
 import type { ServiceDescription, EndpointReference } from '../protocol/index.ts';
@@ -39,8 +39,8 @@ export interface RouteEndpoint {
   expiresAt: number;
   /** How long the current token was valid for when it arrived (the host's lifetime setting). */
   tokenLifetimeMs: number;
-  /** Pooled keep-alive connections to the host's data plane (one per host address). */
-  readonly link: Upstream;
+  /** Pooled keep-alive connections to the host's data plane (one per host address), or the host's forwarder itself when it runs in this process. */
+  readonly link: DataLink;
   /** The Host header for it. */
   readonly authority: string;
   readonly readyAt: number;

@@ -19,8 +19,13 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import type { AddressInfo } from 'node:net';
 import { hardenServer } from '../../http/index.ts';
 import { ShoalError, INSTANCE_HEADER } from '../../protocol/index.ts';
-import { closeServer, createUpstream, relay, replyError, readRequestHead, ROUTE_HEADER, type Upstream } from '../../http/index.ts';
+import { closeServer, createUpstream, relay, replyError, readRequestHead, ROUTE_HEADER, type OutgoingRequest, type ReplyHandlers, type Upstream, type UpstreamExchange } from '../../http/index.ts';
+import type { ErrorCode, DataPlaneError } from '../../protocol/index.ts';
+import { answerLater, relayExchange } from './local-exchange.ts';
 import { claimsReach, verifyRouteToken, type RouteClaims, type RouteTokenFailure } from './route-token.ts';
+
+/** A reply the forwarder makes itself: status, error code, x-shoal-error mark, message, extra headers. */
+type Refusal = [status: number, code: ErrorCode, reason: DataPlaneError, message: string, extra?: string[]];
 
 export type InstanceState = 'ready' | 'paused' | 'starting' | 'stopping';
 
@@ -52,6 +57,11 @@ export interface ForwarderOptions {
 
 export interface Forwarder {
   handle(req: IncomingMessage, res: ServerResponse): void;
+  /**
+   * The same as `handle` for a request from this process (a provider beside its host,
+   * src/http/local-link.ts): the same checks and marked replies, no HTTP server between.
+   */
+  exchange(req: OutgoingRequest, handlers: ReplyHandlers): UpstreamExchange;
   /** Drops the kept-alive connections to an instance (by id or socket path) once it is gone. */
   forget(instanceOrSocketPath: string): void;
   /**
@@ -162,80 +172,134 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
     return release;
   }
 
-  function handle(req: IncomingMessage, res: ServerResponse): void {
-    const url = req.url ?? '';
+  /** What the checks decided: a refusal the forwarder answers itself, or the instance to relay to. */
+  type Admission =
+    | { refused: Refusal; claims?: RouteClaims; started: number }
+    | { refused: undefined; claims: RouteClaims; path: string; socketPath: string; replyHeaders: string[]; started: number };
+
+  /**
+   * The checks every message passes, over HTTP or in-process alike: the path is under /i,
+   * the route token is present, genuine and unexpired, its scope reaches the path (a
+   * declared operation), the instance is here and ready, and the body is within the limit.
+   */
+  function admit(url: string, route: string | undefined, contentLength: number): Admission {
     let path: string;
     if (url.startsWith('/i/')) path = url.slice(2);
     else if (url === '/i') path = '/';
     else if (url.startsWith('/i?')) path = '/' + url.slice(2);
-    else {
-      replyError(res, 404, 'not-found', 'no-route', `no route for ${url.slice(0, 200)}: data-plane requests go to /i/<path> with an ${ROUTE_HEADER} token`);
-      return;
-    }
-
-    const head = readRequestHead(req.rawHeaders);
-    if (head.route === undefined) {
-      replyError(res, 401, 'unauthorized', 'token', `route token missing: send the ${ROUTE_HEADER} header the endpoint reference gave you`);
-      return;
-    }
-    const claims = check(head.route);
-    if (typeof claims === 'string') {
-      replyError(res, 403, 'forbidden', 'token', `route token ${TOKEN_FAILURE[claims]}`);
-      return;
-    }
+    else return { refused: [404, 'not-found', 'no-route', `no route for ${url.slice(0, 200)}: data-plane requests go to /i/<path> with an ${ROUTE_HEADER} token`], started: 0 };
+    if (route === undefined) return { refused: [401, 'unauthorized', 'token', `route token missing: send the ${ROUTE_HEADER} header the endpoint reference gave you`], started: 0 };
+    const claims = check(route);
+    if (typeof claims === 'string') return { refused: [403, 'forbidden', 'token', `route token ${TOKEN_FAILURE[claims]}`], started: 0 };
     if (!claimsReach(claims, path)) {
-      replyError(res, 403, 'forbidden', 'operation', `the route token of service ${claims.service} does not reach ${path.slice(0, 200)}: not one of its declared operations`);
-      return;
-    }
-
-    const gate = gates.get(claims.instance);
-    if (gate !== undefined) {
-      // Held while the instance is quiesced; then routed as if it had just arrived.
-      void gate.opened.then(() => forward(req, res, claims, path, head));
-      return;
-    }
-    forward(req, res, claims, path, head);
-  }
-
-  function forward(req: IncomingMessage, res: ServerResponse, claims: RouteClaims, path: string, head: ReturnType<typeof readRequestHead>): void {
-    if (gates.has(claims.instance)) {
-      void gates.get(claims.instance)!.opened.then(() => forward(req, res, claims, path, head));
-      return;
+      return { refused: [403, 'forbidden', 'operation', `the route token of service ${claims.service} does not reach ${path.slice(0, 200)}: not one of its declared operations`], started: 0 };
     }
     const started = onRequest === undefined ? 0 : performance.now();
     const instance = options.resolveInstance(claims.instance);
     if (instance === undefined) {
       forget(claims.instance);
-      replyError(res, 404, 'not-found', 'gone', `instance ${claims.instance} (service ${claims.service}) is not on this host`);
-      report(claims, started, 404, 0, 0);
-      return;
+      return { refused: [404, 'not-found', 'gone', `instance ${claims.instance} (service ${claims.service}) is not on this host`], claims, started };
     }
     const replyHeaders = [INSTANCE_HEADER, claims.instance];
     if (instance.state !== 'ready') {
-      replyError(res, 503, 'unavailable', 'not-ready', `instance ${claims.instance} (service ${claims.service}) is ${instance.state}, not ready`, [...replyHeaders, 'retry-after', '1']);
-      report(claims, started, 503, 0, 0);
-      return;
+      return { refused: [503, 'unavailable', 'not-ready', `instance ${claims.instance} (service ${claims.service}) is ${instance.state}, not ready`, [...replyHeaders, 'retry-after', '1']], claims, started };
     }
-    if (head.contentLength > maxBodyBytes) {
+    if (contentLength > maxBodyBytes) {
       // Refused before reading it; closing the connection spares us reading the body.
-      replyError(res, 413, 'too-large', 'too-large', `request body of ${head.contentLength} bytes is larger than the limit of ${maxBodyBytes} bytes`, [...replyHeaders, 'connection', 'close']);
-      report(claims, started, 413, 0, 0);
+      return { refused: [413, 'too-large', 'too-large', `request body of ${contentLength} bytes is larger than the limit of ${maxBodyBytes} bytes`, [...replyHeaders, 'connection', 'close']], claims, started };
+    }
+    return { refused: undefined, claims, path, socketPath: instance.socketPath, replyHeaders, started };
+  }
+
+  function handle(req: IncomingMessage, res: ServerResponse): void {
+    admitAndRelay(req, res, readRequestHead(req.rawHeaders));
+  }
+
+  function admitAndRelay(req: IncomingMessage, res: ServerResponse, head: ReturnType<typeof readRequestHead>): void {
+    const a = admit(req.url ?? '', head.route, head.contentLength);
+    if (a.refused !== undefined) {
+      const [status, code, reason, message, extra] = a.refused;
+      replyError(res, status, code, reason, message, extra);
+      if (a.claims !== undefined) report(a.claims, a.started, status, 0, 0);
       return;
     }
-
+    const { claims, started } = a;
+    const gate = gates.get(claims.instance);
+    if (gate !== undefined) {
+      // Held while the instance is quiesced; then checked again as if it had just arrived
+      // (a moved instance is gone by then: the 404 sends the message to its new place).
+      void gate.opened.then(() => admitAndRelay(req, res, head));
+      return;
+    }
     inFlight.set(claims.instance, (inFlight.get(claims.instance) ?? 0) + 1);
     res.once('close', () => leave(claims.instance));
     relay(req, res, {
-      upstream: upstreamFor(claims.instance, instance.socketPath),
+      upstream: upstreamFor(claims.instance, a.socketPath),
       method: req.method!,
-      path,
+      path: a.path,
       head,
       maxBodyBytes,
-      replyHeaders,
+      replyHeaders: a.replyHeaders,
       untrusted: true,
       describe: `instance ${claims.instance} (service ${claims.service})`,
       done: onRequest === undefined ? undefined : (status, bytesIn, bytesOut) => report(claims, started, status, bytesIn, bytesOut),
     });
+  }
+
+  function exchange(req: OutgoingRequest, handlers: ReplyHandlers): UpstreamExchange {
+    let route: string | undefined;
+    const headers: string[] = [];
+    for (let i = 0; i < req.headers.length; i += 2) {
+      const name = req.headers[i]!;
+      if (name.length === ROUTE_HEADER.length && name.toLowerCase() === ROUTE_HEADER) route ??= req.headers[i + 1];
+      else headers.push(name, req.headers[i + 1]!);
+    }
+    return admitAndExchange(req, route, headers, handlers);
+  }
+
+  function admitAndExchange(req: OutgoingRequest, route: string | undefined, headers: string[], handlers: ReplyHandlers): UpstreamExchange {
+    const bodyBytes = req.body?.length ?? 0;
+    const a = admit(req.path, route, bodyBytes);
+    if (a.refused !== undefined) {
+      const [status, code, reason, message, extra] = a.refused;
+      if (a.claims !== undefined) report(a.claims, a.started, status, 0, 0);
+      return answerLater(handlers, status, code, reason, message, extra);
+    }
+    const { claims, started } = a;
+    const gate = gates.get(claims.instance);
+    if (gate !== undefined) return heldExchange(gate.opened, () => admitAndExchange(req, route, headers, handlers));
+    inFlight.set(claims.instance, (inFlight.get(claims.instance) ?? 0) + 1);
+    let left = false;
+    const once = (): void => {
+      if (left) return;
+      left = true;
+      leave(claims.instance);
+    };
+    const counted: ReplyHandlers = {
+      onHead: (h) => handlers.onHead(h),
+      onData: (c) => handlers.onData(c),
+      onEnd: () => {
+        once();
+        handlers.onEnd();
+      },
+      onError: (e, sent, replied) => {
+        once();
+        handlers.onError(e, sent, replied);
+      },
+    };
+    const inner = relayExchange(upstreamFor(claims.instance, a.socketPath), { method: req.method, path: a.path, headers, body: req.body, timeoutMs }, counted, {
+      replyHeaders: a.replyHeaders,
+      describe: `instance ${claims.instance} (service ${claims.service})`,
+      done: (status, bytesOut) => report(claims, started, status, bodyBytes, bytesOut),
+    });
+    return {
+      pause: () => inner.pause(),
+      resume: () => inner.resume(),
+      abort: () => {
+        once();
+        inner.abort();
+      },
+    };
   }
 
   function report(claims: RouteClaims, started: number, status: number, bytesIn: number, bytesOut: number): void {
@@ -254,7 +318,7 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
     verified.clear();
   }
 
-  return { handle, forget, quiesce, close };
+  return { handle, exchange, forget, quiesce, close };
 }
 
 const TOKEN_FAILURE: Record<RouteTokenFailure, string> = {
@@ -289,5 +353,31 @@ export async function listenForwarder(options: ForwarderOptions & { host: string
     address: { host: options.host, port },
     forget: forwarder.forget,
     close: () => closeServer(server, forwarder.close),
+  };
+}
+
+/** An in-process exchange held at a quiesce gate: started once the gate opens, unless aborted first. */
+function heldExchange(opened: Promise<void>, start: () => UpstreamExchange): UpstreamExchange {
+  let inner: UpstreamExchange | undefined;
+  let aborted = false;
+  let paused = false;
+  void opened.then(() => {
+    if (aborted) return;
+    inner = start();
+    if (paused) inner.pause();
+  });
+  return {
+    pause: () => {
+      paused = true;
+      inner?.pause();
+    },
+    resume: () => {
+      paused = false;
+      inner?.resume();
+    },
+    abort: () => {
+      aborted = true;
+      inner?.abort();
+    },
   };
 }

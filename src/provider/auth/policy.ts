@@ -109,8 +109,13 @@ export function isMutating(method: string): boolean {
   return method !== 'GET' && method !== 'HEAD' && method !== 'OPTIONS';
 }
 
+/** Each rule's pattern split once (this runs in front of every message). */
+const PARTS = new Map<string, readonly string[]>(RULES.map((r) => [r.pattern, r.pattern.split('/').filter((s) => s !== '')]));
+
 function match(pattern: string, segments: readonly string[]): Record<string, string> | undefined {
-  const parts = pattern.split('/').filter((s) => s !== '');
+  const parts = PARTS.get(pattern)!;
+  // A literal first part that differs rules the pattern out before any work on params.
+  if (parts.length > 0 && parts[0] !== segments[0] && !parts[0]!.startsWith(':') && parts[0] !== '*') return undefined;
   const params: Record<string, string> = {};
   for (let i = 0; i < parts.length; i++) {
     const p = parts[i]!;
