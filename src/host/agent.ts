@@ -102,7 +102,7 @@ export function createAgent(options: AgentOptions): Agent {
   const exits = createExitHandler({ events, log, teardown, save, afterCleanup: removal.pruneDead, ...hooks });
   const rootDeps = { state, save, layerCache, mounter };
   const prepareRoot: DeployDeps['prepareRoot'] = (l, rootfs, fetchBlob, onPulled) => prepareInstanceRoot(rootDeps, l, rootfs, fetchBlob, onPulled);
-  const warm = createWarmContainers({ store, state, prepareRoot, teardown, log, ...(options.warmPool ? { limits: options.warmPool } : {}) });
+  const warm = createWarmContainers({ store, state, prepareRoot, teardown, log, layers: layerCache, ...(options.warmPool ? { limits: options.warmPool } : {}) });
   const liveness = createLiveness({
     targets: () => livenessTargets(store),
     probe,

@@ -33,7 +33,7 @@ export interface DeployDeps {
   state: Pick<HostState, 'remove'>;
   endpoints: Endpoints;
   prepareRoot(l: LiveInstance, rootfs: RootfsSpec, fetchBlob: BlobFetcher, onPulled?: (lease: PreparedRoot) => void): Promise<PreparedInstance>;
-  warm: Pick<WarmContainers, 'take' | 'refill'>;
+  warm: Pick<WarmContainers, 'take' | 'refill'> & Partial<Pick<WarmContainers, 'takeTemplate'>>;
   openImportSockets: OpenImportSockets;
   teardown(l: LiveInstance): Promise<void>;
   watchExit(l: LiveInstance, running: RunningInstance): void;
@@ -77,14 +77,20 @@ export function createDeploy(deps: DeployDeps): (plan: DeploymentPlan) => Promis
     timeline.add('admit', timeline.t0, tAdmit);
     try {
       const { rootfs, fetchBlob } = await deps.images.resolve(plan.store, plan.image);
-      const hit = deps.warm.take(driver, plan, rootfs);
+      // This plan's own container, else one made for its image's template (a first deployment).
+      const hit = deps.warm.take(driver, plan, rootfs) ?? (await deps.warm.takeTemplate?.(driver, plan, rootfs, fetchBlob));
       let prepared: Pick<PreparedInstance, 'spec' | 'user'>;
       if (hit) {
         l = takeOver(deps, l, hit, startedAt);
         await deps.store.save(l);
         prepared = hit;
         const t = performance.now();
-        for (const name of ['pull', 'unpack', 'mount', 'create'] as const) timeline.add(name, tAdmit, t);
+        for (const name of ['pull', 'unpack'] as const) timeline.add(name, tAdmit, t);
+        // A template container gets the service's own layers now.
+        if (hit.attach) await hit.attach();
+        const tMounted = performance.now();
+        timeline.add('mount', t, tMounted);
+        timeline.add('create', tMounted, tMounted);
       } else {
         prepared = await prepareCold(deps, l, rootfs, fetchBlob, timeline, tAdmit);
       }

@@ -9,16 +9,20 @@
 //   survive an agent restart (the shim also writes them to a file), the monitor costs
 //   ~1 MB instead of a foreground runc's ~10 MB, and prepare() creates containers ahead
 //   of time, so that start() is then only `runc start`.
+//   prepareGeneric() creates one for a template before any service is chosen: its process
+//   is native/runner/shoal-runner.c (executed from an inherited fd, so no file of ours is
+//   in the root), which runs the program start() writes for it; graft() first mounts the
+//   service's own layers inside the container's mount namespace (native/idmap/shoal-graft.c).
 // - 'foreground': `runc run --keep` as the agent's child (its exit status is the
 //   container's). Needs no compiler; a container killed by signal N shows as 128+N.
 //
 // Files per instance, all in <stateDir>/bundle: config.json, pid, exit (the shim's
 // report), runc.log (runc's own JSON log: the reason when create fails).
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { watch, type FSWatcher } from 'node:fs';
 import { chmod, chown, mkdir, open, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { release } from 'node:os';
-import { dirname, join } from 'node:path';
+import { dirname, join, relative } from 'node:path';
 import type { Readable } from 'node:stream';
 import { ShoalError } from '../../../protocol/index.ts';
 import type {
@@ -38,7 +42,7 @@ import { createInheritedListener, type InheritedListener } from '../shared/liste
 import { delay, readProcStat, signalName, watchExit, within } from '../shared/proc.ts';
 import { cgroupMode, cgroupPathsOf, readCgroupStats, readOomKills, type CgroupPaths } from './cgroups.ts';
 import { createRuncCli, lastRuncError, type RuncCli } from './runc-cli.ts';
-import { ensureShim } from './shim.ts';
+import { ensureGraftHelper, ensureRunner, ensureShim } from './shim.ts';
 import type { SeccompArchitectures } from './seccomp.ts';
 import { buildRuntimeSpec, hostBlockDeviceDirs, validateInstanceId } from './spec.ts';
 
@@ -117,6 +121,8 @@ function files(stateDir: string) {
     exit: join(bundle, 'exit'),
     runcLog: join(bundle, 'runc.log'),
     launch: join(bundle, 'launch'),
+    /** A generic container's program (shoal-runner's fd 5), written at start. */
+    program: join(bundle, 'program'),
   };
 }
 
@@ -129,6 +135,25 @@ function parseExitLine(line: string): { code: number | undefined; signal: string
   return { code: code < 0 ? undefined : code, signal: sig > 0 ? signalName(sig) ?? `SIG${sig}` : undefined };
 }
 
+/** A service's layers added to a generic container: /<name> ← lowerDirs (top first), in one tmpfs of sizeBytes. */
+export interface GraftLayers {
+  /** A directory holding every lower dir (the layer cache's layers dir). */
+  parent: string;
+  mounts: Array<{ name: string; lowerDirs: string[] }>;
+  sizeBytes: number;
+}
+
+/** A driver that pre-creates containers for a template and adds a service's layers at start. */
+export interface GenericPreparingDriver extends PreparingDriver {
+  prepareGeneric(spec: InstanceSpec): Promise<void>;
+  graft(id: string, layers: GraftLayers): Promise<void>;
+}
+
+/** What a generic container is created with in place of the service's process. */
+const GENERIC_PROCESS = { args: ['/proc/self/fd/4'], env: [] as string[], cwd: '/' };
+const MOUNT_NAME = /^[\w.+-]{1,255}$/;
+const LAYER_PATH = /^[^,:\\\n]+$/;
+
 export function createRuncDriver(options: RuncDriverOptions) {
   const runc = createRuncCli(options.runc ?? 'runc', options.runcRoot);
   const cgroupParent = (options.cgroupParent ?? 'shoal').replace(/\/+$/, '');
@@ -140,6 +165,8 @@ export function createRuncDriver(options: RuncDriverOptions) {
   const passable = new Set<string>();
   /** Config of each created-but-not-started container, to check start() asks for the same. */
   const prepared = new Map<string, string>();
+  /** Containers created with the runner (prepareGeneric): their config with GENERIC_PROCESS. */
+  const generic = new Map<string, string>();
   let closed = false;
   let modePromise: Promise<Mode> | undefined;
 
@@ -215,7 +242,7 @@ export function createRuncDriver(options: RuncDriverOptions) {
    * Under the shim: `runc create` (the instance waits for `runc start`) or `runc run -d`
    * (create and start in one runc call: the fastest way when nothing was prepared).
    */
-  async function launchWithShim(spec: InstanceSpec, config: string, shim: string, action: 'create' | 'run'): Promise<RuncInstance> {
+  async function launchWithShim(spec: InstanceSpec, config: string, shim: string, action: 'create' | 'run', runner?: string): Promise<RuncInstance> {
     const f = await writeBundle(spec, config, 'shim');
     let listener: InheritedListener;
     try {
@@ -224,12 +251,20 @@ export function createRuncDriver(options: RuncDriverOptions) {
       return failCreate(spec, f, 'creating the listener of', e);
     }
     const logHandle = await open(spec.logFile, 'a');
+    // A generic container's runner gets itself (fd 4) and its program file (fd 5), empty
+    // until start() writes it; host-owned, read through the descriptor only.
+    const passed: Array<Awaited<ReturnType<typeof open>>> = [];
     let child: ChildProcess;
     try {
-      const runcArgs = [...runc.globalArgs(f.runcLog), ...(action === 'run' ? ['run', '--detach'] : ['create']), '--preserve-fds', '1', '--bundle', f.bundle, '--pid-file', f.pid, spec.id];
+      if (runner) {
+        await writeFile(f.program, '', { mode: 0o600 });
+        passed.push(await open(runner, 'r'), await open(f.program, 'r'));
+      }
+      const runcArgs = [...runc.globalArgs(f.runcLog), ...(action === 'run' ? ['run', '--detach'] : ['create']), '--preserve-fds', String(1 + passed.length), '--bundle', f.bundle, '--pid-file', f.pid, spec.id];
       const logMax = String(options.logMaxBytes ?? DEFAULT_LOG_MAX_BYTES);
-      child = spawn(shim, ['--listen-fd', '4', '--log', spec.logFile, logMax, f.exit, f.pid, runc.binary, ...runcArgs], {
-        stdio: ['ignore', logHandle.fd, logHandle.fd, 'pipe', listener.fd],
+      const passArgs = passed.flatMap((_, i) => ['--pass-fd', String(5 + i)]);
+      child = spawn(shim, ['--listen-fd', '4', ...passArgs, '--log', spec.logFile, logMax, f.exit, f.pid, runc.binary, ...runcArgs], {
+        stdio: ['ignore', logHandle.fd, logHandle.fd, 'pipe', listener.fd, ...passed.map((h) => h.fd)],
         detached: true,
       });
       await new Promise<void>((resolve, reject) => {
@@ -238,10 +273,12 @@ export function createRuncDriver(options: RuncDriverOptions) {
       });
     } catch (e) {
       await logHandle.close();
+      for (const h of passed) await h.close();
       await listener.release();
       return failCreate(spec, f, 'starting the shim for', e);
     }
     await logHandle.close();
+    for (const h of passed) await h.close();
     await listener.release();
 
     const pipe = child.stdio[3] as Readable;
@@ -361,6 +398,7 @@ export function createRuncDriver(options: RuncDriverOptions) {
     void inst.exited.then(() => {
       if (live.get(inst.id) === inst) live.delete(inst.id);
       prepared.delete(inst.id);
+      generic.delete(inst.id);
     });
   }
 
@@ -369,9 +407,56 @@ export function createRuncDriver(options: RuncDriverOptions) {
       await runc.start(inst.id);
       inst.started = true;
       prepared.delete(inst.id);
+      generic.delete(inst.id);
     } catch (e) {
       await inst.stop({ graceMs: 0 }).catch(() => undefined);
       throw new ShoalError('internal', `runc start ${inst.id} failed: ${(e as Error).message}`, { field: 'id', cause: e });
+    }
+  }
+
+  /**
+   * A container for the template whose root `spec.rootfs` holds, with the runner as its
+   * process: start() later runs spec's program (or another's with the same config but
+   * for args, env and cwd), after graft() added the service's layers.
+   */
+  async function prepareGeneric(spec: InstanceSpec): Promise<void> {
+    if (closed) throw new ShoalError('unavailable', 'the runc driver is closed');
+    if (live.has(spec.id)) throw new ShoalError('conflict', `instance ${spec.id} already exists`, { field: 'id' });
+    const config = runtimeConfig({ ...spec, ...GENERIC_PROCESS });
+    const m = await mode();
+    if (m.kind !== 'shim') throw new ShoalError('unsupported', 'pre-creating containers needs the shim (no C compiler?)');
+    // graft() needs its helper soon after: built now, off the deployment's path.
+    const cache = options.shimDir ? { cacheDir: options.shimDir } : {};
+    const [runner] = await Promise.all([ensureRunner(cache), ensureGraftHelper(cache)]);
+    await letRootPass(spec);
+    await launchWithShim(spec, config, m.shim, 'create', runner);
+    generic.set(spec.id, config);
+  }
+
+  /** Mounts a service's layers into a generic container not started yet (see GraftLayers). */
+  async function graft(id: string, layers: GraftLayers): Promise<void> {
+    const inst = live.get(id);
+    if (!inst || inst.started || !generic.has(id)) throw new ShoalError('conflict', `instance ${id} is not a generic container waiting to start`, { field: 'id' });
+    if (layers.mounts.length === 0) throw new ShoalError('invalid', 'nothing to graft', { field: 'mounts' });
+    if (!Number.isSafeInteger(layers.sizeBytes) || layers.sizeBytes < 1024 * 1024) {
+      throw new ShoalError('invalid', `the grafted layers' writable size must be at least 1 MiB, got ${layers.sizeBytes}`, { field: 'sizeBytes' });
+    }
+    const args: string[] = [];
+    for (const { name, lowerDirs } of layers.mounts) {
+      if (!MOUNT_NAME.test(name) || name === '.' || name === '..') throw new ShoalError('invalid', `mount name ${JSON.stringify(name)} is not one path component`, { field: 'mounts' });
+      const rel = lowerDirs.map((d) => relative(layers.parent, d));
+      if (rel.length === 0 || rel.some((r) => r === '' || r.startsWith('..') || !LAYER_PATH.test(r))) {
+        throw new ShoalError('invalid', `the layers of /${name} must be under ${layers.parent}, with no , : or \\ in their paths`, { field: 'mounts' });
+      }
+      args.push(`${name}=${rel.join(':')}`);
+    }
+    const helper = await ensureGraftHelper(options.shimDir ? { cacheDir: options.shimDir } : {});
+    const map = idMapping ? [String(idMapping.hostId), String(idMapping.count)] : ['-', '0'];
+    try {
+      await runHelper(helper, [String(inst.pid), ...map, layers.parent, String(Math.ceil(layers.sizeBytes / 1024)), ...args]);
+    } catch (e) {
+      const stderr = (e as { stderr?: string }).stderr?.trim() || (e as Error).message;
+      throw new ShoalError('internal', `adding the service's layers to ${id} failed: ${stderr}`, { field: 'id', cause: e });
     }
   }
 
@@ -392,6 +477,19 @@ export function createRuncDriver(options: RuncDriverOptions) {
     const existing = live.get(spec.id);
     if (existing) {
       if (existing.started) throw new ShoalError('conflict', `instance ${spec.id} is already running`, { field: 'id' });
+      const genericConfig = generic.get(spec.id);
+      if (genericConfig !== undefined) {
+        // Its root may hold grafted layers a new container would not have: never re-created.
+        if (genericConfig !== runtimeConfig({ ...spec, ...GENERIC_PROCESS })) {
+          await existing.stop({ graceMs: 0 });
+          throw new ShoalError('internal', `generic container ${spec.id} was created for another config than this start asks for`, { field: 'id' });
+        }
+        const process = (JSON.parse(config) as { process: { args: string[]; env: string[]; cwd: string } }).process;
+        const program = [process.cwd, String(process.args.length), ...process.args, ...process.env].map((x) => `${x}\0`).join('');
+        await writeFile(files(spec.stateDir).program, program, { mode: 0o600 });
+        await startCreated(existing);
+        return existing;
+      }
       if (prepared.get(spec.id) === config) {
         await startCreated(existing);
         return existing;
@@ -504,6 +602,7 @@ export function createRuncDriver(options: RuncDriverOptions) {
     if (inst) await inst.stop({ graceMs: 0 });
     await removeContainer(id);
     prepared.delete(id);
+    generic.delete(id);
     await rm(files(stateDir).bundle, { recursive: true, force: true });
   }
 
@@ -550,6 +649,7 @@ export function createRuncDriver(options: RuncDriverOptions) {
     }
     live.clear();
     prepared.clear();
+    generic.clear();
   }
 
   const driver = {
@@ -557,13 +657,15 @@ export function createRuncDriver(options: RuncDriverOptions) {
     capabilities,
     fingerprint,
     prepare,
+    prepareGeneric,
+    graft,
     start,
     recover,
     destroy,
     close,
     ...(idMapping ? { idMapping } : {}),
     ...(options.boundedRoot === false ? {} : { boundsRoot: true as const }),
-  } satisfies PreparingDriver & Partial<IdMappedDriver & RootBoundingDriver>;
+  } satisfies PreparingDriver & GenericPreparingDriver & Partial<IdMappedDriver & RootBoundingDriver>;
   return driver;
 }
 
@@ -644,6 +746,12 @@ class RuncInstance implements PausableInstance {
     if (!this.cgroups || this.done) return { memoryBytes: undefined, cpuUsageNanos: undefined, pids: undefined };
     return readCgroupStats(this.cgroups);
   }
+}
+
+function runHelper(file: string, args: string[]): Promise<void> {
+  return new Promise((resolve, reject) => {
+    execFile(file, args, (err, _stdout, stderr) => (err ? reject(Object.assign(err, { stderr })) : resolve()));
+  });
 }
 
 async function readPidFile(file: string): Promise<number | undefined> {

@@ -21,6 +21,11 @@ export const shimSource = fileURLToPath(new URL('../../../../native/shim/shoal-s
 /** The overlay-over-id-mapped-layers mounter (user namespaces; src/host/rootfs/overlay.ts). */
 export const idmapSource = fileURLToPath(new URL('../../../../native/idmap/shoal-idmap.c', import.meta.url));
 
+/** Adds a service's layers inside a container pre-created for its template (the template pool). */
+export const graftSource = fileURLToPath(new URL('../../../../native/idmap/shoal-graft.c', import.meta.url));
+/** The init of a container pre-created for a template: runs the program chosen at start. */
+export const runnerSource = fileURLToPath(new URL('../../../../native/runner/shoal-runner.c', import.meta.url));
+
 /** $XDG_CACHE_HOME/shoal, else ~/.cache/shoal. */
 export function defaultShimDir(): string {
   return join(process.env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'shoal');
@@ -38,19 +43,29 @@ export function ensureIdmapHelper(options: { cacheDir?: string; cc?: string } = 
   return ensureNative(idmapSource, 'shoal-idmap', options);
 }
 
-function ensureNative(sourcePath: string, name: string, options: { cacheDir?: string; cc?: string }): Promise<string> {
+/** Path of the compiled shoal-graft helper. */
+export function ensureGraftHelper(options: { cacheDir?: string; cc?: string } = {}): Promise<string> {
+  return ensureNative(graftSource, 'shoal-graft', options);
+}
+
+/** Path of the compiled shoal-runner, linked statically (it runs inside any root). */
+export function ensureRunner(options: { cacheDir?: string; cc?: string } = {}): Promise<string> {
+  return ensureNative(runnerSource, 'shoal-runner', options, ['-static']);
+}
+
+function ensureNative(sourcePath: string, name: string, options: { cacheDir?: string; cc?: string }, flags: string[] = []): Promise<string> {
   const cacheDir = options.cacheDir ?? defaultShimDir();
   const key = `${cacheDir}\0${name}`;
   let p = building.get(key);
   if (!p) {
-    p = build(sourcePath, name, cacheDir, options.cc ?? 'cc');
+    p = build(sourcePath, name, cacheDir, options.cc ?? 'cc', flags);
     building.set(key, p);
     p.catch(() => building.delete(key));
   }
   return p;
 }
 
-async function build(sourcePath: string, name: string, cacheDir: string, cc: string): Promise<string> {
+async function build(sourcePath: string, name: string, cacheDir: string, cc: string, flags: string[]): Promise<string> {
   const source = await readFile(sourcePath);
   const hash = createHash('sha256').update(source).digest('hex').slice(0, 16);
   const out = join(cacheDir, `${name}-${hash}`);
@@ -64,7 +79,7 @@ async function build(sourcePath: string, name: string, cacheDir: string, cc: str
   // Compile beside, then rename: a concurrent builder never sees half a binary.
   const tmp = `${out}.${randomBytes(4).toString('hex')}.tmp`;
   try {
-    await run(cc, ['-O2', '-Wall', '-o', tmp, sourcePath]);
+    await run(cc, ['-O2', '-Wall', ...flags, '-o', tmp, sourcePath]);
     await rename(tmp, out);
   } catch (e) {
     await rm(tmp, { force: true });
@@ -76,7 +91,7 @@ async function build(sourcePath: string, name: string, cacheDir: string, cc: str
 
 if (import.meta.main) {
   const opts = process.argv[2] ? { cacheDir: process.argv[2] } : {};
-  Promise.all([ensureShim(opts), ensureIdmapHelper(opts)]).then(
+  Promise.all([ensureShim(opts), ensureIdmapHelper(opts), ensureGraftHelper(opts), ensureRunner(opts)]).then(
     (paths) => console.log(paths.join('\n')),
     (e: unknown) => {
       console.error((e as Error).message);
