@@ -54,7 +54,7 @@ export interface AgentOptions {
    * Containers created ahead for recently deployed plans (drivers that can prepare):
    * perImage per plan (default 1, 0 turns it off), max in all (default 4).
    */
-  warmPool?: { perImage?: number; max?: number };
+  warmPool?: { perImage?: number; max?: number; perTemplate?: number; maxTemplates?: number };
   /** Probing ready instances (liveness.ts); periodMs 0 turns the periodic probe off. */
   liveness?: LivenessLimits;
   logger?: Logger;
