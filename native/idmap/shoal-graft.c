@@ -8,7 +8,8 @@
  *
  * For each <name> (one path component: a top-level directory the template's root lacks),
  * /<name> in the container becomes an overlay of <lowers> (':'-separated, top first,
- * relative to <lower-parent>), seen through an id-mapped view as in shoal-idmap.c, over a
+ * relative to <lower-parent>), seen through an id-mapped view as in shoal-idmap.c (with the
+ * container's own user namespace when it maps exactly <host-id> <count>), over a
  * writable upper dir of its own. Every upper dir lives in one new tmpfs of <size-KiB>
  * (nosuid,nodev, owned by <host-id>): the service's writes stay bounded. The mounts are
  * made detached in the host's namespace (fsopen/fsmount: the layer paths are resolved
@@ -76,6 +77,9 @@
 #ifndef SYS_pidfd_open
 #define SYS_pidfd_open 434
 #endif
+#ifndef SYS_pidfd_send_signal
+#define SYS_pidfd_send_signal 424
+#endif
 #ifndef SYS_mount_setattr
 #define SYS_mount_setattr 442
 #endif
@@ -130,6 +134,36 @@ static int user_namespace(unsigned long host, unsigned long count) {
   return ns;
 }
 
+/*
+ * The container's own user namespace when its mapping is exactly 0 <host> <count> for
+ * users and groups (what the agent asks runc for): no namespace to make. Else -1.
+ */
+static int container_namespace(int pid, int pidfd, unsigned long host, unsigned long count) {
+  char path[64], got[256];
+  const char *maps[] = {"uid_map", "gid_map"};
+  for (int i = 0; i < 2; i++) {
+    snprintf(path, sizeof path, "/proc/%d/%s", pid, maps[i]);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    ssize_t n = read(fd, got, sizeof got - 1);
+    close(fd);
+    if (n <= 0) return -1;
+    got[n] = 0;
+    /* one line: "<inside> <outside> <count>", columns padded with spaces */
+    unsigned long a, b, c;
+    char extra;
+    if (sscanf(got, " %lu %lu %lu %c", &a, &b, &c, &extra) != 3 || a != 0 || b != host || c != count) return -1;
+  }
+  snprintf(path, sizeof path, "/proc/%d/ns/user", pid);
+  int ns = open(path, O_RDONLY | O_CLOEXEC);
+  /* Still the process the pidfd names (not a recycled pid)? */
+  if (ns >= 0 && syscall(SYS_pidfd_send_signal, pidfd, 0, NULL, 0) < 0) {
+    close(ns);
+    return -1;
+  }
+  return ns;
+}
+
 static void set(int fs, const char *key, const char *value, const char *what) {
   if (syscall(SYS_fsconfig, fs, FSCONFIG_SET_STRING, key, value, 0) < 0) die(what, key);
 }
@@ -175,7 +209,11 @@ int main(int argc, char **argv) {
   int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
   if (pidfd < 0) die("pidfd_open", argv[1]);
 
-  int ns = mapped ? user_namespace(host, count) : -1;
+  int ns = -1;
+  if (mapped) {
+    ns = container_namespace(pid, pidfd, host, count);
+    if (ns < 0) ns = user_namespace(host, count);
+  }
   int tree = (int)syscall(SYS_open_tree, AT_FDCWD, argv[4], OPEN_TREE_CLONE | O_CLOEXEC | AT_RECURSIVE);
   if (tree < 0) die("open_tree", argv[4]);
   struct shoal_mount_attr attr = {.attr_set = MOUNT_ATTR_IDMAP, .userns_fd = (uint64_t)ns};

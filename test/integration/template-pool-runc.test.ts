@@ -19,7 +19,7 @@ const skip = skipUnless(['root', 'runc', 'cc']);
 // Reports what the service sees of its root and its process.
 const VIEW_SERVER = `
 import { createServer } from 'node:http';
-import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 const view = () => {
   let written = false;
   try { writeFileSync('/app/data/written', 'x'); written = true; } catch {}
@@ -30,6 +30,7 @@ const view = () => {
     top: readdirSync('/').sort(),
     service: process.env.SHOAL_SERVICE, instance: process.env.SHOAL_INSTANCE, extra: process.env.EXTRA ?? null,
     cwd: process.cwd(), argv: process.argv.slice(1), uid: process.getuid(),
+    appOwner: statSync('/app/server.mjs').uid, dataOwner: statSync('/app/data/written').uid,
     written, etcWritten,
     appMounts: readFileSync('/proc/self/mountinfo', 'utf8').split('\\n').filter((l) => l.split(' ')[4] === '/app').length,
   };
@@ -112,6 +113,10 @@ describe('the template pool (runc)', { skip }, () => {
     assert.deepEqual(viewA.top, view.top, 'the same top-level entries');
     assert.deepEqual(viewA.app, ['data', 'data/written', 'marker-a', 'server.mjs']);
     assert.equal(viewA.uid, view.uid);
+    assert.equal(view.appOwner, 0, "the layer's files keep their owner (id-mapped)");
+    assert.equal(viewA.appOwner, 0);
+    assert.equal(view.dataOwner, 65534, 'what the service writes is its own');
+    assert.equal(viewA.dataOwner, 65534);
     assert.equal(viewA.appMounts, 0);
   });
 
