@@ -95,7 +95,7 @@ export function createDeploy(deps: DeployDeps): (plan: DeploymentPlan) => Promis
         prepared = await prepareCold(deps, l, rootfs, fetchBlob, timeline, tAdmit);
       }
       const tReady = await startAndWait(deps, l, prepared, timeline, !hit);
-      const pull = hit ? { bytes: 0, layersFetched: 0, layersCached: rootfs.layers.length } : l.lease!.stats;
+      const pull = hit ? (hit.pull ?? { bytes: 0, layersFetched: 0, layersCached: rootfs.layers.length }) : l.lease!.stats;
       const done: DeploymentTimeline = { startedAt, phases: timeline.phases, pull, totalMs: timeline.rel(tReady) };
       l.record.timeline = done;
       l.record.state = 'ready';

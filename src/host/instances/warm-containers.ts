@@ -14,7 +14,7 @@ import { createWarmPool } from './warm-pool.ts';
 import type { PreparedInstance } from './root-preparation.ts';
 import { buildSpec, diskBytes } from './instance-spec.ts';
 import { canPrepareGeneric, graftMounts, layersParent, templateKey, templatePlan, templateRootfs, type GraftLayers } from './template-pool.ts';
-import type { DeploymentPlan, RootfsSpec } from '../../protocol/index.ts';
+import type { DeploymentPlan, PullStats, RootfsSpec } from '../../protocol/index.ts';
 import type { DriverName } from '../drivers/index.ts';
 import { isShoalError } from '../../protocol/index.ts';
 
@@ -24,6 +24,8 @@ export interface WarmContainer {
   user: { uid: number; gid: number };
   /** A template container: adds the service's layers; to be called once, before start. */
   attach?: () => Promise<void>;
+  /** What leasing the service's layers fetched (a template container); none otherwise. */
+  pull?: PullStats;
 }
 
 export interface WarmContainersDeps {
@@ -68,6 +70,9 @@ export interface WarmContainers {
 export function warmKey(driver: Pick<Driver, 'name'>, plan: DeploymentPlan, rootfs: Pick<RootfsSpec, 'manifestDigest'>): string {
   return JSON.stringify([driver.name, rootfs.manifestDigest, plan.service, plan.args ?? null, plan.env ?? {}, plan.resources]);
 }
+
+/** Service layers whose fitness for the template pool is remembered. */
+const MAX_REMEMBERED = 4096;
 
 export function createWarmContainers(deps: WarmContainersDeps): WarmContainers {
   let closing = false;
@@ -138,17 +143,28 @@ export function createWarmContainers(deps: WarmContainersDeps): WarmContainers {
     }
   };
 
+  /** Whether (and how) the image's service layer can be added to its template's containers; remembered. */
+  const graftsFor = async (key: string, rootfs: RootfsSpec, lowerDirs: string[]): Promise<GraftLayers['mounts'] | undefined> => {
+    const gk = graftKey(key, rootfs);
+    if (!grafts.has(gk)) {
+      const mounts = await graftMounts(lowerDirs);
+      if (grafts.size >= MAX_REMEMBERED) grafts.clear(); // a bound; forgetting only costs a look again
+      grafts.set(gk, mounts);
+    }
+    return grafts.get(gk);
+  };
+  const knownUnfit = (key: string, rootfs: RootfsSpec): boolean => grafts.has(graftKey(key, rootfs)) && grafts.get(graftKey(key, rootfs)) === undefined;
+
   const takeTemplate = async (driver: Driver, plan: DeploymentPlan, rootfs: RootfsSpec, fetchBlob: BlobFetcher): Promise<WarmContainer | undefined> => {
     const key = templateKey(driver, plan, rootfs);
     if (closing || !deps.layers || key === undefined || !canPrepareGeneric(driver) || cannotPrepare.has(driver)) return undefined;
-    if (templates.size().ready === 0 && grafts.has(graftKey(key, rootfs))) return undefined; // known, none ready: no lease needed
+    // None ready (or the image does not qualify): the ordinary path, which leases (and counts) the layers itself.
+    if (!templates.has(key) || knownUnfit(key, rootfs)) return undefined;
     // The whole image's layers, leased for the instance (those of the template included).
     const lease = await deps.layers.prepare({ manifestDigest: rootfs.manifestDigest, layers: rootfs.layers }, fetchBlob, 'overlay');
     let mounts: GraftLayers['mounts'] | undefined;
     try {
-      const gk = graftKey(key, rootfs);
-      if (!grafts.has(gk)) grafts.set(gk, await graftMounts(lease.lowerDirs));
-      mounts = grafts.get(gk);
+      mounts = await graftsFor(key, rootfs, lease.lowerDirs);
     } catch (e) {
       lease.release();
       throw e;
@@ -164,7 +180,7 @@ export function createWarmContainers(deps: WarmContainersDeps): WarmContainers {
     live.record.rootfs = rootfs;
     const spec = buildSpec({ id: live.record.id, plan, rootfs, rootPath: live.record.rootPath!, paths: live.paths, user: w.user, hostPaths: false, boundedRoot: boundsRoot(driver) });
     const layers: GraftLayers = { parent: layersParent(lease.lowerDirs), mounts, sizeBytes: diskBytes(plan) };
-    return { live, spec, user: w.user, attach: () => driver.graft(live.record.id, layers) };
+    return { live, spec, user: w.user, attach: () => driver.graft(live.record.id, layers), pull: lease.stats };
   };
 
   return {
@@ -178,9 +194,20 @@ export function createWarmContainers(deps: WarmContainersDeps): WarmContainers {
       if (!canPrepare(driver) || cannotPrepare.has(driver)) return;
       pool.refill(warmKey(driver, plan, rootfs), () => create(driver, plan, rootfs, fetchBlob));
       const key = templateKey(driver, plan, rootfs);
-      if (key !== undefined && grafts.get(graftKey(key, rootfs)) !== undefined) {
-        templates.refill(key, () => createTemplate(driver, plan, rootfs, fetchBlob));
-      }
+      const layers = deps.layers;
+      if (key === undefined || !layers || !canPrepareGeneric(driver) || knownUnfit(key, rootfs)) return;
+      templates.refill(key, async () => {
+        // Whether the image qualifies, once per service layer (its layers are cached now: no pull).
+        if (!grafts.has(graftKey(key, rootfs))) {
+          const lease = await layers.prepare({ manifestDigest: rootfs.manifestDigest, layers: rootfs.layers }, fetchBlob, 'overlay');
+          try {
+            if (!(await graftsFor(key, rootfs, lease.lowerDirs))) return undefined;
+          } finally {
+            lease.release();
+          }
+        }
+        return createTemplate(driver, plan, rootfs, fetchBlob);
+      });
     },
     drop,
     list: () =>
