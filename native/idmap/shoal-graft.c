@@ -16,6 +16,13 @@
  * here, never inside the container), then the helper enters the container's mount
  * namespace and moves them onto /<name>, a directory it makes there unless the template
  * has one (anything else by that name fails). Linux >= 5.8 (pidfd setns).
+ *
+ *   shoal-graft --wait <init-pid> <host-id|-> <count> <lower-parent>
+ *
+ * does what needs no service ahead (the container's handle, the id-mapped view), writes
+ * "ready" to stdout, then reads one line "<size-KiB> <name>=<lowers>..." from stdin and
+ * goes on as above, writing "ok" when done (end of input: exits doing nothing). Started
+ * with a pre-created container, it takes the process start off the deployment's path.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -177,33 +184,21 @@ static int create(int fs, unsigned attrs, const char *what) {
 }
 
 int main(int argc, char **argv) {
-  if (argc < 7 || argc - 6 > MAX_MOUNTS) {
-    fprintf(stderr, "usage: shoal-graft <init-pid> <host-id|-> <count> <lower-parent> <size-KiB> <name>=<lowers>...\n");
+  int wait_mode = argc > 1 && strcmp(argv[1], "--wait") == 0;
+  if (wait_mode) {
+    argv++;
+    argc--;
+  }
+  if (argc < (wait_mode ? 5 : 7) || (wait_mode && argc != 5) || argc - 6 > MAX_MOUNTS) {
+    fprintf(stderr, "usage: shoal-graft [--wait] <init-pid> <host-id|-> <count> <lower-parent> [<size-KiB> <name>=<lowers>...]\n");
     return 2;
   }
   int pid = atoi(argv[1]);
   int mapped = strcmp(argv[2], "-") != 0;
   unsigned long host = mapped ? strtoul(argv[2], NULL, 10) : 0, count = strtoul(argv[3], NULL, 10);
-  unsigned long kib = strtoul(argv[5], NULL, 10);
-  if (pid <= 1 || (mapped && count == 0) || kib == 0) {
-    fprintf(stderr, "shoal-graft: bad pid, id count or size\n");
+  if (pid <= 1 || (mapped && count == 0)) {
+    fprintf(stderr, "shoal-graft: bad pid or id count\n");
     return 2;
-  }
-  int n = argc - 6;
-  char *names[MAX_MOUNTS], *lowers[MAX_MOUNTS];
-  for (int i = 0; i < n; i++) {
-    char *eq = strchr(argv[6 + i], '=');
-    if (!eq || eq == argv[6 + i] || !eq[1]) {
-      fprintf(stderr, "shoal-graft: %s is not <name>=<lowers>\n", argv[6 + i]);
-      return 2;
-    }
-    *eq = 0;
-    names[i] = argv[6 + i];
-    lowers[i] = eq + 1;
-    if (strchr(names[i], '/') || strcmp(names[i], ".") == 0 || strcmp(names[i], "..") == 0) {
-      fprintf(stderr, "shoal-graft: %s is not one path component\n", names[i]);
-      return 2;
-    }
   }
   /* The container first: a pid that is gone fails before anything is made. */
   int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
@@ -218,6 +213,64 @@ int main(int argc, char **argv) {
   if (tree < 0) die("open_tree", argv[4]);
   struct shoal_mount_attr attr = {.attr_set = MOUNT_ATTR_IDMAP, .userns_fd = (uint64_t)ns};
   if (mapped && syscall(SYS_mount_setattr, tree, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr, sizeof attr) < 0) die("mount_setattr(MOUNT_ATTR_IDMAP)", NULL);
+
+  /* What to mount: the arguments, or (--wait) one line on stdin. */
+  char **rest = argv + 5;
+  int n_rest = argc - 5;
+  static char line[65536];
+  char *toks[MAX_MOUNTS + 1];
+  if (wait_mode) {
+    if (write(1, "ready\n", 6) != 6) die("reporting ready", NULL);
+    size_t len = 0;
+    while (len < sizeof line - 1 && !memchr(line, '\n', len)) {
+      ssize_t r = read(0, line + len, sizeof line - 1 - len);
+      if (r < 0 && errno == EINTR) continue;
+      if (r <= 0) break;
+      len += (size_t)r;
+    }
+    line[len] = 0;
+    char *nl = strchr(line, '\n');
+    if (!nl) {
+      if (len == 0) return 0; /* nobody asked */
+      fprintf(stderr, "shoal-graft: no complete line on stdin\n");
+      return 2;
+    }
+    *nl = 0;
+    n_rest = 0;
+    for (char *save = NULL, *t = strtok_r(line, " ", &save); t; t = strtok_r(NULL, " ", &save)) {
+      if (n_rest == MAX_MOUNTS + 1) {
+        fprintf(stderr, "shoal-graft: too many mounts\n");
+        return 2;
+      }
+      toks[n_rest++] = t;
+    }
+    rest = toks;
+  }
+  if (n_rest < 2) {
+    fprintf(stderr, "shoal-graft: need <size-KiB> and at least one <name>=<lowers>\n");
+    return 2;
+  }
+  unsigned long kib = strtoul(rest[0], NULL, 10);
+  if (kib == 0) {
+    fprintf(stderr, "shoal-graft: bad size\n");
+    return 2;
+  }
+  int n = n_rest - 1;
+  char *names[MAX_MOUNTS], *lowers[MAX_MOUNTS];
+  for (int i = 0; i < n; i++) {
+    char *eq = strchr(rest[1 + i], '=');
+    if (!eq || eq == rest[1 + i] || !eq[1]) {
+      fprintf(stderr, "shoal-graft: %s is not <name>=<lowers>\n", rest[1 + i]);
+      return 2;
+    }
+    *eq = 0;
+    names[i] = rest[1 + i];
+    lowers[i] = eq + 1;
+    if (strchr(names[i], '/') || strcmp(names[i], ".") == 0 || strcmp(names[i], "..") == 0) {
+      fprintf(stderr, "shoal-graft: %s is not one path component\n", names[i]);
+      return 2;
+    }
+  }
 
   /* One bounded tmpfs holds every upper and work dir. */
   char value[128];
@@ -258,5 +311,6 @@ int main(int argc, char **argv) {
     if (mkdir(target, 0755) < 0 && (errno != EEXIST || lstat(target, &st) < 0 || !S_ISDIR(st.st_mode))) die("making the mount point", target);
     if (syscall(SYS_move_mount, mounts[i], "", AT_FDCWD, target, MOVE_MOUNT_F_EMPTY_PATH) < 0) die("moving the layers onto", target);
   }
+  if (wait_mode && write(1, "ok\n", 3) != 3) die("reporting ok", NULL);
   return 0;
 }

@@ -28,8 +28,11 @@ export interface GraftLayers {
 
 /** A driver that pre-creates containers for a template and adds a service's layers before start. */
 export interface TemplatePreparingDriver extends PreparingDriver {
-  /** Creates the container with a generic process; start() later names the program. */
-  prepareGeneric(spec: InstanceSpec): Promise<void>;
+  /**
+   * Creates the container with a generic process; start() later names the program.
+   * graftParent: where graft()'s layers will be (the driver may get ready for them).
+   */
+  prepareGeneric(spec: InstanceSpec, options?: { graftParent?: string }): Promise<void>;
   /** Adds the layers inside the container made by prepareGeneric, before its start. */
   graft(id: string, layers: GraftLayers): Promise<void>;
 }

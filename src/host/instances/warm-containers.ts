@@ -133,7 +133,7 @@ export function createWarmContainers(deps: WarmContainersDeps): WarmContainers {
     const live = deps.store.entry(newRecord(newInstanceId('pool'), base, driver.name as DriverName, Date.now()), driver);
     try {
       const { spec, user } = await deps.prepareRoot(live, templateRootfs(rootfs), fetchBlob);
-      await driver.prepareGeneric(spec);
+      await driver.prepareGeneric(spec, live.lease && live.lease.lowerDirs.length > 0 ? { graftParent: layersParent(live.lease.lowerDirs) } : {});
       return { live, spec, user };
     } catch (e) {
       if (isShoalError(e) && e.code === 'unsupported') cannotPrepare.add(driver);

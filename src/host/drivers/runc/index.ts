@@ -145,14 +145,23 @@ export interface GraftLayers {
 
 /** A driver that pre-creates containers for a template and adds a service's layers at start. */
 export interface GenericPreparingDriver extends PreparingDriver {
-  prepareGeneric(spec: InstanceSpec): Promise<void>;
+  /** graftParent: where graft()'s layers will be (a helper then waits for them, started ahead). */
+  prepareGeneric(spec: InstanceSpec, options?: { graftParent?: string }): Promise<void>;
   graft(id: string, layers: GraftLayers): Promise<void>;
+}
+
+/** shoal-graft --wait, started with a generic container: the mounts are one line away. */
+interface Grafter {
+  parent: string;
+  child: ChildProcess;
+  lines: ReturnType<typeof lineReader>;
+  stderr: () => string;
 }
 
 /** What a generic container is created with in place of the service's process. */
 const GENERIC_PROCESS = { args: ['/proc/self/fd/4'], env: [] as string[], cwd: '/' };
 const MOUNT_NAME = /^[\w.+-]{1,255}$/;
-const LAYER_PATH = /^[^,:\\\n]+$/;
+const LAYER_PATH = /^[^,:\\\n ]+$/;
 
 export function createRuncDriver(options: RuncDriverOptions) {
   const runc = createRuncCli(options.runc ?? 'runc', options.runcRoot);
@@ -167,6 +176,29 @@ export function createRuncDriver(options: RuncDriverOptions) {
   const prepared = new Map<string, string>();
   /** Containers created with the runner (prepareGeneric): their config with GENERIC_PROCESS. */
   const generic = new Map<string, string>();
+  const grafters = new Map<string, Grafter>();
+  /** Lets a waiting helper go (end of input: it exits doing nothing). */
+  const dropGrafter = (id: string): void => {
+    const g = grafters.get(id);
+    grafters.delete(id);
+    g?.child.stdin?.end();
+  };
+
+  async function startGrafter(helper: string, pid: number, parent: string): Promise<Grafter | undefined> {
+    const map = idMapping ? [String(idMapping.hostId), String(idMapping.count)] : ['-', '0'];
+    const child = spawn(helper, ['--wait', String(pid), ...map, parent], { stdio: ['pipe', 'pipe', 'pipe'] });
+    let err = '';
+    child.stderr!.setEncoding('utf8').on('data', (d: string) => void (err = (err + d).slice(-4096)));
+    child.once('error', () => undefined);
+    const lines = lineReader(child.stdout!);
+    const first = await within(lines.next(), CREATE_TIMEOUT_MS);
+    if (first !== 'ready') {
+      child.kill('SIGKILL');
+      log(`runc driver: the graft helper did not get ready (${err.trim() || first}); grafting will start it then`);
+      return undefined;
+    }
+    return { parent, child, lines, stderr: () => err.trim() };
+  }
   let closed = false;
   let modePromise: Promise<Mode> | undefined;
 
@@ -399,6 +431,7 @@ export function createRuncDriver(options: RuncDriverOptions) {
       if (live.get(inst.id) === inst) live.delete(inst.id);
       prepared.delete(inst.id);
       generic.delete(inst.id);
+      dropGrafter(inst.id);
     });
   }
 
@@ -419,7 +452,7 @@ export function createRuncDriver(options: RuncDriverOptions) {
    * process: start() later runs spec's program (or another's with the same config but
    * for args, env and cwd), after graft() added the service's layers.
    */
-  async function prepareGeneric(spec: InstanceSpec): Promise<void> {
+  async function prepareGeneric(spec: InstanceSpec, opts: { graftParent?: string } = {}): Promise<void> {
     if (closed) throw new ShoalError('unavailable', 'the runc driver is closed');
     if (live.has(spec.id)) throw new ShoalError('conflict', `instance ${spec.id} already exists`, { field: 'id' });
     const config = runtimeConfig({ ...spec, ...GENERIC_PROCESS });
@@ -427,10 +460,15 @@ export function createRuncDriver(options: RuncDriverOptions) {
     if (m.kind !== 'shim') throw new ShoalError('unsupported', 'pre-creating containers needs the shim (no C compiler?)');
     // graft() needs its helper soon after: built now, off the deployment's path.
     const cache = options.shimDir ? { cacheDir: options.shimDir } : {};
-    const [runner] = await Promise.all([ensureRunner(cache), ensureGraftHelper(cache)]);
+    const [runner, helper] = await Promise.all([ensureRunner(cache), ensureGraftHelper(cache)]);
     await letRootPass(spec);
-    await launchWithShim(spec, config, m.shim, 'create', runner);
+    const inst = await launchWithShim(spec, config, m.shim, 'create', runner);
     generic.set(spec.id, config);
+    if (opts.graftParent !== undefined) {
+      const g = await startGrafter(helper, inst.pid, opts.graftParent).catch(() => undefined);
+      if (g && live.get(spec.id) === inst && !inst.started) grafters.set(spec.id, g);
+      else g?.child.stdin?.end();
+    }
   }
 
   /** Mounts a service's layers into a generic container not started yet (see GraftLayers). */
@@ -450,10 +488,22 @@ export function createRuncDriver(options: RuncDriverOptions) {
       }
       args.push(`${name}=${rel.join(':')}`);
     }
-    const helper = await ensureGraftHelper(options.shimDir ? { cacheDir: options.shimDir } : {});
-    const map = idMapping ? [String(idMapping.hostId), String(idMapping.count)] : ['-', '0'];
+    const kib = String(Math.ceil(layers.sizeBytes / 1024));
+    const waiting = grafters.get(id);
+    grafters.delete(id);
     try {
-      await runHelper(helper, [String(inst.pid), ...map, layers.parent, String(Math.ceil(layers.sizeBytes / 1024)), ...args]);
+      if (waiting && waiting.parent === layers.parent && waiting.child.exitCode === null) {
+        const done = new Promise<number | null>((r) => waiting.child.once('exit', (code) => r(code)));
+        waiting.child.stdin!.end(`${[kib, ...args].join(' ')}\n`);
+        const reply = await within(waiting.lines.next(), CREATE_TIMEOUT_MS);
+        const code = await done;
+        if (reply !== 'ok' || code !== 0) throw Object.assign(new Error(`shoal-graft exited with ${code}`), { stderr: waiting.stderr() });
+      } else {
+        waiting?.child.stdin?.end();
+        const helper = await ensureGraftHelper(options.shimDir ? { cacheDir: options.shimDir } : {});
+        const map = idMapping ? [String(idMapping.hostId), String(idMapping.count)] : ['-', '0'];
+        await runHelper(helper, [String(inst.pid), ...map, layers.parent, kib, ...args]);
+      }
     } catch (e) {
       const stderr = (e as { stderr?: string }).stderr?.trim() || (e as Error).message;
       throw new ShoalError('internal', `adding the service's layers to ${id} failed: ${stderr}`, { field: 'id', cause: e });
@@ -603,6 +653,7 @@ export function createRuncDriver(options: RuncDriverOptions) {
     await removeContainer(id);
     prepared.delete(id);
     generic.delete(id);
+    dropGrafter(id);
     await rm(files(stateDir).bundle, { recursive: true, force: true });
   }
 
@@ -650,6 +701,7 @@ export function createRuncDriver(options: RuncDriverOptions) {
     live.clear();
     prepared.clear();
     generic.clear();
+    for (const id of [...grafters.keys()]) dropGrafter(id);
   }
 
   const driver = {
