@@ -128,7 +128,7 @@ const SECTIONS: Section[] = [
     name: 'host-start',
     title: 'Cold start on a warm layer cache (host)',
     async run() {
-      log('host-start: plan → ready on a warm cache vs plain node');
+      log("host-start: plan → ready on a warm cache vs plain node (a service's first deployment, the same again, no pool)");
       const r = await runHostDeployBench({ log });
       log('host-start: driver-level start variants');
       const d = await runHostStartBench({ log });

@@ -1,7 +1,7 @@
 /*
  * shoal-shim: a tiny container monitor (conmon in small) for Shoal's runc driver.
  *
- *   shoal-shim [--listen-fd N] [--log FILE MAX] <exit-file> <pid-file> <runc> [runc args…]
+ *   shoal-shim [--listen-fd N [--pass-fd M]...] [--log FILE MAX] <exit-file> <pid-file> <runc> [runc args…]
  *
  * It makes itself a child subreaper, runs runc (with --pid-file <pid-file>), and so
  * becomes the parent of the container's init once runc exits. It then waits for that
@@ -24,6 +24,8 @@
  *
  * --listen-fd N: the instance's listening socket, made by the agent, is open at fd N; runc
  * gets it at fd 3 (for `--preserve-fds 1`) and the shim keeps no copy.
+ * --pass-fd M (after --listen-fd, up to 4 times): more descriptors for the container, given
+ * to runc at fds 4, 5, … in order (for `--preserve-fds 1+k`); the shim keeps no copy either.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -117,6 +119,17 @@ int main(int argc, char **argv) {
     argv += 2;
     argc -= 2;
   }
+  int pass_fds[4], n_pass = 0;
+  while (listen_fd > 0 && argc > 2 && strcmp(argv[1], "--pass-fd") == 0) {
+    int fd = atoi(argv[2]);
+    if (n_pass == 4 || fd <= 3 + n_pass + 1 || (n_pass > 0 && fd <= pass_fds[n_pass - 1]) || fd == listen_fd) {
+      fprintf(stderr, "shoal-shim: --pass-fd: at most 4, ascending, above 4 and not the listener\n");
+      return 2;
+    }
+    pass_fds[n_pass++] = fd;
+    argv += 2;
+    argc -= 2;
+  }
   const char *log_file = NULL;
   long long log_max = 0;
   if (argc > 3 && strcmp(argv[1], "--log") == 0) {
@@ -162,6 +175,7 @@ int main(int argc, char **argv) {
       close(p[1]);
       if (report_fd >= 0) close(report_fd);
       if (listen_fd > 0) close(listen_fd);
+      for (int i = 0; i < n_pass; i++) close(pass_fds[i]);
       run_logger(p[0], log_file, log_max);
     }
     /* From here on our stdout/stderr, runc's and the container's go to the logger. */
@@ -187,6 +201,14 @@ int main(int argc, char **argv) {
         _exit(127);
       }
       close(listen_fd);
+      /* Ascending sources above their targets: each dup2 leaves the later ones intact. */
+      for (int i = 0; i < n_pass; i++) {
+        if (dup2(pass_fds[i], 4 + i) < 0) {
+          perror("shoal-shim: dup2 passed fd");
+          _exit(127);
+        }
+        close(pass_fds[i]);
+      }
     }
     execvp(argv[3], argv + 3);
     perror("shoal-shim: exec runc");
@@ -194,6 +216,7 @@ int main(int argc, char **argv) {
   }
 
   if (listen_fd > 0) close(listen_fd); /* runc has it; the agent connects by path */
+  for (int i = 0; i < n_pass; i++) close(pass_fds[i]);
 
   /* Children reaped before runc create returned (so before we knew the init's pid). */
   struct { pid_t pid; int status; } early[64];

@@ -57,7 +57,7 @@ export interface AgentOptions {
    * Containers created ahead for recently deployed plans (drivers that can prepare):
    * perImage per plan (default 1, 0 turns it off), max in all (default 4).
    */
-  warmPool?: { perImage?: number; max?: number };
+  warmPool?: { perImage?: number; max?: number; perTemplate?: number; maxTemplates?: number };
   /** Probing ready instances (liveness.ts); periodMs 0 turns the periodic probe off. */
   liveness?: LivenessLimits;
   logger?: Logger;
@@ -119,7 +119,7 @@ export function createAgent(options: AgentOptions): Agent {
   const exits = createExitHandler({ events, log, teardown, save, afterCleanup: removal.pruneDead, ...hooks });
   const rootDeps = { state, save, layerCache, mounter };
   const prepareRoot: DeployDeps['prepareRoot'] = (l, rootfs, fetchBlob, onPulled) => prepareInstanceRoot(rootDeps, l, rootfs, fetchBlob, onPulled);
-  const warm = createWarmContainers({ store, state, prepareRoot, teardown, log, ...(options.warmPool ? { limits: options.warmPool } : {}) });
+  const warm = createWarmContainers({ store, state, prepareRoot, teardown, log, layers: layerCache, ...(options.warmPool ? { limits: options.warmPool } : {}) });
   const liveness = createLiveness({
     targets: () => livenessTargets(store),
     probe,

@@ -62,8 +62,12 @@ export interface HostOptions {
   tls?: TlsIdentity;
   /** Allow plain HTTP on a non-loopback address (with a warning on stderr). */
   insecure?: boolean;
-  /** Containers created ahead for plans just deployed (runc): per plan (default 1; 0 = off) and in all (default 4). */
-  warmPool?: { perImage?: number; max?: number };
+  /**
+   * Containers created ahead for plans just deployed (runc): per plan (default 1; 0 = off)
+   * and in all (default 4); for their images' templates, serving first deployments
+   * (perTemplate default 1, 0 when perImage is 0; maxTemplates default 2).
+   */
+  warmPool?: { perImage?: number; max?: number; perTemplate?: number; maxTemplates?: number };
   /** Probing ready instances: period (default 5 s; 0 = only when the forwarder gets no answer), timeout, failures in a row. */
   liveness?: LivenessLimits;
   /** runc's hardening (user namespace, bounded root, log cap): all on by default; off only to compare or debug. */

@@ -128,8 +128,10 @@ describe('host with runc', { skip: missing }, () => {
       const { stdout } = await run('runc', ['--root', join(h.dataDir, 'runc'), 'list', '--format', 'json']);
       return (JSON.parse(stdout || 'null') ?? []) as Array<{ id: string; status: string }>;
     };
-    await until('a created container', async () => (await runcList()).some((c) => c.status === 'created'), 5000, 50);
-    const created = (await runcList()).find((c) => c.status === 'created')!.id;
+    // The plan's own (pool-… is the template pool's, for other services' first deployments).
+    const ahead = (c: { id: string; status: string }) => c.status === 'created' && !c.id.startsWith('pool-');
+    await until('a created container', async () => (await runcList()).some(ahead), 5000, 50);
+    const created = (await runcList()).find(ahead)!.id;
     const r = await deployOk();
     try {
       // The pre-created container is the one that was started (how much sooner it is ready

@@ -35,7 +35,7 @@ export interface DeployDeps {
   state: Pick<HostState, 'remove'>;
   endpoints: Endpoints;
   prepareRoot(l: LiveInstance, rootfs: RootfsSpec, fetchBlob: BlobFetcher, onPulled?: (lease: PreparedRoot) => void): Promise<PreparedInstance>;
-  warm: Pick<WarmContainers, 'take' | 'refill'>;
+  warm: Pick<WarmContainers, 'take' | 'refill'> & Partial<Pick<WarmContainers, 'takeTemplate'>>;
   openImportSockets: OpenImportSockets;
   teardown(l: LiveInstance): Promise<void>;
   watchExit(l: LiveInstance, running: RunningInstance): void;
@@ -97,20 +97,30 @@ export function createDeploy(deps: DeployDeps): (plan: DeploymentPlan, origin?: 
     timeline.add('admit', timeline.t0, tAdmit);
     try {
       const { rootfs, fetchBlob } = await deps.images.resolve(plan.store, plan.image);
-      // A state or a fork needs its own start: no container made ahead for the image's.
-      const hit = plan.from === undefined && origin === undefined ? deps.warm.take(driver, plan, rootfs) : undefined;
+      // A state or a fork needs its own start: no container made ahead for the image's. Else
+      // this plan's own container, else one made for its image's template (a first
+      // deployment) — but not for a program on TCP $PORT, whose first process is the bridge.
+      const fresh = plan.from === undefined && origin === undefined;
+      const hit = fresh
+        ? (deps.warm.take(driver, plan, rootfs) ?? (plan.listen === undefined ? await deps.warm.takeTemplate?.(driver, plan, rootfs, fetchBlob) : undefined))
+        : undefined;
       let prepared: Pick<PreparedInstance, 'spec' | 'user'>;
       if (hit) {
         l = takeOver(deps, l, hit, startedAt);
         await deps.store.save(l);
         prepared = hit;
         const t = performance.now();
-        for (const name of ['pull', 'unpack', 'mount', 'create'] as const) timeline.add(name, tAdmit, t);
+        for (const name of ['pull', 'unpack'] as const) timeline.add(name, tAdmit, t);
+        // A template container gets the service's own layers now.
+        if (hit.attach) await hit.attach();
+        const tMounted = performance.now();
+        timeline.add('mount', t, tMounted);
+        timeline.add('create', tMounted, tMounted);
       } else {
         prepared = await prepareCold(deps, l, rootfs, fetchBlob, timeline, tAdmit);
       }
       const tReady = await startAndWait(deps, l, prepared, timeline, !hit, origin);
-      const pull = hit ? { bytes: 0, layersFetched: 0, layersCached: rootfs.layers.length } : l.lease!.stats;
+      const pull = hit ? (hit.pull ?? { bytes: 0, layersFetched: 0, layersCached: rootfs.layers.length }) : l.lease!.stats;
       const done: DeploymentTimeline = { startedAt, phases: timeline.phases, pull, totalMs: timeline.rel(tReady) };
       l.record.timeline = done;
       l.record.state = 'ready';

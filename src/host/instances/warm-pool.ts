@@ -18,6 +18,8 @@ export interface WarmPoolOptions<T> {
 export interface WarmPool<T> {
   /** Removes and returns an entry made for `key`. */
   take(key: string): T | undefined;
+  /** Whether an entry made for `key` is ready. */
+  has(key: string): boolean;
   /**
    * Starts making one more entry for `key` unless it has enough. `create` resolves with
    * the entry, or with undefined when it gave up (having cleaned up after itself).
@@ -59,6 +61,7 @@ export function createWarmPool<T>(options: WarmPoolOptions<T>): WarmPool<T> {
   };
 
   return {
+    has: (key) => ready.some((e) => e.key === key),
     take(key) {
       const i = ready.findIndex((e) => e.key === key);
       return i < 0 ? undefined : ready.splice(i, 1)[0]!.entry;

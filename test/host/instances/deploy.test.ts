@@ -162,6 +162,49 @@ test('an image the store cannot resolve: its error with an empty log, and the re
   assert.equal(s.store.all().length, 0);
 });
 
+test("a template container serves a first deployment: the service's layers are added before it starts, timed as its mount", async (t) => {
+  const order: string[] = [];
+  const s = await setup(t);
+  s.deps.warm = {
+    ...s.deps.warm,
+    takeTemplate: async () => {
+      const l = s.store.entry(newRecord('pool-1234abcd', plan(), 'runc', 1), s.driver);
+      return {
+        live: l,
+        spec: { id: l.record.id, listenSocket: l.paths.socketPath, logFile: l.paths.logFile } as InstanceSpec,
+        user: { uid: 1, gid: 1 },
+        attach: async () => void order.push('attach'),
+      };
+    },
+  };
+  const start = s.driver.start.bind(s.driver);
+  s.driver.start = async (spec) => {
+    order.push('start');
+    return start(spec);
+  };
+  await mkdir(s.state.paths('pool-1234abcd').socketDir, { recursive: true });
+  const r = await createDeploy(s.deps)(plan({ service: { name: 'fresh', version: '1' } }));
+  assert.equal(r.endpoint.instance, 'pool-1234abcd');
+  assert.deepEqual(order, ['attach', 'start']);
+  assert.deepEqual(r.timeline.phases.map((p) => p.name), ['admit', 'pull', 'unpack', 'mount', 'create', 'start', 'ready']);
+  assert.equal(s.state.records.get('pool-1234abcd')?.plan.service.name, 'fresh');
+  assert.deepEqual(s.refills, ['fresh']);
+});
+
+test('a template container whose layers cannot be added is torn down and the deployment fails', async (t) => {
+  const s = await setup(t);
+  s.deps.warm = {
+    ...s.deps.warm,
+    takeTemplate: async () => {
+      const l = s.store.entry(newRecord('pool-00000000', plan(), 'runc', 1), s.driver);
+      return { live: l, spec: { id: l.record.id } as InstanceSpec, user: { uid: 1, gid: 1 }, attach: async () => Promise.reject(new Error('graft failed')) };
+    },
+  };
+  await assert.rejects(createDeploy(s.deps)(plan()), /graft failed/);
+  assert.deepEqual(s.torn, ['pool-00000000']);
+  assert.equal(s.admission.reserved().instances, 0);
+});
+
 test('a warm take-over that cannot be saved tears down the warm container and gives its reservation back', async (t) => {
   const s = await setup(t, {
     warm: (l) => ({ live: l, spec: { id: l.record.id, listenSocket: l.paths.socketPath, logFile: l.paths.logFile } as InstanceSpec, user: { uid: 1, gid: 1 } }),

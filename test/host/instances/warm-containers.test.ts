@@ -5,7 +5,9 @@ import type { InstanceSpec } from '../../../src/host/drivers/driver.ts';
 import type { LiveInstance } from '../../../src/host/instances/instance-store.ts';
 import { ShoalError } from '../../../src/protocol/errors.ts';
 import type { RootfsSpec } from '../../../src/protocol/oci.ts';
+import { join } from 'node:path';
 import { fakeDriver, plan, recordingLogger, storeWith } from '../fixtures/fakes.ts';
+import { until } from '../../fixtures/until.ts';
 
 const rootfs = { manifestDigest: 'sha256:aa', configDigest: 'sha256:bb', layers: [], process: { args: ['/a'], env: [], cwd: '/', user: undefined } } as RootfsSpec;
 const settle = () => new Promise((r) => setImmediate(r));
@@ -115,4 +117,100 @@ test('a new version supersedes the pooled containers of the old one; drop discar
   await settle();
   assert.deepEqual(s.warm.list(), []);
   assert.equal(s.torn.length, 3);
+});
+
+// ---- the template pool ----
+
+async function templateSetup(t: { after(fn: () => Promise<void>): void }, serviceEntries: Record<string, string | null>) {
+  const { mkdir, mkdtemp, rm, writeFile } = await import('node:fs/promises');
+  const { tmpdir } = await import('node:os');
+  const { join } = await import('node:path');
+  const dir = await mkdtemp(join(tmpdir(), 'shoal-wt-'));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  const tpl = join(dir, 'layers', 'tpl');
+  await mkdir(join(tpl, 'usr', 'bin'), { recursive: true });
+  await writeFile(join(tpl, 'usr', 'bin', 'node'), 'x');
+  const svcDir = (digest: string) => join(dir, 'layers', digest);
+  const makeService = async (digest: string) => {
+    for (const [p, content] of Object.entries(serviceEntries)) {
+      if (content === null) await mkdir(join(svcDir(digest), p), { recursive: true });
+      else {
+        await mkdir(join(svcDir(digest), p, '..'), { recursive: true });
+        await writeFile(join(svcDir(digest), p), content);
+      }
+    }
+  };
+  await makeService('svc-a');
+  await makeService('svc-b');
+  const { store, state } = storeWith();
+  const log = recordingLogger();
+  const torn: string[] = [];
+  const released: string[] = [];
+  const warm = createWarmContainers({
+    store,
+    state,
+    log,
+    limits: { perImage: 0, perTemplate: 1 },
+    prepareRoot: async (l: LiveInstance, r: RootfsSpec) => {
+      l.record.rootPath = `/roots/${l.record.id}`;
+      l.lease = { lowerDirs: [], flatDir: undefined, stats: { bytes: 0, layersFetched: 0, layersCached: 0 }, timings: { pull: undefined, unpack: undefined }, release: () => void released.push(`template of ${l.record.id} (${r.layers.length} layers)`) };
+      return { spec: { id: l.record.id } as InstanceSpec, user: { uid: 0, gid: 0 }, mountStart: 0, mountEnd: 0 };
+    },
+    teardown: async (l: LiveInstance) => void torn.push(l.record.id),
+    layers: {
+      prepare: async (image) => ({
+        lowerDirs: image.layers.map((l) => (l.digest === 'tpl' ? tpl : svcDir(l.digest))),
+        flatDir: undefined,
+        stats: { bytes: 7, layersFetched: 1, layersCached: 1 },
+        timings: { pull: undefined, unpack: undefined },
+        release: () => void released.push(`lease ${image.manifestDigest}`),
+      }),
+    },
+  });
+  const layer = (d: string) => ({ digest: d, diffId: d, size: 1, mediaType: 'x' });
+  const image = (svc: string): RootfsSpec => ({ manifestDigest: `sha256:${svc}`, configDigest: 'sha256:c', layers: [layer('tpl'), layer(svc)], process: { args: ['/usr/bin/node', 'server.mjs'], env: ['PATH=/usr/bin'], cwd: '/app', user: undefined } });
+  const d = fakeDriver();
+  const generic: InstanceSpec[] = [];
+  const grafted: Array<{ id: string; layers: unknown }> = [];
+  Object.assign(d, {
+    prepare: async () => {},
+    prepareGeneric: async (spec: InstanceSpec) => void generic.push(spec),
+    graft: async (id: string, layers: unknown) => void grafted.push({ id, layers }),
+  });
+  return { warm, d, image, generic, grafted, torn, released, svcDir };
+}
+
+test('a template container made after one service is taken by another service first deployment, once, with that service own spec and layer', async (t) => {
+  const s = await templateSetup(t, { 'app/server.mjs': 'x' });
+  // svc-a deployed (ordinary path): a template container follows, holding no svc-a setting.
+  s.warm.refill(s.d, plan({ service: { name: 'svc-a', version: '1' }, env: { SECRET_A: '1' } }), s.image('svc-a'), async () => {});
+  await until('a template container', () => s.generic.length === 1 && s.warm.list().length === 1);
+  assert.match(s.generic[0]!.id, /^pool-/);
+  assert.deepEqual(s.warm.list()[0]!.service, { name: 'template', version: '0' });
+
+  const w = await s.warm.takeTemplate(s.d, plan({ service: { name: 'svc-b', version: '1' }, env: { B: '2' } }), s.image('svc-b'), async () => {});
+  assert.ok(w?.attach);
+  assert.equal(w.live.record.id, s.generic[0]!.id);
+  assert.deepEqual(w.live.record.plan.service, { name: 'template', version: '0' }, 'made under no service (the deployment takes it over)');
+  assert.equal(w.live.record.plan.env, undefined, 'nothing of svc-a in it');
+  assert.ok(w.spec.env.includes('SHOAL_SERVICE=svc-b') && w.spec.env.includes('B=2'));
+  assert.deepEqual(w.spec.args, ['/usr/bin/node', 'server.mjs']);
+  assert.equal(w.spec.cwd, '/app');
+  assert.deepEqual(w.pull, { bytes: 7, layersFetched: 1, layersCached: 1 }, 'what leasing its layer fetched');
+  assert.equal(w.live.record.rootfs?.manifestDigest, 'sha256:svc-b');
+  assert.ok(s.released.some((r) => r.startsWith('template of')), 'the template-only lease went, the whole image is leased');
+  await w.attach();
+  assert.deepEqual(s.grafted, [{ id: w.live.record.id, layers: { parent: join(s.svcDir('svc-b'), '..'), mounts: [{ name: 'app', lowerDirs: [join(s.svcDir('svc-b'), 'app')] }], sizeBytes: 64 * 1024 * 1024 } }]);
+  assert.equal(await s.warm.takeTemplate(s.d, plan({ service: { name: 'svc-c', version: '1' } }), s.image('svc-b'), async () => {}), undefined, 'taken: never handed out again');
+  await s.warm.close();
+});
+
+test('an image whose service layer cannot be added to its template gets no template container', async (t) => {
+  const s = await templateSetup(t, { 'usr/lib/x': 'x' });
+  s.warm.refill(s.d, plan({ service: { name: 'svc-a', version: '1' } }), s.image('svc-a'), async () => {});
+  await settle();
+  await new Promise((r) => setTimeout(r, 20));
+  assert.equal(s.generic.length, 0);
+  assert.equal(await s.warm.takeTemplate(s.d, plan({ service: { name: 'svc-b', version: '1' } }), s.image('svc-b'), async () => {}), undefined);
+  await s.warm.close();
 });

@@ -9,16 +9,20 @@
 //   survive an agent restart (the shim also writes them to a file), the monitor costs
 //   ~1 MB instead of a foreground runc's ~10 MB, and prepare() creates containers ahead
 //   of time, so that start() is then only `runc start`.
+//   prepareGeneric() creates one for a template before any service is chosen: its process
+//   is native/runner/shoal-runner.c (executed from an inherited fd, so no file of ours is
+//   in the root), which runs the program start() writes for it; graft() first mounts the
+//   service's own layers inside the container's mount namespace (native/idmap/shoal-graft.c).
 // - 'foreground': `runc run --keep` as the agent's child (its exit status is the
 //   container's). Needs no compiler; a container killed by signal N shows as 128+N.
 //
 // Files per instance, all in <stateDir>/bundle: config.json, pid, exit (the shim's
 // report), runc.log (runc's own JSON log: the reason when create fails).
-import { spawn, type ChildProcess } from 'node:child_process';
-import { watch, type FSWatcher } from 'node:fs';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { constants, watch, type FSWatcher } from 'node:fs';
 import { chmod, chown, mkdir, open, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { release } from 'node:os';
-import { dirname, join } from 'node:path';
+import { dirname, join, relative } from 'node:path';
 import type { Readable } from 'node:stream';
 import { ShoalError } from '../../../protocol/index.ts';
 import type {
@@ -38,7 +42,7 @@ import { createInheritedListener, type InheritedListener } from '../shared/liste
 import { delay, readProcStat, signalName, watchExit, within } from '../shared/proc.ts';
 import { cgroupMode, cgroupPathsOf, readCgroupStats, readOomKills, type CgroupPaths } from './cgroups.ts';
 import { createRuncCli, lastRuncError, type RuncCli } from './runc-cli.ts';
-import { ensureShim } from './shim.ts';
+import { ensureGraftHelper, ensureRunner, ensureShim } from './shim.ts';
 import { portBridgeCopy } from '../shared/port-bridge.ts';
 import type { SeccompArchitectures } from './seccomp.ts';
 import { buildRuntimeSpec, hostBlockDeviceDirs, validateInstanceId } from './spec.ts';
@@ -119,6 +123,8 @@ function files(stateDir: string) {
     exit: join(bundle, 'exit'),
     runcLog: join(bundle, 'runc.log'),
     launch: join(bundle, 'launch'),
+    /** A generic container's program (shoal-runner's fd 5), written at start. */
+    program: join(bundle, 'program'),
   };
 }
 
@@ -131,6 +137,34 @@ function parseExitLine(line: string): { code: number | undefined; signal: string
   return { code: code < 0 ? undefined : code, signal: sig > 0 ? signalName(sig) ?? `SIG${sig}` : undefined };
 }
 
+/** A service's layers added to a generic container: /<name> ← lowerDirs (top first), in one tmpfs of sizeBytes. */
+export interface GraftLayers {
+  /** A directory holding every lower dir (the layer cache's layers dir). */
+  parent: string;
+  mounts: Array<{ name: string; lowerDirs: string[] }>;
+  sizeBytes: number;
+}
+
+/** A driver that pre-creates containers for a template and adds a service's layers at start. */
+export interface GenericPreparingDriver extends PreparingDriver {
+  /** graftParent: where graft()'s layers will be (a helper then waits for them, started ahead). */
+  prepareGeneric(spec: InstanceSpec, options?: { graftParent?: string }): Promise<void>;
+  graft(id: string, layers: GraftLayers): Promise<void>;
+}
+
+/** shoal-graft --wait, started with a generic container: the mounts are one line away. */
+interface Grafter {
+  parent: string;
+  child: ChildProcess;
+  lines: ReturnType<typeof lineReader>;
+  stderr: () => string;
+}
+
+/** What a generic container is created with in place of the service's process. */
+const GENERIC_PROCESS = { args: ['/proc/self/fd/4'], env: [] as string[], cwd: '/' };
+const MOUNT_NAME = /^[\w.+-]{1,255}$/;
+const LAYER_PATH = /^[^,:\\\n ]+$/;
+
 export function createRuncDriver(options: RuncDriverOptions) {
   const runc = createRuncCli(options.runc ?? 'runc', options.runcRoot);
   const cgroupParent = (options.cgroupParent ?? 'shoal').replace(/\/+$/, '');
@@ -142,6 +176,31 @@ export function createRuncDriver(options: RuncDriverOptions) {
   const passable = new Set<string>();
   /** Config of each created-but-not-started container, to check start() asks for the same. */
   const prepared = new Map<string, string>();
+  /** Containers created with the runner (prepareGeneric): their config with GENERIC_PROCESS. */
+  const generic = new Map<string, string>();
+  const grafters = new Map<string, Grafter>();
+  /** Lets a waiting helper go (end of input: it exits doing nothing). */
+  const dropGrafter = (id: string): void => {
+    const g = grafters.get(id);
+    grafters.delete(id);
+    g?.child.stdin?.end();
+  };
+
+  async function startGrafter(helper: string, pid: number, parent: string): Promise<Grafter | undefined> {
+    const map = idMapping ? [String(idMapping.hostId), String(idMapping.count)] : ['-', '0'];
+    const child = spawn(helper, ['--wait', String(pid), ...map, parent], { stdio: ['pipe', 'pipe', 'pipe'] });
+    let err = '';
+    child.stderr!.setEncoding('utf8').on('data', (d: string) => void (err = (err + d).slice(-4096)));
+    child.once('error', () => undefined);
+    const lines = lineReader(child.stdout!);
+    const first = await within(lines.next(), CREATE_TIMEOUT_MS);
+    if (first !== 'ready') {
+      child.kill('SIGKILL');
+      log(`runc driver: the graft helper did not get ready (${err.trim() || first}); grafting will start it then`);
+      return undefined;
+    }
+    return { parent, child, lines, stderr: () => err.trim() };
+  }
   let closed = false;
   let modePromise: Promise<Mode> | undefined;
 
@@ -223,7 +282,7 @@ export function createRuncDriver(options: RuncDriverOptions) {
    * Under the shim: `runc create` (the instance waits for `runc start`) or `runc run -d`
    * (create and start in one runc call: the fastest way when nothing was prepared).
    */
-  async function launchWithShim(spec: InstanceSpec, config: string, shim: string, action: 'create' | 'run'): Promise<RuncInstance> {
+  async function launchWithShim(spec: InstanceSpec, config: string, shim: string, action: 'create' | 'run', runner?: string): Promise<RuncInstance> {
     const f = await writeBundle(spec, config, 'shim');
     let listener: InheritedListener;
     try {
@@ -232,12 +291,20 @@ export function createRuncDriver(options: RuncDriverOptions) {
       return failCreate(spec, f, 'creating the listener of', e);
     }
     const logHandle = await open(spec.logFile, 'a');
+    // A generic container's runner gets itself (fd 4) and its program file (fd 5), empty
+    // until start() writes it; host-owned, read through the descriptor only.
+    const passed: Array<Awaited<ReturnType<typeof open>>> = [];
     let child: ChildProcess;
     try {
-      const runcArgs = [...runc.globalArgs(f.runcLog), ...(action === 'run' ? ['run', '--detach'] : ['create']), '--preserve-fds', '1', '--bundle', f.bundle, '--pid-file', f.pid, spec.id];
+      if (runner) {
+        await writeFile(f.program, '', { mode: 0o600 });
+        passed.push(await open(runner, 'r'), await open(f.program, 'r'));
+      }
+      const runcArgs = [...runc.globalArgs(f.runcLog), ...(action === 'run' ? ['run', '--detach'] : ['create']), '--preserve-fds', String(1 + passed.length), '--bundle', f.bundle, '--pid-file', f.pid, spec.id];
       const logMax = String(options.logMaxBytes ?? DEFAULT_LOG_MAX_BYTES);
-      child = spawn(shim, ['--listen-fd', '4', '--log', spec.logFile, logMax, f.exit, f.pid, runc.binary, ...runcArgs], {
-        stdio: ['ignore', logHandle.fd, logHandle.fd, 'pipe', listener.fd],
+      const passArgs = passed.flatMap((_, i) => ['--pass-fd', String(5 + i)]);
+      child = spawn(shim, ['--listen-fd', '4', ...passArgs, '--log', spec.logFile, logMax, f.exit, f.pid, runc.binary, ...runcArgs], {
+        stdio: ['ignore', logHandle.fd, logHandle.fd, 'pipe', listener.fd, ...passed.map((h) => h.fd)],
         detached: true,
       });
       await new Promise<void>((resolve, reject) => {
@@ -246,10 +313,12 @@ export function createRuncDriver(options: RuncDriverOptions) {
       });
     } catch (e) {
       await logHandle.close();
+      for (const h of passed) await h.close();
       await listener.release();
       return failCreate(spec, f, 'starting the shim for', e);
     }
     await logHandle.close();
+    for (const h of passed) await h.close();
     await listener.release();
 
     const pipe = child.stdio[3] as Readable;
@@ -369,17 +438,83 @@ export function createRuncDriver(options: RuncDriverOptions) {
     void inst.exited.then(() => {
       if (live.get(inst.id) === inst) live.delete(inst.id);
       prepared.delete(inst.id);
+      generic.delete(inst.id);
+      dropGrafter(inst.id);
     });
   }
 
   async function startCreated(inst: RuncInstance): Promise<void> {
     try {
-      await runc.start(inst.id);
+      if (!(await openExecFifo(join(runc.root, inst.id, EXEC_FIFO), () => inst.done))) await runc.start(inst.id);
       inst.started = true;
       prepared.delete(inst.id);
+      generic.delete(inst.id);
     } catch (e) {
       await inst.stop({ graceMs: 0 }).catch(() => undefined);
       throw new ShoalError('internal', `runc start ${inst.id} failed: ${(e as Error).message}`, { field: 'id', cause: e });
+    }
+  }
+
+  /**
+   * A container for the template whose root `spec.rootfs` holds, with the runner as its
+   * process: start() later runs spec's program (or another's with the same config but
+   * for args, env and cwd), after graft() added the service's layers.
+   */
+  async function prepareGeneric(spec: InstanceSpec, opts: { graftParent?: string } = {}): Promise<void> {
+    if (closed) throw new ShoalError('unavailable', 'the runc driver is closed');
+    if (live.has(spec.id)) throw new ShoalError('conflict', `instance ${spec.id} already exists`, { field: 'id' });
+    const config = runtimeConfig({ ...spec, ...GENERIC_PROCESS }, undefined);
+    const m = await mode();
+    if (m.kind !== 'shim') throw new ShoalError('unsupported', 'pre-creating containers needs the shim (no C compiler?)');
+    // graft() needs its helper soon after: built now, off the deployment's path.
+    const cache = options.shimDir ? { cacheDir: options.shimDir } : {};
+    const [runner, helper] = await Promise.all([ensureRunner(cache), ensureGraftHelper(cache)]);
+    await letRootPass(spec);
+    const inst = await launchWithShim(spec, config, m.shim, 'create', runner);
+    generic.set(spec.id, config);
+    if (opts.graftParent !== undefined) {
+      const g = await startGrafter(helper, inst.pid, opts.graftParent).catch(() => undefined);
+      if (g && live.get(spec.id) === inst && !inst.started) grafters.set(spec.id, g);
+      else g?.child.stdin?.end();
+    }
+  }
+
+  /** Mounts a service's layers into a generic container not started yet (see GraftLayers). */
+  async function graft(id: string, layers: GraftLayers): Promise<void> {
+    const inst = live.get(id);
+    if (!inst || inst.started || !generic.has(id)) throw new ShoalError('conflict', `instance ${id} is not a generic container waiting to start`, { field: 'id' });
+    if (layers.mounts.length === 0) throw new ShoalError('invalid', 'nothing to graft', { field: 'mounts' });
+    if (!Number.isSafeInteger(layers.sizeBytes) || layers.sizeBytes < 1024 * 1024) {
+      throw new ShoalError('invalid', `the grafted layers' writable size must be at least 1 MiB, got ${layers.sizeBytes}`, { field: 'sizeBytes' });
+    }
+    const args: string[] = [];
+    for (const { name, lowerDirs } of layers.mounts) {
+      if (!MOUNT_NAME.test(name) || name === '.' || name === '..') throw new ShoalError('invalid', `mount name ${JSON.stringify(name)} is not one path component`, { field: 'mounts' });
+      const rel = lowerDirs.map((d) => relative(layers.parent, d));
+      if (rel.length === 0 || rel.some((r) => r === '' || r.startsWith('..') || !LAYER_PATH.test(r))) {
+        throw new ShoalError('invalid', `the layers of /${name} must be under ${layers.parent}, with no , : or \\ in their paths`, { field: 'mounts' });
+      }
+      args.push(`${name}=${rel.join(':')}`);
+    }
+    const kib = String(Math.ceil(layers.sizeBytes / 1024));
+    const waiting = grafters.get(id);
+    grafters.delete(id);
+    try {
+      if (waiting && waiting.parent === layers.parent && waiting.child.exitCode === null) {
+        const done = new Promise<number | null>((r) => waiting.child.once('exit', (code) => r(code)));
+        waiting.child.stdin!.end(`${[kib, ...args].join(' ')}\n`);
+        const reply = await within(waiting.lines.next(), CREATE_TIMEOUT_MS);
+        const code = await done;
+        if (reply !== 'ok' || code !== 0) throw Object.assign(new Error(`shoal-graft exited with ${code}`), { stderr: waiting.stderr() });
+      } else {
+        waiting?.child.stdin?.end();
+        const helper = await ensureGraftHelper(options.shimDir ? { cacheDir: options.shimDir } : {});
+        const map = idMapping ? [String(idMapping.hostId), String(idMapping.count)] : ['-', '0'];
+        await runHelper(helper, [String(inst.pid), ...map, layers.parent, kib, ...args]);
+      }
+    } catch (e) {
+      const stderr = (e as { stderr?: string }).stderr?.trim() || (e as Error).message;
+      throw new ShoalError('internal', `adding the service's layers to ${id} failed: ${stderr}`, { field: 'id', cause: e });
     }
   }
 
@@ -400,6 +535,19 @@ export function createRuncDriver(options: RuncDriverOptions) {
     const existing = live.get(spec.id);
     if (existing) {
       if (existing.started) throw new ShoalError('conflict', `instance ${spec.id} is already running`, { field: 'id' });
+      const genericConfig = generic.get(spec.id);
+      if (genericConfig !== undefined) {
+        // Its root may hold grafted layers a new container would not have: never re-created.
+        if (genericConfig !== runtimeConfig({ ...spec, ...GENERIC_PROCESS }, undefined)) {
+          await existing.stop({ graceMs: 0 });
+          throw new ShoalError('internal', `generic container ${spec.id} was created for another config than this start asks for`, { field: 'id' });
+        }
+        const process = (JSON.parse(config) as { process: { args: string[]; env: string[]; cwd: string } }).process;
+        const program = [process.cwd, String(process.args.length), ...process.args, ...process.env].map((x) => `${x}\0`).join('');
+        await writeFile(files(spec.stateDir).program, program, { mode: 0o600 });
+        await startCreated(existing);
+        return existing;
+      }
       if (prepared.get(spec.id) === config) {
         await startCreated(existing);
         return existing;
@@ -512,6 +660,8 @@ export function createRuncDriver(options: RuncDriverOptions) {
     if (inst) await inst.stop({ graceMs: 0 });
     await removeContainer(id);
     prepared.delete(id);
+    generic.delete(id);
+    dropGrafter(id);
     await rm(files(stateDir).bundle, { recursive: true, force: true });
   }
 
@@ -558,6 +708,8 @@ export function createRuncDriver(options: RuncDriverOptions) {
     }
     live.clear();
     prepared.clear();
+    generic.clear();
+    for (const id of [...grafters.keys()]) dropGrafter(id);
   }
 
   const driver = {
@@ -565,13 +717,15 @@ export function createRuncDriver(options: RuncDriverOptions) {
     capabilities,
     fingerprint,
     prepare,
+    prepareGeneric,
+    graft,
     start,
     recover,
     destroy,
     close,
     ...(idMapping ? { idMapping } : {}),
     ...(options.boundedRoot === false ? {} : { boundsRoot: true as const }),
-  } satisfies PreparingDriver & Partial<IdMappedDriver & RootBoundingDriver>;
+  } satisfies PreparingDriver & GenericPreparingDriver & Partial<IdMappedDriver & RootBoundingDriver>;
   return driver;
 }
 
@@ -652,6 +806,56 @@ class RuncInstance implements PausableInstance {
     if (!this.cgroups || this.done) return { memoryBytes: undefined, cpuUsageNanos: undefined, pids: undefined };
     return readCgroupStats(this.cgroups);
   }
+}
+
+/** What runc's init of a created container waits on; in runc's own state dir (ours, never the instance's). */
+const EXEC_FIFO = 'exec.fifo';
+const FIFO_TIMEOUT_MS = 10_000;
+
+/**
+ * What `runc start` does, without starting runc (a Go program: tens of ms, more under
+ * load): open the created container's exec fifo, which lets its init go on to exec the
+ * process, read its byte until the init's exec closes it, remove the fifo (runc then
+ * reports the container as running). False when there is no fifo (`runc start` does it).
+ */
+async function openExecFifo(fifo: string, gone: () => boolean): Promise<boolean> {
+  let fh: Awaited<ReturnType<typeof open>>;
+  try {
+    fh = await open(fifo, constants.O_RDONLY | constants.O_NONBLOCK);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return false;
+    throw e;
+  }
+  try {
+    const buf = Buffer.alloc(16);
+    let got = 0;
+    for (const deadline = performance.now() + FIFO_TIMEOUT_MS; ; ) {
+      let n = -1;
+      try {
+        n = (await fh.read(buf, 0, buf.length, null)).bytesRead;
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'EAGAIN') throw e;
+      }
+      if (n > 0) got += n;
+      else if (n === 0 && got > 0) break; // its exec closed the fifo: started
+      else {
+        // Nothing yet (EAGAIN), or no writer yet (0): the init may not have reached the fifo.
+        if (gone()) throw new Error("the container's init went before it was started");
+        if (performance.now() > deadline) throw new Error(`the container's init did not go on within ${FIFO_TIMEOUT_MS / 1000} s`);
+        await delay(1);
+      }
+    }
+  } finally {
+    await fh.close();
+  }
+  await rm(fifo, { force: true });
+  return true;
+}
+
+function runHelper(file: string, args: string[]): Promise<void> {
+  return new Promise((resolve, reject) => {
+    execFile(file, args, (err, _stdout, stderr) => (err ? reject(Object.assign(err, { stderr })) : resolve()));
+  });
 }
 
 async function readPidFile(file: string): Promise<number | undefined> {

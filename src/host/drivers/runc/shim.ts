@@ -21,6 +21,11 @@ export const shimSource = fileURLToPath(new URL('../../../../native/shim/shoal-s
 /** The overlay-over-id-mapped-layers mounter (user namespaces; src/host/rootfs/overlay.ts). */
 export const idmapSource = fileURLToPath(new URL('../../../../native/idmap/shoal-idmap.c', import.meta.url));
 
+/** Adds a service's layers inside a container pre-created for its template (the template pool). */
+export const graftSource = fileURLToPath(new URL('../../../../native/idmap/shoal-graft.c', import.meta.url));
+/** The init of a container pre-created for a template: runs the program chosen at start. */
+export const runnerSource = fileURLToPath(new URL('../../../../native/runner/shoal-runner.c', import.meta.url));
+
 /** $XDG_CACHE_HOME/shoal, else ~/.cache/shoal. */
 export function defaultShimDir(): string {
   return join(process.env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'shoal');
@@ -44,6 +49,16 @@ export const portBridgeSource = fileURLToPath(new URL('../../../../native/port-b
 /** Path of the compiled shoal-port-bridge (same cache and rules as the shim). */
 export function ensurePortBridge(options: { cacheDir?: string; cc?: string } = {}): Promise<string> {
   return ensureNative(portBridgeSource, 'shoal-port-bridge', options, ['-static']);
+}
+
+/** Path of the compiled shoal-graft helper. */
+export function ensureGraftHelper(options: { cacheDir?: string; cc?: string } = {}): Promise<string> {
+  return ensureNative(graftSource, 'shoal-graft', options);
+}
+
+/** Path of the compiled shoal-runner, linked statically (it runs inside any root). */
+export function ensureRunner(options: { cacheDir?: string; cc?: string } = {}): Promise<string> {
+  return ensureNative(runnerSource, 'shoal-runner', options, ['-static']);
 }
 
 function ensureNative(sourcePath: string, name: string, options: { cacheDir?: string; cc?: string }, flags: string[] = []): Promise<string> {
@@ -84,7 +99,7 @@ async function build(sourcePath: string, name: string, cacheDir: string, cc: str
 
 if (import.meta.main) {
   const opts = process.argv[2] ? { cacheDir: process.argv[2] } : {};
-  Promise.all([ensureShim(opts), ensureIdmapHelper(opts), ensurePortBridge(opts)]).then(
+  Promise.all([ensureShim(opts), ensureIdmapHelper(opts), ensurePortBridge(opts), ensureGraftHelper(opts), ensureRunner(opts)]).then(
     (paths) => console.log(paths.join('\n')),
     (e: unknown) => {
       console.error((e as Error).message);

@@ -169,6 +169,9 @@ describe('runc driver', { skip: unavailable }, () => {
     assert.equal(sock.mode & 0o777, 0o600);
     const inst = await driver.start(ci.spec);
     await waitReady(ci.socketPath);
+    // Started through its exec fifo (no `runc start`): runc sees it running all the same.
+    const running = JSON.parse((await run('runc', ['--root', join(dir, 'runc-shim'), 'state', ci.spec.id])).stdout) as { status: string };
+    assert.equal(running.status, 'running');
     assert.equal((await call(ci.socketPath, 'POST', '/Crash', { code: 7 })).status, 200);
     assert.deepEqual({ ...(await exitWithin(inst)), at: 0 }, { reason: 'crashed', code: 7, signal: undefined, at: 0 });
   });
