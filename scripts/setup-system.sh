@@ -14,9 +14,13 @@
 #                "nginx on debian" row installs it inside the template
 #   wrk          load generator for the benchmarks
 #   iproute2     `ip` for inspecting network namespaces in tests
+#   qemu-system-x86  the vm driver's virtual machines (TCG, or KVM where a guest boots with it)
+#   qemu-utils   qemu-img: the vm driver's qcow2 root templates and per-instance overlays
+#   e2fsprogs    mke2fs -d and debugfs: the vm root disk from unpacked layers, without a mount
+#   xz-utils     decompresses the Debian kernel for the vm driver's PVH boot
 set -euo pipefail
 
-packages=(skopeo docker-registry debootstrap runc attr gcc libc6-dev nginx-light wrk iproute2 ca-certificates)
+packages=(skopeo docker-registry debootstrap runc attr gcc libc6-dev nginx-light wrk iproute2 ca-certificates qemu-system-x86 qemu-utils e2fsprogs xz-utils)
 
 missing=()
 for p in "${packages[@]}"; do

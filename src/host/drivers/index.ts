@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import type { Driver } from './driver.ts';
 import { createProcessDriver } from './process/index.ts';
 import { createRuncDriver } from './runc/index.ts';
+import { createVmDriver } from './vm/index.ts';
 
 /** What every driver's factory gets from the host: where to keep its state, where to log. */
 export interface DriverSettings {
@@ -23,6 +24,7 @@ export const drivers = {
   runc: (s: DriverSettings) =>
     createRuncDriver({ runcRoot: join(s.dataDir, 'runc'), ...s.runc, ...(s.log === undefined ? {} : { log: s.log }) }),
   process: (s: DriverSettings) => createProcessDriver(s.log === undefined ? {} : { log: s.log }),
+  vm: (s: DriverSettings) => createVmDriver({ dataDir: join(s.dataDir, 'vm'), ...(s.log === undefined ? {} : { log: s.log }) }),
 } as const satisfies Record<string, (settings: DriverSettings) => Driver>;
 
 /** The drivers this code has; the wire's DriverName (src/protocol/driver.ts) is any name. */
@@ -37,6 +39,8 @@ export function isDriverName(name: string): name is DriverName {
 export { capabilities as processCapabilities } from './process/index.ts';
 export { capabilities as runcCapabilities, ensureShim } from './runc/index.ts';
 export type { ProcessDriverOptions } from './process/index.ts';
+export { capabilities as vmCapabilities, VM_STATE_MEDIA_TYPE } from './vm/index.ts';
+export type { VmDriverOptions } from './vm/index.ts';
 export type { RuncDriverOptions } from './runc/index.ts';
 import type { RuncDriverOptions } from './runc/index.ts';
 
