@@ -4,7 +4,7 @@
 // machines are noisy: read the ratios, not the absolute times. The report records the
 // commit, date, machine (and its load at start) and Node version, and under each section
 // the command that produces it alone.
-//   SHOAL_BENCH_ONLY=pull,store,overlay,forwarding,host-start,provider,faults,compose,validation,slow-clients   run a subset
+//   SHOAL_BENCH_ONLY=pull,store,overlay,forwarding,host-start,provider,faults,compose,validation,slow-clients,vm   run a subset
 import { mkdir, mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -21,6 +21,7 @@ import { composeFigures, formatComposeBench, runComposeBench } from './compose.t
 import { formatFaultsBench, runFaultsBench } from './faults.ts';
 import { formatValidationBench, runValidationBench } from './validation.ts';
 import { formatSlowClientsBench, runSlowClientsBench } from './slow-clients.ts';
+import { formatVmBench, runVmBench, vmFigures } from './vm.ts';
 import { fig, type Figure, type ReportJson, type ReportSection } from './lib/figures.ts';
 import { formatMeta, reportMeta } from './lib/report-meta.ts';
 
@@ -165,6 +166,15 @@ const SECTIONS: Section[] = [
     async run() {
       log('slow-clients: 20,000 half-sent requests from one client, and everyone else');
       return { text: formatSlowClientsBench(await runSlowClientsBench({ connections: 20_000, log }), 20_000) };
+    },
+  },
+  {
+    name: 'vm',
+    title: 'vm driver: cold boot vs resume from saved state (XenoServer), disk and memory per VM',
+    async run() {
+      log('vm: echo in QEMU, cold boot vs resume');
+      const r = await runVmBench({ runs: 2, log });
+      return { text: formatVmBench(r), figures: vmFigures(r) };
     },
   },
 ];

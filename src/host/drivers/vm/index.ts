@@ -35,7 +35,7 @@ import type {
 } from '../driver.ts';
 import { removeStaleSocket } from '../shared/listener.ts';
 import { delay, isAlive, NANOS_PER_TICK, readProcStat, readStatusField, sendSignal, within } from '../shared/proc.ts';
-import { createBridge, freeLoopbackPort, type Bridge } from './bridge.ts';
+import { createBridge, freeLoopbackPort, waitHttpAnswer, type Bridge } from './bridge.ts';
 import { createOverlay, ensureRootTemplate, GUEST_PORT, layerStackKey, rebaseOverlay, writeSpecDisk, type RootTemplate } from './disks.ts';
 import { connectQmp, type Qmp } from './qmp.ts';
 import { createQemuCgroup, guestExitCode, MACHINE, probeAccel, QEMU, qemuArgs, type Accel, type QemuCgroup } from './qemu.ts';
@@ -80,6 +80,8 @@ const OVERLAY = 'disk.qcow2';
 const SPEC_DISK = 'spec.img';
 const QMP_SOCKET = 'qmp.sock';
 const DEFAULT_GRACE_MS = 2000;
+/** How long start() waits for the guest's first HTTP answer (TCG on a loaded machine is slow). */
+const BOOT_TIMEOUT_MS = 600_000;
 /** QEMU's own memory beyond the guest's RAM (TCG's code cache, device state). */
 const QEMU_OVERHEAD_BYTES = 256 * 1024 * 1024;
 
@@ -229,6 +231,8 @@ export function createVmDriver(options: VmDriverOptions) {
         inst.qmp = await connectQmp(qmpSocket);
       }
       await inst.qmp.execute('migrate-set-parameters', { 'max-bandwidth': 10 * 1024 * 1024 * 1024 });
+      // Start resolves once the guest serves (a cold boot under TCG takes seconds).
+      await waitHttpAnswer(hostPort, () => inst.hasExited, BOOT_TIMEOUT_MS);
       inst.bridge = await createBridge(spec.listenSocket, hostPort);
     } catch (e) {
       await inst.stop({ graceMs: 0 });
@@ -346,6 +350,9 @@ class VmInstance implements PausableInstance, CapturingInstance {
   bridge: Bridge | undefined;
   private stopping = false;
   private done = false;
+  get hasExited(): boolean {
+    return this.done;
+  }
   private resolveExit!: (e: InstanceExit) => void;
 
   private readonly spec: InstanceSpec;
