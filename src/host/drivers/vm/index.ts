@@ -476,7 +476,7 @@ async function waitMigration(qmp: Qmp): Promise<void> {
   for (;;) {
     const m = await qmp.execute<{ status?: string; 'error-desc'?: string }>('query-migrate');
     if (m.status === 'completed') return;
-    if (m.status === 'failed' || m.status === 'cancelled') throw new ShoalError('internal', `saving the VM's memory failed: ${m['error-desc'] ?? m.status}`);
+    if (m.status === 'failed' || m.status === 'cancelled') throw new ShoalError('internal', `saving the VM's memory failed: ${m['error-desc'] ?? m.status} (QEMU's own message is in the instance log)`);
     await delay(5);
   }
 }

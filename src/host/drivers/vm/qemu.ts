@@ -17,6 +17,9 @@ const EXIT_PORT = '0xf4';
 
 export type Accel = 'kvm' | 'tcg';
 
+/** TCG translation cache (MiB). */
+const TCG_TB_MIB = 128;
+
 const KERNEL_CMDLINE = [
   'console=ttyS0',
   'panic=-1',
@@ -54,7 +57,8 @@ export interface QemuLaunch {
 export function qemuArgs(l: QemuLaunch): string[] {
   return [
     '-M', MACHINE,
-    '-accel', l.accel,
+    // TCG's translation cache defaults to 1 GiB; a small guest needs far less (memory per VM).
+    '-accel', l.accel === 'tcg' ? `tcg,tb-size=${TCG_TB_MIB}` : l.accel,
     ...(l.accel === 'kvm' ? ['-cpu', 'host'] : []),
     '-m', String(l.memoryMiB),
     '-smp', String(l.cpus),
