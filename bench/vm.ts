@@ -80,7 +80,12 @@ export async function runVmBench(options: { runs?: number; log?: (l: string) => 
       await new Promise((r) => setTimeout(r, 2000));
       result.idleRssBytes = (await inst.stats()).memoryBytes ?? 0;
       result.overlayBytes = (await stat(join(s.stateDir, 'disk.qcow2'))).size;
-      const state = await (inst as unknown as { capture(d: string): Promise<{ file: string; mediaType: string; annotations: Record<string, string> }> }).capture(statesDir);
+      const state = await (inst as unknown as { capture(d: string): Promise<{ file: string; mediaType: string; annotations: Record<string, string> }> })
+        .capture(statesDir)
+        .catch(async (e: unknown) => {
+          const { readFile } = await import('node:fs/promises');
+          throw new Error(`${(e as Error).message}; instance log: ${(await readFile(s.logFile, 'utf8')).slice(-2000)}`);
+        });
       result.stateBytes = (await stat(state.file)).size;
       await driver.destroy(s.id, s.stateDir);
 

@@ -82,8 +82,12 @@ const QMP_SOCKET = 'qmp.sock';
 const DEFAULT_GRACE_MS = 2000;
 /** How long start() waits for the guest's first HTTP answer (TCG on a loaded machine is slow). */
 const BOOT_TIMEOUT_MS = 600_000;
-/** QEMU's own memory beyond the guest's RAM (TCG's code cache, device state). */
-const QEMU_OVERHEAD_BYTES = 256 * 1024 * 1024;
+/**
+ * QEMU's own memory beyond the guest's RAM: TCG's code cache (128 MiB), device state, and
+ * the page cache its disk and kernel reads are charged with (with 256 MiB the cgroup
+ * OOM-killed QEMU at ~180 MB RSS during boots and captures on a loaded machine).
+ */
+const QEMU_OVERHEAD_BYTES = 640 * 1024 * 1024;
 
 interface Restoring {
   memory: string;
