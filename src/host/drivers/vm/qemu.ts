@@ -68,8 +68,10 @@ export function qemuArgs(l: QemuLaunch): string[] {
     '-kernel', l.vmlinux,
     '-initrd', l.initrd,
     '-append', KERNEL_CMDLINE,
-    '-drive', `file=${l.overlay},if=virtio,format=qcow2,cache=writeback`,
-    '-drive', `file=${l.specDisk},if=virtio,format=raw,readonly=on`,
+    // auto-read-only=off: QEMU keeps its descriptors across a capture instead of re-opening
+    // the files by path after -runas dropped it to a user that may not reach them.
+    '-drive', `file=${l.overlay},if=virtio,format=qcow2,cache=writeback,auto-read-only=off`,
+    '-drive', `file=${l.specDisk},if=virtio,format=raw,readonly=on,auto-read-only=off`,
     // User networking restricted: the guest reaches nothing; only the forwarded port reaches it.
     '-netdev', `user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:${l.hostPort}-:${l.guestPort}`,
     '-device', 'virtio-net-pci,netdev=n0,romfile=',
