@@ -29,6 +29,8 @@ export async function runVmBench(options: { runs?: number; log?: (l: string) => 
   const runs = options.runs ?? 2;
   const log = options.log ?? (() => {});
   const dir = await mkdtemp(join(tmpdir(), 'shoal-bench-vm-'));
+  // Every VM the bench started is destroyed, also when a step fails (QEMU outlives its driver).
+  let cleanup = async (): Promise<void> => {};
   try {
     const rootfs = join(dir, 'rootfs');
     await assembleNodeRootfs(rootfs);
@@ -36,7 +38,12 @@ export async function runVmBench(options: { runs?: number; log?: (l: string) => 
     log('vm: building the kernel template');
     await assembleKernel(join(dir, 'kernel'));
     const driver = createVmDriver({ dataDir: join(dir, 'vm'), kernelDir: join(dir, 'kernel'), log: () => {} });
+    cleanup = async () => {
+      for (const s of made) await driver.destroy(s.id, s.stateDir).catch(() => undefined);
+    };
+    const made: InstanceSpec[] = [];
     const spec = async (id: string): Promise<InstanceSpec> => {
+      made.push({ id, stateDir: join(dir, 'i', id, 'state') } as InstanceSpec);
       const base = join(dir, 'i', id);
       await mkdir(join(base, 'sock'), { recursive: true });
       await mkdir(join(base, 'state'), { recursive: true });
@@ -103,6 +110,7 @@ export async function runVmBench(options: { runs?: number; log?: (l: string) => 
     await driver.close();
     return result;
   } finally {
+    await cleanup();
     await rm(dir, { recursive: true, force: true });
   }
 }
