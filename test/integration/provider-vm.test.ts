@@ -16,6 +16,7 @@ import { createApiToken } from '../../src/provider/auth/index.ts';
 import { skipUnless } from '../host/fixtures/requirements.ts';
 import { startEchoStore } from '../provider/fixtures/echo-store.ts';
 import { until } from '../fixtures/until.ts';
+import { installTestKernel } from '../host/drivers/vm/kernel-cache.ts';
 
 const skip = skipUnless(['root', 'qemu', 'cc']);
 const SHOAL = fileURLToPath(new URL('../../bin/shoal.js', import.meta.url));
@@ -30,6 +31,7 @@ describe('provider with a vm host', { skip }, () => {
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), 'spv-'));
     store = await startEchoStore();
+    await installTestKernel(join(dir, 'h'));
     host = await startHost({
       dataDir: join(dir, 'h'),
       listen: { host: '127.0.0.1', port: 0 },

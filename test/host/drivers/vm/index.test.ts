@@ -7,13 +7,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
-import { assembleKernel } from '../../../../src/image/index.ts';
 import { isPausable, canCapture, type Driver, type InstanceSpec, type RunningInstance } from '../../../../src/host/drivers/driver.ts';
 import { capabilities, createVmDriver } from '../../../../src/host/drivers/vm/index.ts';
 import { isAlive } from '../../../../src/host/drivers/shared/proc.ts';
 import { call, waitReady } from '../../../fixtures/instance-client.ts';
 import { skipUnless } from '../../fixtures/requirements.ts';
 import { buildFlatRootfs, serviceArgs } from '../harness.ts';
+import { testKernelDir } from './kernel-cache.ts';
 
 const unavailable = skipUnless(['root', 'qemu', 'cc']);
 const counterSource = fileURLToPath(new URL('./counter.mjs', import.meta.url));
@@ -33,8 +33,7 @@ describe('vm driver', { skip: unavailable }, () => {
     await chmod(dir, 0o755);
     rootfs = await buildFlatRootfs(join(dir, 'rootfs'));
     await copyFile(counterSource, join(rootfs, 'app/counter.mjs'));
-    kernelDir = join(dir, 'kernel');
-    await assembleKernel(kernelDir);
+    kernelDir = await testKernelDir();
   });
 
   after(async () => {
