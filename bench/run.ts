@@ -4,7 +4,7 @@
 // machines are noisy: read the ratios, not the absolute times. The report records the
 // commit, date, machine (and its load at start) and Node version, and under each section
 // the command that produces it alone.
-//   SHOAL_BENCH_ONLY=pull,store,overlay,forwarding,host-start,provider,warm-path,scale,faults,compose,validation,slow-clients,cli-call,components,wasm   run a subset
+//   SHOAL_BENCH_ONLY=pull,store,overlay,forwarding,host-start,provider,warm-path,scale,faults,compose,validation,slow-clients,cli-call,components,wasm,vm   run a subset
 import { mkdir, mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -27,6 +27,7 @@ import { cliCallFigures, formatCliCallBench, runCliCallBench } from './cli-call.
 import { runWasmBench } from './wasm.ts';
 import { formatComponentsBench, runComponentsBench } from './components.ts';
 import { runComponentsProviderBench } from './components-provider.ts';
+import { formatVmBench, runVmBench, vmFigures } from './vm.ts';
 import { fig, type Figure, type ReportJson, type ReportSection } from './lib/figures.ts';
 import { formatMeta, reportMeta } from './lib/report-meta.ts';
 
@@ -226,6 +227,15 @@ const SECTIONS: Section[] = [
       const viaProvider = await runComponentsProviderBench({ log });
       const rows = Object.entries(viaProvider).map(([d, v]) => `| ${d} | ${v.toFixed(0)} |`);
       return { text: `${drivers}\n\nThrough the provider (16 concurrent callers, 3 s, one host offering every driver):\n\n| driver | messages/s |\n|---|---|\n${rows.join('\n')}` };
+      },
+    },
+    {
+    name: 'vm',
+    title: 'vm driver: cold boot vs resume from saved state (XenoServer), disk and memory per VM',
+    async run() {
+      log('vm: echo in QEMU, cold boot vs resume');
+      const r = await runVmBench({ runs: 2, log });
+      return { text: formatVmBench(r), figures: vmFigures(r) };
     },
   },
 ];

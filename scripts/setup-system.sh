@@ -17,9 +17,13 @@
 #   chromium     the browser the dashboard's tests drive (playwright-core, test/dashboard/)
 #   apache2-utils  htpasswd: the bring-your-own-image test gives docker-registry a bcrypt
 #                password (basic auth) to log in with
+#   qemu-system-x86  the vm driver's virtual machines (TCG, or KVM where a guest boots with it)
+#   qemu-utils   qemu-img: the vm driver's qcow2 root templates and per-instance overlays
+#   e2fsprogs    mke2fs -d and debugfs: the vm root disk from unpacked layers, without a mount
+#   xz-utils     decompresses the Debian kernel for the vm driver's PVH boot
 set -euo pipefail
 
-packages=(skopeo docker-registry debootstrap runc attr gcc libc6-dev nginx-light wrk iproute2 apache2-utils ca-certificates chromium)
+packages=(skopeo docker-registry debootstrap runc attr gcc libc6-dev nginx-light wrk iproute2 apache2-utils ca-certificates chromium qemu-system-x86 qemu-utils e2fsprogs xz-utils)
 
 missing=()
 for p in "${packages[@]}"; do

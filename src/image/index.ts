@@ -13,7 +13,8 @@ export { buildWasmComponentImage, COMPONENT_LABELS } from './component-build.ts'
 export { buildLayer, indexLayers, type BuiltLayer, type LayerIndex } from './layer-build.ts';
 export { unpackLayer, checkLayer, flattenLayers, type WhiteoutMode } from './layer-unpack.ts';
 export { listImages, inspectImage, tagImage, type ImageListEntry, type ImageDetails } from './image-catalog.ts';
-export { buildNodeTemplate, buildDebianTemplate, type TemplateResult } from './templates/build-templates.ts';
+export { buildNodeTemplate, buildDebianTemplate, buildKernelTemplate, type TemplateResult } from './templates/build-templates.ts';
+export { assembleKernel, readKernelFiles, currentKernelRelease, type KernelFiles } from './templates/kernel.ts';
 export { assembleNodeRootfs } from './templates/node-rootfs.ts';
 export { debootstrapRootfs, aptInstallInto } from './templates/debian-rootfs.ts';
 export { requestGc } from './gc-client.ts';

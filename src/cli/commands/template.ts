@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { formatBytes, printResult } from '../output.ts';
 import { storeUrl, withStoreOption } from './common.ts';
 import { resolveToken } from './credentials.ts';
@@ -42,6 +42,28 @@ export function registerTemplateCommands(program: Command): void {
     } finally {
       await rm(work, { recursive: true, force: true });
     }
+  });
+
+  withStoreOption(
+    template
+      .command('kernel')
+      .description('build template://kernel/linux/<release> (for the vm driver) from the Debian kernel this machine\'s apt reaches: uncompressed, with a small initramfs')
+      .option('--release <release>', 'kernel release, e.g. 6.1.0-57-amd64 (default: what linux-image-amd64 depends on)')
+      .option('--data <dir>', "also install it in this host data dir's kernel cache (<dir>/vm/kernel/<release>)"),
+  ).action(async (opts: { store?: string; json?: boolean; token?: string; release?: string; data?: string }) => {
+    const { createRegistryClient, buildKernelTemplate } = await import('../../image/index.ts');
+    const client = createRegistryClient({ baseUrl: storeUrl(opts), ...tokenOf(opts) });
+    const data = opts.data;
+    const result = await buildKernelTemplate({
+      client,
+      ...(opts.release ? { release: opts.release } : {}),
+      ...(data ? { installDir: (release: string) => join(resolve(data), 'vm', 'kernel', release) } : {}),
+      log: opts.json ? undefined : (line) => process.stderr.write(`  ${line}\n`),
+    });
+    printResult(opts, result, () =>
+      `${result.name} = ${result.reference}\nsize ${formatBytes(result.imageSize)} compressed, ${formatBytes(result.imageUncompressedSize)} unpacked` +
+      (data ? `\ninstalled in ${dirname(result.kernel.vmlinux)}` : ''),
+    );
   });
 }
 

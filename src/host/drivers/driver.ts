@@ -20,6 +20,8 @@ export interface InstanceSpec {
   id: string;
   /** The assembled root file system (an overlayfs mount for runc; a plain dir for process). */
   rootfs: string;
+  /** The root's layers (diff ids, bottom first): a key for drivers that cache a root built per layer stack (vm). */
+  rootLayers?: string[];
   /** The program and its arguments, resolved inside the root. */
   args: string[];
   env: string[];

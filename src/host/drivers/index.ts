@@ -8,6 +8,7 @@ import { createIsolateDriver } from './isolate/index.ts';
 import { createProcessDriver } from './process/index.ts';
 import { createRuncDriver } from './runc/index.ts';
 import { createWasmDriver } from './wasm/index.ts';
+import { createVmDriver } from './vm/index.ts';
 
 /** What every driver's factory gets from the host: where to keep its state, where to log. */
 export interface DriverSettings {
@@ -27,6 +28,7 @@ export const drivers = {
   process: (s: DriverSettings): Driver => createProcessDriver(s.log === undefined ? {} : { log: s.log }),
   wasm: (s: DriverSettings): Driver => createWasmDriver(s.log === undefined ? {} : { log: s.log }),
   isolate: (s: DriverSettings): Driver => createIsolateDriver({ dataDir: s.dataDir, ...(s.log === undefined ? {} : { log: s.log }) }),
+  vm: (s: DriverSettings): Driver => createVmDriver({ dataDir: join(s.dataDir, 'vm'), ...(s.log === undefined ? {} : { log: s.log }) }),
 } as const satisfies Record<string, (settings: DriverSettings) => Driver>;
 
 /** The drivers this code has; the wire's DriverName (src/protocol/driver.ts) is any name. */
@@ -44,6 +46,8 @@ export type { IsolateDriverOptions } from './isolate/index.ts';
 export { capabilities as runcCapabilities, ensureShim } from './runc/index.ts';
 export { capabilities as wasmCapabilities, STATE_MEDIA_TYPE as WASM_STATE_MEDIA_TYPE } from './wasm/index.ts';
 export type { ProcessDriverOptions } from './process/index.ts';
+export { capabilities as vmCapabilities, VM_STATE_MEDIA_TYPE } from './vm/index.ts';
+export type { VmDriverOptions } from './vm/index.ts';
 export type { RuncDriverOptions } from './runc/index.ts';
 import type { RuncDriverOptions } from './runc/index.ts';
 

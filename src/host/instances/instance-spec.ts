@@ -35,6 +35,7 @@ export function buildSpec(input: SpecInput): InstanceSpec {
   const spec: InstanceSpec = {
     id,
     rootfs: input.rootPath,
+    rootLayers: rootfs.layers.map((l) => l.diffId),
     args: plan.args ?? rootfs.process.args,
     env: buildEnv(rootfs.process.env, plan, id, input.hostPaths ? paths.socketDir : SOCKET_DIR_INSIDE),
     cwd: rootfs.process.cwd || '/',

@@ -1,13 +1,14 @@
 // The well-known templates: build the tree, turn it into one layer, push it to a store
 // under its template name (template://NAME/VERSION → repository templates/NAME, tag VERSION).
-import { mkdtemp, rm } from 'node:fs/promises';
+import { cp, mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { parseImageRef } from '../../protocol/index.ts';
 import { buildTemplate, type BuildResult } from '../image-build.ts';
 import type { RegistryClient } from '../registry-client.ts';
 import { debootstrapRootfs } from './debian-rootfs.ts';
 import { assembleNodeRootfs } from './node-rootfs.ts';
+import { assembleKernel, type KernelFiles } from './kernel.ts';
 
 export interface TemplateResult extends BuildResult {
   /** The well-known name, e.g. template://node/24. */
@@ -65,5 +66,40 @@ export async function buildDebianTemplate(options: {
       workDir: dir,
     });
     return { ...result, name };
+  });
+}
+
+/**
+ * template://kernel/linux/<release>: the Debian kernel for the vm driver, uncompressed,
+ * with its initramfs, as files under /boot (kernel.ts). `installDir`, when given, also
+ * keeps the built files there (a host's kernel cache: <dataDir>/vm/kernel/<release>).
+ */
+export async function buildKernelTemplate(options: {
+  client: RegistryClient;
+  release?: string;
+  workDir?: string;
+  installDir?: (release: string) => string;
+  log?: ((line: string) => void) | undefined;
+}): Promise<TemplateResult & { kernel: KernelFiles }> {
+  return inScratch(options.workDir, async (dir) => {
+    const boot = join(dir, 'rootfs/boot');
+    const kernel = await assembleKernel(boot, { ...(options.release ? { release: options.release } : {}), ...(options.log ? { log: options.log } : {}) });
+    const name = `template://kernel/linux/${kernel.release}`;
+    const result = await buildTemplate({
+      client: options.client,
+      rootfs: join(dir, 'rootfs'),
+      ref: parseImageRef(name),
+      process: { cmd: ['/boot/vmlinux'], labels: { 'org.opencontainers.image.version': kernel.packageVersion } },
+      workDir: dir,
+    });
+    let installed = kernel;
+    if (options.installDir) {
+      const target = options.installDir(kernel.release);
+      await mkdir(dirname(target), { recursive: true });
+      await rm(target, { recursive: true, force: true });
+      await cp(boot, target, { recursive: true });
+      installed = { ...kernel, vmlinux: join(target, 'vmlinux'), initrd: join(target, 'initrd.img') };
+    }
+    return { ...result, name, kernel: installed };
   });
 }

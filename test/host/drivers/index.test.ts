@@ -8,7 +8,7 @@ import { missing } from '../fixtures/requirements.ts';
 
 describe('driver registry', () => {
   it('maps each name to a factory whose driver carries that name and its capabilities', async () => {
-    assert.deepEqual(Object.keys(drivers).sort(), ['isolate', 'process', 'runc', 'wasm']);
+    assert.deepEqual(Object.keys(drivers).sort(), ['isolate', 'process', 'runc', 'vm', 'wasm']);
     const dir = await mkdtemp(join(tmpdir(), 'shoal-reg-'));
     try {
       const p = await createDriver('process', { dataDir: dir, log: () => undefined });
