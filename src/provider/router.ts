@@ -309,7 +309,7 @@ export function createRouter(options: RouterOptions): Router {
           return;
         }
         streaming = true;
-        res.writeHead(h.status, h.headers);
+        res.writeHead(h.status, forConsumer(h.headers));
       },
       onData(chunk) {
         if (collected !== undefined) {
@@ -339,7 +339,7 @@ export function createRouter(options: RouterOptions): Router {
         const status = head.status;
         if (judged !== undefined) return judge(msg, ep, head, body, judged);
         if (res.destroyed) return;
-        res.writeHead(status, head.headers);
+        res.writeHead(status, forConsumer(head.headers));
         res.end(body);
         finished(msg, ep, status);
       },
@@ -418,10 +418,11 @@ export function createRouter(options: RouterOptions): Router {
     if (res.headersSent || res.destroyed) return;
     const flat: string[] = [];
     for (let i = 0; i < head.headers.length; i += 2) {
-      if (head.headers[i]!.toLowerCase() === 'content-length') continue;
+      const name = head.headers[i]!.toLowerCase();
+      if (name === 'content-length' || name === 'set-cookie') continue;
       flat.push(head.headers[i]!, head.headers[i + 1]!);
     }
-    flat.push('content-length', String(body.length));
+    flat.push('content-length', String(body.length), ...CONSUMER_REPLY_HEADERS);
     res.writeHead(head.status, flat);
     res.end(body);
     finished(msg, ep, head.status);
@@ -533,4 +534,29 @@ const JUDGED: ReadonlySet<DataPlaneError> = new Set<DataPlaneError>(['gone', 'no
 
 function drain(req: IncomingMessage): void {
   req.resume();
+}
+
+/**
+ * An instance's reply is served from the provider's own origin, where the dashboard's
+ * session cookie lives: whatever the instance says its reply is (text/html, say), a browser
+ * must not run it there, nor keep a cookie it sets. So no set-cookie passes, and every
+ * reply carries a sandboxing policy (an opaque origin, no scripts) and nosniff.
+ */
+export const CONSUMER_REPLY_HEADERS: readonly string[] = [
+  'content-security-policy',
+  "sandbox; default-src 'none'; frame-ancestors 'none'",
+  'x-content-type-options',
+  'nosniff',
+];
+
+/** An instance's reply headers as a consumer gets them (see CONSUMER_REPLY_HEADERS). */
+export function forConsumer(headers: readonly string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < headers.length; i += 2) {
+    const name = headers[i]!;
+    if (name.length === 10 && name.toLowerCase() === 'set-cookie') continue;
+    out.push(name, headers[i + 1]!);
+  }
+  out.push(...CONSUMER_REPLY_HEADERS);
+  return out;
 }

@@ -214,3 +214,20 @@ test('route tokens are refreshed ahead of expiry by the sync pass: the host neve
   assert.equal(host.tokenRefusals, 0);
   assert.ok(host.tokensResigned >= 2, `re-signed ${host.tokensResigned} times`);
 });
+
+test('a reply served from the provider origin cannot script it or set its cookies: set-cookie dropped, sandboxed, nosniff (small and streamed)', async (t) => {
+  const farm = await startFarm(t, { hosts: 1, service: quiet });
+  for (const pad of [0, 256 * 1024]) {
+    const res = await fetch(`${farm.provider.url}/s/echo/Html`, {
+      method: 'POST',
+      headers: { ...adminAuth(farm.provider.url), 'content-type': 'application/json' },
+      body: JSON.stringify({ pad }),
+    });
+    assert.equal(res.status, 200);
+    assert.equal(res.headers.get('content-type'), 'text/html', 'the instance still chooses its content type');
+    assert.equal(res.headers.get('set-cookie'), null, `pad ${pad}: no cookie reaches the consumer`);
+    assert.match(res.headers.get('content-security-policy') ?? '', /^sandbox; default-src 'none'/, `pad ${pad}`);
+    assert.equal(res.headers.get('x-content-type-options'), 'nosniff');
+    assert.match(await res.text(), /^<script>/);
+  }
+});

@@ -11,6 +11,7 @@ import { ShoalError, errorReply, isShoalError } from '../../protocol/index.ts';
 import type { ImportBinding, ServiceDescriptionInput, CrashAction, FarmGraph, GraphNode } from '../../protocol/index.ts';
 import { compileSchema, type SchemaCheck } from '../json-schema.ts';
 import { createOr, createPar, createRef, type RefTarget, type Reply, type Target } from './engine.ts';
+import { forConsumer } from '../router.ts';
 
 export const FARM_PREFIX = '/x/';
 const FARMS_API = '/api/v1/farms';
@@ -401,7 +402,7 @@ export function createFarmEngine(options: FarmEngineOptions): FarmEngine {
     const ac = new AbortController();
     res.on('close', () => !res.writableFinished && ac.abort(new ShoalError('unavailable', 'caller went away')));
     const reply = await target.send(op, text === '' ? '{}' : text, ac.signal);
-    res.writeHead(reply.status, { 'content-type': reply.contentType ?? 'application/json', 'content-length': Buffer.byteLength(reply.body) });
+    res.writeHead(reply.status, forConsumer(['content-type', reply.contentType ?? 'application/json', 'content-length', String(Buffer.byteLength(reply.body))]));
     res.end(reply.body);
   }
 

@@ -31,7 +31,7 @@ describe('driver registry', () => {
   it('derives the driver names from the registry alone', () => {
     assert.deepEqual([...driverNames].sort(), Object.keys(drivers).sort());
     for (const name of driverNames) assert.equal(isDriverName(name), true);
-    for (const name of ['docker', 'vm', 'toString', '__proto__', '']) assert.equal(isDriverName(name), false, name);
+    for (const name of ['docker', 'xen', 'toString', '__proto__', '']) assert.equal(isDriverName(name), false, name);
   });
 
   it('defaults to runc when root with runc on PATH, else process', async () => {
