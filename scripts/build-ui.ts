@@ -4,5 +4,5 @@
 import { buildAssets } from '../src/dashboard/index.ts';
 
 const report = await buildAssets();
-for (const [name, size] of Object.entries(report.files)) console.log(`  ${name.padEnd(12)} ${(size / 1024).toFixed(1)} KiB`);
-console.log(`dashboard built into ${report.dir}`);
+for (const [name, size] of Object.entries(report.files)) console.error(`  ${name.padEnd(12)} ${(size / 1024).toFixed(1)} KiB`);
+console.error(`dashboard built into ${report.dir}`);

@@ -25,6 +25,11 @@ test('two providers on one PostgreSQL: one deployment per cold service, both ser
   farm.hosts.forEach((h) => (h.deployMs = 200));
   const second = await farm.another({ providerId: 'second' });
   assert.notEqual(second.providerId, farm.provider.providerId);
+  // Both providers place only on hosts whose report they have read: wait for it, as a
+  // loaded machine may start the burst before the second one's first read of the registry.
+  for (const p of [farm.provider, second]) {
+    await until('both hosts reported to every provider', () => p.hosts().filter((h) => h.state === 'alive' && h.report !== undefined).length === 2, 30_000);
+  }
 
   for (const name of ['alpha', 'beta', 'gamma']) {
     await farm.provider.registerService({ ...service, name });
