@@ -20,7 +20,7 @@
 // its README warns against using it; a handler's closures and pending promises cannot be
 // serialised from outside. See docs/components.md.
 import { createHash } from 'node:crypto';
-import { appendFile, lstat, mkdir, readdir, readFile, rm } from 'node:fs/promises';
+import { lstat, mkdir, readdir, readFile, rm } from 'node:fs/promises';
 import { request } from 'node:http';
 import { createRequire } from 'node:module';
 import { dirname, join, posix } from 'node:path';
@@ -28,6 +28,7 @@ import { fileURLToPath } from 'node:url';
 import { ShoalError } from '../../../protocol/index.ts';
 import type { Driver, DriverCapabilities, DriverFingerprint, InstanceExit, InstanceResources, InstanceSpec, InstanceStats, RecoveredInstance, RunningInstance } from '../driver.ts';
 import { createRunnerChannel, deleteRunc, launchRunner, nodeBinary, type Confinement, type RunnerChannel, type RunnerProcess } from '../runner/index.ts';
+import { openCappedLog, type CappedLog } from '../shared/capped-log.ts';
 import { createInheritedListener } from '../shared/listener.ts';
 import type { ExitMessage } from './messages.ts';
 
@@ -312,16 +313,16 @@ class IsolateInstance implements RunningInstance {
   readonly id: string;
   readonly exited: Promise<InstanceExit>;
   readonly importsDir: string;
-  private readonly logFile: string;
   private readonly runner: Runner;
   private resolveExit!: (e: InstanceExit) => void;
   private done = false;
-  private logChain: Promise<void> = Promise.resolve();
+  /** Capped like runc's shim: an isolate's console output must not fill the disk or queue in the agent. */
+  private readonly log: CappedLog;
 
   constructor(spec: InstanceSpec, runner: Runner) {
     this.id = spec.id;
     this.importsDir = spec.importsDir;
-    this.logFile = spec.logFile;
+    this.log = openCappedLog(spec.logFile);
     this.runner = runner;
     this.exited = new Promise((r) => (this.resolveExit = r));
   }
@@ -331,14 +332,14 @@ class IsolateInstance implements RunningInstance {
   }
 
   writeLog(text: string): void {
-    this.logChain = this.logChain.then(() => appendFile(this.logFile, text).catch(() => undefined));
+    this.log.write(text);
   }
 
   settle(m: ExitMessage): void {
     if (this.done) return;
     this.done = true;
     if (m.message) this.writeLog(`[shoal isolate] ${m.reason}: ${m.message}\n`);
-    void this.logChain.then(() => this.resolveExit({ reason: m.reason, code: m.code, signal: m.signal, at: Date.now() }));
+    void this.log.close().then(() => this.resolveExit({ reason: m.reason, code: m.code, signal: m.signal, at: Date.now() }));
   }
 
   async stop(options: { graceMs?: number } = {}): Promise<void> {

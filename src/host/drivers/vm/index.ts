@@ -33,6 +33,7 @@ import type {
   RecoveredInstance,
   RestoringDriver,
 } from '../driver.ts';
+import { openCappedLog } from '../shared/capped-log.ts';
 import { removeStaleSocket } from '../shared/listener.ts';
 import { delay, isAlive, NANOS_PER_TICK, readProcStat, readStatusField, sendSignal, within } from '../shared/proc.ts';
 import { createBridge, freeLoopbackPort, waitHttpAnswer, type Bridge } from './bridge.ts';
@@ -198,14 +199,20 @@ export function createVmDriver(options: VmDriverOptions) {
       runAs,
       ...(restoring ? { incomingFd: 3 } : {}),
     });
-    const logHandle = await open(spec.logFile, 'a');
     let child: ChildProcess;
     try {
       // The shell puts itself (then, by exec, QEMU) in the cgroup before QEMU starts.
       child = spawn('/bin/sh', ['-c', 'for f in $SHOAL_CGROUP_PROCS; do echo $$ > "$f" || exit 125; done; exec "$@"', 'sh', QEMU, ...args], {
         env: { PATH: '/usr/bin:/bin', SHOAL_CGROUP_PROCS: cgroup?.procs.join(' ') ?? '' },
-        stdio: ['ignore', logHandle.fd, logHandle.fd, restoring ? 'pipe' : 'ignore'],
+        // The serial console (QEMU's stdout) is the guest's to fill: it goes through the
+        // capped writer, like runc's shim log. VMs are never re-attached after an agent
+        // restart, so the pipe ending with the agent loses nothing that was kept.
+        stdio: ['ignore', 'pipe', 'pipe', restoring ? 'pipe' : 'ignore'],
       });
+      const consoleLog = openCappedLog(spec.logFile);
+      if (child.stdout) consoleLog.attach(child.stdout);
+      if (child.stderr) consoleLog.attach(child.stderr);
+      child.once('close', () => void consoleLog.close());
       await new Promise<void>((resolve, reject) => {
         child.once('spawn', resolve);
         child.once('error', reject);
@@ -213,8 +220,6 @@ export function createVmDriver(options: VmDriverOptions) {
     } catch (e) {
       await cgroup?.remove();
       throw new ShoalError('unavailable', `starting ${QEMU} failed: ${(e as Error).message}`, { cause: e });
-    } finally {
-      await logHandle.close();
     }
     const pid = child.pid as number;
     const inst = new VmInstance(spec, pid, child, cgroup, { memoryMiB, cpus, template, kernel: k, accel: a });

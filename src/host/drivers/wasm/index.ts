@@ -15,7 +15,6 @@
 //   and 2 go to spec.logFile.
 // - A spare runner is started ahead so that a start only sends the module (warm host).
 import { createHash, randomBytes } from 'node:crypto';
-import { createWriteStream } from 'node:fs';
 import { access, constants as fsConstants, mkdir, readFile, realpath, writeFile } from 'node:fs/promises';
 import { join, sep } from 'node:path';
 import { release } from 'node:os';
@@ -34,6 +33,7 @@ import type {
   RestoringDriver,
   RunningInstance,
 } from '../driver.ts';
+import { openCappedLog } from '../shared/capped-log.ts';
 import { createInheritedListener } from '../shared/listener.ts';
 import { NANOS_PER_TICK, readProcStat, readStatusField, within } from '../shared/proc.ts';
 import { describeConfinement, launchRunner, type Confinement, type Runner } from './launcher.ts';
@@ -124,9 +124,11 @@ export function createWasmDriver(options: WasmDriverOptions = {}) {
     await mkdir(spec.stateDir, { recursive: true });
     const runner = await takeRunner(maxMemoryPages);
     const inst = new WasmInstance(spec.id, runner, module);
-    const logStream = createWriteStream(spec.logFile, { flags: 'a' });
-    runner.child.stdout?.pipe(logStream);
-    runner.child.stderr?.pipe(logStream, { end: false });
+    // Capped like runc's shim: the instance writes this, the agent's disk and memory hold it.
+    const log = openCappedLog(spec.logFile);
+    if (runner.child.stdout) log.attach(runner.child.stdout);
+    if (runner.child.stderr) log.attach(runner.child.stderr);
+    runner.child.once('close', () => void log.close());
     live.set(spec.id, inst);
     void inst.exited.then(() => live.delete(spec.id));
     const listener = await createInheritedListener(spec.listenSocket);
