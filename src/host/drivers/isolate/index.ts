@@ -21,7 +21,6 @@
 // serialised from outside. See docs/components.md.
 import { createHash } from 'node:crypto';
 import { lstat, mkdir, readdir, readFile, rm } from 'node:fs/promises';
-import { request } from 'node:http';
 import { createRequire } from 'node:module';
 import { dirname, join, posix } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -30,6 +29,7 @@ import type { Driver, DriverCapabilities, DriverFingerprint, InstanceExit, Insta
 import { createRunnerChannel, deleteRunc, launchRunner, nodeBinary, type Confinement, type RunnerChannel, type RunnerProcess } from '../runner/index.ts';
 import { openCappedLog, type CappedLog } from '../shared/capped-log.ts';
 import { createInheritedListener } from '../shared/listener.ts';
+import { createImportRelay, type ImportRelayLimits } from './import-relay.ts';
 import type { ExitMessage } from './messages.ts';
 
 export const capabilities = {
@@ -55,6 +55,8 @@ export interface IsolateDriverOptions {
   /** cgroup parent of the runners (default shoal). */
   cgroupParent?: string;
   log?: (message: string) => void;
+  /** Bounds of import calls relayed for isolates (reply size, time, calls in flight per instance). */
+  importLimits?: ImportRelayLimits;
 }
 
 const RUNNER_DIR = fileURLToPath(new URL('.', import.meta.url));
@@ -91,6 +93,7 @@ export function createIsolateDriver(options: IsolateDriverOptions) {
   const live = new Map<string, IsolateInstance>();
   let closed = false;
   let confinementPromise: Promise<Confinement> | undefined;
+  const importRelay = createImportRelay(options.importLimits);
 
   function confinement(): Promise<Confinement> {
     confinementPromise ??= (async () => {
@@ -204,14 +207,8 @@ export function createIsolateDriver(options: IsolateDriverOptions) {
     const socketPath = join(inst.importsDir, `${m.name}.sock`);
     const st = await lstat(socketPath).catch(() => undefined);
     if (!st?.isSocket()) return refuse(`import ${m.name} is not declared for this instance`);
-    const req = request({ socketPath, method: 'POST', path: `/${m.op}`, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(m.body) } }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => answer(res.statusCode ?? 502, Buffer.concat(chunks).toString('utf8')));
-      res.on('error', (e) => refuse(`import ${m.name}: ${e.message}`));
-    });
-    req.on('error', (e) => refuse(`import ${m.name}: cannot reach it: ${(e as NodeJS.ErrnoException).code ?? e.message}`));
-    req.end(m.body);
+    const reply = await importRelay.call(inst.id, socketPath, m.name, m.op, m.body);
+    answer(reply.status, reply.text);
   }
 
   async function start(spec: InstanceSpec): Promise<RunningInstance> {
