@@ -358,6 +358,10 @@ class IsolateInstance implements RunningInstance {
 
 /** The bundle's module files under the entry's top directory (/app), by path inside the image. */
 async function readBundle(rootfs: string, entry: string): Promise<Record<string, string>> {
+  // The entry comes from the spec's args: `/../x.js` would make the walk start above the image root.
+  if (posix.normalize(entry) !== entry || entry.split('/').includes('..') || entry.split('/').length < 3) {
+    throw new ShoalError('invalid', `${entry} is not a module path inside the image (absolute, normalised, under a top directory such as /app)`, { field: 'args' });
+  }
   const top = `/${entry.split('/')[1] ?? ''}`;
   const out: Record<string, string> = {};
   let bytes = 0;
