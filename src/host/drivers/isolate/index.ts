@@ -55,6 +55,8 @@ export interface IsolateDriverOptions {
   /** cgroup parent of the runners (default shoal). */
   cgroupParent?: string;
   log?: (message: string) => void;
+  /** Cap of one instance's log file before it rotates to .1 (default 8 MiB, as runc's shim). */
+  logMaxBytes?: number;
   /** Bounds of import calls relayed for isolates (reply size, time, calls in flight per instance). */
   importLimits?: ImportRelayLimits;
 }
@@ -220,7 +222,7 @@ export function createIsolateDriver(options: IsolateDriverOptions) {
     const runner = await runnerFor(key);
     clearTimeout(runner.idleTimer);
     await mkdir(spec.stateDir, { recursive: true });
-    const inst = new IsolateInstance(spec, runner);
+    const inst = new IsolateInstance(spec, runner, options.logMaxBytes);
     live.set(spec.id, inst);
     runner.instances.set(spec.id, inst);
     void inst.exited.then(() => forget(runner, inst));
@@ -316,10 +318,10 @@ class IsolateInstance implements RunningInstance {
   /** Capped like runc's shim: an isolate's console output must not fill the disk or queue in the agent. */
   private readonly log: CappedLog;
 
-  constructor(spec: InstanceSpec, runner: Runner) {
+  constructor(spec: InstanceSpec, runner: Runner, logMaxBytes: number | undefined) {
     this.id = spec.id;
     this.importsDir = spec.importsDir;
-    this.log = openCappedLog(spec.logFile);
+    this.log = openCappedLog(spec.logFile, logMaxBytes === undefined ? {} : { maxBytes: logMaxBytes });
     this.runner = runner;
     this.exited = new Promise((r) => (this.resolveExit = r));
   }
