@@ -20,15 +20,16 @@
 // its README warns against using it; a handler's closures and pending promises cannot be
 // serialised from outside. See docs/components.md.
 import { createHash } from 'node:crypto';
-import { appendFile, lstat, mkdir, readdir, readFile, rm } from 'node:fs/promises';
-import { request } from 'node:http';
+import { lstat, mkdir, readdir, readFile, rm } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { dirname, join, posix } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ShoalError } from '../../../protocol/index.ts';
 import type { Driver, DriverCapabilities, DriverFingerprint, InstanceExit, InstanceResources, InstanceSpec, InstanceStats, RecoveredInstance, RunningInstance } from '../driver.ts';
 import { createRunnerChannel, deleteRunc, launchRunner, nodeBinary, type Confinement, type RunnerChannel, type RunnerProcess } from '../runner/index.ts';
+import { openCappedLog, type CappedLog } from '../shared/capped-log.ts';
 import { createInheritedListener } from '../shared/listener.ts';
+import { createImportRelay, type ImportRelayLimits } from './import-relay.ts';
 import type { ExitMessage } from './messages.ts';
 
 export const capabilities = {
@@ -54,6 +55,10 @@ export interface IsolateDriverOptions {
   /** cgroup parent of the runners (default shoal). */
   cgroupParent?: string;
   log?: (message: string) => void;
+  /** Cap of one instance's log file before it rotates to .1 (default 8 MiB, as runc's shim). */
+  logMaxBytes?: number;
+  /** Bounds of import calls relayed for isolates (reply size, time, calls in flight per instance). */
+  importLimits?: ImportRelayLimits;
 }
 
 const RUNNER_DIR = fileURLToPath(new URL('.', import.meta.url));
@@ -90,6 +95,7 @@ export function createIsolateDriver(options: IsolateDriverOptions) {
   const live = new Map<string, IsolateInstance>();
   let closed = false;
   let confinementPromise: Promise<Confinement> | undefined;
+  const importRelay = createImportRelay(options.importLimits);
 
   function confinement(): Promise<Confinement> {
     confinementPromise ??= (async () => {
@@ -203,14 +209,8 @@ export function createIsolateDriver(options: IsolateDriverOptions) {
     const socketPath = join(inst.importsDir, `${m.name}.sock`);
     const st = await lstat(socketPath).catch(() => undefined);
     if (!st?.isSocket()) return refuse(`import ${m.name} is not declared for this instance`);
-    const req = request({ socketPath, method: 'POST', path: `/${m.op}`, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(m.body) } }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => answer(res.statusCode ?? 502, Buffer.concat(chunks).toString('utf8')));
-      res.on('error', (e) => refuse(`import ${m.name}: ${e.message}`));
-    });
-    req.on('error', (e) => refuse(`import ${m.name}: cannot reach it: ${(e as NodeJS.ErrnoException).code ?? e.message}`));
-    req.end(m.body);
+    const reply = await importRelay.call(inst.id, socketPath, m.name, m.op, m.body);
+    answer(reply.status, reply.text);
   }
 
   async function start(spec: InstanceSpec): Promise<RunningInstance> {
@@ -222,7 +222,7 @@ export function createIsolateDriver(options: IsolateDriverOptions) {
     const runner = await runnerFor(key);
     clearTimeout(runner.idleTimer);
     await mkdir(spec.stateDir, { recursive: true });
-    const inst = new IsolateInstance(spec, runner);
+    const inst = new IsolateInstance(spec, runner, options.logMaxBytes);
     live.set(spec.id, inst);
     runner.instances.set(spec.id, inst);
     void inst.exited.then(() => forget(runner, inst));
@@ -312,16 +312,16 @@ class IsolateInstance implements RunningInstance {
   readonly id: string;
   readonly exited: Promise<InstanceExit>;
   readonly importsDir: string;
-  private readonly logFile: string;
   private readonly runner: Runner;
   private resolveExit!: (e: InstanceExit) => void;
   private done = false;
-  private logChain: Promise<void> = Promise.resolve();
+  /** Capped like runc's shim: an isolate's console output must not fill the disk or queue in the agent. */
+  private readonly log: CappedLog;
 
-  constructor(spec: InstanceSpec, runner: Runner) {
+  constructor(spec: InstanceSpec, runner: Runner, logMaxBytes: number | undefined) {
     this.id = spec.id;
     this.importsDir = spec.importsDir;
-    this.logFile = spec.logFile;
+    this.log = openCappedLog(spec.logFile, logMaxBytes === undefined ? {} : { maxBytes: logMaxBytes });
     this.runner = runner;
     this.exited = new Promise((r) => (this.resolveExit = r));
   }
@@ -331,14 +331,14 @@ class IsolateInstance implements RunningInstance {
   }
 
   writeLog(text: string): void {
-    this.logChain = this.logChain.then(() => appendFile(this.logFile, text).catch(() => undefined));
+    this.log.write(text);
   }
 
   settle(m: ExitMessage): void {
     if (this.done) return;
     this.done = true;
     if (m.message) this.writeLog(`[shoal isolate] ${m.reason}: ${m.message}\n`);
-    void this.logChain.then(() => this.resolveExit({ reason: m.reason, code: m.code, signal: m.signal, at: Date.now() }));
+    void this.log.close().then(() => this.resolveExit({ reason: m.reason, code: m.code, signal: m.signal, at: Date.now() }));
   }
 
   async stop(options: { graceMs?: number } = {}): Promise<void> {
@@ -360,6 +360,10 @@ class IsolateInstance implements RunningInstance {
 
 /** The bundle's module files under the entry's top directory (/app), by path inside the image. */
 async function readBundle(rootfs: string, entry: string): Promise<Record<string, string>> {
+  // The entry comes from the spec's args: `/../x.js` would make the walk start above the image root.
+  if (posix.normalize(entry) !== entry || entry.split('/').includes('..') || entry.split('/').length < 3) {
+    throw new ShoalError('invalid', `${entry} is not a module path inside the image (absolute, normalised, under a top directory such as /app)`, { field: 'args' });
+  }
   const top = `/${entry.split('/')[1] ?? ''}`;
   const out: Record<string, string> = {};
   let bytes = 0;

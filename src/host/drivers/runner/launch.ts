@@ -16,11 +16,12 @@
 // fingerprint.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, lstatSync, readFileSync, readlinkSync, realpathSync } from 'node:fs';
-import { mkdir, open, rm, symlink, writeFile } from 'node:fs/promises';
+import { mkdir, rm, symlink, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { ShoalError } from '../../../protocol/index.ts';
 import type { InstanceResources } from '../driver.ts';
 import { buildRuntimeSpec } from '../runc/index.ts';
+import { openCappedLog } from '../shared/capped-log.ts';
 import { sendSignal, within } from '../shared/proc.ts';
 
 export type Confinement = 'runc' | 'process';
@@ -88,7 +89,6 @@ const LIBRARY_DIRS = ['/lib', '/lib64', '/usr/lib', '/usr/lib64'];
 
 export async function launchRunner(o: RunnerLaunchOptions): Promise<RunnerProcess> {
   await mkdir(o.stateDir, { recursive: true });
-  const logHandle = await open(o.logFile, 'a');
   let child: ChildProcess;
   try {
     if (o.confinement === 'runc') {
@@ -96,13 +96,13 @@ export async function launchRunner(o: RunnerLaunchOptions): Promise<RunnerProces
       const bundle = join(o.stateDir, 'bundle');
       await writeRuncBundle(o, bundle);
       child = spawn('runc', ['--root', o.runcRoot, 'run', '--preserve-fds', '1', '--bundle', bundle, o.id], {
-        stdio: ['ignore', logHandle.fd, logHandle.fd, 'ipc'],
+        stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
         env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin' },
       });
     } else {
       const env = Object.fromEntries(o.env.map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]));
       const [program, ...args] = o.args.map((a) => hostPathOf(a, o.binds));
-      child = spawn(program as string, args, { stdio: ['ignore', logHandle.fd, logHandle.fd, 'ipc'], env, detached: true });
+      child = spawn(program as string, args, { stdio: ['ignore', 'pipe', 'pipe', 'ipc'], env, detached: true });
     }
     await new Promise<void>((resolve, reject) => {
       child.once('spawn', resolve);
@@ -110,9 +110,13 @@ export async function launchRunner(o: RunnerLaunchOptions): Promise<RunnerProces
     });
   } catch (e) {
     throw new ShoalError('unavailable', `starting runner ${o.id} (${o.confinement}) failed: ${(e as Error).message}`, { cause: e });
-  } finally {
-    await logHandle.close();
   }
+  // A runner's own output (its instances' code runs in it) is capped like runc's shim log.
+  // Runners end with the agent (their IPC channel closes), so the pipe outlives nothing.
+  const log = openCappedLog(o.logFile);
+  if (child.stdout) log.attach(child.stdout);
+  if (child.stderr) log.attach(child.stderr);
+  child.once('close', () => void log.close());
   const exited = new Promise<{ code: number | null; signal: string | null }>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
   const kill = async (): Promise<void> => {
     if (child.exitCode !== null || child.signalCode !== null) return;

@@ -10,9 +10,10 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
-import { chown, mkdir, open, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { chown, mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { createServer, type Socket } from 'node:net';
 import { join } from 'node:path';
+import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createZstdCompress, createZstdDecompress } from 'node:zlib';
 import { execFile } from 'node:child_process';
@@ -33,6 +34,7 @@ import type {
   RecoveredInstance,
   RestoringDriver,
 } from '../driver.ts';
+import { openCappedLog } from '../shared/capped-log.ts';
 import { removeStaleSocket } from '../shared/listener.ts';
 import { delay, isAlive, NANOS_PER_TICK, readProcStat, readStatusField, sendSignal, within } from '../shared/proc.ts';
 import { createBridge, freeLoopbackPort, waitHttpAnswer, type Bridge } from './bridge.ts';
@@ -88,11 +90,11 @@ const BOOT_TIMEOUT_MS = 600_000;
  * OOM-killed QEMU at ~180 MB RSS during boots and captures on a loaded machine).
  */
 const QEMU_OVERHEAD_BYTES = 640 * 1024 * 1024;
+/** Beyond the template and spec.resources.diskBytes: the guest's ext4 headroom (disks.ts, 128 MiB) and qcow2 metadata. */
+const STATE_DISK_SLACK_BYTES = 512 * 1024 * 1024;
 
 interface Restoring {
   memory: string;
-  memoryMiB: number;
-  cpus: number;
 }
 
 export function createVmDriver(options: VmDriverOptions) {
@@ -161,6 +163,10 @@ export function createVmDriver(options: VmDriverOptions) {
     return ensureRootTemplate(rootsDir, key, spec.rootfs, spec.resources.diskBytes ?? 0);
   }
 
+  function machineShape(spec: InstanceSpec): { memoryMiB: number; cpus: number } {
+    return { memoryMiB: Math.max(minMemoryMiB, Math.floor(spec.resources.memoryBytes / (1024 * 1024))), cpus: Math.max(1, Math.ceil(spec.resources.cpuMillis / 1000)) };
+  }
+
   async function launch(spec: InstanceSpec, restoring: Restoring | undefined): Promise<VmInstance> {
     if (closed) throw new ShoalError('unavailable', 'the vm driver is closed');
     if (live.has(spec.id)) throw new ShoalError('conflict', `instance ${spec.id} is already running`, { field: 'id' });
@@ -178,8 +184,8 @@ export function createVmDriver(options: VmDriverOptions) {
       await chown(overlay, ids.uid, ids.gid);
     }
     await writeSpecDisk(spec, join(spec.stateDir, SPEC_DISK));
-    const memoryMiB = restoring?.memoryMiB ?? Math.max(minMemoryMiB, Math.floor(spec.resources.memoryBytes / (1024 * 1024)));
-    const cpus = restoring?.cpus ?? Math.max(1, Math.ceil(spec.resources.cpuMillis / 1000));
+    // From spec.resources only (a restore checks the state's annotations agree, never uses them).
+    const { memoryMiB, cpus } = machineShape(spec);
     const qmpSocket = join(spec.stateDir, QMP_SOCKET);
     await removeStaleSocket(qmpSocket);
     const cgroup = await createQemuCgroup(spec.id, memoryMiB * 1024 * 1024 + QEMU_OVERHEAD_BYTES, spec.resources.cpuMillis);
@@ -198,14 +204,20 @@ export function createVmDriver(options: VmDriverOptions) {
       runAs,
       ...(restoring ? { incomingFd: 3 } : {}),
     });
-    const logHandle = await open(spec.logFile, 'a');
     let child: ChildProcess;
     try {
       // The shell puts itself (then, by exec, QEMU) in the cgroup before QEMU starts.
       child = spawn('/bin/sh', ['-c', 'for f in $SHOAL_CGROUP_PROCS; do echo $$ > "$f" || exit 125; done; exec "$@"', 'sh', QEMU, ...args], {
         env: { PATH: '/usr/bin:/bin', SHOAL_CGROUP_PROCS: cgroup?.procs.join(' ') ?? '' },
-        stdio: ['ignore', logHandle.fd, logHandle.fd, restoring ? 'pipe' : 'ignore'],
+        // The serial console (QEMU's stdout) is the guest's to fill: it goes through the
+        // capped writer, like runc's shim log. VMs are never re-attached after an agent
+        // restart, so the pipe ending with the agent loses nothing that was kept.
+        stdio: ['ignore', 'pipe', 'pipe', restoring ? 'pipe' : 'ignore'],
       });
+      const consoleLog = openCappedLog(spec.logFile);
+      if (child.stdout) consoleLog.attach(child.stdout);
+      if (child.stderr) consoleLog.attach(child.stderr);
+      child.once('close', () => void consoleLog.close());
       await new Promise<void>((resolve, reject) => {
         child.once('spawn', resolve);
         child.once('error', reject);
@@ -213,8 +225,6 @@ export function createVmDriver(options: VmDriverOptions) {
     } catch (e) {
       await cgroup?.remove();
       throw new ShoalError('unavailable', `starting ${QEMU} failed: ${(e as Error).message}`, { cause: e });
-    } finally {
-      await logHandle.close();
     }
     const pid = child.pid as number;
     const inst = new VmInstance(spec, pid, child, cgroup, { memoryMiB, cpus, template, kernel: k, accel: a });
@@ -253,23 +263,31 @@ export function createVmDriver(options: VmDriverOptions) {
     if (state.mediaType !== VM_STATE_MEDIA_TYPE) throw new ShoalError('invalid', `not a vm state: ${state.mediaType}`, { field: 'state.mediaType' });
     if (live.has(spec.id)) throw new ShoalError('conflict', `instance ${spec.id} is already running`, { field: 'id' });
     await mkdir(spec.stateDir, { recursive: true });
+    // The state is the tenant's bytes: its annotations are checked against the spec, never
+    // trusted for the machine's size (QEMU must get the same -m to load the saved RAM).
+    const shape = machineShape(spec);
+    const saved = { memoryMiB: state.annotations['org.shoal.vm.memory-mib'], cpus: state.annotations['org.shoal.vm.cpus'] };
+    if (saved.memoryMiB !== String(shape.memoryMiB) || saved.cpus !== String(shape.cpus)) {
+      throw new ShoalError('conflict', `the state was saved from a VM of ${saved.memoryMiB} MiB and ${saved.cpus} cpus; this spec's resources give ${shape.memoryMiB} MiB and ${shape.cpus} cpus`, { field: 'resources' });
+    }
     const memory = join(spec.stateDir, 'memory.zst');
-    await unpackState(state.file, { 'memory.zst': memory, 'disk.qcow2.zst': join(spec.stateDir, OVERLAY) });
     try {
       const template = await rootTemplateFor(spec);
       const want = state.annotations['org.shoal.vm.root-template'];
       if (want !== template.digest) {
         throw new ShoalError('conflict', `the saved disk overlay was made on root disk ${want}; this host's is ${template.digest} (a different image or mke2fs)`, { field: 'state' });
       }
+      // An overlay holds at most the guest's disk: the template, its room to grow, qcow2 metadata.
+      const maxDiskBytes = template.bytes + (spec.resources.diskBytes ?? 0) + STATE_DISK_SLACK_BYTES;
+      await unpackState(state.file, { 'memory.zst': memory, 'disk.qcow2.zst': join(spec.stateDir, OVERLAY) }, maxDiskBytes).catch(async (e: unknown) => {
+        await rm(join(spec.stateDir, OVERLAY), { force: true });
+        throw e;
+      });
       const k = await ensureKernel();
       if (state.annotations['org.shoal.vm.kernel'] !== k.release) {
         throw new ShoalError('conflict', `the state was saved with kernel ${state.annotations['org.shoal.vm.kernel']}; this host has ${k.release}`, { field: 'state' });
       }
-      return await launch(spec, {
-        memory,
-        memoryMiB: Number(state.annotations['org.shoal.vm.memory-mib']),
-        cpus: Number(state.annotations['org.shoal.vm.cpus']),
-      });
+      return await launch(spec, { memory });
     } finally {
       await rm(memory, { force: true });
     }
@@ -517,7 +535,8 @@ async function packState(file: string, entries: Record<string, string>): Promise
 }
 
 /** The state file's entries, decompressed, to host-owned paths (unknown entries refused). */
-async function unpackState(file: string, targets: Record<string, string>): Promise<void> {
+/** Unpacks a saved state's entries to `targets`; the disk entry may not decompress past `maxDiskBytes`. Exported for tests. */
+export async function unpackState(file: string, targets: Record<string, string>, maxDiskBytes: number): Promise<void> {
   const extract = tar.extract();
   const seen = new Set<string>();
   extract.on('entry', (header, stream, next) => {
@@ -530,11 +549,23 @@ async function unpackState(file: string, targets: Record<string, string>): Promi
     seen.add(header.name);
     // memory stays compressed (it is streamed into QEMU); the disk is decompressed.
     const sink = header.name === 'memory.zst' ? createWriteStream(target, { mode: 0o600 }) : null;
-    const p = sink ? pipeline(stream, sink) : pipeline(stream, createZstdDecompress(), createWriteStream(target, { mode: 0o600 }));
+    const p = sink ? pipeline(stream, sink) : pipeline(stream, createZstdDecompress(), sizeLimit(maxDiskBytes, header.name), createWriteStream(target, { mode: 0o600 }));
     p.then(() => next(), (e: unknown) => extract.destroy(e as Error));
   });
   await pipeline(createReadStream(file), extract);
   for (const name of Object.keys(targets)) if (!seen.has(name)) throw new ShoalError('invalid', `vm state lacks ${name}`, { field: 'state' });
+}
+
+/** Passes bytes through until `max`, then fails: a small compressed entry must not fill the disk. */
+export function sizeLimit(max: number, name: string): Transform {
+  let seen = 0;
+  return new Transform({
+    transform(chunk: Buffer, _enc, done) {
+      seen += chunk.length;
+      if (seen > max) done(new ShoalError('invalid', `${name} in the vm state decompresses to more than ${max} bytes`, { field: 'state' }));
+      else done(null, chunk);
+    },
+  });
 }
 
 async function readState(stateDir: string): Promise<StateFile | undefined> {

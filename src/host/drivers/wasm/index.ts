@@ -15,8 +15,7 @@
 //   and 2 go to spec.logFile.
 // - A spare runner is started ahead so that a start only sends the module (warm host).
 import { createHash, randomBytes } from 'node:crypto';
-import { createWriteStream } from 'node:fs';
-import { access, constants as fsConstants, mkdir, readFile, realpath, writeFile } from 'node:fs/promises';
+import { access, constants as fsConstants, mkdir, open, readFile, realpath, writeFile } from 'node:fs/promises';
 import { join, sep } from 'node:path';
 import { release } from 'node:os';
 import { ShoalError } from '../../../protocol/index.ts';
@@ -34,6 +33,7 @@ import type {
   RestoringDriver,
   RunningInstance,
 } from '../driver.ts';
+import { openCappedLog } from '../shared/capped-log.ts';
 import { createInheritedListener } from '../shared/listener.ts';
 import { NANOS_PER_TICK, readProcStat, readStatusField, within } from '../shared/proc.ts';
 import { describeConfinement, launchRunner, type Confinement, type Runner } from './launcher.ts';
@@ -74,6 +74,8 @@ const DEFAULT_CALL_TIMEOUT_MS = 10_000;
 const DEFAULT_GRACE_MS = 2000;
 const START_TIMEOUT_MS = 30_000;
 const SPARE_DELAY_MS = 200;
+/** A captured state beyond its linear memory: globals, the page index, WASI and framing. */
+const STATE_OVERHEAD_BYTES = 16 * 1024 * 1024;
 
 export function createWasmDriver(options: WasmDriverOptions = {}) {
   const callTimeoutMs = options.callTimeoutMs ?? DEFAULT_CALL_TIMEOUT_MS;
@@ -124,9 +126,11 @@ export function createWasmDriver(options: WasmDriverOptions = {}) {
     await mkdir(spec.stateDir, { recursive: true });
     const runner = await takeRunner(maxMemoryPages);
     const inst = new WasmInstance(spec.id, runner, module);
-    const logStream = createWriteStream(spec.logFile, { flags: 'a' });
-    runner.child.stdout?.pipe(logStream);
-    runner.child.stderr?.pipe(logStream, { end: false });
+    // Capped like runc's shim: the instance writes this, the agent's disk and memory hold it.
+    const log = openCappedLog(spec.logFile);
+    if (runner.child.stdout) log.attach(runner.child.stdout);
+    if (runner.child.stderr) log.attach(runner.child.stderr);
+    runner.child.once('close', () => void log.close());
     live.set(spec.id, inst);
     void inst.exited.then(() => live.delete(spec.id));
     const listener = await createInheritedListener(spec.listenSocket);
@@ -169,10 +173,23 @@ export function createWasmDriver(options: WasmDriverOptions = {}) {
     if (state.mediaType !== STATE_MEDIA_TYPE) throw new ShoalError('unsupported', `the wasm driver restores ${STATE_MEDIA_TYPE} states, not ${state.mediaType}`, { field: 'from' });
     const module = await readModule(spec);
     const want = state.annotations[ANNOTATION.module];
-    if (want !== undefined && want !== moduleDigest(module)) {
-      throw new ShoalError('conflict', `the state was captured from module ${want}, this image's module is ${moduleDigest(module)}`, { field: 'from' });
+    if (want !== moduleDigest(module)) {
+      throw new ShoalError('conflict', `the state was captured from module ${want ?? '(not named)'}, this image's module is ${moduleDigest(module)}`, { field: 'from' });
     }
-    return launch(spec, module, { bytes: await readFile(state.file), compressed: true });
+    // The state holds at most the instance's linear memory (its limit comes from the spec) and
+    // a little more (globals, tables, WASI state); a bigger file is not read into the agent.
+    const maxStateBytes = Math.max(1, Math.floor(spec.resources.memoryBytes / WASM_PAGE)) * WASM_PAGE + STATE_OVERHEAD_BYTES;
+    const fh = await open(state.file, 'r');
+    let bytes: Buffer;
+    try {
+      const size = (await fh.stat()).size;
+      if (size > maxStateBytes) throw new ShoalError('invalid', `the state is ${size} bytes, more than this spec's memory allows (${maxStateBytes})`, { field: 'from' });
+      bytes = await fh.readFile();
+    } finally {
+      await fh.close();
+    }
+    if (bytes.length > maxStateBytes) throw new ShoalError('invalid', `the state grew past ${maxStateBytes} bytes while read`, { field: 'from' });
+    return launch(spec, module, { bytes, compressed: true });
   }
 
   async function fork(source: RunningInstance, spec: InstanceSpec): Promise<WasmInstance> {

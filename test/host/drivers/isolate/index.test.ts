@@ -2,7 +2,7 @@
 // is confined like a runc instance, imports are reached by name through the host only,
 // one runner serves many isolates of a version, and runners end with their driver.
 import assert from 'node:assert/strict';
-import { readdir, readFile, readlink } from 'node:fs/promises';
+import { readdir, readFile, readlink, stat } from 'node:fs/promises';
 import { createServer } from 'node:http';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -105,6 +105,22 @@ describe('isolate driver', () => {
       await second.close();
       await h.assertClean();
     } finally {
+      await ci.release();
+    }
+  });
+
+  it("caps an instance's log: at logMaxBytes it rotates once to .1, the rest is not kept", async () => {
+    const driver = h.driver({ logMaxBytes: 64 * 1024 });
+    const ci = await h.instance(`iso-log-${process.pid}`);
+    try {
+      const inst = await driver.start(ci.spec);
+      await waitReady(ci.socketPath);
+      assert.deepEqual((await call(ci.socketPath, 'POST', '/Shout', { kib: 1024 })).json, { shouted: 1024 });
+      await inst.stop({ graceMs: 0 }); // the instance's exit waits for its log to be written
+      assert.ok((await stat(ci.spec.logFile)).size <= 64 * 1024);
+      assert.ok((await stat(`${ci.spec.logFile}.1`)).size <= 64 * 1024);
+    } finally {
+      await driver.close();
       await ci.release();
     }
   });

@@ -1,11 +1,11 @@
 // The wasm driver with real runner processes: the counter/echo component built from WAT
 // (test/fixtures/components.ts), its live state captured, restored and forked.
 import assert from 'node:assert/strict';
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { createWasmDriver, STATE_MEDIA_TYPE } from '../../../../src/host/drivers/wasm/index.ts';
+import { ANNOTATION, createWasmDriver, STATE_MEDIA_TYPE } from '../../../../src/host/drivers/wasm/index.ts';
 import type { InstanceSpec, RunningInstance } from '../../../../src/host/drivers/driver.ts';
 import { canCapture } from '../../../../src/host/drivers/driver.ts';
 import { componentWasm } from '../../../fixtures/components.ts';
@@ -83,6 +83,19 @@ describe('wasm driver', () => {
     assert.deepEqual((await post(restored.socket, 'inc')).json, { count: 6, calls: 6 });
     // the source is untouched by the capture
     assert.deepEqual((await post(socket, 'get')).json, { count: 5, calls: 6 });
+  });
+
+  it('refuses a state that does not name its module, or is bigger than the spec memory allows', async () => {
+    const { inst } = await run('r');
+    assert.ok(canCapture(inst));
+    const state = await inst.capture(dir);
+    const { [ANNOTATION.module]: _module, ...unnamed } = state.annotations;
+    await assert.rejects(driver.restore(await specFor('r2'), { ...state, annotations: unnamed }), (e: Error & { code?: string }) => e.code === 'conflict' && /not named/.test(e.message));
+    // 16 MiB of memory in the spec: a 40 MiB file (sparse) is not read.
+    const big = join(dir, 'big.state');
+    await writeFile(big, '');
+    await truncate(big, 40 * 1024 * 1024);
+    await assert.rejects(driver.restore(await specFor('r3'), { ...state, file: big }), (e: Error & { code?: string }) => e.code === 'invalid' && /more than this spec's memory allows/.test(e.message));
   });
 
   it('forks a running instance; source and fork diverge independently', async () => {

@@ -1,0 +1,68 @@
+// What a vm restore refuses before QEMU runs: needs neither QEMU nor root.
+import assert from 'node:assert/strict';
+import { mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { zstdCompressSync } from 'node:zlib';
+import tar from 'tar-stream';
+import type { InstanceSpec } from '../../../../src/host/drivers/driver.ts';
+import { createVmDriver, unpackState, VM_STATE_MEDIA_TYPE } from '../../../../src/host/drivers/vm/index.ts';
+
+let dir: string;
+
+async function stateFile(name: string, diskBytes: number): Promise<string> {
+  const pack = tar.pack();
+  pack.entry({ name: 'memory.zst' }, zstdCompressSync(Buffer.from('ram')));
+  pack.entry({ name: 'disk.qcow2.zst' }, zstdCompressSync(Buffer.alloc(diskBytes)));
+  pack.finalize();
+  const chunks: Buffer[] = [];
+  for await (const c of pack) chunks.push(c as Buffer);
+  const file = join(dir, name);
+  await writeFile(file, Buffer.concat(chunks));
+  return file;
+}
+
+describe('vm restore bounds', () => {
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'shoal-vm-bounds-'));
+  });
+  after(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('refuses a state whose disk decompresses past the bound', async () => {
+    const file = await stateFile('bomb.tar', 8 * 1024 * 1024); // a few KiB compressed
+    const targets = { 'memory.zst': join(dir, 'm1.zst'), 'disk.qcow2.zst': join(dir, 'd1.qcow2') };
+    await assert.rejects(unpackState(file, targets, 1024 * 1024), /decompresses to more than 1048576 bytes/);
+    await unpackState(file, { 'memory.zst': join(dir, 'm2.zst'), 'disk.qcow2.zst': join(dir, 'd2.qcow2') }, 16 * 1024 * 1024);
+    assert.equal((await stat(join(dir, 'd2.qcow2'))).size, 8 * 1024 * 1024);
+  });
+
+  it('takes the machine size from spec.resources and refuses a state that says otherwise', async () => {
+    const driver = createVmDriver({ dataDir: join(dir, 'driver'), log: () => undefined });
+    const stateDir = join(dir, 'inst');
+    const spec: InstanceSpec = {
+      id: 'vm-bounds',
+      rootfs: join(dir, 'rootfs'),
+      args: ['/app/x'],
+      env: [],
+      cwd: '/',
+      user: { uid: 0, gid: 0 },
+      resources: { memoryBytes: 256 * 1024 * 1024, cpuMillis: 1000, pids: 64 },
+      stateDir,
+      listenSocket: join(dir, 'l.sock'),
+      importsDir: join(dir, 'imports'),
+      logFile: join(dir, 'log'),
+    } as InstanceSpec;
+    const file = await stateFile('ok.tar', 1024);
+    const annotations = { 'org.shoal.vm.memory-mib': '65536', 'org.shoal.vm.cpus': '64' };
+    await assert.rejects(driver.restore(spec, { mediaType: VM_STATE_MEDIA_TYPE, file, annotations }), (e: Error & { code?: string }) => {
+      assert.equal(e.code, 'conflict');
+      assert.match(e.message, /65536 MiB and 64 cpus; this spec's resources give 256 MiB and 1 cpus/);
+      return true;
+    });
+    assert.deepEqual(await readdir(stateDir), []); // refused before anything was unpacked
+    await driver.close();
+  });
+});
