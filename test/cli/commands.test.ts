@@ -61,7 +61,7 @@ test('service add, ls, show and rm, with --json and as text', async (t) => {
 
   const add = await shoal(['service', 'add', file, '--url', url]);
   assert.equal(add.code, 0, add.stderr);
-  assert.match(add.stdout, /^registered echo 1 \(operations: Echo, Write, Slow, Who, Crash, Vanish, Mimic\)/);
+  assert.match(add.stdout, /^registered echo 1 \(operations: Echo, Write, Slow, Who, Html, Crash, Vanish, Mimic\)/);
 
   const ls = await shoal(['service', 'ls', '--url', url, '--json']);
   assert.equal(ls.code, 0, ls.stderr);

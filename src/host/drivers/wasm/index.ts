@@ -16,7 +16,7 @@
 // - A spare runner is started ahead so that a start only sends the module (warm host).
 import { createHash, randomBytes } from 'node:crypto';
 import { access, constants as fsConstants, mkdir, open, readFile, realpath, writeFile } from 'node:fs/promises';
-import { join, sep } from 'node:path';
+import { dirname, join, sep } from 'node:path';
 import { release } from 'node:os';
 import { ShoalError } from '../../../protocol/index.ts';
 import type {
@@ -36,7 +36,8 @@ import type {
 import { openCappedLog } from '../shared/capped-log.ts';
 import { createInheritedListener } from '../shared/listener.ts';
 import { NANOS_PER_TICK, readProcStat, readStatusField, within } from '../shared/proc.ts';
-import { describeConfinement, launchRunner, type Confinement, type Runner } from './launcher.ts';
+import { describeConfinement, launchRunner, RUNNER_SCRIPT, type Confinement, type Runner } from './launcher.ts';
+import { runnerFilesFor } from './runner-files.ts';
 import type { HostToRunner, RunnerToHost } from './runner-protocol.ts';
 import { STATE_MEDIA_TYPE, WASM_PAGE } from './engine.ts';
 
@@ -89,7 +90,9 @@ export function createWasmDriver(options: WasmDriverOptions = {}) {
     (confinement ??= (async () => {
       if (options.namespaces === false || process.getuid?.() !== 0) return { namespaces: undefined };
       const [unshare, setpriv] = await Promise.all([findOnPath('unshare'), findOnPath('setpriv')]);
-      return { namespaces: unshare && setpriv ? { unshare, setpriv } : undefined };
+      if (!unshare || !setpriv) return { namespaces: undefined };
+      // As uid 65534 the runner must reach its code and Node: copied out of a 0700 checkout.
+      return { namespaces: { unshare, setpriv }, files: await runnerFilesFor(dirname(RUNNER_SCRIPT), process.execPath) };
     })());
 
   async function takeRunner(maxMemoryPages: number): Promise<Runner> {

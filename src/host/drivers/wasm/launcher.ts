@@ -14,12 +14,16 @@ import { fileURLToPath } from 'node:url';
 import type { RunnerToHost } from './runner-protocol.ts';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
-export const RUNNER_SCRIPT = join(HERE, 'runner.ts');
+/** .ts in a checkout, .js in the published package (dist/). */
+export const MODULE_EXT = import.meta.url.endsWith('.ts') ? '.ts' : '.js';
+export const RUNNER_SCRIPT = join(HERE, `runner${MODULE_EXT}`);
 const NOBODY = 65534;
 
 export interface Confinement {
   /** unshare and setpriv paths when the host can use them (root), else undefined. */
   namespaces: { unshare: string; setpriv: string } | undefined;
+  /** Where the runner's modules and Node are (reachable by uid 65534: runner-files.ts); default: in place. */
+  files?: { dir: string; node: string };
 }
 
 export function describeConfinement(c: Confinement): string {
@@ -37,21 +41,23 @@ export interface Runner {
 }
 
 export function launchRunner(options: { maxMemoryPages: number; confinement: Confinement }): Runner {
+  const dir = options.confinement.files?.dir ?? HERE;
+  const node = options.confinement.files?.node ?? process.execPath;
   const nodeArgs = [
     '--permission',
-    `--allow-fs-read=${HERE}`,
+    `--allow-fs-read=${dir}`,
     '--allow-wasi',
     '--allow-worker',
     `--wasm-max-mem-pages=${options.maxMemoryPages}`,
     '--max-old-space-size=64',
     '--disable-warning=ExperimentalWarning',
     '--disable-warning=SecurityWarning',
-    RUNNER_SCRIPT,
+    join(dir, `runner${MODULE_EXT}`),
   ];
   const ns = options.confinement.namespaces;
   const [program, args] = ns
-    ? [ns.unshare, ['--net', '--ipc', '--uts', '--', ns.setpriv, `--reuid=${NOBODY}`, `--regid=${NOBODY}`, '--clear-groups', '--no-new-privs', '--', process.execPath, ...nodeArgs]]
-    : [process.execPath, nodeArgs];
+    ? [ns.unshare, ['--net', '--ipc', '--uts', '--', ns.setpriv, `--reuid=${NOBODY}`, `--regid=${NOBODY}`, '--clear-groups', '--no-new-privs', '--', node, ...nodeArgs]]
+    : [node, nodeArgs];
   const child = spawn(program, args, {
     env: {},
     // Piped, not the log file: a spare runner starts before its instance (and log) exist.

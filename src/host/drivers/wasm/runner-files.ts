@@ -1,0 +1,75 @@
+// Where a runner's code and Node come from when it runs as uid 65534. A checkout or data
+// directory under a 0700 parent (root's home, a `mktemp -d` directory) cannot be entered by
+// that user, so the runner's few files and the Node binary are copied once into a
+// root-owned, world-readable directory named by their content. Nothing there is writable by
+// anyone but root, and no instance can write it.
+import { createHash } from 'node:crypto';
+import { chmod, copyFile, mkdir, mkdtemp, readFile, rename, rm, stat } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { MODULE_EXT } from './launcher.ts';
+
+/** The runner's modules (runner.ts and what it imports), all in one folder. */
+export const RUNNER_MODULES = ['runner', 'runner-protocol', 'engine', 'data-segments'].map((m) => m + MODULE_EXT);
+
+export interface RunnerFiles {
+  /** Folder holding RUNNER_MODULES. */
+  dir: string;
+  /** The Node binary to run them with. */
+  node: string;
+}
+
+/** Whether uid 65534 can reach `path`: every parent searchable by others, the file readable (and executable) by others. */
+export async function reachableByOthers(path: string, executable: boolean): Promise<boolean> {
+  try {
+    const st = await stat(path);
+    if ((st.mode & 0o004) === 0 || (executable && (st.mode & 0o001) === 0)) return false;
+    for (let dir = dirname(path); ; dir = dirname(dir)) {
+      if (((await stat(dir)).mode & 0o001) === 0) return false;
+      if (dir === dirname(dir)) return true;
+    }
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * The runner's files where uid 65534 can read them: in place when it already can, else a
+ * copy under `base` (default /var/lib/shoal/wasm-runner/<content hash>), made once.
+ */
+export async function runnerFilesFor(sourceDir: string, node: string, base = '/var/lib/shoal/wasm-runner'): Promise<RunnerFiles> {
+  const inPlace = (await reachableByOthers(node, true)) && (await Promise.all(RUNNER_MODULES.map((m) => reachableByOthers(join(sourceDir, m), false)))).every(Boolean);
+  if (inPlace) return { dir: sourceDir, node };
+  const hash = createHash('sha256');
+  const sources = await Promise.all(RUNNER_MODULES.map((m) => readFile(join(sourceDir, m))));
+  for (const s of sources) hash.update(s);
+  const nodeStat = await stat(node);
+  hash.update(`${node}\0${nodeStat.size}\0${nodeStat.mtimeMs}\0${process.version}`);
+  const dir = join(base, hash.digest('hex').slice(0, 16));
+  if (await reachableByOthers(join(dir, 'node'), true)) return { dir, node: join(dir, 'node') };
+  await mkdir(base, { recursive: true, mode: 0o755 });
+  await chmod(base, 0o755);
+  await chmod(dirname(base), 0o711).catch(() => undefined);
+  const scratch = await mkdtemp(join(base, '.new-'));
+  try {
+    await chmod(scratch, 0o755);
+    await Promise.all(
+      RUNNER_MODULES.map(async (m) => {
+        const to = join(scratch, m);
+        await copyFile(join(sourceDir, m), to);
+        await chmod(to, 0o644);
+      }),
+    );
+    await copyFile(node, join(scratch, 'node'), constants.COPYFILE_FICLONE);
+    await chmod(join(scratch, 'node'), 0o755);
+    await rename(scratch, dir).catch(async (e: NodeJS.ErrnoException) => {
+      // Another driver made it first: theirs is the same content.
+      if (e.code !== 'ENOTEMPTY' && e.code !== 'EEXIST') throw e;
+      await rm(scratch, { recursive: true, force: true });
+    });
+  } catch (e) {
+    await rm(scratch, { recursive: true, force: true });
+    throw e;
+  }
+  return { dir, node: join(dir, 'node') };
+}
