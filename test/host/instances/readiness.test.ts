@@ -41,7 +41,8 @@ test('past the deadline: timeout naming the field and the last answer', async (t
   const sock = join(dir, 'app.sock');
   const { server } = await serve(sock, () => 500);
   t.after(() => new Promise<void>((r) => server.close(() => r())));
-  await assert.rejects(waitReady(sock, '/healthz', 1500, never), (e: any) => e.code === 'timeout' && e.field === 'readiness.timeoutMs' && /status 500/.test(e.message));
+  // A deadline long enough for several probes to be answered (500) even on a loaded machine.
+  await assert.rejects(waitReady(sock, '/healthz', 5000, never), (e: any) => e.code === 'timeout' && e.field === 'readiness.timeoutMs' && /status 500/.test(e.message));
   await assert.rejects(waitReady(join(dir, 'none.sock'), '/healthz', 500, never), (e: any) => e.code === 'timeout' && /not there yet/.test(e.message));
 });
 
