@@ -1,7 +1,5 @@
 // The one registration file of the built-in drivers: name → factory. A new driver is a
 // folder plus one line here. Consumers read `capabilities`, never a driver's name.
-import { constants } from 'node:fs';
-import { access } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Driver } from './driver.ts';
 import { createIsolateDriver } from './isolate/index.ts';
@@ -55,19 +53,8 @@ import type { RuncDriverOptions } from './runc/index.ts';
 export type RuncHardeningOptions = Pick<RuncDriverOptions, 'userNamespace' | 'boundedRoot' | 'logMaxBytes'>;
 export * from './driver.ts';
 
-/** An executable named `name` on $PATH, or undefined. */
-export async function findOnPath(name: string, pathVar = process.env.PATH ?? ''): Promise<string | undefined> {
-  for (const dir of pathVar.split(':')) {
-    if (!dir) continue;
-    try {
-      await access(join(dir, name), constants.X_OK);
-      return join(dir, name);
-    } catch {
-      // next
-    }
-  }
-  return undefined;
-}
+export { findOnPath } from './shared/proc.ts';
+import { findOnPath } from './shared/proc.ts';
 
 /** runc when its binary is on PATH and we are root; otherwise process (which does not isolate). */
 export async function defaultDriverName(): Promise<DriverName> {

@@ -1,5 +1,7 @@
 // /proc readers and exit watching shared by the drivers.
-import { readFile } from 'node:fs/promises';
+import { constants as fsConstants } from 'node:fs';
+import { access, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { constants } from 'node:os';
 
 export interface ProcStat {
@@ -99,4 +101,18 @@ export async function within<T>(p: Promise<T>, ms: number): Promise<T | undefine
   } finally {
     clearTimeout(timer);
   }
+}
+
+/** An executable named `name` on $PATH, or undefined. */
+export async function findOnPath(name: string, pathVar = process.env.PATH ?? ''): Promise<string | undefined> {
+  for (const dir of pathVar.split(':')) {
+    if (!dir) continue;
+    try {
+      await access(join(dir, name), fsConstants.X_OK);
+      return join(dir, name);
+    } catch {
+      // next
+    }
+  }
+  return undefined;
 }

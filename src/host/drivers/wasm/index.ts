@@ -35,7 +35,7 @@ import type {
 } from '../driver.ts';
 import { openCappedLog } from '../shared/capped-log.ts';
 import { createInheritedListener } from '../shared/listener.ts';
-import { NANOS_PER_TICK, readProcStat, readStatusField, within } from '../shared/proc.ts';
+import { findOnPath, NANOS_PER_TICK, readProcStat, readStatusField, within } from '../shared/proc.ts';
 import { describeConfinement, launchRunner, RUNNER_SCRIPT, type Confinement, type Runner } from './launcher.ts';
 import { runnerFilesFor } from './runner-files.ts';
 import type { HostToRunner, RunnerToHost } from './runner-protocol.ts';
@@ -374,17 +374,4 @@ function envOf(env: string[]): Record<string, string> {
     if (eq > 0) out[kv.slice(0, eq)] = kv.slice(eq + 1);
   }
   return out;
-}
-
-async function findOnPath(name: string): Promise<string | undefined> {
-  for (const dir of (process.env.PATH ?? '').split(':')) {
-    if (!dir) continue;
-    try {
-      await access(join(dir, name), fsConstants.X_OK);
-      return join(dir, name);
-    } catch {
-      // next
-    }
-  }
-  return undefined;
 }
