@@ -16,6 +16,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { echoStoreDir } from '../provider/fixtures/echo-store.ts';
+import { pidsMentioning } from '../fixtures/processes.ts';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const run = promisify(execFile);
@@ -31,16 +32,6 @@ async function copyCheckout(dest: string): Promise<void> {
     await cp(from, join(dest, file));
   }
   await symlink(join(ROOT, 'node_modules'), join(dest, 'node_modules'));
-}
-
-async function pidsMentioning(text: string): Promise<number[]> {
-  const pids: number[] = [];
-  for (const p of await readdir('/proc')) {
-    if (!/^\d+$/.test(p) || Number(p) === process.pid) continue;
-    const cmdline = await readFile(`/proc/${p}/cmdline`, 'utf8').catch(() => '');
-    if (cmdline.includes(text)) pids.push(Number(p));
-  }
-  return pids;
 }
 
 async function npmAvailable(): Promise<string | undefined> {

@@ -13,20 +13,11 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { skipUnless } from '../host/fixtures/requirements.ts';
 import { echoStoreDir } from '../provider/fixtures/echo-store.ts';
+import { pidsMentioning } from '../fixtures/processes.ts';
 
 const skip = skipUnless(['root', 'runc']);
 const SHOAL = fileURLToPath(new URL('../../bin/shoal.js', import.meta.url));
 const run = promisify(execFile);
-
-async function processesMentioning(text: string): Promise<number[]> {
-  const pids: number[] = [];
-  for (const p of await readdir('/proc')) {
-    if (!/^\d+$/.test(p) || Number(p) === process.pid) continue;
-    const cmdline = await readFile(`/proc/${p}/cmdline`, 'utf8').catch(() => '');
-    if (cmdline.includes(text)) pids.push(Number(p));
-  }
-  return pids;
-}
 
 /** Cgroup directories named `id` in any hierarchy (v2 or v1, under the driver's shoal/ parent or elsewhere one level down). */
 async function cgroupsNamed(id: string): Promise<string[]> {
@@ -96,9 +87,9 @@ describe('Ctrl-C (SIGINT) to shoal up under runc', { skip }, () => {
     assert.deepEqual(await readdir(runcRoot).catch(() => [] as string[]), [], 'no container state left');
     const mounts = (await readFile('/proc/self/mountinfo', 'utf8')).split('\n').filter((l) => l.includes(dir!));
     assert.deepEqual(mounts, [], 'no mount under its state dir');
-    assert.deepEqual(await processesMentioning(dir), [], 'no process it started');
+    assert.deepEqual(await pidsMentioning(dir), [], 'no process it started');
     for (const id of ids) {
-      assert.deepEqual(await processesMentioning(id), [], `no process of ${id}`);
+      assert.deepEqual(await pidsMentioning(id), [], `no process of ${id}`);
       assert.deepEqual(await cgroupsNamed(id), [], `no cgroup of ${id}`);
     }
   });
