@@ -39,6 +39,11 @@ export interface HostClient {
   snapshot(instanceId: string, options?: { hold?: boolean }): Promise<{ digest: string; size: number }>;
   /** Lets messages held by snapshot({hold}) go on. */
   release(instanceId: string): Promise<void>;
+  /** Starts a copy of a running instance on the same host (drivers with canClone); the source keeps serving. */
+  fork(instanceId: string): Promise<DeploymentResult>;
+  /** Freezes an instance in memory (drivers with canPause); its messages wait until resume. */
+  pause(instanceId: string): Promise<InstanceInfo>;
+  resume(instanceId: string): Promise<InstanceInfo>;
   /** Discards the host's containers created ahead for a service (removed), or for its versions but keepVersion (superseded). */
   dropWarm(service: string, keepVersion?: string): Promise<number>;
   /** The instance's log: the last `tail` lines, then (follow) what it appends until `signal` aborts. */
@@ -219,6 +224,9 @@ export function createHostClient(options: { controlUrl: string; token: string; t
     release: async (id) => {
       await call<unknown>('POST', `/v1/instances/${encodeURIComponent(id)}/release`);
     },
+    fork: (id) => call<DeploymentResult>('POST', `/v1/instances/${encodeURIComponent(id)}/fork`, undefined, { timeoutMs: 60_000 }),
+    pause: (id) => call<InstanceInfo>('POST', `/v1/instances/${encodeURIComponent(id)}/pause`, undefined, { timeoutMs: 30_000 }),
+    resume: (id) => call<InstanceInfo>('POST', `/v1/instances/${encodeURIComponent(id)}/resume`, undefined, { timeoutMs: 30_000 }),
     dropWarm: async (service, keepVersion) =>
       (await call<{ dropped: number }>('DELETE', `/v1/warm/${encodeURIComponent(service)}${keepVersion === undefined ? '' : `?keep=${encodeURIComponent(keepVersion)}`}`)).dropped,
     follow,

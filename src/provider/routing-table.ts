@@ -80,6 +80,17 @@ export interface RoutingTable {
   /** Updates the route token of a known endpoint (a fresher reference from its host). */
   refresh(instanceId: string, ref: EndpointReference): void;
 
+  /**
+   * Takes a ready endpoint out of routing while its instance is frozen in memory (host
+   * pause): no removal event, no crash rule. remove() also forgets a paused endpoint.
+   */
+  pause(instanceId: string): RouteEndpoint | undefined;
+  /** Puts a paused endpoint back into routing; onAdded fires, so queued messages go to it. */
+  unpause(instanceId: string): RouteEndpoint | undefined;
+  /** Paused endpoints of a service (a copy). */
+  paused(service: string): RouteEndpoint[];
+  pausedEndpoint(instanceId: string): RouteEndpoint | undefined;
+
   /** When the instance last left the routing set (epoch ms), if within the last minute. */
   removedAt(instanceId: string): number | undefined;
 
@@ -111,7 +122,40 @@ export function createRoutingTable(options: { tracker: InFlightTracker; events?:
   const removed = new Map<string, { at: number; endpoint: RouteEndpoint; reason: RemovalReason }>();
   const none: readonly RouteEndpoint[] = [];
 
+  const pausedById = new Map<string, RouteEndpoint>();
+
+  const takeOut = (ep: RouteEndpoint): void => {
+    byInstance.delete(ep.id);
+    const list = byService.get(ep.service);
+    if (list !== undefined) {
+      // A fresh array: a router iterating the old one finishes on a consistent snapshot.
+      const next = list.filter((e) => e.id !== ep.id);
+      if (next.length === 0) byService.delete(ep.service);
+      else byService.set(ep.service, next);
+    }
+  };
+
+  const add = (endpoint: RouteEndpoint): void => {
+    if (byInstance.has(endpoint.id)) {
+      const known = byInstance.get(endpoint.id)!;
+      known.token = endpoint.token;
+      known.expiresAt = endpoint.expiresAt;
+      known.tokenLifetimeMs = endpoint.tokenLifetimeMs;
+      return;
+    }
+    byInstance.set(endpoint.id, endpoint);
+    byService.set(endpoint.service, [...(byService.get(endpoint.service) ?? []), endpoint]);
+    options.events?.onAdded?.(endpoint);
+  };
+
   const remove = (instanceId: string, reason: RemovalReason): RouteEndpoint | undefined => {
+    const frozen = pausedById.get(instanceId);
+    if (frozen !== undefined) {
+      pausedById.delete(instanceId);
+      removed.set(instanceId, { at: Date.now(), endpoint: frozen, reason });
+      options.events?.onRemoved?.(frozen, reason);
+      return undefined;
+    }
     const ep = byInstance.get(instanceId);
     if (ep === undefined) {
       // Already out on the router's guess; the host's word on why (a crash rule needs it) still counts.
@@ -122,17 +166,10 @@ export function createRoutingTable(options: { tracker: InFlightTracker; events?:
       }
       return undefined;
     }
-    byInstance.delete(instanceId);
+    takeOut(ep);
     const now = Date.now();
     removed.set(instanceId, { at: now, endpoint: ep, reason });
     if (removed.size > 4096) for (const [id, r] of removed) if (now - r.at > 60_000 || removed.size > 4096) removed.delete(id);
-    const list = byService.get(ep.service);
-    if (list !== undefined) {
-      // A fresh array: a router iterating the old one finishes on a consistent snapshot.
-      const next = list.filter((e) => e.id !== instanceId);
-      if (next.length === 0) byService.delete(ep.service);
-      else byService.set(ep.service, next);
-    }
     tracker.forget(instanceId);
     options.events?.onRemoved?.(ep, reason);
     return ep;
@@ -148,7 +185,7 @@ export function createRoutingTable(options: { tracker: InFlightTracker; events?:
     },
     removeService(name) {
       services.delete(name);
-      const gone = [...(byService.get(name) ?? [])];
+      const gone = [...(byService.get(name) ?? []), ...[...pausedById.values()].filter((e) => e.service === name)];
       for (const ep of gone) remove(ep.id, 'undeployed');
       lastMessage.delete(name);
       return gone;
@@ -158,25 +195,41 @@ export function createRoutingTable(options: { tracker: InFlightTracker; events?:
     endpoint: (id) => byInstance.get(id),
     allEndpoints: () => [...byInstance.values()],
     add(endpoint) {
-      if (byInstance.has(endpoint.id)) {
-        const known = byInstance.get(endpoint.id)!;
-        known.token = endpoint.token;
-        known.expiresAt = endpoint.expiresAt;
-        known.tokenLifetimeMs = endpoint.tokenLifetimeMs;
+      // A background sync re-reading a paused instance refreshes its token, not its routing.
+      const frozen = pausedById.get(endpoint.id);
+      if (frozen !== undefined) {
+        frozen.token = endpoint.token;
+        frozen.expiresAt = endpoint.expiresAt;
+        frozen.tokenLifetimeMs = endpoint.tokenLifetimeMs;
         return;
       }
-      byInstance.set(endpoint.id, endpoint);
-      byService.set(endpoint.service, [...(byService.get(endpoint.service) ?? []), endpoint]);
-      options.events?.onAdded?.(endpoint);
+      add(endpoint);
     },
     remove,
     refresh(instanceId, ref) {
-      const ep = byInstance.get(instanceId);
+      const ep = byInstance.get(instanceId) ?? pausedById.get(instanceId);
       if (ep === undefined) return;
       ep.token = ref.token;
       ep.expiresAt = ref.expiresAt;
       ep.tokenLifetimeMs = Math.max(0, ref.expiresAt - Date.now());
     },
+
+    pause(instanceId) {
+      const ep = byInstance.get(instanceId);
+      if (ep === undefined) return undefined;
+      takeOut(ep);
+      pausedById.set(instanceId, ep);
+      return ep;
+    },
+    unpause(instanceId) {
+      const ep = pausedById.get(instanceId);
+      if (ep === undefined) return undefined;
+      pausedById.delete(instanceId);
+      add(ep);
+      return ep;
+    },
+    paused: (service) => [...pausedById.values()].filter((e) => e.service === service),
+    pausedEndpoint: (id) => pausedById.get(id),
 
     removedAt(instanceId) {
       const at = removed.get(instanceId)?.at;

@@ -127,6 +127,41 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX audit_service ON audit (service, at);
     `,
   },
+  {
+    version: 4,
+    name: 'live state: saved states, paused deployments, traffic seen by every provider',
+    // saved_states: captured instance states (OCI artifacts in the store, by digest) that a
+    // deployment may start from: snapshots, suspended instances, farm snapshots. A state is
+    // kept until expires_at (NULL: until removed). instance_traffic: each provider's last
+    // message time per instance, so idleness is judged from what every provider sees.
+    sql: () => `
+      ALTER TABLE deployments ADD COLUMN paused_at BIGINT;
+
+      CREATE TABLE saved_states (
+        id TEXT PRIMARY KEY,
+        service TEXT NOT NULL,
+        version TEXT NOT NULL,
+        digest TEXT NOT NULL,
+        size BIGINT NOT NULL,
+        driver TEXT NOT NULL,
+        source_instance TEXT,
+        source_host TEXT,
+        reason TEXT NOT NULL CHECK (reason IN ('snapshot', 'suspend', 'farm', 'schedule')),
+        label TEXT,
+        created_at BIGINT NOT NULL,
+        expires_at BIGINT
+      );
+      CREATE INDEX saved_states_service ON saved_states (service, created_at);
+
+      CREATE TABLE instance_traffic (
+        instance_id TEXT NOT NULL,
+        provider_id TEXT NOT NULL,
+        last_message_at BIGINT NOT NULL,
+        messages BIGINT NOT NULL,
+        PRIMARY KEY (instance_id, provider_id)
+      );
+    `,
+  },
 ];
 
 /** Any constant works; it only has to be the same in every provider sharing a database. */

@@ -3,6 +3,7 @@ import { randomUUID } from 'node:crypto';
 import { ShoalError, validateServiceDescription, type ServiceDescription } from '../../protocol/index.ts';
 import type { HostReport } from '../../protocol/index.ts';
 import { createAccessQueries } from './access-queries.ts';
+import { createLiveStateQueries } from './live-state-queries.ts';
 import { MIGRATIONS } from './migrations.ts';
 import { isUniqueViolation, type Row, type SqlDriver, type SqlExecutor, type SqlValue } from './sql-driver.ts';
 import {
@@ -272,6 +273,7 @@ export function createRegistryOn(options: RegistryOnOptions): Registry {
     if (patch.error !== undefined) set('error', patch.error);
     if (patch.claimedBy !== undefined) set('claimed_by', patch.claimedBy);
     if (patch.leaseUntil !== undefined) set('lease_until', patch.leaseUntil);
+    if (patch.pausedAt !== undefined) set('paused_at', patch.pausedAt);
     set('updated_at', patch.now ?? Date.now());
     let where = 'id = $1';
     const ifState = patch.ifState === undefined ? undefined : typeof patch.ifState === 'string' ? [patch.ifState] : patch.ifState;
@@ -366,6 +368,7 @@ export function createRegistryOn(options: RegistryOnOptions): Registry {
     appendEvent,
     listEvents,
     ...createAccessQueries(db),
+    ...createLiveStateQueries(db),
     close: () => db.close(),
   };
 }
@@ -408,6 +411,7 @@ interface DeploymentRow extends Row {
   error: string | null;
   claimed_by: string | null;
   lease_until: number | string | null;
+  paused_at?: number | string | null;
   created_at: number | string;
   updated_at: number | string;
 }
@@ -462,6 +466,7 @@ function toDeployment(r: DeploymentRow): DeploymentRecord {
     error: r.error ?? undefined,
     claimedBy: r.claimed_by ?? undefined,
     leaseUntil: r.lease_until === null ? undefined : Number(r.lease_until),
+    pausedAt: r.paused_at === null || r.paused_at === undefined ? undefined : Number(r.paused_at),
     createdAt: Number(r.created_at),
     updatedAt: Number(r.updated_at),
   };

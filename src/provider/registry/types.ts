@@ -65,6 +65,8 @@ export interface DeploymentRecord {
   claimedBy: string | undefined;
   /** While pending/deploying: after this epoch ms another provider may take the claim over. */
   leaseUntil: number | undefined;
+  /** A ready instance frozen in memory (host pause) since this epoch ms; undefined when running. */
+  pausedAt: number | undefined;
   createdAt: number;
   updatedAt: number;
 }
@@ -96,6 +98,7 @@ export interface DeploymentPatch {
   error?: string | null;
   claimedBy?: string | null;
   leaseUntil?: number | null;
+  pausedAt?: number | null;
   /** Apply only if the deployment is in one of these states, else ShoalError('conflict'). */
   ifState?: DeploymentState | readonly DeploymentState[];
   /** Default Date.now(). */
@@ -166,6 +169,62 @@ export interface EventFilter {
   afterId?: number;
   /** Default 100, at most 10 000. Without afterId: the newest `limit`, oldest first. */
   limit?: number;
+}
+
+/** Why a state was captured. */
+export type SavedStateReason = 'snapshot' | 'suspend' | 'farm' | 'schedule';
+
+/** A captured instance state (an OCI artifact in the store) that a deployment may start `from`. */
+export interface SavedStateRecord {
+  id: string;
+  service: string;
+  version: string;
+  /** The state artifact's manifest digest in the store. */
+  digest: string;
+  size: number;
+  /** The driver that captured it: only that driver restores it. */
+  driver: string;
+  sourceInstance: string | undefined;
+  sourceHost: string | undefined;
+  reason: SavedStateReason;
+  /** A name the caller gave (a farm's snapshot id, an operator's label). */
+  label: string | undefined;
+  createdAt: number;
+  /** Past this epoch ms the state may be deleted (expireStates); undefined: kept until removed. */
+  expiresAt: number | undefined;
+}
+
+export interface NewSavedState {
+  /** Default: a random UUID. */
+  id?: string;
+  service: string;
+  version: string;
+  digest: string;
+  size: number;
+  driver: string;
+  sourceInstance?: string;
+  sourceHost?: string;
+  reason: SavedStateReason;
+  label?: string;
+  createdAt: number;
+  expiresAt?: number;
+}
+
+export interface SavedStateFilter {
+  service?: string;
+  reason?: SavedStateReason;
+  label?: string;
+  /** Only states not expired at this epoch ms. */
+  liveAt?: number;
+}
+
+/** One provider's view of an instance's traffic since it last reported. */
+export interface TrafficReport {
+  instanceId: string;
+  /** Epoch ms of the newest message this provider sent to the instance. */
+  lastMessageAt: number;
+  /** Messages this provider sent to the instance since its previous report (added up). */
+  messages: number;
 }
 
 /** An API token as stored: the SHA-256 of its secret, never the secret. */
@@ -274,6 +333,23 @@ export interface Registry {
 
   appendAudit(entry: NewAuditEntry): Promise<AuditRecord>;
   listAudit(filter?: AuditFilter): Promise<AuditRecord[]>;
+
+  /** ShoalError 'conflict' if the id is taken. */
+  saveState(state: NewSavedState): Promise<SavedStateRecord>;
+  getState(id: string): Promise<SavedStateRecord | undefined>;
+  /** Newest first. */
+  listStates(filter?: SavedStateFilter): Promise<SavedStateRecord[]>;
+  /** False if unknown. The artifact in the store is the caller's to collect. */
+  removeState(id: string): Promise<boolean>;
+  /** Deletes the states expired at `now` and returns them (each to exactly one caller). */
+  expireStates(now: number): Promise<SavedStateRecord[]>;
+
+  /** Records what this provider saw (upsert per instance and provider). */
+  recordTraffic(providerId: string, reports: readonly TrafficReport[]): Promise<void>;
+  /** For each instance, the newest message any provider reported; instances never reported are absent. */
+  lastTraffic(instanceIds: readonly string[]): Promise<Map<string, number>>;
+  /** Forgets the traffic of instances that are gone. */
+  forgetTraffic(instanceIds: readonly string[]): Promise<void>;
 
   close(): Promise<void>;
 }

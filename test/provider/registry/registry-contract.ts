@@ -437,5 +437,54 @@ export function runRegistryContract(name: string, databases: () => Promise<TestD
       assert.deepEqual((await r.listAudit({ tokenId: 't0' })).map((e) => e.at), [102, 104]);
       assert.deepEqual((await r.listAudit({ limit: 2 })).map((e) => e.at), [104, 105], 'newest two, oldest first');
     });
+
+    test('saved states: save, get, filter, expire once across two registries, remove', async (t) => {
+      const db = await fresh(t);
+      const [a, b] = [await db.open(), await db.open()];
+      const base = { service: 'counter', version: '1', size: 4096, driver: 'wasm' } as const;
+      const s1 = await a.saveState({ ...base, id: 's1', digest: `sha256:${'1'.repeat(64)}`, reason: 'snapshot', label: 'before', sourceInstance: 'i1', sourceHost: 'h1', createdAt: 100 });
+      assert.deepEqual(s1, { ...base, id: 's1', digest: `sha256:${'1'.repeat(64)}`, reason: 'snapshot', label: 'before', sourceInstance: 'i1', sourceHost: 'h1', createdAt: 100, expiresAt: undefined });
+      await a.saveState({ ...base, id: 's2', digest: `sha256:${'2'.repeat(64)}`, reason: 'suspend', createdAt: 200, expiresAt: 1000 });
+      await a.saveState({ ...base, id: 's3', service: 'other', digest: `sha256:${'3'.repeat(64)}`, reason: 'farm', createdAt: 300, expiresAt: 2000 });
+      await rejectsWith(a.saveState({ ...base, id: 's1', digest: 'x', reason: 'snapshot', createdAt: 1 }), 'conflict', 'id');
+      await rejectsWith(a.saveState({ ...base, digest: 'x', reason: 'whim' as 'snapshot', createdAt: 1 }), 'invalid', 'reason');
+      assert.deepEqual((await b.listStates()).map((x) => x.id), ['s3', 's2', 's1'], 'newest first');
+      assert.deepEqual((await b.listStates({ service: 'counter' })).map((x) => x.id), ['s2', 's1']);
+      assert.deepEqual((await b.listStates({ reason: 'suspend' })).map((x) => x.id), ['s2']);
+      assert.deepEqual((await b.listStates({ label: 'before' })).map((x) => x.id), ['s1']);
+      assert.deepEqual((await b.listStates({ liveAt: 1500 })).map((x) => x.id), ['s3', 's1'], 's2 expired at 1000');
+      const [ea, eb] = await Promise.all([a.expireStates(1500), b.expireStates(1500)]);
+      assert.deepEqual([...ea, ...eb].map((x) => x.id), ['s2'], 'each expired state comes back to one caller');
+      assert.equal(await a.getState('s2'), undefined);
+      assert.equal(await a.removeState('s1'), true);
+      assert.equal(await a.removeState('s1'), false);
+      assert.equal((await b.getState('s3'))?.driver, 'wasm');
+    });
+
+    test('traffic: every provider reports, the newest message wins, counts add up, forgotten when gone', async (t) => {
+      const db = await fresh(t);
+      const [a, b] = [await db.open(), await db.open()];
+      await a.recordTraffic('p1', [
+        { instanceId: 'i1', lastMessageAt: 1000, messages: 3 },
+        { instanceId: 'i2', lastMessageAt: 500, messages: 1 },
+      ]);
+      await b.recordTraffic('p2', [{ instanceId: 'i1', lastMessageAt: 4000, messages: 2 }]);
+      await a.recordTraffic('p1', [{ instanceId: 'i1', lastMessageAt: 900, messages: 1 }]);
+      const last = await b.lastTraffic(['i1', 'i2', 'i3']);
+      assert.deepEqual([...last.entries()].sort(), [['i1', 4000], ['i2', 500]], 'max over providers; an older report never moves it back; unknown absent');
+      const many = Array.from({ length: 1200 }, (_, i) => ({ instanceId: `m${i}`, lastMessageAt: i, messages: 1 }));
+      await a.recordTraffic('p1', many);
+      assert.equal((await a.lastTraffic(many.map((m) => m.instanceId))).size, 1200, 'batches past one statement');
+      await a.forgetTraffic(['i1', ...many.map((m) => m.instanceId)]);
+      assert.deepEqual([...(await b.lastTraffic(['i1', 'i2', 'm5'])).keys()], ['i2']);
+    });
+
+    test('deployments: pausedAt is set and cleared', async (t) => {
+      const r = await (await fresh(t)).open();
+      const d = await r.createDeployment({ service: 'counter', version: '1', state: 'ready', hostId: 'h1', instanceId: 'i1' });
+      assert.equal(d.pausedAt, undefined);
+      assert.equal((await r.updateDeployment(d.id, { pausedAt: 1234 })).pausedAt, 1234);
+      assert.equal((await r.updateDeployment(d.id, { pausedAt: null })).pausedAt, undefined);
+    });
   });
 }
