@@ -9,6 +9,7 @@ export { localDataPlane, registerLocalDataPlane } from './local-link.ts';
 export type { DataLink } from './local-link.ts';
 export { closeServer, readRequestHead, relay, replyError, rewriteReplyHeaders, ROUTE_HEADER } from './relay.ts';
 export type { RelayPlan, RequestHead } from './relay.ts';
+export { createEgressDispatcher, EgressRefused, isPublicAddress, parseAllowList } from './egress-guard.ts';
 export { caOption, checkBindAddress, createListener, isLoopbackHost, readTlsIdentity, trustCaFile, trustedCa, undiciConnect } from './tls.ts';
 export type { ListenerOptions, TlsIdentity } from './tls.ts';
 export { createEventParser, readEventStream } from './event-stream.ts';

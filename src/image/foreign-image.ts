@@ -12,6 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { formatImageRef, isShoalError, ShoalError, type Digest, type ImageRef } from '../protocol/index.ts';
 import { hostPlatform, resolveImageManifest } from './oci-layout.ts';
+import type { Dispatcher } from 'undici';
 import { authorizeRegistry, registryBaseUrl, type RegistryCredentials } from './registry-auth.ts';
 import { createRegistryClient, mapLimit, type RegistryClient } from './registry-client.ts';
 
@@ -31,6 +32,8 @@ export interface MirrorOptions extends MirrorLimits {
   credentials: RegistryCredentials | undefined;
   /** Reported as the failing field (default 'image'). */
   field?: string;
+  /** Carries every request to the other registry (the provider's egress guard). */
+  dispatcher?: Dispatcher;
 }
 
 export interface MirroredImage {
@@ -76,11 +79,13 @@ export async function mirrorForeignImage(options: MirrorOptions): Promise<Mirror
     const message = (e as Error).message.replace(/the store/g, `the registry ${host}`);
     throw new ShoalError('invalid', `image ${name}: ${message}`, { field, cause: e });
   };
-  const authorization = await authorizeRegistry({ host, repository: ref.repository, credentials: options.credentials, timeoutMs: requestTimeoutMs, field });
+  const dispatcher = options.dispatcher === undefined ? {} : { dispatcher: options.dispatcher };
+  const authorization = await authorizeRegistry({ host, repository: ref.repository, credentials: options.credentials, timeoutMs: requestTimeoutMs, field, ...dispatcher });
   const foreign = createRegistryClient({
     baseUrl: registryBaseUrl(host),
     userAgent: 'shoal-mirror',
     requestTimeoutMs,
+    ...dispatcher,
     ...(authorization === undefined ? {} : { authorization }),
   });
   const resolved = await (async () => {

@@ -13,7 +13,7 @@
 import { randomBytes } from 'node:crypto';
 import { chmod, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import { fetch } from 'undici';
+import { fetch, type Dispatcher } from 'undici';
 import { ShoalError } from '../protocol/index.ts';
 
 export interface RegistryCredentials {
@@ -128,6 +128,8 @@ export interface AuthorizeOptions {
   timeoutMs?: number;
   /** Reported as the failing field (default 'image'). */
   field?: string;
+  /** Carries every request, the token realm's included (the provider's egress guard). */
+  dispatcher?: Dispatcher;
 }
 
 /**
@@ -141,10 +143,16 @@ export async function authorizeRegistry(options: AuthorizeOptions): Promise<stri
   const base = registryBaseUrl(options.host);
   const get = async (url: string, headers: Record<string, string>, what: string) => {
     try {
-      return await fetch(url, { headers: { 'user-agent': 'shoal', ...headers }, signal: AbortSignal.timeout(timeoutMs), redirect: 'follow' });
+      return await fetch(url, {
+        headers: { 'user-agent': 'shoal', ...headers },
+        signal: AbortSignal.timeout(timeoutMs),
+        redirect: 'follow',
+        ...(options.dispatcher === undefined ? {} : { dispatcher: options.dispatcher }),
+      });
     } catch (e) {
       const err = e as Error & { cause?: { code?: string; message?: string } };
-      const why = err.name === 'TimeoutError' ? `no answer within ${timeoutMs} ms` : (err.cause?.code ?? err.cause?.message ?? err.message);
+      const why =
+        err.name === 'TimeoutError' ? `no answer within ${timeoutMs} ms` : err.cause?.code === 'ESHOALEGRESS' ? err.cause.message : (err.cause?.code ?? err.cause?.message ?? err.message);
       throw new ShoalError('invalid', `cannot reach the registry ${options.host} (${what}): ${why}`, { field, cause: e });
     }
   };

@@ -42,6 +42,8 @@ export interface RegistryClientOptions {
   authorization?: string;
   /** Each request but a layer download (including reading its body) is aborted after this long (default: none); downloadBlob's signal bounds layers. */
   requestTimeoutMs?: number;
+  /** Carries every request (another registry's: the egress guard, src/http/egress-guard.ts). */
+  dispatcher?: Dispatcher;
 }
 
 export interface FetchedManifest {
@@ -138,6 +140,7 @@ export function createRegistryClient(options: RegistryClientOptions): RegistryCl
         body: init.body ?? null,
         signal: (init.ownDeadline ? init.signal : bounded(init.signal)) ?? null,
         redirect: 'follow',
+        ...(options.dispatcher === undefined ? {} : { dispatcher: options.dispatcher }),
         ...(init.body instanceof ReadableStream ? { duplex: 'half' } : {}),
       } as RequestInit);
     } catch (e) {
@@ -242,7 +245,7 @@ export function createRegistryClient(options: RegistryClientOptions): RegistryCl
       // Layers are the bulk of every pull: over plain http they stream through undici's
       // request (Node streams), which moves bytes at about twice fetch's rate here (fetch's
       // web streams cost CPU per chunk); https and redirects to other hosts keep using fetch.
-      const res = url.protocol === 'http:' ? await httpGet(url, what, { 'user-agent': userAgent, ...auth }, opts.signal) : await call('GET', url, what, [200], { signal: opts.signal, ownDeadline: true });
+      const res = url.protocol === 'http:' ? await httpGet(url, what, { 'user-agent': userAgent, ...auth }, opts.signal, options.dispatcher) : await call('GET', url, what, [200], { signal: opts.signal, ownDeadline: true });
       const declared = res.headers.get('content-length');
       if (opts.expectedSize !== undefined && declared !== null && Number(declared) !== opts.expectedSize) {
         await ('stream' in res ? res.cancel() : res.body?.cancel());
@@ -491,10 +494,10 @@ interface StreamReply {
 }
 
 /** GET with undici's request (a Node stream body); a status other than 200 becomes the same ShoalError fetch's path gives. */
-async function httpGet(url: URL, what: string, requestHeaders: Record<string, string>, signal: AbortSignal | undefined): Promise<StreamReply> {
+async function httpGet(url: URL, what: string, requestHeaders: Record<string, string>, signal: AbortSignal | undefined, dispatcher: Dispatcher | undefined): Promise<StreamReply> {
   let res: Dispatcher.ResponseData;
   try {
-    res = await request(url, { method: 'GET', dispatcher: blobAgent(), headers: requestHeaders, ...(signal ? { signal } : {}) });
+    res = await request(url, { method: 'GET', dispatcher: dispatcher ?? blobAgent(), headers: requestHeaders, ...(signal ? { signal } : {}) });
   } catch (e) {
     throw signal?.aborted ? e : networkError(e, what, url.origin);
   }
@@ -558,7 +561,8 @@ function networkError(e: unknown, what: string, baseUrl: string): ShoalError {
   if (err.name === 'AbortError' || err.name === 'TimeoutError') return new ShoalError('timeout', `${what}: ${err.name === 'TimeoutError' ? 'timed out' : 'aborted'}`, { cause: e });
   const code = err.cause?.code ?? '';
   const reason = err.cause?.message ?? err.message;
-  return new ShoalError('unavailable', `cannot reach the store at ${baseUrl} (${what}): ${code || reason}`, { cause: e, detail: { code } });
+  // The egress guard's refusal says what to do about it: keep its words.
+  return new ShoalError('unavailable', `cannot reach the store at ${baseUrl} (${what}): ${code === 'ESHOALEGRESS' ? reason : code || reason}`, { cause: e, detail: { code } });
 }
 
 const REGISTRY_CODES: Record<string, ErrorCode> = {

@@ -9,6 +9,7 @@
 // login --authfile makes the same format). Never logged, never in an error or the audit.
 import { createRegistryClient, credentialsFor, listLogins, mirrorForeignImage, mirrorRef, mirrorRepository, removeLogin, saveLogin, authorizeRegistry, type RegistryClient } from '../image/index.ts';
 import { formatImageRef, parseImageRef, ShoalError, type Digest, type ImageRef } from '../protocol/index.ts';
+import { createEgressDispatcher } from '../http/index.ts';
 import type { Logger } from './host-pool.ts';
 
 export interface ForeignImagesOptions {
@@ -19,6 +20,12 @@ export interface ForeignImagesOptions {
   /** A token that may push to the store, made when a copy needs one; undefined: copies are refused. */
   pushToken: () => Promise<string | undefined>;
   log: Logger;
+  /**
+   * Registries on private addresses (loopback, RFC 1918, link-local) the operator allows,
+   * as host or host:port. Every other private address is refused: the image a deploy token
+   * names, its token realm and its redirects must not reach the provider's own network.
+   */
+  allowPrivate?: readonly string[];
 }
 
 export interface ForeignImages {
@@ -42,6 +49,7 @@ export function checkRegistryHost(host: string): string {
 
 export function createForeignImages(options: ForeignImagesOptions): ForeignImages {
   const { authFile, log } = options;
+  const egress = createEgressDispatcher({ allow: options.allowPrivate ?? [] });
 
   async function pushClient(): Promise<RegistryClient> {
     const token = await options.pushToken();
@@ -54,7 +62,7 @@ export function createForeignImages(options: ForeignImagesOptions): ForeignImage
   async function copy(ref: ImageRef, field: string): Promise<Digest> {
     const started = performance.now();
     const credentials = await credentialsFor(authFile, ref.registry!);
-    const m = await mirrorForeignImage({ store: await pushClient(), ref, credentials, field });
+    const m = await mirrorForeignImage({ store: await pushClient(), ref, credentials, field, dispatcher: egress });
     log.info({ image: formatImageRef(ref), digest: m.digest, bytes: m.bytes, ms: Math.round(performance.now() - started) }, 'copied an image from another registry into the store');
     return m.digest;
   }
@@ -89,7 +97,7 @@ export function createForeignImages(options: ForeignImagesOptions): ForeignImage
       }
       if (credentials.password.length === 0 || credentials.password.length > 16384) throw new ShoalError('invalid', 'password must be 1 to 16384 characters', { field: 'password' });
       // Checked before it is kept: a wrong password fails here, not at the first registration.
-      await authorizeRegistry({ host: h, repository: 'library/shoal-login-check', credentials, field: 'password' });
+      await authorizeRegistry({ host: h, repository: 'library/shoal-login-check', credentials, field: 'password', dispatcher: egress });
       await saveLogin(authFile, h, credentials);
       log.info({ registry: h, username: credentials.username }, 'registry login kept');
     },

@@ -6,7 +6,7 @@
 // The cold path, with no loop back: router → activator (queue, Demand) → cold start →
 // deployer → routing table; the table's onAdded is wired to the activator's release,
 // and the released router chooses from the table.
-import { checkBindAddress, type TlsIdentity } from '../http/index.ts';
+import { checkBindAddress, parseAllowList, type TlsIdentity } from '../http/index.ts';
 import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { hostname } from 'node:os';
@@ -102,6 +102,8 @@ export interface ProviderOptions {
    * ./.shoal/registry-auth.json.
    */
   registryAuthFile?: string;
+  /** Registries on private addresses that images may come from (host or host:port). Default SHOAL_REGISTRY_ALLOW_PRIVATE (comma-separated); others are refused. */
+  registryAllowPrivate?: readonly string[];
   /**
    * A token that may push to the store, for copying images from other registries into it.
    * Default: with the store mounted (`store`), the provider makes a short-lived deploy token
@@ -215,6 +217,7 @@ async function assemble(options: ProviderOptions, registry: Registry, ownRegistr
   let mirrorToken: { secret: string; until: number } | undefined;
   const foreignImages = createForeignImages({
     authFile: options.registryAuthFile ?? process.env.SHOAL_REGISTRY_AUTH_FILE ?? join('.shoal', 'registry-auth.json'),
+    allowPrivate: options.registryAllowPrivate ?? parseAllowList(process.env.SHOAL_REGISTRY_ALLOW_PRIVATE),
     storeUrl: storeUrlOf,
     pushToken: async () => {
       const given = options.storePushToken?.() ?? process.env.SHOAL_STORE_PUSH_TOKEN;

@@ -10,6 +10,7 @@ import assert from 'node:assert/strict';
 import { execFile, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { networkInterfaces, tmpdir } from 'node:os';
+import { createServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
@@ -119,6 +120,7 @@ describe('bring your own image: another registry, the $PORT contract, runc', { s
   let provider: Provider;
   let host: Host;
   let admin: string;
+  let closedPort: number;
   const logLines: string[] = [];
 
   const shoal = (args: string[], stdin?: string): Promise<{ code: number; stdout: string; stderr: string }> =>
@@ -190,6 +192,8 @@ describe('bring your own image: another registry, the $PORT contract, runc', { s
       database: join(dir, 'provider.db'),
       store: createStoreApp({ store: imageStore, blobs }),
       registryAuthFile: join(dir, 'provider', 'registry-auth.json'),
+      // The test's registry, and a closed port to show an unreachable one; every other private address stays refused.
+      registryAllowPrivate: [registry.host, `127.0.0.1:${(closedPort = await freePort())}`],
       joinToken: 'join-token-for-tests',
       logger,
     });
@@ -243,8 +247,7 @@ describe('bring your own image: another registry, the $PORT contract, runc', { s
   });
 
   it('refuses an unreachable registry and a missing tag with 400s naming /image', async () => {
-    const closed = await freePort();
-    const a = await api('POST', '/api/v1/services', service(`127.0.0.1:${closed}/ext/web:1`));
+    const a = await api('POST', '/api/v1/services', service(`127.0.0.1:${closedPort}/ext/web:1`));
     assert.equal(a.status, 400, a.text);
     assert.equal(JSON.parse(a.text).error.field, '/image');
     assert.match(JSON.parse(a.text).error.message, /cannot reach the registry 127\.0\.0\.1:\d+.*ECONNREFUSED/);
@@ -252,6 +255,29 @@ describe('bring your own image: another registry, the $PORT contract, runc', { s
     assert.equal(b.status, 400, b.text);
     assert.equal(JSON.parse(b.text).error.field, '/image');
     assert.match(JSON.parse(b.text).error.message, /has no tag "nope" in ext\/web/);
+  });
+
+  it('refuses a private address the operator did not allow, before a byte reaches it (request forgery)', async (t) => {
+    // A service on the provider's loopback that a deploy token must not be able to poke.
+    let connections = 0;
+    const target = createServer((socket) => {
+      connections++;
+      socket.destroy();
+    });
+    await new Promise<void>((r) => target.listen(0, '127.0.0.1', r));
+    t.after(() => new Promise<void>((r) => target.close(() => r())));
+    const port = (target.address() as AddressInfo).port;
+    for (const image of [`127.0.0.1:${port}/ext/web:1`, `localhost:${port}/ext/web:1`]) {
+      const r = await api('POST', '/api/v1/services', service(image));
+      assert.equal(r.status, 400, r.text);
+      const e = JSON.parse(r.text).error;
+      assert.equal(e.field, '/image');
+      assert.match(e.message, /not a public address.*SHOAL_REGISTRY_ALLOW_PRIVATE/);
+    }
+    const login = await shoal(['registry', 'login', `127.0.0.1:${port}`, '--username', USER, '--password-stdin'], `${PASSWORD}\n`);
+    assert.notEqual(login.code, 0);
+    assert.match(login.stderr, /not a public address/);
+    assert.equal(connections, 0, 'the private service never saw a connection');
   });
 
   it('registers the image (copied into the store, pinned by digest) and answers through the provider from $PORT', async (t) => {
