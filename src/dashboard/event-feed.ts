@@ -11,6 +11,10 @@ export interface EventFeedOptions {
   listEvents(filter: { afterId?: number; limit: number }): Promise<EventSummary[]>;
   pollMs?: number;
   heartbeatMs?: number;
+  /** Browsers following at once (default 64); more get a 503 and retry. */
+  maxClients?: number;
+  /** A browser that falls this far behind (bytes queued, default 1 MiB) is cut off; it reconnects and resumes from its last event id. */
+  maxBufferedBytes?: number;
   log: { warn(obj: object, msg?: string): void };
 }
 
@@ -25,6 +29,8 @@ const BACKLOG = 50;
 export function createEventFeed(options: EventFeedOptions): EventFeed {
   const pollMs = options.pollMs ?? 500;
   const heartbeatMs = options.heartbeatMs ?? 15_000;
+  const maxClients = options.maxClients ?? 64;
+  const maxBuffered = options.maxBufferedBytes ?? 1024 * 1024;
   const clients = new Set<ServerResponse>();
   let lastId: number | undefined;
   let timer: NodeJS.Timeout | undefined;
@@ -32,6 +38,18 @@ export function createEventFeed(options: EventFeedOptions): EventFeed {
   let polling = false;
 
   const frame = (e: EventSummary): string => `id: ${e.id}\nevent: shoal\ndata: ${JSON.stringify(e)}\n\n`;
+
+  // A reader that does not read must not grow the provider's memory: past the bound it is
+  // cut off (EventSource reconnects with Last-Event-ID and misses nothing).
+  function send(res: ServerResponse, text: string): void {
+    if (res.writableLength + Buffer.byteLength(text) > maxBuffered) {
+      clients.delete(res);
+      res.destroy();
+      stopIfIdle();
+      return;
+    }
+    res.write(text);
+  }
 
   async function poll(): Promise<void> {
     if (polling || lastId === undefined) return;
@@ -42,7 +60,7 @@ export function createEventFeed(options: EventFeedOptions): EventFeed {
         if (events.length === 0) break;
         lastId = events.at(-1)!.id;
         const text = events.map(frame).join('');
-        for (const res of clients) res.write(text);
+        for (const res of [...clients]) send(res, text);
         if (events.length < 500) break;
       }
     } catch (e) {
@@ -61,6 +79,11 @@ export function createEventFeed(options: EventFeedOptions): EventFeed {
 
   return {
     async attach(req, res) {
+      if (clients.size >= maxClients) {
+        const body = JSON.stringify({ error: { code: 'unavailable', message: `${maxClients} browsers follow the events already; try again later`, field: 'events' } });
+        res.writeHead(503, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'retry-after': '5', 'cache-control': 'no-store' });
+        return void res.end(body);
+      }
       const resume = Number(req.headers['last-event-id']);
       const backlog = Number.isInteger(resume) && resume >= 0 ? await options.listEvents({ afterId: resume, limit: 500 }) : await options.listEvents({ limit: BACKLOG });
       if (lastId === undefined) {
@@ -79,7 +102,7 @@ export function createEventFeed(options: EventFeedOptions): EventFeed {
       req.once('close', gone);
       timer ??= setInterval(() => void poll(), pollMs);
       heartbeat ??= setInterval(() => {
-        for (const c of clients) c.write(': keep-alive\n\n');
+        for (const c of [...clients]) send(c, ': keep-alive\n\n');
       }, heartbeatMs);
     },
     clients: () => clients.size,

@@ -44,13 +44,17 @@ export interface SessionStore {
   size(): number;
 }
 
-export function createSessionStore(options: { idleMs?: number; maxSessions?: number; now?: () => number } = {}): SessionStore {
+export function createSessionStore(options: { idleMs?: number; maxSessions?: number; maxPerToken?: number; now?: () => number } = {}): SessionStore {
   const idleMs = options.idleMs ?? 12 * 3600_000;
   const max = options.maxSessions ?? 10_000;
+  // One token's logins cannot push everyone else's sessions out: past this many, its own oldest go.
+  const maxPerToken = options.maxPerToken ?? 16;
   const now = options.now ?? Date.now;
   const sessions = new Map<string, Session>();
   return {
     open(tokenId) {
+      const own = [...sessions.values()].filter((s) => s.tokenId === tokenId);
+      for (const s of own.slice(0, Math.max(0, own.length - maxPerToken + 1))) sessions.delete(s.id);
       if (sessions.size >= max) {
         // The oldest go first (Map keeps insertion order).
         for (const id of [...sessions.keys()].slice(0, Math.ceil(max / 10))) sessions.delete(id);

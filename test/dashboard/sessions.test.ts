@@ -53,3 +53,17 @@ test('sessionOf: no cookie, stale token, CSRF and Origin on changes', async () =
   assert.deepEqual(revoked?.ok === false && revoked.status, 401);
   assert.equal(store.get(s.id), undefined, 'a revoked token drops its session');
 });
+
+test("one token's logins cannot push other tokens' sessions out", () => {
+  const store = createSessionStore({ maxSessions: 100, maxPerToken: 4 });
+  const victim = store.open('victim');
+  const mine = Array.from({ length: 500 }, () => store.open('attacker'));
+  assert.equal(store.get(victim.id)?.tokenId, 'victim', 'the other token keeps its session');
+  assert.equal(store.size(), 5, 'four of the attacker token, one of the victim');
+  assert.deepEqual(
+    mine.slice(-4).map((s) => store.get(s.id)?.id),
+    mine.slice(-4).map((s) => s.id),
+    'the newest logins of a token are the ones kept',
+  );
+  assert.equal(store.get(mine[0]!.id), undefined);
+});
