@@ -55,9 +55,19 @@ async function readAuthFile(file: string): Promise<AuthFile> {
   }
 }
 
-/** The credentials kept for `host`, if any. */
-export async function credentialsFor(file: string, host: string): Promise<RegistryCredentials | undefined> {
-  const entry = (await readAuthFile(file)).auths?.[host];
+/**
+ * The credentials kept for `host` (and, given `repository`, the most specific entry that
+ * covers it: `host/team/app`, then `host/team`, then `host` — containers-auth.json's own
+ * rule), if any.
+ */
+export async function credentialsFor(file: string, host: string, repository?: string): Promise<RegistryCredentials | undefined> {
+  const auths = (await readAuthFile(file)).auths ?? {};
+  const parts = repository === undefined ? [] : repository.split('/');
+  let entry: { auth?: string } | undefined;
+  for (let n = parts.length; n >= 0 && entry === undefined; n--) {
+    const key = n === 0 ? host : `${host}/${parts.slice(0, n).join('/')}`;
+    if (Object.hasOwn(auths, key)) entry = auths[key];
+  }
   if (typeof entry?.auth !== 'string') return undefined;
   const plain = Buffer.from(entry.auth, 'base64').toString('utf8');
   const colon = plain.indexOf(':');

@@ -40,10 +40,21 @@ export interface ForeignImages {
 }
 
 const HOST_RE = /^(?:localhost|[a-z0-9-]+(?:\.[a-z0-9-]+)*)(?::[0-9]{1,5})?$/;
+const PATH_RE = /^[a-z0-9]+(?:[._-][a-z0-9]+)*(?:\/[a-z0-9]+(?:[._-][a-z0-9]+)*)*$/;
 
-export function checkRegistryHost(host: string): string {
-  const h = host.trim().toLowerCase();
-  if (h.length === 0 || h.length > 253 || !HOST_RE.test(h)) throw new ShoalError('invalid', `not a registry host: ${JSON.stringify(host)} (HOST or HOST:PORT)`, { field: 'host' });
+/**
+ * What a login covers: `HOST[:PORT]` (every repository there) or `HOST[:PORT]/NAMESPACE`
+ * (only repositories under it). A deploy token can name any image, so a login for a whole
+ * host lends the operator's credentials to every repository on it: scope it.
+ */
+export function checkRegistryHost(scope: string): string {
+  const h = scope.trim().toLowerCase().replace(/\/+$/, '');
+  const slash = h.indexOf('/');
+  const host = slash < 0 ? h : h.slice(0, slash);
+  const path = slash < 0 ? undefined : h.slice(slash + 1);
+  if (h.length === 0 || h.length > 253 || !HOST_RE.test(host) || (path !== undefined && !PATH_RE.test(path))) {
+    throw new ShoalError('invalid', `not a registry login scope: ${JSON.stringify(scope)} (HOST[:PORT] or HOST[:PORT]/NAMESPACE)`, { field: 'host' });
+  }
   return h;
 }
 
@@ -61,7 +72,7 @@ export function createForeignImages(options: ForeignImagesOptions): ForeignImage
 
   async function copy(ref: ImageRef, field: string): Promise<Digest> {
     const started = performance.now();
-    const credentials = await credentialsFor(authFile, ref.registry!);
+    const credentials = await credentialsFor(authFile, ref.registry!, ref.repository);
     const m = await mirrorForeignImage({ store: await pushClient(), ref, credentials, field, dispatcher: egress });
     log.info({ image: formatImageRef(ref), digest: m.digest, bytes: m.bytes, ms: Math.round(performance.now() - started) }, 'copied an image from another registry into the store');
     return m.digest;
@@ -97,7 +108,10 @@ export function createForeignImages(options: ForeignImagesOptions): ForeignImage
       }
       if (credentials.password.length === 0 || credentials.password.length > 16384) throw new ShoalError('invalid', 'password must be 1 to 16384 characters', { field: 'password' });
       // Checked before it is kept: a wrong password fails here, not at the first registration.
-      await authorizeRegistry({ host: h, repository: 'library/shoal-login-check', credentials, field: 'password', dispatcher: egress });
+      const slash = h.indexOf('/');
+      const registryHost = slash < 0 ? h : h.slice(0, slash);
+      const repository = slash < 0 ? 'library/shoal-login-check' : `${h.slice(slash + 1)}/shoal-login-check`;
+      await authorizeRegistry({ host: registryHost, repository, credentials, field: 'password', dispatcher: egress });
       await saveLogin(authFile, h, credentials);
       log.info({ registry: h, username: credentials.username }, 'registry login kept');
     },

@@ -239,6 +239,20 @@ describe('images from another registry', () => {
     assert.equal(await credentialsFor(file, 'a.example:5000'), undefined);
   });
 
+  it('a login scoped to a namespace lends its credentials only to repositories under it; the most specific wins', async () => {
+    const file = join(dir, 'auth-scoped', 'registry-auth.json');
+    await saveLogin(file, 'c.example/team', alice);
+    await saveLogin(file, 'c.example/team/special', { username: 'carol', password: 'x' });
+    assert.equal((await credentialsFor(file, 'c.example', 'team/app'))?.username, 'alice');
+    assert.equal((await credentialsFor(file, 'c.example', 'team/special/app'))?.username, 'carol');
+    assert.equal(await credentialsFor(file, 'c.example', 'other/app'), undefined, "another namespace does not get the team's login");
+    assert.equal(await credentialsFor(file, 'c.example', 'teammate/app'), undefined, 'a prefix match is on whole path components');
+    assert.equal(await credentialsFor(file, 'c.example'), undefined);
+    await saveLogin(file, 'c.example', { username: 'everyone', password: 'y' });
+    assert.equal((await credentialsFor(file, 'c.example', 'other/app'))?.username, 'everyone', 'a whole-host login covers the rest');
+    assert.equal((await credentialsFor(file, 'c.example', 'team/app'))?.username, 'alice');
+  });
+
   it('needs no header for a registry that asks for none', async () => {
     const open = createServer((_req, res) => res.end('{}'));
     servers.push(open);

@@ -235,6 +235,20 @@ describe('bring your own image: another registry, the $PORT contract, runc', { s
     await assert.rejects(stat(join(dir, 'provider', 'registry-auth.json')), { code: 'ENOENT' });
   });
 
+  it('a login scoped to another namespace lends its credentials to nothing else on the registry', async () => {
+    const r = await shoal(['registry', 'login', `${registry.host}/other`, '--username', USER, '--password-stdin'], `${PASSWORD}\n`);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /logged in to 127\.0\.0\.1:\d+\/other as alice/);
+    const reg = await api('POST', '/api/v1/services', service(`${registry.host}/ext/web:1`));
+    assert.equal(reg.status, 400, reg.text);
+    assert.match(JSON.parse(reg.text).error.message, /needs credentials/);
+    const bad = await shoal(['registry', 'login', `${registry.host}/../etc`, '--username', USER, '--password-stdin'], `${PASSWORD}\n`);
+    assert.notEqual(bad.code, 0);
+    assert.match(bad.stderr, /not a registry login scope/);
+    const out = await shoal(['registry', 'logout', `${registry.host}/other`]);
+    assert.equal(out.code, 0, out.stderr);
+  });
+
   it('logs in with shoal registry login; the file is 0600 and the password is never shown', async () => {
     const r = await shoal(['registry', 'login', registry.host, '--username', USER, '--password-stdin'], `${PASSWORD}\n`);
     assert.equal(r.code, 0, r.stderr);

@@ -22,8 +22,8 @@ export function registerRegistryCommands(program: Command): void {
   const registry = program.command('registry').description("credentials for other OCI registries (the provider copies their images into Shoal's store)");
   withProviderOptions(
     registry
-      .command('login <host>')
-      .description('check a username and password against HOST[:PORT] and have the provider keep them (0600)')
+      .command('login <scope>')
+      .description('check a username and password against HOST[:PORT] and have the provider keep them (0600); HOST[:PORT]/NAMESPACE lends them only to repositories under NAMESPACE')
       .requiredOption('-u, --username <user>', 'user name at the registry')
       .option('--password-stdin', 'read the password from stdin (default when SHOAL_REGISTRY_PASSWORD is unset)'),
   ).action(async (host: string, opts: ClientOptions & { username: string; passwordStdin?: boolean }) => {
@@ -35,7 +35,7 @@ export function registerRegistryCommands(program: Command): void {
     const r = await providerRequest<{ host: string; username: string }>(opts, 'PUT', `/api/v1/registry-logins/${encodeURIComponent(host)}`, { username: opts.username, password });
     printResult(opts, r, () => `logged in to ${r.host} as ${r.username}`);
   });
-  withProviderOptions(registry.command('logout <host>').description('forget the credentials kept for HOST[:PORT]')).action(async (host: string, opts: ClientOptions) => {
+  withProviderOptions(registry.command('logout <scope>').description('forget the credentials kept for HOST[:PORT][/NAMESPACE]')).action(async (host: string, opts: ClientOptions) => {
     const r = await providerRequest<{ removed: string }>(opts, 'DELETE', `/api/v1/registry-logins/${encodeURIComponent(host)}`);
     printResult(opts, r, () => `forgot the login for ${r.removed}`);
   });
