@@ -7,7 +7,7 @@
 // the whole image's size, a deadline per request and per layer) and checked against its
 // digest before it reaches the store.
 import { createReadStream } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { formatImageRef, isShoalError, ShoalError, type Digest, type ImageRef } from '../protocol/index.ts';
@@ -34,6 +34,8 @@ export interface MirrorOptions extends MirrorLimits {
   field?: string;
   /** Carries every request to the other registry (the provider's egress guard). */
   dispatcher?: Dispatcher;
+  /** Where layers wait between the two registries (default the OS temp dir). */
+  stagingDir?: string;
 }
 
 export interface MirroredImage {
@@ -115,7 +117,8 @@ export async function mirrorForeignImage(options: MirrorOptions): Promise<Mirror
   const blobs = [resolved.manifest.config, ...resolved.manifest.layers];
   const total = blobs.reduce((n, b) => n + b.size, 0);
   if (total > maxImageBytes) throw new ShoalError('invalid', `image ${name}: ${total} bytes, more than the ${maxImageBytes} allowed`, { field });
-  const scratch = await mkdtemp(join(tmpdir(), 'shoal-mirror-'));
+  if (options.stagingDir !== undefined) await mkdir(options.stagingDir, { recursive: true, mode: 0o700 });
+  const scratch = await mkdtemp(join(options.stagingDir ?? tmpdir(), 'shoal-mirror-'));
   let bytes = 0;
   try {
     await mapLimit(blobs, 4, async (blob, signal) => {

@@ -9,6 +9,7 @@
 // login --authfile makes the same format). Never logged, never in an error or the audit.
 import { createRegistryClient, credentialsFor, listLogins, mirrorForeignImage, mirrorRef, mirrorRepository, removeLogin, saveLogin, authorizeRegistry, type RegistryClient } from '../image/index.ts';
 import { formatImageRef, parseImageRef, ShoalError, type Digest, type ImageRef } from '../protocol/index.ts';
+import { dirname, join } from 'node:path';
 import { createEgressDispatcher } from '../http/index.ts';
 import type { Logger } from './host-pool.ts';
 
@@ -26,6 +27,12 @@ export interface ForeignImagesOptions {
    * names, its token realm and its redirects must not reach the provider's own network.
    */
   allowPrivate?: readonly string[];
+  /** Copies running at once (default 2); each stages up to 8 GiB of layers on disk. */
+  maxConcurrentCopies?: number;
+  /** Registrations waiting for a copy slot (default 8); past it, a 503 at once. */
+  maxWaitingCopies?: number;
+  /** Where layers wait between the registries (default: a directory beside authFile). */
+  stagingDir?: string;
 }
 
 export interface ForeignImages {
@@ -61,6 +68,9 @@ export function checkRegistryHost(scope: string): string {
 export function createForeignImages(options: ForeignImagesOptions): ForeignImages {
   const { authFile, log } = options;
   const egress = createEgressDispatcher({ allow: options.allowPrivate ?? [] });
+  const stagingDir = options.stagingDir ?? join(dirname(authFile), 'mirror-staging');
+  // Registrations are network input: many at once must not fill the disk with staged layers.
+  const slots = createCopySlots(options.maxConcurrentCopies ?? 2, options.maxWaitingCopies ?? 8);
 
   async function pushClient(): Promise<RegistryClient> {
     const token = await options.pushToken();
@@ -73,7 +83,13 @@ export function createForeignImages(options: ForeignImagesOptions): ForeignImage
   async function copy(ref: ImageRef, field: string): Promise<Digest> {
     const started = performance.now();
     const credentials = await credentialsFor(authFile, ref.registry!, ref.repository);
-    const m = await mirrorForeignImage({ store: await pushClient(), ref, credentials, field, dispatcher: egress });
+    const release = await slots.take(field);
+    let m: Awaited<ReturnType<typeof mirrorForeignImage>>;
+    try {
+      m = await mirrorForeignImage({ store: await pushClient(), ref, credentials, field, dispatcher: egress, stagingDir });
+    } finally {
+      release();
+    }
     log.info({ image: formatImageRef(ref), digest: m.digest, bytes: m.bytes, ms: Math.round(performance.now() - started) }, 'copied an image from another registry into the store');
     return m.digest;
   }
@@ -124,4 +140,28 @@ export function createForeignImages(options: ForeignImagesOptions): ForeignImage
     const store = createRegistryClient({ baseUrl: options.storeUrl(), userAgent: 'shoal-provider-mirror', ...(token === undefined ? {} : { token }) });
     return (await store.getManifest(mirrorRepository(ref), ref.digest)) !== undefined;
   }
+}
+
+/** A counting semaphore with a bounded waiting line: past it, callers are refused at once. */
+export function createCopySlots(max: number, maxWaiting: number): { take(field: string): Promise<() => void> } {
+  let running = 0;
+  const waiting: Array<() => void> = [];
+  const release = (): void => {
+    const next = waiting.shift();
+    if (next !== undefined) next();
+    else running--;
+  };
+  return {
+    async take(field) {
+      if (running < max) {
+        running++;
+        return release;
+      }
+      if (waiting.length >= maxWaiting) {
+        throw new ShoalError('unavailable', `${running} image copies are running and ${waiting.length} wait; try again shortly`, { field });
+      }
+      await new Promise<void>((resolve) => waiting.push(resolve));
+      return release;
+    },
+  };
 }
