@@ -1,6 +1,7 @@
 // Live states in the store (issue 13): a captured state is pushed as an OCI 1.1 artifact
 // (artifactType application/vnd.shoal.state.v1, the empty config, the state file as its
-// one layer, the driver's annotations) into the repository of the instance's image, and
+// one layer, the driver's annotations) into shoal-state/<the image's repository> (deploy
+// tokens only: it holds the service's memory), and
 // named by its manifest digest; a plan's `from` pulls it back.
 import { createHash } from 'node:crypto';
 
@@ -9,7 +10,7 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { createRegistryClient, type RegistryClient } from '../image/index.ts';
 import type { CapturedState } from './drivers/driver.ts';
-import { ShoalError, MediaType, parseImageRef, type Digest } from '../protocol/index.ts';
+import { ShoalError, MediaType, parseImageRef, stateRepository, type Digest } from '../protocol/index.ts';
 
 export const STATE_ARTIFACT_TYPE = 'application/vnd.shoal.state.v1';
 const EMPTY_CONFIG = { mediaType: 'application/vnd.oci.empty.v1+json', bytes: Buffer.from('{}') };
@@ -33,7 +34,7 @@ export function createStateStore(options: { userAgent: string; token?: string; c
   return {
     async push(store, image, state, annotations) {
       const client = clientFor(store);
-      const repo = parseImageRef(image, 'image').repository;
+      const repo = stateRepository(parseImageRef(image, 'image').repository);
       const bytes = await readFile(state.file);
       const digest = sha256(bytes);
       await client.pushBlob(repo, digest, bytes.length, () => Readable.from([bytes]));
@@ -54,7 +55,7 @@ export function createStateStore(options: { userAgent: string; token?: string; c
     },
     async pull(store, image, digest, dir) {
       const client = clientFor(store);
-      const repo = parseImageRef(image, 'image').repository;
+      const repo = stateRepository(parseImageRef(image, 'image').repository);
       const fetched = await client.getManifest(repo, digest, [MediaType.ociManifest]);
       if (!fetched) throw new ShoalError('not-found', `no state ${digest} in ${repo} at ${store}`, { field: 'from' });
       if (fetched.digest !== digest) throw new ShoalError('digest-mismatch', `the store answered ${fetched.digest} for state ${digest}`, { field: 'from' });

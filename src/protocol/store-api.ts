@@ -108,3 +108,15 @@ export const RootfsSpecSchema = Type.Object({
 });
 
 export { ErrorBodySchema as ErrorReply } from './error-body.ts';
+
+/**
+ * Captured instance states live apart from images, under this repository prefix: a state
+ * holds a running service's memory (its secrets included), so reading one needs a deploy
+ * token even where anonymous image pulls are open (src/provider/auth/policy.ts).
+ */
+export const STATE_REPOSITORY_PREFIX = 'shoal-state';
+
+/** The repository holding the states of instances of `imageRepository`. */
+export function stateRepository(imageRepository: string): string {
+  return `${STATE_REPOSITORY_PREFIX}/${imageRepository}`;
+}

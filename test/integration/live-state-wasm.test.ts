@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { buildWasmComponentImage, createRegistryClient, resolveRemoteImage, startStore, type RunningStore } from '../../src/image/index.ts';
 import { parseImageRef } from '../../src/protocol/image-ref.ts';
+import { stateRepository } from '../../src/protocol/store-api.ts';
 import type { DeploymentPlan, DeploymentResult } from '../../src/protocol/deployment.ts';
 import { componentWasm } from '../fixtures/components.ts';
 import { startTestHost, type HostFixture, type StoreFixture } from './host-fixture.ts';
@@ -74,8 +75,8 @@ describe('live state of wasm components across two hosts', { skip }, () => {
     assert.equal(snap.status, 201, snap.text);
     assert.match(snap.json.digest, /^sha256:[a-f0-9]{64}$/);
     assert.equal(snap.json.annotations['dev.shoal.driver'], 'wasm');
-    // stored as an OCI 1.1 artifact next to the image
-    const m = await createRegistryClient({ baseUrl: store.url }).getManifest('counter', snap.json.digest);
+    // stored as an OCI 1.1 artifact apart from the images (only deploy tokens read states)
+    const m = await createRegistryClient({ baseUrl: store.url }).getManifest(stateRepository('counter'), snap.json.digest);
     assert.equal(JSON.parse(m!.bytes.toString('utf8')).artifactType, 'application/vnd.shoal.state.v1');
 
     const restored = await deploy(b, { from: snap.json.digest });

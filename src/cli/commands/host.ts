@@ -42,7 +42,7 @@ export function registerHostCommand(program: Command): void {
     .option('--keep-instances', 'on SIGTERM leave instances running for the next start to re-adopt')
     .option('--provider <url>', 'register with this provider once started (needs --join-token)')
     .option('--join-token <token>', "the provider's join token (env SHOAL_JOIN_TOKEN)")
-    .option('--store-token <token>', 'API token for pulling images when the store refuses anonymous pulls (env SHOAL_STORE_TOKEN)')
+    .option('--store-token <token>', 'API token for the store: a read token pulls images when anonymous pulls are off; captured states (snapshot, suspend, migrate) need a deploy token (env SHOAL_STORE_TOKEN)')
     .option('--labels <k=v,...>', 'labels placement can select this host by')
     .option('--route-token-ttl <seconds>', 'lifetime of the route tokens this host signs (the provider re-signs them before expiry)', '600')
     .option('--json', 'print one JSON line (host id, URLs) when ready')

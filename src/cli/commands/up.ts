@@ -97,6 +97,9 @@ export function registerUpCommand(program: Command): void {
         say(`${admin.created ? 'made an admin token' : 'admin token'}: ${admin.path} (the CLI reads it from there; shoal token create for others)`);
         // Pulls closed: the provider resolves images and the host pulls layers with a read token.
         if (!opts.anonymousPull) pullToken = (await auth.createApiToken(provider.registry, { role: 'read', note: 'shoal up: image pulls' })).secret;
+        // The host pushes and pulls captured states (snapshot, suspend, fork, migrate), which
+        // hold services' memory: never anonymous, a deploy token.
+        const hostStoreToken = (await auth.createApiToken(provider.registry, { role: 'deploy', note: "shoal up: the host's layer pulls and state pushes" })).secret;
         const client = image.createRegistryClient({ baseUrl: provider.url, token: admin.secret });
         // First start: build the node template and the starter echo service into the store.
         const major = process.versions.node.split('.')[0];
@@ -122,7 +125,7 @@ export function registerUpCommand(program: Command): void {
           // Only the provider and the store face the network; the host's planes stay on loopback.
           listen: { host: '127.0.0.1', port: 0 },
           token,
-          storeToken: pullToken,
+          storeToken: hostStoreToken,
           capacity: defaultCapacity(),
           ...(driver === undefined ? {} : { driver }),
           logger: log,

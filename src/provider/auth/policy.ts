@@ -2,6 +2,8 @@
 // paths do not overlap, so `shoal up`, which serves all three on one port, and the
 // standalone store read the same table). A pure function of method and path.
 
+import { STATE_REPOSITORY_PREFIX } from '../../protocol/index.ts';
+
 export type NeededRole = 'admin' | 'deploy' | 'read';
 
 export type Requirement =
@@ -98,7 +100,8 @@ export function requirementFor(method: string, rawPath: string): Requirement {
   }
   if (segments[0] === 'v2') {
     // /v2/<name>/(manifests|blobs|tags)/…: names contain slashes, so look at the tail.
-    if (READ.includes(method)) return { kind: 'pull', route: registryRoute(segments) };
+    // States hold services' memory: never an anonymous pull, and a deploy token at least.
+    if (READ.includes(method)) return segments[1] === STATE_REPOSITORY_PREFIX ? role('deploy', registryRoute(segments)) : { kind: 'pull', route: registryRoute(segments) };
     if (['POST', 'PUT', 'PATCH', 'DELETE'].includes(method)) return role('deploy', registryRoute(segments));
   }
   return role('admin', path);

@@ -13,6 +13,7 @@ import { createBlobStore, createImageStore, createRegistryClient, createStoreApp
 import { startProvider, type Provider } from '../../../src/provider/index.ts';
 import { createApiToken } from '../../../src/provider/auth/index.ts';
 import { MediaType } from '../../../src/protocol/oci.ts';
+import { stateRepository } from '../../../src/protocol/index.ts';
 import { digestOf, type Digest } from '../../../src/protocol/digest.ts';
 import { makeConfig, makeLayer, makeManifest } from '../../image/store-fixtures.ts';
 import { ECHO_TEST_SERVICE, startFakeHost } from '../fixtures/fake-host.ts';
@@ -154,6 +155,28 @@ test('every attack is refused: 401 without a token, 403 with a weaker role, JSON
   // Open: health and the API description.
   assert.equal((await call(base, 'GET', '/healthz')).status, 200);
   assert.equal((await call(base, 'GET', '/openapi.json')).status, 200);
+});
+
+test("a captured state is not an image: anonymous pulls and read tokens cannot read one (it holds a service's memory)", async (t) => {
+  const p = await startPlatform(t);
+  const memory = Buffer.from('the memory of a running service, with its secrets');
+  const digest = digestOf(memory) as Digest;
+  const repo = stateRepository('echo');
+  const deploy = createRegistryClient({ baseUrl: p.provider.url, token: p.tokens.deploy });
+  await deploy.pushBlob(repo, digest, memory.length, () => Readable.from([memory]));
+  const path = `/v2/${repo}/blobs/${digest}`;
+  const anonymous = await fetch(`${p.provider.url}${path}`);
+  assert.equal(anonymous.status, 401, 'anonymous image pulls are open here, states are not');
+  for (const weaker of ['invoke', 'read'] as const) {
+    const r = await fetch(`${p.provider.url}${path}`, { headers: { authorization: `Bearer ${p.tokens[weaker]}` } });
+    assert.equal(r.status, 403, weaker);
+    assert.ok(!Buffer.from(await r.arrayBuffer()).includes(memory));
+  }
+  const ok = await fetch(`${p.provider.url}${path}`, { headers: { authorization: `Bearer ${p.tokens.deploy}` } });
+  assert.equal(ok.status, 200);
+  assert.deepEqual(Buffer.from(await ok.arrayBuffer()), memory);
+  // An image beside it stays anonymously readable.
+  assert.equal((await fetch(`${p.provider.url}/v2/echo/manifests/1`)).status, 200);
 });
 
 test('anonymous pulls can be turned off: then reading images needs a read token', async (t) => {

@@ -37,6 +37,8 @@ test('requirementFor: each route needs what the table says; unknown routes need 
     ['PATCH', '/v2/a/b/blobs/uploads/xyz', { kind: 'role', role: 'deploy', route: '/v2/<name>/blobs/uploads' }],
     ['PUT', '/v2/a/manifests/1', { kind: 'role', role: 'deploy', route: '/v2/<name>/manifests' }],
     ['GET', '/v2/_catalog', { kind: 'role', role: 'read', route: '/v2/_catalog' }],
+    ['GET', '/v2/shoal-state/echo/blobs/sha256:00', { kind: 'role', role: 'deploy', route: '/v2/<name>/blobs' }],
+    ['HEAD', '/v2/shoal-state/a/b/manifests/sha256:00', { kind: 'role', role: 'deploy', route: '/v2/<name>/manifests' }],
     ['GET', '/v2/token?scope=x', { kind: 'token-endpoint' }],
     ['POST', '/api/v1/gc', { kind: 'role', role: 'deploy', route: '/api/v1/gc' }],
     ['POST', '/s/echo/Echo', { kind: 'service', service: 'echo' }],
