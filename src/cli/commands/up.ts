@@ -88,7 +88,10 @@ export function registerUpCommand(program: Command): void {
         logger: log,
       });
       let host: Awaited<ReturnType<typeof import('../../host/index.ts').startHost>> | undefined;
+      // Tokens this run made for its own roles: revoked when it stops, so restarts leave none behind.
+      const runTokens: string[] = [];
       const stopAll = async () => {
+        for (const id of runTokens) await provider.registry.revokeApiToken(id, Date.now()).catch((e: unknown) => log.warn({ token: id, err: String(e) }, 'revoking a token of this run failed'));
         await provider.close();
         await host?.close({ stopInstances: true });
       };
@@ -96,10 +99,16 @@ export function registerUpCommand(program: Command): void {
         const admin = await auth.ensureAdminToken(dataDir, provider.registry);
         say(`${admin.created ? 'made an admin token' : 'admin token'}: ${admin.path} (the CLI reads it from there; shoal token create for others)`);
         // Pulls closed: the provider resolves images and the host pulls layers with a read token.
-        if (!opts.anonymousPull) pullToken = (await auth.createApiToken(provider.registry, { role: 'read', note: 'shoal up: image pulls' })).secret;
+        if (!opts.anonymousPull) {
+          const made = await auth.createApiToken(provider.registry, { role: 'read', note: 'shoal up: image pulls' });
+          runTokens.push(made.token.id);
+          pullToken = made.secret;
+        }
         // The host pushes and pulls captured states (snapshot, suspend, fork, migrate), which
         // hold services' memory: never anonymous, a deploy token.
-        const hostStoreToken = (await auth.createApiToken(provider.registry, { role: 'deploy', note: "shoal up: the host's layer pulls and state pushes" })).secret;
+        const hostToken = await auth.createApiToken(provider.registry, { role: 'deploy', note: "shoal up: the host's layer pulls and state pushes" });
+        runTokens.push(hostToken.token.id);
+        const hostStoreToken = hostToken.secret;
         const client = image.createRegistryClient({ baseUrl: provider.url, token: admin.secret });
         // First start: build the node template and the starter echo service into the store.
         const major = process.versions.node.split('.')[0];
