@@ -38,6 +38,7 @@ const WRITES = new Set([
   'removeService',
   'upsertHost',
   'recordHostReport',
+  'recordHostReports',
   'removeHost',
   'markHosts',
   'claimDeployment',
@@ -50,7 +51,7 @@ const WRITES = new Set([
   'appendAudit',
 ]);
 /** Writes the hosts cause whether or not anything is deployed. */
-const HOST_WRITES = new Set(['recordHostReport', 'markHosts', 'upsertHost']);
+const HOST_WRITES = new Set(['recordHostReport', 'recordHostReports', 'markHosts', 'upsertHost']);
 
 export interface ScaleRow {
   hosts: number;

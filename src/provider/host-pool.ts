@@ -426,39 +426,60 @@ export function createHostPool(options: HostPoolOptions): HostPool {
     }
   }
 
-  async function pollOne(host: PoolHost & { polling: boolean }): Promise<void> {
-    if (host.polling) return;
+  /** The host's report, or undefined when it is silent (silence is what markHosts counts). */
+  async function pollOne(host: PoolHost & { polling: boolean }): Promise<{ host: PoolHost; report: HostReport } | undefined> {
+    if (host.polling) return undefined;
     host.polling = true;
     try {
       const report = await host.client.report(AbortSignal.timeout(Math.max(1000, interval)));
       if (report.hostId !== host.id) {
         log.warn({ host: host.id, answered: report.hostId }, 'a different host answers at this address; not counted as a report');
-        return;
+        return undefined;
       }
       host.report = report;
       host.unreachableAt = undefined;
-      const { host: record, previousState } = await registry.recordHostReport(host.id, report, Date.now());
-      host.dataUrl = record.dataUrl;
-      if (previousState !== 'alive') {
-        const before = host.state;
-        host.state = 'alive';
-        options.onState?.(host, before === 'alive' ? previousState : before, 'alive', true);
-      } else if (host.state !== 'alive') {
-        const before = host.state;
-        host.state = 'alive';
-        options.onState?.(host, before, 'alive', true);
-      }
+      return { host, report };
     } catch {
-      // Silence is what markHosts counts; nothing to record here.
+      return undefined;
     } finally {
       host.polling = false;
     }
   }
 
+  /** Records a round's reports in one write, then brings back to life the hosts that answered. */
+  async function recordRound(polled: ReadonlyArray<{ host: PoolHost; report: HostReport }>): Promise<void> {
+    let results: Awaited<ReturnType<Registry['recordHostReports']>>;
+    try {
+      results = await registry.recordHostReports(
+        polled.map((p) => ({ id: p.host.id, report: p.report })),
+        Date.now(),
+      );
+    } catch (e) {
+      log.error({ err: String(e), hosts: polled.length }, "recording the hosts' reports failed; trying again next round");
+      return;
+    }
+    results.forEach((r, i) => {
+      const host = polled[i]!.host;
+      if (r === undefined) return;
+      host.dataUrl = r.host.dataUrl;
+      if (r.previousState !== 'alive') {
+        const before = host.state;
+        host.state = 'alive';
+        options.onState?.(host, before === 'alive' ? r.previousState : before, 'alive', true);
+      } else if (host.state !== 'alive') {
+        const before = host.state;
+        host.state = 'alive';
+        options.onState?.(host, before, 'alive', true);
+      }
+    });
+  }
+
   async function tick(): Promise<void> {
     if (ticking) return ticking;
     ticking = (async () => {
-      await Promise.all([...hosts.values()].map(pollOne));
+      const polled = (await Promise.all([...hosts.values()].map(pollOne))).filter((p) => p !== undefined);
+      if (closed) return;
+      await recordRound(polled);
       if (closed) return;
       const changes = await registry.markHosts(Date.now(), { suspectAfterMs, deadAfterMs }).catch((e: unknown) => {
         log.error({ err: String(e) }, 'marking silent hosts failed');
@@ -510,7 +531,7 @@ export function createHostPool(options: HostPoolOptions): HostPool {
       if (host === undefined || closed) return;
       if (host.unreachableAt === undefined) log.warn({ host: id }, 'a host refused a connection: not placing on it until it reports again');
       host.unreachableAt = Date.now();
-      void pollOne(host);
+      void pollOne(host).then((p) => (p === undefined || closed ? undefined : recordRound([p])));
     },
     tick,
     async remove(id) {

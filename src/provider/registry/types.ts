@@ -299,6 +299,8 @@ export interface Registry {
   getHost(id: string): Promise<HostRecord | undefined>;
   /** Stores the report, refreshes URLs and lastSeen, makes the host alive. ShoalError 'not-found' if unregistered. */
   recordHostReport(id: string, report: HostReport, now: number): Promise<{ host: HostRecord; previousState: HostState }>;
+  /** recordHostReport for many hosts in one transaction; unregistered ones come back undefined (in order). */
+  recordHostReports(entries: ReadonlyArray<{ id: string; report: HostReport }>, now: number): Promise<Array<{ host: HostRecord; previousState: HostState } | undefined>>;
   listHosts(): Promise<HostRecord[]>;
   removeHost(id: string): Promise<boolean>;
   /**

@@ -214,6 +214,24 @@ export function runRegistryContract(name: string, databases: () => Promise<TestD
       await rejectsWith(r.markHosts(1, { suspectAfterMs: 10, deadAfterMs: 5 }), 'invalid', 'deadAfterMs');
     });
 
+    test('hosts: a round of reports is one write; unknown hosts come back undefined, the rest revive', async (t) => {
+      const r = await (await fresh(t)).open();
+      for (const id of ['h1', 'h2', 'h3']) await r.upsertHost({ id, controlUrl: `http://c-${id}`, dataUrl: `http://d-${id}` }, 1000);
+      await r.markHosts(20_000, { suspectAfterMs: 5000, deadAfterMs: 15_000 });
+      assert.deepEqual(await r.recordHostReports([], 1), []);
+      const out = await r.recordHostReports(
+        [
+          { id: 'h1', report: report('h1', 30_000, 1) },
+          { id: 'ghost', report: report('ghost', 30_000) },
+          { id: 'h3', report: report('h3', 30_000, 2) },
+        ],
+        30_000,
+      );
+      assert.deepEqual(out.map((x) => x && [x.host.id, x.previousState, x.host.state, x.host.lastSeen]), [['h1', 'dead', 'alive', 30_000], undefined, ['h3', 'dead', 'alive', 30_000]]);
+      assert.deepEqual((await r.listHosts()).map((x) => [x.id, x.state]), [['h1', 'alive'], ['h2', 'dead'], ['h3', 'alive']]);
+      assert.deepEqual((await r.getHost('h3'))?.lastReport, report('h3', 30_000, 2));
+    });
+
     test('hosts: the control token has its own column; a version-1 database moves it out of capabilities', async (t) => {
       const db = await fresh(t);
       const driver = await rawDriver(db.url);
