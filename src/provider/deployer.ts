@@ -13,7 +13,7 @@ import type { AttemptResult } from './cold-start.ts';
 import type { Claims } from './claims.ts';
 import { choosePlacements, hostViews, planFor, requiredDriver } from './deploy-plan.ts';
 import type { HostPool, Logger, PoolHost } from './host-pool.ts';
-import type { DeploymentRecord, Registry } from './registry/index.ts';
+import type { DeploymentRecord, Registry, SavedStateRecord } from './registry/index.ts';
 import type { RemovalReason, RouteEndpoint, RoutingTable, ServiceEntry } from './routing-table.ts';
 import { abortableSleep } from './sleep.ts';
 import { providerTimeline, withFirstReply, type Timing } from './timeline.ts';
@@ -126,20 +126,20 @@ export function createDeployer(options: DeployerOptions): Deployer {
    * reports again, and the plan goes to another host at once (the messages waiting for
    * this deployment wait on, instead of hearing of a host that is gone).
    */
-  async function send(entry: ServiceEntry, image: Awaited<ReturnType<ImageResolver['resolve']>>, first: { host: string; driver: string }) {
+  async function send(entry: ServiceEntry, image: Awaited<ReturnType<ImageResolver['resolve']>>, first: { host: string; driver: string }, from?: SavedStateRecord) {
     let pick = first;
     for (let moved = 0; ; moved++) {
       const host = pool.get(pick.host);
       if (host === undefined) return { pick, error: `host ${pick.host} left the pool` };
       const started = performance.now();
       try {
-        const plan = planFor(entry, image, pick.driver, options.storeUrl(), readinessTimeoutMs, options.importsFor?.(entry.name));
+        const plan = { ...planFor(entry, image, pick.driver, options.storeUrl(), readinessTimeoutMs, options.importsFor?.(entry.name)), ...(from === undefined ? {} : { from: from.digest }) };
         const result = await host.client.deploy(plan, controller.signal);
         return { pick, host, result, seconds: (performance.now() - started) / 1000 };
       } catch (e) {
         if (connectionRefused(e) && moved < 2) {
           pool.unreachable(host.id);
-          const views = hostViews(pool.placeable(), table.endpoints(entry.name), requiredDriver(entry, image));
+          const views = hostViews(pool.placeable(), table.endpoints(entry.name), from?.driver ?? requiredDriver(entry, image));
           const next = choosePlacements(entry, image, 1, [host.id], views, rand).picks[0];
           if (next !== undefined) {
             log.warn({ service: entry.name, host: host.id, to: next.host }, 'a host refused the connection; deploying on another');
@@ -161,7 +161,10 @@ export function createDeployer(options: DeployerOptions): Deployer {
   async function run(entry: ServiceEntry, count: number, mode: 'cold' | 'add', exclude: readonly string[], timing: Timing): Promise<Attempt> {
     const placeStart = performance.now() - timing.t0;
     const image = await images.resolve(entry.description.image);
-    const views = hostViews(pool.placeable(), table.endpoints(entry.name), requiredDriver(entry, image));
+    // A suspended instance comes back with its memory: the newest live state this version
+    // was suspended to, on a host whose driver took it (a cold start from the image otherwise).
+    const suspended = mode === 'cold' && count === 1 ? (await registry.listStates({ service: entry.name, reason: 'suspend', liveAt: Date.now() })).find((s) => s.version === entry.version) : undefined;
+    const views = hostViews(pool.placeable(), table.endpoints(entry.name), suspended?.driver ?? requiredDriver(entry, image));
     const { picks, refusal } = choosePlacements(entry, image, count, exclude, views, rand);
     if (picks.length === 0) return { ready: [], deployments: [], errors: [refusal ?? 'no host'], failedHosts: [], noHost: refusal ?? 'no host' };
     const claim = await claims.claim({ service: entry.name, version: entry.version, mode, hostId: picks[0]!.host });
@@ -169,7 +172,14 @@ export function createDeployer(options: DeployerOptions): Deployer {
     const lease = claims.hold(claim.deployment.id);
     const sendMs = performance.now() - timing.t0;
     try {
-      const results = await Promise.all(picks.map((pick) => send(entry, image, pick)));
+      const results = await Promise.all(picks.map((pick) => send(entry, image, pick, suspended)));
+      if (suspended !== undefined && results.some((r) => !('error' in r))) {
+        // Consumed: the state is running again (a second cold start must not run it twice).
+        await registry.removeState(suspended.id);
+        void registry
+          .appendEvent({ kind: 'restored', service: entry.name, detail: { state: suspended.id, digest: suspended.digest, from: suspended.sourceInstance, reason: 'first message after suspend' } })
+          .catch(logWriteFailure(log, 'the restored event', { service: entry.name }));
+      }
       const readyMs = performance.now() - timing.t0;
       const out: Attempt = { ready: [], deployments: [], errors: [], failedHosts: [] };
       let claimUsed = false;

@@ -18,6 +18,8 @@ import { createColdStart } from './cold-start.ts';
 import { createControlPlane } from './control-plane.ts';
 import { createAccessLookup, createAuthGate, createFarmCredential, createRegistryVerifier } from './auth/index.ts';
 import { migrateInstance } from './migration.ts';
+import { createLiveOpsApi } from './live-ops-api.ts';
+import type { LiveOpsDeps } from './live-ops.ts';
 import { createDeployer, type DeployOutcome } from './deployer.ts';
 import { createHostPool, type HostPool, type HostRegistrationRequest, type Logger, type PoolHost } from './host-pool.ts';
 import { createProviderMetrics } from './metrics.ts';
@@ -372,6 +374,7 @@ async function assemble(options: ProviderOptions, registry: Registry, ownRegistr
     },
   });
   const verifier = createRegistryVerifier({ tokens: registry, ...(options.auth?.cacheTtlMs === undefined ? {} : { cacheTtlMs: options.auth.cacheTtlMs }) });
+  const liveOps: LiveOpsDeps = { pool, table, registry, images, deployer, providerId, storeUrl: storeUrlOf, readinessTimeoutMs, log };
   const api = createProviderApi({
     verifier,
     registry,
@@ -387,9 +390,10 @@ async function assemble(options: ProviderOptions, registry: Registry, ownRegistr
     ...(options.store === undefined ? {} : { store: options.store }),
     registries: foreignImages,
     log,
-    migrate: (id, o) => migrateInstance({ pool, table, registry, images, deployer, providerId, storeUrl: storeUrlOf, readinessTimeoutMs, log }, id, o),
+    migrate: (id, o) => migrateInstance(liveOps, id, o),
   });
   api.route('/', createInstancesApi({ table, control, deployer }));
+  api.route('/', createLiveOpsApi(liveOps));
   const dashboard = createProviderDashboard({ registry, verifier, secure: options.tls !== undefined, log });
   const farmCredential = createFarmCredential({ registry, providerId });
   const registerService = async (description: unknown): Promise<void> => {

@@ -139,6 +139,7 @@ export function providerOpenApi(version: string, extraPaths: Record<string, unkn
           responses: { '201': { description: '{from: {instance, host}, to: {instance, host}, state: the state digest}' } },
         },
       },
+      ...liveStatePaths(),
       '/api/v1/instances/{id}/logs': {
         get: {
           summary: "An instance's log, from the host that runs it (a read token is enough)",
@@ -212,5 +213,33 @@ export function providerOpenApi(version: string, extraPaths: Record<string, unkn
       },
       ...extraPaths,
     },
+  };
+}
+
+/** The live-state operations (src/provider/live-ops-api.ts). */
+function liveStatePaths(): Record<string, unknown> {
+  const id = [{ name: 'id', in: 'path', required: true, schema: { type: 'string' } }];
+  const refusals = {
+    '404': { description: 'no such instance (or state) on this provider' },
+    '409': { description: "the instance's driver lacks the capability (code unsupported, naming it), or the instance is in the wrong state (conflict)" },
+  };
+  const op = (summary: string, ok: string, body?: Record<string, unknown>) => ({
+    post: {
+      summary,
+      parameters: id,
+      ...(body === undefined ? {} : { requestBody: { required: false, content: { 'application/json': { schema: { type: 'object', properties: body } } } } }),
+      responses: { [ok.startsWith('201') ? '201' : '200']: { description: ok }, ...refusals },
+    },
+  });
+  const ttl = { ttlSeconds: { type: 'integer', minimum: 1, description: 'expire the state after this long (default: kept until removed)' } };
+  return {
+    '/api/v1/instances/{id}/pause': op('Freeze an instance in memory (canPause): no message is routed to it until resume', '200 {paused}'),
+    '/api/v1/instances/{id}/resume': op('Unfreeze a paused instance; it is routed to again', '200 {instance}'),
+    '/api/v1/instances/{id}/snapshot': op('Capture the running state (canSnapshot) while it keeps serving; messages in flight finish first', '201 {state}', { label: { type: 'string' }, ...ttl }),
+    '/api/v1/instances/{id}/suspend': op('Capture the state, then remove the instance (frees the host); restore brings it back', '201 {state}', ttl),
+    '/api/v1/instances/{id}/fork': op('Start a copy of a running instance on its host (canClone); both serve, their states diverge', '201 {instance}'),
+    '/api/v1/states': { get: { summary: 'Saved states (snapshots, suspended instances, farm snapshots) not yet expired', parameters: [{ name: 'service', in: 'query', required: false, schema: { type: 'string' } }], responses: { '200': { description: '{states}' } } } },
+    '/api/v1/states/{id}/restore': op('Start a new instance from a saved state, on a host whose driver took it (or `host`)', '201 {instance}', { host: { type: 'string' } }),
+    '/api/v1/states/{id}': { delete: { summary: 'Forget a saved state', parameters: id, responses: { '200': { description: '{removed}' }, '404': { description: 'no such state' } } } },
   };
 }

@@ -19,6 +19,7 @@ import { registerLogsCommand } from './logs.ts';
 import { registerDeployCommand } from './deploy.ts';
 import { registerStatusCommand } from './status.ts';
 import { registerRegistryCommands } from './registry.ts';
+import { registerLiveCommands } from './live.ts';
 
 export function registerAllCommands(program: Command): void {
   registerUpCommand(program);
@@ -31,6 +32,7 @@ export function registerAllCommands(program: Command): void {
   registerCallCommand(program);
   registerPsCommand(program);
   registerDeployCommand(program);
+  registerLiveCommands(program);
   registerLogsCommand(program);
   registerStatusCommand(program);
   registerFarmCommands(program);
