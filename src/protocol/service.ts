@@ -61,6 +61,14 @@ export const ServiceScaling = Type.Object(
     targetConcurrency: Type.Optional(Type.Integer({ minimum: 1, maximum: 100_000, default: 10 })),
     /** With no message for this long, the service scales down to `min` (0: to zero). */
     idleTimeoutMs: Type.Optional(Type.Integer({ minimum: 0, maximum: 7 * 24 * 3600_000, default: 300_000 })),
+    /**
+     * What scaling to zero does to the last instance: `stop` it (the next message starts
+     * afresh from the image), or `suspend` it (its state is saved to the store and the next
+     * message restores it; drivers that cannot snapshot are stopped instead, and say so).
+     */
+    idle: Type.Optional(Type.Union([Type.Literal('stop'), Type.Literal('suspend')], { default: 'stop' })),
+    /** How long a suspended state is kept for the next message (default one day). */
+    keepStateMs: Type.Optional(Type.Integer({ minimum: 1000, maximum: 366 * 24 * 3600_000, default: 24 * 3600_000 })),
   },
   { additionalProperties: false, default: {} },
 );
@@ -162,6 +170,8 @@ export interface ServiceScalingValue {
   max: number;
   targetConcurrency: number;
   idleTimeoutMs: number;
+  idle: 'stop' | 'suspend';
+  keepStateMs: number;
 }
 export type ServicePlacementValue = Static<typeof ServicePlacement>;
 

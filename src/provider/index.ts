@@ -19,7 +19,7 @@ import { createControlPlane } from './control-plane.ts';
 import { createAccessLookup, createAuthGate, createFarmCredential, createRegistryVerifier } from './auth/index.ts';
 import { migrateInstance } from './migration.ts';
 import { createLiveOpsApi } from './live-ops-api.ts';
-import type { LiveOpsDeps } from './live-ops.ts';
+import { suspendInstance, type LiveOpsDeps } from './live-ops.ts';
 import { createDeployer, type DeployOutcome } from './deployer.ts';
 import { createHostPool, type HostPool, type HostRegistrationRequest, type Logger, type PoolHost } from './host-pool.ts';
 import { createProviderMetrics } from './metrics.ts';
@@ -317,6 +317,7 @@ async function assemble(options: ProviderOptions, registry: Registry, ownRegistr
     ...(t.tokenRefreshWithinMs === undefined ? {} : { refreshTokensWithinMs: t.tokenRefreshWithinMs }),
   });
   reconcilerRef = reconciler;
+  const liveOps: LiveOpsDeps = { pool, table, registry, images, deployer, providerId, storeUrl: storeUrlOf, readinessTimeoutMs, log };
   const scaler = createScaler({
     table,
     tracker,
@@ -324,6 +325,10 @@ async function assemble(options: ProviderOptions, registry: Registry, ownRegistr
     deployer,
     busy: (service) => coldStart.busy(service) || deployer.busy(service),
     ownedBy: (ep) => ep.deployedBy === undefined || ep.deployedBy === providerId,
+    traffic: { record: (reports) => registry.recordTraffic(providerId, reports), last: (ids) => registry.lastTraffic(ids) },
+    suspend: async (ep, keepStateMs) => {
+      await suspendInstance(liveOps, ep.id, { ttlMs: keepStateMs });
+    },
     log,
     ...(t.scaleIntervalMs === undefined ? {} : { intervalMs: t.scaleIntervalMs }),
     ...(t.stableWindowMs === undefined ? {} : { stableWindowMs: t.stableWindowMs }),
@@ -374,7 +379,6 @@ async function assemble(options: ProviderOptions, registry: Registry, ownRegistr
     },
   });
   const verifier = createRegistryVerifier({ tokens: registry, ...(options.auth?.cacheTtlMs === undefined ? {} : { cacheTtlMs: options.auth.cacheTtlMs }) });
-  const liveOps: LiveOpsDeps = { pool, table, registry, images, deployer, providerId, storeUrl: storeUrlOf, readinessTimeoutMs, log };
   const api = createProviderApi({
     verifier,
     registry,

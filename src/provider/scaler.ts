@@ -6,7 +6,10 @@
 // through the activator.
 //
 // With several providers on one database each sees only its own traffic, so each scales
-// down only the instances it deployed itself.
+// down only the instances it deployed itself, and each reports the traffic it routes
+// (`traffic`): a provider does not scale to zero an instance another provider still
+// sends messages to. A service whose scaling says `idle: 'suspend'` has its last
+// instance suspended (state saved, host freed) rather than stopped.
 import { desiredReplicas, type ScaleSample } from './autoscaler/index.ts';
 import type { Activator } from './activator/index.ts';
 import type { InFlightTracker } from './balancer/index.ts';
@@ -24,6 +27,15 @@ export interface ScalerOptions {
   /** Endpoints this provider deployed (only those are scaled down here). */
   ownedBy(endpoint: RouteEndpoint): boolean;
   log: Logger;
+  /** Cluster-wide traffic (the registry's): what this provider routed, and the newest message any provider routed. */
+  traffic?: {
+    record(reports: Array<{ instanceId: string; lastMessageAt: number; messages: number }>): Promise<void>;
+    last(instanceIds: readonly string[]): Promise<Map<string, number>>;
+  };
+  /** Scaling to zero a service with `idle: 'suspend'`: saves the instance's state and removes it; rejects when its driver cannot. */
+  suspend?(endpoint: RouteEndpoint, keepStateMs: number): Promise<void>;
+  /** How often this provider's traffic is written (default 2 s, only for services that had messages). */
+  trafficReportMs?: number;
   intervalMs?: number;
   /** Autoscaler's stable window for scaling down under load. Default 30 s. */
   stableWindowMs?: number;
@@ -43,6 +55,9 @@ export function createScaler(options: ScalerOptions): Scaler {
   const now = options.now ?? Date.now;
   const history = new Map<string, ScaleSample[]>();
   const startedAt = now();
+  const trafficReportMs = options.trafficReportMs ?? 2000;
+  /** Per service: the last message time already reported, and when the last report went out. */
+  const reported = new Map<string, { lastMessageAt: number; at: number }>();
   const work = new Set<Promise<unknown>>();
   let timer: ReturnType<typeof setInterval> | undefined;
   let running: Promise<void> | undefined;
@@ -57,10 +72,48 @@ export function createScaler(options: ScalerOptions): Scaler {
     );
   };
 
+  /** Writes this provider's traffic for services with messages since the last report. */
+  function reportTraffic(t: number): void {
+    if (options.traffic === undefined) return;
+    const reports: Array<{ instanceId: string; lastMessageAt: number; messages: number }> = [];
+    for (const entry of table.services()) {
+      const last = table.lastMessageAt(entry.name);
+      const r = reported.get(entry.name);
+      if (last === 0 || (r !== undefined && (r.lastMessageAt >= last || t - r.at < trafficReportMs))) continue;
+      reported.set(entry.name, { lastMessageAt: last, at: t });
+      for (const ep of table.endpoints(entry.name)) reports.push({ instanceId: ep.id, lastMessageAt: last, messages: 1 });
+    }
+    if (reports.length > 0) track(options.traffic.record(reports).catch((e: unknown) => log.warn({ err: String(e) }, 'recording this provider traffic failed')));
+  }
+
+  /** Whether another provider sent the service's instances a message within its idle timeout. */
+  async function busyElsewhere(victims: readonly RouteEndpoint[], idleTimeoutMs: number, t: number): Promise<boolean> {
+    if (options.traffic === undefined || victims.length === 0) return false;
+    try {
+      const last = await options.traffic.last(victims.map((v) => v.id));
+      return [...last.values()].some((at) => t - at < idleTimeoutMs);
+    } catch (e) {
+      // Unknown is not idle: keep the instances rather than stop ones another provider uses.
+      log.warn({ err: String(e) }, 'reading the traffic other providers saw failed; not scaling to zero now');
+      return true;
+    }
+  }
+
+  function scaleToZero(name: string, ep: RouteEndpoint, scaling: { idle: 'stop' | 'suspend'; keepStateMs: number }): Promise<void> {
+    if (scaling.idle === 'suspend' && options.suspend !== undefined) {
+      return options.suspend(ep, scaling.keepStateMs).catch((e: unknown) => {
+        log.warn({ service: name, instance: ep.id, err: (e as Error).message }, 'suspending an idle instance failed; stopping it instead');
+        return deployer.undeploy(ep, 'scaled-down');
+      });
+    }
+    return deployer.undeploy(ep, 'scaled-down');
+  }
+
   function tick(): Promise<void> {
     if (running) return running;
     running = (async () => {
       const t = now();
+      reportTraffic(t);
       for (const entry of table.services()) {
         if (closed) return;
         const name = entry.name;
@@ -95,8 +148,13 @@ export function createScaler(options: ScalerOptions): Scaler {
             .sort((a, b) => tracker.count(a.id) - tracker.count(b.id) || a.readyAt - b.readyAt)
             .slice(0, extra);
           if (victims.length === 0) continue;
+          const scaling = entry.description.scaling;
+          if (decision.replicas === 0 && (await busyElsewhere(victims, scaling.idleTimeoutMs, t))) continue;
           log.info({ service: name, count: victims.length, reason: decision.reason }, decision.replicas === 0 ? 'scaling to zero' : 'scaling down');
-          for (const ep of victims) track(deployer.undeploy(ep, 'scaled-down').catch((e: unknown) => log.warn({ service: name, instance: ep.id, err: (e as Error).message }, 'scaling down failed')));
+          for (const ep of victims) {
+            const done = decision.replicas === 0 ? scaleToZero(name, ep, scaling) : deployer.undeploy(ep, 'scaled-down');
+            track(done.catch((e: unknown) => log.warn({ service: name, instance: ep.id, err: (e as Error).message }, 'scaling down failed')));
+          }
         }
       }
       for (const name of history.keys()) if (table.service(name) === undefined) history.delete(name);

@@ -9,8 +9,19 @@ import { createRoutingTable, type RouteEndpoint } from '../../src/provider/routi
 import { createScaler } from '../../src/provider/scaler.ts';
 import { validateServiceDescription } from '../../src/protocol/service.ts';
 import { ECHO_TEST_SERVICE } from './fixtures/fake-host.ts';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { openRegistry } from '../../src/provider/registry/index.ts';
 
-function setup(scaling: Record<string, number>, o: { busy?: boolean; deployFails?: boolean; queued?: number } = {}) {
+async function until(check: () => Promise<boolean>): Promise<void> {
+  for (let i = 0; i < 500 && !(await check()); i++) await new Promise((r) => setTimeout(r, 10));
+}
+
+function setup(
+  scaling: Record<string, number | string>,
+  o: { busy?: boolean; deployFails?: boolean; queued?: number; traffic?: Parameters<typeof createScaler>[0]['traffic']; suspend?: (ep: RouteEndpoint, keep: number) => Promise<void> } = {},
+) {
   let now = 1_000_000;
   const tracker = createInFlightTracker();
   const table = createRoutingTable({ tracker });
@@ -38,6 +49,9 @@ function setup(scaling: Record<string, number>, o: { busy?: boolean; deployFails
     log: { info: (_o, m) => logged.push(`info ${m}`), warn: (_o, m) => logged.push(`warn ${m}`), error: (_o, m) => logged.push(`error ${m}`) },
     stableWindowMs: 1000,
     now: () => now,
+    trafficReportMs: 0,
+    ...(o.traffic === undefined ? {} : { traffic: o.traffic }),
+    ...(o.suspend === undefined ? {} : { suspend: o.suspend }),
   });
   const add = (id: string, readyAt: number, deployedBy = 'me') =>
     table.add({ id, service: 'echo', version: '1', deploymentId: `d-${id}`, hostId: 'h1', readyAt, deployedBy } as unknown as RouteEndpoint);
@@ -128,4 +142,54 @@ test('overlapping ticks run one pass', async () => {
   await a;
   await s.scaler.close();
   assert.equal(s.deploys.length, 1);
+});
+
+test('two providers on one registry: the one that deployed does not scale to zero an instance the other still sends messages to', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'shoal-scaler-traffic-'));
+  const registry = await openRegistry({ sqlitePath: join(dir, 'r.db') });
+  t.after(async () => {
+    await registry.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+  const traffic = (providerId: string) => ({ record: (r: Parameters<typeof registry.recordTraffic>[1]) => registry.recordTraffic(providerId, r), last: (ids: readonly string[]) => registry.lastTraffic(ids) });
+  const a = setup({ idleTimeoutMs: 60_000 }, { traffic: traffic('a') });
+  const b = setup({ idleTimeoutMs: 60_000 }, { traffic: traffic('b') });
+  a.add('e1', a.now());
+  b.add('e1', b.now(), 'a'); // b routes to the instance a deployed
+  // Two minutes: a sees no message at all, b sends one every 30 s (its clock is the same).
+  for (let i = 0; i < 4; i++) {
+    a.advance(30_000);
+    b.advance(30_000);
+    b.table.touch('echo', b.now());
+    await b.scaler.tick();
+    await until(async () => (await registry.lastTraffic(['e1'])).get('e1') === b.now()); // b's report is written in the background
+    await a.scaler.tick();
+  }
+  assert.deepEqual(a.undeploys, [], "a keeps the instance: b's messages count");
+  assert.ok(a.logged.every((l) => !l.includes('scaling to zero')));
+  // b stops sending: after the idle timeout a scales it to zero.
+  a.advance(61_000);
+  await a.scaler.tick();
+  await a.scaler.close();
+  await b.scaler.close();
+  assert.deepEqual(a.undeploys, ['e1:scaled-down']);
+});
+
+test("idle: 'suspend' saves the last instance instead of stopping it; a driver that cannot is stopped instead, and says why", async () => {
+  const suspended: string[] = [];
+  const s = setup({ idleTimeoutMs: 1000, idle: 'suspend', keepStateMs: 5000 }, { suspend: async (ep, keep) => void suspended.push(`${ep.id} keep ${keep}`) });
+  s.add('e1', s.now());
+  s.advance(5000);
+  await s.scaler.tick();
+  await s.scaler.close();
+  assert.deepEqual(suspended, ['e1 keep 5000']);
+  assert.deepEqual(s.undeploys, []);
+
+  const f = setup({ idleTimeoutMs: 1000, idle: 'suspend' }, { suspend: async () => Promise.reject(new Error('instance e2 runs on driver runc, which cannot snapshot')) });
+  f.add('e2', f.now());
+  f.advance(5000);
+  await f.scaler.tick();
+  await f.scaler.close();
+  assert.deepEqual(f.undeploys, ['e2:scaled-down']);
+  assert.ok(f.logged.includes('warn suspending an idle instance failed; stopping it instead'));
 });
