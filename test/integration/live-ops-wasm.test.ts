@@ -136,6 +136,23 @@ describe('live state through the provider and the CLI (wasm)', { skip, timeout: 
     assert.equal((await api('DELETE', `/api/v1/instances/${copy.id}`)).status, 200);
   });
 
+  it("a service with idle: 'suspend' scales to zero by suspending; the next message restores its count", async () => {
+    const op = { input: { type: 'object' }, output: { type: 'object' } };
+    await provider.registerService({ name: 'sleepy', version: '1', image: 'counter:1', driver: 'wasm', resources: { memoryMb: 16, cpuMillis: 100, pids: 4 }, scaling: { min: 0, max: 1, idleTimeoutMs: 1000, idle: 'suspend', keepStateMs: 3600_000 }, operations: { inc: op } });
+    for (let i = 1; i <= 3; i++) assert.equal((await api('POST', '/s/sleepy/inc', {})).json.count, i);
+    const deadline = Date.now() + 60_000;
+    let states: Array<{ reason: string }> = [];
+    for (;;) {
+      states = (await api('GET', '/api/v1/states?service=sleepy')).json.states;
+      const running = ((await api('GET', '/api/v1/instances')).json.instances as Array<{ service: string }>).filter((i) => i.service === 'sleepy');
+      if (states.length === 1 && running.length === 0) break;
+      assert.ok(Date.now() < deadline, `not suspended: ${JSON.stringify({ states, running })}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.equal(states[0]!.reason, 'suspend');
+    assert.equal((await api('POST', '/s/sleepy/inc', {})).json.count, 4, 'restored, not started afresh');
+  });
+
   it("refuses what the instance's driver cannot do, naming it, with a non-zero exit; bad input names the field", async () => {
     const [inst] = await instances();
     assert.ok(inst);
