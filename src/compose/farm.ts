@@ -6,7 +6,7 @@
 // not compile.
 import { ShoalError } from '../protocol/index.ts';
 import { isServiceDefinition, toServiceDescription, type AnyService, type InputOf, type OperationName, type OutputOf } from '../service/index.ts';
-import type { CrashAction, FarmGraph, GraphNode } from '../protocol/index.ts';
+import type { CrashAction, FarmGraph, GraphNode, SnapshotDriver } from '../protocol/index.ts';
 
 // Phantom members: declared for the type checker only; values never carry them.
 declare const PHANTOM: unique symbol;
@@ -291,15 +291,33 @@ export function restart(): Action {
   return Object.freeze({ action: { kind: 'restart' } as CrashAction });
 }
 
+declare const CANNOT_SNAPSHOT: unique symbol;
 /**
- * Declares a snapshot of an instance. On runc this is the driver's pause capability, not a
- * memory image: no memory snapshots exist here, so restore(snapshot) restarts the instance
- * from its image. A driver with memory snapshots can honour the same declaration.
+ * What an instance must be for snapshot(): its service declares a driver that can capture
+ * running state (`driver: 'wasm'` or `'vm'` in defineService). Any other instance is a
+ * compile error naming this, not a silent restart at run time.
  */
-export function snapshot<S extends AnyService>(instance: Instance<S>): Snapshot<S> {
+export type SnapshotCapable<S extends AnyService> = S extends { readonly driver: SnapshotDriver }
+  ? unknown
+  : { readonly [CANNOT_SNAPSHOT]: "this instance's service does not declare a driver that can snapshot: give defineService driver: 'wasm' or 'vm'" };
+
+export interface SnapshotOptions {
+  /** Also take it every this many ms while the farm runs (at least 10 000). */
+  everyMs?: number;
+}
+
+/**
+ * Declares a snapshot of an instance: when the farm is applied (and every `everyMs`), the
+ * provider captures the instance's running state, memory included; restore(snap) in a
+ * crash rule brings the instance back from the newest one.
+ */
+export function snapshot<S extends AnyService>(instance: Instance<S> & SnapshotCapable<S>, options: SnapshotOptions = {}): Snapshot<S> {
   const b = builder('snapshot');
   const id = newId(b, undefined, `snap-${instance.id}`.slice(0, 26));
-  b.graph.snapshots.push({ id, instance: instance.id });
+  if (options.everyMs !== undefined && (!Number.isInteger(options.everyMs) || options.everyMs < 10_000)) {
+    throw new ShoalError('invalid', 'snapshot: everyMs must be an integer of at least 10000', { field: 'everyMs' });
+  }
+  b.graph.snapshots.push({ id, instance: instance.id, ...(options.everyMs === undefined ? {} : { everyMs: options.everyMs }) });
   return Object.freeze({ id, instance: instance.id }) as unknown as Snapshot<S>;
 }
 

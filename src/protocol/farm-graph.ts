@@ -60,13 +60,25 @@ export interface CrashRule {
 }
 
 /**
- * A declared snapshot of an instance. On runc it is the driver's pause (freeze) capability:
- * there are no memory snapshots here, so `restore` restarts the instance from its image
- * (the state is whatever the image and its volumes hold), it does not resume saved memory.
+ * A declared snapshot of an instance: its running state is captured when the farm is
+ * applied (and every `everyMs` after, when given) and kept as a saved state labelled
+ * `<farm>.<id>`; `restore` in a crash rule starts the instance again from the newest one,
+ * memory included. Only instances whose driver can snapshot (wasm, vm) may be named: the
+ * compose types refuse the others, the provider refuses them at apply.
  */
 export interface SnapshotDecl {
   id: string;
   instance: string;
+  everyMs?: number;
+}
+
+/** Drivers whose capabilities include snapshot and restore (checked against the drivers by test/architecture). */
+export const SNAPSHOT_DRIVERS = ['wasm', 'vm'] as const;
+export type SnapshotDriver = (typeof SNAPSHOT_DRIVERS)[number];
+
+/** The saved-state label of a farm's declared snapshot. */
+export function farmSnapshotLabel(farm: string, snapshot: string): string {
+  return `${farm}.${snapshot}`;
 }
 
 export interface ExportDecl {

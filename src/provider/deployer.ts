@@ -45,6 +45,8 @@ export interface DeployerOptions {
   readinessTimeoutMs?: number;
   /** Where a service's import sockets forward (farm instances: their intermediaries). */
   importsFor?(service: string): ImportBinding[] | undefined;
+  /** Work on the service that a deployment must wait for (a crash rule restoring its state). */
+  waitFor?(service: string): Promise<unknown> | undefined;
   rand?: () => number;
 }
 
@@ -160,6 +162,8 @@ export function createDeployer(options: DeployerOptions): Deployer {
    */
   async function run(entry: ServiceEntry, count: number, mode: 'cold' | 'add', exclude: readonly string[], timing: Timing): Promise<Attempt> {
     const placeStart = performance.now() - timing.t0;
+    // A restore under way brings the instance back with its state: a claim after it finds it ready.
+    await options.waitFor?.(entry.name)?.catch(() => undefined);
     const image = await images.resolve(entry.description.image);
     // A suspended instance comes back with its memory: the newest live state this version
     // was suspended to, on a host whose driver took it (a cold start from the image otherwise).

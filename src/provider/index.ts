@@ -19,7 +19,7 @@ import { createControlPlane } from './control-plane.ts';
 import { createAccessLookup, createAuthGate, createFarmCredential, createRegistryVerifier } from './auth/index.ts';
 import { migrateInstance } from './migration.ts';
 import { createLiveOpsApi } from './live-ops-api.ts';
-import { suspendInstance, type LiveOpsDeps } from './live-ops.ts';
+import { restoreState, snapshotInstance, suspendInstance, type LiveOpsDeps } from './live-ops.ts';
 import { createDeployer, type DeployOutcome } from './deployer.ts';
 import { createHostPool, type HostPool, type HostRegistrationRequest, type Logger, type PoolHost } from './host-pool.ts';
 import { createProviderMetrics } from './metrics.ts';
@@ -263,7 +263,10 @@ async function assemble(options: ProviderOptions, registry: Registry, ownRegistr
   let farmsRef: FarmEngine | undefined;
   const leaseMs = t.leaseMs ?? 30_000;
   const readinessTimeoutMs = 60_000;
+  /** Services a crash rule is restoring from a saved state (src/provider/intermediaries/farms.ts). */
+  const restoring = new Map<string, Promise<unknown>>();
   const deployer = createDeployer({
+    waitFor: (service) => restoring.get(service),
     importsFor: (service) => farmsRef?.importsFor(service),
     registry,
     pool,
@@ -323,7 +326,7 @@ async function assemble(options: ProviderOptions, registry: Registry, ownRegistr
     tracker,
     activator,
     deployer,
-    busy: (service) => coldStart.busy(service) || deployer.busy(service),
+    busy: (service) => coldStart.busy(service) || deployer.busy(service) || restoring.has(service),
     ownedBy: (ep) => ep.deployedBy === undefined || ep.deployedBy === providerId,
     traffic: { record: (reports) => registry.recordTraffic(providerId, reports), last: (ids) => registry.lastTraffic(ids) },
     suspend: async (ep, keepStateMs) => {
@@ -412,6 +415,25 @@ async function assemble(options: ProviderOptions, registry: Registry, ownRegistr
       return registerService(d);
     },
     deploy: (service) => control.ensureInstance(service),
+    canSnapshot: (driver) => driver !== undefined && pool.list().some((h) => h.report?.drivers.some((d) => d.name === driver && d.capabilities.canSnapshot) === true),
+    snapshot: async (service, label) => {
+      const ep = table.endpoints(service)[0];
+      if (ep === undefined) throw new ShoalError('not-found', `farm snapshot ${label}: ${service} has no running instance`, { field: 'snapshots' });
+      return snapshotInstance(liveOps, ep.id, { reason: 'farm', label });
+    },
+    restore: (service, label) => {
+      // Called as the crash is heard: until it is done, scaling and cold starts of the
+      // service wait for it (restoring) rather than start a fresh instance beside it.
+      const done = (async () => {
+        const newest = (await registry.listStates({ service, label, liveAt: Date.now() }))[0];
+        if (newest === undefined) return false;
+        if (table.endpoints(service).length === 0) await restoreState(liveOps, newest.id);
+        return true;
+      })();
+      restoring.set(service, done);
+      void done.finally(() => restoring.get(service) === done && restoring.delete(service)).catch(() => undefined);
+      return done;
+    },
     invoke: (service, operation, body, signal) => router.invoke(service, operation, body, signal),
     log,
     ...(t.maxBodyBytes === undefined ? {} : { maxBodyBytes: t.maxBodyBytes }),

@@ -77,9 +77,12 @@ export function isServiceDefinition(value: unknown): value is AnyService {
  * Checks `spec` and returns it as a frozen definition whose type keeps every operation's
  * input and output schema (and so their static types).
  */
-export function defineService<const Name extends string, const Ops extends OperationMap, const Imports extends ImportMap = {}>(
-  spec: ServiceSpec<Name, Ops, Imports>,
-): ServiceDefinition<Name, Ops, Imports> {
+/** A definition's driver, kept as its literal type so compose can check what the driver can do (snapshot). */
+export type DriverTag<Driver> = Driver extends string ? { readonly driver: Driver } : unknown;
+
+export function defineService<const Name extends string, const Ops extends OperationMap, const Imports extends ImportMap = {}, const Driver extends string | undefined = undefined>(
+  spec: ServiceSpec<Name, Ops, Imports> & { readonly driver?: Driver },
+): ServiceDefinition<Name, Ops, Imports> & DriverTag<Driver> {
   if (typeof spec !== 'object' || spec === null) invalid('(root)', 'must be an object');
   if (typeof spec.name !== 'string' || !NAME.test(spec.name)) {
     invalid('name', `${JSON.stringify(spec.name)} is not a service name (lowercase letters, digits and -, at most 63)`);
@@ -104,7 +107,7 @@ export function defineService<const Name extends string, const Ops extends Opera
   }
   if (spec.image !== undefined && (typeof spec.image !== 'string' || spec.image === '')) invalid('image', 'must be a non-empty image reference');
   const definition = { ...spec, imports, [DEFINITION]: true as const };
-  return Object.freeze(definition) as ServiceDefinition<Name, Ops, Imports>;
+  return Object.freeze(definition) as ServiceDefinition<Name, Ops, Imports> & DriverTag<Driver>;
 }
 
 /**

@@ -36,6 +36,7 @@ const rejected: Array<[file: string, line: number, code: string, mentions: RegEx
   ['bad-or-mixed.ts', 9, 'TS2345', /"order-processing".*is not assignable to parameter of type 'Exports<ServiceDefinition<"payment"/s],
   ['bad-export-path.ts', 8, 'TS2345', /Argument of type '"order-entry"' is not assignable to parameter of type 'ExportPath</],
   ['bad-update-type.ts', 10, 'TS2345', /"order-processing".*is not assignable to parameter of type 'Exports<ServiceDefinition<"payment"/s],
+  ['bad-snapshot-driver.ts', 8, 'TS2345', /does not declare a driver that can snapshot: give defineService driver: 'wasm' or 'vm'/],
   ['bad-endpoint-type.ts', 10, 'TS2322', /Endpoint<\{ orderId: string; card: string; amount: number; \}.*is not assignable to type 'Endpoint<\{ orderId: string; items:/s],
 ];
 
@@ -62,4 +63,10 @@ test('accepted: ok-adventure.ts (the Adventure Works shape)', async () => {
 test('the Adventure Works example farm type-checks', async () => {
   const r = await typeCheckFarm(join(dir, '../../../examples/adventure-works/farm.ts'));
   assert.equal(r.diagnostics, '');
+});
+
+test('accepted: ok-snapshot.ts (a snapshot of a wasm instance, restored on a crash)', async () => {
+  const r = await typeCheckFarm(join(dir, 'ok-snapshot.ts'));
+  assert.equal(r.diagnostics, '');
+  assert.equal(r.ok, true);
 });

@@ -7,8 +7,8 @@
 // Every message entering a farm is checked against the operation's input schema.
 import { Agent, request, type IncomingMessage, type ServerResponse } from 'node:http';
 import { isDeepStrictEqual } from 'node:util';
-import { ShoalError, errorReply, isShoalError } from '../../protocol/index.ts';
-import type { ImportBinding, ServiceDescriptionInput, CrashAction, FarmGraph, GraphNode } from '../../protocol/index.ts';
+import { ShoalError, errorReply, farmSnapshotLabel, isShoalError } from '../../protocol/index.ts';
+import type { ImportBinding, ServiceDescriptionInput, CrashAction, FarmGraph, GraphNode, SnapshotDecl } from '../../protocol/index.ts';
 import { compileSchema, type SchemaCheck } from '../json-schema.ts';
 import { createOr, createPar, createRef, type RefTarget, type Reply, type Target } from './engine.ts';
 import { forConsumer } from '../router.ts';
@@ -35,8 +35,14 @@ export interface FarmEngineOptions {
   invoke?(service: string, operation: string, body: string, signal?: AbortSignal): Promise<Reply>;
   /** An invoke API token: sent on the engine's own calls to instance services, and given to instances for their imports. */
   token?(): string | undefined;
-  /** Brings up an instance service (after registration, and for `restart`/`restore`). */
+  /** Brings up an instance service (after registration, and for `restart`). */
   deploy?(service: string): Promise<unknown>;
+  /** Whether some host offers `driver` with snapshots (a farm naming another is refused). */
+  canSnapshot?(driver: string | undefined): boolean;
+  /** Captures the running instance of `service` as a saved state labelled `label`. */
+  snapshot?(service: string, label: string): Promise<unknown>;
+  /** Starts `service` again from its newest state labelled `label`; false when there is none. */
+  restore?(service: string, label: string): Promise<boolean>;
   log?: { info(o: object, m?: string): void; warn(o: object, m?: string): void };
   maxBodyBytes?: number;
   timeoutMs?: number;
@@ -84,6 +90,8 @@ export interface FarmEngine {
 
 interface Running {
   graph: FarmGraph;
+  /** Timers of snapshots declared with everyMs. */
+  timers: Array<ReturnType<typeof setInterval>>;
   targets: Map<string, Target>;
   refs: Map<string, RefTarget>;
   checks: Map<string, Map<string, SchemaCheck>>;
@@ -107,6 +115,7 @@ export function validateFarmGraph(value: unknown): FarmGraph {
     bad('(root)', 'needs services, nodes, exports and crashRules');
   }
   g.snapshots ??= [];
+  if (!Array.isArray(g.snapshots)) bad('snapshots', 'must be an array');
   const nodes = new Map<string, GraphNode>();
   for (const [i, n] of g.nodes.entries()) {
     if (typeof n?.id !== 'string' || !NAME.test(n.id)) bad(`nodes/${i}/id`, 'a node id: lowercase letters, digits and -');
@@ -147,6 +156,11 @@ export function validateFarmGraph(value: unknown): FarmGraph {
         bad(`nodes/${i}/kind`, `unknown kind ${JSON.stringify((n as { kind: unknown }).kind)}`);
     }
   }
+  for (const [i, s] of g.snapshots.entries()) {
+    if (typeof s?.id !== 'string' || !NAME.test(s.id)) bad(`snapshots/${i}/id`, 'a snapshot id: lowercase letters, digits and -');
+    if (nodes.get(s.instance)?.kind !== 'instance') bad(`snapshots/${i}/instance`, `no instance ${JSON.stringify(s.instance)}`);
+    if (s.everyMs !== undefined && (!Number.isInteger(s.everyMs) || s.everyMs < 10_000 || s.everyMs > 7 * 24 * 3600_000)) bad(`snapshots/${i}/everyMs`, 'an integer from 10000 (10 s) to a week');
+  }
   const paths = new Set<string>();
   for (const [i, e] of g.exports.entries()) {
     if (typeof e.path !== 'string' || !/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/.test(e.path)) bad(`exports/${i}/path`, 'a service name');
@@ -164,7 +178,9 @@ export function validateFarmGraph(value: unknown): FarmGraph {
         if (ref?.kind !== 'ref') bad(`crashRules/${i}/actions/${j}/ref`, `no ref ${JSON.stringify(a.ref)}`);
         target(`crashRules/${i}/actions/${j}/target`, a.target, ref!.service);
       } else if (a.kind === 'restore') {
-        if (!g.snapshots.some((s) => s.id === a.snapshot)) bad(`crashRules/${i}/actions/${j}/snapshot`, `no snapshot ${JSON.stringify(a.snapshot)}`);
+        const snap = g.snapshots.find((s) => s.id === a.snapshot);
+        if (snap === undefined) bad(`crashRules/${i}/actions/${j}/snapshot`, `no snapshot ${JSON.stringify(a.snapshot)}`);
+        if (snap!.instance !== r.instance) bad(`crashRules/${i}/actions/${j}/snapshot`, `snapshot ${snap!.id} is of ${snap!.instance}, not of ${r.instance}`);
       } else if (a.kind !== 'restart') bad(`crashRules/${i}/actions/${j}/kind`, 'update, restart or restore');
     }
   }
@@ -270,7 +286,7 @@ export function createFarmEngine(options: FarmEngineOptions): FarmEngine {
     for (const [name, desc] of Object.entries(graph.services)) {
       checks.set(name, new Map(Object.entries(desc.operations).map(([op, spec]) => [op, compileSchema(spec.input)])));
     }
-    return { graph, targets, refs, checks, crashes: previous?.crashes ?? [] };
+    return { graph, targets, refs, checks, crashes: previous?.crashes ?? [], timers: [] };
   }
 
   function instanceDescription(graph: FarmGraph, node: GraphNode): ServiceDescriptionInput {
@@ -299,6 +315,13 @@ export function createFarmEngine(options: FarmEngineOptions): FarmEngine {
       const other = exported.get(path);
       if (other !== undefined && other.farm !== graph.name) throw new ShoalError('conflict', `farm ${graph.name}: ${path} is already exported by farm ${other.farm}`, { field: 'exports' });
     }
+    graph.snapshots.forEach((s, i) => {
+      const node = graph.nodes.find((n) => n.id === s.instance)!;
+      const driver = graph.services[node.service]?.driver;
+      if (options.canSnapshot !== undefined && !options.canSnapshot(driver)) {
+        throw new ShoalError('invalid', `farm ${graph.name}: snapshot ${s.id} names ${s.instance}, whose driver (${driver ?? 'the host default'}) cannot snapshot: no host offers it with snapshots`, { field: `snapshots/${i}/instance` });
+      }
+    });
     const running = build(graph, previous);
     const changedNodes = new Set(changes.filter((c) => c.what === 'node' || c.what === 'service').map((c) => c.id));
     // Restoring (provider restart): the services are in the registry already and the reconciler keeps them running.
@@ -307,12 +330,35 @@ export function createFarmEngine(options: FarmEngineOptions): FarmEngine {
       if (previous !== undefined && !changedNodes.has(n.id) && !changedNodes.has(n.service)) continue;
       await options.registerService(instanceDescription(graph, n));
     }
+    for (const t of previous?.timers ?? []) clearInterval(t);
     farms.set(graph.name, running);
     reindexExports();
     if (!restoring) await options.registry.appendEvent({ kind: FARM_EVENT, detail: graph });
-    for (const s of restoring ? [] : services) if (previous === undefined || changes.some((c) => c.kind === 'added' && c.what === 'node' && s === instanceServiceName(graph.name, c.id))) track(options.deploy?.(s), 'farm: deploy failed', { farm: graph.name, service: s });
+    const deploying = new Map<string, Promise<unknown>>();
+    for (const s of restoring ? [] : services) {
+      if (previous === undefined || changes.some((c) => c.kind === 'added' && c.what === 'node' && s === instanceServiceName(graph.name, c.id))) {
+        const d = options.deploy?.(s);
+        if (d !== undefined) deploying.set(s, d);
+        track(d, 'farm: deploy failed', { farm: graph.name, service: s });
+      }
+    }
+    for (const snap of graph.snapshots) scheduleSnapshot(running, snap, restoring ? undefined : deploying.get(instanceServiceName(graph.name, snap.instance)) ?? Promise.resolve());
     log.info({ farm: graph.name, changes: changes.length }, 'farm applied');
     return { farm: graph.name, changed: true, changes, services };
+  }
+
+  /** Takes the declared snapshot once the instance is up (`first`), then every everyMs. */
+  function scheduleSnapshot(r: Running, snap: SnapshotDecl, first: Promise<unknown> | undefined): void {
+    if (options.snapshot === undefined) return;
+    const service = instanceServiceName(r.graph.name, snap.instance);
+    const label = farmSnapshotLabel(r.graph.name, snap.id);
+    const take = () => track(options.snapshot!(service, label), 'farm: taking a declared snapshot failed', { farm: r.graph.name, snapshot: snap.id });
+    if (first !== undefined) track(first.then(() => (farms.get(r.graph.name) === r ? options.snapshot!(service, label) : undefined)), 'farm: taking a declared snapshot failed', { farm: r.graph.name, snapshot: snap.id });
+    if (snap.everyMs !== undefined) {
+      const timer = setInterval(take, snap.everyMs);
+      timer.unref();
+      r.timers.push(timer);
+    }
   }
 
   function track(p: Promise<unknown> | undefined, what = 'farm: deploy failed', context: object = {}): void {
@@ -342,8 +388,20 @@ export function createFarmEngine(options: FarmEngineOptions): FarmEngine {
           if (ref === undefined || to === undefined) continue;
           ref.update(to);
           log.info({ farm: f.graph.name, ref: a.ref, target: a.target, crashed: node.id }, 'crash rule: ref rebound');
+        } else if (a.kind === 'restore' && options.restore !== undefined) {
+          // Back with the memory it had at the snapshot; with no state taken yet, from the image.
+          const label = farmSnapshotLabel(f.graph.name, a.snapshot);
+          const farm = f.graph.name;
+          track(
+            options.restore(service, label).then((restored) => {
+              if (restored) return undefined;
+              log.warn({ farm, service, snapshot: a.snapshot }, 'crash rule: no state taken for the snapshot yet; starting the instance from its image');
+              return options.deploy?.(service);
+            }),
+            'farm: crash rule: restore failed',
+            { farm, service },
+          );
         } else {
-          // restart and restore: on runc there is no memory snapshot, so both start the instance afresh.
           track(options.deploy?.(service), 'farm: crash rule: deploy failed', { farm: f.graph.name, service });
         }
       }
@@ -437,6 +495,7 @@ export function createFarmEngine(options: FarmEngineOptions): FarmEngine {
   }
 
   async function remove(name: string): Promise<boolean> {
+    for (const t of farms.get(name)?.timers ?? []) clearInterval(t);
     if (!farms.delete(name)) return false;
     reindexExports();
     await options.registry.appendEvent({ kind: FARM_REMOVED, detail: { name } });
@@ -522,6 +581,7 @@ export function createFarmEngine(options: FarmEngineOptions): FarmEngine {
       while (pending.size > 0) await Promise.all([...pending]);
     },
     close() {
+      for (const f of farms.values()) for (const t of f.timers) clearInterval(t);
       agent.destroy();
     },
   };
