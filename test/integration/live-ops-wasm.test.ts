@@ -153,6 +153,63 @@ describe('live state through the provider and the CLI (wasm)', { skip, timeout: 
     assert.equal((await api('POST', '/s/sleepy/inc', {})).json.count, 4, 'restored, not started afresh');
   });
 
+  it('a farm snapshot is taken on its schedule, and a crash rule restores the instance with that memory', async () => {
+    const op = { input: { type: 'object' }, output: { type: 'object' } };
+    const graph = {
+      format: 'shoal.farm/v1',
+      name: 'counting',
+      services: { tally: { name: 'tally', version: '1', image: 'counter:1', driver: 'wasm', resources: { memoryMb: 16, cpuMillis: 100, pids: 4 }, operations: { inc: op, trap: op } } },
+      nodes: [{ kind: 'instance', id: 'c', service: 'tally', imports: {} }],
+      exports: [{ path: 'tally', node: 'c', service: 'tally' }],
+      crashRules: [{ instance: 'c', actions: [{ kind: 'restore', snapshot: 's1' }] }],
+      snapshots: [{ id: 's1', instance: 'c', everyMs: 10_000 }],
+    };
+    const applied = await api('PUT', '/api/v1/farms/counting', graph);
+    assert.ok(applied.status === 200 || applied.status === 201, applied.text);
+    const states = async () => (await api('GET', '/api/v1/states?service=counting-c')).json.states as Array<{ label: string; createdAt: number }>;
+    const wait = async (what: string, check: () => Promise<boolean>) => {
+      const deadline = Date.now() + 60_000;
+      while (!(await check())) {
+        assert.ok(Date.now() < deadline, `timed out waiting for ${what}`);
+        await new Promise((r) => setTimeout(r, 200));
+      }
+    };
+    await wait('the snapshot taken at apply', async () => (await states()).length >= 1);
+    assert.equal((await states())[0]!.label, 'counting.s1');
+    const call = async (operation: string) => api('POST', `/s/tally/${operation}`, {});
+    for (let i = 1; i <= 3; i++) assert.equal((await call('inc')).json.count, i);
+    const taken = (await states()).length;
+    await wait('the scheduled snapshot (every 10 s)', async () => (await states()).length > taken);
+    for (let i = 4; i <= 5; i++) assert.equal((await call('inc')).json.count, i);
+    const crashed = await call('trap');
+    assert.notEqual(crashed.status, 200, 'the instance trapped');
+    let after = 0;
+    await wait('the restored instance', async () => {
+      const r = await call('inc');
+      if (r.status !== 200) return false;
+      after = r.json.count;
+      return true;
+    });
+    assert.equal(after, 4, 'back with the memory of the scheduled snapshot (count 3), not from the image (1) nor as before the crash (6)');
+    assert.equal((await api('DELETE', '/api/v1/farms/counting')).status, 200);
+  });
+
+  it('a farm naming a snapshot of an instance whose driver cannot snapshot is refused, naming the field', async () => {
+    const op = { input: { type: 'object' }, output: { type: 'object' } };
+    const r = await api('PUT', '/api/v1/farms/nosnap', {
+      format: 'shoal.farm/v1',
+      name: 'nosnap',
+      services: { plain: { name: 'plain', version: '1', image: 'counter:1', driver: 'isolate', operations: { inc: op } } },
+      nodes: [{ kind: 'instance', id: 'p', service: 'plain', imports: {} }],
+      exports: [],
+      crashRules: [],
+      snapshots: [{ id: 's', instance: 'p' }],
+    });
+    assert.equal(r.status, 400, r.text);
+    assert.equal(r.json.error.field, 'snapshots/0/instance');
+    assert.match(r.json.error.message, /cannot snapshot/);
+  });
+
   it("refuses what the instance's driver cannot do, naming it, with a non-zero exit; bad input names the field", async () => {
     const [inst] = await instances();
     assert.ok(inst);
