@@ -19,7 +19,7 @@ import { createControlPlane } from './control-plane.ts';
 import { createAccessLookup, createAuthGate, createFarmCredential, createRegistryVerifier } from './auth/index.ts';
 import { migrateInstance } from './migration.ts';
 import { createLiveOpsApi } from './live-ops-api.ts';
-import { restoreState, snapshotInstance, suspendInstance, type LiveOpsDeps } from './live-ops.ts';
+import { forkInstance, restoreState, snapshotInstance, suspendInstance, type LiveOpsDeps } from './live-ops.ts';
 import { createDeployer, type DeployOutcome } from './deployer.ts';
 import { createHostPool, type HostPool, type HostRegistrationRequest, type Logger, type PoolHost } from './host-pool.ts';
 import { createProviderMetrics } from './metrics.ts';
@@ -329,6 +329,9 @@ async function assemble(options: ProviderOptions, registry: Registry, ownRegistr
     busy: (service) => coldStart.busy(service) || deployer.busy(service) || restoring.has(service),
     ownedBy: (ep) => ep.deployedBy === undefined || ep.deployedBy === providerId,
     traffic: { record: (reports) => registry.recordTraffic(providerId, reports), last: (ids) => registry.lastTraffic(ids) },
+    fork: async (ep) => {
+      await forkInstance(liveOps, ep.id);
+    },
     suspend: async (ep, keepStateMs) => {
       await suspendInstance(liveOps, ep.id, { ttlMs: keepStateMs });
     },

@@ -34,6 +34,12 @@ export interface ScalerOptions {
   };
   /** Scaling to zero a service with `idle: 'suspend'`: saves the instance's state and removes it; rejects when its driver cannot. */
   suspend?(endpoint: RouteEndpoint, keepStateMs: number): Promise<void>;
+  /**
+   * Scaling out by copying a warm instance (drivers that can fork: its memory, warm caches
+   * and all) instead of a cold start; rejects when the instance's driver cannot, and the
+   * loop deploys from the image instead.
+   */
+  fork?(source: RouteEndpoint): Promise<void>;
   /** How often this provider's traffic is written (default 2 s, only for services that had messages). */
   trafficReportMs?: number;
   intervalMs?: number;
@@ -109,6 +115,31 @@ export function createScaler(options: ScalerOptions): Scaler {
     return deployer.undeploy(ep, 'scaled-down');
   }
 
+  const forking = new Set<string>();
+
+  /** Forks the least busy warm instance `count` times where its driver can; deploys the rest from the image. */
+  async function scaleOut(name: string, eps: readonly RouteEndpoint[], count: number): Promise<void> {
+    let left = count;
+    if (options.fork !== undefined && eps.length > 0) {
+      forking.add(name);
+      try {
+        const source = [...eps].sort((a, b) => tracker.count(a.id) - tracker.count(b.id))[0]!;
+        while (left > 0) {
+          try {
+            await options.fork(source);
+            left--;
+          } catch (e) {
+            log.info({ service: name, instance: source.id, err: (e as Error).message }, 'scaling out by fork is not possible; deploying from the image');
+            break;
+          }
+        }
+      } finally {
+        forking.delete(name);
+      }
+    }
+    if (left > 0) await deployer.deploy(name, { count: left, reason: 'scale' });
+  }
+
   function tick(): Promise<void> {
     if (running) return running;
     running = (async () => {
@@ -124,7 +155,7 @@ export function createScaler(options: ScalerOptions): Scaler {
         let last = table.lastMessageAt(name);
         for (const ep of eps) if (ep.readyAt > last) last = ep.readyAt;
         if (last === 0) last = startedAt;
-        const busy = options.busy(name);
+        const busy = options.busy(name) || forking.has(name);
         const decision = desiredReplicas(
           { inFlight, ready: eps.length, pending: busy ? 1 : 0, lastRequestAt: last },
           { ...entry.description.scaling, ...(options.stableWindowMs === undefined ? {} : { stableWindowMs: options.stableWindowMs }) },
@@ -137,7 +168,7 @@ export function createScaler(options: ScalerOptions): Scaler {
           const count = decision.replicas - current;
           log.info({ service: name, count, reason: decision.reason }, 'scaling up');
           track(
-            deployer.deploy(name, { count, reason: 'scale' }).catch((e: unknown) => {
+            scaleOut(name, eps, count).catch((e: unknown) => {
               log.warn({ service: name, err: (e as Error).message }, 'scaling up failed');
             }),
           );

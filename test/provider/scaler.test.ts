@@ -20,7 +20,7 @@ async function until(check: () => Promise<boolean>): Promise<void> {
 
 function setup(
   scaling: Record<string, number | string>,
-  o: { busy?: boolean; deployFails?: boolean; queued?: number; traffic?: Parameters<typeof createScaler>[0]['traffic']; suspend?: (ep: RouteEndpoint, keep: number) => Promise<void> } = {},
+  o: { busy?: boolean; deployFails?: boolean; queued?: number; traffic?: Parameters<typeof createScaler>[0]['traffic']; suspend?: (ep: RouteEndpoint, keep: number) => Promise<void>; fork?: (ep: RouteEndpoint) => Promise<void> } = {},
 ) {
   let now = 1_000_000;
   const tracker = createInFlightTracker();
@@ -52,6 +52,7 @@ function setup(
     trafficReportMs: 0,
     ...(o.traffic === undefined ? {} : { traffic: o.traffic }),
     ...(o.suspend === undefined ? {} : { suspend: o.suspend }),
+    ...(o.fork === undefined ? {} : { fork: o.fork }),
   });
   const add = (id: string, readyAt: number, deployedBy = 'me') =>
     table.add({ id, service: 'echo', version: '1', deploymentId: `d-${id}`, hostId: 'h1', readyAt, deployedBy } as unknown as RouteEndpoint);
@@ -192,4 +193,26 @@ test("idle: 'suspend' saves the last instance instead of stopping it; a driver t
   await f.scaler.close();
   assert.deepEqual(f.undeploys, ['e2:scaled-down']);
   assert.ok(f.logged.includes('warn suspending an idle instance failed; stopping it instead'));
+});
+
+test('scaling out copies a warm instance where its driver can fork; where it cannot, the rest come from the image', async () => {
+  const forks: string[] = [];
+  const s = setup({ targetConcurrency: 2, max: 4, idleTimeoutMs: 60_000 }, { fork: async (ep) => void forks.push(ep.id) });
+  s.add('e1', s.now());
+  s.table.touch('echo', s.now());
+  for (let i = 0; i < 6; i++) s.tracker.acquire('e1');
+  await s.scaler.tick();
+  await s.scaler.close();
+  assert.deepEqual(forks, ['e1', 'e1'], 'two copies of the warm instance');
+  assert.deepEqual(s.deploys, [], 'no cold start');
+
+  let tries = 0;
+  const f = setup({ targetConcurrency: 2, max: 4, idleTimeoutMs: 60_000 }, { fork: async () => Promise.reject(new Error(`instance e1 runs on driver runc, which cannot fork (${++tries})`)) });
+  f.add('e1', f.now());
+  f.table.touch('echo', f.now());
+  for (let i = 0; i < 6; i++) f.tracker.acquire('e1');
+  await f.scaler.tick();
+  await f.scaler.close();
+  assert.equal(tries, 1, 'asked once, then the image');
+  assert.deepEqual(f.deploys, [{ service: 'echo', count: 2, reason: 'scale' }]);
 });
