@@ -21,11 +21,14 @@ import { conditionalWrite, logHostFailure, logWriteFailure } from './write-failu
 import type { ImageResolver } from '../image/index.ts';
 import type { DeploymentTimeline, ImportBinding, EndpointReference } from '../protocol/index.ts';
 import { ShoalError, isShoalError } from '../protocol/index.ts';
+import { chooseActivation, createCostEstimator, type ActivationCandidate, type ActivationChoice, type ActivationPath, type CostEstimator } from './activation/index.ts';
 
 export type DeployReason = 'cold' | 'scale' | 'replace';
 
 export interface DeployerMetrics {
   coldStart(service: string): void;
+  /** A message with no warm instance was answered by this path (resume, restore, fork, cold). */
+  activation?(service: string, path: ActivationPath): void;
   deployment(service: string, outcome: 'ready' | 'failed' | 'refused', seconds: number): void;
 }
 
@@ -45,6 +48,10 @@ export interface DeployerOptions {
   readinessTimeoutMs?: number;
   /** Where a service's import sockets forward (farm instances: their intermediaries). */
   importsFor?(service: string): ImportBinding[] | undefined;
+  /** Resumes a paused instance (the activation path `resume`); resolves with it routable again. */
+  resume?(instanceId: string): Promise<RouteEndpoint>;
+  /** The activation cost estimator (default: a fresh one). */
+  costs?: CostEstimator;
   /** Work on the service that a deployment must wait for (a crash rule restoring its state). */
   waitFor?(service: string): Promise<unknown> | undefined;
   rand?: () => number;
@@ -93,6 +100,7 @@ export function createDeployer(options: DeployerOptions): Deployer {
   const { registry, pool, table, tracker, claims, images, log } = options;
   const readinessTimeoutMs = options.readinessTimeoutMs ?? 60_000;
   const rand = options.rand ?? Math.random;
+  const costs = options.costs ?? createCostEstimator();
   const active = new Map<string, Promise<unknown>>();
   /** Timelines of deployments whose first reply has not been recorded yet. */
   const pendingTimelines = new Map<string, { timeline: DeploymentTimeline; readyMs: number; t0: number }>();
@@ -165,18 +173,31 @@ export function createDeployer(options: DeployerOptions): Deployer {
     // A restore under way brings the instance back with its state: a claim after it finds it ready.
     await options.waitFor?.(entry.name)?.catch(() => undefined);
     const image = await images.resolve(entry.description.image);
-    // A suspended instance comes back with its memory: the newest live state this version
-    // was suspended to, on a host whose driver took it (a cold start from the image otherwise).
-    const suspended = mode === 'cold' && count === 1 ? (await registry.listStates({ service: entry.name, reason: 'suspend', liveAt: Date.now() })).find((s) => s.version === entry.version) : undefined;
+    // A message with no warm instance: resume a paused one, restore the state a suspended one
+    // left, or start cold — whichever has measured cheapest on the host it would use.
+    const activation = mode === 'cold' && count === 1 ? await chooseColdPath(entry, image, exclude) : undefined;
+    if (activation?.chosen.path === 'resume' && options.resume !== undefined) {
+      const t = performance.now();
+      try {
+        const ep = await options.resume(activation.chosen.from!);
+        activated(entry.name, activation, performance.now() - t);
+        return { ready: [ep], deployments: [], errors: [], failedHosts: [] };
+      } catch (e) {
+        log.warn({ service: entry.name, instance: activation.chosen.from, err: (e as Error).message }, 'resuming a paused instance failed; starting another');
+      }
+    }
+    const suspended = activation?.chosen.path === 'restore' ? activation.state : undefined;
     const views = hostViews(pool.placeable(), table.endpoints(entry.name), suspended?.driver ?? requiredDriver(entry, image));
-    const { picks, refusal } = choosePlacements(entry, image, count, exclude, views, rand);
+    const { picks, refusal } = activation?.pick !== undefined && activation.chosen.path !== 'resume' ? { picks: [activation.pick], refusal: undefined } : choosePlacements(entry, image, count, exclude, views, rand);
     if (picks.length === 0) return { ready: [], deployments: [], errors: [refusal ?? 'no host'], failedHosts: [], noHost: refusal ?? 'no host' };
     const claim = await claims.claim({ service: entry.name, version: entry.version, mode, hostId: picks[0]!.host });
     if (!claim.claimed) return { ready: [], deployments: [], errors: [], failedHosts: [], deferred: claim.existing };
     const lease = claims.hold(claim.deployment.id);
     const sendMs = performance.now() - timing.t0;
     try {
+      const sent = performance.now();
       const results = await Promise.all(picks.map((pick) => send(entry, image, pick, suspended)));
+      if (activation !== undefined && results.some((r) => !('error' in r))) activated(entry.name, activation, performance.now() - sent);
       if (suspended !== undefined && results.some((r) => !('error' in r))) {
         // Consumed: the state is running again (a second cold start must not run it twice).
         await registry.removeState(suspended.id);
@@ -234,6 +255,44 @@ export function createDeployer(options: DeployerOptions): Deployer {
     } finally {
       lease.stop();
     }
+  }
+
+  type ColdPath = { chosen: ActivationCandidate; considered: ActivationChoice['considered']; pick?: { host: string; driver: string; reason: string }; state?: SavedStateRecord };
+
+  /** The candidates for a message with no warm instance, and the cheapest by measured cost. */
+  async function chooseColdPath(entry: ServiceEntry, image: Awaited<ReturnType<ImageResolver['resolve']>>, exclude: readonly string[]): Promise<ColdPath | undefined> {
+    const driverKey = entry.description.driver ?? image.driver ?? 'default';
+    const candidates: ActivationCandidate[] = [];
+    for (const ep of table.paused(entry.name)) if (ep.version === entry.version) candidates.push({ path: 'resume', host: ep.hostId, driver: driverKey, from: ep.id });
+    const state = (await registry.listStates({ service: entry.name, reason: 'suspend', liveAt: Date.now() })).find((s) => s.version === entry.version);
+    const picks = new Map<ActivationCandidate, { host: string; driver: string; reason: string }>();
+    if (state !== undefined) {
+      const p = choosePlacements(entry, image, 1, exclude, hostViews(pool.placeable(), table.endpoints(entry.name), state.driver), rand).picks[0];
+      if (p !== undefined) {
+        const c: ActivationCandidate = { path: 'restore', host: p.host, driver: state.driver, from: state.id };
+        candidates.push(c);
+        picks.set(c, p);
+      }
+    }
+    const p = choosePlacements(entry, image, 1, exclude, hostViews(pool.placeable(), table.endpoints(entry.name), requiredDriver(entry, image)), rand).picks[0];
+    if (p !== undefined) {
+      const c: ActivationCandidate = { path: 'cold', host: p.host, driver: p.driver, from: image.manifestDigest };
+      candidates.push(c);
+      picks.set(c, p);
+    }
+    const choice = chooseActivation(candidates, (c) => costs.estimate(c));
+    if (choice === undefined) return undefined;
+    const chosen = candidates.find((c) => c.path === choice.choice.path && c.host === choice.choice.host && c.from === choice.choice.from)!;
+    return { chosen, considered: choice.considered, ...(picks.has(chosen) ? { pick: picks.get(chosen)! } : {}), ...(chosen.path === 'restore' && state !== undefined ? { state } : {}) };
+  }
+
+  /** Feeds the estimator and records why and where the time went (cold-start attribution). */
+  function activated(service: string, a: ColdPath, ms: number): void {
+    costs.observe(a.chosen, ms);
+    options.metrics?.activation?.(service, a.chosen.path);
+    void registry
+      .appendEvent({ kind: 'activated', service, hostId: a.chosen.host, detail: { path: a.chosen.path, host: a.chosen.host, driver: a.chosen.driver, ms: Math.round(ms), considered: a.considered.map((c) => ({ path: c.path, host: c.host, estimateMs: Math.round(c.estimateMs) })) } })
+      .catch(logWriteFailure(log, 'the activated event', { service }));
   }
 
   /**

@@ -19,7 +19,7 @@ import { createControlPlane } from './control-plane.ts';
 import { createAccessLookup, createAuthGate, createFarmCredential, createRegistryVerifier } from './auth/index.ts';
 import { migrateInstance } from './migration.ts';
 import { createLiveOpsApi } from './live-ops-api.ts';
-import { forkInstance, restoreState, snapshotInstance, suspendInstance, type LiveOpsDeps } from './live-ops.ts';
+import { forkInstance, restoreState, resumeInstance, snapshotInstance, suspendInstance, type LiveOpsDeps } from './live-ops.ts';
 import { createDeployer, type DeployOutcome } from './deployer.ts';
 import { createHostPool, type HostPool, type HostRegistrationRequest, type Logger, type PoolHost } from './host-pool.ts';
 import { createProviderMetrics } from './metrics.ts';
@@ -267,6 +267,7 @@ async function assemble(options: ProviderOptions, registry: Registry, ownRegistr
   const restoring = new Map<string, Promise<unknown>>();
   const deployer = createDeployer({
     waitFor: (service) => restoring.get(service),
+    resume: (instanceId) => resumeInstance(liveOps, instanceId),
     importsFor: (service) => farmsRef?.importsFor(service),
     registry,
     pool,
@@ -281,6 +282,7 @@ async function assemble(options: ProviderOptions, registry: Registry, ownRegistr
     metrics: {
       coldStart: (s) => metricsRef?.coldStart(s),
       deployment: (s, o, sec) => metricsRef?.deployment(s, o, sec),
+      activation: (s, path) => metricsRef?.activation(s, path),
     },
   });
   const coldStart = createColdStart({

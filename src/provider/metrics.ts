@@ -3,6 +3,7 @@
 // children, so the message path pays a map lookup and an increment, not a label hash.
 import { Counter, Gauge, Histogram, Registry as PromRegistry, collectDefaultMetrics } from 'prom-client';
 import type { DeployerMetrics } from './deployer.ts';
+import type { ActivationPath } from './activation/index.ts';
 
 export interface ProviderMetricsSources {
   queues(): Array<{ service: string; queued: number }>;
@@ -12,6 +13,7 @@ export interface ProviderMetricsSources {
 }
 
 export interface ProviderMetrics extends DeployerMetrics {
+  activation(service: string, path: ActivationPath): void;
   message(service: string, operation: string, status: number, seconds: number): void;
   render(): Promise<{ contentType: string; body: string }>;
 }
@@ -36,6 +38,12 @@ export function createProviderMetrics(sources: ProviderMetricsSources): Provider
     name: 'shoal_provider_cold_starts_total',
     help: 'Deployments started because a message found no ready instance',
     labelNames: ['service'] as const,
+    registers: [register],
+  });
+  const activations = new Counter({
+    name: 'shoal_activations_total',
+    help: 'Messages that found no warm instance, by the path that answered them (resume, restore, fork, cold)',
+    labelNames: ['service', 'path'] as const,
     registers: [register],
   });
   const deploys = new Histogram({
@@ -105,6 +113,7 @@ export function createProviderMetrics(sources: ProviderMetricsSources): Provider
       h.observe(seconds);
     },
     coldStart: (service) => coldStarts.labels(service).inc(),
+    activation: (service, path) => activations.labels(service, path).inc(),
     deployment: (service, outcome, seconds) => deploys.labels(service, outcome).observe(seconds),
     async render() {
       return { contentType: register.contentType, body: await register.metrics() };

@@ -117,6 +117,13 @@ describe('live state through the provider and the CLI (wasm)', { skip, timeout: 
     assert.equal(await inc(), before + 1, 'the first message after suspend restored the state');
     assert.equal((await instances()).length, 1);
     assert.deepEqual((await api('GET', '/api/v1/states?service=counter')).json.states, [], 'the suspended state was consumed by its restore');
+    // Cold-start attribution: the path taken, where, how long, and what else was considered.
+    const events = (await api('GET', '/api/v1/events?service=counter&limit=50')).json.events as Array<{ kind: string; detail: { path: string; ms: number; considered: Array<{ path: string }> } }>;
+    const activation = events.filter((e) => e.kind === 'activated').at(-1);
+    assert.equal(activation?.detail.path, 'restore', JSON.stringify(events.map((e) => e.kind)));
+    assert.deepEqual(activation!.detail.considered.map((c) => c.path).sort(), ['cold', 'restore']);
+    const metrics = await (await fetch(`${provider.url}/metrics`, { headers: { authorization: `Bearer ${token}` } })).text();
+    assert.match(metrics, /shoal_activations_total\{service="counter",path="restore"\} 1/);
   });
 
   it('fork: two instances, counts diverge', async () => {
