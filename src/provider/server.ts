@@ -327,8 +327,10 @@ export function createProviderApi(options: ProviderApiOptions): Hono {
     const service = c.req.query('service');
     const after = c.req.query('after');
     const limitText = c.req.query('limit');
+    const kind = c.req.query('kind');
     const events = await registry.listEvents({
       ...(service === undefined ? {} : { service }),
+      ...(kind === undefined ? {} : { kind }),
       ...(after === undefined ? {} : { afterId: Number(after) }),
       ...(limitText === undefined ? {} : { limit: Number(limitText) }),
     });

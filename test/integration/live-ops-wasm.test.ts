@@ -123,6 +123,10 @@ describe('live state through the provider and the CLI (wasm)', { skip, timeout: 
     assert.equal(activation?.detail.path, 'restore', JSON.stringify(events.map((e) => e.kind)));
     assert.deepEqual(activation!.detail.considered.map((c) => c.path).sort(), ['cold', 'restore']);
     const metrics = await (await fetch(`${provider.url}/metrics`, { headers: { authorization: `Bearer ${token}` } })).text();
+    const shown = await shoal(['deployments', 'counter']);
+    assert.equal(shown.code, 0, shown.stderr);
+    assert.match(shown.stdout, /activations \(messages that found no warm instance\):\n/);
+    assert.match(shown.stdout, /counter {2}restore on host-\S+ \(wasm\) in [\d.]+ m?s; weighed against cold@host-/);
     assert.match(metrics, /shoal_activations_total\{service="counter",path="restore"\} 1/);
   });
 

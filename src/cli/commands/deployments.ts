@@ -27,6 +27,20 @@ export function waterfall(d: DeploymentSummary, width = WIDTH): string {
   return lines.join('\n');
 }
 
+interface ActivationDetail {
+  path: string;
+  host: string;
+  driver: string;
+  ms: number;
+  considered: Array<{ path: string; host: string; estimateMs: number }>;
+}
+
+export function activationLine(at: number, service: string | undefined, d: ActivationDetail): string {
+  const when = new Date(at).toISOString().replace('T', ' ').replace(/\.\d+Z$/, 'Z');
+  const others = d.considered.filter((c) => !(c.path === d.path && c.host === d.host)).map((c) => `${c.path}@${c.host} ~${fmt(c.estimateMs)}`);
+  return `  ${when}  ${service ?? ''}  ${d.path} on ${d.host} (${d.driver}) in ${fmt(d.ms)}${others.length === 0 ? '' : `; weighed against ${others.join(', ')}`}`;
+}
+
 function fmt(ms: number): string {
   return ms >= 1000 ? `${(ms / 1000).toFixed(2)} s` : `${ms.toFixed(ms < 10 ? 1 : 0)} ms`;
 }
@@ -45,6 +59,17 @@ export function registerDeploymentsCommand(program: Command): void {
     const r = await providerRequest<{ deployments: DeploymentSummary[] }>(opts, 'GET', `/api/v1/deployments${q.size ? `?${q}` : ''}`);
     const n = Math.max(1, Number(opts.last) || 10);
     const shown = r.deployments.slice(-n);
-    printResult(opts, { deployments: shown }, () => (shown.length === 0 ? `no deployments${service ? ` of ${service}` : ''}` : shown.map((d) => waterfall(d)).join('\n\n')));
+    // Cold-start attribution: each message that found no warm instance, the path that answered it and what else was weighed.
+    const ev = await providerRequest<{ events: Array<{ at: number; kind: string; service?: string; detail: ActivationDetail }> }>(
+      opts,
+      'GET',
+      `/api/v1/events?kind=activated&limit=${n}${service ? `&service=${encodeURIComponent(service)}` : ''}`,
+    );
+    const activations = ev.events.filter((e) => e.kind === 'activated');
+    printResult(opts, { deployments: shown, activations: activations.map((e) => ({ at: e.at, service: e.service, ...e.detail })) }, () => {
+      const parts = [shown.length === 0 ? `no deployments${service ? ` of ${service}` : ''}` : shown.map((d) => waterfall(d)).join('\n\n')];
+      if (activations.length > 0) parts.push(['activations (messages that found no warm instance):', ...activations.map((e) => activationLine(e.at, e.service, e.detail))].join('\n'));
+      return parts.join('\n\n');
+    });
   });
 }
