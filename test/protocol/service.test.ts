@@ -27,7 +27,7 @@ test('applies every default and leaves the input untouched', () => {
   const input = structuredClone(base);
   const d = validateServiceDescription(input);
   assert.deepEqual(d.resources, { memoryMb: 128, cpuMillis: 500, pids: 64 });
-  assert.deepEqual(d.scaling, { min: 0, max: 4, targetConcurrency: 10, idleTimeoutMs: 300_000 });
+  assert.deepEqual(d.scaling, { min: 0, max: 4, targetConcurrency: 10, idleTimeoutMs: 300_000, idle: 'stop', keepStateMs: 86_400_000 });
   assert.deepEqual(d.placement, {});
   assert.deepEqual(d.imports, {});
   assert.equal(d.operations.Echo?.idempotent, false);
@@ -45,7 +45,7 @@ test('keeps given values and fills only the missing ones', () => {
     driver: 'runc',
   });
   assert.deepEqual(d.resources, { memoryMb: 256, cpuMillis: 500, pids: 64 });
-  assert.deepEqual(d.scaling, { min: 1, max: 8, targetConcurrency: 10, idleTimeoutMs: 300_000 });
+  assert.deepEqual(d.scaling, { min: 1, max: 8, targetConcurrency: 10, idleTimeoutMs: 300_000, idle: 'stop', keepStateMs: 86_400_000 });
   assert.equal(d.operations.Echo?.idempotent, true);
   assert.equal(d.placement.requires?.isolation, 'namespaces');
   assert.equal(d.driver, 'runc');
