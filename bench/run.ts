@@ -4,7 +4,7 @@
 // machines are noisy: read the ratios, not the absolute times. The report records the
 // commit, date, machine (and its load at start) and Node version, and under each section
 // the command that produces it alone.
-//   SHOAL_BENCH_ONLY=pull,store,overlay,forwarding,host-start,provider,warm-path,scale,faults,compose,validation,slow-clients,cli-call,components,wasm,vm   run a subset
+//   SHOAL_BENCH_ONLY=pull,store,overlay,forwarding,host-start,provider,warm-path,scale,faults,compose,validation,slow-clients,cli-call,components,wasm,activation,vm   run a subset
 import { mkdir, mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -28,6 +28,7 @@ import { runWasmBench } from './wasm.ts';
 import { formatComponentsBench, runComponentsBench } from './components.ts';
 import { runComponentsProviderBench } from './components-provider.ts';
 import { formatVmBench, runVmBench, vmFigures } from './vm.ts';
+import { activationFigures, formatActivationBench, runActivationBench } from './activation.ts';
 import { fig, type Figure, type ReportJson, type ReportSection } from './lib/figures.ts';
 import { formatMeta, reportMeta } from './lib/report-meta.ts';
 
@@ -230,6 +231,15 @@ const SECTIONS: Section[] = [
       },
     },
     {
+    name: 'activation',
+    title: 'First message after idleness by path (warm, restore, fork, cold) and the activator vs hindsight (issue 15)',
+    async run() {
+      log('activation: counter component on three wasm hosts');
+      const r = await runActivationBench({ log });
+      return { text: formatActivationBench(r), figures: activationFigures(r) };
+    },
+  },
+  {
     name: 'vm',
     title: 'vm driver: cold boot vs resume from saved state (XenoServer), disk and memory per VM',
     async run() {

@@ -266,16 +266,18 @@ export function createDeployer(options: DeployerOptions): Deployer {
     for (const ep of table.paused(entry.name)) if (ep.version === entry.version) candidates.push({ path: 'resume', host: ep.hostId, driver: driverKey, from: ep.id });
     const state = (await registry.listStates({ service: entry.name, reason: 'suspend', liveAt: Date.now() })).find((s) => s.version === entry.version);
     const picks = new Map<ActivationCandidate, { host: string; driver: string; reason: string }>();
+    // Up to three hosts per path, so the choice is also where (each host's own measurements).
     if (state !== undefined) {
-      const p = choosePlacements(entry, image, 1, exclude, hostViews(pool.placeable(), table.endpoints(entry.name), state.driver), rand).picks[0];
-      if (p !== undefined) {
+      for (const p of choosePlacements(entry, image, 3, exclude, hostViews(pool.placeable(), table.endpoints(entry.name), state.driver), rand).picks) {
         const c: ActivationCandidate = { path: 'restore', host: p.host, driver: state.driver, from: state.id };
         candidates.push(c);
         picks.set(c, p);
       }
     }
-    const p = choosePlacements(entry, image, 1, exclude, hostViews(pool.placeable(), table.endpoints(entry.name), requiredDriver(entry, image)), rand).picks[0];
-    if (p !== undefined) {
+    // A suspended instance's state is its memory: a cold start would lose it, so it is no
+    // alternative while a restore can be placed (the choice is then where, and resume vs restore).
+    const owed = candidates.some((c) => c.path === 'restore');
+    for (const p of owed ? [] : choosePlacements(entry, image, 3, exclude, hostViews(pool.placeable(), table.endpoints(entry.name), requiredDriver(entry, image)), rand).picks) {
       const c: ActivationCandidate = { path: 'cold', host: p.host, driver: p.driver, from: image.manifestDigest };
       candidates.push(c);
       picks.set(c, p);

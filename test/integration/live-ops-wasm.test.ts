@@ -121,12 +121,14 @@ describe('live state through the provider and the CLI (wasm)', { skip, timeout: 
     const events = (await api('GET', '/api/v1/events?service=counter&limit=50')).json.events as Array<{ kind: string; detail: { path: string; ms: number; considered: Array<{ path: string }> } }>;
     const activation = events.filter((e) => e.kind === 'activated').at(-1);
     assert.equal(activation?.detail.path, 'restore', JSON.stringify(events.map((e) => e.kind)));
-    assert.deepEqual(activation!.detail.considered.map((c) => c.path).sort(), ['cold', 'restore']);
+    // A suspended instance's state is owed: restores on up to three hosts were weighed, a cold start (which would lose it) was not.
+    assert.ok(activation!.detail.considered.length >= 2, JSON.stringify(activation!.detail));
+    assert.ok(activation!.detail.considered.every((c) => c.path === 'restore'), JSON.stringify(activation!.detail));
     const metrics = await (await fetch(`${provider.url}/metrics`, { headers: { authorization: `Bearer ${token}` } })).text();
     const shown = await shoal(['deployments', 'counter']);
     assert.equal(shown.code, 0, shown.stderr);
     assert.match(shown.stdout, /activations \(messages that found no warm instance\):\n/);
-    assert.match(shown.stdout, /counter {2}restore on host-\S+ \(wasm\) in [\d.]+ m?s; weighed against cold@host-/);
+    assert.match(shown.stdout, /counter {2}restore on host-\S+ \(wasm\) in [\d.]+ m?s; weighed against restore@host-/);
     assert.match(metrics, /shoal_activations_total\{service="counter",path="restore"\} 1/);
   });
 
