@@ -126,7 +126,7 @@ export function formatActivationBench(r: ActivationBenchResult): string {
     row('fork (copy a warm instance)', r.ms.fork),
     row('cold (after stop: from the image)', r.ms.cold),
     '',
-    `**Restore vs cold: ${(median(r.ms.cold) / median(r.ms.restore)).toFixed(1)}× faster.**`,
+    `**Restore / cold at the median: ${(median(r.ms.restore) / median(r.ms.cold)).toFixed(2)}×** (below 1: restoring the state is faster than starting from the image).`,
     '',
     `Mixed trace (${r.trace.length} idle periods, each ending in a suspend (S) or a stop (-), then one message): ${chosen}.`,
     `**The activator's choice at p50: ${r.chosenP50.toFixed(1)} ms vs ${r.bestP50.toFixed(1)} ms best available in hindsight (per-path medians above) = ${(r.chosenP50 / r.bestP50).toFixed(2)}×** (goal ≤ 1.1×).`,
