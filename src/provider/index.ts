@@ -18,6 +18,7 @@ import { createColdStart } from './cold-start.ts';
 import { createControlPlane } from './control-plane.ts';
 import { createAccessLookup, createAuthGate, createFarmCredential, createRegistryVerifier } from './auth/index.ts';
 import { migrateInstance } from './migration.ts';
+import { logWriteFailure } from './write-failures.ts';
 import { createLiveOpsApi } from './live-ops-api.ts';
 import { forkInstance, restoreState, resumeInstance, snapshotInstance, suspendInstance, type LiveOpsDeps } from './live-ops.ts';
 import { createDeployer, type DeployOutcome } from './deployer.ts';
@@ -473,6 +474,18 @@ async function assemble(options: ProviderOptions, registry: Registry, ownRegistr
   pool.start();
   reconciler.start();
   scaler.start();
+  // Saved states past their keep time leave the registry (each expired row to one provider).
+  // Their artifacts stay in the store until it is collected: the store has no per-manifest
+  // delete for states yet (see the closing note of issue 15).
+  const stateExpiry = setInterval(() => {
+    void registry
+      .expireStates(Date.now())
+      .then((gone) => {
+        for (const s of gone) void registry.appendEvent({ kind: 'state-expired', service: s.service, detail: { state: s.id, digest: s.digest, reason: s.reason } }).catch(logWriteFailure(log, 'the state-expired event', { state: s.id }));
+      })
+      .catch((e: unknown) => log.warn({ err: String(e) }, 'expiring saved states failed; trying again next minute'));
+  }, 60_000);
+  stateExpiry.unref();
   log.info({ url, providerId, registry: (await registry.info()).location, store: storeUrlOf() }, 'provider listening');
 
   let closing: Promise<void> | undefined;
@@ -490,6 +503,7 @@ async function assemble(options: ProviderOptions, registry: Registry, ownRegistr
     pollHosts: () => pool.tick(),
     close() {
       closing ??= (async () => {
+        clearInterval(stateExpiry);
         await scaler.close();
         await reconciler.close();
         activator.close();
