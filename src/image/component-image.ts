@@ -1,6 +1,6 @@
 // Component images (issue 13): a shoal/service bundle as an OCI image of ONE layer and no
 // runtime template, for drivers that bring their own runtime (isolate: V8 isolates in
-// the host's runner). The image config says which driver runs it and where its entry is:
+// the host's runner; wasm: QuickJS compiled to WebAssembly, whose state can be captured). The image config says which driver runs it and where its entry is:
 //   Labels["dev.shoal.driver"] = "isolate"
 //   Labels["dev.shoal.entry"]  = "/app/service.mjs"   (also its Cmd)
 // The provider places a component image only on hosts that offer that driver.
@@ -15,8 +15,8 @@ import { bundleService, type BundleResult } from './sdk-bundle.ts';
 export const DRIVER_LABEL = COMPONENT_DRIVER_LABEL;
 export const ENTRY_LABEL = COMPONENT_ENTRY_LABEL;
 
-/** Drivers whose images are bundles without a runtime (the wasm driver adds 'wasm'). */
-export const COMPONENT_DRIVERS = ['isolate'] as const;
+/** Drivers that run a shoal/service bundle without a runtime in the image. */
+export const COMPONENT_DRIVERS = ['isolate', 'wasm'] as const;
 export type ComponentDriver = (typeof COMPONENT_DRIVERS)[number];
 
 export function isComponentDriver(name: string | undefined): name is ComponentDriver {

@@ -54,7 +54,7 @@ export function registerImageCommands(program: Command): void {
           'a .wasm or .wat module becomes a wasm component image (no template)',
       )
       .option('--template <ref>', 'template to build on, e.g. template://node/24 (required but with --driver isolate)')
-      .option('--driver <name>', 'build a component image for this driver (isolate): the bundle alone, no template; PATH is a service entry')
+      .option('--driver <name>', 'build a component image for this driver (isolate, or wasm: QuickJS, whose state can be snapshotted): the bundle alone, no template; PATH is a service entry')
       .requiredOption('--tag <name:tag>', 'name of the new image')
       .option('--whole-root', 'DIR is a complete root: what it lacks of the template is deleted (OCI whiteouts)')
       .option('--cmd <cmd>', 'command to run (JSON array or words)')
@@ -84,7 +84,7 @@ export function registerImageCommands(program: Command): void {
         printResult(opts, built, () => `${formatImageRef(ref)} = ${built.reference}\n${opts.driver} component: ${built.bundle.files.length} files, ${formatBytes(built.layer.size)} (entry ${built.bundle.entry})`);
         return;
       }
-      if (opts.template === undefined) throw new ShoalError('invalid', '--template is required (or --driver isolate for a component image)', { field: 'template' });
+      if (opts.template === undefined) throw new ShoalError('invalid', '--template is required (or --driver isolate|wasm for a component image)', { field: 'template' });
       const template = parseImageRef(opts.template, 'template');
       const cmd = parseCommand(opts.cmd, 'cmd');
       const entrypoint = parseCommand(opts.entrypoint, 'entrypoint');

@@ -4,6 +4,7 @@
 // row: its factory, how to prepare an instance of the fixture service, its skips.
 import { createProcessDriver } from '../../../src/host/drivers/process/index.ts';
 import { createRuncDriver } from '../../../src/host/drivers/runc/index.ts';
+import { createWasmDriver } from '../../../src/host/drivers/wasm/index.ts';
 import { runDriverContract, type DriverContractOptions } from './contract.ts';
 import { createIsolateHarness } from './isolate/harness.ts';
 import { createProcessHarness } from './process/harness.ts';
@@ -14,6 +15,9 @@ const CPU_IS_A_SHARE = 'runc bounds CPU as a share (cgroup cpu.max): a busy inst
 
 const processHarness = createProcessHarness();
 const isolate = createIsolateHarness();
+// The same bundle on the wasm driver runs on QuickJS (a .mjs entry).
+const quickjs = createIsolateHarness();
+const RUNNERS_END_WITH_THE_DRIVER = 'runners end with the driver that started them (their IPC channel closes), so a restarted agent finds its instances stopped';
 
 export const driverRows: DriverContractOptions[] = [
   {
@@ -49,6 +53,17 @@ export const driverRows: DriverContractOptions[] = [
         reason: 'runners end with the driver that started them (their IPC channel closes), so a restarted agent finds its isolate instances stopped (see isolate/index.test.ts)',
         tests: ['recover re-attaches a running instance and cleans a dead one'],
       },
+    ],
+  },
+  {
+    name: 'wasm (QuickJS)',
+    before: () => quickjs.setUp(),
+    after: () => quickjs.tearDown(),
+    create: () => createWasmDriver({ callTimeoutMs: 1000, log: () => undefined }),
+    instance: (id) => quickjs.instance(id),
+    skip: [
+      { reason: 'canPause is false: the wasm driver snapshots and forks instead', tests: ['pause holds requests until resume'] },
+      { reason: RUNNERS_END_WITH_THE_DRIVER, tests: ['recover re-attaches a running instance and cleans a dead one'] },
     ],
   },
 ];

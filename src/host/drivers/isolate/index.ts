@@ -29,6 +29,7 @@ import type { Driver, DriverCapabilities, DriverFingerprint, InstanceExit, Insta
 import { createRunnerChannel, deleteRunc, launchRunner, nodeBinary, type Confinement, type RunnerChannel, type RunnerProcess } from '../runner/index.ts';
 import { openCappedLog, type CappedLog } from '../shared/capped-log.ts';
 import { createInheritedListener } from '../shared/listener.ts';
+import { MODULE_FILE, readBundle } from '../shared/bundle.ts';
 import { createImportRelay, type ImportRelayLimits } from './import-relay.ts';
 import type { ExitMessage } from './messages.ts';
 
@@ -67,8 +68,6 @@ const require = createRequire(import.meta.url);
 const IVM_DIR = dirname(require.resolve('isolated-vm'));
 /** isolated-vm finds its prebuilt binary with node-gyp-build. */
 const GYP_BUILD_DIR = dirname(createRequire(require.resolve('isolated-vm')).resolve('node-gyp-build/package.json'));
-const MAX_BUNDLE_BYTES = 64 * 1024 * 1024;
-const MODULE_FILE = /\.(mjs|js|cjs|json)$/;
 const IMPORT_NAME = /^[A-Za-z0-9_-]{1,64}$/;
 /** isolated-vm refuses smaller heaps. */
 const MIN_HEAP_MB = 8;
@@ -356,38 +355,6 @@ class IsolateInstance implements RunningInstance {
     // An isolate is a heap in a shared process: no processes of its own, counted as one.
     return { memoryBytes: r.memoryBytes as number, cpuUsageNanos: r.cpuNanos as number, pids: 1 };
   }
-}
-
-/** The bundle's module files under the entry's top directory (/app), by path inside the image. */
-async function readBundle(rootfs: string, entry: string): Promise<Record<string, string>> {
-  // The entry comes from the spec's args: `/../x.js` would make the walk start above the image root.
-  if (posix.normalize(entry) !== entry || entry.split('/').includes('..') || entry.split('/').length < 3) {
-    throw new ShoalError('invalid', `${entry} is not a module path inside the image (absolute, normalised, under a top directory such as /app)`, { field: 'args' });
-  }
-  const top = `/${entry.split('/')[1] ?? ''}`;
-  const out: Record<string, string> = {};
-  let bytes = 0;
-  const walk = async (inside: string): Promise<void> => {
-    for (const e of await readdir(join(rootfs, inside), { withFileTypes: true })) {
-      const p = posix.join(inside, e.name);
-      if (e.isDirectory()) await walk(p);
-      else if (e.isFile() && MODULE_FILE.test(e.name)) {
-        const text = await readFile(join(rootfs, p), 'utf8');
-        bytes += text.length;
-        if (bytes > MAX_BUNDLE_BYTES) throw new ShoalError('invalid', `the bundle under ${top} is larger than ${MAX_BUNDLE_BYTES} bytes`, { field: 'rootfs' });
-        out[p] = text;
-      }
-      // Symbolic links and anything else are not followed.
-    }
-  };
-  try {
-    await walk(top);
-  } catch (e) {
-    if (e instanceof ShoalError) throw e;
-    throw new ShoalError('invalid', `reading the bundle ${top} from ${rootfs} failed: ${(e as Error).message}`, { field: 'rootfs', cause: e });
-  }
-  if (out[entry] === undefined) throw new ShoalError('invalid', `${entry} is not a module file in the image`, { field: 'args' });
-  return out;
 }
 
 /** The service version a runner holds: the digest of the entry's name and every module file. */

@@ -194,3 +194,25 @@ export const randomUUID = () => globalThis.__shoalRandomUUID();
 export default { createHash, randomUUID };
 `,
 };
+
+const shimCache = new Map<string, string>();
+
+/**
+ * The module a component gets for a built-in: NODE_SHIMS' few real functions, and every
+ * other export of the real module as a function that throws when called (`where` names
+ * the kind of component in the message).
+ */
+export async function builtinShim(spec: string, where: string): Promise<string> {
+  const name = spec.replace(/^node:/, '');
+  const key = `${name}\0${where}`;
+  let code = shimCache.get(key);
+  if (code !== undefined) return code;
+  code = NODE_SHIMS[name];
+  const real = Object.keys((await import(`node:${name}`)) as object).filter((n) => n !== 'default' && /^[A-Za-z_$][\w$]*$/.test(n));
+  const lines = [`const no = (what) => function () { throw new Error('node:${name}: ' + what + ' is not available inside ${where}'); };`];
+  const have = new Set(code === undefined ? [] : [...code.matchAll(/export (?:const|function) ([A-Za-z_$][\w$]*)/g)].map((m) => m[1]));
+  for (const n of real) if (!have.has(n)) lines.push(`export const ${n} = no(${JSON.stringify(n)});`);
+  code = `${code ?? 'export default {};'}\n${lines.join('\n')}\n`;
+  shimCache.set(key, code);
+  return code;
+}

@@ -15,7 +15,7 @@ import { isBuiltin } from 'node:module';
 import type { Server as NetServer, Socket } from 'node:net';
 import { posix } from 'node:path';
 import ivm from 'isolated-vm';
-import { BOOTSTRAP, NODE_SHIMS, SDK_INDEX } from './isolate-sdk.ts';
+import { BOOTSTRAP, builtinShim, SDK_INDEX } from './isolate-sdk.ts';
 import type { ExitMessage, FromRunner, ToRunner } from './messages.ts';
 
 const MAX_BODY_BYTES = 10 * 1024 * 1024;
@@ -151,7 +151,7 @@ class Component {
 
   private async resolve(spec: string, referrer: ivm.Module): Promise<ivm.Module> {
     const from = this.pathOf.get(referrer) ?? this.m.entry;
-    if (spec.startsWith('node:') || isBuiltin(spec)) return this.load(`node:${spec.replace(/^node:/, '')}`, await builtinShim(spec));
+    if (spec.startsWith('node:') || isBuiltin(spec)) return this.load(`node:${spec.replace(/^node:/, '')}`, await builtinShim(spec, 'an isolate component'));
     if (spec.startsWith('./') || spec.startsWith('../') || spec.startsWith('/')) return this.load(posix.resolve(posix.dirname(from), spec));
     if (spec === TYPEBOX || spec.startsWith(`${TYPEBOX}/`)) {
       const root = this.packageRoot(from, TYPEBOX);
@@ -344,23 +344,6 @@ function refillSpare(v: Version): void {
 /** Import calls in flight, by their seq (one counter for the runner: replies name only the seq). */
 const importOwners = new Map<number, Component>();
 let importSeq = 0;
-const shimCache = new Map<string, string>();
-
-/** A module for a built-in: a real one for os/crypto's few functions, else every export throws when called. */
-async function builtinShim(spec: string): Promise<string> {
-  const name = spec.replace(/^node:/, '');
-  let code = shimCache.get(name);
-  if (code !== undefined) return code;
-  code = NODE_SHIMS[name];
-  const real = Object.keys((await import(`node:${name}`)) as object).filter((n) => n !== 'default' && /^[A-Za-z_$][\w$]*$/.test(n));
-  const lines = [`const no = (what) => function () { throw new Error('node:${name}: ' + what + ' is not available inside an isolate component'); };`];
-  const have = new Set(code === undefined ? [] : [...code.matchAll(/export (?:const|function) ([A-Za-z_$][\w$]*)/g)].map((m) => m[1]));
-  for (const n of real) if (!have.has(n)) lines.push(`export const ${n} = no(${JSON.stringify(n)});`);
-  code = `${code ?? 'export default {};'}\n${lines.join('\n')}\n`;
-  shimCache.set(name, code);
-  return code;
-}
-
 async function onMessage(m: ToRunner, handle: unknown): Promise<void> {
   switch (m.t) {
     case 'start': {

@@ -18,6 +18,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { access, constants as fsConstants, mkdir, open, readFile, realpath, writeFile } from 'node:fs/promises';
 import { dirname, join, sep } from 'node:path';
 import { release } from 'node:os';
+import { isBuiltin } from 'node:module';
 import { ShoalError } from '../../../protocol/index.ts';
 import type {
   CapturedState,
@@ -37,7 +38,10 @@ import { openCappedLog } from '../shared/capped-log.ts';
 import { createInheritedListener } from '../shared/listener.ts';
 import { findOnPath, NANOS_PER_TICK, readProcStat, readStatusField, within } from '../shared/proc.ts';
 import { describeConfinement, launchRunner, RUNNER_SCRIPT, type Confinement, type Runner } from './launcher.ts';
-import { runnerFilesFor } from './runner-files.ts';
+import { QUICKJS_WASM, quickjsNodeModules, runnerFilesFor } from './runner-files.ts';
+import { MODULE_FILE, readBundle } from '../shared/bundle.ts';
+import { builtinShim, SDK_INDEX } from '../isolate/isolate-sdk.ts';
+import type { JsBundle } from './quickjs-engine.ts';
 import type { HostToRunner, RunnerToHost } from './runner-protocol.ts';
 import { STATE_MEDIA_TYPE, WASM_PAGE } from './engine.ts';
 
@@ -122,13 +126,13 @@ export function createWasmDriver(options: WasmDriverOptions = {}) {
   }
 
   /** Start a runner for spec with `state` (restore/fork) or fresh. */
-  async function launch(spec: InstanceSpec, module: Uint8Array, state?: { bytes: Uint8Array; compressed: boolean }): Promise<WasmInstance> {
+  async function launch(spec: InstanceSpec, program: Program, state?: { bytes: Uint8Array; compressed: boolean }): Promise<WasmInstance> {
     if (closed) throw new ShoalError('unavailable', 'the wasm driver is closed');
     if (live.has(spec.id)) throw new ShoalError('conflict', `instance ${spec.id} is already running`, { field: 'id' });
     const maxMemoryPages = Math.max(1, Math.floor(spec.resources.memoryBytes / WASM_PAGE));
     await mkdir(spec.stateDir, { recursive: true });
     const runner = await takeRunner(maxMemoryPages);
-    const inst = new WasmInstance(spec.id, runner, module);
+    const inst = new WasmInstance(spec.id, runner, program);
     // Capped like runc's shim: the instance writes this, the agent's disk and memory hold it.
     const log = openCappedLog(spec.logFile);
     if (runner.child.stdout) log.attach(runner.child.stdout);
@@ -142,7 +146,8 @@ export function createWasmDriver(options: WasmDriverOptions = {}) {
       const message: HostToRunner = {
         type: 'start',
         seq: 0,
-        module,
+        module: program.module,
+        ...(program.bundle ? { bundle: program.bundle } : {}),
         maxMemoryBytes: maxMemoryPages * WASM_PAGE,
         cpuLimitMs: callTimeoutMs,
         env: envOf(spec.env),
@@ -169,15 +174,15 @@ export function createWasmDriver(options: WasmDriverOptions = {}) {
   }
 
   async function start(spec: InstanceSpec): Promise<WasmInstance> {
-    return launch(spec, await readModule(spec));
+    return launch(spec, await readProgram(spec));
   }
 
   async function restore(spec: InstanceSpec, state: CapturedState): Promise<WasmInstance> {
     if (state.mediaType !== STATE_MEDIA_TYPE) throw new ShoalError('unsupported', `the wasm driver restores ${STATE_MEDIA_TYPE} states, not ${state.mediaType}`, { field: 'from' });
-    const module = await readModule(spec);
+    const program = await readProgram(spec);
     const want = state.annotations[ANNOTATION.module];
-    if (want !== moduleDigest(module)) {
-      throw new ShoalError('conflict', `the state was captured from module ${want ?? '(not named)'}, this image's module is ${moduleDigest(module)}`, { field: 'from' });
+    if (want !== program.digest) {
+      throw new ShoalError('conflict', `the state was captured from module ${want ?? '(not named)'}, this image's module is ${program.digest}`, { field: 'from' });
     }
     // The state holds at most the instance's linear memory (its limit comes from the spec) and
     // a little more (globals, tables, WASI state); a bigger file is not read into the agent.
@@ -192,13 +197,13 @@ export function createWasmDriver(options: WasmDriverOptions = {}) {
       await fh.close();
     }
     if (bytes.length > maxStateBytes) throw new ShoalError('invalid', `the state grew past ${maxStateBytes} bytes while read`, { field: 'from' });
-    return launch(spec, module, { bytes, compressed: true });
+    return launch(spec, program, { bytes, compressed: true });
   }
 
   async function fork(source: RunningInstance, spec: InstanceSpec): Promise<WasmInstance> {
     if (!(source instanceof WasmInstance)) throw new ShoalError('unsupported', `instance ${source.id} is not a wasm instance`, { field: 'id' });
     const raw = await source.captureBytes(false);
-    return launch(spec, source.module, { bytes: raw.state, compressed: false });
+    return launch(spec, source.program, { bytes: raw.state, compressed: false });
   }
 
   /** Resolves once a spare runner for `memoryBytes` instances is loaded (a warm host; benchmarks wait for it). */
@@ -241,18 +246,18 @@ export function createWasmDriver(options: WasmDriverOptions = {}) {
 export class WasmInstance implements CapturingInstance {
   readonly id: string;
   readonly exited: Promise<InstanceExit>;
-  /** The module's bytes, kept for forks. */
-  readonly module: Uint8Array;
+  /** What it runs, kept for forks. */
+  readonly program: Program;
   private readonly runner: Runner;
   private readonly pending = new Map<number, { resolve: (m: RunnerToHost) => void; reject: (e: Error) => void }>();
   private seq = 1;
   private stopping = false;
-  private exitReason: { reason: 'oom' | 'crashed'; message: string } | undefined;
+  private exitReason: { reason: 'oom' | 'crashed' | 'exited'; message: string } | undefined;
 
-  constructor(id: string, runner: Runner, module: Uint8Array) {
+  constructor(id: string, runner: Runner, program: Program) {
     this.id = id;
     this.runner = runner;
-    this.module = module;
+    this.program = program;
     const child = runner.child;
     child.on('message', (m: RunnerToHost) => this.onMessage(m));
     this.exited = new Promise((resolve) => {
@@ -316,7 +321,7 @@ export class WasmInstance implements CapturingInstance {
       file,
       annotations: {
         [ANNOTATION.driver]: 'wasm',
-        [ANNOTATION.module]: moduleDigest(this.module),
+        [ANNOTATION.module]: this.program.digest,
         [ANNOTATION.memoryBytes]: String(answer.memoryBytes),
         [ANNOTATION.pages]: String(answer.pages),
       },
@@ -350,6 +355,39 @@ export class WasmInstance implements CapturingInstance {
 
 export function moduleDigest(module: Uint8Array): string {
   return `sha256:${createHash('sha256').update(module).digest('hex')}`;
+}
+
+/**
+ * What an instance runs: a WASI module, or a shoal/service bundle on QuickJS (args[0] a
+ * .mjs/.js entry). Its digest names it in captured states: a state restores only into the
+ * same program (for JS, the same QuickJS build and the same bundle).
+ */
+export interface Program {
+  module: Uint8Array;
+  bundle?: JsBundle;
+  digest: string;
+}
+
+let quickjsWasm: Promise<{ bytes: Uint8Array; digest: string }> | undefined;
+
+async function readProgram(spec: InstanceSpec): Promise<Program> {
+  const entry = spec.args[0];
+  if (entry === undefined || !MODULE_FILE.test(entry)) {
+    const module = await readModule(spec);
+    return { module, digest: moduleDigest(module) };
+  }
+  const modules = await readBundle(spec.rootfs, entry);
+  const engine = await (quickjsWasm ??= readFile(join(quickjsNodeModules(), QUICKJS_WASM)).then((bytes) => ({ bytes, digest: moduleDigest(bytes) })));
+  const builtins: Record<string, string> = {};
+  for (const code of Object.values(modules)) {
+    for (const m of code.matchAll(/\b(?:from|import)\s*\(?\s*['"]((?:node:)?[a-z_/]+)['"]/g)) {
+      const name = (m[1] as string).replace(/^node:/, '');
+      if (builtins[name] === undefined && isBuiltin(name)) builtins[name] = await builtinShim(name, 'a wasm (QuickJS) component');
+    }
+  }
+  const h = createHash('sha256').update(engine.digest).update('\0').update(entry).update('\0');
+  for (const path of Object.keys(modules).sort()) h.update(path).update('\0').update(modules[path] as string).update('\0');
+  return { module: engine.bytes, bundle: { entry, modules, sdkIndex: SDK_INDEX, builtins }, digest: `sha256:${h.digest('hex')}` };
 }
 
 /** The module named by args[0], read from inside the root only (a link out of it is refused). */

@@ -13,17 +13,19 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { RunnerToHost } from './runner-protocol.ts';
 
+import { MODULE_EXT } from './launcher-ext.ts';
+import { QUICKJS_PACKAGES, quickjsNodeModules } from './runner-files.ts';
+
+export { MODULE_EXT } from './launcher-ext.ts';
 const HERE = dirname(fileURLToPath(import.meta.url));
-/** .ts in a checkout, .js in the published package (dist/). */
-export const MODULE_EXT = import.meta.url.endsWith('.ts') ? '.ts' : '.js';
 export const RUNNER_SCRIPT = join(HERE, `runner${MODULE_EXT}`);
 const NOBODY = 65534;
 
 export interface Confinement {
   /** unshare and setpriv paths when the host can use them (root), else undefined. */
   namespaces: { unshare: string; setpriv: string } | undefined;
-  /** Where the runner's modules and Node are (reachable by uid 65534: runner-files.ts); default: in place. */
-  files?: { dir: string; node: string };
+  /** Where the runner's modules, Node and QuickJS are (reachable by uid 65534: runner-files.ts); default: in place. */
+  files?: { dir: string; node: string; quickjs: string };
 }
 
 export function describeConfinement(c: Confinement): string {
@@ -43,9 +45,12 @@ export interface Runner {
 export function launchRunner(options: { maxMemoryPages: number; confinement: Confinement }): Runner {
   const dir = options.confinement.files?.dir ?? HERE;
   const node = options.confinement.files?.node ?? process.execPath;
+  const quickjs = options.confinement.files?.quickjs ?? quickjsNodeModules();
   const nodeArgs = [
     '--permission',
     `--allow-fs-read=${dir}`,
+    // QuickJS's packages, for JS components (their node_modules is not readable as a whole).
+    ...QUICKJS_PACKAGES.map((p) => `--allow-fs-read=${join(quickjs, p)}`),
     '--allow-wasi',
     '--allow-worker',
     `--wasm-max-mem-pages=${options.maxMemoryPages}`,
@@ -53,6 +58,7 @@ export function launchRunner(options: { maxMemoryPages: number; confinement: Con
     '--disable-warning=ExperimentalWarning',
     '--disable-warning=SecurityWarning',
     join(dir, `runner${MODULE_EXT}`),
+    `--quickjs=${quickjs}`,
   ];
   const ns = options.confinement.namespaces;
   const [program, args] = ns

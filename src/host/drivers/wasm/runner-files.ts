@@ -4,19 +4,33 @@
 // root-owned, world-readable directory named by their content. Nothing there is writable by
 // anyone but root, and no instance can write it.
 import { createHash } from 'node:crypto';
-import { chmod, copyFile, mkdir, mkdtemp, readFile, rename, rm, stat } from 'node:fs/promises';
+import { chmod, copyFile, cp, mkdir, mkdtemp, readFile, rename, rm, stat } from 'node:fs/promises';
 import { constants } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { MODULE_EXT } from './launcher.ts';
+import { fileURLToPath } from 'node:url';
+import { MODULE_EXT } from './launcher-ext.ts';
 
 /** The runner's modules (runner.ts and what it imports), all in one folder. */
-export const RUNNER_MODULES = ['runner', 'runner-protocol', 'engine', 'data-segments'].map((m) => m + MODULE_EXT);
+export const RUNNER_MODULES = ['runner', 'runner-protocol', 'engine', 'data-segments', 'quickjs-engine', 'quickjs-guest'].map((m) => m + MODULE_EXT);
+
+/** The QuickJS packages a runner imports (for JS components), as folders under a node_modules. */
+export const QUICKJS_PACKAGES = ['quickjs-emscripten-core', '@jitl/quickjs-ffi-types', '@jitl/quickjs-wasmfile-release-sync'] as const;
+/** QuickJS compiled to wasm, inside the node_modules folder. */
+export const QUICKJS_WASM = '@jitl/quickjs-wasmfile-release-sync/dist/emscripten-module.wasm';
+
+/** The node_modules folder that holds this installation's QuickJS packages. */
+export function quickjsNodeModules(): string {
+  // …/node_modules/quickjs-emscripten-core/dist/index.mjs
+  return dirname(dirname(dirname(fileURLToPath(import.meta.resolve('quickjs-emscripten-core')))));
+}
 
 export interface RunnerFiles {
   /** Folder holding RUNNER_MODULES. */
   dir: string;
   /** The Node binary to run them with. */
   node: string;
+  /** node_modules folder holding QUICKJS_PACKAGES. */
+  quickjs: string;
 }
 
 /** Whether uid 65534 can reach `path`: every parent searchable by others, the file readable (and executable) by others. */
@@ -37,16 +51,21 @@ export async function reachableByOthers(path: string, executable: boolean): Prom
  * The runner's files where uid 65534 can read them: in place when it already can, else a
  * copy under `base` (default /var/lib/shoal/wasm-runner/<content hash>), made once.
  */
-export async function runnerFilesFor(sourceDir: string, node: string, base = '/var/lib/shoal/wasm-runner'): Promise<RunnerFiles> {
-  const inPlace = (await reachableByOthers(node, true)) && (await Promise.all(RUNNER_MODULES.map((m) => reachableByOthers(join(sourceDir, m), false)))).every(Boolean);
-  if (inPlace) return { dir: sourceDir, node };
+export async function runnerFilesFor(sourceDir: string, node: string, base = '/var/lib/shoal/wasm-runner', quickjs = quickjsNodeModules()): Promise<RunnerFiles> {
+  const inPlace =
+    (await reachableByOthers(node, true)) &&
+    (await reachableByOthers(join(quickjs, QUICKJS_WASM), false)) &&
+    (await Promise.all(RUNNER_MODULES.map((m) => reachableByOthers(join(sourceDir, m), false)))).every(Boolean);
+  if (inPlace) return { dir: sourceDir, node, quickjs };
   const hash = createHash('sha256');
   const sources = await Promise.all(RUNNER_MODULES.map((m) => readFile(join(sourceDir, m))));
   for (const s of sources) hash.update(s);
+  for (const p of QUICKJS_PACKAGES) hash.update(await readFile(join(quickjs, p, 'package.json')));
   const nodeStat = await stat(node);
   hash.update(`${node}\0${nodeStat.size}\0${nodeStat.mtimeMs}\0${process.version}`);
   const dir = join(base, hash.digest('hex').slice(0, 16));
-  if (await reachableByOthers(join(dir, 'node'), true)) return { dir, node: join(dir, 'node') };
+  const copied = { dir, node: join(dir, 'node'), quickjs: join(dir, 'node_modules') };
+  if (await reachableByOthers(join(dir, 'node'), true)) return copied;
   await mkdir(base, { recursive: true, mode: 0o755 });
   await chmod(base, 0o755);
   await chmod(dirname(base), 0o711).catch(() => undefined);
@@ -60,6 +79,10 @@ export async function runnerFilesFor(sourceDir: string, node: string, base = '/v
         await chmod(to, 0o644);
       }),
     );
+    for (const p of QUICKJS_PACKAGES) {
+      await cp(join(quickjs, p), join(scratch, 'node_modules', p), { recursive: true, filter: (src) => !src.endsWith('.map') });
+    }
+    await chmodTree(join(scratch, 'node_modules'));
     await copyFile(node, join(scratch, 'node'), constants.COPYFILE_FICLONE);
     await chmod(join(scratch, 'node'), 0o755);
     await rename(scratch, dir).catch(async (e: NodeJS.ErrnoException) => {
@@ -71,5 +94,16 @@ export async function runnerFilesFor(sourceDir: string, node: string, base = '/v
     await rm(scratch, { recursive: true, force: true });
     throw e;
   }
-  return { dir, node: join(dir, 'node') };
+  return copied;
+}
+
+/** Directories 0755, files 0644: readable by uid 65534, writable by root alone. */
+async function chmodTree(path: string): Promise<void> {
+  const { readdir } = await import('node:fs/promises');
+  await chmod(path, 0o755);
+  for (const e of await readdir(path, { withFileTypes: true })) {
+    const p = join(path, e.name);
+    if (e.isDirectory()) await chmodTree(p);
+    else if (e.isFile()) await chmod(p, 0o644);
+  }
 }

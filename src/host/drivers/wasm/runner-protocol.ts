@@ -1,13 +1,16 @@
 // The messages between the wasm driver (host side) and a runner (runner.ts), over the
 // runner's IPC channel (Node's 'advanced' serialization, so byte arrays pass as they are).
 // `seq` pairs a request with its answer.
+import type { JsBundle } from './quickjs-engine.ts';
 
 export type HostToRunner =
   | {
       type: 'start';
       seq: number;
-      /** The module's bytes (read by the host from the image's root). */
+      /** The module's bytes (read by the host from the image's root; QuickJS's own for a JS component). */
       module: Uint8Array;
+      /** A shoal/service program to run on QuickJS (the module is then QuickJS); absent: a WASI module. */
+      bundle?: JsBundle;
       maxMemoryBytes: number;
       /** Longest one call may run; 0: no limit. */
       cpuLimitMs: number;
@@ -25,4 +28,4 @@ export type RunnerToHost =
   | { type: 'captured'; seq: number; state: Uint8Array; memoryBytes: number; pages: number }
   | { type: 'failed'; seq: number | undefined; message: string }
   /** Sent just before the runner ends itself: the exit's reason. */
-  | { type: 'exiting'; reason: 'oom' | 'crashed'; message: string };
+  | { type: 'exiting'; reason: 'oom' | 'crashed' | 'exited'; message: string };

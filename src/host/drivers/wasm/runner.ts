@@ -12,11 +12,15 @@ import type { Server } from 'node:net';
 import { WASI } from 'node:wasi';
 import { Worker } from 'node:worker_threads';
 import { AbiError, activeDataRanges, ComponentInstance, deserializeState, decodeState, encodeState, MemoryLimitError, serializeState } from './engine.ts';
+import { loadQuickJs, QuickJsComponent, QuickJsExit, type Outcome, type QuickJsLibrary } from './quickjs-engine.ts';
 import type { HostToRunner, RunnerToHost } from './runner-protocol.ts';
 
 const MAX_BODY = 10 * 1024 * 1024;
 
-let component: ComponentInstance | undefined;
+let component: ComponentInstance | QuickJsComponent | undefined;
+/** Where QuickJS's packages are (`--quickjs=<node_modules>`: the only other folder this process may read). */
+const quickjsDir = process.argv.find((a) => a.startsWith('--quickjs='))?.slice('--quickjs='.length);
+let quickjs: Promise<QuickJsLibrary> | undefined;
 /** [0]: 1 while a call runs; [1]: its start, ms since the runner's clock origin; [2]: the call limit in ms (0: none). */
 const callClock = new Int32Array(new SharedArrayBuffer(12));
 
@@ -25,12 +29,12 @@ function send(message: RunnerToHost): void {
 }
 
 /** Tells the host why, then ends the process (the host maps the reason onto the exit event). */
-function die(reason: 'oom' | 'crashed', message: string): void {
+function die(reason: 'oom' | 'crashed' | 'exited', message: string, code = reason === 'oom' ? 137 : 70): void {
   dead = true;
   send({ type: 'exiting', reason, message });
   process.stderr.write(`shoal wasm runner: ${message}\n`);
   // Give the IPC message and the reply a moment to leave; then go.
-  setTimeout(() => process.exit(reason === 'oom' ? 137 : 70), 20);
+  setTimeout(() => process.exit(code), 20);
 }
 let dead = false;
 
@@ -39,7 +43,11 @@ process.on('message', (raw: unknown, handle: unknown) => {
   try {
     switch (message.type) {
       case 'start':
-        return start(message, handle as Server);
+        start(message, handle as Server).catch((e: unknown) => {
+          const exit = e instanceof QuickJsExit ? ` (process.exit(${e.code}) while starting)` : '';
+          send({ type: 'failed', seq: message.seq, message: `${(e as Error).message}${exit}` });
+        });
+        return;
       case 'capture': {
         if (!component) throw new Error('capture before start');
         const state = component.capture();
@@ -57,14 +65,22 @@ process.on('message', (raw: unknown, handle: unknown) => {
 });
 process.on('disconnect', () => process.exit(0)); // the host went away
 
-function start(message: Extract<HostToRunner, { type: 'start' }>, listener: Server): void {
+async function start(message: Extract<HostToRunner, { type: 'start' }>, listener: Server): Promise<void> {
   if (component) throw new Error('this runner serves an instance already');
   const module = new WebAssembly.Module(message.module);
-  const options = { maxMemoryBytes: message.maxMemoryBytes, stdout: 1, stderr: 2, env: message.env, args: ['component'] };
-  if (message.state === undefined) component = ComponentInstance.start(module, options);
-  else {
-    const state = message.stateCompressed ? decodeState(message.state) : deserializeState(Buffer.from(message.state));
-    component = ComponentInstance.restore(module, options, state, activeDataRanges(message.module));
+  const state = message.state === undefined ? undefined : message.stateCompressed ? decodeState(message.state) : deserializeState(Buffer.from(message.state));
+  if (message.bundle !== undefined) {
+    if (quickjsDir === undefined) throw new Error('this runner was started without QuickJS (--quickjs)');
+    const lib = await (quickjs ??= loadQuickJs(quickjsDir));
+    const options = { maxMemoryBytes: message.maxMemoryBytes, env: message.env, log: (text: string) => void process.stdout.write(text) };
+    const js = state === undefined ? await QuickJsComponent.start(lib, module, message.bundle, options) : await QuickJsComponent.restore(lib, module, state, options);
+    component = js;
+    // Timers the program set while starting, or that the state holds.
+    if (state === undefined) scheduleWake(js.startWake);
+    else turn(() => js.poll());
+  } else {
+    const options = { maxMemoryBytes: message.maxMemoryBytes, stdout: 1, stderr: 2, env: message.env, args: ['component'] };
+    component = state === undefined ? ComponentInstance.start(module, options) : ComponentInstance.restore(module, options, state, activeDataRanges(message.module));
   }
   Atomics.store(callClock, 2, Math.max(0, Math.min(message.cpuLimitMs, 2 ** 31 - 1)));
   const server = createServer((req, res) => void serveOne(req, res));
@@ -94,6 +110,7 @@ async function serveOne(req: IncomingMessage, res: ServerResponse): Promise<void
   const op = decodeURIComponent(path.slice(1));
   const c = component!;
   if (dead) return reply(res, 503, errorBody('unavailable', 'the instance is stopping'));
+  if (c instanceof QuickJsComponent) return serveJs(c, op, Buffer.concat(chunks), res);
   let out;
   Atomics.store(callClock, 1, Math.round(performance.now()));
   Atomics.store(callClock, 0, 1);
@@ -112,6 +129,67 @@ async function serveOne(req: IncomingMessage, res: ServerResponse): Promise<void
   }
   Atomics.store(callClock, 0, 0);
   reply(res, out.status, out.body);
+}
+
+// ---- A JS component on QuickJS: replies may settle after timers; the runner wakes it for them.
+
+/** Messages whose reply has not settled yet, by call id. */
+const waiting = new Map<number, ServerResponse>();
+let nextCall = 1;
+let wakeTimer: NodeJS.Timeout | undefined;
+
+function serveJs(c: QuickJsComponent, op: string, body: Buffer, res: ServerResponse): void {
+  const id = nextCall++;
+  waiting.set(id, res);
+  turn(() => c.call(id, op, body));
+}
+
+/** One turn of the guest under the CPU watchdog, then its outcome: replies, exit, oom, the next wake. */
+function turn(run: () => Outcome): void {
+  let out: Outcome;
+  Atomics.store(callClock, 1, Math.round(performance.now()));
+  Atomics.store(callClock, 0, 1);
+  try {
+    out = run();
+  } catch (e) {
+    Atomics.store(callClock, 0, 0);
+    const message = e instanceof AbiError ? e.message : `QuickJS trapped: ${(e as Error).message}`;
+    failWaiting(500, 'internal', message);
+    return die('crashed', message);
+  }
+  Atomics.store(callClock, 0, 0);
+  for (const [id, r] of out.replies) {
+    const res = waiting.get(id);
+    waiting.delete(id);
+    if (res) reply(res, r.status, r.body);
+  }
+  if (out.exit !== null) {
+    const message = `the program called process.exit(${out.exit})`;
+    failWaiting(503, 'unavailable', message);
+    return die(out.exit === 0 ? 'exited' : 'crashed', message, out.exit);
+  }
+  if (out.oom) {
+    failWaiting(503, 'unavailable', 'the component ran out of memory');
+    return die('oom', 'the component ran out of memory (QuickJS heap at its limit)');
+  }
+  scheduleWake(out.wakeInMs);
+}
+
+function scheduleWake(ms: number | null): void {
+  if (wakeTimer) clearTimeout(wakeTimer);
+  wakeTimer = undefined;
+  if (ms === null || dead) return;
+  const c = component;
+  if (!(c instanceof QuickJsComponent)) return;
+  wakeTimer = setTimeout(() => {
+    wakeTimer = undefined;
+    if (!dead) turn(() => c.fire());
+  }, ms);
+}
+
+function failWaiting(status: number, code: string, message: string): void {
+  for (const res of waiting.values()) reply(res, status, errorBody(code, message));
+  waiting.clear();
 }
 
 function reply(res: ServerResponse, status: number, body: Buffer, type = 'application/json'): void {
