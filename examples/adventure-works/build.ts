@@ -1,13 +1,14 @@
 // Builds the three Adventure Works images (aw-payment:1, aw-order-processing:1,
 // aw-order-entry:1): each service bundled with shoal/service as a small overlay on the
-// node template. `node examples/adventure-works/build.ts [store-url]`.
+// node template; with --live also Payment and OrderProcessing as wasm components (QuickJS,
+// for farm-live.ts). `node examples/adventure-works/build.ts [--live] [store-url]`.
 import { fileURLToPath } from 'node:url';
-import { buildServiceImage, createRegistryClient, type RegistryClient } from '../../src/image/index.ts';
+import { buildComponentImage, buildServiceImage, createRegistryClient, type RegistryClient } from '../../src/image/index.ts';
 import { parseImageRef } from '../../src/protocol/image-ref.ts';
 
-import { AW_IMAGES } from './images.ts';
+import { AW_IMAGES, AW_LIVE_IMAGES } from './images.ts';
 
-export { AW_IMAGES };
+export { AW_IMAGES, AW_LIVE_IMAGES };
 
 const ENTRIES: Record<keyof typeof AW_IMAGES, string> = {
   payment: fileURLToPath(new URL('./payment.ts', import.meta.url)),
@@ -25,11 +26,23 @@ export async function buildAdventureWorks(client: RegistryClient, options: { tem
   return out;
 }
 
+/** Payment and OrderProcessing as wasm component images: the same sources, bundled without a runtime. */
+export async function buildAdventureWorksLive(client: RegistryClient): Promise<Record<string, { bytes: number }>> {
+  const out: Record<string, { bytes: number }> = {};
+  for (const [service, tag] of Object.entries(AW_LIVE_IMAGES) as Array<[keyof typeof AW_LIVE_IMAGES, string]>) {
+    const r = await buildComponentImage({ client, entry: ENTRIES[service], ref: parseImageRef(tag), driver: 'wasm' });
+    out[tag] = { bytes: r.bundle.bytes };
+  }
+  return out;
+}
+
 if (import.meta.main) {
-  const url = process.argv[2] ?? process.env.SHOAL_URL ?? 'http://127.0.0.1:7070';
+  const live = process.argv.includes('--live');
+  const url = process.argv.slice(2).find((a) => !a.startsWith('--')) ?? process.env.SHOAL_URL ?? 'http://127.0.0.1:7070';
   // Pushing needs a deploy token: SHOAL_TOKEN, else the admin token `shoal up` keeps in ./.shoal/.
   const { resolveToken } = await import('../../src/cli/commands/credentials.ts');
   const token = resolveToken({});
-  const built = await buildAdventureWorks(createRegistryClient({ baseUrl: url, ...(token === undefined ? {} : { token }) }));
+  const client = createRegistryClient({ baseUrl: url, ...(token === undefined ? {} : { token }) });
+  const built = { ...(await buildAdventureWorks(client)), ...(live ? await buildAdventureWorksLive(client) : {}) };
   for (const [tag, b] of Object.entries(built)) process.stdout.write(`${tag}: overlay ${b.bytes} bytes\n`);
 }
