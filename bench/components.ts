@@ -1,5 +1,5 @@
 // Components (issue 13): the same echo service (examples/echo/service.ts, bundled as its
-// image holds it) on the process, runc and isolate drivers, side by side.
+// image holds it) on the process, runc, isolate and wasm (QuickJS) drivers, side by side.
 //   node bench/components.ts [n]     or  SHOAL_BENCH_ONLY=components npm run bench
 // - cold start on a warm host: t0 → driver.start() → the reply to the first POST /Echo
 //   (the host's listener exists from start(), so the message waits in its backlog);
@@ -8,7 +8,7 @@
 //   of everything that holds them (runner, and `runc run` under runc).
 // - messages/s straight to one instance's socket (16 keep-alive connections, 2 s): the
 //   driver's own cost, not the provider's.
-import { cp, mkdir, mkdtemp, readdir, rm } from 'node:fs/promises';
+import { cp, mkdir, mkdtemp, readdir, rm, stat } from 'node:fs/promises';
 import { Agent, request as httpRequest } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -17,6 +17,8 @@ import type { Driver, RunningInstance } from '../src/host/drivers/driver.ts';
 import { createIsolateDriver } from '../src/host/drivers/isolate/index.ts';
 import { createProcessDriver } from '../src/host/drivers/process/index.ts';
 import { createRuncDriver } from '../src/host/drivers/runc/index.ts';
+import { createWasmDriver } from '../src/host/drivers/wasm/index.ts';
+import { canCapture } from '../src/host/drivers/driver.ts';
 import { readProcStat, readStatusField } from '../src/host/drivers/shared/proc.ts';
 import { bundleService } from '../src/image/index.ts';
 import { assembleNodeRootfs } from '../src/image/templates/node-rootfs.ts';
@@ -30,6 +32,8 @@ export interface ComponentsResult {
   coldStart: Record<string, number[]>;
   density: { instances: number; rssBytes: number; processes: number; startSeconds: number; runner: string } | undefined;
   messagesPerSecond: Record<string, number>;
+  /** The wasm driver's QuickJS echo: capture and fork times, the stored state's size. */
+  quickjs?: { captureMs: number[]; forkMs: number[]; stateBytes: number };
 }
 
 function post(socketPath: string, body: string, agent?: Agent): Promise<number> {
@@ -107,14 +111,17 @@ export async function runComponentsBench(options: { n?: number; density?: number
     drivers.process = createProcessDriver({ log: quiet });
     if (asRoot) drivers.runc = createRuncDriver({ runcRoot: join(dir, 'runc'), mode: 'shim', cgroupParent, shimDir: join(dir, 'shim'), log: quiet });
     drivers.isolate = createIsolateDriver({ dataDir: join(dir, 'data'), cgroupParent, log: quiet });
+    // The same bundle on QuickJS compiled to wasm (its entry is the module the driver runs).
+    drivers[WASM_JS] = createWasmDriver({ log: quiet });
     const body = JSON.stringify({ message: 'first' });
 
     const once = async (name: string, keep = false): Promise<{ ms: number; inst: RunningInstance; socket: string; release: () => Promise<void> }> => {
       const driver = drivers[name] as Driver;
       const bi = await rig.instance(name === 'runc');
       await bi.mount();
+      const spec = name === WASM_JS ? { ...bi.spec, args: [entry] } : bi.spec;
       const t0 = performance.now();
-      const inst = await driver.start(bi.spec);
+      const inst = await driver.start(spec);
       const status = await post(bi.socket, body);
       const ms = performance.now() - t0;
       if (status !== 200) throw new Error(`${name}: first message answered ${status}`);
@@ -144,6 +151,34 @@ export async function runComponentsBench(options: { n?: number; density?: number
       await kept.release();
     }
 
+    // QuickJS live state: capture (bytes stored), and fork → first reply of the fork.
+    {
+      log('components: QuickJS capture and fork');
+      const wasm = drivers[WASM_JS] as ReturnType<typeof createWasmDriver>;
+      const source = await once(WASM_JS, true);
+      const captures: number[] = [];
+      const forks: number[] = [];
+      let stateBytes = 0;
+      for (let i = 0; i < n; i++) {
+        if (!canCapture(source.inst)) throw new Error('the wasm instance cannot capture');
+        let t0 = performance.now();
+        const state = await source.inst.capture(dir);
+        captures.push(performance.now() - t0);
+        stateBytes = (await stat(state.file)).size;
+        await rm(state.file);
+        const bi = await rig.instance(false);
+        await bi.mount();
+        t0 = performance.now();
+        const fork = await wasm.fork(source.inst, { ...bi.spec, args: [entry] });
+        if ((await post(bi.socket, body)) !== 200) throw new Error('the fork did not answer');
+        forks.push(performance.now() - t0);
+        await fork.stop({ graceMs: 0 });
+        await bi.release();
+      }
+      await source.release();
+      result.quickjs = { captureMs: captures, forkMs: forks, stateBytes };
+    }
+
     if (densityN > 0) {
       log(`components: density, ${densityN} idle isolate instances`);
       const driver = drivers.isolate as Driver;
@@ -168,6 +203,8 @@ export async function runComponentsBench(options: { n?: number; density?: number
   return result;
 }
 
+const WASM_JS = 'wasm (QuickJS)';
+
 const median = (xs: number[]): number => {
   const s = [...xs].sort((a, b) => a - b);
   return s.length % 2 ? (s[(s.length - 1) / 2] as number) : ((s[s.length / 2 - 1] as number) + (s[s.length / 2] as number)) / 2;
@@ -183,6 +220,13 @@ export function formatComponentsBench(r: ComponentsResult): string {
       ([name, xs]) => `| ${name} | ${Math.min(...xs).toFixed(1)} | ${median(xs).toFixed(1)} | ${Math.max(...xs).toFixed(1)} | ${(r.messagesPerSecond[name] ?? 0).toFixed(0)} |`,
     ),
   ];
+  if (r.quickjs) {
+    const q = r.quickjs;
+    lines.push(
+      '',
+      `${WASM_JS} live state (echo, its runner's 16 MiB heap): capture (quiesce, copy the non-zero 4 KiB pages, zstd) median ${median(q.captureMs).toFixed(1)} ms, ${(q.stateBytes / 1024).toFixed(0)} KiB stored; fork → the fork's first reply median ${median(q.forkMs).toFixed(1)} ms (min ${Math.min(...q.forkMs).toFixed(1)}; goal ≤ 3 ms for a QuickJS fork).`,
+    );
+  }
   if (r.density) {
     const d = r.density;
     lines.push(
