@@ -79,6 +79,8 @@ const DEFAULT_CALL_TIMEOUT_MS = 10_000;
 const DEFAULT_GRACE_MS = 2000;
 const START_TIMEOUT_MS = 30_000;
 const SPARE_DELAY_MS = 200;
+/** Preludes kept (each a few MiB: the non-zero pages of QuickJS's heap after the libraries ran). */
+const MAX_PRELUDES = 8;
 /** A captured state beyond its linear memory: globals, the page index, WASI and framing. */
 const STATE_OVERHEAD_BYTES = 16 * 1024 * 1024;
 
@@ -133,6 +135,7 @@ export function createWasmDriver(options: WasmDriverOptions = {}) {
     await mkdir(spec.stateDir, { recursive: true });
     const runner = await takeRunner(maxMemoryPages);
     const inst = new WasmInstance(spec.id, runner, program);
+    const prelude = program.bundle && !state ? preludes.get(program.digest) : undefined;
     // Capped like runc's shim: the instance writes this, the agent's disk and memory hold it.
     const log = openCappedLog(spec.logFile);
     if (runner.child.stdout) log.attach(runner.child.stdout);
@@ -148,12 +151,16 @@ export function createWasmDriver(options: WasmDriverOptions = {}) {
         seq: 0,
         module: program.module,
         ...(program.bundle ? { bundle: program.bundle } : {}),
+        ...(prelude ? { prelude } : {}),
         maxMemoryBytes: maxMemoryPages * WASM_PAGE,
         cpuLimitMs: callTimeoutMs,
         env: envOf(spec.env),
         ...(state ? { state: state.bytes, stateCompressed: state.compressed } : {}),
       };
       const started = inst.request(message, listener.server);
+      void started.then((answer) => {
+        if (answer.type === 'ready' && answer.prelude) keepPrelude(program.digest, answer.prelude);
+      }, () => undefined);
       await Promise.race([
         started,
         inst.exited.then((e) => {
@@ -171,6 +178,14 @@ export function createWasmDriver(options: WasmDriverOptions = {}) {
       setTimeout(() => refill(maxMemoryPages), SPARE_DELAY_MS).unref();
     }
     return inst;
+  }
+
+  /** A JS bundle's libraries, evaluated (its runners' starts restore this instead), by program digest; the newest few. */
+  const preludes = new Map<string, Uint8Array>();
+  function keepPrelude(digest: string, bytes: Uint8Array): void {
+    preludes.delete(digest);
+    preludes.set(digest, bytes);
+    while (preludes.size > MAX_PRELUDES) preludes.delete(preludes.keys().next().value as string);
   }
 
   async function start(spec: InstanceSpec): Promise<WasmInstance> {
@@ -368,7 +383,7 @@ export interface Program {
   digest: string;
 }
 
-let quickjsWasm: Promise<{ bytes: Uint8Array; digest: string }> | undefined;
+let quickjsWasm: Promise<{ digest: string }> | undefined;
 
 async function readProgram(spec: InstanceSpec): Promise<Program> {
   const entry = spec.args[0];
@@ -377,7 +392,7 @@ async function readProgram(spec: InstanceSpec): Promise<Program> {
     return { module, digest: moduleDigest(module) };
   }
   const modules = await readBundle(spec.rootfs, entry);
-  const engine = await (quickjsWasm ??= readFile(join(quickjsNodeModules(), QUICKJS_WASM)).then((bytes) => ({ bytes, digest: moduleDigest(bytes) })));
+  const engine = await (quickjsWasm ??= readFile(join(quickjsNodeModules(), QUICKJS_WASM)).then((bytes) => ({ digest: moduleDigest(bytes) })));
   const builtins: Record<string, string> = {};
   for (const code of Object.values(modules)) {
     for (const m of code.matchAll(/\b(?:from|import)\s*\(?\s*['"]((?:node:)?[a-z_/]+)['"]/g)) {
@@ -387,7 +402,8 @@ async function readProgram(spec: InstanceSpec): Promise<Program> {
   }
   const h = createHash('sha256').update(engine.digest).update('\0').update(entry).update('\0');
   for (const path of Object.keys(modules).sort()) h.update(path).update('\0').update(modules[path] as string).update('\0');
-  return { module: engine.bytes, bundle: { entry, modules, sdkIndex: SDK_INDEX, builtins }, digest: `sha256:${h.digest('hex')}` };
+  // The runner runs its own copy of QuickJS's module (the same file): none is sent.
+  return { module: new Uint8Array(0), bundle: { entry, modules, sdkIndex: SDK_INDEX, builtins }, digest: `sha256:${h.digest('hex')}` };
 }
 
 /** The module named by args[0], read from inside the root only (a link out of it is refused). */

@@ -34,6 +34,9 @@ export async function loadQuickJs(nodeModules: string): Promise<QuickJsLibrary> 
   return { core, ffiUrl: url('@jitl/quickjs-wasmfile-release-sync/dist/ffi.mjs'), emscriptenUrl: url('@jitl/quickjs-wasmfile-release-sync/dist/emscripten-module.mjs') };
 }
 
+/** QuickJS compiled to wasm, inside the node_modules folder given to loadQuickJs. */
+export const QUICKJS_WASM = '@jitl/quickjs-wasmfile-release-sync/dist/emscripten-module.wasm';
+
 /** What a JS component is made of: the bundle's modules and the SDK's swapped-in sources. */
 export interface JsBundle {
   entry: string;
@@ -90,6 +93,8 @@ export class QuickJsComponent {
   private readonly options: QuickJsOptions;
   /** The first timer set while starting (the runner schedules it). */
   startWake: number | null = null;
+  /** The libraries' state this start made (no prelude was given): the host keeps it for the next start. */
+  madePrelude: RawState | undefined;
 
   private constructor(memory: WebAssembly.Memory, runtime: QuickJSRuntime, context: QuickJSContext, options: QuickJsOptions) {
     this.memory = memory;
@@ -98,32 +103,71 @@ export class QuickJsComponent {
     this.options = options;
   }
 
-  /** A fresh instance: bootstrap, env, the entry module (which calls serve()). */
-  static async start(lib: QuickJsLibrary, wasm: WebAssembly.Module, bundle: JsBundle, options: QuickJsOptions): Promise<QuickJsComponent> {
-    const { mod, memory } = await instantiate(lib, wasm, options.maxMemoryBytes, undefined);
-    const runtime = mod.newRuntime();
-    // QuickJS's own allocator stops short of the linear memory's limit, so running out
-    // is a JS exception in the handler, not an abort of the whole module.
-    runtime.setMemoryLimit(Math.max(1 << 20, options.maxMemoryBytes - (4 << 20)));
-    runtime.setModuleLoader(
+  /**
+   * A fresh instance: bootstrap, the libraries, env, the entry module (which calls serve()).
+   * From `prelude` (a capture made by an earlier start of the same bundle right after its
+   * libraries ran) the first two steps are a restore instead: the libraries (the SDK and
+   * TypeBox, most of the bundle) read nothing of the instance, so their evaluated state is
+   * the same for every instance. Without one, the start makes it (`madePrelude`).
+   */
+  static async start(lib: QuickJsLibrary, wasm: WebAssembly.Module, bundle: JsBundle, options: QuickJsOptions, prelude?: RawState): Promise<QuickJsComponent> {
+    let c: QuickJsComponent;
+    let made: RawState | undefined;
+    // A prelude made under a larger memory limit does not fit this instance: start afresh.
+    if (prelude !== undefined && prelude.memoryPages * WASM_PAGE > options.maxMemoryBytes) prelude = undefined;
+    if (prelude !== undefined) c = await QuickJsComponent.restore(lib, wasm, prelude, options);
+    else {
+      const { mod, memory } = await instantiate(lib, wasm, options.maxMemoryBytes, undefined);
+      const runtime = mod.newRuntime();
+      setHeapLimit(runtime, options.maxMemoryBytes);
+      c = new QuickJsComponent(memory, runtime, runtime.newContext(), options);
+      c.evalScript(QUICKJS_BOOTSTRAP, '/.shoal/bootstrap.js');
+    }
+    c.runtime.setModuleLoader(
       (name) => loadModule(bundle, name),
       (base, requested) => resolveModule(bundle, base, requested),
     );
-    const context = runtime.newContext();
-    const c = new QuickJsComponent(memory, runtime, context, options);
-    c.evalScript(QUICKJS_BOOTSTRAP, '/.shoal/bootstrap.js');
+    if (prelude === undefined) {
+      c.evalModule(preludeOf(bundle), '/.shoal/prelude.mjs', 'loading the libraries');
+      made = c.capture();
+    }
     c.evalScript(`__shoalSetEnv(${JSON.stringify(options.env)})`, '/.shoal/env.js');
-    const started = context.evalCode(`import ${JSON.stringify(bundle.entry)};`, '/.shoal/start.mjs', { type: 'module' });
-    if (started.error) throw c.guestError(started.error, `starting ${bundle.entry}`);
-    started.value.dispose();
-    runtime.executePendingJobs();
+    c.evalModule(`import ${JSON.stringify(bundle.entry)};`, '/.shoal/start.mjs', `starting ${bundle.entry}`);
     const after = c.collect();
     if (after.exit !== null) throw new QuickJsExit(after.exit);
     if (!after.served) throw new AbiError(`${bundle.entry} did not call serve() when it started`);
     c.startWake = after.wake;
+    c.madePrelude = made;
     // The loader is not needed again (and a restored copy has none): no dynamic import().
-    runtime.removeModuleLoader();
+    c.runtime.removeModuleLoader();
     return c;
+  }
+
+  /**
+   * Runs each step of a start, a message, a capture and a restore once on a throwaway
+   * program, so that a spare runner has compiled QuickJS's code paths (V8 compiles wasm
+   * functions lazily, on first call) before an instance needs them.
+   */
+  static async warmUp(lib: QuickJsLibrary, wasm: WebAssembly.Module): Promise<void> {
+    const options = { maxMemoryBytes: 16 * 1024 * 1024, env: {}, log: () => undefined };
+    const sdkIndex = `export function serve(def, handlers) { Object.defineProperty(globalThis, '__shoalDispatch', { value: async (op, text) => JSON.stringify({ status: 200, body: JSON.stringify(await handlers[op](JSON.parse(text))) }) }); globalThis.__shoalHost.serving(); }`;
+    const bundle: JsBundle = {
+      entry: '/app/warm.mjs',
+      modules: {
+        '/app/warm.mjs': `import { serve } from './.shoal/src/service/index.mjs';\nimport { lib } from './node_modules/x/lib.mjs';\nlet n = 0;\nserve({}, { Op: async (x) => { await null; return { n: ++n, x, s: lib(String(x.v)) }; } });`,
+        '/app/.shoal/src/service/index.mjs': '',
+        '/app/node_modules/x/lib.mjs': 'export const lib = (s) => s.split("").reverse().join("") + JSON.stringify({ a: [1, 2, { b: null }] });',
+      },
+      sdkIndex,
+      builtins: {},
+    };
+    const first = await QuickJsComponent.start(lib, wasm, bundle, options);
+    first.call(1, 'Op', Buffer.from('{"v":1}'));
+    const again = await QuickJsComponent.start(lib, wasm, bundle, options, first.madePrelude);
+    again.call(1, 'Op', Buffer.from('{"v":2}'));
+    const copy = await QuickJsComponent.restore(lib, wasm, again.capture(), options);
+    copy.call(2, 'Op', Buffer.from('{"v":3}'));
+    copy.fire();
   }
 
   /** An instance that continues from `state` (a capture of another QuickJsComponent). */
@@ -150,6 +194,8 @@ export class QuickJsComponent {
       callbacks: internals.callbacks,
     });
     const context = runtime.newContext({ contextPointer: Number(ctx.value) as never });
+    // The state holds its source's limit; this instance's own applies.
+    setHeapLimit(runtime, options.maxMemoryBytes);
     return new QuickJsComponent(memory, runtime, context, options);
   }
 
@@ -231,6 +277,13 @@ export class QuickJsComponent {
     return out;
   }
 
+  private evalModule(code: string, name: string, what: string): void {
+    const r = this.context.evalCode(code, name, { type: 'module' });
+    if (r.error) throw this.guestError(r.error, what);
+    r.value.dispose();
+    this.runtime.executePendingJobs();
+  }
+
   private evalScript(code: string, name: string): void {
     const r = this.context.evalCode(code, name);
     if (r.error) throw this.guestError(r.error, name);
@@ -243,6 +296,14 @@ export class QuickJsComponent {
     const message = typeof dumped === 'object' && dumped !== null ? `${dumped.name ?? 'Error'}: ${dumped.message ?? ''}${dumped.stack ? `\n${dumped.stack}` : ''}` : String(dumped);
     return new AbiError(`${what}: ${message}`);
   }
+}
+
+/**
+ * QuickJS's own allocator stops short of the linear memory's limit, so running out is a JS
+ * exception (the runner ends the instance as oom), not an abort of the whole module.
+ */
+function setHeapLimit(runtime: QuickJSRuntime, maxMemoryBytes: number): void {
+  runtime.setMemoryLimit(Math.max(1 << 20, maxMemoryBytes - (4 << 20)));
 }
 
 async function instantiate(lib: QuickJsLibrary, wasm: WebAssembly.Module, maxMemoryBytes: number, pages: number | undefined): Promise<{ mod: QuickJSWASMModule; memory: WebAssembly.Memory }> {
@@ -263,6 +324,15 @@ async function instantiate(lib: QuickJsLibrary, wasm: WebAssembly.Module, maxMem
 }
 
 // ---- Modules: the bundle's files, the SDK's index swapped, node: built-ins as shims.
+
+/** Not the service's own code: the SDK's index, node_modules, the built-ins' shims. */
+const LIBRARY = /\/\.shoal\/src\/service\/index\.mjs$|\/node_modules\/.*\.mjs$/;
+
+/** A module that imports every library of the bundle (evaluated before the instance's env exists). */
+function preludeOf(bundle: JsBundle): string {
+  const libraries = [...Object.keys(bundle.modules).filter((p) => LIBRARY.test(p)), ...Object.keys(bundle.builtins).map((b) => `node:${b}`)];
+  return libraries.map((p) => `import ${JSON.stringify(p)};`).join('\n');
+}
 
 function loadModule(bundle: JsBundle, path: string): string {
   if (path.startsWith('node:')) {

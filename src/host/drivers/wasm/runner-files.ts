@@ -9,14 +9,14 @@ import { constants } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { MODULE_EXT } from './launcher-ext.ts';
+import { QUICKJS_WASM } from './quickjs-engine.ts';
 
 /** The runner's modules (runner.ts and what it imports), all in one folder. */
 export const RUNNER_MODULES = ['runner', 'runner-protocol', 'engine', 'data-segments', 'quickjs-engine', 'quickjs-guest'].map((m) => m + MODULE_EXT);
 
 /** The QuickJS packages a runner imports (for JS components), as folders under a node_modules. */
 export const QUICKJS_PACKAGES = ['quickjs-emscripten-core', '@jitl/quickjs-ffi-types', '@jitl/quickjs-wasmfile-release-sync'] as const;
-/** QuickJS compiled to wasm, inside the node_modules folder. */
-export const QUICKJS_WASM = '@jitl/quickjs-wasmfile-release-sync/dist/emscripten-module.wasm';
+export { QUICKJS_WASM } from './quickjs-engine.ts';
 
 /** The node_modules folder that holds this installation's QuickJS packages. */
 export function quickjsNodeModules(): string {

@@ -9,8 +9,10 @@ export type HostToRunner =
       seq: number;
       /** The module's bytes (read by the host from the image's root; QuickJS's own for a JS component). */
       module: Uint8Array;
-      /** A shoal/service program to run on QuickJS (the module is then QuickJS); absent: a WASI module. */
+      /** A shoal/service program to run on QuickJS (the runner's own QuickJS module; `module` is then empty); absent: a WASI module. */
       bundle?: JsBundle;
+      /** For a bundle: its libraries' evaluated state from an earlier start (serialized, uncompressed). */
+      prelude?: Uint8Array;
       maxMemoryBytes: number;
       /** Longest one call may run; 0: no limit. */
       cpuLimitMs: number;
@@ -24,7 +26,8 @@ export type HostToRunner =
 
 export type RunnerToHost =
   | { type: 'spawned' }
-  | { type: 'ready'; seq: number }
+  /** prelude: a bundle's libraries' state this start made (the host keeps it for the next start). */
+  | { type: 'ready'; seq: number; prelude?: Uint8Array }
   | { type: 'captured'; seq: number; state: Uint8Array; memoryBytes: number; pages: number }
   | { type: 'failed'; seq: number | undefined; message: string }
   /** Sent just before the runner ends itself: the exit's reason. */

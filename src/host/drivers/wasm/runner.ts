@@ -11,8 +11,11 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import type { Server } from 'node:net';
 import { WASI } from 'node:wasi';
 import { Worker } from 'node:worker_threads';
+import { duplexPair } from 'node:stream';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { AbiError, activeDataRanges, ComponentInstance, deserializeState, decodeState, encodeState, MemoryLimitError, serializeState } from './engine.ts';
-import { loadQuickJs, QuickJsComponent, QuickJsExit, type Outcome, type QuickJsLibrary } from './quickjs-engine.ts';
+import { loadQuickJs, QUICKJS_WASM, QuickJsComponent, QuickJsExit, type Outcome, type QuickJsLibrary } from './quickjs-engine.ts';
 import type { HostToRunner, RunnerToHost } from './runner-protocol.ts';
 
 const MAX_BODY = 10 * 1024 * 1024;
@@ -20,7 +23,8 @@ const MAX_BODY = 10 * 1024 * 1024;
 let component: ComponentInstance | QuickJsComponent | undefined;
 /** Where QuickJS's packages are (`--quickjs=<node_modules>`: the only other folder this process may read). */
 const quickjsDir = process.argv.find((a) => a.startsWith('--quickjs='))?.slice('--quickjs='.length);
-let quickjs: Promise<QuickJsLibrary> | undefined;
+/** QuickJS's wrapper and its compiled module, loaded while the runner is a spare. */
+let quickjs: { lib: QuickJsLibrary; wasm: WebAssembly.Module } | undefined;
 /** [0]: 1 while a call runs; [1]: its start, ms since the runner's clock origin; [2]: the call limit in ms (0: none). */
 const callClock = new Int32Array(new SharedArrayBuffer(12));
 
@@ -67,18 +71,21 @@ process.on('disconnect', () => process.exit(0)); // the host went away
 
 async function start(message: Extract<HostToRunner, { type: 'start' }>, listener: Server): Promise<void> {
   if (component) throw new Error('this runner serves an instance already');
-  const module = new WebAssembly.Module(message.module);
   const state = message.state === undefined ? undefined : message.stateCompressed ? decodeState(message.state) : deserializeState(Buffer.from(message.state));
+  let madePrelude: Uint8Array | undefined;
   if (message.bundle !== undefined) {
-    if (quickjsDir === undefined) throw new Error('this runner was started without QuickJS (--quickjs)');
-    const lib = await (quickjs ??= loadQuickJs(quickjsDir));
+    if (quickjs === undefined) throw new Error('this runner was started without QuickJS (--quickjs)');
+    const { lib, wasm } = quickjs;
     const options = { maxMemoryBytes: message.maxMemoryBytes, env: message.env, log: (text: string) => void process.stdout.write(text) };
-    const js = state === undefined ? await QuickJsComponent.start(lib, module, message.bundle, options) : await QuickJsComponent.restore(lib, module, state, options);
+    const prelude = message.prelude === undefined ? undefined : deserializeState(Buffer.from(message.prelude));
+    const js = state === undefined ? await QuickJsComponent.start(lib, wasm, message.bundle, options, prelude) : await QuickJsComponent.restore(lib, wasm, state, options);
+    if (js.madePrelude) madePrelude = serializeState(js.madePrelude);
     component = js;
     // Timers the program set while starting, or that the state holds.
     if (state === undefined) scheduleWake(js.startWake);
     else turn(() => js.poll());
   } else {
+    const module = new WebAssembly.Module(message.module);
     const options = { maxMemoryBytes: message.maxMemoryBytes, stdout: 1, stderr: 2, env: message.env, args: ['component'] };
     component = state === undefined ? ComponentInstance.start(module, options) : ComponentInstance.restore(module, options, state, activeDataRanges(message.module));
   }
@@ -87,7 +94,7 @@ async function start(message: Extract<HostToRunner, { type: 'start' }>, listener
   // The listener arrives already listening (Node re-creates the sent server here): its
   // connections go to the HTTP server.
   listener.on('connection', (socket) => server.emit('connection', socket));
-  send({ type: 'ready', seq: message.seq });
+  send({ type: 'ready', seq: message.seq, ...(madePrelude ? { prelude: madePrelude } : {}) });
 }
 
 async function serveOne(req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -221,8 +228,40 @@ function startWatchdog(): Promise<void> {
   return new Promise<void>((resolve) => w.once('online', resolve));
 }
 
+/**
+ * One request through an HTTP server over an in-memory socket pair: the first request a
+ * Node process serves compiles its parser and writer paths (tens of ms in a fresh runner),
+ * which would otherwise fall on the instance's first message.
+ */
+async function warmHttp(): Promise<void> {
+  const [inside, outside] = duplexPair();
+  const server = createServer((req, res) => {
+    req.resume();
+    req.on('end', () => reply(res, 200, Buffer.from('{"warm":true}')));
+  });
+  server.emit('connection', inside);
+  const answered = new Promise<void>((resolve) => {
+    let text = '';
+    outside.on('data', (c: Buffer) => {
+      text += c.toString();
+      if (text.includes('{"warm":true}')) resolve();
+    });
+  });
+  outside.write('POST /Warm HTTP/1.1\r\nhost: runner\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}');
+  await Promise.race([answered, new Promise((r) => setTimeout(r, 1000))]);
+  outside.destroy();
+  inside.destroy();
+  server.close();
+}
+
 // Everything slow happens before the runner says it is there (it is a spare until then):
-// the watchdog thread, and node:wasi's first use.
+// the watchdog thread, node:wasi's first use, QuickJS's wrapper and module compiled.
 await startWatchdog();
 new WASI({ version: 'preview1' });
+if (quickjsDir !== undefined) {
+  const lib = await loadQuickJs(quickjsDir);
+  quickjs = { lib, wasm: new WebAssembly.Module(readFileSync(join(quickjsDir, QUICKJS_WASM))) };
+  await QuickJsComponent.warmUp(quickjs.lib, quickjs.wasm);
+}
+await warmHttp();
 send({ type: 'spawned' });

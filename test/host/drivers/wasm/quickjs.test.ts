@@ -112,6 +112,14 @@ describe('wasm driver: shoal/service programs on QuickJS', () => {
     assert.notEqual(a, b);
   });
 
+  it('each start runs the service module with its own env (later starts restore the libraries made by the first)', async () => {
+    const first = await run('w1');
+    const second = await run('w2');
+    assert.deepEqual((await post(first.socket, 'Who', {})).json, { startedAs: 'w1' });
+    assert.deepEqual((await post(second.socket, 'Who', {})).json, { startedAs: 'w2' });
+    assert.deepEqual((await post(second.socket, 'Add', { by: 1 })).json, { count: 1, history: [1] });
+  });
+
   it('refuses a state captured from another bundle', async () => {
     const { inst } = await run('d');
     assert.ok(canCapture(inst));
