@@ -23,7 +23,7 @@ function shoal(args: string[]): Promise<{ code: number; stdout: string; stderr: 
   });
 }
 
-test('image build --driver isolate makes a component image; runtime flags and other drivers are refused', async (t) => {
+test('image build --driver isolate|wasm makes a component image; runtime flags and other drivers are refused', async (t) => {
   const dir = await mkdtemp(join(tmpdir(), 'shoal-cli-comp-'));
   const store = await startStore({ dataDir: dir });
   t.after(async () => {
@@ -36,6 +36,13 @@ test('image build --driver isolate makes a component image; runtime flags and ot
   assert.equal(image.driver, 'isolate');
   assert.equal(image.layers.length, 1);
   assert.deepEqual(image.process.args, ['/app/service.mjs']);
+
+  // The same entry for the wasm driver: a bundle it runs on QuickJS.
+  const wasm = await shoal(['image', 'build', ECHO, '--driver', 'wasm', '--tag', 'echo-wasm:1', '--store', store.url, '--json']);
+  assert.equal(wasm.code, 0, wasm.stderr);
+  const wasmImage = await resolveRemoteImage(createRegistryClient({ baseUrl: store.url }), 'echo-wasm:1');
+  assert.equal(wasmImage.driver, 'wasm');
+  assert.deepEqual(wasmImage.process.args, ['/app/service.mjs']);
 
   const withTemplate = await shoal(['image', 'build', ECHO, '--driver', 'isolate', '--template', 'template://node/24', '--tag', 'x:1', '--store', store.url]);
   assert.notEqual(withTemplate.code, 0);
