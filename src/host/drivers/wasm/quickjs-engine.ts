@@ -69,7 +69,7 @@ export interface Outcome {
   wakeInMs: number | null;
 }
 
-interface Collected {
+export interface Collected {
   results: Array<[number, string]>;
   log: string;
   exit: number | null;
@@ -241,10 +241,7 @@ export class QuickJsComponent {
     this.runtime.executePendingJobs();
     const out = this.collect();
     const replies = new Map<number, Reply>();
-    for (const [id, text] of out.results) {
-      const parsed = JSON.parse(text) as { status: number; body: string };
-      replies.set(id, { status: parsed.status, body: Buffer.from(parsed.body, 'utf8') });
-    }
+    for (const [id, text] of out.results) replies.set(id, readReply(text));
     return { replies, exit: out.exit, oom: out.oom, wakeInMs: out.wake };
   }
 
@@ -272,7 +269,7 @@ export class QuickJsComponent {
     if (r.error) throw this.guestError(r.error, 'collect');
     const text = this.context.getString(r.value);
     r.value.dispose();
-    const out = JSON.parse(text) as Collected;
+    const out = readTurn(text);
     if (out.log) this.options.log(out.log);
     return out;
   }
@@ -304,6 +301,52 @@ export class QuickJsComponent {
  */
 function setHeapLimit(runtime: QuickJSRuntime, maxMemoryBytes: number): void {
   runtime.setMemoryLimit(Math.max(1 << 20, maxMemoryBytes - (4 << 20)));
+}
+
+// ---- What the guest hands back is the program's to shape (it can replace anything in its
+// heap): checked here, a malformed turn ends the instance (AbiError → crashed).
+
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+export function readTurn(text: string): Collected {
+  let v: unknown;
+  try {
+    v = JSON.parse(text);
+  } catch {
+    throw new AbiError('the guest returned a turn that is not JSON');
+  }
+  const t = v as Partial<Record<keyof Collected, unknown>>;
+  const bad = (what: string): never => {
+    throw new AbiError(`the guest returned a malformed turn (${what})`);
+  };
+  if (typeof t !== 'object' || t === null) bad('not an object');
+  if (!Array.isArray(t.results)) bad('results');
+  const results: Array<[number, string]> = [];
+  for (const r of t.results as unknown[]) {
+    const pair = Array.isArray(r) ? (r as unknown[]) : [];
+    if (!Number.isSafeInteger(pair[0]) || typeof pair[1] !== 'string') bad('a result');
+    results.push([pair[0] as number, pair[1] as string]);
+  }
+  const exit = t.exit === null || t.exit === undefined ? null : Number.isInteger(t.exit) && (t.exit as number) >= 0 && (t.exit as number) <= 255 ? (t.exit as number) : bad('exit');
+  let wake: number | null = null;
+  if (t.wake !== null && t.wake !== undefined) {
+    if (typeof t.wake !== 'number' || !Number.isFinite(t.wake)) bad('wake');
+    wake = Math.min(MAX_TIMER_MS, Math.max(0, Math.floor(t.wake as number)));
+  }
+  return { results, log: typeof t.log === 'string' ? t.log : '', exit, served: t.served === true, oom: t.oom === true, wake };
+}
+
+export function readReply(text: string): Reply {
+  let v: { status?: unknown; body?: unknown };
+  try {
+    v = JSON.parse(text) as typeof v;
+  } catch {
+    throw new AbiError('the guest returned a reply that is not JSON');
+  }
+  if (!Number.isInteger(v?.status) || (v.status as number) < 200 || (v.status as number) > 599 || typeof v.body !== 'string') {
+    throw new AbiError('the guest returned a malformed reply (status 200-599 and a body string)');
+  }
+  return { status: v.status as number, body: Buffer.from(v.body, 'utf8') };
 }
 
 async function instantiate(lib: QuickJsLibrary, wasm: WebAssembly.Module, maxMemoryBytes: number, pages: number | undefined): Promise<{ mod: QuickJSWASMModule; memory: WebAssembly.Memory }> {

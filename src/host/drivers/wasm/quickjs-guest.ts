@@ -10,6 +10,8 @@
 
 export const QUICKJS_BOOTSTRAP = String.raw`
 (() => {
+  // The protocol's own JSON, kept from before the program runs (a program may replace JSON's).
+  const stringify = JSON.stringify;
   const logQueue = [];
   let exitCode = null;
   let entropy = '';
@@ -168,10 +170,10 @@ export const QUICKJS_BOOTSTRAP = String.raw`
     value: (id, op, body, seed) => {
       entropy = String(seed);
       const dispatch = globalThis.__shoalDispatch;
-      if (typeof dispatch !== 'function') { results.push([id, JSON.stringify({ status: 503, body: JSON.stringify({ error: { code: 'unavailable', message: 'the program has not called serve()' } }) })]); return; }
+      if (typeof dispatch !== 'function') { results.push([id, stringify({ status: 503, body: stringify({ error: { code: 'unavailable', message: 'the program has not called serve()' } }) })]); return; }
       dispatch(op, body).then(
         (r) => { results.push([id, r]); },
-        (e) => { results.push([id, JSON.stringify({ status: 500, body: JSON.stringify({ error: { code: 'internal', message: String(e && e.message || e) } }) })]); },
+        (e) => { results.push([id, stringify({ status: 500, body: stringify({ error: { code: 'internal', message: String(e && e.message || e) } }) })]); },
       );
     },
   });
@@ -181,7 +183,7 @@ export const QUICKJS_BOOTSTRAP = String.raw`
       logQueue.length = 0;
       let next = null;
       for (const t of timers.values()) if (next === null || t.at < next) next = t.at;
-      const out = JSON.stringify({ results, log, exit: exitCode, served, oom, wake: next === null ? null : Math.max(0, next - Date.now()) });
+      const out = stringify({ results, log, exit: exitCode, served, oom, wake: next === null ? null : Math.max(0, next - Date.now()) });
       results.length = 0;
       return out;
     },

@@ -12,6 +12,7 @@ import { canCapture, type InstanceSpec, type RunningInstance } from '../../../..
 import { ANNOTATION, createWasmDriver, STATE_MEDIA_TYPE } from '../../../../src/host/drivers/wasm/index.ts';
 import { bundleService } from '../../../../src/image/index.ts';
 import { post, waitReady } from '../../../fixtures/instance-client.ts';
+import { exitWithin } from '../contract.ts';
 
 const fixture = fileURLToPath(new URL('../../fixtures/js-counter-service.ts', import.meta.url));
 
@@ -118,6 +119,24 @@ describe('wasm driver: shoal/service programs on QuickJS', () => {
     assert.deepEqual((await post(first.socket, 'Who', {})).json, { startedAs: 'w1' });
     assert.deepEqual((await post(second.socket, 'Who', {})).json, { startedAs: 'w2' });
     assert.deepEqual((await post(second.socket, 'Add', { by: 1 })).json, { count: 1, history: [1] });
+  });
+
+  it('a program that forges the protocol is ended as crashed, and a far timer does not spin the runner', async () => {
+    const { copyFile } = await import('node:fs/promises');
+    await copyFile(fileURLToPath(new URL('../../fixtures/js-hostile-service.mjs', import.meta.url)), join(rootfs, 'app', 'hostile.mjs'));
+    const spec = await specFor('h');
+    const inst = await driver.start({ ...spec, args: ['/app/hostile.mjs'] });
+    started.push(inst);
+    await waitReady(spec.socket);
+    assert.deepEqual((await post(spec.socket, 'Good', {})).json, { ok: true });
+    // A timer 10^12 ms away: the runner waits at most 2^31-1 ms. A longer Node timer fires
+    // after 1 ms (with a TimeoutOverflowWarning in the log), and again, and again.
+    await new Promise((r) => setTimeout(r, 200));
+    assert.doesNotMatch(await readFile(spec.logFile, 'utf8').catch(() => ''), /TimeoutOverflowWarning/);
+    const bad = await post(spec.socket, 'Bad', {});
+    assert.equal(bad.status, 500);
+    assert.match(bad.json.error.message, /malformed reply/);
+    assert.equal((await exitWithin(inst, 3000)).reason, 'crashed');
   });
 
   it('refuses a state captured from another bundle', async () => {
