@@ -1,7 +1,8 @@
 // Messages/s through the provider for the same echo service on each driver (issue 13):
-// one store, one provider and one host offering process, runc (when root) and isolate;
+// one store, one provider and one host offering process, runc (when root), isolate and wasm;
 // echo registered once per driver (echo-process, echo-runc: the node-template image;
-// echo-isolate: the component image), then 16 concurrent callers for 3 s on each.
+// echo-isolate, echo-wasm: the component images, wasm running it on QuickJS), then 16
+// concurrent callers for 3 s on each.
 import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -31,7 +32,8 @@ export async function runComponentsProviderBench(options: { seconds?: number; co
     const template = await buildNodeTemplate({ client });
     await buildServiceImage({ client, entry: ECHO, template: parseImageRef(template.name), ref: parseImageRef('echo-node:1'), owner: { uid: 0, gid: 0 } });
     await buildComponentImage({ client, entry: ECHO, ref: parseImageRef('echo-iso:1'), driver: 'isolate' });
-    const drivers = process.getuid?.() === 0 ? (['process', 'runc', 'isolate'] as const) : (['process', 'isolate'] as const);
+    await buildComponentImage({ client, entry: ECHO, ref: parseImageRef('echo-wasm:1'), driver: 'wasm' });
+    const drivers = process.getuid?.() === 0 ? (['process', 'runc', 'isolate', 'wasm'] as const) : (['process', 'isolate', 'wasm'] as const);
     host = await startHost({ dataDir: join(dir, 'host'), listen: { host: '127.0.0.1', port: 0 }, token: 'bench-host', capacity: { memoryMb: 4096, cpuMillis: 8000, instances: 16 }, driver: 'process', drivers: [...drivers] });
     const admin = (await createApiToken(provider.registry, { role: 'admin' })).secret;
     const post = (path: string, body: unknown, token = admin) =>
@@ -40,7 +42,7 @@ export async function runComponentsProviderBench(options: { seconds?: number; co
     if (!joined.ok) throw new Error(`join: ${await joined.text()}`);
     for (const driver of drivers) {
       const name = `echo-${driver}`;
-      const image = driver === 'isolate' ? 'echo-iso:1' : 'echo-node:1';
+      const image = driver === 'isolate' ? 'echo-iso:1' : driver === 'wasm' ? 'echo-wasm:1' : 'echo-node:1';
       const r = await post('/api/v1/services', { ...toServiceDescription(Echo, { image }), name, driver, access: 'public', scaling: { min: 1, max: 1 } });
       if (!r.ok) throw new Error(`register ${name}: ${await r.text()}`);
       const url = `${provider.url}/s/${name}/Echo`;

@@ -221,7 +221,7 @@ const SECTIONS: Section[] = [
     },
     {
     name: 'components',
-    title: 'Components: echo on the process, runc and isolate drivers (issue 13)',
+    title: 'Components: echo on the process, runc, isolate and wasm (QuickJS) drivers (issue 13)',
     async run() {
       log('components: cold start, messages/s, isolate density');
       const drivers = formatComponentsBench(await runComponentsBench({ log }));
@@ -234,7 +234,7 @@ const SECTIONS: Section[] = [
     name: 'activation',
     title: 'First message after idleness by path (warm, restore, fork, cold) and the activator vs hindsight (issue 15)',
     async run() {
-      log('activation: counter component on three wasm hosts');
+      log('activation: two counter components (WASI, QuickJS) on three wasm hosts');
       const r = await runActivationBench({ log });
       return { text: formatActivationBench(r), figures: activationFigures(r) };
     },

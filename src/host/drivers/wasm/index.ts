@@ -91,6 +91,8 @@ export function createWasmDriver(options: WasmDriverOptions = {}) {
   let confinement: Promise<Confinement> | undefined;
   let spare: Runner | undefined;
   let closed = false;
+  /** This driver has run a JS bundle: its spares warm QuickJS up too. */
+  let runsJs = false;
 
   const confine = (): Promise<Confinement> =>
     (confinement ??= (async () => {
@@ -113,7 +115,7 @@ export function createWasmDriver(options: WasmDriverOptions = {}) {
     if (!useSpare || closed || spare) return;
     void confine().then((c) => {
       if (closed || spare) return;
-      spare = launchRunner({ maxMemoryPages, confinement: c });
+      spare = launchRunner({ maxMemoryPages, confinement: c, spare: true, warmQuickJs: runsJs });
       spare.child.unref();
     });
   }
@@ -134,6 +136,7 @@ export function createWasmDriver(options: WasmDriverOptions = {}) {
     const maxMemoryPages = Math.max(1, Math.floor(spec.resources.memoryBytes / WASM_PAGE));
     await mkdir(spec.stateDir, { recursive: true });
     const runner = await takeRunner(maxMemoryPages);
+    if (program.bundle) runsJs = true;
     const inst = new WasmInstance(spec.id, runner, program);
     const prelude = program.bundle && !state ? preludes.get(program.digest) : undefined;
     // Capped like runc's shim: the instance writes this, the agent's disk and memory hold it.
@@ -230,7 +233,7 @@ export function createWasmDriver(options: WasmDriverOptions = {}) {
     }
     if (!spare) {
       const c = await confine();
-      spare ??= launchRunner({ maxMemoryPages: pages, confinement: c });
+      spare ??= launchRunner({ maxMemoryPages: pages, confinement: c, spare: true, warmQuickJs: runsJs });
       spare.child.unref();
     }
     await spare.spawned;

@@ -42,7 +42,14 @@ export interface Runner {
   readonly spawned: Promise<void>;
 }
 
-export function launchRunner(options: { maxMemoryPages: number; confinement: Confinement }): Runner {
+/**
+ * `spare`: the runner is started ahead of any instance, so it warms its HTTP path before it
+ * says it is there; with `warmQuickJs` (the driver runs JS bundles) it also loads QuickJS
+ * and runs a throwaway start, message, capture and restore (a few hundred ms of CPU, which
+ * a host running only WASI modules should not pay for every spare). A runner started for a
+ * start that is waiting does neither: a JS bundle loads QuickJS on arrival.
+ */
+export function launchRunner(options: { maxMemoryPages: number; confinement: Confinement; spare?: boolean; warmQuickJs?: boolean }): Runner {
   const dir = options.confinement.files?.dir ?? HERE;
   const node = options.confinement.files?.node ?? process.execPath;
   const quickjs = options.confinement.files?.quickjs ?? quickjsNodeModules();
@@ -59,6 +66,8 @@ export function launchRunner(options: { maxMemoryPages: number; confinement: Con
     '--disable-warning=SecurityWarning',
     join(dir, `runner${MODULE_EXT}`),
     `--quickjs=${quickjs}`,
+    ...(options.spare ? ['--spare'] : []),
+    ...(options.spare && options.warmQuickJs ? ['--warm-quickjs'] : []),
   ];
   const ns = options.confinement.namespaces;
   const [program, args] = ns

@@ -74,8 +74,8 @@ async function start(message: Extract<HostToRunner, { type: 'start' }>, listener
   const state = message.state === undefined ? undefined : message.stateCompressed ? decodeState(message.state) : deserializeState(Buffer.from(message.state));
   let madePrelude: Uint8Array | undefined;
   if (message.bundle !== undefined) {
-    if (quickjs === undefined) throw new Error('this runner was started without QuickJS (--quickjs)');
-    const { lib, wasm } = quickjs;
+    if (quickjsDir === undefined) throw new Error('this runner was started without QuickJS (--quickjs)');
+    const { lib, wasm } = (quickjs ??= await loadQuickJsModule(quickjsDir));
     const options = { maxMemoryBytes: message.maxMemoryBytes, env: message.env, log: (text: string) => void process.stdout.write(text) };
     const prelude = message.prelude === undefined ? undefined : deserializeState(Buffer.from(message.prelude));
     const js = state === undefined ? await QuickJsComponent.start(lib, wasm, message.bundle, options, prelude) : await QuickJsComponent.restore(lib, wasm, state, options);
@@ -228,6 +228,10 @@ function startWatchdog(): Promise<void> {
   return new Promise<void>((resolve) => w.once('online', resolve));
 }
 
+async function loadQuickJsModule(dir: string): Promise<{ lib: QuickJsLibrary; wasm: WebAssembly.Module }> {
+  return { lib: await loadQuickJs(dir), wasm: new WebAssembly.Module(readFileSync(join(dir, QUICKJS_WASM))) };
+}
+
 /**
  * One request through an HTTP server over an in-memory socket pair: the first request a
  * Node process serves compiles its parser and writer paths (tens of ms in a fresh runner),
@@ -254,14 +258,17 @@ async function warmHttp(): Promise<void> {
   server.close();
 }
 
-// Everything slow happens before the runner says it is there (it is a spare until then):
-// the watchdog thread, node:wasi's first use, QuickJS's wrapper and module compiled.
+// Everything slow happens before the runner says it is there: the watchdog thread and
+// node:wasi's first use; in a spare also QuickJS (wrapper, compiled module, warm-up) and HTTP.
 await startWatchdog();
 new WASI({ version: 'preview1' });
-if (quickjsDir !== undefined) {
-  const lib = await loadQuickJs(quickjsDir);
-  quickjs = { lib, wasm: new WebAssembly.Module(readFileSync(join(quickjsDir, QUICKJS_WASM))) };
-  await QuickJsComponent.warmUp(quickjs.lib, quickjs.wasm);
+// A spare (started ahead of any instance) also has time to warm up HTTP, and QuickJS when
+// its driver runs JS bundles.
+if (process.argv.includes('--spare')) {
+  if (quickjsDir !== undefined && process.argv.includes('--warm-quickjs')) {
+    quickjs = await loadQuickJsModule(quickjsDir);
+    await QuickJsComponent.warmUp(quickjs.lib, quickjs.wasm);
+  }
+  await warmHttp();
 }
-await warmHttp();
 send({ type: 'spawned' });
