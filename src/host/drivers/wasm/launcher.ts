@@ -25,7 +25,7 @@ export interface Confinement {
   /** unshare and setpriv paths when the host can use them (root), else undefined. */
   namespaces: { unshare: string; setpriv: string } | undefined;
   /** Where the runner's modules, Node and QuickJS are (reachable by uid 65534: runner-files.ts); default: in place. */
-  files?: { dir: string; node: string; quickjs: string };
+  files?: { dir: string; node: string; quickjs: string; ext: '.ts' | '.js' };
 }
 
 export function describeConfinement(c: Confinement): string {
@@ -64,7 +64,7 @@ export function launchRunner(options: { maxMemoryPages: number; confinement: Con
     '--max-old-space-size=64',
     '--disable-warning=ExperimentalWarning',
     '--disable-warning=SecurityWarning',
-    join(dir, `runner${MODULE_EXT}`),
+    join(dir, `runner${options.confinement.files?.ext ?? MODULE_EXT}`),
     `--quickjs=${quickjs}`,
     ...(options.spare ? ['--spare'] : []),
     ...(options.spare && options.warmQuickJs ? ['--warm-quickjs'] : []),

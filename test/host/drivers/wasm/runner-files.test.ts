@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { chmod, mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { QUICKJS_PACKAGES, QUICKJS_WASM, reachableByOthers, RUNNER_MODULES, runnerFilesFor } from '../../../../src/host/drivers/wasm/runner-files.ts';
+import { QUICKJS_PACKAGES, QUICKJS_WASM, reachableByOthers, RUNNER_MODULES, runnerFilesFor, toJavaScript } from '../../../../src/host/drivers/wasm/runner-files.ts';
 
 test('runner files under a 0700 parent are copied where others can read them; reachable ones are used in place', async (t) => {
   const top = await mkdtemp(join(tmpdir(), 'shoal-runner-files-'));
@@ -14,7 +14,8 @@ test('runner files under a 0700 parent are copied where others can read them; re
   const closed = join(top, 'closed');
   const src = join(closed, 'wasm');
   await mkdir(src, { recursive: true });
-  for (const m of RUNNER_MODULES) await writeFile(join(src, m), `// ${m}\n`, { mode: 0o644 });
+  const source = (m: string) => `// ${m}\nimport type { T } from './types.ts';\nimport { x } from './engine.ts';\nexport const y: number = x;\n`;
+  for (const m of RUNNER_MODULES) await writeFile(join(src, m), source(m), { mode: 0o644 });
   await writeFile(join(src, 'node'), '#!/bin/sh\n', { mode: 0o755 });
   // QuickJS's packages (JS components), in a node_modules under the same closed parent.
   const nm = join(closed, 'node_modules');
@@ -37,14 +38,31 @@ test('runner files under a 0700 parent are copied where others can read them; re
   await assert.rejects(stat(join(files.quickjs, QUICKJS_PACKAGES[0], 'index.mjs.map')), 'source maps are not copied');
   assert.ok(files.dir.startsWith(base + '/'), files.dir);
   assert.equal(await reachableByOthers(files.node, true), true);
+  // The copy is JavaScript: types stripped once, sibling imports renamed.
+  assert.equal(files.ext, '.js');
   for (const m of RUNNER_MODULES) {
-    assert.equal(await reachableByOthers(join(files.dir, m), false), true, m);
-    assert.equal(await readFile(join(files.dir, m), 'utf8'), `// ${m}\n`);
-    assert.equal((await stat(join(files.dir, m))).mode & 0o777, 0o644);
+    const js = join(files.dir, m.replace(/\.ts$/, '.js'));
+    assert.equal(await reachableByOthers(js, false), true, m);
+    const text = await readFile(js, 'utf8');
+    assert.match(text, /import \{ x \} from '\.\/engine\.js';/);
+    assert.doesNotMatch(text, /import type|: number/);
+    assert.equal((await stat(js)).mode & 0o777, 0o644);
   }
   assert.deepEqual(await runnerFilesFor(src, join(src, 'node'), base, nm), files, 'made once, then found');
 
+  // Reachable TypeScript sources are still compiled into the copy (only the published
+  // package's JavaScript is used in place).
   await chmod(closed, 0o755);
   await chmod(join(nm, QUICKJS_WASM), 0o644);
-  assert.deepEqual(await runnerFilesFor(src, join(src, 'node'), base, nm), { dir: src, node: join(src, 'node'), quickjs: nm }, 'reachable: used in place');
+  assert.deepEqual(await runnerFilesFor(src, join(src, 'node'), base, nm), files, 'TypeScript: the compiled copy');
+});
+
+test('toJavaScript strips the types of a runner module and renames its sibling imports', async () => {
+  const { readFile: read } = await import('node:fs/promises');
+  const { fileURLToPath } = await import('node:url');
+  const runner = await read(fileURLToPath(new URL('../../../../src/host/drivers/wasm/runner.ts', import.meta.url)), 'utf8');
+  const js = toJavaScript(runner);
+  assert.match(js, /from '\.\/engine\.js'/);
+  assert.match(js, /from '\.\/quickjs-engine\.js'/);
+  assert.doesNotMatch(js, /from '\.\/[\w-]+\.ts'/);
 });
