@@ -141,7 +141,7 @@ export async function runActivationBench(options: { rounds?: number; trace?: num
 
 export function formatActivationBench(r: ActivationBenchResult): string {
   const row = (name: string, xs: number[]) => `| ${name} | ${median(xs).toFixed(1)} | ${Math.min(...xs).toFixed(1)} | ${Math.max(...xs).toFixed(1)} | ${xs.length} |`;
-  const chosen = r.trace.map((t) => `${t.state ? 'S' : '-'}→${t.path}`).join(' ');
+  const chosen = r.trace.map((t) => `${t.state ? 'S' : '-'}→${t.path} ${t.ms.toFixed(0)}`).join(', ');
   const table = (ms: PathTimes) => [
     '| path | median ms | min | max | n |',
     '|---|---|---|---|---|',
@@ -163,7 +163,7 @@ export function formatActivationBench(r: ActivationBenchResult): string {
     '',
     `**Restore / cold at the median: ${(median(r.ms.restore) / median(r.ms.cold)).toFixed(2)}×** (below 1: restoring the state is faster than starting from the image).`,
     '',
-    `Mixed trace (${r.trace.length} idle periods, each ending in a suspend (S) or a stop (-), then one message): ${chosen}.`,
+    `Mixed trace (${r.trace.length} idle periods, each ending in a suspend (S) or a stop (-), then one message; path and ms): ${chosen}.`,
     `**The activator's choice at p50: ${r.chosenP50.toFixed(1)} ms vs ${r.bestP50.toFixed(1)} ms best available in hindsight (per-path medians above) = ${(r.chosenP50 / r.bestP50).toFixed(2)}×** (goal ≤ 1.1×).`,
   ].join('\n');
 }

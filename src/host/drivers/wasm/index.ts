@@ -13,7 +13,7 @@
 //   ends the instance (reason 'killed').
 // - The module sees no file system and no network, the spec's environment (WASI environ); its fd 1
 //   and 2 go to spec.logFile.
-// - A spare runner is started ahead so that a start only sends the module (warm host).
+// - Spare runners (two) are started ahead so that a start only sends the module (warm host).
 import { createHash, randomBytes } from 'node:crypto';
 import { access, constants as fsConstants, mkdir, open, readFile, realpath, writeFile } from 'node:fs/promises';
 import { dirname, join, sep } from 'node:path';
@@ -69,7 +69,7 @@ export interface WasmDriverOptions {
   log?: (message: string) => void;
   /** Longest one call may run before the instance is ended ('killed'). Default 10 s; 0: none. */
   callTimeoutMs?: number;
-  /** Keep one runner started ahead (default true). */
+  /** Keep runners started ahead (two; default true). */
   spare?: boolean;
   /** Run runners in namespaces as uid 65534 when root (default true). */
   namespaces?: boolean;
@@ -79,6 +79,8 @@ const DEFAULT_CALL_TIMEOUT_MS = 10_000;
 const DEFAULT_GRACE_MS = 2000;
 const START_TIMEOUT_MS = 30_000;
 const SPARE_DELAY_MS = 200;
+/** Runners kept started ahead, per driver. */
+const SPARES = 2;
 /** Preludes kept (each a few MiB: the non-zero pages of QuickJS's heap after the libraries ran). */
 const MAX_PRELUDES = 8;
 /** A captured state beyond its linear memory: globals, the page index, WASI and framing. */
@@ -89,7 +91,9 @@ export function createWasmDriver(options: WasmDriverOptions = {}) {
   const useSpare = options.spare ?? true;
   const live = new Map<string, WasmInstance>();
   let confinement: Promise<Confinement> | undefined;
-  let spare: Runner | undefined;
+  /** Runners started ahead (all for one memory size: the last one asked for), up to SPARES. */
+  let spares: Runner[] = [];
+  const loaded = new WeakSet<Runner>();
   let closed = false;
   /** This driver has run a JS bundle: its spares warm QuickJS up too. */
   let runsJs = false;
@@ -103,20 +107,44 @@ export function createWasmDriver(options: WasmDriverOptions = {}) {
       return { namespaces: { unshare, setpriv }, files: await runnerFilesFor(dirname(RUNNER_SCRIPT), process.execPath) };
     })());
 
+  const alive = (r: Runner): boolean => r.child.exitCode === null && r.child.signalCode === null;
+
+  /** Keeps only live spares of `pages`; the others are ended. */
+  function pruneSpares(pages: number): void {
+    for (const r of spares) if (r.maxMemoryPages !== pages && alive(r)) r.child.kill('SIGKILL');
+    spares = spares.filter((r) => r.maxMemoryPages === pages && alive(r));
+  }
+
   async function takeRunner(maxMemoryPages: number): Promise<Runner> {
-    const hit = spare;
-    spare = undefined;
-    if (hit && hit.maxMemoryPages === maxMemoryPages && hit.child.exitCode === null && hit.child.signalCode === null) return hit;
-    if (hit) hit.child.kill('SIGKILL');
+    pruneSpares(maxMemoryPages);
+    // A loaded spare first; one still loading is still ahead of a new process.
+    const i = Math.max(spares.findIndex((r) => loaded.has(r)), 0);
+    const hit = spares.splice(i, 1)[0];
+    if (hit) return hit;
     return launchRunner({ maxMemoryPages, confinement: await confine() });
   }
 
+  /**
+   * Starts spares up to SPARES, one at a time (each start is a burst of CPU): two, so that
+   * starts in quick succession on one host (a restore right after a suspend, a burst of
+   * cold starts) each find one loaded.
+   */
   function refill(maxMemoryPages: number): void {
-    if (!useSpare || closed || spare) return;
+    if (!useSpare || closed) return;
+    pruneSpares(maxMemoryPages);
+    if (spares.length >= SPARES || spares.some((r) => !loaded.has(r))) return;
     void confine().then((c) => {
-      if (closed || spare) return;
-      spare = launchRunner({ maxMemoryPages, confinement: c, spare: true, warmQuickJs: runsJs });
-      spare.child.unref();
+      if (closed || spares.length >= SPARES || spares.some((r) => !loaded.has(r))) return;
+      const r = launchRunner({ maxMemoryPages, confinement: c, spare: true, warmQuickJs: runsJs });
+      r.child.unref();
+      spares.push(r);
+      r.spawned.then(
+        () => {
+          loaded.add(r);
+          refill(maxMemoryPages);
+        },
+        () => undefined,
+      );
     });
   }
 
@@ -227,16 +255,19 @@ export function createWasmDriver(options: WasmDriverOptions = {}) {
   /** Resolves once a spare runner for `memoryBytes` instances is loaded (a warm host; benchmarks wait for it). */
   async function warm(memoryBytes: number): Promise<void> {
     const pages = Math.max(1, Math.floor(memoryBytes / WASM_PAGE));
-    if (spare && spare.maxMemoryPages !== pages) {
-      spare.child.kill('SIGKILL');
-      spare = undefined;
-    }
-    if (!spare) {
+    pruneSpares(pages);
+    if (spares.length === 0) {
       const c = await confine();
-      spare ??= launchRunner({ maxMemoryPages: pages, confinement: c, spare: true, warmQuickJs: runsJs });
-      spare.child.unref();
+      pruneSpares(pages);
+      if (spares.length === 0) {
+        const r = launchRunner({ maxMemoryPages: pages, confinement: c, spare: true, warmQuickJs: runsJs });
+        r.child.unref();
+        spares.push(r);
+        void r.spawned.then(() => loaded.add(r), () => undefined);
+      }
     }
-    await spare.spawned;
+    await spares[0]!.spawned;
+    loaded.add(spares[0]!);
   }
 
   async function recover(known: Array<{ id: string; stateDir: string }>): Promise<RecoveredInstance[]> {
@@ -253,8 +284,8 @@ export function createWasmDriver(options: WasmDriverOptions = {}) {
 
   async function close(): Promise<void> {
     closed = true;
-    spare?.child.kill('SIGKILL');
-    spare = undefined;
+    for (const r of spares) r.child.kill('SIGKILL');
+    spares = [];
   }
 
   const driver = { name: 'wasm', capabilities, fingerprint, start, restore, fork, recover, destroy, close } satisfies Driver & RestoringDriver & ForkingDriver;
