@@ -150,6 +150,27 @@ export const QUICKJS_BOOTSTRAP = String.raw`
   });
   // Random values come from the runner's entropy, fresh with every message: a fork or a
   // restored copy does not repeat its source's values (its memory holds the same PRNG state).
+  // Math.random is xoshiro128** whose state takes in the message's entropy the first time
+  // it is called in that message (so a message that draws nothing pays nothing).
+  const rng = [0x9e3779b9, 0x243f6a88, 0xb7e15162, 0x7f4a7c15];
+  let mixed = '';
+  const rotl = (x, k) => (x << k) | (x >>> (32 - k));
+  const next32 = () => {
+    const r = Math.imul(rotl(Math.imul(rng[1], 5), 7), 9) >>> 0;
+    const t = rng[1] << 9;
+    rng[2] ^= rng[0]; rng[3] ^= rng[1]; rng[1] ^= rng[2]; rng[0] ^= rng[3];
+    rng[2] ^= t; rng[3] = rotl(rng[3], 11);
+    return r;
+  };
+  Math.random = () => {
+    if (mixed !== entropy) {
+      mixed = entropy;
+      for (let i = 0; i < 4; i++) rng[i] = (rng[i] ^ parseInt(entropy.slice(i * 8, i * 8 + 8), 16)) >>> 0;
+      if ((rng[0] | rng[1] | rng[2] | rng[3]) === 0) rng[0] = 1;
+      for (let i = 0; i < 8; i++) next32();
+    }
+    return (next32() * 2097152 + (next32() >>> 11)) / 9007199254740992;
+  };
   Object.defineProperty(globalThis, '__shoalRandomUUID', {
     value: () => {
       const b = sha256(utf8(entropy + ':' + (uuidCount++)));

@@ -111,6 +111,12 @@ describe('wasm driver: shoal/service programs on QuickJS', () => {
     const b = (await post(fork.socket, 'Id', {})).json.id;
     assert.match(a, /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
     assert.notEqual(a, b);
+    // Math.random too: the fork's heap holds the source's generator, fresh entropy reseeds it.
+    const ra = (await post(socket, 'Rand', {})).json.values as number[];
+    const rb = (await post(fork.socket, 'Rand', {})).json.values as number[];
+    for (const v of [...ra, ...rb]) assert.ok(v >= 0 && v < 1, String(v));
+    assert.notDeepEqual(ra, rb);
+    assert.equal(new Set(ra).size, 3);
   });
 
   it('each start runs the service module with its own env (later starts restore the libraries made by the first)', async () => {
