@@ -203,10 +203,6 @@ export class QuickJsComponent {
     return this.memory.buffer.byteLength;
   }
 
-  overLimit(): boolean {
-    return this.memoryBytes > this.options.maxMemoryBytes;
-  }
-
   /**
    * Starts one message (`id` names it in the outcome). Its reply is in this outcome when
    * the handler settles without waiting on a timer, else in a later one (fire()).

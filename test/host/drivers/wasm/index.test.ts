@@ -6,17 +6,17 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { ANNOTATION, createWasmDriver, STATE_MEDIA_TYPE } from '../../../../src/host/drivers/wasm/index.ts';
-import type { InstanceSpec, RunningInstance } from '../../../../src/host/drivers/driver.ts';
 import { canCapture } from '../../../../src/host/drivers/driver.ts';
 import { componentWasm } from '../../../fixtures/components.ts';
-import { post, waitReady } from '../../../fixtures/instance-client.ts';
+import { post } from '../../../fixtures/instance-client.ts';
 import { exitWithin } from '../contract.ts';
+import { createWasmRig } from './rig.ts';
 
 describe('wasm driver', () => {
   let dir: string;
   let rootfs: string;
   const driver = createWasmDriver({ callTimeoutMs: 300 });
-  const started: RunningInstance[] = [];
+  const { specFor, run, started } = createWasmRig(driver, { dir: () => dir, rootfs: () => rootfs, args: () => ['/component.wasm'], cwd: '/', memoryMb: 16 });
 
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), 'shoal-wasm-'));
@@ -29,33 +29,6 @@ describe('wasm driver', () => {
     await driver.close();
     await rm(dir, { recursive: true, force: true });
   });
-
-  async function specFor(id: string, memoryMb = 16): Promise<InstanceSpec & { socket: string }> {
-    const base = join(dir, id);
-    await mkdir(join(base, 'sock'), { recursive: true, mode: 0o755 });
-    return {
-      id,
-      rootfs,
-      args: ['/component.wasm'],
-      env: [],
-      cwd: '/',
-      user: { uid: 65534, gid: 65534 },
-      resources: { memoryBytes: memoryMb * 1024 * 1024, cpuMillis: 100, pids: 1 },
-      listenSocket: join(base, 'sock/app.sock'),
-      importsDir: join(base, 'imports'),
-      logFile: join(base, 'log'),
-      stateDir: join(base, 'state'),
-      socket: join(base, 'sock/app.sock'),
-    };
-  }
-
-  async function run(id: string, how: (s: InstanceSpec) => Promise<RunningInstance> = (s) => driver.start(s)) {
-    const spec = await specFor(id);
-    const inst = await how(spec);
-    started.push(inst);
-    await waitReady(spec.socket);
-    return { inst, spec, socket: spec.socket };
-  }
 
   it('serves the counter and echo operations over its socket, and logs fd_write', async () => {
     const { socket, spec } = await run('a');

@@ -3,16 +3,17 @@
 // are part of the state, and a fork does not repeat its source's random values.
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { chmod, mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { chmod, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
-import { canCapture, type InstanceSpec, type RunningInstance } from '../../../../src/host/drivers/driver.ts';
+import { canCapture } from '../../../../src/host/drivers/driver.ts';
 import { ANNOTATION, createWasmDriver, STATE_MEDIA_TYPE } from '../../../../src/host/drivers/wasm/index.ts';
 import { bundleService } from '../../../../src/image/index.ts';
 import { post, waitReady } from '../../../fixtures/instance-client.ts';
 import { exitWithin } from '../contract.ts';
+import { createWasmRig } from './rig.ts';
 
 const fixture = fileURLToPath(new URL('../../fixtures/js-counter-service.ts', import.meta.url));
 
@@ -21,7 +22,7 @@ describe('wasm driver: shoal/service programs on QuickJS', () => {
   let rootfs: string;
   let entry: string;
   const driver = createWasmDriver({ callTimeoutMs: 2000, log: () => undefined });
-  const started: RunningInstance[] = [];
+  const { specFor, run, started } = createWasmRig(driver, { dir: () => dir, rootfs: () => rootfs, args: () => [entry], cwd: '/app', memoryMb: 64, env: (id) => [`SHOAL_INSTANCE=${id}`] });
 
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), 'shoal-qjs-'));
@@ -34,33 +35,6 @@ describe('wasm driver: shoal/service programs on QuickJS', () => {
     await driver.close();
     await rm(dir, { recursive: true, force: true });
   });
-
-  async function specFor(id: string): Promise<InstanceSpec & { socket: string }> {
-    const base = join(dir, id);
-    await mkdir(join(base, 'sock'), { recursive: true, mode: 0o755 });
-    return {
-      id,
-      rootfs,
-      args: [entry],
-      env: [`SHOAL_INSTANCE=${id}`],
-      cwd: '/app',
-      user: { uid: 65534, gid: 65534 },
-      resources: { memoryBytes: 64 * 1024 * 1024, cpuMillis: 100, pids: 1 },
-      listenSocket: join(base, 'sock/app.sock'),
-      importsDir: join(base, 'imports'),
-      logFile: join(base, 'log'),
-      stateDir: join(base, 'state'),
-      socket: join(base, 'sock/app.sock'),
-    };
-  }
-
-  async function run(id: string, how: (s: InstanceSpec) => Promise<RunningInstance> = (s) => driver.start(s)) {
-    const spec = await specFor(id);
-    const inst = await how(spec);
-    started.push(inst);
-    await waitReady(spec.socket);
-    return { inst, spec, socket: spec.socket };
-  }
 
   it('serves the operations, replies settled by timers, and validates input as the SDK does', async () => {
     const { socket } = await run('a');
