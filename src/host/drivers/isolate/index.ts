@@ -19,7 +19,6 @@
 // running isolate's heap: Isolate.createSnapshot only runs scripts into a fresh heap, and
 // its README warns against using it; a handler's closures and pending promises cannot be
 // serialised from outside. See docs/components.md.
-import { createHash } from 'node:crypto';
 import { lstat, mkdir, readdir, readFile, rm } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { dirname, join, posix } from 'node:path';
@@ -29,7 +28,7 @@ import type { Driver, DriverCapabilities, DriverFingerprint, InstanceExit, Insta
 import { createRunnerChannel, deleteRunc, launchRunner, nodeBinary, type Confinement, type RunnerChannel, type RunnerProcess } from '../runner/index.ts';
 import { openCappedLog, type CappedLog } from '../shared/capped-log.ts';
 import { createInheritedListener } from '../shared/listener.ts';
-import { MODULE_FILE, readBundle } from '../shared/bundle.ts';
+import { createBundleCache, MODULE_FILE } from '../shared/bundle.ts';
 import { createImportRelay, type ImportRelayLimits } from './import-relay.ts';
 import type { ExitMessage } from './messages.ts';
 
@@ -252,24 +251,11 @@ export function createIsolateDriver(options: IsolateDriverOptions) {
     return inst;
   }
 
-  /**
-   * The bundle and its digest, read once per root tree: the agent gives isolate instances
-   * of one image the same flat tree (host-owned, never written). The entry file's inode,
-   * size and mtime guard against a tree replaced at the same path.
-   */
-  const bundles = new Map<string, { stamp: string; modules: Record<string, string>; key: string }>();
+  const bundles = createBundleCache();
+  /** The bundle and the version key its runner is named by. */
   async function bundleOf(rootfs: string, entry: string): Promise<{ modules: Record<string, string>; key: string }> {
-    const st = await lstat(join(rootfs, entry)).catch(() => undefined);
-    const stamp = st ? `${st.dev}:${st.ino}:${st.size}:${st.mtimeMs}` : '';
-    const cacheKey = `${rootfs}\0${entry}`;
-    const hit = bundles.get(cacheKey);
-    if (hit !== undefined && st !== undefined && hit.stamp === stamp) return hit;
-    const modules = await readBundle(rootfs, entry);
-    const found = { stamp, modules, key: bundleDigest(entry, modules) };
-    bundles.set(cacheKey, found);
-    // Bounded: an entry per image tree in use (overlay roots, one per instance, would grow it).
-    if (bundles.size > 256) bundles.delete(bundles.keys().next().value as string);
-    return found;
+    const { modules, digest } = await bundles.read(rootfs, entry);
+    return { modules, key: digest.slice(0, 16) };
   }
 
   async function recover(known: Array<{ id: string; stateDir: string }>): Promise<RecoveredInstance[]> {
@@ -358,12 +344,6 @@ class IsolateInstance implements RunningInstance {
 }
 
 /** The service version a runner holds: the digest of the entry's name and every module file. */
-function bundleDigest(entry: string, modules: Record<string, string>): string {
-  const h = createHash('sha256').update(entry).update('\0');
-  for (const path of Object.keys(modules).sort()) h.update(path).update('\0').update(modules[path] as string).update('\0');
-  return h.digest('hex').slice(0, 16);
-}
-
 async function onPath(name: string): Promise<boolean> {
   for (const dir of (process.env.PATH ?? '').split(':')) {
     if (dir && (await lstat(join(dir, name)).catch(() => undefined))) return true;

@@ -1,7 +1,8 @@
 // A shoal/service bundle (src/image/sdk-bundle.ts) read out of an instance's root: the
 // module files under the entry's top directory, as text by path inside the image. The
 // isolate and wasm (QuickJS) drivers hand them to their runners, which never read files.
-import { readdir, readFile } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { lstat, readdir, readFile } from 'node:fs/promises';
 import { join, posix } from 'node:path';
 import { ShoalError } from '../../../protocol/index.ts';
 
@@ -40,3 +41,39 @@ export async function readBundle(rootfs: string, entry: string): Promise<Record<
   return out;
 }
 
+
+export interface ReadBundle {
+  modules: Record<string, string>;
+  /** sha256 (hex) of the entry's name and every module file: one service version. */
+  digest: string;
+}
+
+/**
+ * Bundles read once per root tree: the agent gives instances of one image the same flat
+ * tree (host-owned, never written). The entry file's inode, size and mtime guard against
+ * a tree replaced at the same path.
+ */
+export function createBundleCache(): { read(rootfs: string, entry: string): Promise<ReadBundle> } {
+  const bundles = new Map<string, ReadBundle & { stamp: string }>();
+  return {
+    async read(rootfs, entry) {
+      const st = await lstat(join(rootfs, entry)).catch(() => undefined);
+      const stamp = st ? `${st.dev}:${st.ino}:${st.size}:${st.mtimeMs}` : '';
+      const cacheKey = `${rootfs}\0${entry}`;
+      const hit = bundles.get(cacheKey);
+      if (hit !== undefined && st !== undefined && hit.stamp === stamp) return hit;
+      const modules = await readBundle(rootfs, entry);
+      const found = { stamp, modules, digest: bundleDigest(entry, modules) };
+      bundles.set(cacheKey, found);
+      // Bounded: an entry per image tree in use (overlay roots, one per instance, would grow it).
+      if (bundles.size > 256) bundles.delete(bundles.keys().next().value as string);
+      return found;
+    },
+  };
+}
+
+function bundleDigest(entry: string, modules: Record<string, string>): string {
+  const h = createHash('sha256').update(entry).update('\0');
+  for (const path of Object.keys(modules).sort()) h.update(path).update('\0').update(modules[path] as string).update('\0');
+  return h.digest('hex');
+}

@@ -39,7 +39,7 @@ import { createInheritedListener } from '../shared/listener.ts';
 import { findOnPath, NANOS_PER_TICK, readProcStat, readStatusField, within } from '../shared/proc.ts';
 import { describeConfinement, launchRunner, RUNNER_SCRIPT, type Confinement, type Runner } from './launcher.ts';
 import { QUICKJS_WASM, quickjsNodeModules, runnerFilesFor } from './runner-files.ts';
-import { MODULE_FILE, readBundle } from '../shared/bundle.ts';
+import { createBundleCache, MODULE_FILE } from '../shared/bundle.ts';
 import { builtinShim, SDK_INDEX } from '../isolate/isolate-sdk.ts';
 import type { JsBundle } from './quickjs-engine.ts';
 import type { HostToRunner, RunnerToHost } from './runner-protocol.ts';
@@ -418,6 +418,9 @@ export interface Program {
 }
 
 let quickjsWasm: Promise<{ digest: string }> | undefined;
+const bundles = createBundleCache();
+/** A JS program per bundle digest: its built-ins' shims found once. */
+const jsPrograms = new Map<string, Program>();
 
 async function readProgram(spec: InstanceSpec): Promise<Program> {
   const entry = spec.args[0];
@@ -425,7 +428,9 @@ async function readProgram(spec: InstanceSpec): Promise<Program> {
     const module = await readModule(spec);
     return { module, digest: moduleDigest(module) };
   }
-  const modules = await readBundle(spec.rootfs, entry);
+  const { modules, digest } = await bundles.read(spec.rootfs, entry);
+  const known = jsPrograms.get(digest);
+  if (known !== undefined) return known;
   const engine = await (quickjsWasm ??= readFile(join(quickjsNodeModules(), QUICKJS_WASM)).then((bytes) => ({ digest: moduleDigest(bytes) })));
   const builtins: Record<string, string> = {};
   for (const code of Object.values(modules)) {
@@ -434,10 +439,15 @@ async function readProgram(spec: InstanceSpec): Promise<Program> {
       if (builtins[name] === undefined && isBuiltin(name)) builtins[name] = await builtinShim(name, 'a wasm (QuickJS) component');
     }
   }
-  const h = createHash('sha256').update(engine.digest).update('\0').update(entry).update('\0');
-  for (const path of Object.keys(modules).sort()) h.update(path).update('\0').update(modules[path] as string).update('\0');
   // The runner runs its own copy of QuickJS's module (the same file): none is sent.
-  return { module: new Uint8Array(0), bundle: { entry, modules, sdkIndex: SDK_INDEX, builtins }, digest: `sha256:${h.digest('hex')}` };
+  const program = {
+    module: new Uint8Array(0),
+    bundle: { entry, modules, sdkIndex: SDK_INDEX, builtins },
+    digest: `sha256:${createHash('sha256').update(`${engine.digest}\0${digest}`).digest('hex')}`,
+  };
+  jsPrograms.set(digest, program);
+  if (jsPrograms.size > 64) jsPrograms.delete(jsPrograms.keys().next().value as string);
+  return program;
 }
 
 /** The module named by args[0], read from inside the root only (a link out of it is refused). */
