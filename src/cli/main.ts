@@ -1,45 +1,9 @@
 // The `shoal` command. Each sub-command lives in ./commands/. `shoal call` (the command
-// people run most, and the one whose start-up shows) is registered alone, so its path
-// loads commander, node:http and the error module only; any other command loads them all
-// (./commands/all.ts), which is what `--help` lists.
-import { Command, CommanderError } from 'commander';
+// people run most, and the one whose start-up shows) has a path of its own: its arguments
+// are read with node:util's parseArgs, and it loads node:http and the error module only.
+// Every other command, and `shoal call --help`, goes through commander (./program.ts),
+// which loads them all; commander alone costs ~20 ms of start-up (--cpu-prof).
 import { reportError } from './output.ts';
-
-/** The program with its global options and no command yet. */
-export function baseProgram(): Command {
-  const program = new Command('shoal')
-    .description('Deploy isolated services on demand and compose them with typed TypeScript')
-    .version('0.1.0')
-    .option('--log-format <format>', 'logs on stderr: pretty, json, or auto (pretty on a terminal, else JSON lines; env SHOAL_LOG_FORMAT)')
-    .showHelpAfterError()
-    .exitOverride()
-    .option('--tls-ca <file>', 'trust this CA (PEM) for https:// providers, stores and hosts, beside the system roots (env SHOAL_TLS_CA)');
-  // Every client (the CLI's calls, a host's pulls and its registration, the provider's links to
-  // hosts) trusts the operator's CA once it is set here, before any command runs. Long-running
-  // roles read the log format through the environment, where their loggers are made.
-  program.hook('preAction', async () => {
-    const format = (program.opts() as { logFormat?: string }).logFormat;
-    if (format !== undefined) process.env.SHOAL_LOG_FORMAT = format;
-    const ca = (program.opts() as { tlsCa?: string }).tlsCa ?? process.env.SHOAL_TLS_CA;
-    if (ca === undefined || ca === '') return;
-    const { trustCaFile } = await import('../http/index.ts');
-    trustCaFile(ca);
-  });
-  return program;
-}
-
-/** The full program (every command), or only `call` when that is what runs. */
-export async function createProgram(argv: string[] = []): Promise<Command> {
-  const program = baseProgram();
-  if (commandOf(argv) === 'call') {
-    const { registerCallCommand } = await import('./commands/call.ts');
-    registerCallCommand(program);
-  } else {
-    const { registerAllCommands } = await import('./commands/all.ts');
-    registerAllCommands(program);
-  }
-  return program;
-}
 
 /** The sub-command's name: the first word that is not a global option or its value. */
 function commandOf(argv: string[]): string | undefined {
@@ -52,17 +16,17 @@ function commandOf(argv: string[]): string | undefined {
 }
 
 export async function main(argv: string[]): Promise<number> {
-  try {
-    const program = await createProgram(argv);
-    await program.parseAsync(argv, { from: 'user' });
-    return 0;
-  } catch (error) {
-    if (error instanceof CommanderError) {
-      // Help and version exit 0; usage errors exit 2 (commander already printed them).
-      return error.exitCode === 0 ? 0 : 2;
+  if (commandOf(argv) === 'call' && !argv.includes('--help') && !argv.includes('-h')) {
+    try {
+      const { runCall } = await import('./commands/call.ts');
+      await runCall(argv);
+      return 0;
+    } catch (error) {
+      return reportError(error, argv.includes('--json'));
     }
-    return reportError(error, argv.includes('--json'));
   }
+  const { runProgram } = await import('./program.ts');
+  return runProgram(argv);
 }
 
 const code = await main(process.argv.slice(2));

@@ -118,6 +118,25 @@ test('call deploys on the first message; ps, deployments and hosts show it', asy
   assert.deepEqual(hosts.json.hosts.map((h: { id: string }) => h.id), [host!.id]);
 });
 
+test("call's own argument reader (no commander on its path) refuses what commander would, and --help still lists it", async () => {
+  const unknown = await shoal(['call', 'echo', 'Echo', '--bogus']);
+  assert.equal(unknown.code, 2);
+  assert.match(unknown.stderr, /Unknown option '--bogus'.*\(field: argv\)/);
+  const missing = await shoal(['call', 'echo']);
+  assert.equal(missing.code, 2);
+  assert.match(missing.stderr, /missing argument 'operation'/);
+  const extra = await shoal(['call', 'echo', 'Echo', '{}', 'more']);
+  assert.equal(extra.code, 2);
+  assert.match(extra.stderr, /too many arguments: \["more"\]/);
+  const json = await shoal(['call', 'echo', 'Echo', '--json', '--url', 'ftp://x']);
+  assert.equal(json.code, 2);
+  assert.equal(JSON.parse(json.stderr).error.field, 'url');
+  const help = await shoal(['call', '--help']);
+  assert.equal(help.code, 0);
+  assert.match(help.stdout, /Usage: shoal call \[options\] <service> <operation> \[json\]/);
+  assert.match(help.stdout, /--token <token>/);
+});
+
 test('failures exit with their category and say what failed', async (t) => {
   const { url, dir } = await farmWithHost(t);
   const file = join(dir, 'echo.json');

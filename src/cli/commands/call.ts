@@ -1,7 +1,8 @@
 // shoal call: one message to a service's operation through the provider. This is the
-// command people run most and the one whose start-up shows, so its path loads only
-// commander, node:http(s) and the error module: no undici, no protocol door (TypeBox and
-// the schemas), no other command (see main.ts). bench/cli-call.ts times it against curl.
+// command people run most and the one whose start-up shows, so its path (runCall) loads
+// only node:http(s) and the error module: no commander, no undici, no protocol door
+// (TypeBox and the schemas), no other command (see main.ts). bench/cli-call.ts times it
+// against curl.
 import type { Command } from 'commander';
 import type { IncomingMessage } from 'node:http';
 import { ShoalError } from '../../protocol/errors.ts';
@@ -13,36 +14,64 @@ export function registerCallCommand(program: Command): void {
     program
       .command('call <service> <operation> [json]')
       .description("send a message to a service's operation through the provider and print the reply (JSON body; default {})"),
-  ).action(async (service: string, operation: string, json: string | undefined, opts: ClientOptions) => {
-    const body = json ?? '{}';
-    try {
-      JSON.parse(body);
-    } catch (e) {
-      throw new ShoalError('invalid', `the message is not JSON: ${(e as Error).message}`, { field: 'json' });
-    }
-    const base = providerUrl(opts);
-    const path = `/s/${encodeURIComponent(service)}/${encodeURIComponent(operation)}`;
-    let res: { status: number; text: string };
-    try {
-      res = await post(`${base}${path}`, body, { 'content-type': 'application/json', ...authHeader(opts) });
-    } catch (e) {
-      const cause = (e as { code?: string }).code ?? (e as Error).message;
-      throw new ShoalError('unavailable', `cannot reach the provider at ${base} (${cause}); is \`shoal up\` running? (--url / SHOAL_URL)`);
-    }
-    const { status, text } = res;
-    if (status < 200 || status > 299) throw errorFrom(status, text, ''); // the provider's message names the service and operation
-    if (opts.json) {
-      process.stdout.write(text.endsWith('\n') ? text : `${text}\n`);
-      return;
-    }
-    let out = text;
-    try {
-      out = JSON.stringify(JSON.parse(text), null, 2);
-    } catch {
-      // not JSON: print as is
-    }
-    process.stdout.write(out.endsWith('\n') ? out : `${out}\n`);
-  });
+  ).action((service: string, operation: string, json: string | undefined, opts: ClientOptions) => sendCall(service, operation, json, opts));
+}
+
+/**
+ * `shoal call …` as main.ts runs it: argv read with node:util's parseArgs (built in, so
+ * no commander on this path), the same options as registerCallCommand declares (plus the
+ * global --log-format, which call does not use, and --tls-ca).
+ */
+export async function runCall(argv: string[]): Promise<void> {
+  let parsed: { values: { url?: string; token?: string; json?: boolean; 'tls-ca'?: string }; positionals: string[] };
+  try {
+    parsed = process.getBuiltinModule('node:util').parseArgs({
+      args: argv,
+      allowPositionals: true,
+      strict: true,
+      options: { url: { type: 'string' }, token: { type: 'string' }, json: { type: 'boolean' }, 'log-format': { type: 'string' }, 'tls-ca': { type: 'string' } },
+    });
+  } catch (e) {
+    throw new ShoalError('invalid', `${(e as Error).message} (see shoal call --help)`, { field: 'argv' });
+  }
+  const [, service, operation, json, ...extra] = parsed.positionals;
+  if (service === undefined || operation === undefined) throw new ShoalError('invalid', `missing argument '${service === undefined ? 'service' : 'operation'}' (usage: shoal call <service> <operation> [json])`, { field: 'argv' });
+  if (extra.length > 0) throw new ShoalError('invalid', `too many arguments: ${JSON.stringify(extra)} (usage: shoal call <service> <operation> [json]; quote the JSON)`, { field: 'argv' });
+  const ca = parsed.values['tls-ca'] ?? process.env.SHOAL_TLS_CA;
+  if (ca !== undefined && ca !== '') (await import('../../http/index.ts')).trustCaFile(ca);
+  const { url, token, json: asJson } = parsed.values;
+  await sendCall(service, operation, json, { ...(url === undefined ? {} : { url }), ...(token === undefined ? {} : { token }), ...(asJson === undefined ? {} : { json: asJson }) });
+}
+
+async function sendCall(service: string, operation: string, json: string | undefined, opts: ClientOptions): Promise<void> {
+  const body = json ?? '{}';
+  try {
+    JSON.parse(body);
+  } catch (e) {
+    throw new ShoalError('invalid', `the message is not JSON: ${(e as Error).message}`, { field: 'json' });
+  }
+  const base = providerUrl(opts);
+  const path = `/s/${encodeURIComponent(service)}/${encodeURIComponent(operation)}`;
+  let res: { status: number; text: string };
+  try {
+    res = await post(`${base}${path}`, body, { 'content-type': 'application/json', ...authHeader(opts) });
+  } catch (e) {
+    const cause = (e as { code?: string }).code ?? (e as Error).message;
+    throw new ShoalError('unavailable', `cannot reach the provider at ${base} (${cause}); is \`shoal up\` running? (--url / SHOAL_URL)`);
+  }
+  const { status, text } = res;
+  if (status < 200 || status > 299) throw errorFrom(status, text, ''); // the provider's message names the service and operation
+  if (opts.json) {
+    process.stdout.write(text.endsWith('\n') ? text : `${text}\n`);
+    return;
+  }
+  let out = text;
+  try {
+    out = JSON.stringify(JSON.parse(text), null, 2);
+  } catch {
+    // not JSON: print as is
+  }
+  process.stdout.write(out.endsWith('\n') ? out : `${out}\n`);
 }
 
 /**
