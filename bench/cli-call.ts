@@ -88,8 +88,11 @@ export async function runCliCallBench(options: { runs?: number; log?: (line: str
     const url = `${provider}/s/echo/Echo`;
     // As the README says: node_modules/.bin first on PATH, so `shoal` and `node` are the project's.
     const onPath = { ...process.env, PATH: `${join(ROOT, 'node_modules/.bin')}:${process.env.PATH ?? ''}`, SHOAL_URL: provider, SHOAL_STATE: join(dir, 'state') };
-    const plain = { ...process.env, SHOAL_URL: provider, SHOAL_STATE: join(dir, 'state') };
-    const systemNode = (await run('node', ['--version']).catch(() => ({ stdout: 'none' }))).stdout.trim();
+    // The machine's PATH without any node_modules/.bin: `npm run bench` puts the project's
+    // Node 24 first, which would make the "system node" row another Node 24 row.
+    const machinePath = (process.env.PATH ?? '').split(':').filter((p) => !p.endsWith('node_modules/.bin')).join(':');
+    const plain = { ...process.env, PATH: machinePath, SHOAL_URL: provider, SHOAL_STATE: join(dir, 'state') };
+    const systemNode = (await run('node', ['--version'], { env: plain }).catch(() => ({ stdout: 'none' }))).stdout.trim();
     const callArgs = ['call', 'echo', 'Echo', BODY];
     const variants: Array<{ name: string; command: string; file: string; args: string[]; env: NodeJS.ProcessEnv }> = [
       { name: 'curl', command: `curl -s -H 'content-type: application/json' -d '${BODY}' URL`, file: 'curl', args: ['-s', '-o', '/dev/null', '-H', 'content-type: application/json', '-d', BODY, url], env: plain },
