@@ -26,6 +26,12 @@ export const DriverCapabilities = Type.Object({
   enforcesLimits: Type.Boolean(),
   /** Runs programs that listen on TCP $PORT (a plan's `listen`); absent: refuses such plans. */
   servesPort: Type.Optional(Type.Boolean()),
+  /**
+   * Moves a running instance to another host while it runs (pre-copy: the target receives,
+   * the source sends; src/host/drivers/driver.ts LiveReceivingDriver). Absent: a move is
+   * stop-and-copy (capture, restore elsewhere), for drivers with canMigrate.
+   */
+  liveMigrates: Type.Optional(Type.Boolean()),
 });
 export type DriverCapabilities = Static<typeof DriverCapabilities>;
 

@@ -12,3 +12,4 @@ export * from './provider-api.ts';
 export * from './store-api.ts';
 export * from './listen-address.ts';
 export * from './auth.ts';
+export * from './live-migration.ts';

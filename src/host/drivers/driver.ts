@@ -1,10 +1,10 @@
 // The one interface every instance driver implements (Nomad's DriverPlugin in small).
 // The host agent talks only to this; placement reads `capabilities`, never a driver's name.
 
-import type { DriverCapabilities, DriverFingerprint, Isolation } from '../../protocol/index.ts';
+import type { DriverCapabilities, DriverFingerprint, Isolation, MigrationOffer } from '../../protocol/index.ts';
 
-// Defined in protocol: hosts report them and the provider places on them.
-export type { DriverCapabilities, DriverFingerprint, Isolation };
+// Defined in protocol: hosts report them and the provider places on them (an offer crosses hosts).
+export type { DriverCapabilities, DriverFingerprint, Isolation, MigrationOffer };
 
 export interface InstanceResources {
   memoryBytes: number;
@@ -192,4 +192,74 @@ export interface ForkingDriver extends Driver {
 
 export function canFork(d: Driver): d is ForkingDriver {
   return typeof (d as Partial<ForkingDriver>).fork === 'function';
+}
+
+// ---- Live migration (issue 14) --------------------------------------------------------
+// Pre-copy: the source keeps running while its memory (and disk) is copied to a target that
+// waits for it, and stops only for the last pages. The target makes an offer (where to send,
+// a key that lives for this one move, its own facts), the provider carries it to the source
+// over the hosts' authenticated control APIs, and the source sends. Drivers never talk to the
+// provider; the agent holds the source's messages around the stop (MigrationHold).
+
+// MigrationOffer (src/protocol/live-migration.ts): where to send, the one-move key, the target's facts.
+
+/** A target waiting for its state. */
+export interface IncomingMigration {
+  readonly offer: MigrationOffer;
+  /**
+   * The instance, once its state has arrived and it runs; rejects (its process and disks
+   * removed) if the stream fails, is refused (wrong key), or does not come in time.
+   */
+  readonly instance: Promise<RunningInstance>;
+  /** Gives up: the target's process and disks go, and `instance` rejects. */
+  cancel(): Promise<void>;
+}
+
+/** Optional: a driver that can start an instance as the target of a live migration. */
+export interface LiveReceivingDriver extends Driver {
+  receive(spec: InstanceSpec): Promise<IncomingMigration>;
+}
+
+export function canReceiveLive(d: Driver): d is LiveReceivingDriver {
+  return typeof (d as Partial<LiveReceivingDriver>).receive === 'function';
+}
+
+/** The agent's part in a live migration: messages are held around the source's stop. */
+export interface MigrationHold {
+  /**
+   * Called once, before the instance stops for the switch-over: new messages are held from
+   * the call on; resolves once none is in flight. The driver does not switch over until it
+   * has resolved; the agent lets the messages go (failure) or answers them `gone` (removal).
+   */
+  hold(): Promise<void>;
+}
+
+export interface LiveMigrationStats {
+  /** Start of the migration to its end, as the driver measured it. */
+  totalMs: number;
+  /** Time the instance ran nowhere (stopped on the source, not yet running on the target), as the driver reports it. */
+  downtimeMs: number;
+  /** From hold() to the end: how long new messages waited at the least. */
+  heldMs: number;
+  /** Bytes sent (memory and disk). */
+  bytes: number;
+}
+
+/** Optional: an instance its driver can send to a LiveReceivingDriver's offer while it runs. */
+export interface LiveMigratingInstance extends RunningInstance {
+  /**
+   * Pre-copy to `offer`. Resolves once the target has everything: the instance is stopped
+   * here for good (the caller removes it). Rejects with the instance running here as before
+   * (the target then fails on its own: its stream ended unfinished).
+   */
+  migrateTo(offer: MigrationOffer, hold: MigrationHold): Promise<LiveMigrationStats>;
+  /**
+   * After a migrateTo that completed but whose target then failed and is gone: the instance
+   * runs here again from where it stopped. Never while the target may run (two copies).
+   */
+  resumeHere(): Promise<void>;
+}
+
+export function canMigrateLive(i: RunningInstance): i is LiveMigratingInstance {
+  return typeof (i as Partial<LiveMigratingInstance>).migrateTo === 'function';
 }

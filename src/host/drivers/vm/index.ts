@@ -13,7 +13,7 @@ import { createReadStream, createWriteStream } from 'node:fs';
 import { chown, mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { createServer, type Socket } from 'node:net';
 import { join } from 'node:path';
-import { Transform } from 'node:stream';
+import { Transform, type Duplex } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createZstdCompress, createZstdDecompress } from 'node:zlib';
 import { execFile } from 'node:child_process';
@@ -29,7 +29,13 @@ import type {
   DriverFingerprint,
   InstanceExit,
   InstanceSpec,
+  IncomingMigration,
   InstanceStats,
+  LiveMigratingInstance,
+  LiveMigrationStats,
+  LiveReceivingDriver,
+  MigrationHold,
+  MigrationOffer,
   PausableInstance,
   RecoveredInstance,
   RestoringDriver,
@@ -40,6 +46,7 @@ import { delay, isAlive, NANOS_PER_TICK, readProcStat, readStatusField, sendSign
 import { createBridge, freeLoopbackPort, waitHttpAnswer, type Bridge } from './bridge.ts';
 import { createOverlay, ensureRootTemplate, GUEST_PORT, layerStackKey, rebaseOverlay, writeSpecDisk, type RootTemplate } from './disks.ts';
 import { connectQmp, type Qmp } from './qmp.ts';
+import { checkFacts, INCOMING_CONNECT_MS, listenIncoming, MAX_BANDWIDTH, openRelay, relay, sendLive, waitIncoming, writeKeyDir } from './live.ts';
 import { createQemuCgroup, guestExitCode, MACHINE, probeAccel, QEMU, qemuArgs, type Accel, type QemuCgroup } from './qemu.ts';
 
 const run = promisify(execFile);
@@ -49,8 +56,9 @@ export const capabilities = {
   canPause: true,
   /** capture() / restore(): the RAM and the disk overlay, to a host-owned file. */
   canSnapshot: true,
-  /** Live migration host → host is not built (restore from a saved state is). */
-  canMigrate: false,
+  /** Host → host: live (pre-copy, receive() / migrateTo(), live.ts), or a saved state restored elsewhere. */
+  canMigrate: true,
+  liveMigrates: true,
   canClone: false,
   enforcesLimits: true,
 } as const satisfies DriverCapabilities;
@@ -67,6 +75,11 @@ export interface VmDriverOptions {
   /** Guest RAM floor in MiB (the guest kernel and init need some), default 128. */
   minMemoryMiB?: number;
   log?: (message: string) => void;
+  /**
+   * The address a live migration's target listens on for the source's stream (one
+   * connection, TLS-PSK); default 127.0.0.1, which serves hosts on one machine only.
+   */
+  migrationHost?: string;
 }
 
 /** What start() leaves in stateDir so destroy() and recover() can find QEMU again. */
@@ -93,9 +106,10 @@ const QEMU_OVERHEAD_BYTES = 640 * 1024 * 1024;
 /** Beyond the template and spec.resources.diskBytes: the guest's ext4 headroom (disks.ts, 128 MiB) and qcow2 metadata. */
 const STATE_DISK_SLACK_BYTES = 512 * 1024 * 1024;
 
-interface Restoring {
-  memory: string;
-}
+type LaunchMode = { kind: 'start' } | { kind: 'restore'; memory: string } | { kind: 'incoming' };
+
+/** Where a live migration's key file lives while the move runs (live.ts). */
+const KEY_DIR = 'migration-key';
 
 export function createVmDriver(options: VmDriverOptions) {
   const log = options.log ?? ((m: string) => console.warn(m));
@@ -103,6 +117,7 @@ export function createVmDriver(options: VmDriverOptions) {
   const rootsDir = join(vmDir, 'roots');
   const runAs = options.runAs === false ? undefined : (options.runAs ?? (process.getuid?.() === 0 ? 'nobody' : undefined));
   const minMemoryMiB = options.minMemoryMiB ?? 128;
+  const migrationHost = options.migrationHost ?? '127.0.0.1';
   const live = new Map<string, VmInstance>();
   let kernel: Promise<KernelFiles> | undefined;
   let accel: Promise<{ accel: Accel; detail: string }> | undefined;
@@ -167,7 +182,8 @@ export function createVmDriver(options: VmDriverOptions) {
     return { memoryMiB: Math.max(minMemoryMiB, Math.floor(spec.resources.memoryBytes / (1024 * 1024))), cpus: Math.max(1, Math.ceil(spec.resources.cpuMillis / 1000)) };
   }
 
-  async function launch(spec: InstanceSpec, restoring: Restoring | undefined): Promise<VmInstance> {
+  /** QEMU started for `spec` (a fresh boot, a restore, or a live migration's target), with QMP connected. */
+  async function spawnVm(spec: InstanceSpec, mode: LaunchMode): Promise<{ inst: VmInstance; hostPort: number; feed: Duplex | undefined }> {
     if (closed) throw new ShoalError('unavailable', 'the vm driver is closed');
     if (live.has(spec.id)) throw new ShoalError('conflict', `instance ${spec.id} is already running`, { field: 'id' });
     if (spec.args.length === 0) throw new ShoalError('invalid', 'spec.args is empty: nothing to run', { field: 'args' });
@@ -176,13 +192,11 @@ export function createVmDriver(options: VmDriverOptions) {
     const { accel: a } = await ensureAccel(k);
     const template = await rootTemplateFor(spec);
     const overlay = join(spec.stateDir, OVERLAY);
-    if (restoring) await rebaseOverlay(template.path, overlay);
+    if (mode.kind === 'restore') await rebaseOverlay(template.path, overlay);
     else await createOverlay(template.path, overlay);
     // QEMU re-opens the overlay after a capture (cont re-activates the disks), as runAs.
-    if (runAs) {
-      const ids = await userIds(runAs);
-      await chown(overlay, ids.uid, ids.gid);
-    }
+    const owner = runAs ? await userIds(runAs) : undefined;
+    if (owner) await chown(overlay, owner.uid, owner.gid);
     await writeSpecDisk(spec, join(spec.stateDir, SPEC_DISK));
     // From spec.resources only (a restore checks the state's annotations agree, never uses them).
     const { memoryMiB, cpus } = machineShape(spec);
@@ -202,7 +216,7 @@ export function createVmDriver(options: VmDriverOptions) {
       cpus,
       qmpSocket,
       runAs,
-      ...(restoring ? { incomingFd: 3 } : {}),
+      ...(mode.kind === 'restore' ? { incoming: 'fd:3' } : mode.kind === 'incoming' ? { incoming: 'defer' } : {}),
     });
     let child: ChildProcess;
     try {
@@ -212,7 +226,8 @@ export function createVmDriver(options: VmDriverOptions) {
         // The serial console (QEMU's stdout) is the guest's to fill: it goes through the
         // capped writer, like runc's shim log. VMs are never re-attached after an agent
         // restart, so the pipe ending with the agent loses nothing that was kept.
-        stdio: ['ignore', 'pipe', 'pipe', restoring ? 'pipe' : 'ignore'],
+        // fd 3: the saved state (restore) or the migration stream (incoming), a socket pair.
+        stdio: ['ignore', 'pipe', 'pipe', mode.kind === 'start' ? 'ignore' : 'pipe'],
       });
       const consoleLog = openCappedLog(spec.logFile);
       if (child.stdout) consoleLog.attach(child.stdout);
@@ -227,16 +242,29 @@ export function createVmDriver(options: VmDriverOptions) {
       throw new ShoalError('unavailable', `starting ${QEMU} failed: ${(e as Error).message}`, { cause: e });
     }
     const pid = child.pid as number;
-    const inst = new VmInstance(spec, pid, child, cgroup, { memoryMiB, cpus, template, kernel: k, accel: a });
+    const inst = new VmInstance(spec, pid, child, cgroup, { memoryMiB, cpus, template, kernel: k, accel: a }, { runAs: owner, log });
     live.set(spec.id, inst);
     void inst.exited.then(() => live.delete(spec.id));
     const startTime = (await readProcStat(pid))?.startTime ?? 0;
     const state: StateFile = { id: spec.id, pid, startTime, listenSocket: spec.listenSocket };
     await writeFile(join(spec.stateDir, STATE_FILE), JSON.stringify(state));
+    return { inst, hostPort, feed: mode.kind === 'start' ? undefined : (child.stdio[3] as Duplex) };
+  }
+
+  /** The guest serves: max-bandwidth for later captures, its first HTTP answer, the socket bridge. */
+  async function serve(inst: VmInstance, spec: InstanceSpec, hostPort: number): Promise<void> {
+    await inst.qmp!.execute('migrate-set-parameters', { 'max-bandwidth': MAX_BANDWIDTH });
+    // Start resolves once the guest serves (a cold boot under TCG takes seconds).
+    await waitHttpAnswer(hostPort, () => inst.hasExited, BOOT_TIMEOUT_MS);
+    inst.bridge = await createBridge(spec.listenSocket, hostPort);
+  }
+
+  async function launch(spec: InstanceSpec, mode: LaunchMode): Promise<VmInstance> {
+    const { inst, hostPort, feed } = await spawnVm(spec, mode);
     try {
-      if (restoring) {
-        const feed = child.stdio[3] as NodeJS.WritableStream;
-        const sent = pipeline(createReadStream(restoring.memory), createZstdDecompress(), feed);
+      const qmpSocket = join(spec.stateDir, QMP_SOCKET);
+      if (mode.kind === 'restore') {
+        const sent = pipeline(createReadStream(mode.memory), createZstdDecompress(), feed!);
         inst.qmp = await connectQmp(qmpSocket);
         await sent;
         await waitStatus(inst.qmp, ['paused', 'running'], 60_000);
@@ -244,10 +272,7 @@ export function createVmDriver(options: VmDriverOptions) {
       } else {
         inst.qmp = await connectQmp(qmpSocket);
       }
-      await inst.qmp.execute('migrate-set-parameters', { 'max-bandwidth': 10 * 1024 * 1024 * 1024 });
-      // Start resolves once the guest serves (a cold boot under TCG takes seconds).
-      await waitHttpAnswer(hostPort, () => inst.hasExited, BOOT_TIMEOUT_MS);
-      inst.bridge = await createBridge(spec.listenSocket, hostPort);
+      await serve(inst, spec, hostPort);
     } catch (e) {
       await inst.stop({ graceMs: 0 });
       throw e instanceof ShoalError ? e : new ShoalError('internal', `starting the VM of ${spec.id} failed: ${(e as Error).message}`, { cause: e });
@@ -255,8 +280,63 @@ export function createVmDriver(options: VmDriverOptions) {
     return inst;
   }
 
+  /**
+   * A live migration's target (live.ts): QEMU waits with -incoming defer on a fresh overlay
+   * of this host's root template; the agent's one-connection listener relays the source's
+   * TLS stream to it. The offer carries the key and this VM's facts (the source checks them).
+   */
+  async function receive(spec: InstanceSpec): Promise<IncomingMigration> {
+    const keyDir = join(spec.stateDir, KEY_DIR);
+    const key = randomBytes(32).toString('hex');
+    const { inst, hostPort, feed } = await spawnVm(spec, { kind: 'incoming' });
+    let listener: Awaited<ReturnType<typeof openRelay>> | undefined;
+    const fail = async (e: unknown): Promise<never> => {
+      listener?.server.close();
+      await inst.stop({ graceMs: 0 });
+      await destroy(spec.id, spec.stateDir);
+      throw e instanceof ShoalError ? e : new ShoalError('internal', `receiving the VM of ${spec.id} failed: ${(e as Error).message}`, { cause: e });
+    };
+    try {
+      await writeKeyDir(keyDir, key, inst.owner);
+      inst.qmp = await connectQmp(join(spec.stateDir, QMP_SOCKET));
+      await listenIncoming(inst.qmp, keyDir);
+      listener = await openRelay(migrationHost);
+    } catch (e) {
+      return fail(e);
+    }
+    const relayOpen = listener;
+    let cancelled = false;
+    const arrived = (async (): Promise<VmInstance> => {
+      try {
+        const timer = new Promise<'late'>((r) => setTimeout(() => r('late'), INCOMING_CONNECT_MS).unref());
+        const first = await Promise.race([relayOpen.connected, timer, inst.exited.then(() => 'exited' as const)]);
+        if (first === 'late') throw new ShoalError('timeout', `no migration stream came within ${INCOMING_CONNECT_MS} ms`);
+        if (first === 'exited') throw new ShoalError('unavailable', cancelled ? 'the incoming migration was cancelled' : 'the target VM exited before its state came');
+        let ended = false;
+        void relay(first, feed!).then(() => (ended = true));
+        const status = await waitIncoming(inst.qmp!, () => ended, () => inst.hasExited);
+        await rm(keyDir, { recursive: true, force: true });
+        if (status !== 'running') await inst.qmp!.execute('cont');
+        await serve(inst, spec, hostPort);
+        return inst;
+      } catch (e) {
+        return fail(e);
+      }
+    })();
+    return {
+      offer: { address: `${migrationHost}:${relayOpen.port}`, key, annotations: inst.annotations() },
+      instance: arrived,
+      async cancel() {
+        cancelled = true;
+        relayOpen.server.close();
+        await inst.stop({ graceMs: 0 });
+        await arrived.catch(() => undefined); // it rejects: cancelled
+      },
+    };
+  }
+
   async function start(spec: InstanceSpec): Promise<VmInstance> {
-    return launch(spec, undefined);
+    return launch(spec, { kind: 'start' });
   }
 
   async function restore(spec: InstanceSpec, state: CapturedState): Promise<VmInstance> {
@@ -287,7 +367,7 @@ export function createVmDriver(options: VmDriverOptions) {
       if (state.annotations['org.shoal.vm.kernel'] !== k.release) {
         throw new ShoalError('conflict', `the state was saved with kernel ${state.annotations['org.shoal.vm.kernel']}; this host has ${k.release}`, { field: 'state' });
       }
-      return await launch(spec, { memory });
+      return await launch(spec, { kind: 'restore', memory });
     } finally {
       await rm(memory, { force: true });
     }
@@ -320,7 +400,7 @@ export function createVmDriver(options: VmDriverOptions) {
     if (state) await removeStaleSocket(state.listenSocket).catch((e: unknown) => log(`vm: ${(e as Error).message}`));
     const cg = await createQemuCgroupHandle(id);
     await cg?.remove();
-    for (const f of [STATE_FILE, OVERLAY, SPEC_DISK, QMP_SOCKET, 'memory.zst']) await rm(join(stateDir, f), { force: true });
+    for (const f of [STATE_FILE, OVERLAY, SPEC_DISK, QMP_SOCKET, 'memory.zst', KEY_DIR]) await rm(join(stateDir, f), { recursive: true, force: true });
   }
 
   async function close(): Promise<void> {
@@ -330,7 +410,7 @@ export function createVmDriver(options: VmDriverOptions) {
     live.clear();
   }
 
-  return { name: 'vm', capabilities, fingerprint, start, restore, recover, destroy, close } satisfies Driver & RestoringDriver;
+  return { name: 'vm', capabilities, fingerprint, start, restore, receive, recover, destroy, close } satisfies Driver & RestoringDriver & LiveReceivingDriver;
 }
 
 /** The cgroup of a VM that start() made, for removal (its limits do not matter here). */
@@ -363,7 +443,7 @@ interface VmFacts {
   accel: Accel;
 }
 
-class VmInstance implements PausableInstance, CapturingInstance {
+class VmInstance implements PausableInstance, CapturingInstance, LiveMigratingInstance {
   readonly id: string;
   readonly pid: number;
   readonly exited: Promise<InstanceExit>;
@@ -380,11 +460,18 @@ class VmInstance implements PausableInstance, CapturingInstance {
   private readonly spec: InstanceSpec;
   private readonly cgroup: QemuCgroup | undefined;
   private readonly facts: VmFacts;
+  /** uid/gid QEMU runs as (-runas), for the files it must read after the drop. */
+  readonly owner: { uid: number; gid: number } | undefined;
+  private readonly log: (m: string) => void;
+  /** Sent away by a live migration: nothing runs here any more. */
+  private migrated = false;
 
-  constructor(spec: InstanceSpec, pid: number, child: ChildProcess, cgroup: QemuCgroup | undefined, facts: VmFacts) {
+  constructor(spec: InstanceSpec, pid: number, child: ChildProcess, cgroup: QemuCgroup | undefined, facts: VmFacts, o: { runAs: { uid: number; gid: number } | undefined; log: (m: string) => void }) {
     this.spec = spec;
     this.cgroup = cgroup;
     this.facts = facts;
+    this.owner = o.runAs;
+    this.log = o.log;
     this.id = spec.id;
     this.pid = pid;
     this.exited = new Promise((r) => {
@@ -429,7 +516,42 @@ class VmInstance implements PausableInstance, CapturingInstance {
 
   private control(): Qmp {
     if (this.done || !this.qmp) throw new ShoalError('conflict', `instance ${this.id} has exited`);
+    if (this.migrated) throw new ShoalError('conflict', `instance ${this.id} was migrated away`);
     return this.qmp;
+  }
+
+  /** What a state of this VM fits (a restore and a live migration's source check them). */
+  annotations(): Record<string, string> {
+    return {
+      'org.shoal.driver': 'vm',
+      'org.shoal.vm.format': '1',
+      'org.shoal.vm.machine': MACHINE,
+      'org.shoal.vm.accel': this.facts.accel,
+      'org.shoal.vm.memory-mib': String(this.facts.memoryMiB),
+      'org.shoal.vm.cpus': String(this.facts.cpus),
+      'org.shoal.vm.kernel': this.facts.kernel.release,
+      'org.shoal.vm.root-template': this.facts.template.digest,
+    };
+  }
+
+  async migrateTo(offer: MigrationOffer, hold: MigrationHold): Promise<LiveMigrationStats> {
+    const qmp = this.control();
+    if (this.paused) throw new ShoalError('conflict', `instance ${this.id} is paused; resume it to migrate it live`);
+    checkFacts(this.annotations(), offer.annotations);
+    const keyDir = join(this.spec.stateDir, `${KEY_DIR}-out`);
+    await writeKeyDir(keyDir, offer.key, this.owner);
+    const stats = await sendLive(qmp, { address: offer.address, keyDir, hold, log: this.log });
+    // The guest now runs on the target; this QEMU stays (postmigrate) until the instance is removed.
+    this.migrated = true;
+    return stats;
+  }
+
+  async resumeHere(): Promise<void> {
+    if (this.done || !this.qmp) throw new ShoalError('conflict', `instance ${this.id} has exited`);
+    if (!this.migrated) return;
+    // cont after a completed migration re-activates the disks (as after a capture).
+    await this.qmp.execute('cont');
+    this.migrated = false;
   }
 
   async pause(): Promise<void> {
@@ -465,20 +587,7 @@ class VmInstance implements PausableInstance, CapturingInstance {
       // Back to what it was (cont after a completed migration re-activates the disks).
       if (!wasPaused && !this.done) await qmp.execute('cont');
     }
-    return {
-      mediaType: VM_STATE_MEDIA_TYPE,
-      file,
-      annotations: {
-        'org.shoal.driver': 'vm',
-        'org.shoal.vm.format': '1',
-        'org.shoal.vm.machine': MACHINE,
-        'org.shoal.vm.accel': this.facts.accel,
-        'org.shoal.vm.memory-mib': String(this.facts.memoryMiB),
-        'org.shoal.vm.cpus': String(this.facts.cpus),
-        'org.shoal.vm.kernel': this.facts.kernel.release,
-        'org.shoal.vm.root-template': this.facts.template.digest,
-      },
-    };
+    return { mediaType: VM_STATE_MEDIA_TYPE, file, annotations: this.annotations() };
   }
 
   async stats(): Promise<InstanceStats> {

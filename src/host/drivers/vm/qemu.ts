@@ -50,8 +50,11 @@ export interface QemuLaunch {
   qmpSocket: string;
   /** Drop to this user once QEMU has opened its files (-runas), when set. */
   runAs: string | undefined;
-  /** Restore: the saved state is read from this inherited descriptor. */
-  incomingFd?: number;
+  /**
+   * -incoming: `fd:3` (a restore: the saved state is read from that inherited descriptor) or
+   * `defer` (a live migration's target: set up over QMP, then migrate-incoming).
+   */
+  incoming?: string;
 }
 
 export function qemuArgs(l: QemuLaunch): string[] {
@@ -81,7 +84,7 @@ export function qemuArgs(l: QemuLaunch): string[] {
     // so elevateprivileges stays allowed (after the drop there is nothing to elevate to).
     '-sandbox', 'on,obsolete=deny,spawn=deny,resourcecontrol=deny',
     ...(l.runAs ? ['-runas', l.runAs] : []),
-    ...(l.incomingFd !== undefined ? ['-incoming', `fd:${l.incomingFd}`] : []),
+    ...(l.incoming !== undefined ? ['-incoming', l.incoming] : []),
   ];
 }
 

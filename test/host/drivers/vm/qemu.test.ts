@@ -37,10 +37,14 @@ describe('vm qemu command line', () => {
 
   it('builds the same device line for a restore, plus -incoming from the inherited descriptor', () => {
     const start = qemuArgs(launch);
-    const restore = qemuArgs({ ...launch, hostPort: 40002, overlay: '/t/disk.qcow2', incomingFd: 3 });
+    const restore = qemuArgs({ ...launch, hostPort: 40002, overlay: '/t/disk.qcow2', incoming: 'fd:3' });
     assert.deepEqual(restore.slice(-2), ['-incoming', 'fd:3']);
     const devices = (a: string[]) => a.filter((x, i) => a[i - 1] === '-device');
     assert.deepEqual(devices(restore), devices(start));
+    // A live migration's target: the same devices, its stream set up later over QMP.
+    const target = qemuArgs({ ...launch, hostPort: 40003, overlay: '/u/disk.qcow2', incoming: 'defer' });
+    assert.deepEqual(target.slice(-2), ['-incoming', 'defer']);
+    assert.deepEqual(devices(target), devices(start));
   });
 
   it('reads the guest exit code from QEMU isa-debug-exit status', () => {
