@@ -417,9 +417,11 @@ async function imageOnHost(hostDir: string): Promise<HostImage> {
   const instances = join(hostDir, 'instances');
   for (const id of await readdir(instances)) {
     const rec = JSON.parse(await readFile(join(instances, id, 'instance.json'), 'utf8').catch(() => 'null')) as {
-      rootfs?: { layers: Array<{ digest: string }>; process: { args: string[]; cwd: string } };
+      rootfs?: { manifestDigest: string; layers: Array<{ digest: string }>; process: { args: string[]; cwd: string } };
     } | null;
-    if (!rec?.rootfs) continue;
+    // Not a template-pool container waiting for a deployment: its root has the template's
+    // layers only (the service's own layer is grafted in when a deployment takes it).
+    if (!rec?.rootfs || rec.rootfs.manifestDigest.startsWith('template:')) continue;
     const lowerDirs = rec.rootfs.layers.map((l) => join(hostDir, 'cache', 'layers', l.digest.replace(/^sha256:/, ''))).reverse();
     for (const d of lowerDirs) if (!(await stat(d).catch(() => undefined))?.isDirectory()) throw new Error(`layer ${d} of ${id} is not in the host's cache`);
     return { lowerDirs, args: rec.rootfs.process.args, cwd: rec.rootfs.process.cwd || '/' };
@@ -468,21 +470,24 @@ async function startFloor(image: HostImage): Promise<Floor> {
     if (failed) throw new Error(`floor ${kind} × ${n}: ${String(failed.reason)}`);
     return wall;
   };
-  // One of each first, unrecorded: the shim build, the page cache.
-  await atOnce('plain', 1);
-  await atOnce('runc', 1);
-  return {
-    atOnce,
-    async close() {
-      await runc.close();
-      await unmountOverlay(flat);
-      await removeCgroupParent(cgroupParent);
-      // Only once nothing is mounted in it: rm through a mount would reach the layers.
-      const left = await listMounts(dir);
-      if (left.length > 0) throw new Error(`still mounted, ${dir} kept: ${left.join(', ')}`);
-      await rm(dir, { recursive: true, force: true });
-    },
+  const close = async (): Promise<void> => {
+    await runc.close();
+    await unmountOverlay(flat);
+    await removeCgroupParent(cgroupParent);
+    // Only once nothing is mounted in it: rm through a mount would reach the layers.
+    const left = await listMounts(dir);
+    if (left.length > 0) throw new Error(`still mounted, ${dir} kept: ${left.join(', ')}`);
+    await rm(dir, { recursive: true, force: true });
   };
+  try {
+    // One of each first, unrecorded: the shim build, the page cache.
+    await atOnce('plain', 1);
+    await atOnce('runc', 1);
+  } catch (e) {
+    await close().catch(() => undefined); // a failed warm-up must not leave its overlay mounted
+    throw e;
+  }
+  return { atOnce, close };
 }
 
 // ---- clients ----
