@@ -71,6 +71,11 @@ export const InstanceSummary = Type.Object({
   deploymentId: Type.Optional(Type.String()),
   memoryMb: Type.Number(),
   cpuMillis: Type.Number(),
+  /**
+   * The live operations its driver declares (from its host's latest report): pause (and
+   * resume), snapshot and suspend, fork, migrate. Absent until the host has reported.
+   */
+  liveOps: Type.Optional(Type.Array(Type.Union([Type.Literal('pause'), Type.Literal('snapshot'), Type.Literal('suspend'), Type.Literal('fork'), Type.Literal('migrate')]))),
 });
 export type InstanceSummary = Static<typeof InstanceSummary>;
 

@@ -30,6 +30,7 @@ import {
   DeployRequestBody,
   HostRegistrationBody,
   type DeploymentSummary,
+  type DriverCapabilities,
   type HostSummary,
   type InstanceSummary,
   type ServiceSummary,
@@ -283,6 +284,7 @@ export function createProviderApi(options: ProviderApiOptions): Hono {
             ...(d === undefined ? {} : { deploymentId: d.id }),
             memoryMb: i.resources.memoryMb,
             cpuMillis: i.resources.cpuMillis,
+            ...liveOpsOf(host.report?.drivers.find((x) => x.name === i.driver)?.capabilities),
           });
         }
       }),
@@ -357,6 +359,17 @@ export function summary(d: DeploymentRecord): DeploymentSummary {
     createdAt: d.createdAt,
     updatedAt: d.updatedAt,
   };
+}
+
+/** The live operations a driver's capabilities allow, as GET /api/v1/instances lists them. */
+function liveOpsOf(c: DriverCapabilities | undefined): Pick<InstanceSummary, 'liveOps'> {
+  if (c === undefined) return {};
+  const ops: NonNullable<InstanceSummary['liveOps']> = [];
+  if (c.canPause) ops.push('pause');
+  if (c.canSnapshot) ops.push('snapshot', 'suspend');
+  if (c.canClone) ops.push('fork');
+  if (c.canMigrate) ops.push('migrate');
+  return { liveOps: ops };
 }
 
 function parseJson(text: string): unknown {

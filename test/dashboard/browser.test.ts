@@ -211,7 +211,7 @@ describe('the dashboard in Chromium against shoal up', { skip: skipReason() }, (
     });
   });
 
-  it('scales a service and removes an instance from the page', async () => {
+  it('scales a service, pauses and resumes an instance, and removes it from the page', async () => {
     await page.getByRole('link', { name: 'Services' }).click();
     const echoRow = page.locator('tr[data-service="echo"]');
     await echoRow.waitFor();
@@ -221,6 +221,22 @@ describe('the dashboard in Chromium against shoal up', { skip: skipReason() }, (
     const count = async () => ((await (await fetch(`${url}/api/v1/instances`, { headers: bearer() })).json()) as { instances: Array<{ id: string; service: string; routable: boolean }> }).instances.filter((i) => i.service === 'echo' && i.routable);
     await until('echo at one instance', async () => (await count()).length === 1, 20_000, 200);
     const [only] = await count();
+    // Live operations: the process driver declares pause only, so the row offers Pause (then
+    // Resume) and no snapshot, suspend, fork or migrate; the saved-states table is there, empty.
+    const stateOf = async () => ((await (await fetch(`${url}/api/v1/instances`, { headers: bearer() })).json()) as { instances: Array<{ id: string; state: string; liveOps?: string[] }> }).instances.find((i) => i.id === only!.id);
+    assert.deepEqual((await stateOf())?.liveOps, ['pause']);
+    const row = page.locator(`tr[data-instance="${only!.id}"]`);
+    assert.deepEqual(await row.locator('button').allTextContents(), ['Pause', 'Remove']);
+    await page.getByRole('heading', { name: 'Saved states' }).waitFor();
+    await page.getByText('No saved state').waitFor();
+    await page.getByRole('button', { name: `pause instance ${only!.id}` }).click();
+    await page.getByRole('status').filter({ hasText: `pause ${only!.id}: done` }).waitFor({ timeout: 30_000 });
+    await until('echo paused on its host', async () => (await stateOf())?.state === 'paused', 20_000, 200);
+    await page.getByRole('button', { name: `resume instance ${only!.id}` }).click({ timeout: 20_000 });
+    await page.getByRole('status').filter({ hasText: `resume ${only!.id}: done` }).waitFor({ timeout: 30_000 });
+    await until('echo running again', async () => (await stateOf())?.state === 'ready', 20_000, 200);
+    const answer = await fetch(`${url}/s/echo/Echo`, { method: 'POST', headers: bearer(), body: '{"message":"after resume"}' });
+    assert.equal(answer.status, 200);
     await page.getByRole('button', { name: `remove instance ${only!.id}` }).click();
     await page.getByRole('status').filter({ hasText: `remove ${only!.id}: done` }).waitFor({ timeout: 30_000 });
     await until('echo without instances', async () => (await count()).length === 0, 20_000, 200);

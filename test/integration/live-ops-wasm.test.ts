@@ -67,7 +67,7 @@ describe('live state through the provider and the CLI (wasm)', { skip, timeout: 
         resolve({ code: error === null ? 0 : typeof error.code === 'number' ? error.code : -1, stdout, stderr }),
       );
     });
-  const instances = async () => ((await api('GET', '/api/v1/instances')).json.instances as Array<{ id: string; hostId: string; service: string }>).filter((i) => i.service === 'counter');
+  const instances = async () => ((await api('GET', '/api/v1/instances')).json.instances as Array<{ id: string; hostId: string; service: string; liveOps?: string[] }>).filter((i) => i.service === 'counter');
   /** Calls one instance directly through the provider's routing: with one instance routed, /s/ reaches it. */
   const inc = async () => {
     const r = await api('POST', '/s/counter/inc', {});
@@ -79,6 +79,8 @@ describe('live state through the provider and the CLI (wasm)', { skip, timeout: 
     for (let i = 1; i <= 3; i++) assert.equal(await inc(), i);
     const [src] = await instances();
     assert.ok(src);
+    // What the dashboard offers for it: the wasm driver's declared operations (no pause).
+    assert.deepEqual(src.liveOps, ['snapshot', 'suspend', 'fork', 'migrate']);
     const snap = await shoal(['snapshot', src.id, '--label', 'three', '--json']);
     assert.equal(snap.code, 0, snap.stderr);
     const state = JSON.parse(snap.stdout).state;

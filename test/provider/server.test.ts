@@ -120,6 +120,8 @@ test('deployments, instances, events, OpenAPI, metrics, healthz', async (t) => {
   const ps = await api(provider.url, 'GET', '/api/v1/instances');
   assert.equal(ps.body.instances.length, 2);
   assert.ok(ps.body.instances.every((i: any) => i.routable && i.service === 'echo' && i.deploymentId));
+  // The fake host's driver declares no live operation.
+  assert.ok(ps.body.instances.every((i: any) => Array.isArray(i.liveOps) && i.liveOps.length === 0));
 
   const events = await api(provider.url, 'GET', '/api/v1/events?service=echo');
   assert.ok(events.body.events.some((e: any) => e.kind === 'deployed'));

@@ -152,12 +152,14 @@ function Host({ host }) {
 // ---- services and instances ----
 
 const CRASHES = new Set(['crashed', 'oom', 'unresponsive', 'exited']);
-const loadServices = async () => {
-  const [services, instances, failed, events] = await Promise.all([
+const loadServices = async (withStates) => {
+  const [services, instances, failed, events, states] = await Promise.all([
     api('GET', '/api/v1/services'),
     api('GET', '/api/v1/instances'),
     api('GET', '/api/v1/deployments?state=failed'),
     api('GET', '/api/v1/events?limit=300'),
+    // Saved states hold an instance's memory (its env secrets too): the API gives them to deploy sessions only.
+    withStates ? api('GET', '/api/v1/states') : undefined,
   ]);
   // Recent errors: failed deployments and instances that left on their own (crashed, oom, …).
   const errors = [
@@ -168,13 +170,15 @@ const loadServices = async () => {
   ]
     .sort((a, b) => b.at - a.at)
     .slice(0, 12);
-  return { services: services.services, instances: instances.instances, unreachable: instances.unreachable, errors };
+  return { services: services.services, instances: instances.instances, unreachable: instances.unreachable, errors, states: states?.states };
 };
+const loadServicesWithStates = () => loadServices(true);
+const loadServicesOnly = () => loadServices(false);
 
 function Services({ tick, role }) {
-  const [{ data, error }, reload] = usePoll(loadServices, tick);
-  const [note, setNote] = useState(undefined);
   const canChange = role === 'admin' || role === 'deploy';
+  const [{ data, error }, reload] = usePoll(canChange ? loadServicesWithStates : loadServicesOnly, tick);
+  const [note, setNote] = useState(undefined);
   const act = async (label, fn) => {
     setNote({ text: `${label}…` });
     try {
@@ -203,14 +207,53 @@ function Services({ tick, role }) {
           <td><code>${i.id}</code></td><td>${i.service}</td><td>${i.version}</td><td>${i.driver}</td><td>${i.hostId}</td>
           <td><${Badge} value=${i.state} />${i.routable ? '' : html` <span class="muted">not routed</span>`}</td>
           <td>${i.memoryMb} MB · ${i.cpuMillis}m</td><td>${i.inFlight}</td><td>${ago(i.createdAt)}</td>
-          ${canChange ? html`<td><button class="danger" onClick=${() => act(`remove ${i.id}`, () => api('DELETE', `/api/v1/instances/${encodeURIComponent(i.id)}`))} aria-label=${`remove instance ${i.id}`}>Remove</button></td>` : null}
+          ${canChange ? html`<td class="actions"><${InstanceActions} i=${i} act=${act} /></td>` : null}
         </tr>`,
       )}</tbody>
     </table></div>
     ${data?.instances.length === 0 ? html`<p>No instance runs now: services start on their first message, or deploy one.</p>` : null}
+    ${canChange ? html`<${SavedStates} states=${data?.states} act=${act} />` : null}
     <h2>Recent errors</h2>
     ${data?.errors.length ? html`<ul class="errors">${data.errors.map((e) => html`<li><b>${e.service}</b> <span class="muted">${ago(e.at)}</span>: ${e.what}</li>`)}</ul>` : html`<p>No failed deployment or crash.</p>`}
   </section>`;
+}
+
+const LIVE_LABELS = { snapshot: 'Snapshot', suspend: 'Suspend', fork: 'Fork', migrate: 'Migrate' };
+
+/**
+ * The buttons of one instance: the live operations its driver declares (liveOps, from its
+ * host's report; pause becomes resume while it is paused), then remove. The provider
+ * refuses what the driver cannot do anyway; the page just does not offer it.
+ */
+function InstanceActions({ i, act }) {
+  const ops = i.liveOps ?? [];
+  const path = (op) => `/api/v1/instances/${encodeURIComponent(i.id)}/${op}`;
+  const button = (op, label, cls) =>
+    html`<button class=${cls} data-op=${op} onClick=${() => act(`${op} ${i.id}`, () => (op === 'remove' ? api('DELETE', `/api/v1/instances/${encodeURIComponent(i.id)}`) : api('POST', path(op), {})))} aria-label=${`${op} instance ${i.id}`}>${label}</button>`;
+  return html`${ops.includes('pause') ? (i.state === 'paused' ? button('resume', 'Resume') : button('pause', 'Pause')) : null}
+    ${ops.filter((op) => op in LIVE_LABELS).map((op) => button(op, LIVE_LABELS[op]))}
+    ${button('remove', 'Remove', 'danger')}`;
+}
+
+/** Saved states (snapshots and suspended instances): restore one as a new instance, or delete it. */
+function SavedStates({ states, act }) {
+  if (states === undefined) return null;
+  return html`<h2>Saved states</h2>
+    ${states.length === 0
+      ? html`<p>No saved state: snapshot or suspend an instance whose driver can (wasm, vm).</p>`
+      : html`<div class="scroll"><table class="states">
+          <thead><tr><th scope="col">state</th><th scope="col">service</th><th scope="col">why</th><th scope="col">label</th><th scope="col">driver</th><th scope="col">size</th><th scope="col">from</th><th scope="col">saved</th><th scope="col">expires</th><th scope="col"><span class="sr-only">actions</span></th></tr></thead>
+          <tbody>${states.map(
+            (st) => html`<tr key=${st.id} data-state=${st.id}>
+              <td><code>${st.id.slice(0, 8)}</code></td><td>${st.service} <span class="muted">${st.version}</span></td><td>${st.reason}</td><td>${st.label ?? '–'}</td><td>${st.driver}</td>
+              <td>${formatBytes(st.size)}</td><td>${st.sourceInstance ? html`<code>${st.sourceInstance}</code>` : '–'}</td><td>${ago(st.createdAt)}</td><td>${st.expiresAt ? clock(st.expiresAt) : 'kept'}</td>
+              <td class="actions">
+                <button data-op="restore" onClick=${() => act(`restore ${st.id}`, () => api('POST', `/api/v1/states/${encodeURIComponent(st.id)}/restore`, {}))} aria-label=${`restore state ${st.id}`}>Restore</button>
+                <button class="danger" data-op="delete" onClick=${() => act(`delete state ${st.id}`, () => api('DELETE', `/api/v1/states/${encodeURIComponent(st.id)}`))} aria-label=${`delete state ${st.id}`}>Delete</button>
+              </td>
+            </tr>`,
+          )}</tbody>
+        </table></div>`}`;
 }
 
 function ServiceRow({ s, canChange, act }) {
