@@ -83,13 +83,22 @@ export function ensureRootTemplate(cacheDir: string, key: string, rootfs: string
 /**
  * mke2fs -d copies each file's atime and ctime, which differ from host to host (ctime is
  * when the layer was unpacked there); set both to the mtime (from the layer), so the same
- * layers give the same bytes everywhere. mke2fs 1.47 already sorts directory entries.
+ * layers give the same bytes everywhere (a live migration's target and a restore check the
+ * template's digest). The root directory gets fixed times and mode. mke2fs 1.47 already
+ * sorts directory entries.
  */
 async function normalizeTimes(raw: string, rootfs: string, script: string): Promise<void> {
   const lines: string[] = [];
   const visit = async (rel: string): Promise<void> => {
+    if (rel === '') {
+      // The root directory is the instance's upper layer, made on this host when its root
+      // was mounted: its time and mode are this host's, not the layers'. Fixed instead.
+      lines.push(`sif / mode 040755`, `sif / mtime @${FIXED_TIME}`, `sif / atime @${FIXED_TIME}`, `sif / ctime @${FIXED_TIME}`);
+      for (const name of (await readdir(rootfs)).sort()) await visit(`/${name}`);
+      return;
+    }
     const st = await lstat(join(rootfs, rel));
-    const path = rel === '' ? '/' : rel;
+    const path = rel;
     if (/["\\\n]/.test(path)) return; // not expressible to debugfs: left as is (a restore elsewhere is then refused)
     const t = String(Math.floor(st.mtimeMs / 1000));
     lines.push(`sif "${path}" atime @${t}`, `sif "${path}" ctime @${t}`);
