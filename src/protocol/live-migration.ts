@@ -29,5 +29,6 @@ export interface LiveMigrationResult {
   downtimeMs: number;
   /** New messages were held at least this long (they wait until the source is removed, then go to the target). */
   heldMs: number;
+  /** Bytes of state sent, as the source's driver counts them (vm: RAM and devices, not the disk). */
   bytes: number;
 }

@@ -241,7 +241,7 @@ export interface LiveMigrationStats {
   downtimeMs: number;
   /** From hold() to the end: how long new messages waited at the least. */
   heldMs: number;
-  /** Bytes sent (memory and disk). */
+  /** Bytes of state sent, as the driver counts them (vm: RAM and devices; the disk's are not counted). */
   bytes: number;
 }
 

@@ -10,7 +10,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
-import { chown, mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { chown, mkdir, open, readdir, readFile, rm, stat, writeFile, type FileHandle } from 'node:fs/promises';
 import { createServer, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { Transform, type Duplex } from 'node:stream';
@@ -46,7 +46,7 @@ import { delay, isAlive, NANOS_PER_TICK, readProcStat, readStatusField, sendSign
 import { createBridge, freeLoopbackPort, waitHttpAnswer, type Bridge } from './bridge.ts';
 import { createOverlay, ensureRootTemplate, GUEST_PORT, layerStackKey, rebaseOverlay, writeSpecDisk, type RootTemplate } from './disks.ts';
 import { connectQmp, type Qmp } from './qmp.ts';
-import { checkFacts, INCOMING_CONNECT_MS, listenIncoming, MAX_BANDWIDTH, openRelay, relay, sendLive, waitIncoming, writeKeyDir } from './live.ts';
+import { checkFacts, INCOMING_CONNECT_MS, listenIncoming, makeKeyDir, MAX_BANDWIDTH, openRelay, relay, removeKey, sendLive, waitIncoming, writeKey } from './live.ts';
 import { createQemuCgroup, guestExitCode, MACHINE, probeAccel, QEMU, qemuArgs, type Accel, type QemuCgroup } from './qemu.ts';
 
 const run = promisify(execFile);
@@ -198,6 +198,8 @@ export function createVmDriver(options: VmDriverOptions) {
     const owner = runAs ? await userIds(runAs) : undefined;
     if (owner) await chown(overlay, owner.uid, owner.gid);
     await writeSpecDisk(spec, join(spec.stateDir, SPEC_DISK));
+    // A live migration's key goes here (live.ts); QEMU gets the directory as fd 4.
+    await makeKeyDir(join(spec.stateDir, KEY_DIR), owner);
     // From spec.resources only (a restore checks the state's annotations agree, never uses them).
     const { memoryMiB, cpus } = machineShape(spec);
     const qmpSocket = join(spec.stateDir, QMP_SOCKET);
@@ -219,15 +221,18 @@ export function createVmDriver(options: VmDriverOptions) {
       ...(mode.kind === 'restore' ? { incoming: 'fd:3' } : mode.kind === 'incoming' ? { incoming: 'defer' } : {}),
     });
     let child: ChildProcess;
+    let keyDir: FileHandle | undefined;
     try {
+      keyDir = await open(join(spec.stateDir, KEY_DIR), 'r');
       // The shell puts itself (then, by exec, QEMU) in the cgroup before QEMU starts.
       child = spawn('/bin/sh', ['-c', 'for f in $SHOAL_CGROUP_PROCS; do echo $$ > "$f" || exit 125; done; exec "$@"', 'sh', QEMU, ...args], {
         env: { PATH: '/usr/bin:/bin', SHOAL_CGROUP_PROCS: cgroup?.procs.join(' ') ?? '' },
         // The serial console (QEMU's stdout) is the guest's to fill: it goes through the
         // capped writer, like runc's shim log. VMs are never re-attached after an agent
         // restart, so the pipe ending with the agent loses nothing that was kept.
-        // fd 3: the saved state (restore) or the migration stream (incoming), a socket pair.
-        stdio: ['ignore', 'pipe', 'pipe', mode.kind === 'start' ? 'ignore' : 'pipe'],
+        // fd 3: the saved state (restore) or the migration stream (incoming), a socket pair;
+        // fd 4: the key directory (live.ts KEY_FD).
+        stdio: ['ignore', 'pipe', 'pipe', mode.kind === 'start' ? 'ignore' : 'pipe', keyDir.fd],
       });
       const consoleLog = openCappedLog(spec.logFile);
       if (child.stdout) consoleLog.attach(child.stdout);
@@ -240,6 +245,8 @@ export function createVmDriver(options: VmDriverOptions) {
     } catch (e) {
       await cgroup?.remove();
       throw new ShoalError('unavailable', `starting ${QEMU} failed: ${(e as Error).message}`, { cause: e });
+    } finally {
+      await keyDir?.close();
     }
     const pid = child.pid as number;
     const inst = new VmInstance(spec, pid, child, cgroup, { memoryMiB, cpus, template, kernel: k, accel: a }, { runAs: owner, log });
@@ -297,9 +304,9 @@ export function createVmDriver(options: VmDriverOptions) {
       throw e instanceof ShoalError ? e : new ShoalError('internal', `receiving the VM of ${spec.id} failed: ${(e as Error).message}`, { cause: e });
     };
     try {
-      await writeKeyDir(keyDir, key, inst.owner);
+      await writeKey(keyDir, key, inst.owner);
       inst.qmp = await connectQmp(join(spec.stateDir, QMP_SOCKET));
-      await listenIncoming(inst.qmp, keyDir);
+      await listenIncoming(inst.qmp);
       listener = await openRelay(migrationHost);
     } catch (e) {
       return fail(e);
@@ -315,7 +322,7 @@ export function createVmDriver(options: VmDriverOptions) {
         let ended = false;
         void relay(first, feed!).then(() => (ended = true));
         const status = await waitIncoming(inst.qmp!, () => ended, () => inst.hasExited);
-        await rm(keyDir, { recursive: true, force: true });
+        await removeKey(keyDir);
         if (status !== 'running') await inst.qmp!.execute('cont');
         await serve(inst, spec, hostPort);
         return inst;
@@ -538,8 +545,8 @@ class VmInstance implements PausableInstance, CapturingInstance, LiveMigratingIn
     const qmp = this.control();
     if (this.paused) throw new ShoalError('conflict', `instance ${this.id} is paused; resume it to migrate it live`);
     checkFacts(this.annotations(), offer.annotations);
-    const keyDir = join(this.spec.stateDir, `${KEY_DIR}-out`);
-    await writeKeyDir(keyDir, offer.key, this.owner);
+    const keyDir = join(this.spec.stateDir, KEY_DIR);
+    await writeKey(keyDir, offer.key, this.owner);
     const stats = await sendLive(qmp, { address: offer.address, keyDir, hold, log: this.log });
     // The guest now runs on the target; this QEMU stays (postmigrate) until the instance is removed.
     this.migrated = true;

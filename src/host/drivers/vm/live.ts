@@ -15,8 +15,8 @@
 //   is, so a wrong key ends the target (torn down), and nobody can try twice.
 // - the stop: the source migrates with `pause-before-switchover`, so QEMU stops the guest
 //   and waits before it sends the last pages and the devices. The agent's hold (new
-//   messages held, none in flight) starts while the guest still runs, late in the first
-//   pass; at the pause the driver switches over only if it has resolved, and otherwise
+//   messages held, none in flight) starts while the guest still runs, when the RAM left is
+//   estimated to go within HOLD_LEAD_MS; at the pause the driver switches over only if it has resolved, and otherwise
 //   cancels (the source runs on: a message in flight to a stopped guest cannot be answered).
 import { chown, mkdir, rm, writeFile } from 'node:fs/promises';
 import { createServer, type Server, type Socket } from 'node:net';
@@ -33,8 +33,15 @@ const IDENTITY = 'shoal';
 export const INCOMING_CONNECT_MS = 60_000;
 /** And this long for the whole state once connected. */
 const INCOMING_TOTAL_MS = 10 * 60_000;
-/** Hold new messages once this share of the first pass's RAM is left to send. */
-const HOLD_AT_REMAINING = 0.5;
+/**
+ * Hold new messages once the RAM left is estimated to be sent within this (at the rate it
+ * has been going down): time for the messages in flight to come back before QEMU stops the
+ * guest. Too short, and a move is given up (in-flight at the stop); too long, and new
+ * messages wait longer than they need to.
+ */
+const HOLD_LEAD_MS = 150;
+/** The rate is trusted after this much of the first pass. */
+const RATE_WARMUP_MS = 100;
 /** At the pause, how long in-flight messages may still take to come back (their replies may already be on the way). */
 const SWITCHOVER_GRACE_MS = 50;
 const POLL_MS = 5;
@@ -56,25 +63,41 @@ export function checkFacts(source: Record<string, string>, target: Record<string
 }
 
 /**
- * A directory holding keys.psk (`identity:hexkey`) for QEMU's tls-creds-psk, readable by
- * the user QEMU runs as and nobody else. The caller removes it: the source's QEMU reads the
- * key once, when the credentials object is made; the target's reads it at the handshake.
+ * Where QEMU finds the key: every VM inherits, as fd 4, a descriptor of its own key
+ * directory (an empty directory of its state dir, owned by the user QEMU runs as, 0700).
+ * QEMU reaches it through /proc/self/fd/4, which only QEMU itself may follow: the path to
+ * the state dir stays closed to that user (and to every other QEMU, which runs as it too).
  */
-export async function writeKeyDir(dir: string, key: string, owner: { uid: number; gid: number } | undefined): Promise<void> {
+export const KEY_FD = 4;
+const KEY_DIR_IN_QEMU = `/proc/self/fd/${KEY_FD}`;
+
+/**
+ * Writes keys.psk (`identity:hexkey`) for QEMU's tls-creds-psk into the VM's key directory.
+ * The caller removes it (removeKey): the source's QEMU reads the key once, when the
+ * credentials object is made; the target's reads it at the handshake.
+ */
+export async function writeKey(dir: string, key: string, owner: { uid: number; gid: number } | undefined): Promise<void> {
   if (!/^[0-9a-f]{64}$/.test(key)) throw new ShoalError('invalid', 'a migration key is 64 hex digits', { field: 'key' });
+  const file = join(dir, 'keys.psk');
+  await rm(file, { force: true });
+  await writeFile(file, `${IDENTITY}:${key}\n`, { mode: 0o400, flag: 'wx' });
+  if (owner) await chown(file, owner.uid, owner.gid);
+}
+
+export async function removeKey(dir: string): Promise<void> {
+  await rm(join(dir, 'keys.psk'), { force: true });
+}
+
+/** The VM's key directory, made empty before QEMU starts (its descriptor becomes fd 4). */
+export async function makeKeyDir(dir: string, owner: { uid: number; gid: number } | undefined): Promise<void> {
   await rm(dir, { recursive: true, force: true });
   await mkdir(dir, { mode: 0o700 });
-  const file = join(dir, 'keys.psk');
-  await writeFile(file, `${IDENTITY}:${key}\n`, { mode: 0o400, flag: 'wx' });
-  if (owner) {
-    await chown(file, owner.uid, owner.gid);
-    await chown(dir, owner.uid, owner.gid);
-  }
+  if (owner) await chown(dir, owner.uid, owner.gid);
 }
 
 /** The target's QEMU (started with -incoming defer, the socket pair on fd 3) waits for a TLS stream on it. */
-export async function listenIncoming(qmp: Qmp, keyDir: string): Promise<void> {
-  await qmp.execute('object-add', { 'qom-type': 'tls-creds-psk', id: 'mig-in', endpoint: 'server', dir: keyDir });
+export async function listenIncoming(qmp: Qmp): Promise<void> {
+  await qmp.execute('object-add', { 'qom-type': 'tls-creds-psk', id: 'mig-in', endpoint: 'server', dir: KEY_DIR_IN_QEMU });
   await qmp.execute('migrate-set-parameters', { 'tls-creds': 'mig-in' });
   await qmp.execute('migrate-incoming', { uri: 'fd:3' });
 }
@@ -152,7 +175,6 @@ interface MigrateInfo {
   downtime?: number;
   'error-desc'?: string;
   ram?: { transferred: number; remaining: number; total: number; 'dirty-sync-count': number };
-  disk?: { transferred: number; remaining: number; total: number };
 }
 
 /**
@@ -164,11 +186,11 @@ export async function sendLive(qmp: Qmp, o: { address: string; keyDir: string; h
   const started = performance.now();
   let credsMade = false;
   try {
-    await qmp.execute('object-add', { 'qom-type': 'tls-creds-psk', id: 'mig-out', endpoint: 'client', dir: o.keyDir, username: IDENTITY });
+    await qmp.execute('object-add', { 'qom-type': 'tls-creds-psk', id: 'mig-out', endpoint: 'client', dir: KEY_DIR_IN_QEMU, username: IDENTITY });
     credsMade = true;
   } finally {
     // The client's credentials read the key when made: the file goes at once.
-    await rm(o.keyDir, { recursive: true, force: true });
+    await removeKey(o.keyDir);
   }
   let holdStarted: number | undefined;
   // Set by the hold's promise, read by the loop below (an object: TypeScript would narrow a let).
@@ -180,6 +202,19 @@ export async function sendLive(qmp: Qmp, o: { address: string; keyDir: string; h
       () => (held.quiet = 'yes'),
       (e: unknown) => (held.quiet = e instanceof Error ? e : new Error(String(e))),
     );
+  };
+  // The rate RAM left goes down at, averaged since the first pass began: the start of RAM
+  // is mostly zero pages, which go at once and would make any short window look fast.
+  let first: { at: number; remaining: number } | undefined;
+  const nearEnd = (ram: NonNullable<MigrateInfo['ram']>): boolean => {
+    // A second pass sends only what the guest dirtied meanwhile: the stop is near.
+    if (ram['dirty-sync-count'] >= 2) return true;
+    const now = performance.now();
+    first ??= { at: now, remaining: ram.remaining };
+    const elapsed = now - first.at;
+    if (elapsed < RATE_WARMUP_MS || ram.remaining >= first.remaining) return false;
+    const rate = (first.remaining - ram.remaining) / elapsed;
+    return ram.remaining / rate <= HOLD_LEAD_MS;
   };
   try {
     await qmp.execute('migrate-set-capabilities', { capabilities: [{ capability: 'block', state: true }, { capability: 'pause-before-switchover', state: true }] });
@@ -193,7 +228,8 @@ export async function sendLive(qmp: Qmp, o: { address: string; keyDir: string; h
             totalMs: m['total-time'] ?? performance.now() - started,
             downtimeMs: m.downtime ?? 0,
             heldMs: holdStarted === undefined ? 0 : performance.now() - holdStarted,
-            bytes: (m.ram?.transferred ?? 0) + (m.disk?.transferred ?? 0),
+            // RAM and device state; the overlay's clusters (block migration) are not in QEMU's count.
+            bytes: m.ram?.transferred ?? 0,
           };
         case 'failed':
         case 'cancelled':
@@ -213,8 +249,7 @@ export async function sendLive(qmp: Qmp, o: { address: string; keyDir: string; h
           throw new ShoalError('conflict', `the live migration was given up: ${why}; the VM runs on here`, { detail: { reason: 'in-flight' } });
         }
         default: {
-          const ram = m.ram;
-          if (m.status === 'active' && ram && ram.total > 0 && (ram.remaining <= ram.total * HOLD_AT_REMAINING || ram['dirty-sync-count'] >= 2)) startHold();
+          if (m.status === 'active' && m.ram && m.ram.total > 0 && nearEnd(m.ram)) startHold();
         }
       }
       await delay(POLL_MS);
