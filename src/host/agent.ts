@@ -22,8 +22,9 @@ import { probe } from './instances/readiness.ts';
 import { setPaused, statsOf } from './instances/instance-ops.ts';
 import { followLog, tailLines } from './instances/instance-log.ts';
 import { createHolds, forkInstance, snapshotInstance, type SnapshotResult } from './instances/live-state.ts';
+import { createLiveMigration } from './instances/live-migration.ts';
 import type { StateStore } from './state-store.ts';
-import type { DeploymentPlan, DeploymentResult, InstanceInfo, PhaseName } from '../protocol/index.ts';
+import type { DeploymentPlan, DeploymentResult, IncomingOffer, InstanceInfo, LiveMigrationResult, MigrationOffer, PhaseName } from '../protocol/index.ts';
 import type { DriverName } from './drivers/index.ts';
 
 export type { ImageSource, Logger, Mounter, OpenImportSockets } from './ports.ts';
@@ -82,6 +83,20 @@ export interface Agent {
   release(id: string): boolean;
   /** A copy of a running instance on this host; the source keeps serving. */
   fork(id: string): Promise<DeploymentResult>;
+  /** Live migration, target: deploys `plan` waiting for its state; answers the offer for the source at once. */
+  receive(plan: DeploymentPlan): Promise<IncomingOffer>;
+  /** Live migration, target: the deployment once the state arrived and it is ready (or its failure: then torn down). */
+  accept(id: string): Promise<DeploymentResult>;
+  /** Live migration, target: gives up waiting; the instance is torn down. */
+  abortIncoming(id: string): Promise<void>;
+  /**
+   * Live migration, source: sends the running instance to the offer. New messages are held
+   * from just before its stop and, after success, until it is removed (answered `gone`) or
+   * resumeMigrated(id) is called; on failure they go on to it, and it runs on here.
+   */
+  migrate(id: string, offer: MigrationOffer): Promise<LiveMigrationResult>;
+  /** Live migration, source: the target failed after the move and is gone; run here again. */
+  resumeMigrated(id: string): Promise<void>;
   pause(id: string): Promise<InstanceInfo>;
   resume(id: string): Promise<InstanceInfo>;
   logs(id: string, tail: number): Promise<string>;
@@ -161,6 +176,7 @@ export function createAgent(options: AgentOptions): Agent {
   const quiesce = options.quiesce ?? (async () => () => {});
   const liveState = { store, states: options.states, quiesce, deploy };
   const holds = createHolds();
+  const migration = createLiveMigration({ store, quiesce, deploy, holds, log });
   const pauseOrResume = async (id: string, to: 'paused' | 'ready'): Promise<InstanceInfo> => {
     const l = store.get(id);
     await setPaused({ save, events }, l, to);
@@ -190,6 +206,11 @@ export function createAgent(options: AgentOptions): Agent {
     snapshot: (id, opts = {}) => snapshotInstance(liveState, id, opts.hold ? { hold: holds } : {}),
     release: (id) => holds.release(id),
     fork: (id) => forkInstance(liveState, id),
+    receive: migration.receive,
+    accept: migration.accept,
+    abortIncoming: migration.abort,
+    migrate: migration.send,
+    resumeMigrated: migration.resumeHere,
     pause: (id) => pauseOrResume(id, 'paused'),
     resume: (id) => pauseOrResume(id, 'ready'),
     logs: async (id, tail) => tailLines(store.get(id).paths.logFile, tail),

@@ -19,6 +19,7 @@ import {
   HostEvent,
   HostReport,
   InstanceInfo,
+  MigrationOffer,
   ShoalError,
   errorReply,
   isShoalError,
@@ -76,12 +77,13 @@ export function createControlApi(options: ControlApiOptions): Hono {
     return c.body(body, 200, { 'content-type': contentType });
   });
 
+  const planBodyLimit = bodyLimit({
+    maxSize: options.maxBodyBytes ?? 1024 * 1024,
+    onError: (c) => replyError(c, new ShoalError('too-large', 'deployment plan too large')),
+  });
   app.post(
     '/v1/instances',
-    bodyLimit({
-      maxSize: options.maxBodyBytes ?? 1024 * 1024,
-      onError: (c) => replyError(c, new ShoalError('too-large', 'deployment plan too large')),
-    }),
+    planBodyLimit,
     async (c) => {
       const started = performance.now();
       let plan: DeploymentPlan;
@@ -129,6 +131,27 @@ export function createControlApi(options: ControlApiOptions): Hono {
     return c.json({ id, released: true });
   });
   app.post('/v1/instances/:id/fork', async (c) => c.json(await agent.fork(c.req.param('id')), 201));
+  // Live migration (drivers that migrate live; others 415, detail.reason not-supported).
+  // Target: /v1/incoming answers the offer (the key for this one move) to the caller, who
+  // has the host token; the source gets it from that caller the same way.
+  app.post('/v1/incoming', planBodyLimit, async (c) => c.json(await agent.receive(validatePlan(await readJson(c))), 201));
+  app.post('/v1/incoming/:id/accept', async (c) => c.json(await agent.accept(c.req.param('id')), 201));
+  app.delete('/v1/incoming/:id', async (c) => {
+    const id = c.req.param('id');
+    await agent.abortIncoming(id);
+    return c.json({ id, cancelled: true });
+  });
+  app.post('/v1/instances/:id/migrate', bodyLimit({ maxSize: 16 * 1024, onError: (c) => replyError(c, new ShoalError('too-large', 'migration offer too large')) }), async (c) => {
+    const body = await readJson(c);
+    const first = Value.Errors(MigrationOffer, body).First();
+    if (first) throw new ShoalError('invalid', `invalid migration offer: ${fieldName(first.path)}: ${first.message}`, { field: fieldName(first.path) });
+    return c.json(await agent.migrate(c.req.param('id'), body as MigrationOffer));
+  });
+  app.post('/v1/instances/:id/migrate/resume', async (c) => {
+    const id = c.req.param('id');
+    await agent.resumeMigrated(id);
+    return c.json({ id, resumed: true });
+  });
   app.post('/v1/instances/:id/pause', async (c) => c.json(await agent.pause(c.req.param('id'))));
   app.post('/v1/instances/:id/resume', async (c) => c.json(await agent.resume(c.req.param('id'))));
   app.get('/v1/instances/:id/logs', async (c) => {
@@ -298,6 +321,33 @@ export function openApiDocument(version: string): object {
           summary: 'Start a copy of the running instance on this host from its state now; the source keeps serving',
           responses: { '201': { description: 'the fork, ready', ...json(DeploymentResult) }, ...common, '409': error('not ready'), '415': error('the driver cannot fork (error.detail.reason: not-supported)') },
         },
+      },
+      '/v1/incoming': {
+        post: {
+          summary: 'Live migration, target: admit and prepare an instance that waits for its running state from another host; answers at once with the offer (a one-connection TLS-PSK listener and its key, fresh for this move, and the facts the source must match)',
+          requestBody: { required: true, ...json(DeploymentPlan) },
+          responses: { '201': { description: 'waiting: {instance, offer}' }, '400': error('malformed plan'), '401': common['401'], '409': error('refused by admission control'), '415': error('the driver cannot receive a live migration (error.detail.reason: not-supported)') },
+        },
+      },
+      '/v1/incoming/{id}/accept': {
+        parameters: [id],
+        post: { summary: 'Live migration, target: wait until the state has arrived and the instance is ready', responses: { '201': { description: 'ready', ...json(DeploymentResult) }, ...common, '403': error('the stream was refused (a wrong key): the instance was removed'), '503': error('the stream failed: the instance was removed') } },
+      },
+      '/v1/incoming/{id}': {
+        parameters: [id],
+        delete: { summary: 'Live migration, target: give up waiting; the instance is removed', responses: { '200': { description: 'cancelled' }, ...common } },
+      },
+      '/v1/instances/{id}/migrate': {
+        parameters: [id],
+        post: {
+          summary: 'Live migration, source: send the running instance to a target\'s offer (pre-copy); new messages are held from just before its stop until it is removed (then answered gone) or resumed',
+          requestBody: { required: true, ...json(MigrationOffer) },
+          responses: { '200': { description: 'the target has it: {id, totalMs, downtimeMs, heldMs, bytes}' }, ...common, '409': error('given up (error.detail.reason: in-flight, mismatch); the instance runs on here'), '415': error('the driver cannot migrate live (error.detail.reason: not-supported)'), '503': error('the stream failed; the instance runs on here') },
+        },
+      },
+      '/v1/instances/{id}/migrate/resume': {
+        parameters: [id],
+        post: { summary: 'Live migration, source: the target failed after the move and is gone; run the instance here again and let its held messages go on', responses: { '200': { description: 'resumed' }, ...common } },
       },
       '/v1/instances/{id}/pause': {
         parameters: [id],

@@ -13,7 +13,7 @@
 // several providers share a database only one of them moves a dead host's instances.
 import { Agent, request as httpRequest, type IncomingMessage } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
-import type { DeploymentPlan, DeploymentResult, HostEvent, HostReport, InstanceInfo } from '../protocol/index.ts';
+import type { DeploymentPlan, DeploymentResult, HostEvent, HostReport, IncomingOffer, InstanceInfo, LiveMigrationResult, MigrationOffer } from '../protocol/index.ts';
 import { ShoalError, type ErrorCode } from '../protocol/index.ts';
 import type { HostRecord, HostState, Registry } from './registry/index.ts';
 import { caOption, createUpstream, localDataPlane, readEventStream, type DataLink as HostLink } from '../http/index.ts';
@@ -41,6 +41,16 @@ export interface HostClient {
   release(instanceId: string): Promise<void>;
   /** Starts a copy of a running instance on the same host (drivers with canClone); the source keeps serving. */
   fork(instanceId: string): Promise<DeploymentResult>;
+  /** Live migration, target: an instance of `plan` waiting for its state; the offer goes to the source. */
+  receive(plan: DeploymentPlan): Promise<IncomingOffer>;
+  /** Live migration, target: the deployment once the state arrived and it is ready. */
+  accept(instanceId: string): Promise<DeploymentResult>;
+  /** Live migration, target: give up waiting (the instance is removed). */
+  abortIncoming(instanceId: string): Promise<void>;
+  /** Live migration, source: send the instance to the offer; its messages stay held until it is removed or resumeMigrated. */
+  migrateLive(instanceId: string, offer: MigrationOffer): Promise<LiveMigrationResult>;
+  /** Live migration, source: the target failed after the move; run the instance here again. */
+  resumeMigrated(instanceId: string): Promise<void>;
   /** Freezes an instance in memory (drivers with canPause); its messages wait until resume. */
   pause(instanceId: string): Promise<InstanceInfo>;
   resume(instanceId: string): Promise<InstanceInfo>;
@@ -225,6 +235,15 @@ export function createHostClient(options: { controlUrl: string; token: string; t
       await call<unknown>('POST', `/v1/instances/${encodeURIComponent(id)}/release`);
     },
     fork: (id) => call<DeploymentResult>('POST', `/v1/instances/${encodeURIComponent(id)}/fork`, undefined, { timeoutMs: 60_000 }),
+    receive: (plan) => call<IncomingOffer>('POST', '/v1/incoming', plan, { timeoutMs: deployTimeoutMs }),
+    accept: (id) => call<DeploymentResult>('POST', `/v1/incoming/${encodeURIComponent(id)}/accept`, undefined, { timeoutMs: deployTimeoutMs }),
+    abortIncoming: async (id) => {
+      await call<unknown>('DELETE', `/v1/incoming/${encodeURIComponent(id)}`, undefined, { allow404: true, timeoutMs: 30_000 });
+    },
+    migrateLive: (id, offer) => call<LiveMigrationResult>('POST', `/v1/instances/${encodeURIComponent(id)}/migrate`, offer, { timeoutMs: 10 * 60_000 }),
+    resumeMigrated: async (id) => {
+      await call<unknown>('POST', `/v1/instances/${encodeURIComponent(id)}/migrate/resume`, undefined, { timeoutMs: 30_000 });
+    },
     pause: (id) => call<InstanceInfo>('POST', `/v1/instances/${encodeURIComponent(id)}/pause`, undefined, { timeoutMs: 30_000 }),
     resume: (id) => call<InstanceInfo>('POST', `/v1/instances/${encodeURIComponent(id)}/resume`, undefined, { timeoutMs: 30_000 }),
     dropWarm: async (service, keepVersion) =>

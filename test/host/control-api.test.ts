@@ -207,3 +207,58 @@ test('DELETE /v1/warm/:service drops the warm containers of a removed service, o
   assert.equal((await app.request('/v1/warm/echo', { method: 'DELETE' })).status, 401);
   assert.equal(drops.length, 2);
 });
+
+test('live migration routes: the token first, offers and plans checked, then the agent', async () => {
+  const calls: string[] = [];
+  const offer = { address: '127.0.0.1:4567', key: 'c'.repeat(64), annotations: { 'org.shoal.vm.kernel': '6.1' } };
+  const agent = {
+    async receive(plan: DeploymentPlan) {
+      calls.push(`receive ${plan.service.name}`);
+      return { instance: 'echo-9', offer };
+    },
+    async accept(id: string) {
+      calls.push(`accept ${id}`);
+      return { endpoint: { instance: id }, timeline: { totalMs: 1 }, instance: { id } };
+    },
+    async abortIncoming(id: string) {
+      calls.push(`abort ${id}`);
+    },
+    async migrate(id: string, o: typeof offer) {
+      calls.push(`migrate ${id} ${o.address}`);
+      return { id, totalMs: 5, downtimeMs: 1, heldMs: 2, bytes: 3 };
+    },
+    async resumeMigrated(id: string) {
+      calls.push(`resume ${id}`);
+    },
+  } as unknown as Agent;
+  const app = createControlApi({ agent, token: TOKEN, events: createEventBus(), metrics: emptyHostMetrics(), report: async () => ({ hostId: 'h' }) as HostReport });
+  const req = (method: string, path: string, body?: unknown, headers: Record<string, string> = auth) =>
+    app.request(path, { method, headers: { 'content-type': 'application/json', ...headers }, ...(body === undefined ? {} : { body: JSON.stringify(body) }) });
+  for (const [method, path] of [['POST', '/v1/incoming'], ['POST', '/v1/incoming/x/accept'], ['DELETE', '/v1/incoming/x'], ['POST', '/v1/instances/x/migrate'], ['POST', '/v1/instances/x/migrate/resume']] as const) {
+    assert.equal((await req(method, path, {}, {})).status, 401, path);
+  }
+  assert.equal(calls.length, 0);
+  const badPlan = await req('POST', '/v1/incoming', { ...good, surprise: 1 });
+  assert.equal(badPlan.status, 400);
+  for (const [body, field] of [
+    [{ ...offer, key: 'not-hex' }, 'key'],
+    [{ ...offer, address: 'no port' }, 'address'],
+    [{ address: offer.address, key: offer.key }, 'annotations'],
+    [{ ...offer, extra: 1 }, 'extra'],
+  ] as const) {
+    const res = await req('POST', '/v1/instances/echo-1/migrate', body);
+    assert.equal(res.status, 400, field);
+    assert.equal(((await res.json()) as { error: { field: string } }).error.field, field);
+  }
+  assert.equal(calls.length, 0, 'nothing malformed reached the agent');
+  const offered = await req('POST', '/v1/incoming', good);
+  assert.equal(offered.status, 201);
+  assert.deepEqual(await offered.json(), { instance: 'echo-9', offer });
+  assert.equal((await req('POST', '/v1/incoming/echo-9/accept')).status, 201);
+  assert.equal((await req('DELETE', '/v1/incoming/echo-9')).status, 200);
+  const sent = await req('POST', '/v1/instances/echo-1/migrate', offer);
+  assert.equal(sent.status, 200);
+  assert.equal(((await sent.json()) as { downtimeMs: number }).downtimeMs, 1);
+  assert.equal((await req('POST', '/v1/instances/echo-1/migrate/resume')).status, 200);
+  assert.deepEqual(calls, ['receive echo', 'accept echo-9', 'abort echo-9', 'migrate echo-1 127.0.0.1:4567', 'resume echo-1']);
+});

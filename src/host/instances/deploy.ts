@@ -3,7 +3,7 @@
 // mount) → open import sockets → driver.start → wait until it answers → endpoint.
 // Each phase goes into the timeline. A failure at any point tears down what was taken,
 // so a refused or failed deployment leaves nothing behind.
-import { canFork, canRestore, type Driver, type InstanceSpec, type RunningInstance } from '../drivers/driver.ts';
+import { canFork, canReceiveLive, canRestore, type Driver, type IncomingMigration, type InstanceSpec, type RunningInstance } from '../drivers/driver.ts';
 import { mkdir, rm } from 'node:fs/promises';
 import type { StateStore } from '../state-store.ts';
 import type { Admission } from '../admission.ts';
@@ -48,12 +48,21 @@ export interface DeployDeps {
   states?: Pick<StateStore, 'pull'>;
 }
 
-/** How the instance begins: the image's start (default), a plan's `from` state, or a fork of a running instance. */
+/**
+ * How the instance begins: the image's start (default), a plan's `from` state, a fork of a
+ * running instance, or the target of a live migration (its state arrives from another host).
+ */
 export type Origin =
   | {
       fork: RunningInstance;
       /** Quiesces the source while its state is copied; the result lets its messages go. */
       hold?: () => Promise<() => void>;
+      incoming?: undefined;
+    }
+  | {
+      fork?: undefined;
+      /** Called once the driver waits for the state: the offer goes to the source (via the provider). */
+      incoming(instance: string, migration: IncomingMigration): void;
     }
   | undefined;
 
@@ -92,6 +101,9 @@ export function createDeploy(deps: DeployDeps): (plan: DeploymentPlan, origin?: 
       throw new ShoalError('unsupported', `driver ${driver.name} cannot start from a captured state`, { field: 'from', detail: { reason: 'not-supported' } });
     }
     if (origin?.fork && !canFork(driver)) throw new ShoalError('unsupported', `driver ${driver.name} cannot fork instances`, { field: 'id', detail: { reason: 'not-supported' } });
+    if (origin?.incoming && (!canReceiveLive(driver) || plan.from !== undefined)) {
+      throw new ShoalError('unsupported', `driver ${driver.name} cannot receive a live migration`, { field: 'driver', detail: { reason: 'not-supported' } });
+    }
     let l = admit(deps, plan, driver, startedAt);
     const tAdmit = performance.now();
     timeline.add('admit', timeline.t0, tAdmit);
@@ -222,7 +234,7 @@ async function startAndWait(
   return tReady;
 }
 
-/** The driver's start, restore (plan.from) or fork. */
+/** The driver's start, restore (plan.from), fork, or live migration's receive. */
 async function begin(deps: DeployDeps, l: LiveInstance, spec: InstanceSpec, origin: Origin): Promise<RunningInstance> {
   const driver = l.driver;
   const plan = l.record.plan;
@@ -233,6 +245,11 @@ async function begin(deps: DeployDeps, l: LiveInstance, spec: InstanceSpec, orig
     } finally {
       release();
     }
+  }
+  if (origin?.incoming && canReceiveLive(driver)) {
+    const migration = await driver.receive(spec);
+    origin.incoming(l.record.id, migration);
+    return migration.instance;
   }
   if (plan.from !== undefined && canRestore(driver)) {
     if (!deps.states) throw new ShoalError('unsupported', 'this host has no state store', { field: 'from' });
