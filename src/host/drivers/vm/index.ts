@@ -46,7 +46,7 @@ import { delay, isAlive, NANOS_PER_TICK, readProcStat, readStatusField, sendSign
 import { createBridge, freeLoopbackPort, waitHttpAnswer, type Bridge } from './bridge.ts';
 import { createOverlay, ensureRootTemplate, GUEST_PORT, layerStackKey, rebaseOverlay, writeSpecDisk, type RootTemplate } from './disks.ts';
 import { connectQmp, type Qmp } from './qmp.ts';
-import { checkFacts, INCOMING_CONNECT_MS, listenIncoming, makeKeyDir, MAX_BANDWIDTH, openRelay, relay, removeKey, sendLive, waitIncoming, writeKey } from './live.ts';
+import { checkFacts, endIncoming, INCOMING_CONNECT_MS, listenIncoming, makeKeyDir, MAX_BANDWIDTH, openRelay, relay, removeKey, sendLive, waitIncoming, writeKey } from './live.ts';
 import { createQemuCgroup, guestExitCode, MACHINE, probeAccel, QEMU, qemuArgs, type Accel, type QemuCgroup } from './qemu.ts';
 
 const run = promisify(execFile);
@@ -323,6 +323,7 @@ export function createVmDriver(options: VmDriverOptions) {
         void relay(first, feed!).then(() => (ended = true));
         const status = await waitIncoming(inst.qmp!, () => ended, () => inst.hasExited);
         await removeKey(keyDir);
+        await endIncoming(inst.qmp!);
         if (status !== 'running') await inst.qmp!.execute('cont');
         await serve(inst, spec, hostPort);
         return inst;

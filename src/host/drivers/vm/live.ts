@@ -102,6 +102,12 @@ export async function listenIncoming(qmp: Qmp): Promise<void> {
   await qmp.execute('migrate-incoming', { uri: 'fd:3' });
 }
 
+/** After the state came in: the instance's later captures migrate in plain, to the host itself. */
+export async function endIncoming(qmp: Qmp): Promise<void> {
+  await qmp.execute('migrate-set-parameters', { 'tls-creds': '' });
+  await qmp.execute('object-del', { id: 'mig-in' });
+}
+
 /**
  * A one-connection listener on `host` (the target agent's): the first connection is
  * relayed to QEMU's end of the socket pair and the listener closes at once.

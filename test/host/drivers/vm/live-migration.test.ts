@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
-import { canMigrateLive, canReceiveLive, type Driver, type InstanceSpec, type LiveMigratingInstance, type MigrationOffer, type RunningInstance } from '../../../../src/host/drivers/driver.ts';
+import { canCapture, canMigrateLive, canReceiveLive, type Driver, type InstanceSpec, type LiveMigratingInstance, type MigrationOffer, type RunningInstance } from '../../../../src/host/drivers/driver.ts';
 import { createVmDriver } from '../../../../src/host/drivers/vm/index.ts';
 import { isAlive } from '../../../../src/host/drivers/shared/proc.ts';
 import { call, waitReady } from '../../../fixtures/instance-client.ts';
@@ -162,6 +162,11 @@ describe('vm driver: live migration', { skip: unavailable }, () => {
     assert.equal(after.count, 6, 'the count (5) continues on the target');
     assert.equal(after.bootId, bootId, 'the same boot: nothing restarted');
     console.log(`live migration: total ${stats.totalMs} ms, downtime ${stats.downtimeMs} ms, held ${stats.heldMs.toFixed(1)} ms, ${(stats.bytes / 1048576).toFixed(1)} MiB`);
+    // The moved VM captures like any other (its migration settings are a plain capture's again).
+    assert.ok(canCapture(moved));
+    const state = await moved.capture(s.stateDir);
+    await rm(state.file);
+    assert.equal((await count(s)).count, 7, 'and keeps serving after the capture');
     // The source is spent: it refuses further operations.
     await assert.rejects(source.migrateTo(incoming.offer, h), /migrated away/);
     // A target that failed after the move (gone for good): the source takes over from its stop.
@@ -169,6 +174,9 @@ describe('vm driver: live migration', { skip: unavailable }, () => {
     assert.equal(await isAlive(moved.pid as number, undefined), false);
     await source.resumeHere();
     assert.equal((await count(sourceSpec)).count, 6, 'the source continues from where it stopped (5)');
+    // And it moves or captures again (its settings were reset after the completed move).
+    assert.ok(canCapture(source));
+    await rm((await source.capture(sourceSpec.stateDir)).file);
     await drivers[0]!.destroy(sourceSpec.id, sourceSpec.stateDir);
     assert.equal((await source.exited).reason, 'killed');
   });
