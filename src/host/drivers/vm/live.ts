@@ -18,7 +18,7 @@
 //   messages held, none in flight) starts while the guest still runs, when the RAM left is
 //   estimated to go within HOLD_LEAD_MS; at the pause the driver switches over only if it has resolved, and otherwise
 //   cancels (the source runs on: a message in flight to a stopped guest cannot be answered).
-import { chown, mkdir, rm, writeFile } from 'node:fs/promises';
+import { chown, mkdir, open, rm } from 'node:fs/promises';
 import { createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import type { Duplex } from 'node:stream';
@@ -80,8 +80,15 @@ export async function writeKey(dir: string, key: string, owner: { uid: number; g
   if (!/^[0-9a-f]{64}$/.test(key)) throw new ShoalError('invalid', 'a migration key is 64 hex digits', { field: 'key' });
   const file = join(dir, 'keys.psk');
   await rm(file, { force: true });
-  await writeFile(file, `${IDENTITY}:${key}\n`, { mode: 0o400, flag: 'wx' });
-  if (owner) await chown(file, owner.uid, owner.gid);
+  // The directory belongs to the user QEMU runs as (a running QEMU could put a link here):
+  // a new file only (O_EXCL), owned and written through its descriptor, never by path.
+  const h = await open(file, 'wx', 0o400);
+  try {
+    if (owner) await h.chown(owner.uid, owner.gid);
+    await h.writeFile(`${IDENTITY}:${key}\n`);
+  } finally {
+    await h.close();
+  }
 }
 
 export async function removeKey(dir: string): Promise<void> {
@@ -129,21 +136,24 @@ export async function openRelay(host: string): Promise<{ server: Server; port: n
   return { server, port: typeof a === 'object' && a ? a.port : 0, connected };
 }
 
-/** Pipes the two ends into each other until either closes; resolves when both are done. */
+/**
+ * Pipes the network connection and QEMU's end into each other; resolves when either closes.
+ * Once QEMU has closed its end (done, or the handshake failed), the connection goes too: a
+ * peer that keeps it half-open gains nothing.
+ */
 export function relay(a: Socket, b: Duplex): Promise<void> {
   return new Promise((resolve) => {
-    let open = 2;
-    const end = (): void => {
-      if (--open === 0) resolve();
-    };
     const fail = (): void => {
       a.destroy();
       b.destroy();
     };
     a.on('error', fail);
     b.on('error', fail);
-    a.once('close', end);
-    b.once('close', end);
+    a.once('close', () => resolve());
+    b.once('close', () => {
+      a.destroy();
+      resolve();
+    });
     a.pipe(b);
     b.pipe(a);
     a.resume();
