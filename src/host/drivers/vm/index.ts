@@ -258,11 +258,16 @@ export function createVmDriver(options: VmDriverOptions) {
     return { inst, hostPort, feed: mode.kind === 'start' ? undefined : (child.stdio[3] as Duplex) };
   }
 
-  /** The guest serves: max-bandwidth for later captures, its first HTTP answer, the socket bridge. */
-  async function serve(inst: VmInstance, spec: InstanceSpec, hostPort: number): Promise<void> {
+  /**
+   * The guest serves: max-bandwidth for later captures, its first HTTP answer (`probe`), the
+   * socket bridge. A guest that arrived by live migration was serving a moment ago: its
+   * first answer would only cost a round trip through a cold TCG cache, which the first
+   * real message pays anyway.
+   */
+  async function serve(inst: VmInstance, spec: InstanceSpec, hostPort: number, probe = true): Promise<void> {
     await inst.qmp!.execute('migrate-set-parameters', { 'max-bandwidth': MAX_BANDWIDTH });
     // Start resolves once the guest serves (a cold boot under TCG takes seconds).
-    await waitHttpAnswer(hostPort, () => inst.hasExited, BOOT_TIMEOUT_MS);
+    if (probe) await waitHttpAnswer(hostPort, () => inst.hasExited, BOOT_TIMEOUT_MS);
     inst.bridge = await createBridge(spec.listenSocket, hostPort);
   }
 
@@ -325,7 +330,7 @@ export function createVmDriver(options: VmDriverOptions) {
         await removeKey(keyDir);
         await endIncoming(inst.qmp!);
         if (status !== 'running') await inst.qmp!.execute('cont');
-        await serve(inst, spec, hostPort);
+        await serve(inst, spec, hostPort, false);
         return inst;
       } catch (e) {
         return fail(e);
