@@ -54,14 +54,14 @@ interface Outcome {
 }
 
 /** Closed-loop load until stop(): every outcome with its time. */
-function load(url: string, connections: number): { outcomes: Outcome[]; stop(): Promise<void> } {
+function load(url: string, connections: number, token: string): { outcomes: Outcome[]; stop(): Promise<void> } {
   const outcomes: Outcome[] = [];
   let stopped = false;
   const worker = async () => {
     while (!stopped) {
       const at = performance.now();
       try {
-        const r = await fetch(url, { method: 'POST', body: BODY, headers: { 'content-type': 'application/json' }, signal: AbortSignal.timeout(10_000) });
+        const r = await fetch(url, { method: 'POST', body: BODY, headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` }, signal: AbortSignal.timeout(10_000) });
         const text = await r.text();
         outcomes.push({ at, end: performance.now(), outcome: String(r.status), ...(r.status === 200 ? {} : { message: text.slice(0, 300) }) });
       } catch (e) {
@@ -135,8 +135,8 @@ const echoService = (placement?: unknown) => ({
   ...(placement === undefined ? {} : { placement }),
 });
 
-async function api(base: string, method: string, path: string, body?: unknown): Promise<unknown> {
-  const r = await fetch(`${base}${path}`, { method, headers: { 'content-type': 'application/json', authorization: `Bearer ${JOIN}` }, ...(body === undefined ? {} : { body: JSON.stringify(body) }) });
+async function api(base: string, token: string, method: string, path: string, body?: unknown): Promise<unknown> {
+  const r = await fetch(`${base}${path}`, { method, headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` }, ...(body === undefined ? {} : { body: JSON.stringify(body) }) });
   const text = await r.text();
   if (r.status >= 300) throw new Error(`${method} ${path}: ${r.status} ${text}`);
   return text === '' ? undefined : JSON.parse(text);
@@ -147,10 +147,12 @@ async function upRestart(dir: string, storeUrl: string, connections: number): Pr
   const args = ['--role=up', join(dir, 'up'), String(port), storeUrl];
   let up: BenchChild = await startBenchChild(SELF, args);
   const url = `http://127.0.0.1:${port}`;
+  // The first start's admin token (in the provider's database, so it outlives the restart).
+  const token = (JSON.parse(up.ready!) as { token: string }).token;
   try {
-    await api(url, 'POST', '/api/v1/services', echoService());
-    await until('echo answers', async () => (await fetch(`${url}/s/echo/Echo`, { method: 'POST', body: BODY }).catch(() => undefined))?.status === 200, 120_000);
-    const l = load(`${url}/s/echo/Echo`, connections);
+    await api(url, token, 'POST', '/api/v1/services', echoService());
+    await until('echo answers', async () => (await fetch(`${url}/s/echo/Echo`, { method: 'POST', body: BODY, headers: { authorization: `Bearer ${token}` } }).catch(() => undefined))?.status === 200, 120_000);
+    const l = load(`${url}/s/echo/Echo`, connections, token);
     await sleep(2000);
     log('up-restart: kill -9 of the up process');
     const killedAt = performance.now();
@@ -184,7 +186,8 @@ async function hostKill(dir: string, storeUrl: string, connections: number): Pro
     for (const h of infos) await provider.registerHost({ controlUrl: h.controlUrl, token: TOKEN });
     await provider.registerService(echoService({ policy: 'host-list', hosts: [infos[2]!.hostId, infos[1]!.hostId, infos[0]!.hostId] }));
     await until('echo on the third host', () => provider.table.endpoints('echo').some((e) => e.hostId === infos[2]!.hostId), 120_000);
-    const l = load(`${provider.url}/s/echo/Echo`, connections);
+    const { createApiToken } = await import('../src/provider/auth/index.ts');
+    const l = load(`${provider.url}/s/echo/Echo`, connections, (await createApiToken(provider.registry, { role: 'invoke' })).secret);
     await sleep(2000);
     log('host-kill: kill -9 of the host running echo');
     const killedAt = performance.now();
@@ -271,7 +274,9 @@ async function runUp(dir: string, port: number, storeUrl: string): Promise<void>
       process.exit(0);
     })();
   });
-  process.stdout.write(`${JSON.stringify({ url: provider.url })}\n`);
+  const { createApiToken } = await import('../src/provider/auth/index.ts');
+  const { secret } = await createApiToken(provider.registry, { role: 'admin', note: 'bench/faults' });
+  process.stdout.write(`${JSON.stringify({ url: provider.url, token: secret })}\n`);
 }
 
 async function main(): Promise<void> {

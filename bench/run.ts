@@ -277,11 +277,21 @@ async function main() {
   };
   const texts: string[] = [];
   const json: ReportSection[] = [];
+  const failures: string[] = [];
   try {
     for (const s of SECTIONS.filter((x) => wanted(x.name))) {
       // Each section alone, as the report says it can be reproduced.
       const command = `SHOAL_BENCH_ONLY=${s.name} npm run bench`;
-      const r = await s.run(ctx);
+      // A section that fails is reported as failed and the run goes on: one broken
+      // benchmark must not lose the figures of every other (the run still exits non-zero).
+      let r: { text: string; figures?: Figure[] };
+      try {
+        r = await s.run(ctx);
+      } catch (e) {
+        failures.push(s.name);
+        log(`${s.name}: FAILED: ${(e as Error).stack ?? String(e)}`);
+        r = { text: `**This section failed in this run**: ${String((e as Error).message ?? e).slice(0, 500)}` };
+      }
       texts.push(`## ${s.title}\n\n_Command: \`${command}\`_\n\n${r.text}`);
       json.push({ name: s.name, title: s.title, command, figures: r.figures ?? [] });
       console.log(texts.at(-1));
@@ -306,6 +316,10 @@ async function main() {
   const report: ReportJson = { meta, sections: json };
   await writeFile(`${base}.json`, `${JSON.stringify(report, null, 2)}\n`);
   log(`report written to ${base}.md and ${base}.json`);
+  if (failures.length > 0) {
+    log(`sections that failed: ${failures.join(', ')}`);
+    process.exitCode = 1;
+  }
 }
 
 await main();
