@@ -153,6 +153,7 @@ describe('vm driver: live migration', { skip: unavailable }, () => {
     const incoming = await target.receive(s);
     const h = recordingHold();
     const stats = await source.migrateTo(incoming.offer, h);
+    console.log(`live migration: total ${stats.totalMs} ms, downtime ${stats.downtimeMs} ms, held ${stats.heldMs.toFixed(1)} ms, ${(stats.bytes / 1048576).toFixed(1)} MiB`);
     assert.equal(h.calls.length, 1, 'messages were held once, before the switch-over');
     assert.ok(stats.downtimeMs >= 0 && stats.totalMs >= stats.downtimeMs, JSON.stringify(stats));
     assert.ok(stats.bytes > 1024 * 1024, `sent ${stats.bytes} bytes`);
@@ -162,7 +163,6 @@ describe('vm driver: live migration', { skip: unavailable }, () => {
     const after = await count(s);
     assert.equal(after.count, 6, 'the count (5) continues on the target');
     assert.equal(after.bootId, bootId, 'the same boot: nothing restarted');
-    console.log(`live migration: total ${stats.totalMs} ms, downtime ${stats.downtimeMs} ms, held ${stats.heldMs.toFixed(1)} ms, ${(stats.bytes / 1048576).toFixed(1)} MiB`);
     // The moved VM captures like any other (its migration settings are a plain capture's again).
     assert.ok(canCapture(moved));
     const state = await moved.capture(s.stateDir);
