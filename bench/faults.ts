@@ -151,7 +151,19 @@ async function upRestart(dir: string, storeUrl: string, connections: number): Pr
   const token = (JSON.parse(up.ready!) as { token: string }).token;
   try {
     await api(url, token, 'POST', '/api/v1/services', echoService());
-    await until('echo answers', async () => (await fetch(`${url}/s/echo/Echo`, { method: 'POST', body: BODY, headers: { authorization: `Bearer ${token}` } }).catch(() => undefined))?.status === 200, 120_000);
+    let last = 'nothing yet';
+    await until(
+      'echo answers',
+      async () => {
+        const r = await fetch(`${url}/s/echo/Echo`, { method: 'POST', body: BODY, headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` } }).catch((e: unknown) => String(e));
+        if (typeof r === 'string') last = r;
+        else last = `${r.status} ${(await r.text()).slice(0, 300)}`;
+        return last.startsWith('200 ');
+      },
+      120_000,
+    ).catch((e: unknown) => {
+      throw new Error(`${(e as Error).message}; last answer: ${last}`);
+    });
     const l = load(`${url}/s/echo/Echo`, connections, token);
     await sleep(2000);
     log('up-restart: kill -9 of the up process');
