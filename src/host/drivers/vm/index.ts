@@ -80,6 +80,12 @@ export interface VmDriverOptions {
    * connection, TLS-PSK); default 127.0.0.1, which serves hosts on one machine only.
    */
   migrationHost?: string;
+  /**
+   * Live migration, source: hold new messages only once the RAM left is estimated to go
+   * within this many ms (the stop phase), instead of for the whole pre-copy (the default).
+   * For investigation only: see live.ts — under load it corrupted the target guest here.
+   */
+  migrationHoldLeadMs?: number;
 }
 
 /** What start() leaves in stateDir so destroy() and recover() can find QEMU again. */
@@ -249,7 +255,7 @@ export function createVmDriver(options: VmDriverOptions) {
       await keyDir?.close();
     }
     const pid = child.pid as number;
-    const inst = new VmInstance(spec, pid, child, cgroup, { memoryMiB, cpus, template, kernel: k, accel: a }, { runAs: owner, log });
+    const inst = new VmInstance(spec, pid, child, cgroup, { memoryMiB, cpus, template, kernel: k, accel: a }, { runAs: owner, log, holdLeadMs: options.migrationHoldLeadMs });
     live.set(spec.id, inst);
     void inst.exited.then(() => live.delete(spec.id));
     const startTime = (await readProcStat(pid))?.startTime ?? 0;
@@ -476,15 +482,17 @@ class VmInstance implements PausableInstance, CapturingInstance, LiveMigratingIn
   /** uid/gid QEMU runs as (-runas), for the files it must read after the drop. */
   readonly owner: { uid: number; gid: number } | undefined;
   private readonly log: (m: string) => void;
+  private readonly holdLeadMs: number | undefined;
   /** Sent away by a live migration: nothing runs here any more. */
   private migrated = false;
 
-  constructor(spec: InstanceSpec, pid: number, child: ChildProcess, cgroup: QemuCgroup | undefined, facts: VmFacts, o: { runAs: { uid: number; gid: number } | undefined; log: (m: string) => void }) {
+  constructor(spec: InstanceSpec, pid: number, child: ChildProcess, cgroup: QemuCgroup | undefined, facts: VmFacts, o: { runAs: { uid: number; gid: number } | undefined; log: (m: string) => void; holdLeadMs: number | undefined }) {
     this.spec = spec;
     this.cgroup = cgroup;
     this.facts = facts;
     this.owner = o.runAs;
     this.log = o.log;
+    this.holdLeadMs = o.holdLeadMs;
     this.id = spec.id;
     this.pid = pid;
     this.exited = new Promise((r) => {
@@ -553,7 +561,7 @@ class VmInstance implements PausableInstance, CapturingInstance, LiveMigratingIn
     checkFacts(this.annotations(), offer.annotations);
     const keyDir = join(this.spec.stateDir, KEY_DIR);
     await writeKey(keyDir, offer.key, this.owner);
-    const stats = await sendLive(qmp, { address: offer.address, keyDir, hold, log: this.log });
+    const stats = await sendLive(qmp, { address: offer.address, keyDir, hold, holdLeadMs: this.holdLeadMs, log: this.log });
     // The guest now runs on the target; this QEMU stays (postmigrate) until the instance is removed.
     this.migrated = true;
     return stats;

@@ -15,9 +15,9 @@
 //   is, so a wrong key ends the target (torn down), and nobody can try twice.
 // - the stop: the source migrates with `pause-before-switchover`, so QEMU stops the guest
 //   and waits before it sends the last pages and the devices. The agent's hold (new
-//   messages held, none in flight) starts while the guest still runs, when the RAM left is
-//   estimated to go within HOLD_LEAD_MS; at the pause the driver switches over only if it has resolved, and otherwise
-//   cancels (the source runs on: a message in flight to a stopped guest cannot be answered).
+//   messages held, none in flight) starts while the guest still runs: by default when the
+//   pre-copy starts (see holdLeadMs below: a later hold corrupted guests here); at the
+//   pause the driver switches over only if it has resolved, and otherwise cancels (the source runs on: a message in flight to a stopped guest cannot be answered).
 import { chown, mkdir, open, rm } from 'node:fs/promises';
 import { createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
@@ -34,12 +34,13 @@ export const INCOMING_CONNECT_MS = 60_000;
 /** And this long for the whole state once connected. */
 const INCOMING_TOTAL_MS = 10 * 60_000;
 /**
- * Hold new messages once the RAM left is estimated to be sent within this (at the rate it
- * has been going down): time for the messages in flight to come back before QEMU stops the
- * guest. Too short, and a move is given up (in-flight at the stop); too long, and new
- * messages wait longer than they need to.
+ * holdLeadMs (sendLive): hold new messages once the RAM left is estimated to go within this
+ * (at the first pass's average rate), so the messages in flight come back before QEMU stops
+ * the guest. Undefined (the default): hold from the start of the pre-copy. Why the default:
+ * with a 150 ms lead, the guest serving messages during the pre-copy, the target's kernel
+ * panicked on corrupted memory in 2 of 3 runs of test/integration/migrate-vm.test.ts on QEMU
+ * 7.2 (TCG); holding from the start passed 5 of 5. The cause is not found (docs/vm-driver.md).
  */
-const HOLD_LEAD_MS = 150;
 /** The rate is trusted after this much of the first pass. */
 const RATE_WARMUP_MS = 100;
 /** At the pause, how long in-flight messages may still take to come back (their replies may already be on the way). */
@@ -198,7 +199,7 @@ interface MigrateInfo {
  * resolved. On any failure the VM runs here as before and QEMU's migration settings are
  * back to a plain capture's.
  */
-export async function sendLive(qmp: Qmp, o: { address: string; keyDir: string; hold: MigrationHold; log: (m: string) => void }): Promise<LiveMigrationStats> {
+export async function sendLive(qmp: Qmp, o: { address: string; keyDir: string; hold: MigrationHold; holdLeadMs?: number | undefined; log: (m: string) => void }): Promise<LiveMigrationStats> {
   const started = performance.now();
   let credsMade = false;
   try {
@@ -230,11 +231,12 @@ export async function sendLive(qmp: Qmp, o: { address: string; keyDir: string; h
     const elapsed = now - first.at;
     if (elapsed < RATE_WARMUP_MS || ram.remaining >= first.remaining) return false;
     const rate = (first.remaining - ram.remaining) / elapsed;
-    return ram.remaining / rate <= HOLD_LEAD_MS;
+    return ram.remaining / rate <= (o.holdLeadMs ?? 0);
   };
   try {
     await qmp.execute('migrate-set-capabilities', { capabilities: [{ capability: 'block', state: true }, { capability: 'pause-before-switchover', state: true }] });
     await qmp.execute('migrate-set-parameters', { 'tls-creds': 'mig-out', 'block-incremental': true, 'max-bandwidth': MAX_BANDWIDTH, 'downtime-limit': DOWNTIME_LIMIT_MS });
+    if (o.holdLeadMs === undefined) startHold();
     await qmp.execute('migrate', { uri: `tcp:${o.address}` });
     for (;;) {
       const m = await qmp.execute<MigrateInfo>('query-migrate');
