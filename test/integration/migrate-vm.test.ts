@@ -30,6 +30,8 @@ describe('moving a VM live between hosts through the provider', { skip }, () => 
   const hosts: Host[] = [];
 
   before(async () => {
+    // Live moves are opt-in on the vm driver (src/host/drivers/vm/index.ts, liveMigration).
+    process.env.SHOAL_VM_LIVE_MIGRATION = '1';
     dir = await mkdtemp(join(tmpdir(), 'shoal-move-vm-'));
     await cp(await echoStoreDir(), join(dir, 'store'), { recursive: true });
     store = await startStore({ dataDir: join(dir, 'store') });

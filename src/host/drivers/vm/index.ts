@@ -58,7 +58,11 @@ export const capabilities = {
   canSnapshot: true,
   /** Host → host: live (pre-copy, receive() / migrateTo(), live.ts), or a saved state restored elsewhere. */
   canMigrate: true,
-  liveMigrates: true,
+  /**
+   * Off unless asked for (liveMigration / SHOAL_VM_LIVE_MIGRATION=1): the live path still
+   * has open failure cases (docs/vm-driver.md, "Open"); moves are stop-and-copy meanwhile.
+   */
+  liveMigrates: false,
   canClone: false,
   enforcesLimits: true,
 } as const satisfies DriverCapabilities;
@@ -86,6 +90,13 @@ export interface VmDriverOptions {
    * For investigation only: see live.ts — under load it corrupted the target guest here.
    */
   migrationHoldLeadMs?: number;
+  /**
+   * Declare liveMigrates, so the provider moves this host's VMs live (pre-copy) instead of
+   * stop-and-copy. Default: SHOAL_VM_LIVE_MIGRATION=1. Off by default because a review found
+   * failure paths that can lose a VM or run two (docs/vm-driver.md, "Open"), and the
+   * listener offers only 127.0.0.1 (hosts on one machine).
+   */
+  liveMigration?: boolean;
 }
 
 /** What start() leaves in stateDir so destroy() and recover() can find QEMU again. */
@@ -429,7 +440,8 @@ export function createVmDriver(options: VmDriverOptions) {
     live.clear();
   }
 
-  return { name: 'vm', capabilities, fingerprint, start, restore, receive, recover, destroy, close } satisfies Driver & RestoringDriver & LiveReceivingDriver;
+  const declared = { ...capabilities, liveMigrates: options.liveMigration ?? process.env.SHOAL_VM_LIVE_MIGRATION === '1' };
+  return { name: 'vm', capabilities: declared, fingerprint, start, restore, receive, recover, destroy, close } satisfies Driver & RestoringDriver & LiveReceivingDriver;
 }
 
 /** The cgroup of a VM that start() made, for removal (its limits do not matter here). */

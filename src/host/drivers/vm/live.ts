@@ -130,6 +130,9 @@ export async function openRelay(host: string): Promise<{ server: Server; port: n
     server.once('error', reject);
     server.listen(0, host, () => {
       server.off('error', reject);
+      // A later accept error must not crash the agent (no listener = an uncaught 'error'):
+      // the listener closes and the move waits out its own deadline, then fails.
+      server.on('error', () => server.close());
       resolve();
     });
   });
