@@ -7,7 +7,7 @@ import { chown, mkdir, readFile, realpath, rm, symlink } from 'node:fs/promises'
 import { basename, dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { promisify } from 'node:util';
 import { ShoalError } from '../../protocol/index.ts';
-import { ensureIdmapHelper } from '../drivers/runc/shim.ts';
+import { ensureIdmapHelper } from '../drivers/shared/native.ts';
 
 const run = promisify(execFile);
 

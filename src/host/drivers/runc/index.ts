@@ -42,12 +42,13 @@ import { createInheritedListener, type InheritedListener } from '../shared/liste
 import { delay, readProcStat, signalName, watchExit, within } from '../shared/proc.ts';
 import { cgroupMode, cgroupPathsOf, readCgroupStats, readOomKills, type CgroupPaths } from './cgroups.ts';
 import { createRuncCli, lastRuncError, type RuncCli } from './runc-cli.ts';
-import { ensureGraftHelper, ensureRunner, ensureShim } from './shim.ts';
+import { ensureGraftHelper, ensureRunner, ensureShim } from '../shared/native.ts';
+import { lineReader, parseExitLine, readExitFile, readPidFile } from '../shared/shim-reports.ts';
 import { portBridgeCopy } from '../shared/port-bridge.ts';
 import type { SeccompArchitectures } from './seccomp.ts';
 import { buildRuntimeSpec, hostBlockDeviceDirs, validateInstanceId } from './spec.ts';
 
-export { ensurePortBridge, ensureShim } from './shim.ts';
+export { ensurePortBridge, ensureShim } from '../shared/native.ts';
 export { buildRuntimeSpec, cpuControls } from './spec.ts';
 export { defaultSeccompProfile, type SeccompArchitectures } from './seccomp.ts';
 
@@ -126,15 +127,6 @@ function files(stateDir: string) {
     /** A generic container's program (shoal-runner's fd 5), written at start. */
     program: join(bundle, 'program'),
   };
-}
-
-/** Parses the shim's "exit <code> <signal>" line. */
-function parseExitLine(line: string): { code: number | undefined; signal: string | undefined } | undefined {
-  const m = /^exit (-?\d+) (\d+)/.exec(line.trim());
-  if (!m) return undefined;
-  const code = Number(m[1]);
-  const sig = Number(m[2]);
-  return { code: code < 0 ? undefined : code, signal: sig > 0 ? signalName(sig) ?? `SIG${sig}` : undefined };
 }
 
 /** A service's layers added to a generic container: /<name> ← lowerDirs (top first), in one tmpfs of sizeBytes. */
@@ -858,63 +850,3 @@ function runHelper(file: string, args: string[]): Promise<void> {
   });
 }
 
-async function readPidFile(file: string): Promise<number | undefined> {
-  try {
-    const n = Number.parseInt(await readFile(file, 'utf8'), 10);
-    return n > 0 ? n : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-async function readExitFile(file: string): Promise<{ code: number | undefined; signal: string | undefined } | undefined> {
-  try {
-    return parseExitLine(await readFile(file, 'utf8'));
-  } catch {
-    return undefined;
-  }
-}
-
-/** Reads '\n'-terminated lines: next() for the first ones, onLine() for the rest. */
-function lineReader(stream: Readable) {
-  let buffer = '';
-  const queue: string[] = [];
-  let ended = false;
-  let waiter: (() => void) | undefined;
-  let listener: ((line: string) => void) | undefined;
-  stream.setEncoding('utf8');
-  stream.on('data', (chunk: string) => {
-    buffer += chunk;
-    let nl: number;
-    while ((nl = buffer.indexOf('\n')) >= 0) {
-      const line = buffer.slice(0, nl);
-      buffer = buffer.slice(nl + 1);
-      if (listener) listener(line);
-      else queue.push(line);
-    }
-    waiter?.();
-  });
-  const end = (): void => {
-    ended = true;
-    waiter?.();
-  };
-  stream.on('end', end);
-  stream.on('close', end);
-  stream.on('error', end);
-  return {
-    async next(): Promise<string | undefined> {
-      while (queue.length === 0 && !ended) await new Promise<void>((r) => (waiter = r));
-      waiter = undefined;
-      return queue.shift();
-    },
-    onLine(fn: (line: string) => void): void {
-      listener = fn;
-      for (const line of queue.splice(0)) fn(line);
-    },
-    close(): void {
-      listener = undefined;
-      stream.removeAllListeners('data');
-      stream.destroy();
-    },
-  };
-}

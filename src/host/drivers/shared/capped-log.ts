@@ -9,7 +9,7 @@
 import { open, rename, type FileHandle } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 
-/** The runc shim's cap (src/host/drivers/runc/shim.ts). */
+/** The runc shim's cap (src/host/drivers/shared/native.ts). */
 export const DEFAULT_LOG_MAX_BYTES = 8 * 1024 * 1024;
 const DEFAULT_MAX_PENDING_BYTES = 1024 * 1024;
 

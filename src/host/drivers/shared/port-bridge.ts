@@ -5,7 +5,7 @@
 import { chmod, copyFile, mkdir, rename, stat } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
-import { ensurePortBridge } from '../runc/shim.ts';
+import { ensurePortBridge } from './native.ts';
 
 /** The copy's path; kept when present (a prepared container already has it bound). */
 export async function portBridgeCopy(stateDir: string, cacheDir: string | undefined): Promise<string> {

@@ -1,9 +1,9 @@
-// Builds native/shim/shoal-shim.c (the runc driver's container monitor) and
+// Builds native/shim/shoal-shim.c (the container and VM monitor of the runc and vm drivers) and
 // native/idmap/shoal-idmap.c (user namespaces: overlays over id-mapped layers) on first use.
 // The binary is cached by the hash of its source, so an updated source is rebuilt and
 // several agents can share one cache dir.
 //
-// Pre-build (setup scripts):  node src/host/drivers/runc/shim.ts [cacheDir]
+// Pre-build (setup scripts):  node src/host/drivers/shared/native.ts [cacheDir]
 // which prints the binaries' paths; the shim's is the same as `cc -O2 -o <cacheDir>/shoal-shim-<hash>
 // native/shim/shoal-shim.c`.
 import { execFile } from 'node:child_process';

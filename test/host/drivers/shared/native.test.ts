@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { spawnSync } from 'node:child_process';
-import { ensureShim } from '../../../../src/host/drivers/runc/shim.ts';
+import { ensureShim } from '../../../../src/host/drivers/shared/native.ts';
 import { skipUnless } from '../../fixtures/requirements.ts';
 
 describe('shim build', { skip: skipUnless(['cc']) }, () => {
