@@ -14,6 +14,8 @@
  * refuses (not listening yet, or any more) is answered 502 with a JSON body saying so and
  * closed, so the host's readiness probe retries and its log says why.
  *
+ * It keeps only fd 3 and stdio of what it inherits: every other descriptor is the program's.
+ *
  * It forwards SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 to the program, reaps
  * every child (as init it inherits the program's orphans), and exits with the program's
  * status (128+N when signal N killed it and it cannot die of the same signal itself).
@@ -275,6 +277,11 @@ int main(int argc, char **argv) {
     fprintf(stderr, "shoal-port-bridge: exec %s: %s\n", argv[2], strerror(errno));
     _exit(127);
   }
+
+  /* The program's other descriptors are the program's: holding a copy would keep them open
+   * after it closed them (a stream whose reader waits for the end, as the vm driver's). */
+  if (close_range(LISTEN_FD + 1, ~0U, 0) < 0)
+    for (int fd = LISTEN_FD + 1; fd < 1024; fd++) close(fd);
 
   int sfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
   if (sfd < 0) die("signalfd");

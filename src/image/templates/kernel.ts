@@ -5,6 +5,7 @@
 // (kernel-guest/guest-run.c, compiled static here: it hands the service its listening
 // socket as fd 3 and reports its exit code). Nothing is downloaded but by apt-get.
 import { execFile, spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { chmod, copyFile, mkdir, open, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -18,6 +19,19 @@ const run = promisify(execFile);
 
 const GUEST_INIT = fileURLToPath(new URL('./kernel-guest/guest-init.sh', import.meta.url));
 const GUEST_RUN_SOURCE = fileURLToPath(new URL('./kernel-guest/guest-run.c', import.meta.url));
+
+/**
+ * The guest's own files' version (init and shoal-run): kernel.json records it, and a
+ * template built from other versions reads as absent, so it is built again (the host's
+ * side of the guest contract, such as the status disk, changes with these files).
+ */
+let guestVersion: Promise<string> | undefined;
+export function guestFilesVersion(): Promise<string> {
+  guestVersion ??= Promise.all([readFile(GUEST_INIT), readFile(GUEST_RUN_SOURCE)]).then(([a, b]) =>
+    createHash('sha256').update(a).update('\0').update(b).digest('hex').slice(0, 16),
+  );
+  return guestVersion;
+}
 
 /** The modules the guest loads (each with what it depends on, in order). */
 const GUEST_MODULES = ['virtio_pci', 'virtio_blk', 'virtio_net', 'crc32c_generic', 'ext4'];
@@ -82,7 +96,7 @@ export async function assembleKernel(outDir: string, options: { release?: string
     await writeFile(join(ird, 'modules/order'), order.map((m) => m.name).join('\n') + '\n');
     await writeCpioGz(join(work, 'busybox/bin/busybox'), ird, join(work, INITRD_FILE));
 
-    const info = { release, packageVersion };
+    const info = { release, packageVersion, guest: await guestFilesVersion() };
     await writeFile(join(work, KERNEL_INFO_FILE), JSON.stringify(info, null, 2) + '\n');
     for (const d of ['debs', 'kernel', 'busybox', 'initramfs']) await rm(join(work, d), { recursive: true, force: true });
     await rm(outDir, { recursive: true, force: true });
@@ -95,11 +109,12 @@ export async function assembleKernel(outDir: string, options: { release?: string
   }
 }
 
-/** The kernel files already in `dir`, or undefined. */
+/** The kernel files already in `dir` (built from this guest version), or undefined. */
 export async function readKernelFiles(dir: string): Promise<KernelFiles | undefined> {
   try {
-    const info = JSON.parse(await readFile(join(dir, KERNEL_INFO_FILE), 'utf8')) as { release: string; packageVersion: string };
-    return { ...info, vmlinux: join(dir, KERNEL_FILE), initrd: join(dir, INITRD_FILE) };
+    const info = JSON.parse(await readFile(join(dir, KERNEL_INFO_FILE), 'utf8')) as { release: string; packageVersion: string; guest?: string };
+    if (info.guest !== (await guestFilesVersion())) return undefined;
+    return { release: info.release, packageVersion: info.packageVersion, vmlinux: join(dir, KERNEL_FILE), initrd: join(dir, INITRD_FILE) };
   } catch {
     return undefined;
   }

@@ -3,53 +3,54 @@
 // as its root disk: a qcow2 template per layer stack, shared read-only, and a qcow2
 // overlay per instance (disks.ts). The guest's shoal-run listens on TCP and hands the
 // service fd 3 (LISTEN_FDS=1), QEMU's restricted user network forwards a loopback port
-// to it, and the driver bridges the instance socket to that port (bridge.ts).
+// to it, and shoal-port-bridge (native/) relays the instance socket to that port. QEMU
+// and its bridge run under shoal-shim, so a VM outlives an agent restart and is re-attached.
 // Control goes through QMP: pause/resume (stop/cont); capture = stop, migrate the RAM to
 // a loopback stream the host compresses with zstd, copy the overlay, cont; restore =
 // start QEMU with -incoming from the saved RAM and the copied overlay, then cont.
-import { spawn, type ChildProcess } from 'node:child_process';
+// Here: the driver (start, restore, receive, recover, destroy). instance.ts is one running
+// VM, saved-state.ts the saved state's file, state-dir.ts the files kept per instance.
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { createReadStream, createWriteStream } from 'node:fs';
-import { chown, mkdir, open, readdir, readFile, rm, stat, writeFile, type FileHandle } from 'node:fs/promises';
-import { createServer, type Socket } from 'node:net';
-import { join } from 'node:path';
-import { Transform, type Duplex } from 'node:stream';
+import { createReadStream } from 'node:fs';
+import { chown, mkdir, open, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { basename, join } from 'node:path';
+import { type Duplex, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { createZstdCompress, createZstdDecompress } from 'node:zlib';
-import { execFile } from 'node:child_process';
+import { createZstdDecompress } from 'node:zlib';
 import { promisify } from 'node:util';
-import tar from 'tar-stream';
 import { ShoalError } from '../../../protocol/index.ts';
 import { assembleKernel, readKernelFiles, type KernelFiles } from '../../../image/index.ts';
 import type {
   CapturedState,
-  CapturingInstance,
   Driver,
   DriverCapabilities,
   DriverFingerprint,
-  InstanceExit,
   InstanceSpec,
   IncomingMigration,
-  InstanceStats,
-  LiveMigratingInstance,
-  LiveMigrationStats,
   LiveReceivingDriver,
-  MigrationHold,
-  MigrationOffer,
-  PausableInstance,
   RecoveredInstance,
   RestoringDriver,
 } from '../driver.ts';
-import { openCappedLog } from '../shared/capped-log.ts';
-import { removeStaleSocket } from '../shared/listener.ts';
-import { delay, isAlive, NANOS_PER_TICK, readProcStat, readStatusField, sendSignal, within } from '../shared/proc.ts';
-import { createBridge, freeLoopbackPort, waitHttpAnswer, type Bridge } from './bridge.ts';
+import { DEFAULT_LOG_MAX_BYTES } from '../shared/capped-log.ts';
+import { ensurePortBridge, ensureShim } from '../shared/native.ts';
+import { lineReader, readPidFile } from '../shared/shim-reports.ts';
+import { createInheritedListener, removeStaleSocket } from '../shared/listener.ts';
+import { delay, isAlive, readProcStat, sendSignal, within } from '../shared/proc.ts';
+import { freeLoopbackPort } from '../shared/port-bridge.ts';
+import { waitHttpAnswer } from './guest-port.ts';
 import { createOverlay, ensureRootTemplate, GUEST_PORT, layerStackKey, rebaseOverlay, writeSpecDisk, type RootTemplate } from './disks.ts';
+import { VmInstance } from './instance.ts';
+import { endIncoming, INCOMING_CONNECT_MS, listenIncoming, makeKeyDir, MAX_BANDWIDTH, openRelay, relay, removeKey, waitIncoming, writeKey } from './live.ts';
+import { createQemuCgroup, FEED_FD, MACHINE, probeAccel, QEMU, qemuArgs, type Accel, type QemuCgroup } from './qemu.ts';
 import { connectQmp, type Qmp } from './qmp.ts';
-import { checkFacts, endIncoming, INCOMING_CONNECT_MS, listenIncoming, makeKeyDir, MAX_BANDWIDTH, openRelay, relay, removeKey, sendLive, waitIncoming, writeKey } from './live.ts';
-import { createQemuCgroup, guestExitCode, MACHINE, probeAccel, QEMU, qemuArgs, type Accel, type QemuCgroup } from './qemu.ts';
+import { unpackState, VM_STATE_FORMAT, VM_STATE_MEDIA_TYPE } from './saved-state.ts';
+import { KEY_DIR, OVERLAY, QMP_SOCKET, readState, shimFiles, SPEC_DISK, STATE_FILE, STATUS_DISK, type StateFile, type VmFacts } from './state-dir.ts';
+import { createStatusDisk } from './status.ts';
 
 const run = promisify(execFile);
+
+export { unpackState, VM_STATE_MEDIA_TYPE } from './saved-state.ts';
 
 export const capabilities = {
   isolation: 'vm',
@@ -66,8 +67,6 @@ export const capabilities = {
   canClone: false,
   enforcesLimits: true,
 } as const satisfies DriverCapabilities;
-
-export const VM_STATE_MEDIA_TYPE = 'application/vnd.shoal.state.vm.v1.tar';
 
 export interface VmDriverOptions {
   /** The driver's own directory: kernel cache (kernel/<release>) and root templates (roots/<key>). */
@@ -97,21 +96,12 @@ export interface VmDriverOptions {
    * listener offers only 127.0.0.1 (hosts on one machine).
    */
   liveMigration?: boolean;
+  /** Where shoal-shim (QEMU's monitor) is compiled and cached; default as the runc driver's. */
+  shimDir?: string;
 }
 
-/** What start() leaves in stateDir so destroy() and recover() can find QEMU again. */
-interface StateFile {
-  id: string;
-  pid: number;
-  startTime: number;
-  listenSocket: string;
-}
-
-const STATE_FILE = 'vm.json';
-const OVERLAY = 'disk.qcow2';
-const SPEC_DISK = 'spec.img';
-const QMP_SOCKET = 'qmp.sock';
-const DEFAULT_GRACE_MS = 2000;
+/** The serial console's cap: the shim's logger rotates the instance log at this size. */
+const LOG_MAX_BYTES = DEFAULT_LOG_MAX_BYTES;
 /** How long start() waits for the guest's first HTTP answer (TCG on a loaded machine is slow). */
 const BOOT_TIMEOUT_MS = 600_000;
 /**
@@ -125,8 +115,8 @@ const STATE_DISK_SLACK_BYTES = 512 * 1024 * 1024;
 
 type LaunchMode = { kind: 'start' } | { kind: 'restore'; memory: string } | { kind: 'incoming' };
 
-/** Where a live migration's key file lives while the move runs (live.ts). */
-const KEY_DIR = 'migration-key';
+/** The accelerator a guest of each kernel booted with, probed once per process (ensureAccel). */
+const accelProbes = new Map<string, Promise<{ accel: Accel; detail: string }>>();
 
 export function createVmDriver(options: VmDriverOptions) {
   const log = options.log ?? ((m: string) => console.warn(m));
@@ -136,8 +126,8 @@ export function createVmDriver(options: VmDriverOptions) {
   const minMemoryMiB = options.minMemoryMiB ?? 128;
   const migrationHost = options.migrationHost ?? '127.0.0.1';
   const live = new Map<string, VmInstance>();
+  const native = options.shimDir === undefined ? {} : { cacheDir: options.shimDir };
   let kernel: Promise<KernelFiles> | undefined;
-  let accel: Promise<{ accel: Accel; detail: string }> | undefined;
   let closed = false;
 
   function ensureKernel(): Promise<KernelFiles> {
@@ -165,9 +155,16 @@ export function createVmDriver(options: VmDriverOptions) {
   }
 
   function ensureAccel(k: KernelFiles): Promise<{ accel: Accel; detail: string }> {
-    accel ??= probeAccel(k.vmlinux, k.initrd);
-    return accel;
+    // Once per process and kernel: where /dev/kvm opens but no guest runs, the probe waits
+    // out its whole timeout (20 s), which every new driver would pay again.
+    let probe = accelProbes.get(k.vmlinux);
+    if (!probe) {
+      probe = probeAccel(k.vmlinux, k.initrd);
+      accelProbes.set(k.vmlinux, probe);
+    }
+    return probe;
   }
+
 
   async function fingerprint(): Promise<DriverFingerprint> {
     let version: string;
@@ -215,6 +212,7 @@ export function createVmDriver(options: VmDriverOptions) {
     const owner = runAs ? await userIds(runAs) : undefined;
     if (owner) await chown(overlay, owner.uid, owner.gid);
     await writeSpecDisk(spec, join(spec.stateDir, SPEC_DISK));
+    await createStatusDisk(join(spec.stateDir, STATUS_DISK), owner);
     // A live migration's key goes here (live.ts); QEMU gets the directory as fd 4.
     await makeKeyDir(join(spec.stateDir, KEY_DIR), owner);
     // From spec.resources only (a restore checks the state's annotations agree, never uses them).
@@ -223,38 +221,57 @@ export function createVmDriver(options: VmDriverOptions) {
     await removeStaleSocket(qmpSocket);
     const cgroup = await createQemuCgroup(spec.id, memoryMiB * 1024 * 1024 + QEMU_OVERHEAD_BYTES, spec.resources.cpuMillis);
     const hostPort = await freeLoopbackPort();
+    const files = shimFiles(spec.stateDir);
+    for (const f of Object.values(files)) await rm(f, { force: true });
     const args = qemuArgs({
       accel: a,
       vmlinux: k.vmlinux,
       initrd: k.initrd,
       overlay,
       specDisk: join(spec.stateDir, SPEC_DISK),
+      statusDisk: join(spec.stateDir, STATUS_DISK),
       hostPort,
       guestPort: GUEST_PORT,
       memoryMiB,
       cpus,
       qmpSocket,
       runAs,
-      ...(mode.kind === 'restore' ? { incoming: 'fd:3' } : mode.kind === 'incoming' ? { incoming: 'defer' } : {}),
+      pidFile: files.qemuPid,
+      ...(mode.kind === 'restore' ? { incoming: `fd:${FEED_FD}` } : mode.kind === 'incoming' ? { incoming: 'defer' } : {}),
     });
+    const [shim, portBridge] = await Promise.all([ensureShim(native), ensurePortBridge(native)]);
     let child: ChildProcess;
-    let keyDir: FileHandle | undefined;
+    const opened: Array<{ close(): Promise<void> }> = [];
     try {
-      keyDir = await open(join(spec.stateDir, KEY_DIR), 'r');
-      // The shell puts itself (then, by exec, QEMU) in the cgroup before QEMU starts.
-      child = spawn('/bin/sh', ['-c', 'for f in $SHOAL_CGROUP_PROCS; do echo $$ > "$f" || exit 125; done; exec "$@"', 'sh', QEMU, ...args], {
-        env: { PATH: '/usr/bin:/bin', SHOAL_CGROUP_PROCS: cgroup?.procs.join(' ') ?? '' },
-        // The serial console (QEMU's stdout) is the guest's to fill: it goes through the
-        // capped writer, like runc's shim log. VMs are never re-attached after an agent
-        // restart, so the pipe ending with the agent loses nothing that was kept.
-        // fd 3: the saved state (restore) or the migration stream (incoming), a socket pair;
-        // fd 4: the key directory (live.ts KEY_FD).
-        stdio: ['ignore', 'pipe', 'pipe', mode.kind === 'start' ? 'ignore' : 'pipe', keyDir.fd],
-      });
-      const consoleLog = openCappedLog(spec.logFile);
-      if (child.stdout) consoleLog.attach(child.stdout);
-      if (child.stderr) consoleLog.attach(child.stderr);
-      child.once('close', () => void consoleLog.close());
+      // The instance socket, host-made as for every driver; shoal-port-bridge (native/)
+      // relays its connections to the port QEMU forwards into the guest, and outlives
+      // this agent with QEMU, so a VM keeps serving across an agent restart.
+      const listener = await createInheritedListener(spec.listenSocket);
+      opened.push({ close: listener.release });
+      const keyDir = await open(join(spec.stateDir, KEY_DIR), 'r');
+      opened.push(keyDir);
+      const nothing = mode.kind === 'start' ? await open('/dev/null', 'r') : undefined;
+      if (nothing) opened.push(nothing);
+      const shimOut = await open(spec.logFile, 'a');
+      opened.push(shimOut);
+      // shoal-shim (native/shim), QEMU's monitor, outlives this agent too: it reaps the
+      // bridge (which exits with QEMU's status) and writes that status to files.exit, and
+      // its logger caps the serial console (the guest kernel's messages and the service's
+      // output) into spec.logFile. The shell puts itself in the VM's cgroup, starts the
+      // bridge in the background (reparented to the shim, its subreaper) and exits; the
+      // shim reads the bridge's pid from files.pid. Descriptors as the shim hands them on:
+      // 3 the listener (the bridge's; QEMU does not get it), 4 the key directory
+      // (live.ts KEY_FD), 5 the saved state or migration stream (FEED_FD), else /dev/null.
+      child = spawn(
+        shim,
+        ['--listen-fd', '4', '--pass-fd', '5', '--pass-fd', '6', '--log', spec.logFile, String(LOG_MAX_BYTES), files.exit, files.pid,
+          '/bin/sh', '-c', 'for f in $SHOAL_CGROUP_PROCS; do echo $$ > "$f" || exit 125; done; "$@" & echo $! > "$SHOAL_PID_FILE"', 'sh', portBridge, String(hostPort), QEMU, ...args],
+        {
+          env: { PATH: '/usr/bin:/bin', SHOAL_CGROUP_PROCS: cgroup?.procs.join(' ') ?? '', SHOAL_PID_FILE: files.pid },
+          stdio: ['ignore', shimOut.fd, shimOut.fd, 'pipe', listener.fd, keyDir.fd, nothing ? nothing.fd : 'pipe'],
+          detached: true,
+        },
+      );
       await new Promise<void>((resolve, reject) => {
         child.once('spawn', resolve);
         child.once('error', reject);
@@ -263,16 +280,33 @@ export function createVmDriver(options: VmDriverOptions) {
       await cgroup?.remove();
       throw new ShoalError('unavailable', `starting ${QEMU} failed: ${(e as Error).message}`, { cause: e });
     } finally {
-      await keyDir?.close();
+      for (const h of opened) await h.close();
     }
-    const pid = child.pid as number;
-    const inst = new VmInstance(spec, pid, child, cgroup, { memoryMiB, cpus, template, kernel: k, accel: a }, { runAs: owner, log, holdLeadMs: options.migrationHoldLeadMs });
+    const reports = lineReader(child.stdio[3] as Readable);
+    const first = await within(reports.next(), 30_000);
+    const created = /^created (\d+)/.exec(first ?? '');
+    if (!created) {
+      reports.close();
+      sendSignal(-(child.pid as number), 'SIGKILL');
+      await cgroup?.remove();
+      throw new ShoalError('unavailable', `starting ${QEMU} failed: the shim reported ${first === undefined ? 'nothing' : JSON.stringify(first)} (QEMU's own message is in the instance log)`);
+    }
+    const pid = await readQemuPid(files.qemuPid, Number(created[1]));
+    if (pid === undefined) {
+      reports.close();
+      sendSignal(-(child.pid as number), 'SIGKILL');
+      await cgroup?.remove();
+      throw new ShoalError('unavailable', `${QEMU} ended before it started (its own message is in the instance log)`);
+    }
+    const facts: VmFacts = { memoryMiB, cpus, templateDigest: template.digest, kernelRelease: k.release, accel: a };
+    const inst = new VmInstance(spec, pid, cgroup, facts, { runAs: owner, log, holdLeadMs: options.migrationHoldLeadMs });
+    inst.watchShim(child, reports, files.exit);
     live.set(spec.id, inst);
     void inst.exited.then(() => live.delete(spec.id));
     const startTime = (await readProcStat(pid))?.startTime ?? 0;
-    const state: StateFile = { id: spec.id, pid, startTime, listenSocket: spec.listenSocket };
+    const state: StateFile = { id: spec.id, pid, startTime, listenSocket: spec.listenSocket, facts };
     await writeFile(join(spec.stateDir, STATE_FILE), JSON.stringify(state));
-    return { inst, hostPort, feed: mode.kind === 'start' ? undefined : (child.stdio[3] as Duplex) };
+    return { inst, hostPort, feed: mode.kind === 'start' ? undefined : (child.stdio as unknown as Duplex[])[6] };
   }
 
   /**
@@ -285,7 +319,6 @@ export function createVmDriver(options: VmDriverOptions) {
     await inst.qmp!.execute('migrate-set-parameters', { 'max-bandwidth': MAX_BANDWIDTH });
     // Start resolves once the guest serves (a cold boot under TCG takes seconds).
     if (probe) await waitHttpAnswer(hostPort, () => inst.hasExited, BOOT_TIMEOUT_MS);
-    inst.bridge = await createBridge(spec.listenSocket, hostPort);
   }
 
   async function launch(spec: InstanceSpec, mode: LaunchMode): Promise<VmInstance> {
@@ -375,6 +408,9 @@ export function createVmDriver(options: VmDriverOptions) {
     await mkdir(spec.stateDir, { recursive: true });
     // The state is the tenant's bytes: its annotations are checked against the spec, never
     // trusted for the machine's size (QEMU must get the same -m to load the saved RAM).
+    if (state.annotations['org.shoal.vm.format'] !== VM_STATE_FORMAT) {
+      throw new ShoalError('conflict', `the state is of vm format ${state.annotations['org.shoal.vm.format']}; this driver restores format ${VM_STATE_FORMAT}`, { field: 'state' });
+    }
     const shape = machineShape(spec);
     const saved = { memoryMiB: state.annotations['org.shoal.vm.memory-mib'], cpus: state.annotations['org.shoal.vm.cpus'] };
     if (saved.memoryMiB !== String(shape.memoryMiB) || saved.cpus !== String(shape.cpus)) {
@@ -403,6 +439,11 @@ export function createVmDriver(options: VmDriverOptions) {
     }
   }
 
+  /**
+   * After an agent restart: a VM whose QEMU still runs is re-attached (QMP again, a new
+   * bridge to its forwarded port, its exit watched by pid, the status from the shim's exit
+   * file); any other is removed.
+   */
   async function recover(known: Array<{ id: string; stateDir: string }>): Promise<RecoveredInstance[]> {
     const out: RecoveredInstance[] = [];
     for (const { id, stateDir } of known) {
@@ -411,12 +452,38 @@ export function createVmDriver(options: VmDriverOptions) {
         out.push({ id, status: running.paused ? 'paused' : 'running', instance: running });
         continue;
       }
-      // The bridge and the QMP connection lived in the agent that went away: a VM is not
-      // re-attached, it is stopped and its leftovers removed.
+      const found = await reattach(id, stateDir).catch((e: unknown) => {
+        log(`vm: re-attaching ${id} failed, removing it: ${(e as Error).message}`);
+        return undefined;
+      });
+      if (found) {
+        out.push({ id, status: found.paused ? 'paused' : 'running', instance: found });
+        continue;
+      }
       await destroy(id, stateDir);
       out.push({ id, status: 'stopped', instance: undefined });
     }
     return out;
+  }
+
+  async function reattach(id: string, stateDir: string): Promise<VmInstance | undefined> {
+    const state = await readState(stateDir);
+    if (!state || state.id !== id || !state.facts || !(await isAlive(state.pid, state.startTime))) return undefined;
+    const owner = runAs ? await userIds(runAs) : undefined;
+    const inst = new VmInstance({ id, stateDir }, state.pid, await createQemuCgroupHandle(id), state.facts, { runAs: owner, log, holdLeadMs: options.migrationHoldLeadMs });
+    inst.watchPid(state.startTime, shimFiles(stateDir).exit);
+    try {
+      inst.qmp = await connectQmp(join(stateDir, QMP_SOCKET));
+      const status = (await inst.qmp.execute<{ status: string }>('query-status')).status;
+      inst.paused = status === 'paused';
+      if (status !== 'running' && status !== 'paused') throw new Error(`QEMU reports ${status}`);
+    } catch (e) {
+      await inst.stop({ graceMs: 0 });
+      throw e;
+    }
+    live.set(id, inst);
+    void inst.exited.then(() => live.delete(id));
+    return inst;
   }
 
   async function destroy(id: string, stateDir: string): Promise<void> {
@@ -430,12 +497,12 @@ export function createVmDriver(options: VmDriverOptions) {
     if (state) await removeStaleSocket(state.listenSocket).catch((e: unknown) => log(`vm: ${(e as Error).message}`));
     const cg = await createQemuCgroupHandle(id);
     await cg?.remove();
-    for (const f of [STATE_FILE, OVERLAY, SPEC_DISK, QMP_SOCKET, 'memory.zst', KEY_DIR]) await rm(join(stateDir, f), { recursive: true, force: true });
+    for (const f of [STATE_FILE, OVERLAY, SPEC_DISK, STATUS_DISK, QMP_SOCKET, 'memory.zst', KEY_DIR, ...Object.values(shimFiles(stateDir)).map((p) => basename(p))]) await rm(join(stateDir, f), { recursive: true, force: true });
   }
 
   async function close(): Promise<void> {
     closed = true;
-    // Running VMs stay (Driver.close); their bridges go with this process.
+    // Running VMs stay (Driver.close), with their bridges and shims.
     for (const inst of live.values()) inst.detach();
     live.clear();
   }
@@ -443,7 +510,6 @@ export function createVmDriver(options: VmDriverOptions) {
   const declared = { ...capabilities, liveMigrates: options.liveMigration ?? process.env.SHOAL_VM_LIVE_MIGRATION === '1' };
   return { name: 'vm', capabilities: declared, fingerprint, start, restore, receive, recover, destroy, close } satisfies Driver & RestoringDriver & LiveReceivingDriver;
 }
-
 /** The cgroup of a VM that start() made, for removal (its limits do not matter here). */
 async function createQemuCgroupHandle(id: string): Promise<QemuCgroup | undefined> {
   const { rmdir } = await import('node:fs/promises');
@@ -466,256 +532,16 @@ async function waitStatus(qmp: Qmp, wanted: string[], timeoutMs: number): Promis
   }
 }
 
-interface VmFacts {
-  memoryMiB: number;
-  cpus: number;
-  template: RootTemplate;
-  kernel: KernelFiles;
-  accel: Accel;
-}
-
-class VmInstance implements PausableInstance, CapturingInstance, LiveMigratingInstance {
-  readonly id: string;
-  readonly pid: number;
-  readonly exited: Promise<InstanceExit>;
-  paused = false;
-  qmp: Qmp | undefined;
-  bridge: Bridge | undefined;
-  private stopping = false;
-  private done = false;
-  get hasExited(): boolean {
-    return this.done;
-  }
-  private resolveExit!: (e: InstanceExit) => void;
-
-  private readonly spec: InstanceSpec;
-  private readonly cgroup: QemuCgroup | undefined;
-  private readonly facts: VmFacts;
-  /** uid/gid QEMU runs as (-runas), for the files it must read after the drop. */
-  readonly owner: { uid: number; gid: number } | undefined;
-  private readonly log: (m: string) => void;
-  private readonly holdLeadMs: number | undefined;
-  /** Sent away by a live migration: nothing runs here any more. */
-  private migrated = false;
-
-  constructor(spec: InstanceSpec, pid: number, child: ChildProcess, cgroup: QemuCgroup | undefined, facts: VmFacts, o: { runAs: { uid: number; gid: number } | undefined; log: (m: string) => void; holdLeadMs: number | undefined }) {
-    this.spec = spec;
-    this.cgroup = cgroup;
-    this.facts = facts;
-    this.owner = o.runAs;
-    this.log = o.log;
-    this.holdLeadMs = o.holdLeadMs;
-    this.id = spec.id;
-    this.pid = pid;
-    this.exited = new Promise((r) => {
-      this.resolveExit = r;
-    });
-    child.once('exit', (status, signal) => void this.settle(status, signal));
-  }
-
-  private async settle(status: number | null, signal: NodeJS.Signals | null): Promise<void> {
-    if (this.done) return;
-    this.done = true;
-    this.qmp?.close();
-    await this.bridge?.close();
-    await this.cgroup?.remove();
-    await rm(join(this.spec.stateDir, STATE_FILE), { force: true });
-    const code = guestExitCode(status);
-    const reason = this.stopping ? 'killed' : code === 0 ? 'exited' : 'crashed';
-    this.resolveExit({ reason, code: this.stopping ? undefined : code, signal: signal ?? undefined, at: Date.now() });
-  }
-
-  /** The driver goes away: let go of QMP and the bridge, leave QEMU running. */
-  detach(): void {
-    this.qmp?.close();
-    void this.bridge?.close();
-  }
-
-  async stop(options: { graceMs?: number } = {}): Promise<void> {
-    if (this.done) {
-      await this.exited;
-      return;
-    }
-    this.stopping = true;
-    const grace = options.graceMs ?? DEFAULT_GRACE_MS;
-    if (grace > 0) {
-      // QEMU ends the guest at once on SIGTERM (the guest has nothing to flush: its disk is per instance).
-      sendSignal(this.pid, 'SIGTERM');
-      if ((await within(this.exited, grace)) !== undefined) return;
-    }
-    sendSignal(this.pid, 'SIGKILL');
-    await this.exited;
-  }
-
-  private control(): Qmp {
-    if (this.done || !this.qmp) throw new ShoalError('conflict', `instance ${this.id} has exited`);
-    if (this.migrated) throw new ShoalError('conflict', `instance ${this.id} was migrated away`);
-    return this.qmp;
-  }
-
-  /** What a state of this VM fits (a restore and a live migration's source check them). */
-  annotations(): Record<string, string> {
-    return {
-      'org.shoal.driver': 'vm',
-      'org.shoal.vm.format': '1',
-      'org.shoal.vm.machine': MACHINE,
-      'org.shoal.vm.accel': this.facts.accel,
-      'org.shoal.vm.memory-mib': String(this.facts.memoryMiB),
-      'org.shoal.vm.cpus': String(this.facts.cpus),
-      'org.shoal.vm.kernel': this.facts.kernel.release,
-      'org.shoal.vm.root-template': this.facts.template.digest,
-    };
-  }
-
-  async migrateTo(offer: MigrationOffer, hold: MigrationHold): Promise<LiveMigrationStats> {
-    const qmp = this.control();
-    if (this.paused) throw new ShoalError('conflict', `instance ${this.id} is paused; resume it to migrate it live`);
-    checkFacts(this.annotations(), offer.annotations);
-    const keyDir = join(this.spec.stateDir, KEY_DIR);
-    await writeKey(keyDir, offer.key, this.owner);
-    const stats = await sendLive(qmp, { address: offer.address, keyDir, hold, holdLeadMs: this.holdLeadMs, log: this.log });
-    // The guest now runs on the target; this QEMU stays (postmigrate) until the instance is removed.
-    this.migrated = true;
-    return stats;
-  }
-
-  async resumeHere(): Promise<void> {
-    if (this.done || !this.qmp) throw new ShoalError('conflict', `instance ${this.id} has exited`);
-    if (!this.migrated) return;
-    // cont after a completed migration re-activates the disks (as after a capture).
-    await this.qmp.execute('cont');
-    this.migrated = false;
-  }
-
-  async pause(): Promise<void> {
-    await this.control().execute('stop');
-    this.paused = true;
-  }
-
-  async resume(): Promise<void> {
-    await this.control().execute('cont');
-    this.paused = false;
-  }
-
-  async capture(dir: string): Promise<CapturedState> {
-    const qmp = this.control();
-    const tag = randomBytes(4).toString('hex');
-    const memory = join(dir, `.vm-memory-${tag}.zst`);
-    const disk = join(dir, `.vm-disk-${tag}.qcow2.zst`);
-    const file = join(dir, `vm-state-${this.id}-${tag}.tar`);
-    const wasPaused = this.paused;
-    try {
-      if (!wasPaused) await qmp.execute('stop');
-      // QEMU (sandboxed: no spawn) sends its RAM to a loopback stream the host compresses.
-      const received = await receiveOnce(memory);
-      await qmp.execute('migrate', { uri: `tcp:127.0.0.1:${received.port}` });
-      await waitMigration(qmp);
-      await received.done;
-      // The block devices are flushed and inactive now: the overlay matches the RAM.
-      await pipeline(createReadStream(join(this.spec.stateDir, OVERLAY)), createZstdCompress(), createWriteStream(disk));
-      await packState(file, { 'memory.zst': memory, 'disk.qcow2.zst': disk });
-    } finally {
-      await rm(memory, { force: true });
-      await rm(disk, { force: true });
-      // Back to what it was (cont after a completed migration re-activates the disks).
-      if (!wasPaused && !this.done) await qmp.execute('cont');
-    }
-    return { mediaType: VM_STATE_MEDIA_TYPE, file, annotations: this.annotations() };
-  }
-
-  async stats(): Promise<InstanceStats> {
-    const st = await readProcStat(this.pid);
-    if (!st) return { memoryBytes: undefined, cpuUsageNanos: undefined, pids: undefined };
-    const rss = await readStatusField(this.pid, 'VmRSS');
-    const threads = await readStatusField(this.pid, 'Threads');
-    return {
-      memoryBytes: rss === undefined ? undefined : Number.parseInt(rss, 10) * 1024,
-      cpuUsageNanos: (st.utimeTicks + st.stimeTicks) * NANOS_PER_TICK,
-      pids: threads === undefined ? undefined : Number(threads),
-    };
-  }
-}
-
-async function waitMigration(qmp: Qmp): Promise<void> {
-  for (;;) {
-    const m = await qmp.execute<{ status?: string; 'error-desc'?: string }>('query-migrate');
-    if (m.status === 'completed') return;
-    if (m.status === 'failed' || m.status === 'cancelled') throw new ShoalError('internal', `saving the VM's memory failed: ${m['error-desc'] ?? m.status} (QEMU's own message is in the instance log)`);
+/** QEMU's pid from its -pidfile, once written; undefined if the bridge (its parent) ended first. */
+async function readQemuPid(file: string, bridgePid: number): Promise<number | undefined> {
+  const deadline = Date.now() + 30_000;
+  while (Date.now() < deadline) {
+    const pid = await readPidFile(file);
+    if (pid !== undefined) return pid;
+    if (!(await isAlive(bridgePid, undefined))) return undefined;
     await delay(5);
   }
-}
-
-/**
- * One connection on a fresh loopback port, written zstd-compressed to `file`. The port
- * is open only while a capture runs, and only the first connection is taken.
- */
-async function receiveOnce(file: string): Promise<{ port: number; done: Promise<void> }> {
-  const server = createServer();
-  const done = new Promise<void>((resolve, reject) => {
-    server.once('connection', (sock: Socket) => {
-      server.close();
-      pipeline(sock, createZstdCompress(), createWriteStream(file, { mode: 0o600 })).then(resolve, reject);
-    });
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
-  const a = server.address();
-  return { port: typeof a === 'object' && a ? a.port : 0, done };
-}
-
-async function packState(file: string, entries: Record<string, string>): Promise<void> {
-  const pack = tar.pack();
-  const out = pipeline(pack, createWriteStream(file, { mode: 0o600 }));
-  for (const [name, path] of Object.entries(entries)) {
-    const size = (await stat(path)).size;
-    await new Promise<void>((resolve, reject) => {
-      const entry = pack.entry({ name, size, mode: 0o600 }, (e) => (e ? reject(e) : resolve()));
-      createReadStream(path).on('error', reject).pipe(entry);
-    });
-  }
-  pack.finalize();
-  await out;
-}
-
-/** The state file's entries, decompressed, to host-owned paths (unknown entries refused). */
-/** Unpacks a saved state's entries to `targets`; the disk entry may not decompress past `maxDiskBytes`. Exported for tests. */
-export async function unpackState(file: string, targets: Record<string, string>, maxDiskBytes: number): Promise<void> {
-  const extract = tar.extract();
-  const seen = new Set<string>();
-  extract.on('entry', (header, stream, next) => {
-    const target = Object.hasOwn(targets, header.name) ? targets[header.name] : undefined;
-    if (!target || header.type !== 'file' || seen.has(header.name)) {
-      stream.destroy();
-      extract.destroy(new ShoalError('invalid', `unexpected entry ${header.name} in a vm state`, { field: 'state' }));
-      return;
-    }
-    seen.add(header.name);
-    // memory stays compressed (it is streamed into QEMU); the disk is decompressed.
-    const sink = header.name === 'memory.zst' ? createWriteStream(target, { mode: 0o600 }) : null;
-    const p = sink ? pipeline(stream, sink) : pipeline(stream, createZstdDecompress(), sizeLimit(maxDiskBytes, header.name), createWriteStream(target, { mode: 0o600 }));
-    p.then(() => next(), (e: unknown) => extract.destroy(e as Error));
-  });
-  await pipeline(createReadStream(file), extract);
-  for (const name of Object.keys(targets)) if (!seen.has(name)) throw new ShoalError('invalid', `vm state lacks ${name}`, { field: 'state' });
-}
-
-/** Passes bytes through until `max`, then fails: a small compressed entry must not fill the disk. */
-export function sizeLimit(max: number, name: string): Transform {
-  let seen = 0;
-  return new Transform({
-    transform(chunk: Buffer, _enc, done) {
-      seen += chunk.length;
-      if (seen > max) done(new ShoalError('invalid', `${name} in the vm state decompresses to more than ${max} bytes`, { field: 'state' }));
-      else done(null, chunk);
-    },
-  });
-}
-
-async function readState(stateDir: string): Promise<StateFile | undefined> {
-  try {
-    return JSON.parse(await readFile(join(stateDir, STATE_FILE), 'utf8')) as StateFile;
-  } catch {
-    return undefined;
-  }
+  return undefined;
 }
 
 /** uid and gid of a user name, from /etc/passwd (QEMU 7.2's -runas takes a name). */

@@ -10,7 +10,7 @@
 //   relay the stream through the agents' HTTP planes: the bytes would cross two more
 //   processes (two copies, Node's event loop in the downtime), for the same guarantee.
 // - the listener: the target's agent, not QEMU, listens, takes exactly one connection and
-//   relays it to QEMU through a socket pair (-incoming defer, then migrate-incoming fd:3).
+//   relays it to QEMU through a socket pair (-incoming defer, then migrate-incoming on FEED_FD).
 //   QEMU 7.2 keeps listening after a failed handshake; here the one connection is all there
 //   is, so a wrong key ends the target (torn down), and nobody can try twice.
 // - the stop: the source migrates with `pause-before-switchover`, so QEMU stops the guest
@@ -26,6 +26,7 @@ import { ShoalError } from '../../../protocol/index.ts';
 import type { LiveMigrationStats, MigrationHold } from '../driver.ts';
 import { delay } from '../shared/proc.ts';
 import type { Qmp } from './qmp.ts';
+import { FEED_FD } from './qemu.ts';
 
 /** The PSK identity both ends use (QEMU's keys.psk holds `identity:hexkey`). */
 const IDENTITY = 'shoal';
@@ -103,11 +104,11 @@ export async function makeKeyDir(dir: string, owner: { uid: number; gid: number 
   if (owner) await chown(dir, owner.uid, owner.gid);
 }
 
-/** The target's QEMU (started with -incoming defer, the socket pair on fd 3) waits for a TLS stream on it. */
+/** The target's QEMU (started with -incoming defer, the socket pair on FEED_FD) waits for a TLS stream on it. */
 export async function listenIncoming(qmp: Qmp): Promise<void> {
   await qmp.execute('object-add', { 'qom-type': 'tls-creds-psk', id: 'mig-in', endpoint: 'server', dir: KEY_DIR_IN_QEMU });
   await qmp.execute('migrate-set-parameters', { 'tls-creds': 'mig-in' });
-  await qmp.execute('migrate-incoming', { uri: 'fd:3' });
+  await qmp.execute('migrate-incoming', { uri: `fd:${FEED_FD}` });
 }
 
 /** After the state came in: the instance's later captures migrate in plain, to the host itself. */

@@ -17,6 +17,9 @@ const EXIT_PORT = '0xf4';
 
 export type Accel = 'kvm' | 'tcg';
 
+/** QEMU's inherited descriptor for a saved state (restore) or a migration stream (incoming). */
+export const FEED_FD = 5;
+
 /** TCG translation cache (MiB). */
 const TCG_TB_MIB = 128;
 
@@ -43,15 +46,19 @@ export interface QemuLaunch {
   initrd: string;
   overlay: string;
   specDisk: string;
+  /** /dev/vdc: where shoal-run writes how the service ended (status.ts). */
+  statusDisk: string;
   hostPort: number;
   guestPort: number;
   memoryMiB: number;
   cpus: number;
   qmpSocket: string;
+  /** QEMU writes its pid here (and removes the file when it exits). */
+  pidFile: string;
   /** Drop to this user once QEMU has opened its files (-runas), when set. */
   runAs: string | undefined;
   /**
-   * -incoming: `fd:3` (a restore: the saved state is read from that inherited descriptor) or
+   * -incoming: `fd:5` (FEED_FD; a restore: the saved state is read from that inherited descriptor) or
    * `defer` (a live migration's target: set up over QMP, then migrate-incoming).
    */
   incoming?: string;
@@ -75,11 +82,13 @@ export function qemuArgs(l: QemuLaunch): string[] {
     // the files by path after -runas dropped it to a user that may not reach them.
     '-drive', `file=${l.overlay},if=virtio,format=qcow2,cache=writeback,auto-read-only=off`,
     '-drive', `file=${l.specDisk},if=virtio,format=raw,readonly=on,auto-read-only=off`,
+    '-drive', `file=${l.statusDisk},if=virtio,format=raw,auto-read-only=off`,
     // User networking restricted: the guest reaches nothing; only the forwarded port reaches it.
     '-netdev', `user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:${l.hostPort}-:${l.guestPort}`,
     '-device', 'virtio-net-pci,netdev=n0,romfile=',
     '-device', `isa-debug-exit,iobase=${EXIT_PORT},iosize=0x04`,
     '-qmp', `unix:${l.qmpSocket},server=on,wait=off`,
+    '-pidfile', l.pidFile,
     // seccomp: no obsolete calls, no spawning, no resource control; -runas needs setuid,
     // so elevateprivileges stays allowed (after the drop there is nothing to elevate to).
     '-sandbox', 'on,obsolete=deny,spawn=deny,resourcecontrol=deny',

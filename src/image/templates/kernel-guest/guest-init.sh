@@ -10,7 +10,7 @@ for m in $(/bin/busybox cat /modules/order); do /bin/busybox insmod "/modules/$m
 /bin/busybox ip link set eth0 up
 /bin/busybox ip addr add 10.0.2.15/24 dev eth0
 /bin/busybox ip route add default via 10.0.2.2
-for i in 1 2 3 4 5 6 7 8 9 10; do [ -b /dev/vda ] && [ -b /dev/vdb ] && break; /bin/busybox usleep 50000; done
+for i in 1 2 3 4 5 6 7 8 9 10; do [ -b /dev/vda ] && [ -b /dev/vdb ] && [ -b /dev/vdc ] && break; /bin/busybox usleep 50000; done
 /bin/busybox mkdir -p /newroot
 /bin/busybox mount -t ext4 -o noatime /dev/vda /newroot || { echo "shoal-init: cannot mount the root disk"; exec /shoal-run; }
 for d in proc sys dev tmp; do /bin/busybox mkdir -p "/newroot/$d"; done

@@ -5,8 +5,11 @@
  *   1. reads the instance's launch spec from /dev/vdb (NUL-separated strings),
  *   2. makes the TCP listening socket QEMU's hostfwd reaches, as fd 3 (LISTEN_FDS=1),
  *   3. forks the service (chroot /newroot, uid/gid, cwd, exactly the spec's env),
- *   4. reaps everything; when the service exits, reports its code to QEMU through the
- *      isa-debug-exit port (QEMU exits with (code << 1) | 1) and powers off.
+ *   4. reaps everything; when the service exits, writes how to the status disk /dev/vdc
+ *      ("shoal-exit-1 <code> <signal> <oom>\n": the whole code, the signal that killed it,
+ *      and whether the guest kernel's OOM killer ran), then reports the code's low 7 bits
+ *      to QEMU through the isa-debug-exit port (QEMU exits with (code << 1) | 1) and
+ *      powers off. The host prefers the status disk; the exit port is the fallback.
  * Spec format: "shoal-spec-1\0" port\0 uid\0 gid\0 cwd\0 argc\0 args...\0 envc\0 env...\0
  */
 #define _GNU_SOURCE
@@ -15,6 +18,7 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <netinet/in.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,6 +39,29 @@ static void die(const char *what) {
   if (ioperm(EXIT_PORT, 4, 1) == 0) outl(0x7e, EXIT_PORT); /* 126: the guest could not start it */
   reboot(RB_POWER_OFF);
   _exit(1);
+}
+
+/* Whether the guest kernel's OOM killer has killed anything since boot (/proc/vmstat oom_kill). */
+static int oom_killed(void) {
+  char buf[8192];
+  int fd = open("/proc/vmstat", O_RDONLY);
+  if (fd < 0) return 0;
+  ssize_t n = read(fd, buf, sizeof buf - 1);
+  close(fd);
+  if (n <= 0) return 0;
+  buf[n] = 0;
+  char *line = strstr(buf, "\noom_kill ");
+  return line != NULL && atol(line + 10) > 0;
+}
+
+/* One line on the status disk, synced before QEMU is told to exit. */
+static void write_status(int code, int sig, int oom) {
+  char line[64];
+  int len = snprintf(line, sizeof line, "shoal-exit-1 %d %d %d\n", code, sig, oom);
+  int fd = open("/dev/vdc", O_WRONLY | O_SYNC);
+  if (fd < 0) return;
+  if (write(fd, line, (size_t)len) == len) fsync(fd);
+  close(fd);
 }
 
 static const char *next(void) {
@@ -92,7 +119,9 @@ int main(void) {
     if (p < 0) { if (errno == EINTR) continue; die("wait"); }
     if (p != child) continue;
     int code = WIFEXITED(status) ? WEXITSTATUS(status) : 0x7f;
+    int sig = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
     sync();
+    write_status(WIFEXITED(status) ? code : -1, sig, sig == SIGKILL && oom_killed());
     if (ioperm(EXIT_PORT, 4, 1) == 0) outl((unsigned)(code & 0x7f), EXIT_PORT);
     reboot(RB_POWER_OFF);
     return 0;

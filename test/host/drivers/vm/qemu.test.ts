@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { guestExitCode, qemuArgs, type QemuLaunch } from '../../../../src/host/drivers/vm/qemu.ts';
+import { parseStatusLine } from '../../../../src/host/drivers/vm/status.ts';
 import { layerStackKey, writeSpecDisk } from '../../../../src/host/drivers/vm/disks.ts';
 
 const launch: QemuLaunch = {
@@ -13,6 +14,8 @@ const launch: QemuLaunch = {
   vmlinux: '/k/vmlinux',
   initrd: '/k/initrd.img',
   overlay: '/s/disk.qcow2',
+  pidFile: '/s/qemu.pid',
+  statusDisk: '/s/status.img',
   specDisk: '/s/spec.img',
   hostPort: 40001,
   guestPort: 8080,
@@ -79,5 +82,13 @@ describe('vm spec disk', () => {
   it('keys root templates by the layer stack', () => {
     assert.equal(layerStackKey(['a', 'b']), layerStackKey(['a', 'b']));
     assert.notEqual(layerStackKey(['a', 'b']), layerStackKey(['b', 'a']));
+  });
+
+  it('reads the status line shoal-run writes, and nothing else', () => {
+    assert.deepEqual(parseStatusLine('shoal-exit-1 200 0 0\n\0\0'), { code: 200, signal: undefined, oom: false });
+    assert.deepEqual(parseStatusLine('shoal-exit-1 -1 9 1\n'), { code: undefined, signal: 'SIGKILL', oom: true });
+    for (const bad of ['', '\0\0\0', 'shoal-exit-1 300 0 0\n', 'shoal-exit-1 1 0 2\n', 'shoal-exit-1 1 0 0', 'shoal-exit-2 1 0 0\n', 'shoal-exit-1 1e3 0 0\n']) {
+      assert.equal(parseStatusLine(bad), undefined, JSON.stringify(bad));
+    }
   });
 });

@@ -56,7 +56,9 @@ describe('vm restore bounds', () => {
       logFile: join(dir, 'log'),
     } as InstanceSpec;
     const file = await stateFile('ok.tar', 1024);
-    const annotations = { 'org.shoal.vm.memory-mib': '65536', 'org.shoal.vm.cpus': '64' };
+    // A state of another format (the status disk came with format 2) is refused first.
+    await assert.rejects(driver.restore(spec, { mediaType: VM_STATE_MEDIA_TYPE, file, annotations: { 'org.shoal.vm.format': '1' } }), /vm format 1; this driver restores format 2/);
+    const annotations = { 'org.shoal.vm.format': '2', 'org.shoal.vm.memory-mib': '65536', 'org.shoal.vm.cpus': '64' };
     await assert.rejects(driver.restore(spec, { mediaType: VM_STATE_MEDIA_TYPE, file, annotations }), (e: Error & { code?: string }) => {
       assert.equal(e.code, 'conflict');
       assert.match(e.message, /65536 MiB and 64 cpus; this spec's resources give 256 MiB and 1 cpus/);

@@ -1,0 +1,92 @@
+// A VM's saved state: one tar of the RAM as QEMU's migration stream (zstd) and the disk
+// overlay at that moment (zstd), with annotations that say what it fits (instance.ts).
+// Restoring unpacks it to host-owned paths with bounds, since a state may come from any host.
+import { createReadStream, createWriteStream } from 'node:fs';
+import { stat } from 'node:fs/promises';
+import { createServer, type Socket } from 'node:net';
+import { Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { createZstdCompress, createZstdDecompress } from 'node:zlib';
+import tar from 'tar-stream';
+import { ShoalError } from '../../../protocol/index.ts';
+import { delay } from '../shared/proc.ts';
+import type { Qmp } from './qmp.ts';
+
+export const VM_STATE_MEDIA_TYPE = 'application/vnd.shoal.state.vm.v1.tar';
+/** The device line's version: a saved state restores only into the same (2: the status disk). */
+export const VM_STATE_FORMAT = '2';
+
+/** Until QEMU has sent all of the RAM (a capture's migrate to receiveOnce). */
+export async function waitMigration(qmp: Qmp): Promise<void> {
+  for (;;) {
+    const m = await qmp.execute<{ status?: string; 'error-desc'?: string }>('query-migrate');
+    if (m.status === 'completed') return;
+    if (m.status === 'failed' || m.status === 'cancelled') throw new ShoalError('internal', `saving the VM's memory failed: ${m['error-desc'] ?? m.status} (QEMU's own message is in the instance log)`);
+    await delay(5);
+  }
+}
+
+/**
+ * One connection on a fresh loopback port, written zstd-compressed to `file`. The port
+ * is open only while a capture runs, and only the first connection is taken.
+ */
+export async function receiveOnce(file: string): Promise<{ port: number; done: Promise<void> }> {
+  const server = createServer();
+  const done = new Promise<void>((resolve, reject) => {
+    server.once('connection', (sock: Socket) => {
+      server.close();
+      pipeline(sock, createZstdCompress(), createWriteStream(file, { mode: 0o600 })).then(resolve, reject);
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
+  const a = server.address();
+  return { port: typeof a === 'object' && a ? a.port : 0, done };
+}
+
+/** A tar of the named files (already compressed), 0600: the saved state's one file. */
+export async function packState(file: string, entries: Record<string, string>): Promise<void> {
+  const pack = tar.pack();
+  const out = pipeline(pack, createWriteStream(file, { mode: 0o600 }));
+  for (const [name, path] of Object.entries(entries)) {
+    const size = (await stat(path)).size;
+    await new Promise<void>((resolve, reject) => {
+      const entry = pack.entry({ name, size, mode: 0o600 }, (e) => (e ? reject(e) : resolve()));
+      createReadStream(path).on('error', reject).pipe(entry);
+    });
+  }
+  pack.finalize();
+  await out;
+}
+
+/** Unpacks a saved state's entries to `targets`; the disk entry may not decompress past `maxDiskBytes`. Exported for tests. */
+export async function unpackState(file: string, targets: Record<string, string>, maxDiskBytes: number): Promise<void> {
+  const extract = tar.extract();
+  const seen = new Set<string>();
+  extract.on('entry', (header, stream, next) => {
+    const target = Object.hasOwn(targets, header.name) ? targets[header.name] : undefined;
+    if (!target || header.type !== 'file' || seen.has(header.name)) {
+      stream.destroy();
+      extract.destroy(new ShoalError('invalid', `unexpected entry ${header.name} in a vm state`, { field: 'state' }));
+      return;
+    }
+    seen.add(header.name);
+    // memory stays compressed (it is streamed into QEMU); the disk is decompressed.
+    const sink = header.name === 'memory.zst' ? createWriteStream(target, { mode: 0o600 }) : null;
+    const p = sink ? pipeline(stream, sink) : pipeline(stream, createZstdDecompress(), sizeLimit(maxDiskBytes, header.name), createWriteStream(target, { mode: 0o600 }));
+    p.then(() => next(), (e: unknown) => extract.destroy(e as Error));
+  });
+  await pipeline(createReadStream(file), extract);
+  for (const name of Object.keys(targets)) if (!seen.has(name)) throw new ShoalError('invalid', `vm state lacks ${name}`, { field: 'state' });
+}
+
+/** Passes bytes through until `max`, then fails: a small compressed entry must not fill the disk. */
+export function sizeLimit(max: number, name: string): Transform {
+  let seen = 0;
+  return new Transform({
+    transform(chunk: Buffer, _enc, done) {
+      seen += chunk.length;
+      if (seen > max) done(new ShoalError('invalid', `${name} in the vm state decompresses to more than ${max} bytes`, { field: 'state' }));
+      else done(null, chunk);
+    },
+  });
+}
