@@ -30,6 +30,8 @@ export interface DriverContractOptions {
   before?: () => Promise<void>;
   /** Runs once after them. */
   after?: () => Promise<void>;
+  /** How long a new instance may take to answer (default 10 s; a VM under TCG boots for seconds). */
+  readyTimeoutMs?: number;
 }
 
 const EXIT_TIMEOUT_MS = 2000;
@@ -104,7 +106,7 @@ export function runDriverContract(options: DriverContractOptions): void {
     async function startReady(driver: Driver, label: string): Promise<{ ci: ContractInstance; inst: RunningInstance }> {
       const ci = await fresh(driver, label);
       const inst = await driver.start(ci.spec);
-      await waitReady(ci.socketPath);
+      await waitReady(ci.socketPath, options.readyTimeoutMs);
       return { ci, inst };
     }
 
@@ -211,8 +213,8 @@ export function runDriverContract(options: DriverContractOptions): void {
       const dead = await fresh(first, 'dead');
       const aliveInst = await first.start(alive.spec);
       const deadInst = await first.start(dead.spec);
-      await waitReady(alive.socketPath);
-      await waitReady(dead.socketPath);
+      await waitReady(alive.socketPath, options.readyTimeoutMs);
+      await waitReady(dead.socketPath, options.readyTimeoutMs);
       // The agent goes away (its driver lets go of its instances) ...
       await first.close();
       // ... and meanwhile one instance dies.
