@@ -45,7 +45,7 @@ import { endIncoming, INCOMING_CONNECT_MS, listenIncoming, makeKeyDir, MAX_BANDW
 import { createQemuCgroup, FEED_FD, MACHINE, probeAccel, QEMU, qemuArgs, type Accel, type QemuCgroup } from './qemu.ts';
 import { connectQmp, type Qmp } from './qmp.ts';
 import { unpackState, VM_STATE_FORMAT, VM_STATE_MEDIA_TYPE } from './saved-state.ts';
-import { KEY_DIR, OVERLAY, QMP_SOCKET, readState, shimFiles, SPEC_DISK, STATE_FILE, STATUS_DISK, type StateFile, type VmFacts } from './state-dir.ts';
+import { KEY_DIR, KEYS, OVERLAY, QMP_SOCKET, readState, shimFiles, SPEC_DISK, STATE_FILE, STATUS_DISK, type StateFile, type VmFacts } from './state-dir.ts';
 import { createStatusDisk } from './status.ts';
 
 const run = promisify(execFile);
@@ -497,7 +497,7 @@ export function createVmDriver(options: VmDriverOptions) {
     if (state) await removeStaleSocket(state.listenSocket).catch((e: unknown) => log(`vm: ${(e as Error).message}`));
     const cg = await createQemuCgroupHandle(id);
     await cg?.remove();
-    for (const f of [STATE_FILE, OVERLAY, SPEC_DISK, STATUS_DISK, QMP_SOCKET, 'memory.zst', KEY_DIR, ...Object.values(shimFiles(stateDir)).map((p) => basename(p))]) await rm(join(stateDir, f), { recursive: true, force: true });
+    for (const f of [STATE_FILE, OVERLAY, SPEC_DISK, STATUS_DISK, QMP_SOCKET, 'memory.zst', KEYS, ...Object.values(shimFiles(stateDir)).map((p) => basename(p))]) await rm(join(stateDir, f), { recursive: true, force: true });
   }
 
   async function close(): Promise<void> {

@@ -20,7 +20,7 @@
 //   pause the driver switches over only if it has resolved, and otherwise cancels (the source runs on: a message in flight to a stopped guest cannot be answered).
 import { chown, mkdir, open, rm } from 'node:fs/promises';
 import { createServer, type Server, type Socket } from 'node:net';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import type { Duplex } from 'node:stream';
 import { ShoalError } from '../../../protocol/index.ts';
 import type { LiveMigrationStats, MigrationHold } from '../driver.ts';
@@ -74,19 +74,18 @@ export const KEY_FD = 4;
 const KEY_DIR_IN_QEMU = `/proc/self/fd/${KEY_FD}`;
 
 /**
- * Writes keys.psk (`identity:hexkey`) for QEMU's tls-creds-psk into the VM's key directory.
- * The caller removes it (removeKey): the source's QEMU reads the key once, when the
- * credentials object is made; the target's reads it at the handshake.
+ * Writes keys.psk (`identity:hexkey`) for QEMU's tls-creds-psk into the VM's key directory,
+ * readable by QEMU's group only. The caller removes it (removeKey): the source's QEMU reads
+ * the key once, when the credentials object is made; the target's reads it at the handshake.
  */
 export async function writeKey(dir: string, key: string, owner: { uid: number; gid: number } | undefined): Promise<void> {
   if (!/^[0-9a-f]{64}$/.test(key)) throw new ShoalError('invalid', 'a migration key is 64 hex digits', { field: 'key' });
   const file = join(dir, 'keys.psk');
   await rm(file, { force: true });
-  // The directory belongs to the user QEMU runs as (a running QEMU could put a link here):
-  // a new file only (O_EXCL), owned and written through its descriptor, never by path.
-  const h = await open(file, 'wx', 0o400);
+  // A new file only (O_EXCL), owned and written through its descriptor, never by path.
+  const h = await open(file, 'wx', owner ? 0o440 : 0o400);
   try {
-    if (owner) await h.chown(owner.uid, owner.gid);
+    if (owner) await h.chown(0, owner.gid);
     await h.writeFile(`${IDENTITY}:${key}\n`);
   } finally {
     await h.close();
@@ -97,11 +96,19 @@ export async function removeKey(dir: string): Promise<void> {
   await rm(join(dir, 'keys.psk'), { force: true });
 }
 
-/** The VM's key directory, made empty before QEMU starts (its descriptor becomes fd 4). */
+/**
+ * The VM's key directory, made empty before QEMU starts (its descriptor becomes fd 4).
+ * Root's, so that nothing QEMU could put there is ever listed or removed by the agent:
+ * QEMU's group may look up and read (0750), not write. Every QEMU runs as the same user,
+ * so the directory's parent is root's 0700: no other QEMU reaches it by path, and QEMU
+ * itself reaches it only through its own /proc/self/fd/4, which skips the parent's modes.
+ */
 export async function makeKeyDir(dir: string, owner: { uid: number; gid: number } | undefined): Promise<void> {
-  await rm(dir, { recursive: true, force: true });
-  await mkdir(dir, { mode: 0o700 });
-  if (owner) await chown(dir, owner.uid, owner.gid);
+  const parent = dirname(dir);
+  await rm(parent, { recursive: true, force: true }); // root-made only: QEMU cannot write there
+  await mkdir(parent, { mode: 0o700 });
+  await mkdir(dir, { mode: owner ? 0o750 : 0o700 });
+  if (owner) await chown(dir, 0, owner.gid);
 }
 
 /** The target's QEMU (started with -incoming defer, the socket pair on FEED_FD) waits for a TLS stream on it. */

@@ -1,5 +1,5 @@
 // What a VM keeps in its instance state directory (root-owned; QEMU, running as its own
-// user, may write only the overlay, the status disk and the key directory's contents).
+// user, may write only the overlay and the status disk).
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Accel } from './qemu.ts';
@@ -11,8 +11,9 @@ export const SPEC_DISK = 'spec.img';
 /** The guest writes its service's exit here (status.ts). */
 export const STATUS_DISK = 'status.img';
 export const QMP_SOCKET = 'qmp.sock';
-/** Where a live migration's key file lives while the move runs (live.ts). */
-export const KEY_DIR = 'migration-key';
+/** Where a live migration's key file lives while the move runs: root's, in a 0700 parent (live.ts makeKeyDir). */
+export const KEYS = 'keys';
+export const KEY_DIR = `${KEYS}/migration`;
 /** What start() leaves so destroy() and recover() can find QEMU again. */
 export const STATE_FILE = 'vm.json';
 /** shoal-shim's files: QEMU's exit status and pid, for an agent that restarted meanwhile. */
