@@ -12,12 +12,9 @@
 // VM, saved-state.ts the saved state's file, state-dir.ts the files kept per instance.
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { createReadStream } from 'node:fs';
 import { chown, mkdir, open, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { type Duplex, type Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
-import { createZstdDecompress } from 'node:zlib';
 import { promisify } from 'node:util';
 import { ShoalError } from '../../../protocol/index.ts';
 import { assembleKernel, readKernelFiles, type KernelFiles } from '../../../image/index.ts';
@@ -45,7 +42,7 @@ import { endIncoming, INCOMING_CONNECT_MS, listenIncoming, makeKeyDir, MAX_BANDW
 import { createQemuCgroup, FEED_FD, MACHINE, probeAccel, QEMU, qemuArgs, type Accel, type QemuCgroup } from './qemu.ts';
 import { connectQmp, type Qmp } from './qmp.ts';
 import { unpackState, VM_STATE_FORMAT, VM_STATE_MEDIA_TYPE } from './saved-state.ts';
-import { KEY_DIR, KEYS, OVERLAY, QMP_SOCKET, readState, shimFiles, SPEC_DISK, STATE_FILE, STATUS_DISK, type StateFile, type VmFacts } from './state-dir.ts';
+import { KEY_DIR, KEYS, MEMORY, OVERLAY, QMP_SOCKET, readState, shimFiles, SPEC_DISK, STATE_FILE, STATUS_DISK, type StateFile, type VmFacts } from './state-dir.ts';
 import { createStatusDisk } from './status.ts';
 
 const run = promisify(execFile);
@@ -112,6 +109,8 @@ const BOOT_TIMEOUT_MS = 600_000;
 const QEMU_OVERHEAD_BYTES = 640 * 1024 * 1024;
 /** Beyond the template and spec.resources.diskBytes: the guest's ext4 headroom (disks.ts, 128 MiB) and qcow2 metadata. */
 const STATE_DISK_SLACK_BYTES = 512 * 1024 * 1024;
+/** Beyond the guest's RAM in its saved stream: page headers (8 bytes a page) and device state. */
+const STATE_STREAM_SLACK_BYTES = 64 * 1024 * 1024;
 
 type LaunchMode = { kind: 'start' } | { kind: 'restore'; memory: string } | { kind: 'incoming' };
 
@@ -250,8 +249,10 @@ export function createVmDriver(options: VmDriverOptions) {
       opened.push({ close: listener.release });
       const keyDir = await open(join(spec.stateDir, KEY_DIR), 'r');
       opened.push(keyDir);
-      const nothing = mode.kind === 'start' ? await open('/dev/null', 'r') : undefined;
-      if (nothing) opened.push(nothing);
+      // fd 5 in QEMU: nothing (a boot), the saved RAM's stream as a file (a restore), or a
+      // socket pair the live migration's stream is relayed into (receive).
+      const feedFile = mode.kind === 'start' ? await open('/dev/null', 'r') : mode.kind === 'restore' ? await open(mode.memory, 'r') : undefined;
+      if (feedFile) opened.push(feedFile);
       const shimOut = await open(spec.logFile, 'a');
       opened.push(shimOut);
       // shoal-shim (native/shim), QEMU's monitor, outlives this agent too: it reaps the
@@ -268,7 +269,7 @@ export function createVmDriver(options: VmDriverOptions) {
           '/bin/sh', '-c', 'for f in $SHOAL_CGROUP_PROCS; do echo $$ > "$f" || exit 125; done; "$@" & echo $! > "$SHOAL_PID_FILE"', 'sh', portBridge, String(hostPort), QEMU, ...args],
         {
           env: { PATH: '/usr/bin:/bin', SHOAL_CGROUP_PROCS: cgroup?.procs.join(' ') ?? '', SHOAL_PID_FILE: files.pid },
-          stdio: ['ignore', shimOut.fd, shimOut.fd, 'pipe', listener.fd, keyDir.fd, nothing ? nothing.fd : 'pipe'],
+          stdio: ['ignore', shimOut.fd, shimOut.fd, 'pipe', listener.fd, keyDir.fd, feedFile ? feedFile.fd : 'pipe'],
           detached: true,
         },
       );
@@ -306,7 +307,7 @@ export function createVmDriver(options: VmDriverOptions) {
     const startTime = (await readProcStat(pid))?.startTime ?? 0;
     const state: StateFile = { id: spec.id, pid, startTime, listenSocket: spec.listenSocket, facts };
     await writeFile(join(spec.stateDir, STATE_FILE), JSON.stringify(state));
-    return { inst, hostPort, feed: mode.kind === 'start' ? undefined : (child.stdio as unknown as Duplex[])[6] };
+    return { inst, hostPort, feed: mode.kind === 'incoming' ? (child.stdio as unknown as Duplex[])[6] : undefined };
   }
 
   /**
@@ -322,13 +323,11 @@ export function createVmDriver(options: VmDriverOptions) {
   }
 
   async function launch(spec: InstanceSpec, mode: LaunchMode): Promise<VmInstance> {
-    const { inst, hostPort, feed } = await spawnVm(spec, mode);
+    const { inst, hostPort } = await spawnVm(spec, mode);
     try {
       const qmpSocket = join(spec.stateDir, QMP_SOCKET);
       if (mode.kind === 'restore') {
-        const sent = pipeline(createReadStream(mode.memory), createZstdDecompress(), feed!);
         inst.qmp = await connectQmp(qmpSocket);
-        await sent;
         await waitStatus(inst.qmp, ['paused', 'running'], 60_000);
         await inst.qmp.execute('cont');
       } else {
@@ -416,7 +415,7 @@ export function createVmDriver(options: VmDriverOptions) {
     if (saved.memoryMiB !== String(shape.memoryMiB) || saved.cpus !== String(shape.cpus)) {
       throw new ShoalError('conflict', `the state was saved from a VM of ${saved.memoryMiB} MiB and ${saved.cpus} cpus; this spec's resources give ${shape.memoryMiB} MiB and ${shape.cpus} cpus`, { field: 'resources' });
     }
-    const memory = join(spec.stateDir, 'memory.zst');
+    const memory = join(spec.stateDir, MEMORY);
     try {
       const template = await rootTemplateFor(spec);
       const want = state.annotations['org.shoal.vm.root-template'];
@@ -425,7 +424,10 @@ export function createVmDriver(options: VmDriverOptions) {
       }
       // An overlay holds at most the guest's disk: the template, its room to grow, qcow2 metadata.
       const maxDiskBytes = template.bytes + (spec.resources.diskBytes ?? 0) + STATE_DISK_SLACK_BYTES;
-      await unpackState(state.file, { 'memory.zst': memory, 'disk.qcow2.zst': join(spec.stateDir, OVERLAY) }, maxDiskBytes).catch(async (e: unknown) => {
+      // QEMU's stream of the RAM: the pages (zero pages as a flag), headers and device state.
+      const maxMemoryBytes = shape.memoryMiB * 1024 * 1024 + STATE_STREAM_SLACK_BYTES;
+      const targets = { 'memory.zst': { path: memory, maxBytes: maxMemoryBytes }, 'disk.qcow2.zst': { path: join(spec.stateDir, OVERLAY), maxBytes: maxDiskBytes } };
+      await unpackState(state.file, targets).catch(async (e: unknown) => {
         await rm(join(spec.stateDir, OVERLAY), { force: true });
         throw e;
       });
@@ -497,7 +499,7 @@ export function createVmDriver(options: VmDriverOptions) {
     if (state) await removeStaleSocket(state.listenSocket).catch((e: unknown) => log(`vm: ${(e as Error).message}`));
     const cg = await createQemuCgroupHandle(id);
     await cg?.remove();
-    for (const f of [STATE_FILE, OVERLAY, SPEC_DISK, STATUS_DISK, QMP_SOCKET, 'memory.zst', KEYS, ...Object.values(shimFiles(stateDir)).map((p) => basename(p))]) await rm(join(stateDir, f), { recursive: true, force: true });
+    for (const f of [STATE_FILE, OVERLAY, SPEC_DISK, STATUS_DISK, QMP_SOCKET, MEMORY, KEYS, ...Object.values(shimFiles(stateDir)).map((p) => basename(p))]) await rm(join(stateDir, f), { recursive: true, force: true });
   }
 
   async function close(): Promise<void> {

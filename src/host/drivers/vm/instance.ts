@@ -25,7 +25,7 @@ import { delay, NANOS_PER_TICK, readProcStat, readStatusField, sendSignal, watch
 import { checkFacts, sendLive, writeKey } from './live.ts';
 import { guestExitCode, MACHINE, type QemuCgroup } from './qemu.ts';
 import type { Qmp } from './qmp.ts';
-import { packState, receiveOnce, VM_STATE_FORMAT, VM_STATE_MEDIA_TYPE, waitMigration } from './saved-state.ts';
+import { packState, receiveOnce, VM_STATE_FORMAT, VM_STATE_MEDIA_TYPE, waitMigration, ZSTD_CHUNKS } from './saved-state.ts';
 import { KEY_DIR, OVERLAY, STATUS_DISK, type VmFacts } from './state-dir.ts';
 import { readStatusDisk } from './status.ts';
 
@@ -221,7 +221,7 @@ export class VmInstance implements PausableInstance, CapturingInstance, LiveMigr
       await waitMigration(qmp);
       await received.done;
       // The block devices are flushed and inactive now: the overlay matches the RAM.
-      await pipeline(createReadStream(join(this.stateDir, OVERLAY)), createZstdCompress(), createWriteStream(disk));
+      await pipeline(createReadStream(join(this.stateDir, OVERLAY), { highWaterMark: 1 << 20 }), createZstdCompress(ZSTD_CHUNKS), createWriteStream(disk));
       await packState(file, { 'memory.zst': memory, 'disk.qcow2.zst': disk });
     } finally {
       await rm(memory, { force: true });

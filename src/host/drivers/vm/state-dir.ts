@@ -11,6 +11,8 @@ export const SPEC_DISK = 'spec.img';
 /** The guest writes its service's exit here (status.ts). */
 export const STATUS_DISK = 'status.img';
 export const QMP_SOCKET = 'qmp.sock';
+/** A restore's saved RAM (QEMU's migration stream, decompressed), read by QEMU as fd 5. */
+export const MEMORY = 'memory.stream';
 /** Where a live migration's key file lives while the move runs: root's, in a 0700 parent (live.ts makeKeyDir). */
 export const KEYS = 'keys';
 export const KEY_DIR = `${KEYS}/migration`;

@@ -1,6 +1,6 @@
 // What a vm restore refuses before QEMU runs: needs neither QEMU nor root.
 import assert from 'node:assert/strict';
-import { mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -31,11 +31,15 @@ describe('vm restore bounds', () => {
     await rm(dir, { recursive: true, force: true });
   });
 
-  it('refuses a state whose disk decompresses past the bound', async () => {
+  it('refuses a state whose disk or memory decompresses past its bound', async () => {
     const file = await stateFile('bomb.tar', 8 * 1024 * 1024); // a few KiB compressed
-    const targets = { 'memory.zst': join(dir, 'm1.zst'), 'disk.qcow2.zst': join(dir, 'd1.qcow2') };
-    await assert.rejects(unpackState(file, targets, 1024 * 1024), /decompresses to more than 1048576 bytes/);
-    await unpackState(file, { 'memory.zst': join(dir, 'm2.zst'), 'disk.qcow2.zst': join(dir, 'd2.qcow2') }, 16 * 1024 * 1024);
+    const targets = { 'memory.zst': { path: join(dir, 'm1'), maxBytes: 1024 }, 'disk.qcow2.zst': { path: join(dir, 'd1.qcow2'), maxBytes: 1024 * 1024 } };
+    await assert.rejects(unpackState(file, targets), /decompresses to more than 1048576 bytes/);
+    await unpackState(file, { 'memory.zst': { path: join(dir, 'm2'), maxBytes: 1024 }, 'disk.qcow2.zst': { path: join(dir, 'd2.qcow2'), maxBytes: 16 * 1024 * 1024 } });
+    assert.equal(await readFile(join(dir, 'm2'), 'utf8'), 'ram');
+    // The memory has its bound too (it is decompressed before QEMU reads it).
+    const small = { 'memory.zst': { path: join(dir, 'm3'), maxBytes: 2 }, 'disk.qcow2.zst': { path: join(dir, 'd3.qcow2'), maxBytes: 16 * 1024 * 1024 } };
+    await assert.rejects(unpackState(file, small), /memory.zst in the vm state decompresses to more than 2 bytes/);
     assert.equal((await stat(join(dir, 'd2.qcow2'))).size, 8 * 1024 * 1024);
   });
 
