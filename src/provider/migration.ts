@@ -43,6 +43,8 @@ export interface MigrationResult {
   state?: string;
   /** Live: what the source's driver measured. */
   live?: Omit<LiveMigrationResult, 'id'>;
+  /** Stop-and-copy after a live attempt failed with the source intact: why it failed. */
+  liveFailed?: string;
 }
 
 export async function migrateInstance(deps: MigrationDeps, instanceId: string, options: { host?: string } = {}): Promise<MigrationResult> {
@@ -65,9 +67,12 @@ export async function migrateInstance(deps: MigrationDeps, instanceId: string, o
     } catch (e) {
       // Given up with the source serving as before: a message was in flight at the stop, or
       // the instance's own driver cannot. Stop-and-copy has neither limit.
+      // Or the target failed after the switch-over and the source took over again from its
+      // stop (QEMU 7.2 under TCG sometimes corrupts a guest moved under load: docs/vm-driver.md).
       const reason = isShoalError(e) ? (e.detail as { reason?: string } | undefined)?.reason : undefined;
-      if (reason !== 'in-flight' && reason !== 'not-supported') throw e;
+      if (reason !== 'in-flight' && reason !== 'not-supported' && reason !== 'target-failed') throw e;
       deps.log.warn({ instance: instanceId, err: String(e) }, 'live migration given up; moving by stop-and-copy');
+      return { ...(await moveStopAndCopy(move)), liveFailed: (e as Error).message };
     }
   }
   return moveStopAndCopy(move);
@@ -104,21 +109,30 @@ async function moveLive(m: Move): Promise<MigrationResult> {
   }
   // The target failed after the state left the source: once the target is gone for sure,
   // the instance runs on the source again from its stop, and its held messages go on there.
-  const takeBack = async (removeTarget: () => Promise<unknown>): Promise<void> => {
+  // Whether the source runs again: only then may the caller move it another way.
+  const takeBack = async (removeTarget: () => Promise<unknown>): Promise<boolean> => {
     try {
       await removeTarget();
     } catch (err) {
       deps.log.error({ instance: incoming.instance, err: String(err) }, 'removing the failed target of a live migration failed: the source stays stopped (two copies must never run)');
-      return;
+      return false;
     }
-    await source.client.resumeMigrated(instanceId).catch((err: unknown) => deps.log.error({ instance: instanceId, err: String(err) }, 'resuming the source of a failed live migration failed: the instance is lost'));
+    try {
+      await source.client.resumeMigrated(instanceId);
+      return true;
+    } catch (err) {
+      deps.log.error({ instance: instanceId, err: String(err) }, 'resuming the source of a failed live migration failed: the instance is lost');
+      return false;
+    }
   };
+  const targetFailed = (e: unknown): ShoalError =>
+    new ShoalError('unavailable', `the live migration's target failed after the switch-over; the source runs on from its stop: ${(e as Error).message}`, { detail: { reason: 'target-failed' } });
   let result: DeploymentResult;
   try {
     result = await target.client.accept(incoming.instance);
   } catch (e) {
     // A failed accept has removed the target already; the abort makes sure (404 is fine).
-    await takeBack(() => target.client.abortIncoming(incoming.instance));
+    if (await takeBack(() => target.client.abortIncoming(incoming.instance))) throw targetFailed(e);
     throw e;
   }
   const { id: _id, ...live } = sent;
@@ -126,7 +140,7 @@ async function moveLive(m: Move): Promise<MigrationResult> {
   try {
     to = await routeTo(m, result);
   } catch (e) {
-    await takeBack(() => target.client.remove(result.instance.id));
+    if (await takeBack(() => target.client.remove(result.instance.id))) throw targetFailed(e);
     throw e;
   }
   await retire(m, to, { mode: 'live', downtimeMs: live.downtimeMs });

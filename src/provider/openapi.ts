@@ -136,7 +136,7 @@ export function providerOpenApi(version: string, extraPaths: Record<string, unkn
           summary: "Move a running instance to another host with its state (drivers that capture, e.g. wasm): its host holds new messages and captures, the other host restores, routing switches, the old instance goes; held messages are retried on the new one (none lost or run twice)",
           parameters: [{ name: 'id', in: 'path', required: true, schema: { type: 'string' } }],
           requestBody: { required: false, content: { 'application/json': { schema: { type: 'object', properties: { host: { type: 'string', description: 'the host to move to (default: placement picks one)' } } } } } },
-          responses: { '201': { description: '{from: {instance, host}, to: {instance, host}, state: the state digest}' } },
+          responses: { '201': { description: "{from: {instance, host}, to: {instance, host}, mode: 'live' | 'stop-and-copy', live?: QEMU's figures, state?: the state digest, liveFailed?: why a live move fell back to stop-and-copy}" } },
         },
       },
       ...liveStatePaths(),

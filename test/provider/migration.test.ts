@@ -98,9 +98,23 @@ test('a failed stream fails the move: the target goes, the source runs on, the r
   assert.deepEqual(table.endpoints('svc').map((e) => e.id), ['old-1']);
 });
 
-test('a target that fails after the move is removed first, then the source resumes from its stop', async (t) => {
+test('a target that fails after the move is removed first, the source resumes from its stop, and it moves by stop-and-copy', async (t) => {
   const { deps, calls, table } = await setup(t, 'vm', { accept: async () => Promise.reject(new ShoalError('timeout', 'not ready')) });
+  const r = await migrateInstance(deps, 'old-1');
+  assert.equal(r.mode, 'stop-and-copy');
+  assert.match(r.liveFailed ?? '', /target failed after the switch-over.*not ready/);
+  assert.deepEqual(calls, ['h2 receive', 'h1 migrateLive old-1', 'h2 accept new-1', 'h2 abortIncoming new-1', 'h1 resumeMigrated old-1', 'h1 snapshot old-1', 'h2 deploy', 'h1 remove old-1']);
+  assert.deepEqual(table.endpoints('svc').map((e) => e.id), ['copy-1']);
+});
+
+test('a failed target that cannot be removed for sure leaves the source stopped: no resume, no second move', async (t) => {
+  const { deps, calls, table } = await setup(t, 'vm', { accept: async () => Promise.reject(new ShoalError('timeout', 'not ready')) });
+  const h2 = deps.pool.get('h2')!.client as unknown as { abortIncoming: (id: string) => Promise<void> };
+  h2.abortIncoming = async (id: string) => {
+    calls.push(`h2 abortIncoming ${id} (fails)`);
+    throw new ShoalError('unavailable', 'host unreachable');
+  };
   await assert.rejects(migrateInstance(deps, 'old-1'), /not ready/);
-  assert.deepEqual(calls, ['h2 receive', 'h1 migrateLive old-1', 'h2 accept new-1', 'h2 abortIncoming new-1', 'h1 resumeMigrated old-1']);
+  assert.deepEqual(calls, ['h2 receive', 'h1 migrateLive old-1', 'h2 accept new-1', 'h2 abortIncoming new-1 (fails)']);
   assert.deepEqual(table.endpoints('svc').map((e) => e.id), ['old-1']);
 });
