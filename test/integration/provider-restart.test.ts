@@ -127,8 +127,16 @@ describe('provider killed with SIGKILL and restarted', { skip }, () => {
       assert.equal(r.status, 200);
       assert.equal(r.instance, before[name], `${name} is answered by the instance it had before the kill`);
     }
-    // gamma's deployment was adopted or marked failed; either way gamma answers now.
-    assert.equal((await post(`${url}/s/gamma/Echo`, { message: 'later' })).status, 200);
+    // gamma's deployment was adopted or marked failed; either way gamma answers. A 503 (the
+    // host still starting the instance the killed provider asked for, on a loaded machine:
+    // seen once in CI) is retried as any client would, for a bounded time, and said.
+    let later = await post(`${url}/s/gamma/Echo`, { message: 'later' });
+    for (const deadline = Date.now() + 60_000; later.status === 503 && Date.now() < deadline; ) {
+      console.log(`gamma after the restart: 503 ${JSON.stringify(later.body)}; retrying`);
+      await new Promise((r) => setTimeout(r, 500));
+      later = await post(`${url}/s/gamma/Echo`, { message: 'later' });
+    }
+    assert.equal(later.status, 200, JSON.stringify(later.body));
 
     second.child.kill('SIGTERM');
     await new Promise((r) => second.child.once('exit', r));
