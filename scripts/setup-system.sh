@@ -21,9 +21,10 @@
 #   qemu-utils   qemu-img: the vm driver's qcow2 root templates and per-instance overlays
 #   e2fsprogs    mke2fs -d and debugfs: the vm root disk from unpacked layers, without a mount
 #   xz-utils     decompresses the Debian kernel for the vm driver's PVH boot
+#   zstd         compresses a VM's saved RAM at a capture and decompresses it at a restore
 set -euo pipefail
 
-packages=(skopeo docker-registry debootstrap runc attr gcc libc6-dev nginx-light wrk iproute2 apache2-utils ca-certificates chromium qemu-system-x86 qemu-utils e2fsprogs xz-utils)
+packages=(skopeo docker-registry debootstrap runc attr gcc libc6-dev nginx-light wrk iproute2 apache2-utils ca-certificates chromium qemu-system-x86 qemu-utils e2fsprogs xz-utils zstd)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -41,7 +41,7 @@ import { VmInstance } from './instance.ts';
 import { endIncoming, INCOMING_CONNECT_MS, listenIncoming, makeKeyDir, MAX_BANDWIDTH, openRelay, relay, removeKey, waitIncoming, writeKey } from './live.ts';
 import { createQemuCgroup, FEED_FD, MACHINE, probeAccel, QEMU, qemuArgs, type Accel, type QemuCgroup } from './qemu.ts';
 import { connectQmp, type Qmp } from './qmp.ts';
-import { unpackState, VM_STATE_FORMAT, VM_STATE_MEDIA_TYPE } from './saved-state.ts';
+import { DISK_ENTRY, MEMORY_ENTRY, STATE_STREAM_SLACK_BYTES, unpackState, VM_STATE_FORMAT, VM_STATE_MEDIA_TYPE } from './saved-state.ts';
 import { KEY_DIR, KEYS, MEMORY, OVERLAY, QMP_SOCKET, readState, shimFiles, SPEC_DISK, STATE_FILE, STATUS_DISK, type StateFile, type VmFacts } from './state-dir.ts';
 import { createStatusDisk } from './status.ts';
 
@@ -109,10 +109,13 @@ const BOOT_TIMEOUT_MS = 600_000;
 const QEMU_OVERHEAD_BYTES = 640 * 1024 * 1024;
 /** Beyond the template and spec.resources.diskBytes: the guest's ext4 headroom (disks.ts, 128 MiB) and qcow2 metadata. */
 const STATE_DISK_SLACK_BYTES = 512 * 1024 * 1024;
-/** Beyond the guest's RAM in its saved stream: page headers (8 bytes a page) and device state. */
-const STATE_STREAM_SLACK_BYTES = 64 * 1024 * 1024;
 
-type LaunchMode = { kind: 'start' } | { kind: 'restore'; memory: string } | { kind: 'incoming' };
+/**
+ * restore: QEMU starts (-incoming defer) once the saved overlay is unpacked, with `memory`
+ * as its fd 5, and is told to load it once `unpacked` resolves: QEMU's start overlaps the
+ * RAM's decompression.
+ */
+type LaunchMode = { kind: 'start' } | { kind: 'restore'; memory: string; unpacked: Promise<void> } | { kind: 'incoming' };
 
 /** The accelerator a guest of each kernel booted with, probed once per process (ensureAccel). */
 const accelProbes = new Map<string, Promise<{ accel: Accel; detail: string }>>();
@@ -236,7 +239,7 @@ export function createVmDriver(options: VmDriverOptions) {
       qmpSocket,
       runAs,
       pidFile: files.qemuPid,
-      ...(mode.kind === 'restore' ? { incoming: `fd:${FEED_FD}` } : mode.kind === 'incoming' ? { incoming: 'defer' } : {}),
+      ...(mode.kind === 'start' ? {} : { incoming: 'defer' }),
     });
     const [shim, portBridge] = await Promise.all([ensureShim(native), ensurePortBridge(native)]);
     let child: ChildProcess;
@@ -328,6 +331,8 @@ export function createVmDriver(options: VmDriverOptions) {
       const qmpSocket = join(spec.stateDir, QMP_SOCKET);
       if (mode.kind === 'restore') {
         inst.qmp = await connectQmp(qmpSocket);
+        await mode.unpacked;
+        await inst.qmp.execute('migrate-incoming', { uri: `fd:${FEED_FD}` });
         await waitStatus(inst.qmp, ['paused', 'running'], 60_000);
         await inst.qmp.execute('cont');
       } else {
@@ -416,7 +421,12 @@ export function createVmDriver(options: VmDriverOptions) {
       throw new ShoalError('conflict', `the state was saved from a VM of ${saved.memoryMiB} MiB and ${saved.cpus} cpus; this spec's resources give ${shape.memoryMiB} MiB and ${shape.cpus} cpus`, { field: 'resources' });
     }
     const memory = join(spec.stateDir, MEMORY);
+    let unpacking: Promise<void> | undefined;
     try {
+      const k = await ensureKernel();
+      if (state.annotations['org.shoal.vm.kernel'] !== k.release) {
+        throw new ShoalError('conflict', `the state was saved with kernel ${state.annotations['org.shoal.vm.kernel']}; this host has ${k.release}`, { field: 'state' });
+      }
       const template = await rootTemplateFor(spec);
       const want = state.annotations['org.shoal.vm.root-template'];
       if (want !== template.digest) {
@@ -426,17 +436,20 @@ export function createVmDriver(options: VmDriverOptions) {
       const maxDiskBytes = template.bytes + (spec.resources.diskBytes ?? 0) + STATE_DISK_SLACK_BYTES;
       // QEMU's stream of the RAM: the pages (zero pages as a flag), headers and device state.
       const maxMemoryBytes = shape.memoryMiB * 1024 * 1024 + STATE_STREAM_SLACK_BYTES;
-      const targets = { 'memory.zst': { path: memory, maxBytes: maxMemoryBytes }, 'disk.qcow2.zst': { path: join(spec.stateDir, OVERLAY), maxBytes: maxDiskBytes } };
-      await unpackState(state.file, targets).catch(async (e: unknown) => {
+      const targets = { [MEMORY_ENTRY]: { path: memory, maxBytes: maxMemoryBytes }, [DISK_ENTRY]: { path: join(spec.stateDir, OVERLAY), maxBytes: maxDiskBytes } };
+      // QEMU opens the RAM's file (its fd 5) at its start, before the RAM is written there.
+      await writeFile(memory, '', { mode: 0o600 });
+      let overlayWritten = (): void => {};
+      const overlayUnpacked = new Promise<void>((resolve) => (overlayWritten = resolve));
+      unpacking = unpackState(state.file, targets, (name) => name === DISK_ENTRY && overlayWritten()).catch(async (e: unknown) => {
         await rm(join(spec.stateDir, OVERLAY), { force: true });
         throw e;
       });
-      const k = await ensureKernel();
-      if (state.annotations['org.shoal.vm.kernel'] !== k.release) {
-        throw new ShoalError('conflict', `the state was saved with kernel ${state.annotations['org.shoal.vm.kernel']}; this host has ${k.release}`, { field: 'state' });
-      }
-      return await launch(spec, { kind: 'restore', memory });
+      // The overlay comes first in states captured now (the RAM first in older ones: no overlap).
+      await Promise.race([overlayUnpacked, unpacking]);
+      return await launch(spec, { kind: 'restore', memory, unpacked: unpacking });
     } finally {
+      await unpacking?.catch(() => undefined);
       await rm(memory, { force: true });
     }
   }

@@ -25,7 +25,7 @@ import { delay, NANOS_PER_TICK, readProcStat, readStatusField, sendSignal, watch
 import { checkFacts, sendLive, writeKey } from './live.ts';
 import { guestExitCode, MACHINE, type QemuCgroup } from './qemu.ts';
 import type { Qmp } from './qmp.ts';
-import { packState, receiveOnce, VM_STATE_FORMAT, VM_STATE_MEDIA_TYPE, waitMigration, ZSTD_CHUNKS } from './saved-state.ts';
+import { DISK_ENTRY, MEMORY_ENTRY, packState, receiveOnce, STATE_STREAM_SLACK_BYTES, VM_STATE_FORMAT, VM_STATE_MEDIA_TYPE, waitMigration, ZSTD_CHUNKS } from './saved-state.ts';
 import { KEY_DIR, OVERLAY, STATUS_DISK, type VmFacts } from './state-dir.ts';
 import { readStatusDisk } from './status.ts';
 
@@ -216,13 +216,14 @@ export class VmInstance implements PausableInstance, CapturingInstance, LiveMigr
     try {
       if (!wasPaused) await qmp.execute('stop');
       // QEMU (sandboxed: no spawn) sends its RAM to a loopback stream the host compresses.
-      const received = await receiveOnce(memory);
+      const received = await receiveOnce(memory, this.facts.memoryMiB * 1024 * 1024 + STATE_STREAM_SLACK_BYTES);
       await qmp.execute('migrate', { uri: `tcp:127.0.0.1:${received.port}` });
       await waitMigration(qmp);
       await received.done;
       // The block devices are flushed and inactive now: the overlay matches the RAM.
       await pipeline(createReadStream(join(this.stateDir, OVERLAY), { highWaterMark: 1 << 20 }), createZstdCompress(ZSTD_CHUNKS), createWriteStream(disk));
-      await packState(file, { 'memory.zst': memory, 'disk.qcow2.zst': disk });
+      // The overlay first: a restore starts QEMU with it while the RAM is still unpacking.
+      await packState(file, { [DISK_ENTRY]: disk, [MEMORY_ENTRY]: memory });
     } finally {
       await rm(memory, { force: true });
       await rm(disk, { force: true });

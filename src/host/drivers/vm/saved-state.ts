@@ -4,21 +4,25 @@
 import { createReadStream, createWriteStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { createServer, type Socket } from 'node:net';
-import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { createZstdCompress, createZstdDecompress } from 'node:zlib';
 import tar from 'tar-stream';
 import { ShoalError } from '../../../protocol/index.ts';
 import { delay } from '../shared/proc.ts';
 import type { Qmp } from './qmp.ts';
+import { compressFrom, decompressTo } from './zstd.ts';
 
 export const VM_STATE_MEDIA_TYPE = 'application/vnd.shoal.state.vm.v1.tar';
 /** The device line's version: a saved state restores only into the same (2: the status disk). */
 export const VM_STATE_FORMAT = '2';
+/** The state's entries: the disk overlay at the capture, and QEMU's stream of the RAM. */
+export const DISK_ENTRY = 'disk.qcow2.zst';
+export const MEMORY_ENTRY = 'memory.zst';
 /**
- * zlib's 16 KiB default chunks made decompressing a state's ~130 MiB of RAM take 0.8 s of a
- * resume here; 1 MiB chunks (and reads) took it to ~0.3 s.
+ * Beyond the guest's RAM in its saved stream: page headers (8 bytes a page) and device
+ * state; it bounds the stream decompressed at a restore and compressed at a capture.
  */
+export const STATE_STREAM_SLACK_BYTES = 64 * 1024 * 1024;
+/** For the disk overlay (Node's zstd; the RAM goes through zstd.ts): 1 MiB, not zlib's 16 KiB. */
 export const ZSTD_CHUNKS = { chunkSize: 1 << 20 };
 
 /** Until QEMU has sent all of the RAM (a capture's migrate to receiveOnce). */
@@ -32,15 +36,16 @@ export async function waitMigration(qmp: Qmp): Promise<void> {
 }
 
 /**
- * One connection on a fresh loopback port, written zstd-compressed to `file`. The port
- * is open only while a capture runs, and only the first connection is taken.
+ * One connection on a fresh loopback port, compressed by zstd into `file` (at most
+ * `maxBytes`). The port is open only while a capture runs, and only the first connection
+ * is taken.
  */
-export async function receiveOnce(file: string): Promise<{ port: number; done: Promise<void> }> {
-  const server = createServer();
+export async function receiveOnce(file: string, maxBytes: number): Promise<{ port: number; done: Promise<void> }> {
+  const server = createServer({ pauseOnConnect: true });
   const done = new Promise<void>((resolve, reject) => {
     server.once('connection', (sock: Socket) => {
       server.close();
-      pipeline(sock, createZstdCompress(ZSTD_CHUNKS), createWriteStream(file, { mode: 0o600 })).then(resolve, reject);
+      compressFrom(sock, file, maxBytes).then(resolve, reject);
     });
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
@@ -48,7 +53,7 @@ export async function receiveOnce(file: string): Promise<{ port: number; done: P
   return { port: typeof a === 'object' && a ? a.port : 0, done };
 }
 
-/** A tar of the named files (already compressed), 0600: the saved state's one file. */
+/** A tar of the named files (already compressed) in the order given, 0600: the saved state's one file. */
 export async function packState(file: string, entries: Record<string, string>): Promise<void> {
   const pack = tar.pack();
   const out = pipeline(pack, createWriteStream(file, { mode: 0o600 }));
@@ -69,7 +74,7 @@ export async function packState(file: string, entries: Record<string, string>): 
  * The memory is decompressed too: QEMU loads a file at disk speed, where the same stream
  * fed through a pipe took most of a resume.
  */
-export async function unpackState(file: string, targets: Record<string, { path: string; maxBytes: number }>): Promise<void> {
+export async function unpackState(file: string, targets: Record<string, { path: string; maxBytes: number }>, onWritten?: (name: string) => void): Promise<void> {
   const extract = tar.extract();
   const seen = new Set<string>();
   extract.on('entry', (header, stream, next) => {
@@ -80,23 +85,14 @@ export async function unpackState(file: string, targets: Record<string, { path: 
       return;
     }
     seen.add(header.name);
-    pipeline(stream, createZstdDecompress(ZSTD_CHUNKS), sizeLimit(target.maxBytes, header.name), createWriteStream(target.path, { mode: 0o600 })).then(
-      () => next(),
+    decompressTo(stream, target.path, target.maxBytes, header.name).then(
+      () => {
+        onWritten?.(header.name);
+        next();
+      },
       (e: unknown) => extract.destroy(e as Error),
     );
   });
   await pipeline(createReadStream(file, { highWaterMark: 1 << 20 }), extract);
   for (const name of Object.keys(targets)) if (!seen.has(name)) throw new ShoalError('invalid', `vm state lacks ${name}`, { field: 'state' });
-}
-
-/** Passes bytes through until `max`, then fails: a small compressed entry must not fill the disk. */
-export function sizeLimit(max: number, name: string): Transform {
-  let seen = 0;
-  return new Transform({
-    transform(chunk: Buffer, _enc, done) {
-      seen += chunk.length;
-      if (seen > max) done(new ShoalError('invalid', `${name} in the vm state decompresses to more than ${max} bytes`, { field: 'state' }));
-      else done(null, chunk);
-    },
-  });
 }

@@ -1,13 +1,17 @@
-// What a vm restore refuses before QEMU runs: needs neither QEMU nor root.
+// What a vm restore refuses before QEMU runs, and what a capture writes at most: needs
+// neither QEMU nor root (zstd, from scripts/setup-system.sh).
 import assert from 'node:assert/strict';
 import { mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { zstdCompressSync } from 'node:zlib';
+import { randomBytes } from 'node:crypto';
+import { connect } from 'node:net';
+import { zstdCompressSync, zstdDecompressSync } from 'node:zlib';
 import tar from 'tar-stream';
 import type { InstanceSpec } from '../../../../src/host/drivers/driver.ts';
 import { createVmDriver, unpackState, VM_STATE_MEDIA_TYPE } from '../../../../src/host/drivers/vm/index.ts';
+import { receiveOnce } from '../../../../src/host/drivers/vm/saved-state.ts';
 
 let dir: string;
 
@@ -41,6 +45,22 @@ describe('vm restore bounds', () => {
     const small = { 'memory.zst': { path: join(dir, 'm3'), maxBytes: 2 }, 'disk.qcow2.zst': { path: join(dir, 'd3.qcow2'), maxBytes: 16 * 1024 * 1024 } };
     await assert.rejects(unpackState(file, small), /memory.zst in the vm state decompresses to more than 2 bytes/);
     assert.equal((await stat(join(dir, 'd2.qcow2'))).size, 8 * 1024 * 1024);
+  });
+
+  it('bounds what a capture writes of the memory stream it receives', async () => {
+    // The stream comes from QEMU, which runs the guest: an endless one must not fill the disk.
+    const out = join(dir, 'captured.zst');
+    const received = await receiveOnce(out, 4096);
+    const sock = connect(received.port, '127.0.0.1');
+    sock.on('error', () => undefined); // reset once zstd is killed
+    sock.end(randomBytes(1024 * 1024)); // incompressible: ~1 MiB of output
+    await assert.rejects(received.done, /memory compressed to more than 4096 bytes/);
+    assert.ok((await stat(out)).size <= 4096);
+    // Within its bound, the stream round-trips.
+    const ok = await receiveOnce(join(dir, 'ok.zst'), 1024 * 1024);
+    connect(ok.port, '127.0.0.1').end('the guest RAM');
+    await ok.done;
+    assert.equal(zstdDecompressSync(await readFile(join(dir, 'ok.zst'))).toString(), 'the guest RAM');
   });
 
   it('takes the machine size from spec.resources and refuses a state that says otherwise', async () => {
