@@ -217,9 +217,13 @@ export class VmInstance implements PausableInstance, CapturingInstance, LiveMigr
       if (!wasPaused) await qmp.execute('stop');
       // QEMU (sandboxed: no spawn) sends its RAM to a loopback stream the host compresses.
       const received = await receiveOnce(memory, this.facts.memoryMiB * 1024 * 1024 + STATE_STREAM_SLACK_BYTES);
-      await qmp.execute('migrate', { uri: `tcp:127.0.0.1:${received.port}` });
-      await waitMigration(qmp);
-      await received.done;
+      try {
+        await qmp.execute('migrate', { uri: `tcp:127.0.0.1:${received.port}` });
+        await waitMigration(qmp);
+        await received.done;
+      } finally {
+        received.close();
+      }
       // The block devices are flushed and inactive now: the overlay matches the RAM.
       await pipeline(createReadStream(join(this.stateDir, OVERLAY), { highWaterMark: 1 << 20 }), createZstdCompress(ZSTD_CHUNKS), createWriteStream(disk));
       // The overlay first: a restore starts QEMU with it while the RAM is still unpacking.

@@ -38,19 +38,24 @@ export async function waitMigration(qmp: Qmp): Promise<void> {
 /**
  * One connection on a fresh loopback port, compressed by zstd into `file` (at most
  * `maxBytes`). The port is open only while a capture runs, and only the first connection
- * is taken.
+ * is taken. `close()` ends the wait when no connection came (QEMU's migrate failed first).
  */
-export async function receiveOnce(file: string, maxBytes: number): Promise<{ port: number; done: Promise<void> }> {
+export async function receiveOnce(file: string, maxBytes: number): Promise<{ port: number; done: Promise<void>; close(): void }> {
   const server = createServer({ pauseOnConnect: true });
+  let connected = false;
   const done = new Promise<void>((resolve, reject) => {
     server.once('connection', (sock: Socket) => {
+      connected = true;
       server.close();
       compressFrom(sock, file, maxBytes).then(resolve, reject);
     });
+    server.once('close', () => connected || reject(new ShoalError('internal', "QEMU never connected to send the VM's memory")));
   });
+  // A capture that failed before it waited for `done` must not leave it unhandled.
+  done.catch(() => undefined);
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
   const a = server.address();
-  return { port: typeof a === 'object' && a ? a.port : 0, done };
+  return { port: typeof a === 'object' && a ? a.port : 0, done, close: () => server.close() };
 }
 
 /** A tar of the named files (already compressed) in the order given, 0600: the saved state's one file. */

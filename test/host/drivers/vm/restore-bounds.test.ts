@@ -61,6 +61,11 @@ describe('vm restore bounds', () => {
     connect(ok.port, '127.0.0.1').end('the guest RAM');
     await ok.done;
     assert.equal(zstdDecompressSync(await readFile(join(dir, 'ok.zst'))).toString(), 'the guest RAM');
+    // No connection (QEMU's migrate failed first): close() ends the wait, and the port.
+    const never = await receiveOnce(join(dir, 'never.zst'), 1024);
+    never.close();
+    await assert.rejects(never.done, /QEMU never connected/);
+    await assert.rejects(new Promise((resolve, reject) => connect(never.port, '127.0.0.1').on('connect', resolve).on('error', reject)), /ECONNREFUSED/);
   });
 
   it('takes the machine size from spec.resources and refuses a state that says otherwise', async () => {
