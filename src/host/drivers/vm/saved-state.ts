@@ -82,11 +82,14 @@ export async function packState(file: string, entries: Record<string, string>): 
 export async function unpackState(file: string, targets: Record<string, { path: string; maxBytes: number }>, onWritten?: (name: string) => void): Promise<void> {
   const extract = tar.extract();
   const seen = new Set<string>();
+  // Why the extraction was stopped: the pipeline itself may only say "Premature close".
+  let refused: Error | undefined;
   extract.on('entry', (header, stream, next) => {
     const target = Object.hasOwn(targets, header.name) ? targets[header.name] : undefined;
     if (!target || header.type !== 'file' || seen.has(header.name)) {
+      refused = new ShoalError('invalid', `unexpected entry ${JSON.stringify(header.name)} in a vm state`, { field: 'state' });
       stream.destroy();
-      extract.destroy(new ShoalError('invalid', `unexpected entry ${header.name} in a vm state`, { field: 'state' }));
+      extract.destroy(refused);
       return;
     }
     seen.add(header.name);
@@ -95,9 +98,11 @@ export async function unpackState(file: string, targets: Record<string, { path: 
         onWritten?.(header.name);
         next();
       },
-      (e: unknown) => extract.destroy(e as Error),
+      (e: unknown) => extract.destroy((refused = e as Error)),
     );
   });
-  await pipeline(createReadStream(file, { highWaterMark: 1 << 20 }), extract);
+  await pipeline(createReadStream(file, { highWaterMark: 1 << 20 }), extract).catch((e: unknown) => {
+    throw refused ?? e;
+  });
   for (const name of Object.keys(targets)) if (!seen.has(name)) throw new ShoalError('invalid', `vm state lacks ${name}`, { field: 'state' });
 }

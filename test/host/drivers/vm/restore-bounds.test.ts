@@ -47,6 +47,32 @@ describe('vm restore bounds', () => {
     assert.equal((await stat(join(dir, 'd2.qcow2'))).size, 8 * 1024 * 1024);
   });
 
+  it('refuses a state with an unknown, repeated or non-zstd entry, naming it', async () => {
+    const targets = { 'memory.zst': { path: join(dir, 'm5'), maxBytes: 1024 * 1024 }, 'disk.qcow2.zst': { path: join(dir, 'd5.qcow2'), maxBytes: 1024 * 1024 } };
+    const disk = zstdCompressSync(Buffer.alloc(4096));
+    const cases: Array<[Array<[string, Buffer]>, RegExp]> = [
+      [[['../escape', disk]], /unexpected entry "\.\.\/escape"/],
+      [[['disk.qcow2.zst', disk], ['disk.qcow2.zst', disk]], /unexpected entry "disk\.qcow2\.zst"/],
+      [[['disk.qcow2.zst', disk], ['memory.zst', Buffer.from('not zstd')]], /memory\.zst in the vm state is not zstd/],
+      [[['disk.qcow2.zst', disk], ['memory.zst', disk.subarray(0, disk.length - 3)]], /memory\.zst in the vm state is not zstd/],
+      [[['disk.qcow2.zst', disk]], /vm state lacks memory\.zst/],
+    ];
+    for (const [entries, message] of cases) {
+      const pack = tar.pack();
+      for (const [name, bytes] of entries) pack.entry({ name }, bytes);
+      pack.finalize();
+      const chunks: Buffer[] = [];
+      for await (const c of pack) chunks.push(c as Buffer);
+      const file = join(dir, 'odd.tar');
+      await writeFile(file, Buffer.concat(chunks));
+      await assert.rejects(unpackState(file, targets), (e: Error & { code?: string }) => {
+        assert.equal(e.code, 'invalid');
+        assert.match(e.message, message);
+        return true;
+      });
+    }
+  });
+
   it('bounds what a capture writes of the memory stream it receives', async () => {
     // The stream comes from QEMU, which runs the guest: an endless one must not fill the disk.
     const out = join(dir, 'captured.zst');
