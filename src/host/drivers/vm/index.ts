@@ -7,7 +7,8 @@
 // and its bridge run under shoal-shim, so a VM outlives an agent restart and is re-attached.
 // Control goes through QMP: pause/resume (stop/cont); capture = stop, migrate the RAM to
 // a loopback stream the host compresses with zstd, copy the overlay, cont; restore =
-// start QEMU with -incoming from the saved RAM and the copied overlay, then cont.
+// start QEMU with -incoming defer on the saved overlay, load the saved RAM once unpacked
+// (migrate-incoming fd:5), then cont.
 // Here: the driver (start, restore, receive, recover, destroy). instance.ts is one running
 // VM, saved-state.ts the saved state's file, state-dir.ts the files kept per instance.
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
@@ -441,13 +442,17 @@ export function createVmDriver(options: VmDriverOptions) {
       await writeFile(memory, '', { mode: 0o600 });
       let overlayWritten = (): void => {};
       const overlayUnpacked = new Promise<void>((resolve) => (overlayWritten = resolve));
-      unpacking = unpackState(state.file, targets, (name) => name === DISK_ENTRY && overlayWritten()).catch(async (e: unknown) => {
-        await rm(join(spec.stateDir, OVERLAY), { force: true });
-        throw e;
-      });
+      // A failed restore's overlay goes with its instance (destroy), not here: QEMU may hold it.
+      const unpackingNow = unpackState(state.file, targets, (name) => name === DISK_ENTRY && overlayWritten());
+      unpacking = unpackingNow;
       // The overlay comes first in states captured now (the RAM first in older ones: no overlap).
-      await Promise.race([overlayUnpacked, unpacking]);
-      return await launch(spec, { kind: 'restore', memory, unpacked: unpacking });
+      await Promise.race([overlayUnpacked, unpackingNow]);
+      try {
+        return await launch(spec, { kind: 'restore', memory, unpacked: unpackingNow });
+      } catch (e) {
+        // A start that failed because the state did (QEMU's own error would hide why) says so.
+        throw (await unpackingNow.then(() => undefined, (u: unknown) => u)) ?? e;
+      }
     } finally {
       await unpacking?.catch(() => undefined);
       await rm(memory, { force: true });

@@ -58,8 +58,8 @@ export interface QemuLaunch {
   /** Drop to this user once QEMU has opened its files (-runas), when set. */
   runAs: string | undefined;
   /**
-   * -incoming: `fd:5` (FEED_FD; a restore: the saved state is read from that inherited descriptor) or
-   * `defer` (a live migration's target: set up over QMP, then migrate-incoming).
+   * -incoming: `defer` (a restore, or a live migration's target: set up over QMP, then
+   * migrate-incoming from fd 5, FEED_FD: the saved RAM's file or the relayed stream).
    */
   incoming?: string;
 }

@@ -6,7 +6,7 @@ import { stat } from 'node:fs/promises';
 import { createServer, type Socket } from 'node:net';
 import { pipeline } from 'node:stream/promises';
 import tar from 'tar-stream';
-import { ShoalError } from '../../../protocol/index.ts';
+import { isShoalError, ShoalError } from '../../../protocol/index.ts';
 import { delay } from '../shared/proc.ts';
 import type { Qmp } from './qmp.ts';
 import { compressFrom, decompressTo } from './zstd.ts';
@@ -42,20 +42,30 @@ export async function waitMigration(qmp: Qmp): Promise<void> {
  */
 export async function receiveOnce(file: string, maxBytes: number): Promise<{ port: number; done: Promise<void>; close(): void }> {
   const server = createServer({ pauseOnConnect: true });
+  const stop = new AbortController();
   let connected = false;
   const done = new Promise<void>((resolve, reject) => {
     server.once('connection', (sock: Socket) => {
       connected = true;
       server.close();
-      compressFrom(sock, file, maxBytes).then(resolve, reject);
+      compressFrom(sock, file, maxBytes, stop.signal).then(resolve, reject);
     });
     server.once('close', () => connected || reject(new ShoalError('internal', "QEMU never connected to send the VM's memory")));
+    server.on('error', reject);
   });
   // A capture that failed before it waited for `done` must not leave it unhandled.
   done.catch(() => undefined);
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
   const a = server.address();
-  return { port: typeof a === 'object' && a ? a.port : 0, done, close: () => server.close() };
+  return {
+    port: typeof a === 'object' && a ? a.port : 0,
+    done,
+    // Also ends a zstd still running: whoever holds the connection open keeps no process or file.
+    close: () => {
+      server.close();
+      stop.abort();
+    },
+  };
 }
 
 /** A tar of the named files (already compressed) in the order given, 0600: the saved state's one file. */
@@ -82,8 +92,11 @@ export async function packState(file: string, entries: Record<string, string>): 
 export async function unpackState(file: string, targets: Record<string, { path: string; maxBytes: number }>, onWritten?: (name: string) => void): Promise<void> {
   const extract = tar.extract();
   const seen = new Set<string>();
-  // Why the extraction was stopped: the pipeline itself may only say "Premature close".
+  // Why the extraction was stopped: the pipeline itself may only say "Premature close" or
+  // "write EPIPE" (zstd ended early), which comes before zstd's own exit says why.
   let refused: Error | undefined;
+  // The entry being written: the tar may end (no end-of-archive blocks) before zstd has.
+  let current: Promise<void> = Promise.resolve();
   extract.on('entry', (header, stream, next) => {
     const target = Object.hasOwn(targets, header.name) ? targets[header.name] : undefined;
     if (!target || header.type !== 'file' || seen.has(header.name)) {
@@ -93,16 +106,25 @@ export async function unpackState(file: string, targets: Record<string, { path: 
       return;
     }
     seen.add(header.name);
-    decompressTo(stream, target.path, target.maxBytes, header.name).then(
+    current = decompressTo(stream, target.path, target.maxBytes, header.name).then(
       () => {
         onWritten?.(header.name);
         next();
       },
-      (e: unknown) => extract.destroy((refused = e as Error)),
+      (e: unknown) => {
+        refused ??= e as Error;
+        extract.destroy(refused);
+      },
     );
   });
-  await pipeline(createReadStream(file, { highWaterMark: 1 << 20 }), extract).catch((e: unknown) => {
-    throw refused ?? e;
-  });
+  let failed: unknown;
+  await pipeline(createReadStream(file, { highWaterMark: 1 << 20 }), extract).catch((e: unknown) => (failed = e ?? new Error('failed')));
+  await current;
+  if (refused) throw refused;
+  if (failed !== undefined) {
+    const e = failed as Error & { syscall?: string };
+    // The host's own trouble (a read error) as it is; the archive's (truncated, malformed) is the state's.
+    throw isShoalError(e) || e.syscall !== undefined ? e : new ShoalError('invalid', `the vm state is not a whole tar: ${e.message}`, { field: 'state' });
+  }
   for (const name of Object.keys(targets)) if (!seen.has(name)) throw new ShoalError('invalid', `vm state lacks ${name}`, { field: 'state' });
 }

@@ -17,17 +17,20 @@ const COMPRESS_ARGS = ['-3', '-T2'];
 export async function decompressTo(from: AsyncIterable<unknown>, path: string, maxBytes: number, name: string): Promise<void> {
   const result = await runZstd(['-d'], from, path, maxBytes);
   if (result.signal === 'SIGXFSZ') throw new ShoalError('invalid', `${name} in the vm state decompresses to more than ${maxBytes} bytes`, { field: 'state' });
-  if (result.code !== 0) throw new ShoalError('invalid', `${name} in the vm state is not zstd: ${result.stderr || `zstd ended with ${result.code ?? result.signal}`}`, { field: 'state' });
+  // zstd's own refusal of its input (not zstd, truncated, a window past its memory limit).
+  if (result.code === 1) throw new ShoalError('invalid', `${name} in the vm state is not zstd: ${result.stderr || 'zstd refused it'}`, { field: 'state' });
+  if (result.code !== 0) throw new ShoalError('internal', `decompressing ${name} failed: zstd ended with ${result.code ?? result.signal}${result.stderr ? `: ${result.stderr}` : ''}`);
   if (result.feedError) throw result.feedError;
 }
 
 /**
  * Compresses what arrives on `socket` (QEMU's migration stream) into a new 0600 file at
  * `path`, at most `maxBytes`. The socket is zstd's stdin (a socket made with pauseOnConnect,
- * so Node never reads from it): the stream does not pass through this process.
+ * so Node never reads from it): the stream does not pass through this process. `signal`
+ * ends zstd (a capture that failed, or a stranger holding the connection open).
  */
-export async function compressFrom(socket: Socket, path: string, maxBytes: number): Promise<void> {
-  const result = await runZstd(COMPRESS_ARGS, socket, path, maxBytes);
+export async function compressFrom(socket: Socket, path: string, maxBytes: number, signal?: AbortSignal): Promise<void> {
+  const result = await runZstd(COMPRESS_ARGS, socket, path, maxBytes, signal);
   if (result.signal === 'SIGXFSZ') throw new ShoalError('internal', `the VM's memory compressed to more than ${maxBytes} bytes`);
   if (result.code !== 0) throw new ShoalError('internal', `compressing the VM's memory failed: ${result.stderr || `zstd ended with ${result.code ?? result.signal}`}`);
 }
@@ -40,23 +43,30 @@ interface ZstdResult {
   feedError?: Error;
 }
 
-async function runZstd(args: string[], input: AsyncIterable<unknown> | Socket, path: string, maxBytes: number): Promise<ZstdResult> {
+const MISSING = 'the zstd and prlimit commands are needed (scripts/setup-system.sh installs them)';
+
+async function runZstd(args: string[], input: AsyncIterable<unknown> | Socket, path: string, maxBytes: number, signal?: AbortSignal): Promise<ZstdResult> {
   const out = await open(path, 'w', 0o600);
   try {
     const direct = isSocket(input);
-    const child = spawn('prlimit', [`--fsize=${maxBytes}`, '--', 'zstd', '-q', '-c', ...args], { stdio: [direct ? input : 'pipe', out.fd, 'pipe'] });
+    // --core=0: a tenant's decompression bomb ends zstd by SIGXFSZ, which would dump core.
+    const child = spawn('prlimit', [`--fsize=${maxBytes}`, '--core=0', '--', 'zstd', '-q', '-c', ...args], {
+      stdio: [direct ? input : 'pipe', out.fd, 'pipe'],
+      ...(signal ? { signal, killSignal: 'SIGKILL' as const } : {}),
+    });
     // zstd has its own copy of the socket now.
     if (direct) input.destroy();
     let stderr = '';
-    child.stderr!.on('data', (c: Buffer) => void (stderr.length < 2048 && (stderr += c.toString())));
+    child.stderr?.on('data', (c: Buffer) => void (stderr.length < 2048 && (stderr += c.toString())));
     const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve, reject) => {
-      child.once('error', reject);
+      child.once('error', (e: NodeJS.ErrnoException) => reject(e.code === 'ENOENT' ? new ShoalError('unavailable', MISSING) : e));
       child.once('close', (code, signal) => resolve({ code, signal }));
     });
-    const fed = direct ? Promise.resolve(undefined) : pipeline(input, child.stdin!).then(() => undefined, (e: unknown) => e as Error);
-    const [{ code, signal }, feedError] = await Promise.all([exited, fed]);
-    if (code === 127) throw new ShoalError('unavailable', 'the zstd command is missing (scripts/setup-system.sh installs it)');
-    return { code, signal, stderr: stderr.trim(), ...(feedError ? { feedError } : {}) };
+    const fed = direct || !child.stdin ? Promise.resolve(undefined) : pipeline(input, child.stdin).then(() => undefined, (e: unknown) => e as Error);
+    const [{ code, signal: ended }, feedError] = await Promise.all([exited, fed]);
+    // prlimit's exit when it cannot run zstd.
+    if (code === 126 || code === 127) throw new ShoalError('unavailable', `${MISSING}: ${stderr.trim()}`);
+    return { code, signal: ended, stderr: stderr.trim(), ...(feedError ? { feedError } : {}) };
   } finally {
     await out.close();
   }

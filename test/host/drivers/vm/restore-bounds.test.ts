@@ -73,6 +73,52 @@ describe('vm restore bounds', () => {
     }
   });
 
+  it('returns only once the last entry is written whole, even from a tar without its end blocks', async () => {
+    // 64 MiB that takes zstd a while to write; the entry padded (a skippable frame) to a
+    // multiple of 512 bytes, and the tar cut before its end-of-archive blocks, so the
+    // archive is parsed to its end before zstd is done.
+    const block = randomBytes(1024 * 1024);
+    const ram = Buffer.concat(Array.from({ length: 64 }, () => block));
+    const frame = zstdCompressSync(ram);
+    const padLength = (512 - ((frame.length + 8) % 512)) % 512;
+    const pad = Buffer.alloc(8 + padLength);
+    pad.writeUInt32LE(0x184d2a50, 0);
+    pad.writeUInt32LE(padLength, 4);
+    const pack = tar.pack();
+    pack.entry({ name: 'disk.qcow2.zst' }, zstdCompressSync(Buffer.alloc(4096)));
+    pack.entry({ name: 'memory.zst' }, Buffer.concat([frame, pad]));
+    pack.finalize();
+    const chunks: Buffer[] = [];
+    for await (const c of pack) chunks.push(c as Buffer);
+    const whole = Buffer.concat(chunks);
+    const file = join(dir, 'no-end.tar');
+    await writeFile(file, whole.subarray(0, whole.length - 1024));
+    const written: string[] = [];
+    const memory = join(dir, 'm6');
+    await unpackState(file, { 'memory.zst': { path: memory, maxBytes: 128 * 1024 * 1024 }, 'disk.qcow2.zst': { path: join(dir, 'd6.qcow2'), maxBytes: 1024 * 1024 } }, (name) => written.push(name));
+    assert.equal((await stat(memory)).size, ram.length);
+    assert.deepEqual(written, ['disk.qcow2.zst', 'memory.zst']);
+  });
+
+  it('says why zstd stopped, not that its input pipe broke, and refuses a cut archive as invalid', async () => {
+    const targets = { 'memory.zst': { path: join(dir, 'm7'), maxBytes: 1024 * 1024 * 1024 }, 'disk.qcow2.zst': { path: join(dir, 'd7.qcow2'), maxBytes: 1024 * 1024 } };
+    const pack = tar.pack();
+    pack.entry({ name: 'disk.qcow2.zst' }, zstdCompressSync(Buffer.alloc(4096)));
+    pack.entry({ name: 'memory.zst' }, randomBytes(20 * 1024 * 1024)); // zstd refuses it at once; the feed then breaks
+    pack.finalize();
+    const chunks: Buffer[] = [];
+    for await (const c of pack) chunks.push(c as Buffer);
+    const whole = Buffer.concat(chunks);
+    await writeFile(join(dir, 'big-junk.tar'), whole);
+    await assert.rejects(unpackState(join(dir, 'big-junk.tar'), targets), /memory\.zst in the vm state is not zstd/);
+    // Cut inside the second entry's header.
+    await writeFile(join(dir, 'cut.tar'), whole.subarray(0, 512 + 512 + 100));
+    await assert.rejects(unpackState(join(dir, 'cut.tar'), targets), (e: Error & { code?: string }) => {
+      assert.equal(e.code, 'invalid');
+      return true;
+    });
+  });
+
   it('bounds what a capture writes of the memory stream it receives', async () => {
     // The stream comes from QEMU, which runs the guest: an endless one must not fill the disk.
     const out = join(dir, 'captured.zst');
@@ -87,6 +133,16 @@ describe('vm restore bounds', () => {
     connect(ok.port, '127.0.0.1').end('the guest RAM');
     await ok.done;
     assert.equal(zstdDecompressSync(await readFile(join(dir, 'ok.zst'))).toString(), 'the guest RAM');
+    // Someone holds the connection open (a stranger that connected first): close() ends zstd too.
+    const held = await receiveOnce(join(dir, 'held.zst'), 1024 * 1024);
+    const holder = connect(held.port, '127.0.0.1');
+    holder.on('error', () => undefined);
+    holder.write('not all of it');
+    await new Promise((r) => setTimeout(r, 200));
+    held.close();
+    const outcome = await Promise.race([held.done.then(() => 'finished', () => 'ended'), new Promise((r) => setTimeout(() => r('still running'), 5000))]);
+    holder.destroy();
+    assert.equal(outcome, 'ended');
     // No connection (QEMU's migrate failed first): close() ends the wait, and the port.
     const never = await receiveOnce(join(dir, 'never.zst'), 1024);
     never.close();
