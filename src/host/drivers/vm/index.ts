@@ -422,7 +422,6 @@ export function createVmDriver(options: VmDriverOptions) {
       throw new ShoalError('conflict', `the state was saved from a VM of ${saved.memoryMiB} MiB and ${saved.cpus} cpus; this spec's resources give ${shape.memoryMiB} MiB and ${shape.cpus} cpus`, { field: 'resources' });
     }
     const memory = join(spec.stateDir, MEMORY);
-    let unpacking: Promise<void> | undefined;
     try {
       const k = await ensureKernel();
       if (state.annotations['org.shoal.vm.kernel'] !== k.release) {
@@ -443,18 +442,18 @@ export function createVmDriver(options: VmDriverOptions) {
       let overlayWritten = (): void => {};
       const overlayUnpacked = new Promise<void>((resolve) => (overlayWritten = resolve));
       // A failed restore's overlay goes with its instance (destroy), not here: QEMU may hold it.
-      const unpackingNow = unpackState(state.file, targets, (name) => name === DISK_ENTRY && overlayWritten());
-      unpacking = unpackingNow;
+      const unpacking = unpackState(state.file, targets, (name) => name === DISK_ENTRY && overlayWritten());
       // The overlay comes first in states captured now (the RAM first in older ones: no overlap).
-      await Promise.race([overlayUnpacked, unpackingNow]);
+      await Promise.race([overlayUnpacked, unpacking]);
       try {
-        return await launch(spec, { kind: 'restore', memory, unpacked: unpackingNow });
+        // Resolves only after awaiting `unpacking` (launch loads the RAM once it is written).
+        return await launch(spec, { kind: 'restore', memory, unpacked: unpacking });
       } catch (e) {
-        // A start that failed because the state did (QEMU's own error would hide why) says so.
-        throw (await unpackingNow.then(() => undefined, (u: unknown) => u)) ?? e;
+        // A start that failed because the state did (QEMU's own error would hide why) says so;
+        // either way the unpacking has ended before the RAM's file is removed below.
+        throw (await unpacking.then(() => undefined, (u: unknown) => u)) ?? e;
       }
     } finally {
-      await unpacking?.catch(() => undefined);
       await rm(memory, { force: true });
     }
   }
