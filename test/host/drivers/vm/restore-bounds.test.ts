@@ -12,6 +12,7 @@ import tar from 'tar-stream';
 import type { InstanceSpec } from '../../../../src/host/drivers/driver.ts';
 import { createVmDriver, unpackState, VM_STATE_MEDIA_TYPE } from '../../../../src/host/drivers/vm/index.ts';
 import { receiveOnce } from '../../../../src/host/drivers/vm/saved-state.ts';
+import { skipUnless } from '../../fixtures/requirements.ts';
 
 let dir: string;
 
@@ -27,7 +28,7 @@ async function stateFile(name: string, diskBytes: number): Promise<string> {
   return file;
 }
 
-describe('vm restore bounds', () => {
+describe('vm restore bounds', { skip: skipUnless(['zstd']) }, () => {
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), 'shoal-vm-bounds-'));
   });
